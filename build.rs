@@ -1,0 +1,58 @@
+//! Link settings for the driver image.
+//!
+//! Portable flavor (default, any host): emit the lld-link arguments that make
+//! the cdylib a kernel driver. Nothing is emitted for host builds (unit tests,
+//! clippy), so those stay ordinary Rust builds.
+//!
+//! KMDF flavor (feature `wdk`, Windows host with the WDK): wdk-build configures
+//! the link (KMDF libraries, driver settings) from
+//! `[package.metadata.wdk.driver-model]`.
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    let wdk = std::env::var_os("CARGO_FEATURE_WDK").is_some();
+
+    if wdk {
+        kmdf();
+        return;
+    }
+    if target_os == "windows" && target_env == "msvc" {
+        for arg in PORTABLE_LINK_ARGS {
+            println!("cargo:rustc-cdylib-link-arg={arg}");
+        }
+    }
+}
+
+/// lld-link arguments for a WDM driver image with no WDK import libraries:
+/// every import comes from the crate's raw-dylib declarations (src/nt/).
+const PORTABLE_LINK_ARGS: &[&str] = &[
+    "/DRIVER",
+    "/SUBSYSTEM:NATIVE,10.00",
+    "/ENTRY:DriverEntry",
+    "/NODEFAULTLIB",
+    // PsSetCreateProcessNotifyRoutineEx refuses images without FORCE_INTEGRITY.
+    "/INTEGRITYCHECK",
+    "/DYNAMICBASE",
+    "/NXCOMPAT",
+    "/OPT:REF,ICF",
+    "/DEBUG",
+];
+
+#[cfg(feature = "wdk")]
+fn kmdf() {
+    if std::env::var("CARGO_CFG_WINDOWS").is_err() || !cfg!(windows) {
+        panic!(
+            "the `wdk` feature builds the KMDF flavor and needs a Windows host with the WDK; \
+             on other hosts build the portable flavor (default features): see docs/building.md"
+        );
+    }
+    wdk_build::configure_wdk_binary_build()
+        .expect("wdk-build could not configure the KMDF driver build (is the WDK installed?)");
+}
+
+#[cfg(not(feature = "wdk"))]
+fn kmdf() {
+    unreachable!("CARGO_FEATURE_WDK is set only with the wdk feature")
+}

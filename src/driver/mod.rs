@@ -1,0 +1,45 @@
+//! Driver load and unload. The flavor-specific entry points (WDM `DriverEntry`
+//! in the portable flavor, KMDF in the `wdk` flavor) call [`load`] and
+//! [`unload`], which hold everything the two flavors share.
+
+#[cfg(feature = "wdk")]
+mod kmdf;
+#[cfg(not(feature = "wdk"))]
+mod wdm;
+
+use crate::nt;
+
+/// Log through `DbgPrintEx` (component `DPFLTR_IHVDRIVER_ID`), formatted with
+/// `core::fmt` into a stack buffer (no allocation; safe at any IRQL the
+/// caller may be at, since only `%s` is passed to the kernel).
+#[macro_export]
+macro_rules! dbg_log {
+    ($level:expr, $($arg:tt)*) => {
+        $crate::driver::log($level, format_args!($($arg)*))
+    };
+}
+
+#[doc(hidden)]
+pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
+    use core::fmt::Write;
+    let mut buf = crate::rt::FixedBuf::<256>::new();
+    let _ = buf.write_str("ntosebpfext: ");
+    let _ = buf.write_fmt(args);
+    let text = buf.as_cstr_ptr();
+    // SAFETY: the format and its one argument are NUL-terminated strings that
+    // live across the call.
+    unsafe {
+        nt::DbgPrintEx(nt::DPFLTR_IHVDRIVER_ID, level, c"%s\n".as_ptr().cast(), text);
+    }
+}
+
+/// Everything DriverEntry does after the flavor-specific setup.
+pub fn load() -> nt::NTSTATUS {
+    dbg_log!(nt::DPFLTR_INFO_LEVEL, "loaded (version {})", env!("CARGO_PKG_VERSION"));
+    nt::STATUS_SUCCESS
+}
+
+/// Everything the unload routine does before the flavor-specific teardown.
+pub fn unload() {
+    dbg_log!(nt::DPFLTR_INFO_LEVEL, "unloaded");
+}

@@ -1,0 +1,150 @@
+//! The portable flavor's runtime: what `core` and `alloc` expect from the
+//! environment, provided by the kernel. (The KMDF flavor gets the same from
+//! `wdk-alloc` and `wdk-panic`.)
+
+use crate::nt;
+use core::alloc::{GlobalAlloc, Layout};
+use core::fmt::Write;
+
+/// Pool tag of every allocation the driver makes: `'sotN'`, shown as `Ntos`
+/// by `!pool`, `!poolused` and poolmon.
+pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Ntos");
+
+/// Bug check code of a Rust panic in the driver ("NTOS" in ASCII).
+///
+/// Parameters: 1 = address of a NUL-terminated ASCII message
+/// `"ntosebpfext panic at <file>:<line>:<column>: <message>"` (on the
+/// panicking thread's stack, readable with `da` in the dump), 2 = line,
+/// 3 = column, 4 = 0.
+pub const BUGCHECK_RUST_PANIC: u32 = 0x4E54_4F53;
+
+/// Pool allocations are 16-byte aligned on x64; larger alignments are not
+/// supported (no type in the driver needs one) and fail the allocation.
+const POOL_ALIGNMENT: usize = 16;
+
+struct PoolAllocator;
+
+// SAFETY: ExAllocatePool2 returns either null or a block of at least `size`
+// bytes, 16-byte aligned, that stays valid until ExFreePoolWithTag; layouts
+// needing more alignment are refused with null, as GlobalAlloc allows.
+unsafe impl GlobalAlloc for PoolAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() > POOL_ALIGNMENT {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: plain kernel call; the flags ask for non-paged, uninitialized memory.
+        unsafe {
+            nt::ExAllocatePool2(
+                nt::POOL_FLAG_NON_PAGED | nt::POOL_FLAG_UNINITIALIZED,
+                layout.size(),
+                POOL_TAG,
+            )
+            .cast()
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.align() > POOL_ALIGNMENT {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: without POOL_FLAG_UNINITIALIZED the pool zeroes the block.
+        unsafe { nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, layout.size(), POOL_TAG).cast() }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: the caller passes a block this allocator returned, which
+        // carries our tag.
+        unsafe { nt::ExFreePoolWithTag(ptr.cast(), POOL_TAG) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: PoolAllocator = PoolAllocator;
+
+/// A fixed buffer that `core::fmt` writes into, truncating; keeps one byte
+/// for the terminating NUL.
+pub(crate) struct FixedBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FixedBuf<N> {
+    pub(crate) const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    /// The text written so far, NUL-terminated.
+    pub(crate) fn as_cstr_ptr(&mut self) -> *const u8 {
+        self.buf[self.len] = 0;
+        self.buf.as_ptr()
+    }
+}
+
+impl<const N: usize> Write for FixedBuf<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = N - 1 - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut msg = FixedBuf::<512>::new();
+    let (line, column) = match info.location() {
+        Some(loc) => {
+            let _ = write!(
+                msg,
+                "ntosebpfext panic at {}:{}:{}: {}",
+                loc.file(),
+                loc.line(),
+                loc.column(),
+                info.message()
+            );
+            (loc.line() as usize, loc.column() as usize)
+        }
+        None => {
+            let _ = write!(msg, "ntosebpfext panic: {}", info.message());
+            (0, 0)
+        }
+    };
+    let text = msg.as_cstr_ptr();
+    // SAFETY: both strings are NUL-terminated and outlive the calls;
+    // KeBugCheckEx does not return, so `msg` stays on the stack for the dump.
+    unsafe {
+        nt::DbgPrintEx(
+            nt::DPFLTR_IHVDRIVER_ID,
+            nt::DPFLTR_ERROR_LEVEL,
+            c"%s\n".as_ptr().cast(),
+            text,
+        );
+        nt::KeBugCheckEx(BUGCHECK_RUST_PANIC, text as usize, line, column, 0)
+    }
+}
+
+// Two symbols the precompiled `core` references and the MSVC CRT would
+// normally define. They are defined in assembly rather than as
+// `#[no_mangle]` Rust items so that they stay out of the image's export table.
+//
+// `_fltused`: marks that floating point is in use (`core` has float code).
+//
+// `__CxxFrameHandler3`: the personality routine named in `core`'s unwind
+// tables. The driver never unwinds (panic=abort), so the routine handles
+// nothing: it returns `ExceptionContinueSearch` (1), letting the kernel go on
+// to its own handling (a bug check that names the original exception) rather
+// than masking that exception with a second failure.
+core::arch::global_asm!(
+    ".section .rdata,\"dr\"",
+    ".globl _fltused",
+    ".p2align 2",
+    "_fltused:",
+    ".long 0",
+    ".text",
+    ".globl __CxxFrameHandler3",
+    ".p2align 4",
+    "__CxxFrameHandler3:",
+    "mov eax, 1",
+    "ret",
+);

@@ -1,0 +1,94 @@
+//! Fault injection: make the Nth call of a named fallible API fail, the way
+//! Windows documents it failing. Every fallible service calls [`check`] with
+//! its API name before doing its work; allocations are the API
+//! `ExAllocatePool2`.
+//!
+//! Calls are counted per API from the last [`reset`] (a new [`crate::Sim`]),
+//! so a scenario can be run once to see which fallible calls it makes
+//! ([`counts`]) and then once per call with that call failed
+//! ([`crate::sim::sweep`]).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct State {
+    counts: BTreeMap<String, u64>,
+    plan: Vec<(String, u64)>,
+    fired: Vec<(String, u64)>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    counts: BTreeMap::new(),
+    plan: Vec::new(),
+    fired: Vec::new(),
+});
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a call of `api` and answers whether this call must fail.
+pub fn check(api: &str) -> bool {
+    let mut s = state();
+    let n = {
+        let c = s.counts.entry(api.to_string()).or_insert(0);
+        *c += 1;
+        *c
+    };
+    let hit = s.plan.iter().any(|(a, k)| a == api && *k == n);
+    if hit {
+        s.fired.push((api.to_string(), n));
+        eprintln!("ntsim: fault injection: failing call #{n} of {api}");
+    }
+    hit
+}
+
+/// Plans the `n`th call (1-based, counted from now on... from the last
+/// reset) of `api` to fail.
+pub fn fail_nth(api: &str, n: u64) {
+    assert!(n >= 1, "calls are numbered from 1");
+    state().plan.push((api.to_string(), n));
+}
+
+/// Plans the `n`th allocation to fail.
+pub fn fail_nth_alloc(n: u64) {
+    fail_nth("ExAllocatePool2", n);
+}
+
+/// Calls of each fallible API since the last reset.
+pub fn counts() -> BTreeMap<String, u64> {
+    state().counts.clone()
+}
+
+/// The planned failures that actually happened since the last reset.
+pub fn fired() -> Vec<(String, u64)> {
+    state().fired.clone()
+}
+
+/// Forgets counts, plans and fired failures.
+pub fn reset() {
+    let mut s = state();
+    s.counts.clear();
+    s.plan.clear();
+    s.fired.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nth_call_fails_once() {
+        let _sim = crate::Sim::new();
+        fail_nth("NmrRegisterProvider", 2);
+        assert!(!check("NmrRegisterProvider"));
+        assert!(!check("ExAllocatePool2"));
+        assert!(check("NmrRegisterProvider"));
+        assert!(!check("NmrRegisterProvider"));
+        assert_eq!(counts()["NmrRegisterProvider"], 3);
+        assert_eq!(fired(), vec![("NmrRegisterProvider".to_string(), 2)]);
+        reset();
+        assert!(counts().is_empty());
+    }
+}
