@@ -6,12 +6,17 @@
 //! lives behind `cfg(windows)`.
 #![cfg_attr(windows, no_std)]
 
-#[cfg(windows)]
 extern crate alloc;
+
+pub mod ebpf;
+pub mod hooks;
+pub mod nt;
+pub mod pool;
+pub mod sync;
 
 #[cfg(windows)]
 pub mod driver;
 #[cfg(windows)]
-pub mod nt;
+pub mod nmr;
 #[cfg(all(windows, not(feature = "wdk")))]
 mod rt;

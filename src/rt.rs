@@ -70,7 +70,10 @@ pub(crate) struct FixedBuf<const N: usize> {
 
 impl<const N: usize> FixedBuf<N> {
     pub(crate) const fn new() -> Self {
-        Self { buf: [0; N], len: 0 }
+        Self {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     /// The text written so far, NUL-terminated.

@@ -35,11 +35,17 @@ pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
 
 /// Everything DriverEntry does after the flavor-specific setup.
 pub fn load() -> nt::NTSTATUS {
-    dbg_log!(nt::DPFLTR_INFO_LEVEL, "loaded (version {})", env!("CARGO_PKG_VERSION"));
-    nt::STATUS_SUCCESS
+    let status = crate::hooks::process::kernel::load();
+    if nt::nt_success(status) {
+        dbg_log!(nt::DPFLTR_INFO_LEVEL, "loaded (version {})", env!("CARGO_PKG_VERSION"));
+    } else {
+        dbg_log!(nt::DPFLTR_ERROR_LEVEL, "load failed: {status:#x}");
+    }
+    status
 }
 
 /// Everything the unload routine does before the flavor-specific teardown.
 pub fn unload() {
+    crate::hooks::process::kernel::unload();
     dbg_log!(nt::DPFLTR_INFO_LEVEL, "unloaded");
 }

@@ -1,5 +1,6 @@
 //! Kernel structures the driver reads or fills, with their x64 layouts.
 
+use super::NTSTATUS;
 use core::ffi::c_void;
 
 pub type HANDLE = usize;
@@ -52,7 +53,153 @@ pub struct DRIVER_OBJECT {
     pub MajorFunction: [*mut c_void; 28],
 }
 
+/// `GUID` (16 bytes, align 4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GUID {
+    pub data1: u32,
+    pub data2: u16,
+    pub data3: u16,
+    pub data4: [u8; 8],
+}
+
+impl GUID {
+    pub const fn new(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> GUID {
+        GUID {
+            data1,
+            data2,
+            data3,
+            data4,
+        }
+    }
+}
+
+pub const MIT_GUID: u32 = 1;
+
+/// `NPI_MODULEID` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NPI_MODULEID {
+    pub Length: u16,
+    pub Type: u32,
+    /// `union { GUID Guid; LUID IfLuid; }`: this driver only uses GUIDs.
+    pub Guid: GUID,
+}
+
+impl NPI_MODULEID {
+    pub const fn guid(guid: GUID) -> NPI_MODULEID {
+        NPI_MODULEID {
+            Length: core::mem::size_of::<NPI_MODULEID>() as u16,
+            Type: MIT_GUID,
+            Guid: guid,
+        }
+    }
+}
+
+/// `NPI_REGISTRATION_INSTANCE` (40 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NPI_REGISTRATION_INSTANCE {
+    pub Version: u16,
+    pub Size: u16,
+    pub NpiId: *const GUID,
+    pub ModuleId: *const NPI_MODULEID,
+    pub Number: u32,
+    pub NpiSpecificCharacteristics: *const c_void,
+}
+
+pub type PNPI_PROVIDER_ATTACH_CLIENT_FN = unsafe extern "system" fn(
+    NmrBindingHandle: HANDLE,
+    ProviderContext: *mut c_void,
+    ClientRegistrationInstance: *const NPI_REGISTRATION_INSTANCE,
+    ClientBindingContext: *mut c_void,
+    ClientDispatch: *const c_void,
+    ProviderBindingContext: *mut *mut c_void,
+    ProviderDispatch: *mut *const c_void,
+) -> NTSTATUS;
+pub type PNPI_PROVIDER_DETACH_CLIENT_FN =
+    unsafe extern "system" fn(ProviderBindingContext: *mut c_void) -> NTSTATUS;
+pub type PNPI_PROVIDER_CLEANUP_BINDING_CONTEXT_FN =
+    unsafe extern "system" fn(ProviderBindingContext: *mut c_void);
+
+/// `NPI_PROVIDER_CHARACTERISTICS` (72 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NPI_PROVIDER_CHARACTERISTICS {
+    pub Version: u16,
+    pub Length: u16,
+    pub ProviderAttachClient: Option<PNPI_PROVIDER_ATTACH_CLIENT_FN>,
+    pub ProviderDetachClient: Option<PNPI_PROVIDER_DETACH_CLIENT_FN>,
+    pub ProviderCleanupBindingContext: Option<PNPI_PROVIDER_CLEANUP_BINDING_CONTEXT_FN>,
+    pub ProviderRegistrationInstance: NPI_REGISTRATION_INSTANCE,
+}
+
+/// `CLIENT_ID`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CLIENT_ID {
+    pub UniqueProcess: HANDLE,
+    pub UniqueThread: HANDLE,
+}
+
+/// `PS_CREATE_NOTIFY_INFO` (72 bytes).
+#[repr(C)]
+pub struct PS_CREATE_NOTIFY_INFO {
+    pub Size: usize,
+    /// bit 0 FileOpenNameAvailable, bit 1 IsSubsystemProcess.
+    pub Flags: u32,
+    pub ParentProcessId: HANDLE,
+    pub CreatingThreadId: CLIENT_ID,
+    pub FileObject: *mut c_void,
+    pub ImageFileName: *const UNICODE_STRING,
+    pub CommandLine: *const UNICODE_STRING,
+    pub CreationStatus: NTSTATUS,
+}
+
+pub type PCREATE_PROCESS_NOTIFY_ROUTINE_EX = unsafe extern "system" fn(
+    Process: PEPROCESS,
+    ProcessId: HANDLE,
+    CreateInfo: *mut PS_CREATE_NOTIFY_INFO,
+);
+
+/// Opaque kernel objects.
+pub type PEPROCESS = *mut c_void;
+pub type PACCESS_TOKEN = *mut c_void;
+pub type PSID = *mut c_void;
+
+/// `TOKEN_INFORMATION_CLASS::TokenUser`.
+pub const TokenUser: u32 = 1;
+/// `SECURITY_MAX_SID_SIZE`.
+pub const SECURITY_MAX_SID_SIZE: usize = 68;
+
+/// `SID_AND_ATTRIBUTES`, the head of `TOKEN_USER`.
+#[repr(C)]
+pub struct SID_AND_ATTRIBUTES {
+    pub Sid: PSID,
+    pub Attributes: u32,
+}
+
+/// `EX_RUNDOWN_REF`, `EX_SPIN_LOCK`, `EX_PUSH_LOCK`: words the kernel
+/// manipulates atomically; all-zero is the initialized state of each.
+pub type EX_SPIN_LOCK = i32;
+pub type EX_PUSH_LOCK = usize;
+
 const _: () = {
+    assert!(core::mem::size_of::<GUID>() == 16);
+    assert!(core::mem::size_of::<NPI_MODULEID>() == 24);
+    assert!(core::mem::offset_of!(NPI_MODULEID, Guid) == 8);
+    assert!(core::mem::size_of::<NPI_REGISTRATION_INSTANCE>() == 40);
+    assert!(core::mem::offset_of!(NPI_REGISTRATION_INSTANCE, NpiSpecificCharacteristics) == 32);
+    assert!(core::mem::size_of::<NPI_PROVIDER_CHARACTERISTICS>() == 72);
+    assert!(
+        core::mem::offset_of!(NPI_PROVIDER_CHARACTERISTICS, ProviderRegistrationInstance) == 32
+    );
+    assert!(core::mem::size_of::<PS_CREATE_NOTIFY_INFO>() == 72);
+    assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, ParentProcessId) == 16);
+    assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CreatingThreadId) == 24);
+    assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, ImageFileName) == 48);
+    assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CommandLine) == 56);
+    assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CreationStatus) == 64);
     assert!(core::mem::size_of::<UNICODE_STRING>() == 16);
     assert!(core::mem::size_of::<DRIVER_OBJECT>() == 0x150);
     assert!(core::mem::offset_of!(DRIVER_OBJECT, DriverUnload) == 104);

@@ -4,7 +4,7 @@
 
 use crate::export;
 use crate::exports::Export;
-use crate::types::{KIRQL, DISPATCH_LEVEL, HIGH_LEVEL, PASSIVE_LEVEL};
+use crate::types::{DISPATCH_LEVEL, HIGH_LEVEL, KIRQL, PASSIVE_LEVEL};
 use crate::violation;
 use std::cell::Cell;
 

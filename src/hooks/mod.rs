@@ -1,0 +1,3 @@
+//! One module per program type.
+
+pub mod process;

@@ -1,0 +1,249 @@
+//! A safe NMR provider.
+//!
+//! A [`ProviderRegistration`] is a `static`: NMR keeps pointers to the
+//! characteristics, the NPI id and the module id for as long as the
+//! registration lasts, and a static outlives any registration. The callbacks
+//! become methods of the [`Provider`] trait; the only `unsafe` code is in the
+//! `extern "system"` trampolines below, which turn NMR's raw pointers back
+//! into the references the trait methods take.
+
+use crate::nt::{self, HANDLE, NTSTATUS};
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// What NMR tells a provider about a client that wants to attach.
+pub struct ClientAttach<'a> {
+    /// The client's registration instance (NpiId, ModuleId, its NPI-specific
+    /// characteristics).
+    pub registration: &'a nt::NPI_REGISTRATION_INSTANCE,
+    /// The client's binding context, passed back to its dispatch functions.
+    pub binding_context: *const c_void,
+    /// The client's dispatch table (NPI-specific layout).
+    pub dispatch: *const c_void,
+}
+
+/// The callbacks of an NMR provider.
+pub trait Provider: Sync + 'static {
+    /// The provider's per-client state, owned by NMR's binding from attach
+    /// to cleanup (stored in pool by this module).
+    type Binding: Sync;
+
+    /// A client asks to attach (PASSIVE_LEVEL). On success returns the
+    /// per-client state and the provider dispatch table (null when the NPI
+    /// defines none).
+    fn attach(
+        &'static self,
+        binding_handle: HANDLE,
+        client: &ClientAttach<'_>,
+    ) -> Result<(Self::Binding, *const c_void), NTSTATUS>;
+
+    /// The binding is at its final address and about to be handed to NMR
+    /// (still inside the attach callback): the place to publish it.
+    fn attached(&'static self, _binding: &Self::Binding) {}
+
+    /// The binding could not be stored (out of memory): undo what `attach`
+    /// did; the attach fails.
+    fn abandon(&'static self, binding: Self::Binding);
+
+    /// Detach (IRQL <= DISPATCH_LEVEL, must not block): return
+    /// STATUS_SUCCESS when the client may be cleaned up now, or
+    /// STATUS_PENDING and later call [`detach_complete`] with the binding
+    /// handle given to `attach`.
+    fn detach(&'static self, binding: &Self::Binding) -> NTSTATUS;
+
+    /// Both sides have detached (IRQL <= DISPATCH_LEVEL). The binding is
+    /// dropped and its memory freed when this returns.
+    fn cleanup(&'static self, binding: &Self::Binding);
+}
+
+/// Reports a pending detach as complete.
+pub fn detach_complete(binding_handle: HANDLE) {
+    // SAFETY: the handle came from NMR's attach call for a binding whose
+    // detach returned STATUS_PENDING; callable at <= DISPATCH_LEVEL.
+    unsafe { nt::NmrProviderDetachClientComplete(binding_handle) }
+}
+
+/// The provider's binding context as NMR stores it: the provider and its
+/// per-client state.
+struct BindingContext<P: Provider> {
+    provider: &'static P,
+    binding: P::Binding,
+}
+
+/// A provider registration that lives in a `static`.
+pub struct ProviderRegistration<P: Provider> {
+    characteristics: nt::NPI_PROVIDER_CHARACTERISTICS,
+    handle: AtomicUsize,
+    provider: P,
+}
+
+// SAFETY: the characteristics are written only by `new` (const) and read by
+// NMR; their raw pointers point to statics. The handle is atomic and P is
+// Sync by the trait bound.
+unsafe impl<P: Provider> Sync for ProviderRegistration<P> {}
+
+impl<P: Provider> ProviderRegistration<P> {
+    /// Describes a provider of `npi_id` with module id `module_id` and
+    /// NPI-specific characteristics `specific` (all statics).
+    pub const fn new(
+        npi_id: &'static nt::GUID,
+        module_id: &'static nt::NPI_MODULEID,
+        specific: *const c_void,
+        provider: P,
+    ) -> Self {
+        ProviderRegistration {
+            characteristics: nt::NPI_PROVIDER_CHARACTERISTICS {
+                Version: 0,
+                Length: core::mem::size_of::<nt::NPI_PROVIDER_CHARACTERISTICS>() as u16,
+                ProviderAttachClient: Some(attach_trampoline::<P>),
+                ProviderDetachClient: Some(detach_trampoline::<P>),
+                ProviderCleanupBindingContext: Some(cleanup_trampoline::<P>),
+                ProviderRegistrationInstance: nt::NPI_REGISTRATION_INSTANCE {
+                    Version: 0,
+                    Size: core::mem::size_of::<nt::NPI_REGISTRATION_INSTANCE>() as u16,
+                    NpiId: npi_id,
+                    ModuleId: module_id,
+                    Number: 0,
+                    NpiSpecificCharacteristics: specific,
+                },
+            },
+            handle: AtomicUsize::new(0),
+            provider,
+        }
+    }
+
+    pub fn provider(&'static self) -> &'static P {
+        &self.provider
+    }
+
+    /// Registers with NMR (PASSIVE_LEVEL). Clients already registered attach
+    /// during this call.
+    pub fn register(&'static self) -> NTSTATUS {
+        debug_assert_eq!(self.handle.load(Ordering::Relaxed), 0);
+        let mut handle: HANDLE = 0;
+        // SAFETY: the characteristics and everything they point to are
+        // statics, valid for as long as NMR may use them; the context is
+        // `self`, also a static.
+        let status = unsafe {
+            nt::NmrRegisterProvider(
+                &self.characteristics,
+                (self as *const Self).cast(),
+                &mut handle,
+            )
+        };
+        if nt::nt_success(status) {
+            self.handle.store(handle, Ordering::Release);
+        }
+        status
+    }
+
+    /// Deregisters and waits until every client has detached and been
+    /// cleaned up (PASSIVE_LEVEL). Does nothing if not registered.
+    pub fn deregister(&'static self) {
+        let handle = self.handle.swap(0, Ordering::AcqRel);
+        if handle == 0 {
+            return;
+        }
+        // SAFETY: a handle NmrRegisterProvider returned, deregistered once
+        // (the swap above guarantees it).
+        let status = unsafe { nt::NmrDeregisterProvider(handle) };
+        if status == nt::STATUS_PENDING {
+            // SAFETY: same handle; the wait is legal at PASSIVE_LEVEL, where
+            // unload and DriverEntry's unwinding run.
+            unsafe { nt::NmrWaitForProviderDeregisterComplete(handle) };
+        }
+    }
+}
+
+unsafe extern "system" fn attach_trampoline<P: Provider>(
+    binding_handle: HANDLE,
+    provider_context: *mut c_void,
+    client_registration: *const nt::NPI_REGISTRATION_INSTANCE,
+    client_binding_context: *mut c_void,
+    client_dispatch: *const c_void,
+    provider_binding_context: *mut *mut c_void,
+    provider_dispatch: *mut *const c_void,
+) -> NTSTATUS {
+    if client_registration.is_null() || provider_binding_context.is_null() {
+        return nt::STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the provider context is the ProviderRegistration<P> static
+    // that `register` passed to NMR.
+    let registration = unsafe { &*(provider_context as *const ProviderRegistration<P>) };
+    let client = ClientAttach {
+        // SAFETY: NMR passes the client's registration instance, valid for
+        // the duration of the call (checked non-null above).
+        registration: unsafe { &*client_registration },
+        binding_context: client_binding_context,
+        dispatch: client_dispatch,
+    };
+    match registration.provider.attach(binding_handle, &client) {
+        Ok((binding, dispatch)) => {
+            let context = BindingContext {
+                provider: &registration.provider,
+                binding,
+            };
+            match crate::pool::PoolBox::try_new(context) {
+                Ok(context) => {
+                    registration.provider.attached(&context.binding);
+                    // SAFETY: both out-pointers are provided by NMR (the
+                    // binding context one was checked non-null above).
+                    unsafe {
+                        *provider_binding_context = crate::pool::PoolBox::into_raw(context).cast();
+                        if !provider_dispatch.is_null() {
+                            *provider_dispatch = dispatch;
+                        }
+                    }
+                    nt::STATUS_SUCCESS
+                }
+                Err((status, context)) => {
+                    registration.provider.abandon(context.binding);
+                    status
+                }
+            }
+        }
+        Err(status) => status,
+    }
+}
+
+unsafe extern "system" fn detach_trampoline<P: Provider>(binding_context: *mut c_void) -> NTSTATUS {
+    // SAFETY: NMR passes back the pointer attach stored: a live
+    // BindingContext<P> (freed only in cleanup, which comes after detach).
+    let context = unsafe { &*(binding_context as *const BindingContext<P>) };
+    context.provider.detach(&context.binding)
+}
+
+unsafe extern "system" fn cleanup_trampoline<P: Provider>(binding_context: *mut c_void) {
+    // SAFETY: NMR calls cleanup exactly once per binding, after both sides
+    // detached: ownership of the BindingContext<P> comes back here.
+    let context =
+        unsafe { crate::pool::PoolBox::from_raw(binding_context as *mut BindingContext<P>) };
+    context.provider.cleanup(&context.binding);
+    drop(context);
+}
+
+/// A provider for NPIs that exchange no per-client state and no dispatch
+/// table (the program-information NPI): attach always succeeds, detach
+/// completes at once.
+pub struct StatelessProvider;
+
+impl Provider for StatelessProvider {
+    type Binding = ();
+
+    fn attach(
+        &'static self,
+        _binding_handle: HANDLE,
+        _client: &ClientAttach<'_>,
+    ) -> Result<((), *const c_void), NTSTATUS> {
+        Ok(((), ptr::null()))
+    }
+
+    fn abandon(&'static self, _binding: ()) {}
+
+    fn detach(&'static self, _binding: &()) -> NTSTATUS {
+        nt::STATUS_SUCCESS
+    }
+
+    fn cleanup(&'static self, _binding: &()) {}
+}

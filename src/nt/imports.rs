@@ -1,0 +1,94 @@
+//! The kernel functions the driver imports (x64 Windows only).
+#![allow(non_snake_case, clippy::upper_case_acronyms)]
+
+use super::*;
+use core::ffi::c_void;
+
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "C" {
+    /// Variadic: declared `extern "C"`, which is the Windows x64 convention.
+    pub fn DbgPrintEx(ComponentId: u32, Level: u32, Format: *const u8, ...) -> NTSTATUS;
+}
+
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "system" {
+    pub fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> !;
+    pub fn ExAllocatePool2(Flags: u64, NumberOfBytes: usize, Tag: u32) -> *mut c_void;
+    pub fn ExFreePoolWithTag(P: *mut c_void, Tag: u32);
+    pub fn ExFreePool(P: *mut c_void);
+
+    // IRQL. The WDK's KeGetCurrentIrql is an inline that reads CR8; the
+    // export behaves the same and also works in a simulated kernel.
+    pub fn KeGetCurrentIrql() -> KIRQL;
+
+    // Reader/writer spin locks (raise to DISPATCH_LEVEL).
+    pub fn ExAcquireSpinLockShared(SpinLock: *mut EX_SPIN_LOCK) -> KIRQL;
+    pub fn ExReleaseSpinLockShared(SpinLock: *mut EX_SPIN_LOCK, OldIrql: KIRQL);
+    pub fn ExAcquireSpinLockExclusive(SpinLock: *mut EX_SPIN_LOCK) -> KIRQL;
+    pub fn ExReleaseSpinLockExclusive(SpinLock: *mut EX_SPIN_LOCK, OldIrql: KIRQL);
+
+    // Push locks (PASSIVE/APC, inside a critical region).
+    pub fn KeEnterCriticalRegion();
+    pub fn KeLeaveCriticalRegion();
+    pub fn ExAcquirePushLockExclusiveEx(PushLock: *mut EX_PUSH_LOCK, Flags: u32);
+    pub fn ExReleasePushLockExclusiveEx(PushLock: *mut EX_PUSH_LOCK, Flags: u32);
+
+    // Processes and tokens.
+    pub fn PsSetCreateProcessNotifyRoutineEx(
+        NotifyRoutine: PCREATE_PROCESS_NOTIFY_ROUTINE_EX,
+        Remove: u8,
+    ) -> NTSTATUS;
+    pub fn PsGetProcessCreateTimeQuadPart(Process: PEPROCESS) -> i64;
+    pub fn PsGetProcessExitTime() -> i64;
+    pub fn PsGetProcessExitStatus(Process: PEPROCESS) -> NTSTATUS;
+    pub fn PsReferencePrimaryToken(Process: PEPROCESS) -> PACCESS_TOKEN;
+    pub fn PsDereferencePrimaryToken(PrimaryToken: PACCESS_TOKEN);
+    pub fn SeQueryInformationToken(
+        Token: PACCESS_TOKEN,
+        TokenInformationClass: u32,
+        TokenInformation: *mut *mut c_void,
+    ) -> NTSTATUS;
+    pub fn RtlValidSid(Sid: PSID) -> u8;
+    pub fn RtlLengthSid(Sid: PSID) -> u32;
+    pub fn RtlCopySid(DestinationSidLength: u32, DestinationSid: PSID, SourceSid: PSID)
+        -> NTSTATUS;
+}
+
+// The Network Module Registrar (netioddk.h).
+#[link(name = "NETIO.SYS", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "system" {
+    pub fn NmrRegisterProvider(
+        ProviderCharacteristics: *const NPI_PROVIDER_CHARACTERISTICS,
+        ProviderContext: *const c_void,
+        NmrProviderHandle: *mut HANDLE,
+    ) -> NTSTATUS;
+    pub fn NmrDeregisterProvider(NmrProviderHandle: HANDLE) -> NTSTATUS;
+    pub fn NmrWaitForProviderDeregisterComplete(NmrProviderHandle: HANDLE) -> NTSTATUS;
+    pub fn NmrProviderDetachClientComplete(NmrBindingHandle: HANDLE);
+}
+
+// Account lookup, exported by the kernel security support provider.
+#[link(name = "KSECDD.SYS", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "system" {
+    pub fn SecLookupAccountSid(
+        Sid: PSID,
+        NameSize: *mut u32,
+        NameBuffer: *mut UNICODE_STRING,
+        DomainSize: *mut u32,
+        DomainBuffer: *mut UNICODE_STRING,
+        NameUse: *mut u32,
+    ) -> NTSTATUS;
+}
+
+// The C runtime symbols that compiled Rust code (core, compiler_builtins)
+// references by name. ntoskrnl.exe exports all of them; the import library
+// rustc generates for these declarations resolves the references.
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "C" {
+    pub fn memcpy(dest: *mut c_void, src: *const c_void, n: usize) -> *mut c_void;
+    pub fn memmove(dest: *mut c_void, src: *const c_void, n: usize) -> *mut c_void;
+    pub fn memset(dest: *mut c_void, c: i32, n: usize) -> *mut c_void;
+    pub fn memcmp(a: *const c_void, b: *const c_void, n: usize) -> i32;
+    pub fn strlen(s: *const u8) -> usize;
+    pub fn __chkstk();
+}

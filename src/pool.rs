@@ -1,0 +1,144 @@
+//! Fallible heap allocation.
+//!
+//! A kernel driver must survive allocation failure, so the driver never uses
+//! `Box::new` (which aborts, here a bug check, when the pool is exhausted).
+//! [`PoolBox`] is a `Box` whose constructor reports failure: in the driver
+//! image its memory comes from non-paged pool with the driver's tag (the
+//! global allocator in `rt.rs`); on the host, from the host allocator.
+
+use alloc::alloc::{alloc, dealloc, Layout};
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+/// Status returned when an allocation fails (`STATUS_INSUFFICIENT_RESOURCES`).
+pub const NO_MEMORY: i32 = 0xC000_009Au32 as i32;
+
+/// An owned, pool-allocated `T`.
+pub struct PoolBox<T> {
+    ptr: NonNull<T>,
+}
+
+// SAFETY: PoolBox owns its T exactly like Box<T>.
+unsafe impl<T: Send> Send for PoolBox<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for PoolBox<T> {}
+
+impl<T> PoolBox<T> {
+    /// Moves `value` to the pool; on failure gives it back with the status.
+    pub fn try_new(value: T) -> Result<PoolBox<T>, (i32, T)> {
+        let layout = Layout::new::<T>();
+        let ptr = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: the layout has a non-zero size.
+            match NonNull::new(unsafe { alloc(layout) }.cast::<T>()) {
+                Some(p) => p,
+                None => return Err((NO_MEMORY, value)),
+            }
+        };
+        // SAFETY: ptr is valid for a write of T (fresh allocation of T's
+        // layout, or dangling for a zero-sized T).
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(PoolBox { ptr })
+    }
+
+    /// Gives up ownership; [`from_raw`](Self::from_raw) takes it back.
+    pub fn into_raw(b: PoolBox<T>) -> *mut T {
+        let p = b.ptr.as_ptr();
+        core::mem::forget(b);
+        p
+    }
+
+    /// Takes back ownership of a pointer from [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and not have been taken back before.
+    pub unsafe fn from_raw(p: *mut T) -> PoolBox<T> {
+        PoolBox {
+            // SAFETY: into_raw never returns null.
+            ptr: unsafe { NonNull::new_unchecked(p) },
+        }
+    }
+
+    /// Moves the value out and frees the memory.
+    pub fn into_inner(b: PoolBox<T>) -> T {
+        let p = PoolBox::into_raw(b);
+        // SAFETY: p holds an initialized T that we own; it is read once and
+        // the memory is freed without dropping it again.
+        unsafe {
+            let value = p.read();
+            free::<T>(p);
+            value
+        }
+    }
+}
+
+/// # Safety
+/// `p` must be a PoolBox allocation of T whose value was moved out or dropped.
+unsafe fn free<T>(p: *mut T) {
+    let layout = Layout::new::<T>();
+    if layout.size() != 0 {
+        // SAFETY: allocated by `alloc` with this layout in try_new.
+        unsafe { dealloc(p.cast(), layout) }
+    }
+}
+
+impl<T> Deref for PoolBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: ptr is valid and initialized while the box lives.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> DerefMut for PoolBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and we own it exclusively.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for PoolBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: we own an initialized T: drop it, then free its memory.
+        unsafe {
+            core::ptr::drop_in_place(self.ptr.as_ptr());
+            free::<T>(self.ptr.as_ptr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Counted(#[allow(dead_code)] u64);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn owns_drops_and_round_trips() {
+        let before = DROPS.load(Ordering::SeqCst);
+        let b = PoolBox::try_new(Counted(7)).ok().unwrap();
+        let raw = PoolBox::into_raw(b);
+        // SAFETY: raw came from into_raw just above.
+        let b = unsafe { PoolBox::from_raw(raw) };
+        assert_eq!(b.0, 7);
+        drop(b);
+        assert_eq!(DROPS.load(Ordering::SeqCst), before + 1);
+        let inner = PoolBox::into_inner(PoolBox::try_new(Counted(9)).ok().unwrap());
+        assert_eq!(
+            DROPS.load(Ordering::SeqCst),
+            before + 1,
+            "into_inner must not drop"
+        );
+        assert_eq!(inner.0, 9);
+        let unit = PoolBox::try_new(()).ok().unwrap();
+        drop(unit);
+    }
+}
