@@ -29,7 +29,7 @@
 //!   STATUS_PENDING, after which the module must call
 //!   `NmrWaitFor*DeregisterComplete`, which blocks until every binding has
 //!   been cleaned up. A pending deregistration never waited for stays in
-//!   [`outstanding`].
+//!   the outstanding list ([`crate::Sim::finish`] reports it).
 //! - The NMR keeps the *pointers* to the characteristics (and reads the
 //!   callbacks, NpiId and registration instance through them whenever it
 //!   needs them), as Windows does: they must stay valid until
