@@ -1,1 +1,31 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's commands.
+//!
+//! - `build`: builds the portable driver image,
+//!   `target/x86_64-pc-windows-msvc/release/ntosebpfext.sys` (and its PDB).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => match build() {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask build: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask build");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn build() -> Result<std::path::PathBuf, String> {
+    let target_dir = ntsim::build::workspace_root().join("target");
+    ntsim::build::build_driver(&target_dir)
+}
