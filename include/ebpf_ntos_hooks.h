@@ -1,0 +1,153 @@
+/*
+ * ebpf_ntos_hooks.h - eBPF program interface of the ntosebpfext driver.
+ * SPDX-License-Identifier: MIT
+ *
+ * Include this header in eBPF programs (clang -target bpf) that attach to the
+ * driver's hooks, and in applications that load them. It is source-compatible
+ * with the header of Microsoft's ntosebpfext 0.7.0: the same type, field,
+ * enumerator and helper names, with the same values.
+ */
+#ifndef EBPF_NTOS_HOOKS_H
+#define EBPF_NTOS_HOOKS_H
+
+#include <stdint.h>
+
+/*
+ * Identity of the process hook.
+ *
+ *   program type  EBPF_PROGRAM_TYPE_PROCESS  22ea7b37-1043-4d0d-b60d-cafa1c7b638e
+ *                 BPF_PROG_TYPE_PROCESS = 6, ELF section "process"
+ *   attach type   EBPF_ATTACH_TYPE_PROCESS   66e20687-9805-4458-a0db-38e220d31685
+ *                 BPF_ATTACH_TYPE_PROCESS = 11
+ */
+#define EBPF_PROGRAM_TYPE_PROCESS_GUID                                                 \
+    {                                                                                  \
+        0x22ea7b37, 0x1043, 0x4d0d, { 0xb6, 0x0d, 0xca, 0xfa, 0x1c, 0x7b, 0x63, 0x8e } \
+    }
+#define EBPF_ATTACH_TYPE_PROCESS_GUID                                                  \
+    {                                                                                  \
+        0x66e20687, 0x9805, 0x4458, { 0xa0, 0xdb, 0x38, 0xe2, 0x20, 0xd3, 0x16, 0x85 } \
+    }
+#define BPF_PROG_TYPE_PROCESS 6
+#define BPF_ATTACH_TYPE_PROCESS 11
+
+#if defined(_WIN32) && !defined(__BPF__) && !defined(__bpf__)
+/* For applications: the GUIDs as objects, one definition per image. */
+#include <guiddef.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+__declspec(selectany) GUID EBPF_PROGRAM_TYPE_PROCESS = EBPF_PROGRAM_TYPE_PROCESS_GUID;
+__declspec(selectany) GUID EBPF_ATTACH_TYPE_PROCESS = EBPF_ATTACH_TYPE_PROCESS_GUID;
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+/* What happened to the process. */
+typedef enum _process_operation
+{
+    PROCESS_OPERATION_CREATE, /* The process is being created; the program may deny it. */
+    PROCESS_OPERATION_DELETE, /* The process has exited; the program's result is ignored. */
+} process_operation_t;
+
+/*
+ * The context of a process program (144 bytes on x64).
+ *
+ * command_start..command_end is the program's "packet": the command line of the
+ * new process, UTF-16LE, without a terminator. Programs may read it directly
+ * after checking bounds against command_end. It is empty on DELETE and when
+ * the process has no command line.
+ */
+typedef struct _process_md
+{
+    uint8_t* command_start;          /* Start of the command line (UTF-16LE bytes). */
+    uint8_t* command_end;            /* One past its last byte. */
+    uint64_t process_id;             /* The process; set on CREATE and DELETE. */
+    uint64_t parent_process_id;      /* CREATE only. */
+    uint64_t creating_process_id;    /* CREATE only: process of the creating thread. */
+    uint64_t creating_thread_id;     /* CREATE only: the creating thread. */
+    uint64_t creation_time;          /* FILETIME: 100 ns units since 1601-01-01 UTC. */
+    uint64_t exit_time;              /* FILETIME; DELETE only. */
+    uint32_t process_exit_code;      /* NTSTATUS exit code; DELETE only. */
+    process_operation_t operation : 8;
+    uint32_t token_sid_size;         /* CREATE only: bytes of token_sid in use (0: none). */
+    uint8_t token_sid[68];           /* CREATE only: user SID of the primary token. */
+} process_md_t;
+
+/*
+ * A process program. On CREATE, return 0 (STATUS_SUCCESS) or any non-negative
+ * value to permit, or a negative NTSTATUS (for example STATUS_ACCESS_DENIED,
+ * (int)0xC0000022) to deny: the creation fails with that status and the
+ * programs attached after this one do not run. On DELETE the result is
+ * ignored and every program runs.
+ */
+typedef int
+process_hook_t(process_md_t* context);
+
+/* Program-type helpers. Their ids are above every general helper id. */
+#define PROCESS_EXT_HELPER_FN_BASE 0xFFFF
+
+typedef enum
+{
+    BPF_FUNC_process_get_image_path = PROCESS_EXT_HELPER_FN_BASE + 1,     /* 0x10000 */
+    BPF_FUNC_process_get_account_name = PROCESS_EXT_HELPER_FN_BASE + 2,   /* 0x10001 */
+    BPF_FUNC_process_get_account_domain = PROCESS_EXT_HELPER_FN_BASE + 3, /* 0x10002 */
+} ebpf_process_helper_id_t;
+
+#ifndef EBPF_HELPER
+#define EBPF_HELPER(return_type, name, args) typedef return_type(*name##_t) args
+#endif
+
+/*
+ * All three helpers copy a whole UTF-16LE string (no terminator) into buffer
+ * and return the number of bytes copied. If length is smaller than the
+ * string, nothing is written and -EINVAL (-22) is returned.
+ */
+
+/* The image file name of the process (PS_CREATE_NOTIFY_INFO.ImageFileName).
+ * On DELETE there is none: returns 0. */
+EBPF_HELPER(int, bpf_process_get_image_path, (process_md_t * context, uint8_t* buffer, uint32_t length));
+
+/* The account name of token_sid. Returns -ENOENT (-2) when there is no SID or
+ * it does not resolve. Resolved once per event, shared with the next helper. */
+EBPF_HELPER(int, bpf_process_get_account_name, (process_md_t * context, uint8_t* buffer, uint32_t length));
+
+/* The domain of token_sid; same rules as bpf_process_get_account_name. */
+EBPF_HELPER(int, bpf_process_get_account_domain, (process_md_t * context, uint8_t* buffer, uint32_t length));
+
+#ifndef __doxygen
+#define bpf_process_get_image_path ((bpf_process_get_image_path_t)BPF_FUNC_process_get_image_path)
+#define bpf_process_get_account_name ((bpf_process_get_account_name_t)BPF_FUNC_process_get_account_name)
+#define bpf_process_get_account_domain ((bpf_process_get_account_domain_t)BPF_FUNC_process_get_account_domain)
+#endif
+
+/*
+ * bpf_prog_test_run for process programs.
+ *
+ * ctx_in:  a process_md_t (at least sizeof(process_md_t) bytes; command_start and
+ *          command_end are ignored and replaced). Optional: no ctx_in means an
+ *          all-zero CREATE event. token_sid_size must be <= 68 and operation
+ *          CREATE or DELETE, otherwise the run is refused.
+ * data_in: the strings of the event, in this layout (little-endian):
+ *
+ *          offset 0   uint32_t command_line_bytes
+ *          offset 4   uint32_t image_path_bytes
+ *          offset 8   uint32_t account_name_bytes
+ *          offset 12  uint32_t account_domain_bytes
+ *          offset 16  the four strings, UTF-16LE, no terminators, in that order
+ *
+ *          data_size_in must be exactly 16 plus the four lengths, each length
+ *          even, the account strings at most 512 bytes each; otherwise the run
+ *          is refused (EBPF_INVALID_ARGUMENT) and nothing past data_size_in is
+ *          read. An empty data_in means four empty strings. When an account
+ *          name or domain is given, the account helpers return the given
+ *          strings; otherwise they resolve token_sid as for a real event.
+ * ctx_out: the process_md_t after the run, with command_start and command_end
+ *          zeroed (kernel addresses); 0 bytes if ctx_out is smaller.
+ * data_out: the strings after the run in the data_in layout (account strings
+ *          as resolved); 0 bytes if data_out is too small.
+ */
+#define PROCESS_TEST_DATA_HEADER_SIZE 16
+
+#endif /* EBPF_NTOS_HOOKS_H */
