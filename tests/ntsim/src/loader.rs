@@ -23,3 +23,17 @@ impl Driver {
 pub fn describe_address(_addr: usize) -> Option<String> {
     None
 }
+
+/// Header flags of a loaded driver image that kernel services check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageFlags {
+    /// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY` (linked with /INTEGRITYCHECK).
+    pub force_integrity: bool,
+}
+
+/// The flags of the loaded driver image that contains `addr`, or `None`
+/// when no loaded image contains it (host Rust code, for example).
+/// (stub until the loader lands)
+pub fn image_flags_for_address(_addr: usize) -> Option<ImageFlags> {
+    None
+}
