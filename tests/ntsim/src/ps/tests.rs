@@ -519,6 +519,48 @@ fn removal_waits_for_calls_in_flight_and_no_call_follows() {
     sim.finish().unwrap();
 }
 
+static HOLDING: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static VICTIM_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "win64" fn holding_routine(_: PEPROCESS, _: HANDLE, _: *mut PS_CREATE_NOTIFY_INFO) {
+    HOLDING.store(true, Ordering::SeqCst);
+    wait_until("release", || RELEASE.load(Ordering::SeqCst));
+}
+
+unsafe extern "win64" fn victim_routine(_: PEPROCESS, _: HANDLE, _: *mut PS_CREATE_NOTIFY_INFO) {
+    VICTIM_CALLS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn a_routine_removed_during_an_event_is_not_called_by_that_event() {
+    let sim = Sim::new();
+    HOLDING.store(false, Ordering::SeqCst);
+    RELEASE.store(false, Ordering::SeqCst);
+    VICTIM_CALLS.store(0, Ordering::SeqCst);
+    assert_eq!(register(holding_routine), STATUS_SUCCESS);
+    assert_eq!(register(victim_routine), STATUS_SUCCESS);
+    // The event has started (its first routine runs) when the second
+    // routine is removed; the removal does not wait (the second routine is
+    // not running) and the event must then skip it.
+    let raiser = std::thread::spawn(|| create_process(&spec("held.exe")));
+    wait_until("the first routine to run", || {
+        HOLDING.load(Ordering::SeqCst)
+    });
+    assert_eq!(unregister(victim_routine), STATUS_SUCCESS);
+    RELEASE.store(true, Ordering::SeqCst);
+    let r = raiser.join().unwrap();
+    assert_eq!(r.creation_status, STATUS_SUCCESS);
+    assert_eq!(
+        VICTIM_CALLS.load(Ordering::SeqCst),
+        0,
+        "called after its removal returned"
+    );
+    assert_eq!(unregister(holding_routine), STATUS_SUCCESS);
+    assert!(exit_process(r.pid, 0, None));
+    sim.finish().unwrap();
+}
+
 unsafe extern "win64" fn self_removing(_: PEPROCESS, _: HANDLE, _: *mut PS_CREATE_NOTIFY_INFO) {
     CALLS.fetch_add(1, Ordering::SeqCst);
     // SAFETY: removing a static routine.
