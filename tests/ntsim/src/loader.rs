@@ -523,17 +523,3 @@ fn call_at_passive<R>(what: &str, f: impl FnOnce() -> R) -> R {
     }
     r
 }
-
-/// Header flags of a loaded driver image that kernel services check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ImageFlags {
-    /// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY` (linked with /INTEGRITYCHECK).
-    pub force_integrity: bool,
-}
-
-/// The flags of the loaded driver image that contains `addr`, or `None`
-/// when no loaded image contains it (host Rust code, for example).
-/// (stub until the loader lands)
-pub fn image_flags_for_address(_addr: usize) -> Option<ImageFlags> {
-    None
-}
