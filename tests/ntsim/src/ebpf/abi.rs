@@ -600,7 +600,7 @@ pub const EBPF_PROGRAM_SECTION_INFORMATION_HEADER: ebpf_extension_header_t =
         total_size: EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION_TOTAL_SIZE,
     };
 
-/// Header sizes the core accepts, per structure (ebpf_shared_framework.c's
+/// Header sizes the core accepts, per structure (libs/shared/shared_common.c's
 /// `_ebpf_*_supported_size` tables).
 pub const ACCEPTED_ATTACH_PROVIDER_DATA_SIZES: &[usize] =
     &[EBPF_ATTACH_PROVIDER_DATA_CURRENT_VERSION_SIZE];

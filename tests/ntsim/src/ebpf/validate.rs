@@ -2,7 +2,7 @@
 //! copies out of it.
 //!
 //! Sources (microsoft/ebpf-for-windows): the acceptance rules are those of
-//! `libs/shared/ebpf_shared_framework.c` (`ebpf_validate_program_data`,
+//! `libs/shared/shared_common.c` (`ebpf_validate_program_data`,
 //! `ebpf_validate_program_info`, `ebpf_validate_helper_function_prototype_array`,
 //! `ebpf_validate_attach_provider_data`, `_ebpf_validate_extension_object_header`)
 //! plus the extra checks of the program-information NMR client in
