@@ -16,6 +16,7 @@
 #![allow(non_snake_case)]
 
 pub mod build;
+pub mod ebpf;
 pub mod exports;
 pub mod fault;
 pub mod irql;

@@ -1,0 +1,4 @@
+//! The eBPF for Windows core as ntsim sees it.
+
+pub mod abi;
+pub mod validate;
