@@ -15,6 +15,7 @@
 
 #![allow(non_snake_case)]
 
+pub mod ebpf;
 pub mod exports;
 pub mod fault;
 pub mod irql;
