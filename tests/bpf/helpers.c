@@ -43,11 +43,15 @@ helpers_test(test_ctx_t* ctx)
     __builtin_memcpy(r->moved, m, 8);
 
     char dst[8];
-    r->strncpy_ok = bpf_strncpy_s(dst, 8, "xy", 8);
-    r->strncpy_trunc = bpf_strncpy_s(r->joined, 4, "abcdef", 8);
-    r->strncat_ok = bpf_strncat_s(r->joined, 8, "XYZ", 2);
+    char xy[3] = "xy";
+    r->strncpy_ok = bpf_strncpy_s(dst, 8, xy, 3);
+    char abcdef[7] = "abcdef";
+    r->strncpy_trunc = bpf_strncpy_s(r->joined, 4, abcdef, 7);
+    char xyz[4] = "XYZ";
+    r->strncat_ok = bpf_strncat_s(r->joined, 8, xyz, 2);
     char small[4] = "ab";
-    r->strncat_over = bpf_strncat_s(small, 4, "cdef", 4);
+    char cdef[4] = {'c', 'd', 'e', 'f'};
+    r->strncat_over = bpf_strncat_s(small, 4, cdef, 4);
     r->strnlen = bpf_strnlen_s(dst, 8);
     char nonul[4] = {'a', 'b', 'c', 'd'};
     r->strnlen_nonul = bpf_strnlen_s(nonul, 4);

@@ -83,8 +83,8 @@ impl<'a> Btf<'a> {
                 KIND_ARRAY => 3,
                 KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 3 * vlen,
                 KIND_ENUM | KIND_FUNC_PROTO => 2 * vlen,
-                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | KIND_FLOAT
-                | KIND_TYPE_TAG => 0,
+                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
+                | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 k => return Err(bad(format!("unknown kind {k}"))),
             };
             let mut extra = Vec::with_capacity(words);
@@ -110,7 +110,9 @@ impl<'a> Btf<'a> {
     }
 
     fn get(&self, id: u32) -> Result<&Type, ObjectError> {
-        self.types.get(id as usize).ok_or_else(|| bad(format!("type id {id}")))
+        self.types
+            .get(id as usize)
+            .ok_or_else(|| bad(format!("type id {id}")))
     }
 
     /// Skips typedef/const/volatile/restrict/type tags.
@@ -118,7 +120,9 @@ impl<'a> Btf<'a> {
         for _ in 0..64 {
             let t = self.get(id)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
                 _ => return Ok(t),
             }
         }
@@ -128,9 +132,8 @@ impl<'a> Btf<'a> {
     fn size(&self, id: u32) -> Result<u32, ObjectError> {
         let t = self.resolve(id)?;
         match t.kind {
-            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT | KIND_DATASEC => {
-                Ok(t.size_or_type)
-            }
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT
+            | KIND_DATASEC => Ok(t.size_or_type),
             KIND_PTR => Ok(8),
             KIND_ARRAY => Ok(self.size(t.extra[0])? * t.extra[2]),
             k => Err(bad(format!("type of kind {k} has no size"))),
@@ -142,7 +145,11 @@ impl<'a> Btf<'a> {
 pub(crate) fn map_defs(bytes: &[u8]) -> Result<HashMap<String, MapDef>, ObjectError> {
     let btf = Btf::parse(bytes)?;
     let mut out = HashMap::new();
-    for sec in btf.types.iter().filter(|t| t.kind == KIND_DATASEC && btf.name(t) == ".maps") {
+    for sec in btf
+        .types
+        .iter()
+        .filter(|t| t.kind == KIND_DATASEC && btf.name(t) == ".maps")
+    {
         for v in 0..sec.vlen {
             let var = btf.get(sec.extra[v * 3])?;
             if var.kind != KIND_VAR {
@@ -189,7 +196,9 @@ pub(crate) fn map_defs(bytes: &[u8]) -> Result<HashMap<String, MapDef>, ObjectEr
                     "key" => def.key_size = btf.size(pointee()?)?,
                     "value" => def.value_size = btf.size(pointee()?)?,
                     other => {
-                        return Err(ObjectError::Unsupported(format!("map {name}: BTF member {other}")));
+                        return Err(ObjectError::Unsupported(format!(
+                            "map {name}: BTF member {other}"
+                        )));
                     }
                 }
             }

@@ -84,7 +84,10 @@ impl Args<'_, '_> {
             return Ok(Vec::new());
         }
         // SAFETY: `mem` proved the range readable for this run.
-        Ok(unsafe { std::slice::from_raw_parts(addr as usize as *const u8, len as usize) }.to_vec())
+        Ok(
+            unsafe { std::slice::from_raw_parts(addr as usize as *const u8, len as usize) }
+                .to_vec(),
+        )
     }
 
     fn write(&self, addr: u64, bytes: &[u8], what: &str) -> Result<(), String> {
@@ -132,7 +135,9 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
         }
         5 => {
             if a[0] != run.ctx {
-                return Err("bpf_tail_call (5): the first argument is not the program context".into());
+                return Err(
+                    "bpf_tail_call (5): the first argument is not the program context".into(),
+                );
             }
             let map = run.map(a[1])?;
             if map.def().map_type != map_type::PROG_ARRAY {
@@ -161,8 +166,16 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
             if from_size < 0 || to_size < 0 || from_size % 4 != 0 || to_size % 4 != 0 {
                 return ret(EINVAL);
             }
-            let from = if a[0] == 0 { Vec::new() } else { args.read(a[0], from_size as u64, "from")? };
-            let to = if a[2] == 0 { Vec::new() } else { args.read(a[2], to_size as u64, "to")? };
+            let from = if a[0] == 0 {
+                Vec::new()
+            } else {
+                args.read(a[0], from_size as u64, "from")?
+            };
+            let to = if a[2] == 0 {
+                Vec::new()
+            } else {
+                args.read(a[2], to_size as u64, "to")?
+            };
             let mut sum = seed as i64;
             for c in to.chunks_exact(2) {
                 sum += u16::from_le_bytes([c[0], c[1]]) as i64;
@@ -186,7 +199,11 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
             let values = &a[2..2 + (id - 12) as usize];
             let r = printk(&fmt, values);
             if let Ok(line) = &r.1 {
-                run.env.trace.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
+                run.env
+                    .trace
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
             }
             ret(r.0 as u64)
         }
@@ -243,12 +260,19 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
             }
             args.mem(dst, dst_size, true, "destination")?;
             let src_bytes = args.read(src, count, "source")?;
-            let len = src_bytes.iter().position(|&c| c == 0).unwrap_or(src_bytes.len());
+            let len = src_bytes
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(src_bytes.len());
             let mut out = vec![0u8; dst_size as usize];
             let copied = len.min(dst_size as usize - 1);
             out[..copied].copy_from_slice(&src_bytes[..copied]);
             args.write(dst, &out, "destination")?;
-            ret(if copied < len { STATUS_BUFFER_OVERFLOW as i64 as u64 } else { 0 })
+            ret(if copied < len {
+                STATUS_BUFFER_OVERFLOW as i64 as u64
+            } else {
+                0
+            })
         }
         28 => {
             let (dst, dst_size, src, count) = (a[0], a[1], a[2], a[3]);
@@ -260,7 +284,10 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
                 return ret(EINVAL);
             };
             let src_bytes = args.read(src, count, "source")?;
-            let slen = src_bytes.iter().position(|&c| c == 0).unwrap_or(src_bytes.len());
+            let slen = src_bytes
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(src_bytes.len());
             if dlen + slen + 1 > dst_size as usize {
                 args.write(dst, &[0], "destination")?;
                 return ret((-ERANGE) as u64);
@@ -281,7 +308,10 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
         31 => ret(kernel.time_since_boot_100ns(false) / 10_000),
         32 => {
             if a[0] != run.ctx {
-                return Err("bpf_perf_event_output (32): the first argument is not the program context".into());
+                return Err(
+                    "bpf_perf_event_output (32): the first argument is not the program context"
+                        .into(),
+                );
             }
             let map = run.map(a[1])?;
             if map.def().map_type != map_type::PERF_EVENT_ARRAY {
@@ -290,7 +320,8 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
             let flags = a[2];
             let index = flags & 0xffff_ffff;
             let capture = ((flags >> 32) & 0xfffff) as usize;
-            if flags & !0x000f_ffff_ffff_ffff != 0 || (index != 0xffff_ffff && index != cpu as u64) {
+            if flags & !0x000f_ffff_ffff_ffff != 0 || (index != 0xffff_ffff && index != cpu as u64)
+            {
                 return ret(EbpfResult::InvalidArgument.helper_value());
             }
             let mut data = args.read(a[3], a[4], "data")?;
@@ -307,7 +338,9 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
         }
         33 => ret(kernel.current_process_start_key()),
         34 => ret(kernel.current_thread_create_time() as u64),
-        _ => Err(format!("helper {id} is not a general helper this core provides")),
+        _ => Err(format!(
+            "helper {id} is not a general helper this core provides"
+        )),
     }
 }
 

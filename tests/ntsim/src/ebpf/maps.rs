@@ -153,11 +153,19 @@ impl Map {
         inner.kind = match def.map_type {
             ARRAY | PERCPU_ARRAY => {
                 if !keyed(&def) {
-                    return Err(format!("map {name}: array needs key, value and max_entries"));
+                    return Err(format!(
+                        "map {name}: array needs key, value and max_entries"
+                    ));
                 }
-                let cpus = if def.map_type == PERCPU_ARRAY { CPU_COUNT } else { 1 };
+                let cpus = if def.map_type == PERCPU_ARRAY {
+                    CPU_COUNT
+                } else {
+                    1
+                };
                 let zero = vec![0u8; def.value_size as usize];
-                let values = (0..def.max_entries * cpus).map(|_| inner.alloc(&zero)).collect();
+                let values = (0..def.max_entries * cpus)
+                    .map(|_| inner.alloc(&zero))
+                    .collect();
                 Kind::Array(values)
             }
             HASH | PERCPU_HASH | LRU_HASH | LRU_PERCPU_HASH => {
@@ -171,7 +179,9 @@ impl Map {
             }
             QUEUE | STACK => {
                 if def.key_size != 0 || def.value_size == 0 || def.max_entries == 0 {
-                    return Err(format!("map {name}: queue/stack needs no key, a value and max_entries"));
+                    return Err(format!(
+                        "map {name}: queue/stack needs no key, a value and max_entries"
+                    ));
                 }
                 if def.map_type == QUEUE {
                     Kind::Queue(VecDeque::new())
@@ -181,7 +191,9 @@ impl Map {
             }
             RINGBUF => {
                 if def.max_entries == 0 {
-                    return Err(format!("map {name}: ring buffer needs max_entries (its size in bytes)"));
+                    return Err(format!(
+                        "map {name}: ring buffer needs max_entries (its size in bytes)"
+                    ));
                 }
                 Kind::Ring {
                     records: VecDeque::new(),
@@ -191,12 +203,17 @@ impl Map {
             PERF_EVENT_ARRAY => Kind::Perf(Vec::new()),
             PROG_ARRAY => {
                 if def.key_size != 4 || def.value_size != 4 || def.max_entries == 0 {
-                    return Err(format!("map {name}: program array needs 4-byte keys and values"));
+                    return Err(format!(
+                        "map {name}: program array needs 4-byte keys and values"
+                    ));
                 }
                 Kind::ProgArray(vec![None; def.max_entries as usize])
             }
             HASH_OF_MAPS | ARRAY_OF_MAPS | LPM_TRIE => {
-                return Err(format!("map {name}: map type {} is not supported by ntsim", def.map_type))
+                return Err(format!(
+                    "map {name}: map type {} is not supported by ntsim",
+                    def.map_type
+                ))
             }
             t => return Err(format!("map {name}: unknown map type {t}")),
         };
@@ -228,7 +245,10 @@ impl Map {
     }
 
     fn is_lru(&self) -> bool {
-        matches!(self.def.map_type, map_type::LRU_HASH | map_type::LRU_PERCPU_HASH)
+        matches!(
+            self.def.map_type,
+            map_type::LRU_HASH | map_type::LRU_PERCPU_HASH
+        )
     }
 
     fn cpus(&self) -> u32 {
@@ -264,7 +284,11 @@ impl Map {
 
     fn array_index(&self, key: &[u8]) -> Result<usize, EbpfResult> {
         // eBPF for Windows reads the first four bytes of any array key.
-        let k = u32::from_le_bytes(key[..4].try_into().map_err(|_| EbpfResult::InvalidArgument)?);
+        let k = u32::from_le_bytes(
+            key[..4]
+                .try_into()
+                .map_err(|_| EbpfResult::InvalidArgument)?,
+        );
         if k >= self.def.max_entries {
             return Err(EbpfResult::InvalidArgument);
         }
@@ -275,7 +299,11 @@ impl Map {
 
     /// `bpf_map_lookup_elem`: the address of the value for `cpu`.
     pub(crate) fn helper_lookup(&self, key: &[u8], cpu: u32, delete: bool) -> Option<u64> {
-        let cpu = if self.is_percpu() { (cpu % CPU_COUNT) as usize } else { 0 };
+        let cpu = if self.is_percpu() {
+            (cpu % CPU_COUNT) as usize
+        } else {
+            0
+        };
         let lru = self.is_lru();
         let max = self.def.max_entries as usize;
         let mut inner = self.lock();
@@ -309,12 +337,28 @@ impl Map {
     }
 
     /// `bpf_map_update_elem` from a program: `value` is one CPU's value.
-    pub(crate) fn helper_update(&self, key: &[u8], value: &[u8], flags: u64, cpu: u32) -> Result<(), EbpfResult> {
-        let cpu = if self.is_percpu() { Some(cpu % CPU_COUNT) } else { None };
+    pub(crate) fn helper_update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: u32,
+    ) -> Result<(), EbpfResult> {
+        let cpu = if self.is_percpu() {
+            Some(cpu % CPU_COUNT)
+        } else {
+            None
+        };
         self.update_inner(key, value, flags, cpu)
     }
 
-    fn update_inner(&self, key: &[u8], value: &[u8], flags: u64, cpu: Option<u32>) -> Result<(), EbpfResult> {
+    fn update_inner(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: Option<u32>,
+    ) -> Result<(), EbpfResult> {
         if self.read_only {
             return Err(EbpfResult::InvalidArgument);
         }
@@ -329,7 +373,11 @@ impl Map {
                 None => &value[..vs],
             }
         };
-        let needed = if cpu.is_none() && cpus > 1 { stride * cpus } else { vs };
+        let needed = if cpu.is_none() && cpus > 1 {
+            stride * cpus
+        } else {
+            vs
+        };
         if value.len() < needed || key.len() < self.def.key_size as usize || flags > BPF_EXIST {
             return Err(EbpfResult::InvalidArgument);
         }
@@ -380,7 +428,8 @@ impl Map {
                 let old = entries.remove(&key);
                 let mut values = Vec::with_capacity(cpus);
                 let zero = vec![0u8; vs];
-                let mut old_values = old.map(|e| e.values.into_iter().map(Some).collect::<Vec<_>>());
+                let mut old_values =
+                    old.map(|e| e.values.into_iter().map(Some).collect::<Vec<_>>());
                 for c in 0..cpus {
                     let keep = cpu.is_some_and(|x| x as usize != c);
                     let prev = old_values.as_mut().and_then(|o| o[c].take());
@@ -395,7 +444,13 @@ impl Map {
                         }
                     }
                 }
-                entries.insert(key, HashEntry { values, last_used: now });
+                entries.insert(
+                    key,
+                    HashEntry {
+                        values,
+                        last_used: now,
+                    },
+                );
                 Ok(())
             }
             _ => Err(EbpfResult::InvalidArgument),
@@ -572,7 +627,9 @@ impl Map {
     pub fn keys(&self) -> Vec<Vec<u8>> {
         let inner = self.lock();
         match &inner.kind {
-            Kind::Array(_) => (0..self.def.max_entries).map(|i| i.to_le_bytes().to_vec()).collect(),
+            Kind::Array(_) => (0..self.def.max_entries)
+                .map(|i| i.to_le_bytes().to_vec())
+                .collect(),
             Kind::Hash { entries, .. } => {
                 let mut k: Vec<_> = entries.keys().cloned().collect();
                 k.sort();
@@ -608,7 +665,9 @@ impl Map {
         let mut inner = self.lock();
         match &mut inner.kind {
             Kind::ProgArray(p) => {
-                let slot = p.get_mut(index as usize).ok_or(EbpfResult::InvalidArgument)?;
+                let slot = p
+                    .get_mut(index as usize)
+                    .ok_or(EbpfResult::InvalidArgument)?;
                 *slot = program;
                 Ok(())
             }
@@ -645,6 +704,9 @@ impl Inner {
 
 impl std::fmt::Debug for Map {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Map").field("name", &self.name).field("def", &self.def).finish()
+        f.debug_struct("Map")
+            .field("name", &self.name)
+            .field("def", &self.def)
+            .finish()
     }
 }

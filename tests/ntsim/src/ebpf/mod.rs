@@ -3,7 +3,7 @@
 //!
 //! # Using it
 //!
-//! ```ignore
+//! ```text
 //! let mut sections = SectionMap::new();
 //! sections.add("process", PROCESS_PROGRAM_TYPE, PROCESS_ATTACH_TYPE);
 //! let object = Object::load(&bytes, &sections)?;       // ObjectError
@@ -59,8 +59,8 @@ pub mod vm;
 pub use maps::{EbpfResult, Map, MapDef, PerfRecord};
 pub use object::{Object, ObjectError, SectionMap};
 pub use program::{
-    ContextDescriptor, DefaultKernelInfo, ExecEnv, ExtensionHelper, KernelInfo, Program, TestRunError, TestRunHooks,
-    TestRunOutput,
+    ContextDescriptor, DefaultKernelInfo, ExecEnv, ExtensionHelper, KernelInfo, Program,
+    TestRunError, TestRunHooks, TestRunOutput,
 };
 
 /// A program stopped before its end.

@@ -55,7 +55,8 @@ impl SectionMap {
 
     /// Adds a prefix (as extensions register it in the store).
     pub fn add(&mut self, prefix: &str, program_type: GUID, attach_type: GUID) -> &mut Self {
-        self.entries.push((prefix.to_string(), program_type, attach_type));
+        self.entries
+            .push((prefix.to_string(), program_type, attach_type));
         self
     }
 
@@ -108,10 +109,15 @@ impl<'a> Loader<'a> {
     fn new(bytes: &'a [u8]) -> Result<Self, ObjectError> {
         let elf = Elf::parse(bytes).map_err(|e| ObjectError::NotBpf(e.to_string()))?;
         if elf.header.e_machine != EM_BPF {
-            return Err(ObjectError::NotBpf(format!("machine {} is not EM_BPF (247)", elf.header.e_machine)));
+            return Err(ObjectError::NotBpf(format!(
+                "machine {} is not EM_BPF (247)",
+                elf.header.e_machine
+            )));
         }
         if !elf.is_64 || !elf.little_endian {
-            return Err(ObjectError::NotBpf("only 64-bit little-endian objects are supported".into()));
+            return Err(ObjectError::NotBpf(
+                "only 64-bit little-endian objects are supported".into(),
+            ));
         }
         Ok(Loader { bytes, elf })
     }
@@ -130,10 +136,15 @@ impl<'a> Loader<'a> {
             return Ok(&[]);
         }
         let start = s.sh_offset as usize;
-        let end = start.checked_add(s.sh_size as usize).ok_or_else(|| malformed("section size"))?;
-        self.bytes
-            .get(start..end)
-            .ok_or_else(|| malformed(format!("section {} out of the file", self.section_name(idx))))
+        let end = start
+            .checked_add(s.sh_size as usize)
+            .ok_or_else(|| malformed("section size"))?;
+        self.bytes.get(start..end).ok_or_else(|| {
+            malformed(format!(
+                "section {} out of the file",
+                self.section_name(idx)
+            ))
+        })
     }
 
     fn sym_name(&self, s: &sym::Sym) -> &str {
@@ -146,7 +157,10 @@ impl<'a> Loader<'a> {
         // (section index, symbol offset) -> map index, for legacy and BTF maps.
         let mut map_by_sym: HashMap<(usize, u64), usize> = HashMap::new();
         let mut data_maps: HashMap<usize, usize> = HashMap::new();
-        let btf = self.find_section(".BTF").map(|i| self.section_data(i)).transpose()?;
+        let btf = self
+            .find_section(".BTF")
+            .map(|i| self.section_data(i))
+            .transpose()?;
         for (idx, shdr) in self.elf.section_headers.iter().enumerate() {
             let name = self.section_name(idx).to_string();
             if name == ".maps" {
@@ -154,7 +168,12 @@ impl<'a> Loader<'a> {
                     return Err(ObjectError::Unsupported(".maps without .BTF".into()));
                 };
                 let defs = super::btf::map_defs(btf)?;
-                for s in self.elf.syms.iter().filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_OBJECT) {
+                for s in self
+                    .elf
+                    .syms
+                    .iter()
+                    .filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_OBJECT)
+                {
                     let mname = self.sym_name(&s).to_string();
                     let def = defs
                         .get(&mname)
@@ -165,7 +184,12 @@ impl<'a> Loader<'a> {
                 }
             } else if name == "maps" {
                 let data = self.section_data(idx)?;
-                for s in self.elf.syms.iter().filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_OBJECT) {
+                for s in self
+                    .elf
+                    .syms
+                    .iter()
+                    .filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_OBJECT)
+                {
                     let mname = self.sym_name(&s).to_string();
                     let off = s.st_value as usize;
                     let field = |i: usize| -> Result<u32, ObjectError> {
@@ -174,7 +198,10 @@ impl<'a> Loader<'a> {
                             .ok_or_else(|| malformed(format!("legacy map {mname} truncated")))
                     };
                     if s.st_size < 16 {
-                        return Err(malformed(format!("legacy map {mname} is {} bytes", s.st_size)));
+                        return Err(malformed(format!(
+                            "legacy map {mname} is {} bytes",
+                            s.st_size
+                        )));
                     }
                     let fields = (s.st_size as usize / 4).min(8);
                     let def = MapDef {
@@ -186,7 +213,9 @@ impl<'a> Loader<'a> {
                         pinning: if fields > 5 { field(5)? } else { 0 },
                     };
                     if fields > 4 && field(4)? != 0 {
-                        return Err(ObjectError::Unsupported(format!("legacy map {mname}: inner maps")));
+                        return Err(ObjectError::Unsupported(format!(
+                            "legacy map {mname}: inner maps"
+                        )));
                     }
                     let map = Map::new(&mname, def).map_err(ObjectError::Unsupported)?;
                     map_by_sym.insert((idx, s.st_value), maps.len());
@@ -194,7 +223,9 @@ impl<'a> Loader<'a> {
                 }
             } else if shdr.sh_flags as u32 & sh::SHF_ALLOC != 0
                 && shdr.sh_flags as u32 & sh::SHF_EXECINSTR == 0
-                && [".data", ".rodata", ".bss"].iter().any(|p| name.starts_with(p))
+                && [".data", ".rodata", ".bss"]
+                    .iter()
+                    .any(|p| name.starts_with(p))
             {
                 if shdr.sh_size == 0 {
                     continue;
@@ -203,12 +234,14 @@ impl<'a> Loader<'a> {
                 let def = MapDef {
                     map_type: map_type::ARRAY,
                     key_size: 4,
-                    value_size: u32::try_from(shdr.sh_size).map_err(|_| malformed("data section size"))?,
+                    value_size: u32::try_from(shdr.sh_size)
+                        .map_err(|_| malformed("data section size"))?,
                     max_entries: 1,
                     map_flags: 0,
                     pinning: 0,
                 };
-                let map = Map::with_access(&name, def, read_only).map_err(ObjectError::Unsupported)?;
+                let map =
+                    Map::with_access(&name, def, read_only).map_err(ObjectError::Unsupported)?;
                 map.init_data(self.section_data(idx)?);
                 data_maps.insert(idx, maps.len());
                 maps.push(Arc::new(map));
@@ -244,17 +277,28 @@ impl<'a> Loader<'a> {
                 .elf
                 .syms
                 .iter()
-                .filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_FUNC && s.st_bind() == sym::STB_GLOBAL)
+                .filter(|s| {
+                    s.st_shndx == idx
+                        && s.st_type() == sym::STT_FUNC
+                        && s.st_bind() == sym::STB_GLOBAL
+                })
                 .collect();
             funcs.sort_by_key(|s| s.st_value);
             if funcs.is_empty() {
-                return Err(malformed(format!("section {sname} has code but no function symbol")));
+                return Err(malformed(format!(
+                    "section {sname} has code but no function symbol"
+                )));
             }
             for f in &funcs {
                 let start = (f.st_value / 8) as usize;
-                let len = if f.st_size > 0 { (f.st_size / 8) as usize } else { code.len() - start };
+                let len = if f.st_size > 0 {
+                    (f.st_size / 8) as usize
+                } else {
+                    code.len() - start
+                };
                 let name = self.sym_name(f).to_string();
-                let resolve = |r: &goblin::elf::Reloc| self.reloc_target(r, &map_by_sym, &data_maps);
+                let resolve =
+                    |r: &goblin::elf::Reloc| self.reloc_target(r, &map_by_sym, &data_maps);
                 let insns = self.link(
                     &name,
                     (idx, &code, start, len),
@@ -263,13 +307,25 @@ impl<'a> Loader<'a> {
                     &resolve,
                     &maps,
                 )?;
-                for (i, insn) in insns.iter().enumerate() {
+                let mut i = 0;
+                while i < insns.len() {
+                    let insn = &insns[i];
+                    if insn.op == OP_LDDW {
+                        if i + 1 >= insns.len() || insns[i + 1].op != 0 {
+                            return Err(malformed(format!(
+                                "program {name}: incomplete lddw at {i}"
+                            )));
+                        }
+                        i += 2;
+                        continue;
+                    }
                     if !vm::supported(insn) {
                         return Err(ObjectError::Unsupported(format!(
                             "program {name}: instruction {i} (opcode {:#04x})",
                             insn.op
                         )));
                     }
+                    i += 1;
                 }
                 let referenced: Vec<Arc<Map>> = maps.to_vec();
                 programs.push(Arc::new(Program {
@@ -309,7 +365,11 @@ impl<'a> Loader<'a> {
         if let Some(&m) = data_maps.get(&s.st_shndx) {
             // Section symbols carry the offset in the instruction; variable
             // symbols in st_value.
-            let base = if s.st_type() == sym::STT_SECTION { 0 } else { s.st_value };
+            let base = if s.st_type() == sym::STT_SECTION {
+                0
+            } else {
+                s.st_value
+            };
             return Ok(Target::Data(m, base));
         }
         Err(ObjectError::Unsupported(format!(
@@ -330,7 +390,10 @@ impl<'a> Loader<'a> {
         resolve: &dyn Fn(&goblin::elf::Reloc) -> Result<Target, ObjectError>,
         maps: &[Arc<Map>],
     ) -> Result<Vec<Insn>, ObjectError> {
-        let end = start.checked_add(len).filter(|&e| e <= code.len()).ok_or_else(|| malformed("function size"))?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= code.len())
+            .ok_or_else(|| malformed("function size"))?;
         let mut out: Vec<Insn> = code[start..end].to_vec();
         let text_base = out.len();
         // Does anything call into .text? (a relocated call, or none at all)
@@ -358,8 +421,10 @@ impl<'a> Loader<'a> {
         for &(s, sec_start, out_base, plen) in &parts {
             for r in relocs.get(&s).into_iter().flatten() {
                 let o = r.r_offset as usize;
-                if o % 8 != 0 {
-                    return Err(malformed(format!("{name}: misaligned relocation at {o:#x}")));
+                if !o.is_multiple_of(8) {
+                    return Err(malformed(format!(
+                        "{name}: misaligned relocation at {o:#x}"
+                    )));
                 }
                 let at = o / 8;
                 if at < sec_start || at >= sec_start + plen {
@@ -369,16 +434,23 @@ impl<'a> Loader<'a> {
                 match r.r_type {
                     R_BPF_64_64 => {
                         if out[i].op != OP_LDDW || i + 1 >= out.len() {
-                            return Err(malformed(format!("{name}: R_BPF_64_64 on a non-lddw instruction {i}")));
+                            return Err(malformed(format!(
+                                "{name}: R_BPF_64_64 on a non-lddw instruction {i}"
+                            )));
                         }
                         let addr = match resolve(r)? {
                             Target::Map(m) => Arc::as_ptr(&maps[m]) as u64,
                             Target::Data(m, base) => {
                                 let off = base + out[i].imm as u32 as u64;
                                 if off >= maps[m].def().value_size as u64 {
-                                    return Err(malformed(format!("{name}: global data offset {off} out of range")));
+                                    return Err(malformed(format!(
+                                        "{name}: global data offset {off} out of range"
+                                    )));
                                 }
-                                maps[m].data_address().ok_or_else(|| malformed("data map"))? + off
+                                maps[m]
+                                    .data_address()
+                                    .ok_or_else(|| malformed("data map"))?
+                                    + off
                             }
                         };
                         out[i].src = 0;
@@ -387,9 +459,15 @@ impl<'a> Loader<'a> {
                     }
                     R_BPF_64_32 => {
                         if out[i].op != OP_CALL || out[i].src != PSEUDO_CALL {
-                            return Err(malformed(format!("{name}: R_BPF_64_32 on a non-call instruction {i}")));
+                            return Err(malformed(format!(
+                                "{name}: R_BPF_64_32 on a non-call instruction {i}"
+                            )));
                         }
-                        let s = self.elf.syms.get(r.r_sym).ok_or_else(|| malformed("call symbol"))?;
+                        let s = self
+                            .elf
+                            .syms
+                            .get(r.r_sym)
+                            .ok_or_else(|| malformed("call symbol"))?;
                         let Some((t, _)) = text.filter(|(t, _)| *t == s.st_shndx) else {
                             return Err(ObjectError::Unsupported(format!(
                                 "{name}: call to {} outside .text",
@@ -399,7 +477,8 @@ impl<'a> Loader<'a> {
                         let _ = t;
                         let target = (s.st_value / 8) as i64 + out[i].imm as i64 + 1;
                         let target_out = text_base as i64 + target;
-                        out[i].imm = i32::try_from(target_out - (i as i64 + 1)).map_err(|_| malformed("call offset"))?;
+                        out[i].imm = i32::try_from(target_out - (i as i64 + 1))
+                            .map_err(|_| malformed("call offset"))?;
                     }
                     t => {
                         return Err(ObjectError::Unsupported(format!(
@@ -414,8 +493,10 @@ impl<'a> Loader<'a> {
 }
 
 fn decode(bytes: &[u8], section: &str) -> Result<Vec<Insn>, ObjectError> {
-    if bytes.len() % 8 != 0 {
-        return Err(malformed(format!("section {section}: size is not a multiple of 8")));
+    if !bytes.len().is_multiple_of(8) {
+        return Err(malformed(format!(
+            "section {section}: size is not a multiple of 8"
+        )));
     }
     Ok(bytes.chunks_exact(8).map(Insn::decode).collect())
 }

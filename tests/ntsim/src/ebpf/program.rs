@@ -64,7 +64,11 @@ pub trait KernelInfo: Send + Sync {
     fn time_since_boot_100ns(&self, include_suspend: bool) -> u64 {
         let _ = include_suspend;
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        (START.get_or_init(std::time::Instant::now).elapsed().as_nanos() / 100) as u64
+        (START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos()
+            / 100) as u64
     }
     /// `bpf_get_prandom_u32`.
     fn random_u32(&self) -> u32 {
@@ -135,7 +139,9 @@ impl Run<'_> {
     /// Whether `[addr, addr+len)` is inside one region of the run (stack
     /// frames are checked by the interpreter itself).
     pub fn region_ok(&self, addr: u64, len: u64, write: bool) -> bool {
-        let Some(end) = addr.checked_add(len) else { return false };
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
         let inside = |start: u64, size: u64| addr >= start && end <= start + size;
         if inside(self.ctx, self.desc.size as u64) {
             return true;
@@ -153,7 +159,10 @@ impl Run<'_> {
         {
             return true;
         }
-        self.program.maps.iter().any(|m| m.contains(addr, len, write))
+        self.program
+            .maps
+            .iter()
+            .any(|m| m.contains(addr, len, write))
     }
 
     /// The map a helper argument names.
@@ -175,7 +184,12 @@ impl Machine for Vm<'_, '_> {
         self.run.region_ok(addr, len, write)
     }
 
-    fn call_helper(&mut self, id: u32, args: [u64; 5], stack: &[(u64, u64)]) -> Result<HelperOutcome, String> {
+    fn call_helper(
+        &mut self,
+        id: u32,
+        args: [u64; 5],
+        stack: &[(u64, u64)],
+    ) -> Result<HelperOutcome, String> {
         if id > 0xFFFF {
             let Some(h) = self.run.env.helpers.get(&id) else {
                 return Err(format!("helper {id:#x} is not provided by the extension"));
@@ -189,7 +203,8 @@ impl Machine for Vm<'_, '_> {
                         std::mem::transmute(h.address);
                     f(args[0], args[1], args[2], args[3], args[4], self.run.ctx)
                 } else {
-                    let f: extern "win64" fn(u64, u64, u64, u64, u64) -> u64 = std::mem::transmute(h.address);
+                    let f: extern "win64" fn(u64, u64, u64, u64, u64) -> u64 =
+                        std::mem::transmute(h.address);
                     f(args[0], args[1], args[2], args[3], args[4])
                 }
             };
@@ -228,7 +243,10 @@ impl Program {
         env: &ExecEnv,
     ) -> Result<u64, ProgramError> {
         if desc.size < 0 || ctx.is_null() {
-            return Err(ProgramError::new(None, "invalid context or context descriptor"));
+            return Err(ProgramError::new(
+                None,
+                "invalid context or context descriptor",
+            ));
         }
         let read_ptr = |off: i32| -> Option<u64> {
             if off < 0 || off as i64 + 8 > desc.size as i64 {
@@ -305,7 +323,11 @@ impl Program {
                 (hooks.context_create)(
                     data_in.as_ptr(),
                     data_in.len(),
-                    if context_in.is_empty() { std::ptr::null() } else { context_in.as_ptr() },
+                    if context_in.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        context_in.as_ptr()
+                    },
                     context_in.len(),
                     &mut ctx,
                 )
@@ -314,7 +336,9 @@ impl Program {
                 return Err(TestRunError::ContextCreate(status));
             }
             if ctx.is_null() {
-                return Err(TestRunError::Invalid("context_create succeeded but returned no context".into()));
+                return Err(TestRunError::Invalid(
+                    "context_create succeeded but returned no context".into(),
+                ));
             }
             // SAFETY: the extension created a context of its descriptor's
             // size, with its packet pointers (if any) into its own copy of data_in.
@@ -353,8 +377,13 @@ impl Program {
 }
 
 /// `context_create` of `ebpf_program_data_t`.
-pub type ContextCreateFn =
-    unsafe extern "win64" fn(data_in: *const u8, data_size_in: usize, context_in: *const u8, context_size_in: usize, context: *mut *mut u8) -> u32;
+pub type ContextCreateFn = unsafe extern "win64" fn(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut u8,
+) -> u32;
 /// `context_destroy` of `ebpf_program_data_t`.
 pub type ContextDestroyFn = unsafe extern "win64" fn(
     context: *mut u8,

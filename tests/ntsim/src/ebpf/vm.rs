@@ -87,7 +87,12 @@ pub trait Machine {
     /// Calls helper `id`. `Err` stops the program with that message.
     /// `stack` lists the live stack frames (start, length), which helpers
     /// may read and write.
-    fn call_helper(&mut self, id: u32, args: [u64; 5], stack: &[(u64, u64)]) -> Result<HelperOutcome, String>;
+    fn call_helper(
+        &mut self,
+        id: u32,
+        args: [u64; 5],
+        stack: &[(u64, u64)],
+    ) -> Result<HelperOutcome, String>;
 }
 
 /// Whether the interpreter knows the instruction (the loader refuses
@@ -115,7 +120,9 @@ pub fn supported(insn: &Insn) -> bool {
         }
         CLS_JMP => {
             let code = insn.op & 0xf0;
-            code <= 0xd0 && (code != 0x80 || insn.op == OP_CALL) && (code != 0x90 || insn.op == OP_EXIT)
+            code <= 0xd0
+                && (code != 0x80 || insn.op == OP_CALL)
+                && (code != 0x90 || insn.op == OP_EXIT)
         }
         CLS_JMP32 => {
             let code = insn.op & 0xf0;
@@ -166,23 +173,27 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
 
         // A memory access: checks the range against the live stack frames,
         // then the machine's regions.
-        let access = |addr: u64, len: u64, write: bool, m: &mut dyn Machine| -> Result<(), ProgramError> {
-            let on_stack = stacks.iter().any(|s| {
-                let base = s.as_ptr() as u64;
-                addr >= base && addr.checked_add(len).is_some_and(|e| e <= base + STACK_SIZE as u64)
-            });
-            if on_stack || m.check(addr, len, write) {
-                Ok(())
-            } else {
-                Err(fail(
-                    pc,
-                    format!(
-                        "out-of-bounds {} of {len} bytes at {addr:#x}",
-                        if write { "write" } else { "read" }
-                    ),
-                ))
-            }
-        };
+        let access =
+            |addr: u64, len: u64, write: bool, m: &mut dyn Machine| -> Result<(), ProgramError> {
+                let on_stack = stacks.iter().any(|s| {
+                    let base = s.as_ptr() as u64;
+                    addr >= base
+                        && addr
+                            .checked_add(len)
+                            .is_some_and(|e| e <= base + STACK_SIZE as u64)
+                });
+                if on_stack || m.check(addr, len, write) {
+                    Ok(())
+                } else {
+                    Err(fail(
+                        pc,
+                        format!(
+                            "out-of-bounds {} of {len} bytes at {addr:#x}",
+                            if write { "write" } else { "read" }
+                        ),
+                    ))
+                }
+            };
         let size_of = |op: u8| -> u64 {
             match op & 0x18 {
                 0x00 => 4,
@@ -195,7 +206,10 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
         match cls {
             CLS_LD => {
                 if insn.op != OP_LDDW {
-                    return Err(fail(pc, format!("unsupported instruction {:#04x}", insn.op)));
+                    return Err(fail(
+                        pc,
+                        format!("unsupported instruction {:#04x}", insn.op),
+                    ));
                 }
                 let Some(hi) = prog.get(pc + 1) else {
                     return Err(fail(pc, "lddw without its second half".into()));
@@ -234,7 +248,12 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                                 old
                             }
                         }
-                        _ => return Err(fail(pc, format!("unsupported atomic operation {:#x}", insn.imm))),
+                        _ => {
+                            return Err(fail(
+                                pc,
+                                format!("unsupported atomic operation {:#x}", insn.imm),
+                            ))
+                        }
                     };
                     // SAFETY: as above.
                     unsafe { store(addr, size, new) };
@@ -244,7 +263,11 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                         reg[src] = old;
                     }
                 } else {
-                    let value = if cls == CLS_ST { insn.imm as i64 as u64 } else { reg[src] };
+                    let value = if cls == CLS_ST {
+                        insn.imm as i64 as u64
+                    } else {
+                        reg[src]
+                    };
                     access(addr, size, true, machine)?;
                     // SAFETY: `access` proved the range writable for this run.
                     unsafe { store(addr, size, value) };
@@ -252,7 +275,11 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
             }
             CLS_ALU | CLS_ALU64 => {
                 let is64 = cls == CLS_ALU64;
-                let operand = if insn.op & 0x08 != 0 { reg[src] } else { insn.imm as i64 as u64 };
+                let operand = if insn.op & 0x08 != 0 {
+                    reg[src]
+                } else {
+                    insn.imm as i64 as u64
+                };
                 let d = reg[dst];
                 let code = insn.op & 0xf0;
                 let r = if is64 {
@@ -270,7 +297,12 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                         0xa0 => d ^ operand,
                         0xb0 => operand,
                         0xc0 => ((d as i64) >> (operand as u32 & 63)) as u64,
-                        _ => return Err(fail(pc, format!("unsupported instruction {:#04x}", insn.op))),
+                        _ => {
+                            return Err(fail(
+                                pc,
+                                format!("unsupported instruction {:#04x}", insn.op),
+                            ))
+                        }
                     }
                 } else {
                     let (d32, o32) = (d as u32, operand as u32);
@@ -298,10 +330,20 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                                 (16, true) => (d as u16).swap_bytes() as u64,
                                 (32, true) => (d as u32).swap_bytes() as u64,
                                 (64, true) => d.swap_bytes(),
-                                _ => return Err(fail(pc, format!("invalid byte swap width {}", insn.imm))),
+                                _ => {
+                                    return Err(fail(
+                                        pc,
+                                        format!("invalid byte swap width {}", insn.imm),
+                                    ))
+                                }
                             }
                         }
-                        _ => return Err(fail(pc, format!("unsupported instruction {:#04x}", insn.op))),
+                        _ => {
+                            return Err(fail(
+                                pc,
+                                format!("unsupported instruction {:#04x}", insn.op),
+                            ))
+                        }
                     }
                 };
                 reg[dst] = r;
@@ -311,11 +353,17 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                 if cls == CLS_JMP && insn.op == OP_CALL {
                     if insn.src == PSEUDO_CALL {
                         if frames.len() >= MAX_CALL_DEPTH {
-                            return Err(fail(pc, format!("more than {MAX_CALL_DEPTH} nested calls")));
+                            return Err(fail(
+                                pc,
+                                format!("more than {MAX_CALL_DEPTH} nested calls"),
+                            ));
                         }
                         let target = pc as i64 + 1 + insn.imm as i64;
                         if target < 0 || target as usize >= prog.len() {
-                            return Err(fail(pc, format!("call to instruction {target}, outside the program")));
+                            return Err(fail(
+                                pc,
+                                format!("call to instruction {target}, outside the program"),
+                            ));
                         }
                         frames.push(Frame {
                             return_pc: pc + 1,
@@ -326,8 +374,10 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                         next = target as usize;
                     } else if insn.src == 0 {
                         let args = [reg[1], reg[2], reg[3], reg[4], reg[5]];
-                        let frames_now: Vec<(u64, u64)> =
-                            stacks.iter().map(|s| (s.as_ptr() as u64, STACK_SIZE as u64)).collect();
+                        let frames_now: Vec<(u64, u64)> = stacks
+                            .iter()
+                            .map(|s| (s.as_ptr() as u64, STACK_SIZE as u64))
+                            .collect();
                         match machine.call_helper(insn.imm as u32, args, &frames_now) {
                             Ok(HelperOutcome::Return(v)) => reg[0] = v,
                             Ok(HelperOutcome::Unwind(v)) => return Ok(v),
@@ -336,7 +386,10 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                         // r1-r5 are clobbered by a call.
                         reg[1..=5].fill(0);
                     } else {
-                        return Err(fail(pc, format!("unsupported call kind (src {})", insn.src)));
+                        return Err(fail(
+                            pc,
+                            format!("unsupported call kind (src {})", insn.src),
+                        ));
                     }
                 } else if cls == CLS_JMP && insn.op == OP_EXIT {
                     match frames.pop() {
@@ -349,7 +402,11 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                         }
                     }
                 } else {
-                    let operand = if insn.op & 0x08 != 0 { reg[src] } else { insn.imm as i64 as u64 };
+                    let operand = if insn.op & 0x08 != 0 {
+                        reg[src]
+                    } else {
+                        insn.imm as i64 as u64
+                    };
                     let (a, b) = if cls == CLS_JMP32 {
                         (reg[dst] as u32 as u64, operand as u32 as u64)
                     } else {
@@ -373,18 +430,31 @@ pub fn execute(prog: &[Insn], machine: &mut dyn Machine, r1: u64) -> Result<u64,
                         0xb0 => a <= b,
                         0xc0 => sa < sb,
                         0xd0 => sa <= sb,
-                        _ => return Err(fail(pc, format!("unsupported instruction {:#04x}", insn.op))),
+                        _ => {
+                            return Err(fail(
+                                pc,
+                                format!("unsupported instruction {:#04x}", insn.op),
+                            ))
+                        }
                     };
                     if taken {
                         let target = pc as i64 + 1 + insn.off as i64;
                         if target < 0 || target as usize >= prog.len() {
-                            return Err(fail(pc, format!("jump to instruction {target}, outside the program")));
+                            return Err(fail(
+                                pc,
+                                format!("jump to instruction {target}, outside the program"),
+                            ));
                         }
                         next = target as usize;
                     }
                 }
             }
-            _ => return Err(fail(pc, format!("unsupported instruction {:#04x}", insn.op))),
+            _ => {
+                return Err(fail(
+                    pc,
+                    format!("unsupported instruction {:#04x}", insn.op),
+                ))
+            }
         }
         pc = next;
     }
