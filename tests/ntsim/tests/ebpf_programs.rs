@@ -377,6 +377,14 @@ fn memory_string_clock_process_and_extension_helpers() {
     );
     assert_eq!(&v[216..224], b"11234\0\0\0", "memmove_s with overlap");
     assert_eq!(&v[224..228], [0x5a; 4]);
+
+    // At DISPATCH_LEVEL the logon id is 0 (not preemptible).
+    ntsim::irql::at(2, || {
+        h.run(object.program("helpers_test").unwrap(), &mut ctx)
+    })
+    .unwrap();
+    let v = object.map("out").unwrap().lookup(&u32k(0)).unwrap();
+    assert_eq!(field_i64(&v, 18), 0);
 }
 
 #[test]
