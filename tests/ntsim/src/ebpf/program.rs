@@ -1,0 +1,421 @@
+//! Programs and their execution: [`Program::run`], tail calls, the general
+//! helpers and calls into the extension's helpers, and
+//! [`Program::test_run`] (`bpf_prog_test_run`).
+
+use super::helpers;
+use super::maps::{EbpfResult, Map};
+use super::vm::{self, HelperOutcome, Insn, Machine};
+use super::ProgramError;
+use crate::types::{GUID, KIRQL};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// `ebpf_context_descriptor_t`: where the packet pointers sit in the
+/// context (`-1`: absent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextDescriptor {
+    pub size: i32,
+    pub data: i32,
+    pub end: i32,
+    pub meta: i32,
+}
+
+/// One extension (program-type) helper: its address and whether the core
+/// passes the context as a sixth argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtensionHelper {
+    /// Address of an `extern "win64" fn(u64, u64, u64, u64, u64[, u64]) -> u64`.
+    pub address: usize,
+    pub implicit_context: bool,
+}
+
+/// Facts about the current thread the simulated kernel supplies to the
+/// general helpers. Every method has a default for tests; the NMR core
+/// wires them to ntsim's process service.
+pub trait KernelInfo: Send + Sync {
+    /// `bpf_get_current_pid_tgid`: (process id << 32) | thread id.
+    fn current_pid_tgid(&self) -> u64 {
+        (4u64 << 32) | 8
+    }
+    /// `bpf_get_current_logon_id` (0 when unknown or not preemptible).
+    fn current_logon_id(&self) -> u64 {
+        0x3e7
+    }
+    /// `bpf_is_current_admin`. eBPF for Windows 1.x returns -1 (not implemented).
+    fn is_current_admin(&self) -> i32 {
+        -1
+    }
+    /// `bpf_get_current_process_start_key` (PsGetProcessStartKey).
+    fn current_process_start_key(&self) -> u64 {
+        0
+    }
+    /// `bpf_get_current_thread_create_time` (100 ns units since 1601).
+    fn current_thread_create_time(&self) -> i64 {
+        0
+    }
+    /// The processor the program runs on (`bpf_get_smp_processor_id`,
+    /// per-CPU maps, perf buffers).
+    fn current_cpu(&self) -> u32 {
+        0
+    }
+    /// Time since boot in 100 ns units, counting time suspended or not.
+    fn time_since_boot_100ns(&self, include_suspend: bool) -> u64 {
+        let _ = include_suspend;
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        (START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos()
+            / 100) as u64
+    }
+    /// `bpf_get_prandom_u32`.
+    fn random_u32(&self) -> u32 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(self.time_since_boot_100ns(true));
+        h.finish() as u32
+    }
+}
+
+/// [`KernelInfo`] with every default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultKernelInfo;
+impl KernelInfo for DefaultKernelInfo {}
+
+/// What one invocation runs with.
+pub struct ExecEnv<'a> {
+    /// The extension's helpers by id (> 0xFFFF), from its program data.
+    pub helpers: &'a HashMap<u32, ExtensionHelper>,
+    pub kernel: &'a dyn KernelInfo,
+    /// Where `bpf_trace_printk` output goes (formatted lines).
+    pub trace: &'a Mutex<Vec<String>>,
+    /// Memory helpers handed to the program (start, length, writable),
+    /// besides the context, the packet, the stack and map values.
+    pub extra_regions: &'a [(usize, usize, bool)],
+}
+
+/// Limit of programs in one tail-call chain (`MAX_TAIL_CALL_CNT`).
+pub const MAX_TAIL_CALL_COUNT: u32 = 33;
+
+/// A loaded program, ready to run.
+pub struct Program {
+    pub name: String,
+    pub section: String,
+    /// Program type and attach type, resolved from the section table.
+    pub program_type: Option<GUID>,
+    pub attach_type: Option<GUID>,
+    pub(crate) insns: Vec<Insn>,
+    pub(crate) maps: Vec<Arc<Map>>,
+}
+
+static RUNS_IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("name", &self.name)
+            .field("section", &self.section)
+            .field("insns", &self.insns.len())
+            .finish()
+    }
+}
+
+/// The state of one invocation, seen by the interpreter and the helpers.
+pub(crate) struct Run<'a> {
+    pub env: &'a ExecEnv<'a>,
+    pub program: &'a Program,
+    pub ctx: u64,
+    pub desc: ContextDescriptor,
+    pub packet: Option<(u64, u64)>,
+    pub tail_call: Option<Arc<Program>>,
+    pub tail_calls: u32,
+    /// Live stack frames during a general helper call.
+    pub stack: Vec<(u64, u64)>,
+}
+
+impl Run<'_> {
+    /// Whether `[addr, addr+len)` is inside one region of the run (stack
+    /// frames are checked by the interpreter itself).
+    pub fn region_ok(&self, addr: u64, len: u64, write: bool) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        let inside = |start: u64, size: u64| addr >= start && end <= start + size;
+        if inside(self.ctx, self.desc.size as u64) {
+            return true;
+        }
+        if let Some((start, pend)) = self.packet {
+            if pend >= start && inside(start, pend - start) {
+                return true;
+            }
+        }
+        if self
+            .env
+            .extra_regions
+            .iter()
+            .any(|&(s, l, w)| (w || !write) && inside(s as u64, l as u64))
+        {
+            return true;
+        }
+        self.program
+            .maps
+            .iter()
+            .any(|m| m.contains(addr, len, write))
+    }
+
+    /// The map a helper argument names.
+    pub fn map(&self, addr: u64) -> Result<&Arc<Map>, String> {
+        self.program
+            .maps
+            .iter()
+            .find(|m| Arc::as_ptr(m) as u64 == addr)
+            .ok_or_else(|| format!("helper argument {addr:#x} is not a map of this program"))
+    }
+}
+
+struct Vm<'r, 'a> {
+    run: &'r mut Run<'a>,
+}
+
+impl Machine for Vm<'_, '_> {
+    fn check(&mut self, addr: u64, len: u64, write: bool) -> bool {
+        self.run.region_ok(addr, len, write)
+    }
+
+    fn call_helper(
+        &mut self,
+        id: u32,
+        args: [u64; 5],
+        stack: &[(u64, u64)],
+    ) -> Result<HelperOutcome, String> {
+        if id > 0xFFFF {
+            let Some(h) = self.run.env.helpers.get(&id) else {
+                return Err(format!("helper {id:#x} is not provided by the extension"));
+            };
+            // SAFETY: the extension published this address for helper `id`
+            // in its program data, with the prototype of a win64 function
+            // taking five integer arguments (six with implicit_context).
+            let r = unsafe {
+                if h.implicit_context {
+                    let f: extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64 =
+                        std::mem::transmute(h.address);
+                    f(args[0], args[1], args[2], args[3], args[4], self.run.ctx)
+                } else {
+                    let f: extern "win64" fn(u64, u64, u64, u64, u64) -> u64 =
+                        std::mem::transmute(h.address);
+                    f(args[0], args[1], args[2], args[3], args[4])
+                }
+            };
+            return Ok(HelperOutcome::Return(r));
+        }
+        self.run.stack = stack.to_vec();
+        let r = helpers::call(self.run, id, args);
+        self.run.stack.clear();
+        r
+    }
+}
+
+impl Program {
+    /// Instructions after relocation (8 bytes each, lddw takes two).
+    pub fn instructions(&self) -> Vec<[u8; 8]> {
+        self.insns.iter().map(|i| i.encode()).collect()
+    }
+
+    /// Maps this program references.
+    pub fn maps(&self) -> &[Arc<Map>] {
+        &self.maps
+    }
+
+    /// Runs the program (and the programs it tail-calls) on `ctx`, a context
+    /// `desc.size` bytes long whose packet pointers `desc` locates. Returns
+    /// r0 of the last program in the chain.
+    ///
+    /// # Safety
+    /// `ctx` must point to `desc.size` readable and writable bytes, and the
+    /// packet pointers in it (when `desc` has them) must delimit readable
+    /// and writable memory; all of it must stay valid during the call.
+    pub unsafe fn run(
+        self: &Arc<Self>,
+        ctx: *mut u8,
+        desc: &ContextDescriptor,
+        env: &ExecEnv,
+    ) -> Result<u64, ProgramError> {
+        if desc.size < 0 || ctx.is_null() {
+            return Err(ProgramError::new(
+                None,
+                "invalid context or context descriptor",
+            ));
+        }
+        let read_ptr = |off: i32| -> Option<u64> {
+            if off < 0 || off as i64 + 8 > desc.size as i64 {
+                return None;
+            }
+            // SAFETY: the caller guarantees ctx has desc.size bytes; the
+            // offset and its 8 bytes lie inside.
+            Some(unsafe { (ctx.add(off as usize) as *const u64).read_unaligned() })
+        };
+        RUNS_IN_PROGRESS.fetch_add(1, Ordering::SeqCst);
+        let mut current = Arc::clone(self);
+        let mut tail_calls = 0u32;
+        let result = loop {
+            let packet = match (read_ptr(desc.data), read_ptr(desc.end)) {
+                (Some(d), Some(e)) => Some((d, e)),
+                _ => None,
+            };
+            let mut run = Run {
+                env,
+                program: &current,
+                ctx: ctx as u64,
+                desc: *desc,
+                packet,
+                tail_call: None,
+                tail_calls,
+                stack: Vec::new(),
+            };
+            let r = vm::execute(&current.insns, &mut Vm { run: &mut run }, ctx as u64);
+            let next = run.tail_call.take();
+            tail_calls = run.tail_calls;
+            match (r, next) {
+                (Err(e), _) => {
+                    break Err(ProgramError {
+                        message: format!("{} (program {})", e.message, current.name),
+                        ..e
+                    })
+                }
+                (Ok(_), Some(next)) => current = next,
+                (Ok(v), None) => break Ok(v),
+            }
+        };
+        if RUNS_IN_PROGRESS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            for m in &self.maps {
+                m.reclaim();
+            }
+        }
+        result
+    }
+
+    /// `bpf_prog_test_run`: builds a context with the extension's
+    /// `context_create` at `required_irql`, runs the program, and takes the
+    /// outputs back with `context_destroy`. `data_out_capacity` and
+    /// `context_out_capacity` size the output buffers.
+    ///
+    /// # Safety
+    /// `context_create` / `context_destroy` must be the extension's
+    /// functions with the prototypes of `ebpf_program_data_t`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn test_run(
+        self: &Arc<Self>,
+        env: &ExecEnv,
+        desc: &ContextDescriptor,
+        hooks: &TestRunHooks,
+        data_in: &[u8],
+        context_in: &[u8],
+        data_out_capacity: usize,
+        context_out_capacity: usize,
+    ) -> Result<TestRunOutput, TestRunError> {
+        crate::irql::at(hooks.required_irql, || {
+            let mut ctx: *mut u8 = std::ptr::null_mut();
+            // SAFETY: the extension's context_create reads the two input
+            // buffers (valid for their lengths) and writes one pointer.
+            let status = unsafe {
+                (hooks.context_create)(
+                    data_in.as_ptr(),
+                    data_in.len(),
+                    if context_in.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        context_in.as_ptr()
+                    },
+                    context_in.len(),
+                    &mut ctx,
+                )
+            };
+            if status != EbpfResult::Success as u32 {
+                return Err(TestRunError::ContextCreate(status));
+            }
+            if ctx.is_null() {
+                return Err(TestRunError::Invalid(
+                    "context_create succeeded but returned no context".into(),
+                ));
+            }
+            // SAFETY: the extension created a context of its descriptor's
+            // size, with its packet pointers (if any) into its own copy of data_in.
+            let result = unsafe { self.run(ctx, desc, env) };
+            let mut data_out = vec![0u8; data_out_capacity];
+            let mut context_out = vec![0u8; context_out_capacity];
+            let mut data_size = data_out_capacity;
+            let mut context_size = context_out_capacity;
+            // SAFETY: context_destroy frees the context it created and
+            // writes at most the given sizes into the output buffers.
+            unsafe {
+                (hooks.context_destroy)(
+                    ctx,
+                    data_out.as_mut_ptr(),
+                    &mut data_size,
+                    context_out.as_mut_ptr(),
+                    &mut context_size,
+                )
+            };
+            if data_size > data_out_capacity || context_size > context_out_capacity {
+                return Err(TestRunError::Invalid(format!(
+                    "context_destroy reported {data_size} data bytes / {context_size} context bytes, \
+                     more than the buffers ({data_out_capacity} / {context_out_capacity})"
+                )));
+            }
+            data_out.truncate(data_size);
+            context_out.truncate(context_size);
+            let result = result.map_err(TestRunError::Program)?;
+            Ok(TestRunOutput {
+                result,
+                data_out,
+                context_out,
+            })
+        })
+    }
+}
+
+/// `context_create` of `ebpf_program_data_t`.
+pub type ContextCreateFn = unsafe extern "win64" fn(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut u8,
+) -> u32;
+/// `context_destroy` of `ebpf_program_data_t`.
+pub type ContextDestroyFn = unsafe extern "win64" fn(
+    context: *mut u8,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+);
+
+/// The extension's test-run support from its program data.
+#[derive(Clone, Copy, Debug)]
+pub struct TestRunHooks {
+    pub context_create: ContextCreateFn,
+    pub context_destroy: ContextDestroyFn,
+    pub required_irql: KIRQL,
+}
+
+/// Outputs of [`Program::test_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    pub result: u64,
+    pub data_out: Vec<u8>,
+    pub context_out: Vec<u8>,
+}
+
+/// Why [`Program::test_run`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestRunError {
+    #[error("context_create failed with ebpf_result_t {0}")]
+    ContextCreate(u32),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Program(ProgramError),
+}
