@@ -12,6 +12,8 @@ extern crate alloc;
 #[cfg(windows)]
 pub mod driver;
 #[cfg(windows)]
+mod fmt;
+#[cfg(windows)]
 pub mod nt;
 #[cfg(all(windows, not(feature = "wdk")))]
 mod rt;

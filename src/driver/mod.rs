@@ -22,7 +22,7 @@ macro_rules! dbg_log {
 #[doc(hidden)]
 pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
     use core::fmt::Write;
-    let mut buf = crate::rt::FixedBuf::<256>::new();
+    let mut buf = crate::fmt::FixedBuf::<256>::new();
     let _ = buf.write_str("ntosebpfext: ");
     let _ = buf.write_fmt(args);
     let text = buf.as_cstr_ptr();
