@@ -40,16 +40,35 @@ const PORTABLE_LINK_ARGS: &[&str] = &[
     "/DEBUG",
 ];
 
-#[cfg(feature = "wdk")]
+/// KMDF flavor on a Windows host: wdk-build reads
+/// `[package.metadata.wdk.driver-model]`, finds the WDK, and emits the link
+/// settings (KMDF libraries, `/ENTRY:FxDriverEntry`, `/DRIVER`, ...).
+#[cfg(all(feature = "wdk", windows))]
 fn kmdf() {
-    if std::env::var("CARGO_CFG_WINDOWS").is_err() || !cfg!(windows) {
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if target_os != "windows" || target_env != "msvc" {
         panic!(
-            "the `wdk` feature builds the KMDF flavor and needs a Windows host with the WDK; \
-             on other hosts build the portable flavor (default features): see docs/building.md"
+            "the `wdk` feature builds the KMDF driver for x86_64-pc-windows-msvc; \
+             this build targets {target_os}-{target_env}: see docs/building.md"
         );
     }
-    wdk_build::configure_wdk_binary_build()
-        .expect("wdk-build could not configure the KMDF driver build (is the WDK installed?)");
+    wdk_build::configure_wdk_binary_build().unwrap_or_else(|err| {
+        panic!(
+            "wdk-build could not configure the KMDF driver build ({err}); is the WDK \
+             installed and is `+crt-static` set (`cargo make` sets it)? See docs/building.md"
+        )
+    });
+}
+
+/// KMDF flavor on any other host: wdk-build and the WDK exist on Windows only.
+#[cfg(all(feature = "wdk", not(windows)))]
+fn kmdf() {
+    panic!(
+        "the `wdk` feature builds the KMDF flavor and needs a Windows host with the WDK \
+         (`cargo make` there); on this host build the portable flavor (default features, \
+         `cargo xtask build`): see docs/building.md"
+    );
 }
 
 #[cfg(not(feature = "wdk"))]

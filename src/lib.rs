@@ -17,6 +17,8 @@ pub mod sync;
 #[cfg(windows)]
 pub mod driver;
 #[cfg(windows)]
+mod fmt;
+#[cfg(windows)]
 pub mod nmr;
 #[cfg(all(windows, not(feature = "wdk")))]
 mod rt;

@@ -2,6 +2,7 @@
 //! environment, provided by the kernel. (The KMDF flavor gets the same from
 //! `wdk-alloc` and `wdk-panic`.)
 
+use crate::fmt::FixedBuf;
 use crate::nt;
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt::Write;
@@ -60,38 +61,6 @@ unsafe impl GlobalAlloc for PoolAllocator {
 
 #[global_allocator]
 static ALLOCATOR: PoolAllocator = PoolAllocator;
-
-/// A fixed buffer that `core::fmt` writes into, truncating; keeps one byte
-/// for the terminating NUL.
-pub(crate) struct FixedBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> FixedBuf<N> {
-    pub(crate) const fn new() -> Self {
-        Self {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-
-    /// The text written so far, NUL-terminated.
-    pub(crate) fn as_cstr_ptr(&mut self) -> *const u8 {
-        self.buf[self.len] = 0;
-        self.buf.as_ptr()
-    }
-}
-
-impl<const N: usize> Write for FixedBuf<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = N - 1 - self.len;
-        let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

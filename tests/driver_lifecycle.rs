@@ -27,8 +27,16 @@ fn loads_registers_both_providers_and_unloads_cleanly() {
         .into_iter()
         .filter(|r| r.side == Side::Provider && !r.deregistering)
         .collect();
-    assert_eq!(providers.len(), 2, "expected the program-information and hook providers: {providers:?}");
-    assert_eq!(providers[0].npi_id, guid(PROGRAM_INFO_NPI), "program information registers first");
+    assert_eq!(
+        providers.len(),
+        2,
+        "expected the program-information and hook providers: {providers:?}"
+    );
+    assert_eq!(
+        providers[0].npi_id,
+        guid(PROGRAM_INFO_NPI),
+        "program information registers first"
+    );
     assert_eq!(providers[0].module_id, guid(PROCESS_PROGRAM_TYPE));
     assert_eq!(providers[1].npi_id, guid(HOOK_NPI));
     assert_eq!(providers[1].module_id, guid(PROCESS_ATTACH_TYPE));
@@ -40,11 +48,22 @@ fn loads_registers_both_providers_and_unloads_cleanly() {
     let loaded = log::dbg_messages()
         .iter()
         .any(|m| m.component == 77 && m.text.starts_with("ntosebpfext: loaded"));
-    assert!(loaded, "DriverEntry logs its load: {:?}", log::dbg_messages());
+    assert!(
+        loaded,
+        "DriverEntry logs its load: {:?}",
+        log::dbg_messages()
+    );
 
-    sim.unload_driver().expect("the driver has an unload routine");
-    assert_eq!(nmr::provider_count(), 0, "unload deregisters both providers");
-    let unloaded = log::dbg_messages().iter().any(|m| m.text.starts_with("ntosebpfext: unloaded"));
+    sim.unload_driver()
+        .expect("the driver has an unload routine");
+    assert_eq!(
+        nmr::provider_count(),
+        0,
+        "unload deregisters both providers"
+    );
+    let unloaded = log::dbg_messages()
+        .iter()
+        .any(|m| m.text.starts_with("ntosebpfext: unloaded"));
     assert!(unloaded, "DriverUnload logs");
     sim.finish().expect("nothing left behind, no violation");
 }
@@ -62,7 +81,12 @@ fn every_failure_in_driver_entry_unwinds_completely() {
         match injection {
             None => assert_eq!(status, 0),
             Some(i) if fired => {
-                assert!(status < 0, "DriverEntry succeeded although {}#{} failed", i.api, i.call);
+                assert!(
+                    status < 0,
+                    "DriverEntry succeeded although {}#{} failed",
+                    i.api,
+                    i.call
+                );
                 assert!(sim.driver().is_none());
             }
             Some(_) => {}
@@ -71,8 +95,14 @@ fn every_failure_in_driver_entry_unwinds_completely() {
             panic!("after injection {injection:?}: {findings}");
         }
     });
-    let names: Vec<String> = covered.iter().map(|i| format!("{}#{}", i.api, i.call)).collect();
+    let names: Vec<String> = covered
+        .iter()
+        .map(|i| format!("{}#{}", i.api, i.call))
+        .collect();
     for expected in ["NmrRegisterProvider#1", "NmrRegisterProvider#2"] {
-        assert!(names.contains(&expected.to_string()), "{expected} not covered: {names:?}");
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} not covered: {names:?}"
+        );
     }
 }

@@ -22,14 +22,19 @@ macro_rules! dbg_log {
 #[doc(hidden)]
 pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
     use core::fmt::Write;
-    let mut buf = crate::rt::FixedBuf::<256>::new();
+    let mut buf = crate::fmt::FixedBuf::<256>::new();
     let _ = buf.write_str("ntosebpfext: ");
     let _ = buf.write_fmt(args);
     let text = buf.as_cstr_ptr();
     // SAFETY: the format and its one argument are NUL-terminated strings that
     // live across the call.
     unsafe {
-        nt::DbgPrintEx(nt::DPFLTR_IHVDRIVER_ID, level, c"%s\n".as_ptr().cast(), text);
+        nt::DbgPrintEx(
+            nt::DPFLTR_IHVDRIVER_ID,
+            level,
+            c"%s\n".as_ptr().cast(),
+            text,
+        );
     }
 }
 
@@ -37,7 +42,11 @@ pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
 pub fn load() -> nt::NTSTATUS {
     let status = crate::hooks::process::kernel::load();
     if nt::nt_success(status) {
-        dbg_log!(nt::DPFLTR_INFO_LEVEL, "loaded (version {})", env!("CARGO_PKG_VERSION"));
+        dbg_log!(
+            nt::DPFLTR_INFO_LEVEL,
+            "loaded (version {})",
+            env!("CARGO_PKG_VERSION")
+        );
     } else {
         dbg_log!(nt::DPFLTR_ERROR_LEVEL, "load failed: {status:#x}");
     }
