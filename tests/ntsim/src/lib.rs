@@ -15,6 +15,8 @@
 
 #![allow(non_snake_case)]
 
+pub mod child;
+pub mod crash;
 pub mod exports;
 pub mod fault;
 pub mod irql;
