@@ -54,10 +54,7 @@ impl Sim {
     /// Returns the status DriverEntry returned; on failure the image is
     /// already unmapped (as Windows does).
     pub fn load_driver(&mut self, path: &std::path::Path) -> Result<i32, loader::LoadError> {
-        assert!(
-            self.driver.is_none(),
-            "a driver is already loaded in this Sim"
-        );
+        assert!(self.driver.is_none(), "a driver is already loaded in this Sim");
         let bytes = std::fs::read(path).map_err(|e| loader::LoadError::Io(path.into(), e))?;
         let (driver, status) = loader::Driver::load_and_start(&bytes, path)?;
         self.driver = driver;
@@ -91,16 +88,8 @@ impl Sim {
                 findings.push(e);
             }
         }
-        findings.extend(
-            outstanding_all()
-                .into_iter()
-                .map(|s| format!("left behind: {s}")),
-        );
-        findings.extend(
-            violation::take()
-                .into_iter()
-                .map(|v| format!("violation: {v}")),
-        );
+        findings.extend(outstanding_all().into_iter().map(|s| format!("left behind: {s}")));
+        findings.extend(violation::take().into_iter().map(|v| format!("violation: {v}")));
         if findings.is_empty() {
             Ok(())
         } else {
@@ -225,10 +214,7 @@ mod tests {
             }
             runs.push(inj.cloned());
         });
-        let names: Vec<_> = covered
-            .iter()
-            .map(|i| format!("{}#{}", i.api, i.call))
-            .collect();
+        let names: Vec<_> = covered.iter().map(|i| format!("{}#{}", i.api, i.call)).collect();
         assert_eq!(names, ["A#1", "A#2", "B#1"]);
         assert_eq!(runs.len(), 4);
     }
