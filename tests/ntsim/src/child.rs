@@ -6,7 +6,7 @@
 //! binary running only that test, with [`ENV_VAR`] set, in which
 //! [`is_child`] is true and the test does the crashing part:
 //!
-//! ```ignore
+//! ```text
 //! #[test]
 //! fn overrun_faults() {
 //!     const NAME: &str = "pool::tests::overrun_faults";
