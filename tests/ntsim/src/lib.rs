@@ -16,6 +16,8 @@
 #![allow(non_snake_case)]
 
 pub mod build;
+pub mod child;
+pub mod crash;
 pub mod ebpf;
 pub mod exports;
 pub mod fault;

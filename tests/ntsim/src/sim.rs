@@ -41,6 +41,7 @@ impl Sim {
         // A test that panicked while holding the machine poisons the lock;
         // the state is reset below, so the poison carries no meaning here.
         let guard = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+        crate::crash::install();
         crate::sim::reset_all();
         pool::configure(options.special_pool);
         Sim {
