@@ -742,6 +742,20 @@ pub unsafe fn kernel_free(ptr: *mut c_void) {
     state().free(ptr as usize, "kernel_free", None);
 }
 
+/// The live block whose usable bytes contain `addr`: (start, size, tag).
+/// Lets other services check what a driver hands them (for example that a
+/// program context has its header inside the same allocation).
+pub fn live_block(addr: usize) -> Option<(usize, usize, u32)> {
+    let s = state();
+    let b = s.find(addr)?;
+    (!b.freed && addr >= b.user && addr < b.user + b.size.max(1)).then_some((b.user, b.size, b.tag))
+}
+
+/// A pool tag as pool tools show it ('Ntos').
+pub fn tag_string(tag: u32) -> String {
+    format!("'{}'", Tag(tag))
+}
+
 /// Describes `addr` if it falls in or near a pool block (live, freed or a
 /// guard page), for crash reports: "special pool: 24 bytes past the end of a
 /// 40-byte block tagged 'Ntos' (allocation #7), in its guard page".

@@ -51,6 +51,7 @@
 
 pub mod abi;
 pub mod btf;
+pub mod core;
 pub mod helpers;
 pub mod maps;
 pub mod object;
