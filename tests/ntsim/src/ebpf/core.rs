@@ -138,6 +138,13 @@ struct ProgramState {
     invocations: AtomicU64,
 }
 
+// SAFETY: the raw pointers in `characteristics` point into this same
+// allocation (npi_id, module_id) and are only read, by NMR; every field that
+// changes after construction is atomic or behind a lock.
+unsafe impl Send for ProgramState {}
+// SAFETY: as above.
+unsafe impl Sync for ProgramState {}
+
 /// What the core keeps of an attached program-information provider.
 struct ProviderCopy {
     info: ProgramInfo,
@@ -520,6 +527,13 @@ struct LinkState {
     refusals: Mutex<Vec<AttachRefusal>>,
     findings: Mutex<Vec<Finding>>,
 }
+
+// SAFETY: as for ProgramState: the characteristics point into this same
+// allocation and into `extension_data`, which is owned and never changed;
+// mutable fields are atomic or locked.
+unsafe impl Send for LinkState {}
+// SAFETY: as above.
+unsafe impl Sync for LinkState {}
 
 /// The core's dispatch table for links.
 static LINK_DISPATCH: ebpf_extension_program_dispatch_table_t = core_dispatch_table(
