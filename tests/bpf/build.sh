@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds every tests/bpf/*.c into tests/bpf/*.o with clang (-O2 -g -target bpf).
+# Builds every tests/bpf/*.c into tests/bpf/*.o with clang (-O2 -g -target bpf,
+# freestanding: no C library headers; include/ and the driver's ../../include).
 # Reproducible from any checkout path: the source directory is mapped to "."
 # in the debug information.
 #
@@ -21,8 +22,8 @@ esac
 cd "$here"
 for src in *.c; do
     obj="${src%.c}.o"
-    "$clang" -O2 -g -target bpf -Wall -Werror \
-        -fdebug-prefix-map="$here"=. -Iinclude \
+    "$clang" -O2 -g -target bpf -ffreestanding -Wall -Werror \
+        -fdebug-prefix-map="$here"=. -Iinclude -I../../include \
         -c "$src" -o "$out/$obj"
 done
 

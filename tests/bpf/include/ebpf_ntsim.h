@@ -9,16 +9,8 @@
 #ifndef EBPF_NTSIM_H
 #define EBPF_NTSIM_H
 
-typedef unsigned char uint8_t;
-typedef unsigned short uint16_t;
-typedef unsigned int uint32_t;
-typedef unsigned long long uint64_t;
-typedef signed char int8_t;
-typedef short int16_t;
-typedef int int32_t;
-typedef long long int64_t;
-typedef unsigned long size_t;
-typedef long intptr_t;
+#include <stddef.h>
+#include <stdint.h>
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int(*name)[val]
