@@ -10,6 +10,10 @@ use alloc::alloc::{alloc, dealloc, Layout};
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
+/// Pool tag of every allocation the driver makes: `'sotN'`, shown as `Ntos`
+/// by `!pool`, `!poolused` and poolmon.
+pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Ntos");
+
 /// Status returned when an allocation fails (`STATUS_INSUFFICIENT_RESOURCES`).
 pub const NO_MEMORY: i32 = 0xC000_009Au32 as i32;
 

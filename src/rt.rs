@@ -7,9 +7,7 @@ use crate::nt;
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt::Write;
 
-/// Pool tag of every allocation the driver makes: `'sotN'`, shown as `Ntos`
-/// by `!pool`, `!poolused` and poolmon.
-pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Ntos");
+use crate::pool::POOL_TAG;
 
 /// Bug check code of a Rust panic in the driver ("NTOS" in ASCII).
 ///

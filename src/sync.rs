@@ -100,7 +100,9 @@ pub use kernel::*;
 mod kernel {
     use crate::nt;
     use core::cell::UnsafeCell;
+    use core::ffi::c_void;
     use core::ops::{Deref, DerefMut};
+    use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
     /// Data behind a kernel reader/writer spin lock (`EX_SPIN_LOCK`).
     /// Holding either guard raises the IRQL to DISPATCH_LEVEL: keep critical
@@ -247,6 +249,118 @@ mod kernel {
                 nt::ExReleasePushLockExclusiveEx(self.lock.lock.get(), 0);
                 nt::KeLeaveCriticalRegion();
             }
+        }
+    }
+
+    /// Work run at PASSIVE_LEVEL on a system worker thread, requested from
+    /// any IRQL up to DISPATCH_LEVEL: an I/O work item (initialized on the
+    /// driver object, so a queued routine keeps the image loaded until it
+    /// returns). Requests while one run is queued share that run.
+    pub struct PassiveWork {
+        item: AtomicPtr<c_void>,
+        queued: AtomicBool,
+        outstanding: AtomicU32,
+        idle: UnsafeCell<nt::KEVENT>,
+        routine: fn(),
+    }
+
+    // SAFETY: the event is a kernel dispatcher object the kernel serialises;
+    // everything else is atomic.
+    unsafe impl Sync for PassiveWork {}
+
+    impl PassiveWork {
+        pub const fn new(routine: fn()) -> PassiveWork {
+            PassiveWork {
+                item: AtomicPtr::new(core::ptr::null_mut()),
+                queued: AtomicBool::new(false),
+                outstanding: AtomicU32::new(0),
+                idle: UnsafeCell::new(nt::KEVENT { opaque: [0; 24] }),
+                routine,
+            }
+        }
+
+        /// Allocates and initializes the work item (DriverEntry, PASSIVE_LEVEL).
+        ///
+        /// # Safety
+        /// `driver` must be this driver's DRIVER_OBJECT.
+        pub unsafe fn init(&'static self, driver: *mut c_void) -> nt::NTSTATUS {
+            // SAFETY: plain kernel calls; the pool block is sized as the
+            // kernel asks and owned by `self` until `shutdown`.
+            unsafe {
+                let size = nt::IoSizeofWorkItem() as usize;
+                let item =
+                    nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, size, crate::pool::POOL_TAG);
+                if item.is_null() {
+                    return nt::STATUS_INSUFFICIENT_RESOURCES;
+                }
+                nt::IoInitializeWorkItem(driver, item);
+                nt::KeInitializeEvent(self.idle.get(), nt::NotificationEvent, 1);
+                self.item.store(item, Ordering::Release);
+            }
+            nt::STATUS_SUCCESS
+        }
+
+        /// Asks for one run of the routine (IRQL <= DISPATCH_LEVEL).
+        pub fn request(&'static self) {
+            let item = self.item.load(Ordering::Acquire);
+            if item.is_null() || self.queued.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: an initialized work item not currently queued (the
+            // `queued` flag); `self` is a static, valid for the routine.
+            unsafe {
+                nt::IoQueueWorkItem(
+                    item,
+                    passive_work_routine,
+                    nt::DelayedWorkQueue,
+                    (self as *const PassiveWork).cast_mut().cast(),
+                )
+            };
+        }
+
+        /// Waits for any queued or running routine, then releases the work
+        /// item (unload, PASSIVE_LEVEL, after the last request).
+        pub fn shutdown(&'static self) {
+            let item = self.item.swap(core::ptr::null_mut(), Ordering::AcqRel);
+            if item.is_null() {
+                return;
+            }
+            loop {
+                // SAFETY: the event initialized in `init`; waiting is legal
+                // at PASSIVE_LEVEL, where unload runs.
+                unsafe {
+                    nt::KeClearEvent(self.idle.get());
+                    if self.outstanding.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    nt::KeWaitForSingleObject(
+                        self.idle.get().cast(),
+                        nt::Executive,
+                        nt::KernelMode,
+                        0,
+                        core::ptr::null(),
+                    );
+                }
+            }
+            // SAFETY: the item is no longer queued (nothing outstanding) and
+            // is freed once, here.
+            unsafe {
+                nt::IoUninitializeWorkItem(item);
+                nt::ExFreePoolWithTag(item, crate::pool::POOL_TAG);
+            }
+        }
+    }
+
+    unsafe extern "system" fn passive_work_routine(_io_object: *mut c_void, context: *mut c_void) {
+        // SAFETY: the context is the static PassiveWork that queued us.
+        let work = unsafe { &*(context as *const PassiveWork) };
+        // From here on a new request queues a new run.
+        work.queued.store(false, Ordering::Release);
+        (work.routine)();
+        if work.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: the event initialized in `init`.
+            unsafe { nt::KeSetEvent(work.idle.get(), 0, 0) };
         }
     }
 

@@ -107,7 +107,8 @@ pub unsafe extern "system" fn driver_entry(
         Err(status) => return status,
     };
 
-    let status = super::load();
+    // SAFETY: the I/O manager's driver object, at PASSIVE_LEVEL.
+    let status = unsafe { super::load(driver.cast()) };
     if !nt::nt_success(status) {
         // load() left nothing behind; delete the device. The framework does
         // not call EvtDriverUnload when DriverEntry fails.

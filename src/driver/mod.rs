@@ -38,9 +38,14 @@ pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
     }
 }
 
-/// Everything DriverEntry does after the flavor-specific setup.
-pub fn load() -> nt::NTSTATUS {
-    let status = crate::hooks::process::kernel::load();
+/// Everything DriverEntry does after the flavor-specific setup. `driver` is
+/// the DRIVER_OBJECT (it owns the driver's I/O work items).
+///
+/// # Safety
+/// `driver` must be this driver's DRIVER_OBJECT; PASSIVE_LEVEL.
+pub unsafe fn load(driver: *mut core::ffi::c_void) -> nt::NTSTATUS {
+    // SAFETY: forwarded contract.
+    let status = unsafe { crate::hooks::process::kernel::load(driver) };
     if nt::nt_success(status) {
         dbg_log!(
             nt::DPFLTR_INFO_LEVEL,

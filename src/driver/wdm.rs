@@ -11,7 +11,8 @@ pub unsafe extern "system" fn DriverEntry(
     driver: *mut nt::DRIVER_OBJECT,
     _registry_path: *const nt::UNICODE_STRING,
 ) -> nt::NTSTATUS {
-    let status = super::load();
+    // SAFETY: the I/O manager's driver object, at PASSIVE_LEVEL.
+    let status = unsafe { super::load(driver.cast()) };
     if nt::nt_success(status) {
         // SAFETY: the I/O manager passes a valid, writable driver object that
         // it owns for the driver's lifetime.

@@ -12,16 +12,20 @@
 //! can always be stepped past.
 //!
 //! The kernel callback that produces events (for example the process notify
-//! routine) is registered when the first client attaches and removed when the
-//! last one is cleaned up, through [`KernelHook`]; removal needs PASSIVE_LEVEL,
-//! so a cleanup at DISPATCH_LEVEL leaves it to the next attach or to
-//! [`HookProvider::shutdown`] (the callback does nothing without clients).
+//! routine) is registered when the first client attaches, through
+//! [`KernelHook`], and removed after the last one detaches. Removal waits
+//! for the callback's calls in flight, so it can happen neither in detach
+//! (which must not block, and may run at DISPATCH_LEVEL) nor in cleanup
+//! (which NMR may run inside the last invocation's completion, that is
+//! inside the callback itself: a deadlock). It runs on a system worker
+//! thread ([`PassiveWork`]), queued when the last client detaches; the
+//! callback does nothing while no client is attached.
 
 use super::abi::*;
 use super::client::{validate_client, BatchFunctions, ClientDispatch};
 use crate::nmr::{self, ClientAttach, Provider};
 use crate::nt::{self, HANDLE, NTSTATUS};
-use crate::sync::{current_irql, Detach, InvokeRef, PushLock, SpinRwLock};
+use crate::sync::{Detach, InvokeRef, PassiveWork, PushLock, SpinRwLock};
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
@@ -66,11 +70,13 @@ unsafe impl Sync for ClientList {}
 /// A hook provider for one attach type.
 pub struct HookProvider {
     clients: SpinRwLock<ClientList>,
-    /// Clients attached and not yet cleaned up.
-    attached: AtomicUsize,
+    /// Clients attached whose detach has not begun.
+    active: AtomicUsize,
     /// Whether the kernel callback is registered (PASSIVE_LEVEL state).
     registered: PushLock<bool>,
     kernel: &'static dyn KernelHook,
+    /// Removes the kernel callback once no client is active.
+    idle_work: PassiveWork,
 }
 
 /// What the caller of [`HookProvider::invoke`] decides after each program.
@@ -81,22 +87,34 @@ pub enum Flow {
 }
 
 impl HookProvider {
-    pub const fn new(kernel: &'static dyn KernelHook) -> HookProvider {
+    /// `on_idle` must call [`HookProvider::unregister_if_idle`] on this
+    /// provider (it runs on a worker thread once no client is active).
+    pub const fn new(kernel: &'static dyn KernelHook, on_idle: fn()) -> HookProvider {
         HookProvider {
             clients: SpinRwLock::new(ClientList {
                 head: ptr::null(),
                 tail: ptr::null(),
             }),
-            attached: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             registered: PushLock::new(false),
             kernel,
+            idle_work: PassiveWork::new(on_idle),
         }
+    }
+
+    /// Prepares the provider (DriverEntry, before NMR registration).
+    ///
+    /// # Safety
+    /// `driver` must be this driver's DRIVER_OBJECT.
+    pub unsafe fn init(&'static self, driver: *mut c_void) -> NTSTATUS {
+        // SAFETY: forwarded contract.
+        unsafe { self.idle_work.init(driver) }
     }
 
     /// Whether any client is attached (a cheap check for the event path).
     #[inline]
     pub fn has_clients(&self) -> bool {
-        self.attached.load(Ordering::Acquire) != 0
+        self.active.load(Ordering::Acquire) != 0
     }
 
     /// Runs every attached client's program on `context` (which must point
@@ -181,7 +199,7 @@ impl HookProvider {
                 }
                 *registered = true;
             }
-            self.attached.fetch_add(1, Ordering::AcqRel);
+            self.active.fetch_add(1, Ordering::AcqRel);
         }
         Ok(HookClient {
             binding_handle,
@@ -206,11 +224,11 @@ impl HookProvider {
         list.tail = p;
     }
 
-    /// Forgets an attach that never got published.
-    fn forget_client(&self) {
-        let remaining = self.attached.fetch_sub(1, Ordering::AcqRel) - 1;
-        if remaining == 0 && current_irql() == nt::PASSIVE_LEVEL {
-            self.unregister_if_idle();
+    /// One client fewer is active: the last one schedules the removal of
+    /// the kernel callback.
+    fn deactivate(&'static self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_work.request();
         }
     }
 
@@ -239,22 +257,24 @@ impl HookProvider {
                 }
             }
         }
-        self.forget_client();
     }
 
-    fn unregister_if_idle(&self) {
+    /// Removes the kernel callback if no client is active (PASSIVE_LEVEL,
+    /// outside any call of the callback).
+    pub fn unregister_if_idle(&self) {
         let mut registered = self.registered.lock();
-        if *registered && self.attached.load(Ordering::Acquire) == 0 {
+        if *registered && self.active.load(Ordering::Acquire) == 0 {
             self.kernel.unregister();
             *registered = false;
         }
     }
 
     /// At unload, after the NMR provider has been deregistered (so no client
-    /// remains): removes the kernel callback if a cleanup at DISPATCH_LEVEL
-    /// left it registered.
-    pub fn shutdown(&self) {
+    /// remains): removes the kernel callback if still registered and waits
+    /// for the worker.
+    pub fn shutdown(&'static self) {
         self.unregister_if_idle();
+        self.idle_work.shutdown();
     }
 }
 
@@ -359,11 +379,13 @@ impl Provider for HookProvider {
     }
 
     fn abandon(&'static self, _binding: HookClient) {
-        self.forget_client();
+        self.deactivate();
     }
 
     fn detach(&'static self, binding: &HookClient) -> NTSTATUS {
-        match binding.refs.begin_detach() {
+        let outcome = binding.refs.begin_detach();
+        self.deactivate();
+        match outcome {
             Detach::Complete => nt::STATUS_SUCCESS,
             Detach::Pending => nt::STATUS_PENDING,
         }

@@ -33,6 +33,29 @@ extern "system" {
     pub fn ExAcquirePushLockExclusiveEx(PushLock: *mut EX_PUSH_LOCK, Flags: u32);
     pub fn ExReleasePushLockExclusiveEx(PushLock: *mut EX_PUSH_LOCK, Flags: u32);
 
+    // Events.
+    pub fn KeInitializeEvent(Event: *mut KEVENT, Type: i32, State: u8);
+    pub fn KeSetEvent(Event: *mut KEVENT, Increment: i32, Wait: u8) -> i32;
+    pub fn KeClearEvent(Event: *mut KEVENT);
+    pub fn KeWaitForSingleObject(
+        Object: *mut c_void,
+        WaitReason: i32,
+        WaitMode: i8,
+        Alertable: u8,
+        Timeout: *const i64,
+    ) -> NTSTATUS;
+
+    // I/O work items (system worker threads at PASSIVE_LEVEL).
+    pub fn IoSizeofWorkItem() -> u32;
+    pub fn IoInitializeWorkItem(IoObject: *mut c_void, IoWorkItem: *mut c_void);
+    pub fn IoUninitializeWorkItem(IoWorkItem: *mut c_void);
+    pub fn IoQueueWorkItem(
+        IoWorkItem: *mut c_void,
+        WorkerRoutine: PIO_WORKITEM_ROUTINE,
+        QueueType: i32,
+        Context: *mut c_void,
+    );
+
     // Processes and tokens.
     pub fn PsSetCreateProcessNotifyRoutineEx(
         NotifyRoutine: PCREATE_PROCESS_NOTIFY_ROUTINE_EX,

@@ -179,6 +179,26 @@ pub struct SID_AND_ATTRIBUTES {
     pub Attributes: u32,
 }
 
+/// `KEVENT` (24 bytes): a dispatcher header the kernel owns.
+#[repr(C, align(8))]
+pub struct KEVENT {
+    pub opaque: [u8; 24],
+}
+
+/// `EVENT_TYPE::NotificationEvent`.
+pub const NotificationEvent: i32 = 0;
+/// `KWAIT_REASON::Executive`.
+pub const Executive: i32 = 0;
+/// `KPROCESSOR_MODE::KernelMode`.
+pub const KernelMode: i8 = 0;
+/// `WORK_QUEUE_TYPE::DelayedWorkQueue`.
+pub const DelayedWorkQueue: i32 = 1;
+
+/// `PIO_WORKITEM_ROUTINE`: called with the work item's I/O object (here the
+/// driver object) and the context given to IoQueueWorkItem.
+pub type PIO_WORKITEM_ROUTINE =
+    unsafe extern "system" fn(IoObject: *mut c_void, Context: *mut c_void);
+
 /// `EX_RUNDOWN_REF`, `EX_SPIN_LOCK`, `EX_PUSH_LOCK`: words the kernel
 /// manipulates atomically; all-zero is the initialized state of each.
 pub type EX_SPIN_LOCK = i32;
@@ -201,6 +221,7 @@ const _: () = {
     assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CommandLine) == 56);
     assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CreationStatus) == 64);
     assert!(core::mem::size_of::<UNICODE_STRING>() == 16);
+    assert!(core::mem::size_of::<KEVENT>() == 24);
     assert!(core::mem::size_of::<DRIVER_OBJECT>() == 0x150);
     assert!(core::mem::offset_of!(DRIVER_OBJECT, DriverUnload) == 104);
 };

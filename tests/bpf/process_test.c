@@ -170,6 +170,6 @@ SEC("process")
 int
 read_past_packet(process_md_t* ctx)
 {
-    uint8_t* end = ctx->command_end;
-    return end[0] ? STATUS_ACCESS_DENIED : STATUS_ACCESS_DENIED;
+    volatile uint8_t* end = ctx->command_end;
+    return end[0] == 0x5a ? 0 : STATUS_ACCESS_DENIED;
 }

@@ -140,7 +140,7 @@ static HOOK_PROVIDER: ProviderRegistration<HookProvider> = ProviderRegistration:
     &HOOK_NPI,
     &ATTACH_TYPE_MODULE,
     &ATTACH_PROVIDER_DATA.0 as *const ebpf_attach_provider_data_t as *const c_void,
-    HookProvider::new(&NOTIFY),
+    HookProvider::new(&NOTIFY, || HOOK_PROVIDER.provider().unregister_if_idle()),
 );
 
 /// The process notify routine as a [`KernelHook`].
@@ -168,14 +168,24 @@ impl KernelHook for ProcessNotify {
 }
 
 /// Registers the program-information provider, then the hook provider
-/// (DriverEntry). On failure nothing stays registered.
-pub fn load() -> NTSTATUS {
+/// (DriverEntry). On failure nothing stays registered or allocated.
+///
+/// # Safety
+/// `driver` must be this driver's DRIVER_OBJECT.
+pub unsafe fn load(driver: *mut c_void) -> NTSTATUS {
+    let hook = HOOK_PROVIDER.provider();
+    // SAFETY: forwarded contract.
+    let status = unsafe { hook.init(driver) };
+    if !nt::nt_success(status) {
+        return status;
+    }
     let status = PROGRAM_INFO_PROVIDER.register();
     if !nt::nt_success(status) {
         crate::dbg_log!(
             nt::DPFLTR_ERROR_LEVEL,
             "registering the process program type failed: {status:#x}"
         );
+        hook.shutdown();
         return status;
     }
     let status = HOOK_PROVIDER.register();
@@ -185,6 +195,7 @@ pub fn load() -> NTSTATUS {
             "registering the process hook failed: {status:#x}"
         );
         PROGRAM_INFO_PROVIDER.deregister();
+        hook.shutdown();
         return status;
     }
     nt::STATUS_SUCCESS

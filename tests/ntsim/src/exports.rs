@@ -30,6 +30,7 @@ pub fn table() -> Vec<Export> {
     all.extend(crate::pool::exports());
     all.extend(crate::irql::exports());
     all.extend(crate::sync::exports());
+    all.extend(crate::io::exports());
     all.extend(crate::nmr::exports());
     all.extend(crate::ps::exports());
     all.extend(crate::registry::exports());

@@ -495,6 +495,9 @@ impl Driver {
                     // its own driver object, once.
                     unsafe { unload(obj) }
                 });
+                // A queued work item holds a reference on the driver: the
+                // image stays until every routine has returned.
+                crate::io::wait_idle();
                 Ok(())
             }
             None => Err(format!(

@@ -4,7 +4,7 @@
 //! no context), so a `Sim` holds a process-wide lock: tests in one binary
 //! that use the kernel run one after another, each on freshly reset state.
 
-use crate::{fault, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation};
+use crate::{fault, io, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation};
 use std::sync::{Mutex, MutexGuard};
 
 static MACHINE: Mutex<()> = Mutex::new(());
@@ -135,6 +135,7 @@ fn outstanding_all() -> Vec<String> {
     all.extend(log::outstanding());
     all.extend(registry::outstanding());
     all.extend(sync::outstanding());
+    all.extend(io::outstanding());
     all.extend(rtl::outstanding());
     all.extend(time::outstanding());
     // Pool last: the other services' leftovers often explain pool leaks.
@@ -148,6 +149,8 @@ pub(crate) fn reset_all() {
 }
 
 fn reset_services() {
+    // Work items first: their routines may still be running driver code.
+    io::reset();
     violation::reset();
     nmr::reset();
     ps::reset();

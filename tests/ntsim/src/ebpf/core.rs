@@ -522,6 +522,7 @@ struct LinkState {
     extension_data: validate::OwnedExtensionData,
     characteristics: NPI_CLIENT_CHARACTERISTICS,
     handle: AtomicUsize,
+    binding: AtomicUsize,
     attached: AtomicBool,
     provider: Mutex<Option<validate::AttachProviderInfo>>,
     refusals: Mutex<Vec<AttachRefusal>>,
@@ -561,6 +562,7 @@ impl Link {
                 .build(),
             characteristics: empty_client_characteristics(),
             handle: AtomicUsize::new(0),
+            binding: AtomicUsize::new(0),
             attached: AtomicBool::new(false),
             provider: Mutex::new(None),
             refusals: Mutex::new(Vec::new()),
@@ -673,6 +675,9 @@ unsafe extern "win64" fn link_attach(
     };
     let mut provider_binding: *mut c_void = std::ptr::null_mut();
     let mut provider_dispatch: *const c_void = std::ptr::null();
+    // The provider may publish the link, and invoke it, inside
+    // NmrClientAttachProvider: the binding must be known by then.
+    st.binding.store(binding, Ordering::Release);
     // SAFETY: inside ClientAttachProvider with NMR's binding handle; the
     // client binding context is the LinkState, which outlives the binding.
     let status = unsafe {
@@ -700,6 +705,16 @@ unsafe extern "win64" fn link_detach(client_binding_context: *mut c_void) -> NTS
     STATUS_SUCCESS
 }
 
+/// Batches begun through the core's dispatch table since the process
+/// started (a test compares before and after).
+static BATCHES_BEGUN: AtomicU64 = AtomicU64::new(0);
+
+/// How many batches extensions have begun (`batch_begin` calls that
+/// succeeded), process-wide.
+pub fn batches_begun() -> u64 {
+    BATCHES_BEGUN.load(Ordering::Relaxed)
+}
+
 /// Marks an execution state as begun by [`link_batch_begin`].
 const BATCH_MAGIC: u64 = 0x6e74_7369_6d42_6174; // "ntsimBat"
 const BATCH_IRQL_OFFSET: usize = 40;
@@ -720,6 +735,7 @@ unsafe extern "win64" fn link_batch_begin(state_size: usize, state: *mut c_void)
         *words.add(4) = crate::ps::current_ids().1 as u64;
         *(state as *mut u8).add(BATCH_IRQL_OFFSET) = irql::current();
     }
+    BATCHES_BEGUN.fetch_add(1, Ordering::Relaxed);
     EBPF_SUCCESS
 }
 
@@ -801,6 +817,26 @@ unsafe extern "win64" fn link_invoke(
     }
 }
 
+/// Whether a provider may still invoke the link of `binding`: until its
+/// detach has completed, invocations it began earlier are in flight (that is
+/// what STATUS_PENDING is for).
+fn provider_may_still_invoke(binding: HANDLE) -> bool {
+    use crate::nmr::{BindingState, DetachState};
+    nmr::bindings()
+        .iter()
+        .find(|b| b.handle == binding)
+        .is_some_and(|b| match b.state {
+            BindingState::Bound | BindingState::Attaching => true,
+            BindingState::Detaching { provider, .. } => {
+                matches!(
+                    provider,
+                    DetachState::NotCalled | DetachState::InCallback | DetachState::Pending
+                )
+            }
+            _ => false,
+        })
+}
+
 /// Runs the link's program on `context`.
 ///
 /// # Safety
@@ -816,8 +852,14 @@ unsafe fn run(
         violation::record("ebpf", "invoke with a null context or result pointer");
         return EBPF_INVALID_ARGUMENT;
     }
-    if !link.attached.load(Ordering::Acquire) {
-        violation::record("ebpf", "invoke of a link whose hook provider detached it");
+    if !link.attached.load(Ordering::Acquire)
+        && !provider_may_still_invoke(link.binding.load(Ordering::Acquire))
+    {
+        violation::record(
+            "ebpf",
+            "invoke of a link after the hook provider completed its detach (ProviderDetachClient returned \
+             STATUS_SUCCESS or it called NmrProviderDetachClientComplete)",
+        );
         return EBPF_EXTENSION_FAILED_TO_LOAD;
     }
     let prog = &link.program;
