@@ -61,6 +61,22 @@ pub fn counts() -> BTreeMap<String, u64> {
     state().counts.clone()
 }
 
+thread_local! {
+    static LAST: std::cell::RefCell<BTreeMap<String, u64>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// Remembers, for the calling thread, the counts of the machine it is about
+/// to release (another thread's new Sim resets the global counts at once).
+pub(crate) fn save_counts_for_thread() {
+    let counts = counts();
+    LAST.with(|l| *l.borrow_mut() = counts);
+}
+
+/// The counts saved when the calling thread's last Sim ended.
+pub fn counts_of_last_sim() -> BTreeMap<String, u64> {
+    LAST.with(|l| l.borrow().clone())
+}
+
 /// The planned failures that actually happened since the last reset.
 pub fn fired() -> Vec<(String, u64)> {
     state().fired.clone()

@@ -122,8 +122,9 @@ impl Drop for Sim {
                 eprintln!("ntsim: unloading the driver at Sim drop failed: {e}");
             }
         }
-        // Fault counts stay until the next Sim: `sweep` reads them after the
-        // scenario (and its Sim) has ended.
+        // `sweep` reads the fault counts after the scenario (and its Sim)
+        // has ended, when another test may already own the machine.
+        fault::save_counts_for_thread();
         reset_services();
     }
 }
@@ -185,7 +186,7 @@ pub fn sweep(mut scenario: impl FnMut(Option<&Injection>)) -> Vec<Injection> {
     let mut todo: BTreeSet<Injection> = BTreeSet::new();
     let mut done: BTreeSet<Injection> = BTreeSet::new();
     let learn = |todo: &mut BTreeSet<Injection>, done: &BTreeSet<Injection>| {
-        for (api, n) in fault::counts() {
+        for (api, n) in fault::counts_of_last_sim() {
             for call in 1..=n {
                 let inj = Injection {
                     api: api.clone(),

@@ -1,0 +1,435 @@
+//! The driver's generic hook provider, driven by host-side hook clients
+//! (Rust NMR clients standing in for eBPF links), and the whole lifecycle
+//! under fault injection.
+#![cfg(unix)]
+
+use ntsim::build::driver_image;
+use ntsim::ebpf::core::LoadedProgram;
+use ntsim::ebpf::Object;
+use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
+use ntsim::process as hook;
+use ntsim::ps::{self, ProcessSpec};
+use ntsim::status::{
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+};
+use ntsim::types::{GUID, HANDLE};
+use ntsim::{fault, sim, Sim};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+const HOOK_NPI: GUID = GUID {
+    data1: 0x5d564054,
+    data2: 0x2736,
+    data3: 0x406d,
+    data4: [0x8b, 0x22, 0x12, 0xbc, 0xff, 0xaf, 0x0a, 0x9f],
+};
+
+/// `ebpf_extension_data_t`, written here byte for byte so tests can break it.
+#[repr(C)]
+struct ExtensionData {
+    version: u16,
+    size: usize,
+    total_size: usize,
+    data: *const c_void,
+    data_size: usize,
+    prog_attach_flags: u64,
+}
+
+/// `{u16 version; u16 count; fn function[4]}`.
+#[repr(C)]
+struct Dispatch {
+    version: u16,
+    count: u16,
+    functions: [usize; 4],
+}
+
+/// A host-side hook client: attaches to the driver's hook provider with the
+/// characteristics and dispatch table a test gives it.
+struct HostClient {
+    npi_id: GUID,
+    module_id: NPI_MODULEID,
+    data: ExtensionData,
+    dispatch: Dispatch,
+    null_data: bool,
+    null_dispatch: bool,
+    characteristics: NPI_CLIENT_CHARACTERISTICS,
+    handle: AtomicUsize,
+    attach_status: Mutex<Option<i32>>,
+    invocations: AtomicU64,
+    /// When set, invoke blocks until `open` is called.
+    gate: Option<(Mutex<bool>, Condvar)>,
+    entered: AtomicBool,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl HostClient {
+    fn new(edit: impl FnOnce(&mut HostClient)) -> Box<HostClient> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut c = Box::new(HostClient {
+            npi_id: HOOK_NPI,
+            module_id: NPI_MODULEID {
+                Length: 24,
+                Type: nmr::MIT_GUID,
+                Guid: GUID {
+                    data1: 0x686f7374,
+                    data2: 0,
+                    data3: 0,
+                    data4: n.to_be_bytes(),
+                },
+            },
+            data: ExtensionData {
+                version: 1,
+                size: 48,
+                total_size: 48,
+                data: std::ptr::null(),
+                data_size: 0,
+                prog_attach_flags: 0,
+            },
+            dispatch: Dispatch {
+                version: 1,
+                count: 1,
+                functions: [host_invoke as *const () as usize, 0, 0, 0],
+            },
+            null_data: false,
+            null_dispatch: false,
+            characteristics: unsafe_zeroed_characteristics(),
+            handle: AtomicUsize::new(0),
+            attach_status: Mutex::new(None),
+            invocations: AtomicU64::new(0),
+            gate: None,
+            entered: AtomicBool::new(false),
+        });
+        edit(&mut c);
+        let specific: *const c_void = if c.null_data {
+            std::ptr::null()
+        } else {
+            (&c.data as *const ExtensionData).cast()
+        };
+        c.characteristics = NPI_CLIENT_CHARACTERISTICS {
+            Version: 0,
+            Length: 72,
+            ClientAttachProvider: Some(host_attach),
+            ClientDetachProvider: Some(host_detach),
+            ClientCleanupBindingContext: None,
+            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                Version: 0,
+                Size: 40,
+                NpiId: &c.npi_id,
+                ModuleId: &c.module_id,
+                Number: 0,
+                NpiSpecificCharacteristics: specific,
+            },
+        };
+        let mut handle: HANDLE = 0;
+        // SAFETY: the characteristics and context live in the Box until
+        // `deregister`, which waits for NMR.
+        let status = unsafe {
+            nmr::NmrRegisterClient(
+                &c.characteristics,
+                (&*c as *const HostClient).cast_mut().cast(),
+                &mut handle,
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        c.handle.store(handle, Ordering::Release);
+        c
+    }
+
+    fn attach_status(&self) -> Option<i32> {
+        *self.attach_status.lock().unwrap()
+    }
+
+    fn open(&self) {
+        let (m, cv) = self.gate.as_ref().unwrap();
+        *m.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    fn deregister(&self) {
+        let handle = self.handle.swap(0, Ordering::AcqRel);
+        // SAFETY: our registration, deregistered once and waited for.
+        unsafe {
+            if nmr::NmrDeregisterClient(handle) == STATUS_PENDING {
+                nmr::NmrWaitForClientDeregisterComplete(handle);
+            }
+        }
+    }
+}
+
+fn unsafe_zeroed_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
+    NPI_CLIENT_CHARACTERISTICS {
+        Version: 0,
+        Length: 0,
+        ClientAttachProvider: None,
+        ClientDetachProvider: None,
+        ClientCleanupBindingContext: None,
+        ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+            Version: 0,
+            Size: 0,
+            NpiId: std::ptr::null(),
+            ModuleId: std::ptr::null(),
+            Number: 0,
+            NpiSpecificCharacteristics: std::ptr::null(),
+        },
+    }
+}
+
+unsafe extern "win64" fn host_attach(
+    binding: HANDLE,
+    context: *mut c_void,
+    _provider: *const NPI_REGISTRATION_INSTANCE,
+) -> i32 {
+    // SAFETY: the context registered with this client.
+    let c = unsafe { &*(context as *const HostClient) };
+    let dispatch: *const c_void = if c.null_dispatch {
+        std::ptr::null()
+    } else {
+        (&c.dispatch as *const Dispatch).cast()
+    };
+    let mut pbc: *mut c_void = std::ptr::null_mut();
+    let mut pd: *const c_void = std::ptr::null();
+    // SAFETY: inside ClientAttachProvider with NMR's binding handle.
+    let status =
+        unsafe { nmr::NmrClientAttachProvider(binding, context, dispatch, &mut pbc, &mut pd) };
+    *c.attach_status.lock().unwrap() = Some(status);
+    status
+}
+
+unsafe extern "win64" fn host_detach(_context: *mut c_void) -> i32 {
+    STATUS_SUCCESS
+}
+
+unsafe extern "win64" fn host_invoke(
+    context: *const c_void,
+    _program_context: *mut c_void,
+    result: *mut u32,
+) -> u32 {
+    // SAFETY: the binding context is the HostClient.
+    let c = unsafe { &*(context as *const HostClient) };
+    c.invocations.fetch_add(1, Ordering::SeqCst);
+    c.entered.store(true, Ordering::SeqCst);
+    if let Some((m, cv)) = &c.gate {
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+    }
+    // SAFETY: the driver passes a valid result pointer.
+    unsafe { *result = 0 };
+    0
+}
+
+fn loaded() -> Sim {
+    let mut sim = Sim::new();
+    assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0);
+    sim
+}
+
+fn binding_of(client: &HostClient) -> bool {
+    nmr::bindings()
+        .iter()
+        .any(|b| b.client_module == client.module_id.Guid)
+}
+
+#[test]
+fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
+    type Edit = fn(&mut HostClient);
+    let cases: Vec<(&str, Edit, i32)> = vec![
+        (
+            "no ebpf_extension_data_t",
+            |c| c.null_data = true,
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "client data version 0",
+            |c| c.data.version = 0,
+            STATUS_NOT_SUPPORTED,
+        ),
+        (
+            "client data version 2",
+            |c| c.data.version = 2,
+            STATUS_NOT_SUPPORTED,
+        ),
+        (
+            "client data size below data_size's end",
+            |c| c.data.size = 32,
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "null attach parameters with a size",
+            |c| c.data.data_size = 8,
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "attach parameters with size 0",
+            |c| c.data.data = (&c.data as *const ExtensionData).cast(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "no dispatch table",
+            |c| c.null_dispatch = true,
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "dispatch version 0",
+            |c| c.dispatch.version = 0,
+            STATUS_NOT_SUPPORTED,
+        ),
+        (
+            "dispatch count 0",
+            |c| c.dispatch.count = 0,
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "null invoke",
+            |c| c.dispatch.functions[0] = 0,
+            STATUS_INVALID_PARAMETER,
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let sim = loaded();
+        let client = HostClient::new(edit);
+        assert_eq!(client.attach_status(), Some(expected), "{what}");
+        assert!(!binding_of(&client), "{what}: no binding");
+        ntsim::io::wait_idle();
+        assert_eq!(
+            ps::notify_routine_counts().process,
+            0,
+            "{what}: no notify routine registered"
+        );
+        client.deregister();
+        if let Err(findings) = sim.finish() {
+            panic!("{what}: {findings}");
+        }
+    }
+}
+
+#[test]
+fn a_well_formed_host_client_is_invoked_and_plain_invoke_is_used_without_batch_functions() {
+    let sim = loaded();
+    let client = HostClient::new(|_| {});
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    assert_eq!(ps::notify_routine_counts().process, 1);
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\a.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    assert_eq!(client.invocations.load(Ordering::SeqCst), 1);
+    client.deregister();
+    sim.finish().unwrap();
+}
+
+#[test]
+fn unload_waits_for_an_invocation_in_flight() {
+    let mut sim = loaded();
+    let client = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    let client_addr = &*client as *const HostClient as usize;
+
+    let event = std::thread::spawn(|| {
+        ps::create_process(&ProcessSpec {
+            image_file_name: "\\??\\C:\\slow.exe".into(),
+            ..Default::default()
+        })
+        .creation_status
+    });
+    while !client.entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    // Opens the gate only once unload is blocked waiting for the hook
+    // provider's deregistration: the invocation holds the detach pending.
+    let saw_unload_waiting = std::thread::spawn(move || {
+        // SAFETY: the client outlives this thread (joined below).
+        let client = unsafe { &*(client_addr as *const HostClient) };
+        loop {
+            let waiting = nmr::registrations()
+                .iter()
+                .any(|r| r.npi_id == HOOK_NPI && r.waiting);
+            if waiting {
+                client.open();
+                return true;
+            }
+            std::thread::yield_now();
+        }
+    });
+    sim.unload_driver().unwrap();
+    assert!(
+        saw_unload_waiting.join().unwrap(),
+        "unload waited for the invocation"
+    );
+    assert_eq!(event.join().unwrap(), 0);
+    assert_eq!(nmr::provider_count(), 0);
+    assert_eq!(ps::notify_routine_counts().process, 0);
+    client.deregister();
+    sim.finish().unwrap();
+}
+
+#[test]
+fn every_fallible_call_of_load_attach_event_and_unload_fails_cleanly() {
+    let image = driver_image();
+    let object_bytes = std::fs::read(hook::sample_object_path()).unwrap();
+    let covered = sim::sweep(|injection| {
+        let mut sim = Sim::new();
+        if let Some(i) = injection {
+            fault::fail_nth(&i.api, i.call);
+        }
+        let context = format!("{injection:?}");
+        let status = sim.load_driver(&image).unwrap();
+        if status == 0 {
+            let object = Object::load(&object_bytes, &hook::section_map()).unwrap();
+            if let Ok(program) = LoadedProgram::load(object.program("monitor").unwrap().clone()) {
+                if let Ok(link) = program.attach(hook::ATTACH_TYPE, &[], 0) {
+                    let p = ps::create_process(&ProcessSpec {
+                        image_file_name: "\\??\\C:\\f.exe".into(),
+                        command_line: Some("f.exe".into()),
+                        user_sid: Some(ps::test_user_sid()),
+                        ..Default::default()
+                    });
+                    assert_eq!(
+                        p.creation_status, 0,
+                        "{context}: a failure inside an event fails open"
+                    );
+                    assert!(ps::exit_process(p.pid, 0, None));
+                    let records = object.map("events").unwrap().drain_ring();
+                    assert_eq!(
+                        records.len(),
+                        2,
+                        "{context}: both events reached the program"
+                    );
+                    drop(link);
+                }
+            }
+            sim.unload_driver().unwrap();
+        } else {
+            assert!(
+                injection.is_some(),
+                "DriverEntry failed without an injected fault"
+            );
+        }
+        if let Err(findings) = sim.finish() {
+            panic!("{context}: {findings}");
+        }
+    });
+    let names: Vec<String> = covered
+        .iter()
+        .map(|i| format!("{}#{}", i.api, i.call))
+        .collect();
+    eprintln!("injection points covered: {names:?}");
+    for expected in [
+        "ExAllocatePool2#1",
+        "ExAllocatePool2#2",
+        "NmrRegisterProvider#1",
+        "NmrRegisterProvider#2",
+        "PsSetCreateProcessNotifyRoutineEx#1",
+        "SeQueryInformationToken#1",
+        "SecLookupAccountSid#1",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} not covered: {names:?}"
+        );
+    }
+}
