@@ -211,6 +211,7 @@ impl Image {
         if image.entry_rva == 0 || image.entry_rva >= image_size {
             return Err(LoadError::Parse("entry point outside the image".into()));
         }
+        image.record();
         Ok(image)
     }
 
@@ -360,6 +361,11 @@ impl Image {
         self.flags
     }
 
+    /// Address of the entry point (DriverEntry).
+    pub fn entry_point(&self) -> usize {
+        self.base() + self.entry_rva
+    }
+
     fn record(&self) {
         images().push(ImageRecord {
             name: self.name.clone(),
@@ -386,8 +392,10 @@ impl Image {
 
 impl Drop for Image {
     fn drop(&mut self) {
-        // Only reached for an image that never ran (a failed load): nothing
-        // can refer to it, so the range can go back to the host.
+        // Only reached for an image that never ran (mapped but not started):
+        // nothing can refer to it, so the range can go back to the host.
+        let base = self.base as usize;
+        images().retain(|r| r.base != base);
         // SAFETY: our own mapping of map_size bytes.
         unsafe { libc::munmap(self.base.cast(), self.map_size) };
     }
@@ -426,7 +434,6 @@ impl Driver {
             .trim_end_matches(".dll")
             .to_string();
         let image = Image::map(bytes, &format!("{service}.sys"))?;
-        image.record();
         Ok(Driver::start(image, &service))
     }
 
