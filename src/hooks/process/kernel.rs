@@ -481,6 +481,27 @@ unsafe extern "system" fn get_image_path(
     copy_whole(event.image_path(), unsafe { out_buffer(buf, len) })
 }
 
+/// The account helpers: resolve the event's account once, copy one of its
+/// strings, or -ENOENT when there is no SID or it does not resolve.
+///
+/// # Safety
+/// As for every helper: `ctx` is a context this driver created and `buf`
+/// is writable for `len` bytes.
+unsafe fn copy_account_string(
+    ctx: *mut process_md_t,
+    buf: *mut u8,
+    len: u32,
+    pick: fn(&AccountCache) -> &[u8],
+) -> i64 {
+    // SAFETY: see the function's contract.
+    let account = unsafe { ProcessEvent::from_context(ctx) }.account();
+    if account.state != ACCOUNT_RESOLVED {
+        return -ENOENT;
+    }
+    // SAFETY: see the function's contract.
+    copy_whole(pick(account), unsafe { out_buffer(buf, len) })
+}
+
 /// `bpf_process_get_account_name`.
 unsafe extern "system" fn get_account_name(
     ctx: *mut process_md_t,
@@ -489,14 +510,8 @@ unsafe extern "system" fn get_account_name(
     _: u64,
     _: u64,
 ) -> i64 {
-    // SAFETY: ctx is a context this driver created (helper contract).
-    let account = unsafe { ProcessEvent::from_context(ctx) }.account();
-    if account.state != ACCOUNT_RESOLVED {
-        return -ENOENT;
-    }
-    let name = &utf16_bytes(&account.name)[..account.name_len];
-    // SAFETY: helper contract on buf/len.
-    copy_whole(name, unsafe { out_buffer(buf, len) })
+    // SAFETY: the helper contract, forwarded.
+    unsafe { copy_account_string(ctx, buf, len, |a| &utf16_bytes(&a.name)[..a.name_len]) }
 }
 
 /// `bpf_process_get_account_domain`.
@@ -507,14 +522,8 @@ unsafe extern "system" fn get_account_domain(
     _: u64,
     _: u64,
 ) -> i64 {
-    // SAFETY: ctx is a context this driver created (helper contract).
-    let account = unsafe { ProcessEvent::from_context(ctx) }.account();
-    if account.state != ACCOUNT_RESOLVED {
-        return -ENOENT;
-    }
-    let domain = &utf16_bytes(&account.domain)[..account.domain_len];
-    // SAFETY: helper contract on buf/len.
-    copy_whole(domain, unsafe { out_buffer(buf, len) })
+    // SAFETY: the helper contract, forwarded.
+    unsafe { copy_account_string(ctx, buf, len, |a| &utf16_bytes(&a.domain)[..a.domain_len]) }
 }
 
 // ---------------------------------------------------------------------------
