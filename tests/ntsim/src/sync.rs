@@ -1316,7 +1316,9 @@ mod tests {
             // SAFETY: exclusive access per the caller.
             unsafe {
                 let a = std::ptr::read_volatile(self.a.get());
+                dawdle();
                 std::ptr::write_volatile(self.a.get(), a + 1);
+                dawdle();
                 let b = std::ptr::read_volatile(self.b.get());
                 std::ptr::write_volatile(self.b.get(), b + 1);
             }
@@ -1329,11 +1331,17 @@ mod tests {
         unsafe fn read(&self) -> (u64, u64) {
             // SAFETY: no writer per the caller.
             unsafe {
-                (
-                    std::ptr::read_volatile(self.a.get()),
-                    std::ptr::read_volatile(self.b.get()),
-                )
+                let a = std::ptr::read_volatile(self.a.get());
+                dawdle();
+                (a, std::ptr::read_volatile(self.b.get()))
             }
+        }
+    }
+
+    /// Widens the window in which an unprotected update would race.
+    fn dawdle() {
+        for _ in 0..16 {
+            std::hint::spin_loop();
         }
     }
 
