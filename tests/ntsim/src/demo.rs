@@ -47,6 +47,10 @@ pub struct RunOptions<'a> {
     /// Programs of the object to attach, in this order.
     pub programs: Vec<String>,
     pub events: Events,
+    /// Fault injection: fail call number N (1-based) of each API
+    /// ([`crate::fault::fail_nth`]; allocations are `ExAllocatePool2`),
+    /// planned before the driver loads.
+    pub faults: Vec<(String, u64)>,
 }
 
 fn w(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), String> {
@@ -311,7 +315,7 @@ pub fn dump_map(out: &mut dyn Write, map: &Map) -> Result<(), String> {
                 say!(out, "  key {}:", hex(k))?;
                 hex_dump(out, "    ", &v)?;
             }
-            say!(out, "  {} entr(ies), {zero} all-zero not shown", keys.len())?;
+            say!(out, "  {} key(s), {zero} all-zero value(s) not shown", keys.len())?;
         }
     }
     Ok(())
@@ -323,6 +327,7 @@ struct Session {
     links: Vec<Link>,
     programs: Vec<(String, LoadedProgram)>,
     object: Object,
+    faults: Vec<(String, u64)>,
     sim: Sim,
 }
 
@@ -343,6 +348,7 @@ impl Session {
         driver: &Path,
         object_path: &Path,
         names: &[String],
+        faults: &[(String, u64)],
         out: &mut dyn Write,
         before_attach: &mut dyn FnMut(),
     ) -> Result<Session, String> {
@@ -369,6 +375,10 @@ impl Session {
         let mut sim = Sim::new();
         // Times the driver reads are the same on every run.
         time::set_deterministic(scenario::SCENARIO_EPOCH, 1);
+        for (api, n) in faults {
+            crate::fault::fail_nth(api, *n);
+            say!(out, "fault injection: call #{n} of {api} will fail")?;
+        }
         let status = sim
             .load_driver(driver)
             .map_err(|e| format!("cannot load the driver {}: {e}", driver.display()))?;
@@ -389,12 +399,18 @@ impl Session {
             links: Vec::new(),
             programs: Vec::new(),
             object,
+            faults: faults.to_vec(),
             sim,
         };
         for name in names {
             let program = session.object.program(name).expect("checked above").clone();
             let loaded = LoadedProgram::load(program)
-                .map_err(|e| format!("loading program {name:?} into the eBPF core failed: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "loading program {name:?} into the eBPF core failed: {e} \
+                         (this driver provides the program type of section \"process\")"
+                    )
+                })?;
             session.programs.push((name.clone(), loaded));
         }
         before_attach();
@@ -435,6 +451,7 @@ impl Session {
             links,
             programs,
             object,
+            faults,
             mut sim,
         } = self;
         let names: Vec<String> = programs.iter().map(|(n, _)| n.clone()).collect();
@@ -449,6 +466,13 @@ impl Session {
             Err(e) => say!(out, "driver unload failed: {e}")?,
         }
         drop(object);
+        let fired = crate::fault::fired();
+        for (api, n) in &faults {
+            let happened = fired.iter().any(|(a, k)| a == api && k == n);
+            if !happened {
+                say!(out, "fault injection: {api} was never called {n} time(s); nothing failed")?;
+            }
+        }
         let mut findings: Vec<String> = unloaded.err().into_iter().collect();
         if let Err(f) = sim.finish() {
             findings.extend(f.lines().map(str::to_string));
@@ -484,7 +508,7 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     let names: Vec<String> = DEMO_PROGRAMS.iter().map(|s| s.to_string()).collect();
     let scenario = scenario::builtin();
     say!(out, "ntsim demo: the ntosebpfext driver with a sample process monitor and policy")?;
-    let session = Session::start(driver, &object_path, &names, out, &mut || {})?;
+    let session = Session::start(driver, &object_path, &names, &[], out, &mut || {})?;
     say!(out, "events ({} steps of the built-in scenario):", scenario.steps.len())?;
     let mut runner = Runner::new(&scenario);
     let events = session
@@ -534,6 +558,7 @@ pub fn run_object(options: &RunOptions<'_>, out: &mut dyn Write) -> Result<(), S
                 options.driver,
                 options.object,
                 &options.programs,
+                &options.faults,
                 out,
                 &mut || {},
             )?;
@@ -570,6 +595,7 @@ fn run_live(
         options.driver,
         options.object,
         &options.programs,
+        &options.faults,
         out,
         &mut || match scenario::live::Host::mirror() {
             Ok(h) => host = Some(h),

@@ -3,7 +3,7 @@
 //! ```text
 //! ntsim demo [--driver PATH]
 //! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
-//!           (--scenario FILE | --builtin | --live SECONDS)
+//!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
 //! ```
 //!
 //! `demo` runs the sample process monitor and policy against the driver
@@ -29,9 +29,11 @@ usage:
       the sample process monitor (tests/bpf/process_test.o: deny_notepad, monitor)
       on the built-in scenario; without --driver the driver is built with cargo
   ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
-            (--scenario FILE | --builtin | --live SECONDS)
+            (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
       attach the named programs in order, raise the events, print verdicts,
-      trace lines and every map, then the leak and violation report
+      trace lines and every map, then the leak and violation report;
+      --fail makes call N (default 1) of a fallible kernel API fail
+      (allocations: ExAllocatePool2)
   ntsim help
 scenario files: see the documentation of ntsim::scenario (one step a line:
   `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
@@ -55,6 +57,7 @@ enum Command {
         object: PathBuf,
         programs: Vec<String>,
         source: Source,
+        faults: Vec<(String, u64)>,
     },
     Help,
 }
@@ -67,6 +70,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut object = None;
     let mut programs = Vec::new();
     let mut sources = Vec::new();
+    let mut faults = Vec::new();
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         let mut value = |what: &str| {
@@ -82,6 +86,17 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 sources.push(Source::File(PathBuf::from(value("a file")?)))
             }
             "--builtin" if command == "run" => sources.push(Source::Builtin),
+            "--fail" if command == "run" => {
+                let v = value("API or API:N")?;
+                let (api, n) = match v.split_once(':') {
+                    Some((api, n)) => (api, n.parse::<u64>().ok().filter(|n| *n >= 1)),
+                    None => (v.as_str(), Some(1)),
+                };
+                let n = n.ok_or_else(|| {
+                    format!("--fail {v}: N must be a call number (1 or more)")
+                })?;
+                faults.push((api.to_string(), n));
+            }
             "--live" if command == "run" => {
                 let v = value("a number of seconds")?;
                 let secs: f64 = v
@@ -112,6 +127,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 object,
                 programs,
                 source: sources.pop().expect("one source"),
+                faults,
             })
         }
         "help" | "--help" | "-h" => Ok(Command::Help),
@@ -136,6 +152,7 @@ fn execute(command: Command) -> Result<(), String> {
             object,
             programs,
             source,
+            faults,
         } => {
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
@@ -154,6 +171,7 @@ fn execute(command: Command) -> Result<(), String> {
                     object: &object,
                     programs,
                     events,
+                    faults,
                 },
                 &mut out,
             )
