@@ -141,7 +141,10 @@ pub fn describe_record(r: &ProcessRecord) -> String {
         }
     }
     if r.creation_time != 0 {
-        parts.push(format!("created {}", format_filetime(r.creation_time as i64)));
+        parts.push(format!(
+            "created {}",
+            format_filetime(r.creation_time as i64)
+        ));
     }
     if !create {
         if r.exit_time != 0 {
@@ -180,7 +183,7 @@ pub fn describe_outcome(outcome: &Outcome) -> String {
                 format!("image {}", spec.image_file_name),
             ];
             if let Some(cmd) = &spec.command_line {
-                parts.push(format!("command line {cmd}"));
+                parts.push(format!("command line {}", shorten(cmd)));
             }
             parts.push(format!("account {account}"));
             if let Some(t) = spec.creation_time {
@@ -202,6 +205,20 @@ pub fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::NotRunning { name, line } => {
             format!("[{name}] exit skipped (line {line}): the process is not running (its creation was denied)")
         }
+    }
+}
+
+/// Command lines longer than this many characters are shortened in event
+/// lines (host command lines can run to pages).
+pub const MAX_COMMAND_LINE_SHOWN: usize = 200;
+
+fn shorten(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= MAX_COMMAND_LINE_SHOWN {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX_COMMAND_LINE_SHOWN).collect();
+        format!("{head}... ({n} characters)")
     }
 }
 
@@ -315,7 +332,11 @@ pub fn dump_map(out: &mut dyn Write, map: &Map) -> Result<(), String> {
                 say!(out, "  key {}:", hex(k))?;
                 hex_dump(out, "    ", &v)?;
             }
-            say!(out, "  {} key(s), {zero} all-zero value(s) not shown", keys.len())?;
+            say!(
+                out,
+                "  {} key(s), {zero} all-zero value(s) not shown",
+                keys.len()
+            )?;
         }
     }
     Ok(())
@@ -404,13 +425,12 @@ impl Session {
         };
         for name in names {
             let program = session.object.program(name).expect("checked above").clone();
-            let loaded = LoadedProgram::load(program)
-                .map_err(|e| {
-                    format!(
-                        "loading program {name:?} into the eBPF core failed: {e} \
+            let loaded = LoadedProgram::load(program).map_err(|e| {
+                format!(
+                    "loading program {name:?} into the eBPF core failed: {e} \
                          (this driver provides the program type of section \"process\")"
-                    )
-                })?;
+                )
+            })?;
             session.programs.push((name.clone(), loaded));
         }
         before_attach();
@@ -470,7 +490,10 @@ impl Session {
         for (api, n) in &faults {
             let happened = fired.iter().any(|(a, k)| a == api && k == n);
             if !happened {
-                say!(out, "fault injection: {api} was never called {n} time(s); nothing failed")?;
+                say!(
+                    out,
+                    "fault injection: {api} was never called {n} time(s); nothing failed"
+                )?;
             }
         }
         let mut findings: Vec<String> = unloaded.err().into_iter().collect();
@@ -507,9 +530,16 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     let object_path = hook::sample_object_path();
     let names: Vec<String> = DEMO_PROGRAMS.iter().map(|s| s.to_string()).collect();
     let scenario = scenario::builtin();
-    say!(out, "ntsim demo: the ntosebpfext driver with a sample process monitor and policy")?;
+    say!(
+        out,
+        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy"
+    )?;
     let session = Session::start(driver, &object_path, &names, &[], out, &mut || {})?;
-    say!(out, "events ({} steps of the built-in scenario):", scenario.steps.len())?;
+    say!(
+        out,
+        "events ({} steps of the built-in scenario):",
+        scenario.steps.len()
+    )?;
     let mut runner = Runner::new(&scenario);
     let events = session
         .object
@@ -534,8 +564,9 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
             say!(out, "{}{note}", describe_outcome(&outcome))?;
         }
         for r in &records {
-            let record = ProcessRecord::parse(r)
-                .ok_or_else(|| format!("a monitor record of {} bytes, not {RECORD_SIZE}", r.len()))?;
+            let record = ProcessRecord::parse(r).ok_or_else(|| {
+                format!("a monitor record of {} bytes, not {RECORD_SIZE}", r.len())
+            })?;
             let decision = match &outcome {
                 Outcome::Created { status, .. } => verdict(*status),
                 _ => "exit (no verdict)".into(),

@@ -92,9 +92,8 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     Some((api, n)) => (api, n.parse::<u64>().ok().filter(|n| *n >= 1)),
                     None => (v.as_str(), Some(1)),
                 };
-                let n = n.ok_or_else(|| {
-                    format!("--fail {v}: N must be a call number (1 or more)")
-                })?;
+                let n =
+                    n.ok_or_else(|| format!("--fail {v}: N must be a call number (1 or more)"))?;
                 faults.push((api.to_string(), n));
             }
             "--live" if command == "run" => {
@@ -120,7 +119,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 return Err("run: at least one --program NAME is required".into());
             }
             if sources.len() != 1 {
-                return Err("run: give exactly one of --scenario FILE, --builtin, --live SECONDS".into());
+                return Err(
+                    "run: give exactly one of --scenario FILE, --builtin, --live SECONDS".into(),
+                );
             }
             Ok(Command::Run {
                 driver,

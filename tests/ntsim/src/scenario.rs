@@ -688,8 +688,7 @@ pub mod live {
                 creating_thread: parent,
                 user_sid: Some(self.user(seen.uid)),
                 creation_time: Some(
-                    self.boot_filetime
-                        + (seen.start * 10_000_000 / self.ticks_per_second) as i64,
+                    self.boot_filetime + (seen.start * 10_000_000 / self.ticks_per_second) as i64,
                 ),
                 ..Default::default()
             };
@@ -770,7 +769,10 @@ mod tests {
             panic!("step 2 creates cmd")
         };
         assert_eq!(cmd.image, "\\??\\C:\\Windows\\System32\\cmd.exe");
-        assert_eq!(cmd.command_line.as_deref(), Some("cmd.exe /c \"echo hello\""));
+        assert_eq!(
+            cmd.command_line.as_deref(),
+            Some("cmd.exe /c \"echo hello\"")
+        );
         assert_eq!(cmd.parent, Parent::Named("explorer".into()));
         assert_eq!(cmd.user_sid, Some(ps::test_user_sid()));
         assert_eq!(cmd.time, SCENARIO_EPOCH + 2 * TICKS_PER_SECOND);
@@ -836,7 +838,11 @@ mod tests {
             ("create a image=x\nexit b\n", 2, "no process named \"b\""),
             ("create a image=x\nexit a\nexit a\n", 3, "already exited"),
             ("create a image=x parent=zz\n", 1, "parent=zz"),
-            ("create a image=x user=bob\n", 1, "user=bob: no such account"),
+            (
+                "create a image=x user=bob\n",
+                1,
+                "user=bob: no such account",
+            ),
             ("create a image=x user=S-1-x\n", 1, "not a valid SID"),
             ("create a image=x color=red\n", 1, "unknown field color="),
             ("create a image=x cmd=\"open\n", 1, "unterminated quote"),
@@ -880,7 +886,9 @@ mod tests {
             panic!()
         };
         assert_eq!((parent_pid, status), (p, 0));
-        let creator = spec.creating_thread.expect("created by the parent's thread");
+        let creator = spec
+            .creating_thread
+            .expect("created by the parent's thread");
         assert_eq!(creator.0, p);
         assert_eq!(ps::thread_process(creator.1), Some(p));
         assert_eq!(
