@@ -665,3 +665,54 @@ fn run_live(
 fn run_live(_: &RunOptions<'_>, _: Duration, _: &mut dyn Write) -> Result<(), String> {
     Err("--live reads /proc and works on Linux only".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filetimes_format_as_utc_dates() {
+        assert_eq!(format_filetime(0), "1601-01-01 00:00:00.000 UTC");
+        assert_eq!(
+            format_filetime(scenario::SCENARIO_EPOCH),
+            "2024-01-01 00:00:00.000 UTC"
+        );
+        assert_eq!(
+            format_filetime(133_536_836_967_890_000),
+            "2024-02-29 12:34:56.789 UTC",
+            "a leap day"
+        );
+        assert_eq!(
+            format_filetime(157_520_160_000_000_000),
+            "2100-03-01 00:00:00.000 UTC",
+            "2100 is not a leap year"
+        );
+    }
+
+    #[test]
+    fn hex_dumps_collapse_zero_rows() {
+        let mut b = vec![0u8; 64];
+        b[0] = 0xab;
+        b[63] = 0x01;
+        let mut out = Vec::new();
+        hex_dump(&mut out, "", &b).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("0000: ab 00"));
+        assert!(
+            lines[1].starts_with("0010: 00"),
+            "the first zero row is shown"
+        );
+        assert_eq!(lines[2], "*");
+        assert!(lines[3].starts_with("0030: 00") && lines[3].ends_with(" 01"));
+    }
+
+    #[test]
+    fn long_command_lines_are_shortened() {
+        let long = "x".repeat(MAX_COMMAND_LINE_SHOWN + 5);
+        let s = shorten(&long);
+        assert!(s.ends_with(&format!("... ({} characters)", long.len())));
+        assert_eq!(shorten("short"), "short");
+    }
+}

@@ -871,7 +871,7 @@ mod tests {
         )
         .unwrap();
         let mut runner = Runner::new(&s);
-        let outcomes: Vec<_> = s.steps.iter().map(|st| runner.step(st)).collect();
+        let mut outcomes: Vec<_> = s.steps[..2].iter().map(|st| runner.step(st)).collect();
         let Outcome::Created { pid: p, .. } = outcomes[0] else {
             panic!()
         };
@@ -890,7 +890,15 @@ mod tests {
             .creating_thread
             .expect("created by the parent's thread");
         assert_eq!(creator.0, p);
-        assert_eq!(ps::thread_process(creator.1), Some(p));
+        assert_eq!(
+            ps::thread_process(creator.1),
+            Some(p),
+            "the parent's initial thread"
+        );
+        let child = ps::process(c).expect("the child is running");
+        assert_eq!(child.command_line.as_deref(), Some("c -x"));
+        assert_eq!(child.creation_time, SCENARIO_EPOCH + 2 * TICKS_PER_SECOND);
+        outcomes.extend(s.steps[2..].iter().map(|st| runner.step(st)));
         assert_eq!(
             outcomes[2],
             Outcome::Exited {
