@@ -709,6 +709,27 @@ mod tests {
     }
 
     #[test]
+    fn findings_end_the_run_with_an_error_that_lists_them() {
+        let mut out = Vec::new();
+        let names = ["monitor".to_string()];
+        let session = Session::start(
+            &crate::build::driver_image(),
+            &hook::sample_object_path(),
+            &names,
+            &[],
+            &mut out,
+            &mut || {},
+        )
+        .expect("the driver and the monitor load");
+        crate::violation::record("test", "a rule broken on purpose");
+        let e = session.end(&mut out).expect_err("a violation is a finding");
+        assert!(e.contains("a rule broken on purpose"), "{e}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("1 finding(s):"), "{text}");
+        assert!(!text.contains("no leaks, no violations"), "{text}");
+    }
+
+    #[test]
     fn long_command_lines_are_shortened() {
         let long = "x".repeat(MAX_COMMAND_LINE_SHOWN + 5);
         let s = shorten(&long);
