@@ -2,6 +2,10 @@
 //!
 //! - `build`: builds the portable driver image,
 //!   `target/x86_64-pc-windows-msvc/release/ntosebpfext.sys` (and its PDB).
+//! - `demo`: builds the image, then runs the sample process monitor and
+//!   policy (`tests/bpf/process_test.o`) against it in ntsim, printing the
+//!   events the monitor reports, the verdicts, and the leak report
+//!   ([`ntsim::demo::run`]).
 
 use std::process::ExitCode;
 
@@ -18,8 +22,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("demo") => match demo() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask build");
+            eprintln!("usage: cargo xtask build | cargo xtask demo");
             ExitCode::from(2)
         }
     }
@@ -28,4 +39,10 @@ fn main() -> ExitCode {
 fn build() -> Result<std::path::PathBuf, String> {
     let target_dir = ntsim::build::workspace_root().join("target");
     ntsim::build::build_driver(&target_dir)
+}
+
+fn demo() -> Result<(), String> {
+    let sys_path = build()?;
+    let stdout = std::io::stdout();
+    ntsim::demo::run(&sys_path, &mut stdout.lock())
 }

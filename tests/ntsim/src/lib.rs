@@ -18,6 +18,7 @@
 pub mod build;
 pub mod child;
 pub mod crash;
+pub mod demo;
 pub mod ebpf;
 pub mod exports;
 pub mod fault;
@@ -31,6 +32,7 @@ pub mod process;
 pub mod ps;
 pub mod registry;
 pub mod rtl;
+pub mod scenario;
 pub mod sim;
 pub mod status;
 pub mod sync;

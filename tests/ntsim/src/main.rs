@@ -1,1 +1,199 @@
-fn main() {}
+//! `ntsim`: the simulated Windows kernel as a command.
+//!
+//! ```text
+//! ntsim demo [--driver PATH]
+//! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
+//!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+//! ```
+//!
+//! `demo` runs the sample process monitor and policy against the driver
+//! (built with cargo when `--driver` is not given) on the built-in
+//! scenario. `run` loads the driver, attaches the named programs of an eBPF
+//! object in order, raises the events (a scenario file in the format of
+//! `ntsim::scenario`, the built-in scenario, or the host's process activity
+//! for SECONDS), prints each event's verdict and the programs' trace
+//! lines, dumps the object's maps, and reports leaks and violations.
+//!
+//! Exit status: 0 when everything ran and the driver left nothing behind
+//! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
+
+use ntsim::demo::{self, Events, RunOptions};
+use ntsim::scenario;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage:
+  ntsim demo [--driver PATH]
+      the sample process monitor (tests/bpf/process_test.o: deny_notepad, monitor)
+      on the built-in scenario; without --driver the driver is built with cargo
+  ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
+            (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+      attach the named programs in order, raise the events, print verdicts,
+      trace lines and every map, then the leak and violation report;
+      --fail makes call N (default 1) of a fallible kernel API fail
+      (allocations: ExAllocatePool2)
+  ntsim help
+scenario files: see the documentation of ntsim::scenario (one step a line:
+  `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
+  `exit NAME [code=STATUS] [at=SECONDS]`, `account NAME domain=DOMAIN sid=S-1-...`)";
+
+/// The longest `--live` run.
+const MAX_LIVE_SECONDS: f64 = 3600.0;
+
+enum Source {
+    File(PathBuf),
+    Builtin,
+    Live(Duration),
+}
+
+enum Command {
+    Demo {
+        driver: Option<PathBuf>,
+    },
+    Run {
+        driver: PathBuf,
+        object: PathBuf,
+        programs: Vec<String>,
+        source: Source,
+        faults: Vec<(String, u64)>,
+    },
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let Some(command) = args.first() else {
+        return Err("no command given".into());
+    };
+    let mut driver = None;
+    let mut object = None;
+    let mut programs = Vec::new();
+    let mut sources = Vec::new();
+    let mut faults = Vec::new();
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        let mut value = |what: &str| {
+            rest.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs {what}"))
+        };
+        match arg.as_str() {
+            "--driver" => driver = Some(PathBuf::from(value("a path")?)),
+            "--object" if command == "run" => object = Some(PathBuf::from(value("a path")?)),
+            "--program" if command == "run" => programs.push(value("a program name")?),
+            "--scenario" if command == "run" => {
+                sources.push(Source::File(PathBuf::from(value("a file")?)))
+            }
+            "--builtin" if command == "run" => sources.push(Source::Builtin),
+            "--fail" if command == "run" => {
+                let v = value("API or API:N")?;
+                let (api, n) = match v.split_once(':') {
+                    Some((api, n)) => (api, n.parse::<u64>().ok().filter(|n| *n >= 1)),
+                    None => (v.as_str(), Some(1)),
+                };
+                let n =
+                    n.ok_or_else(|| format!("--fail {v}: N must be a call number (1 or more)"))?;
+                faults.push((api.to_string(), n));
+            }
+            "--live" if command == "run" => {
+                let v = value("a number of seconds")?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && *s <= MAX_LIVE_SECONDS)
+                    .ok_or_else(|| {
+                        format!("--live {v}: give a number of seconds, more than 0 and at most {MAX_LIVE_SECONDS}")
+                    })?;
+                sources.push(Source::Live(Duration::from_secs_f64(secs)));
+            }
+            other => return Err(format!("{command}: unexpected argument {other:?}")),
+        }
+    }
+    match command.as_str() {
+        "demo" => Ok(Command::Demo { driver }),
+        "run" => {
+            let driver = driver.ok_or("run: --driver PATH is required")?;
+            let object = object.ok_or("run: --object PATH is required")?;
+            if programs.is_empty() {
+                return Err("run: at least one --program NAME is required".into());
+            }
+            if sources.len() != 1 {
+                return Err(
+                    "run: give exactly one of --scenario FILE, --builtin, --live SECONDS".into(),
+                );
+            }
+            Ok(Command::Run {
+                driver,
+                object,
+                programs,
+                source: sources.pop().expect("one source"),
+                faults,
+            })
+        }
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+fn execute(command: Command) -> Result<(), String> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Command::Demo { driver } => {
+            let driver = driver.unwrap_or_else(ntsim::build::driver_image);
+            demo::run(&driver, &mut out)
+        }
+        Command::Run {
+            driver,
+            object,
+            programs,
+            source,
+            faults,
+        } => {
+            let events = match source {
+                Source::Builtin => Events::Scenario(scenario::builtin()),
+                Source::Live(d) => Events::Live(d),
+                Source::File(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read the scenario {}: {e}", path.display()))?;
+                    let parsed = scenario::parse(&text)
+                        .map_err(|e| format!("scenario {}: {e}", path.display()))?;
+                    Events::Scenario(parsed)
+                }
+            };
+            demo::run_object(
+                &RunOptions {
+                    driver: &driver,
+                    object: &object,
+                    programs,
+                    events,
+                    faults,
+                },
+                &mut out,
+            )
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ntsim: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ntsim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! ntsim as a command: the demo (ntsim::demo::run, as `cargo xtask demo`
+//! runs it) and the `ntsim` binary's `run` command, with the real driver
+//! image and the sample programs of tests/bpf/process_test.c.
+#![cfg(unix)]
+
+use ntsim::build::driver_image;
+use ntsim::process::sample_object_path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn demo_output() -> String {
+    let mut out = Vec::new();
+    ntsim::demo::run(&driver_image(), &mut out).expect("the demo runs clean");
+    String::from_utf8(out).expect("UTF-8 output")
+}
+
+fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
+#[test]
+fn demo_prints_every_event_with_its_verdict_and_ends_clean() {
+    let text = demo_output();
+    // The policy is attached before the monitor: the denied creation is
+    // reported from the kernel's side, with the status the program chose.
+    assert_eq!(
+        line_starting(&text, "[notepad] CREATE"),
+        "[notepad] CREATE pid 276 | parent 268 | image \\??\\C:\\Windows\\System32\\notepad.exe \
+         | command line notepad.exe C:\\Users\\tester\\notes.txt | account NTSIM\\tester \
+         | created 2024-01-01 00:00:03.000 UTC | DENIED 0xc0000022 (STATUS_ACCESS_DENIED) \
+         (the monitor did not run: the policy before it denied the creation)"
+    );
+    // Permitted creations come from the monitor's records: what the program
+    // read through the driver (context, packet, helpers).
+    assert_eq!(
+        line_starting(&text, "[cmd] CREATE"),
+        "[cmd] CREATE pid 268 | parent 260 | creator 260:264 \
+         | image \\??\\C:\\Windows\\System32\\cmd.exe | command line cmd.exe /c \"echo hello\" \
+         | account NTSIM\\tester | sid S-1-5-21-1111111111-2222222222-3333333333-1001 \
+         | created 2024-01-01 00:00:02.000 UTC | permitted"
+    );
+    assert!(
+        line_starting(&text, "[svchost] CREATE")
+            .contains("| account NT AUTHORITY\\SYSTEM | sid S-1-5-18 |"),
+        "{text}"
+    );
+    assert!(line_starting(&text, "[calc] CREATE").ends_with("| permitted"));
+    assert_eq!(
+        line_starting(&text, "[cmd] DELETE"),
+        "[cmd] DELETE pid 268 | created 2024-01-01 00:00:02.000 UTC \
+         | exited 2024-01-01 00:00:10.500 UTC | exit code 0x00000001 | exit (no verdict)"
+    );
+    assert!(line_starting(&text, "[calc] DELETE").contains("| exit code 0x00000000 |"));
+    let events = text.lines().filter(|l| l.starts_with('[')).count();
+    assert_eq!(
+        events, 7,
+        "one line per event of the built-in scenario:\n{text}"
+    );
+    assert_eq!(text.lines().last(), Some("no leaks, no violations"));
+    assert!(text.contains("DriverEntry returned 0x00000000 (STATUS_SUCCESS)"));
+}
+
+#[test]
+fn demo_output_is_the_same_on_every_run() {
+    assert_eq!(demo_output(), demo_output());
+}
+
+#[test]
+fn demo_fails_with_a_message_when_the_driver_is_not_a_driver() {
+    let mut out = Vec::new();
+    let dir = temp_dir("not-a-driver");
+    let fake = dir.join("fake.sys");
+    std::fs::write(&fake, b"MZ but not really").unwrap();
+    let e = ntsim::demo::run(&fake, &mut out).expect_err("not an image");
+    assert!(
+        e.contains("cannot load the driver") && e.contains("fake.sys"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ntsim-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn ntsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ntsim"))
+        .args(args)
+        .output()
+        .expect("the ntsim binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+const SCENARIO: &str = r#"
+# two users, a denied editor, an exit with a code
+account alice domain=CORP sid=S-1-5-21-10-20-30-1002
+create shell image=C:\Windows\explorer.exe parent=4 user=CORP\alice
+create ed image=C:\Windows\notepad.exe cmd="notepad.exe x.txt" parent=shell
+create tool image=C:\Tools\tool.exe cmd="tool.exe --all" parent=shell at=5
+exit tool code=0xC0000005
+"#;
+
+#[test]
+fn run_feeds_a_scenario_file_and_dumps_the_maps() {
+    let dir = temp_dir("run");
+    let scenario = dir.join("scenario.txt");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let driver = driver_image();
+    let object = sample_object_path();
+    let out = ntsim(&[
+        "run",
+        "--driver",
+        path(&driver),
+        "--object",
+        path(&object),
+        "--program",
+        "deny_notepad",
+        "--program",
+        "mark_a",
+        "--program",
+        "monitor",
+        "--scenario",
+        path(&scenario),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("attached deny_notepad, mark_a, monitor (in this order)"));
+    // Verdicts, one line per event.
+    assert!(
+        line_starting(&stdout, "[shell] CREATE").contains("| account CORP\\alice |"),
+        "{stdout}"
+    );
+    assert!(line_starting(&stdout, "[ed] CREATE")
+        .ends_with("| DENIED 0xc0000022 (STATUS_ACCESS_DENIED)"));
+    assert!(line_starting(&stdout, "[tool] CREATE").ends_with("| permitted"));
+    assert!(line_starting(&stdout, "[tool] DELETE").contains("| exit code 0xc0000005 |"));
+    // The maps after the run: the monitor's records decoded (the driver
+    // resolved alice through the account table), the marks as hex: mark_a
+    // ran for the two permitted creations and the exit, not for the denied
+    // creation (nothing runs after a denial).
+    let events = stdout
+        .split("map events (ring buffer")
+        .nth(1)
+        .expect("the events map is dumped");
+    assert!(events.contains("  3 record(s)"), "{events}");
+    assert!(events.contains(
+        "#0: CREATE pid 260 | parent 4 | creator 4:256 | image \\??\\C:\\Windows\\explorer.exe \
+         | account CORP\\alice | sid S-1-5-21-10-20-30-1002 | created 2024-01-01 00:00:01.000 UTC"
+    ), "{events}");
+    assert!(events.contains("#2: DELETE pid"), "{events}");
+    let marks = stdout
+        .split("map marks (ring buffer")
+        .nth(1)
+        .expect("the marks map is dumped");
+    assert!(marks.contains("  3 record(s)"), "{marks}");
+    assert_eq!(marks.matches("    0000: 41\n").count(), 3, "{marks}");
+    assert!(stdout.contains("map scratch (per-CPU array"));
+    assert_eq!(stdout.lines().last(), Some("no leaks, no violations"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_with_the_builtin_scenario() {
+    let out = ntsim(&[
+        "run",
+        "--driver",
+        path(&driver_image()),
+        "--object",
+        path(&sample_object_path()),
+        "--program",
+        "deny_all",
+        "--builtin",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let denied = stdout
+        .lines()
+        .filter(|l| l.contains("| DENIED 0xc0000022"))
+        .count();
+    assert_eq!(denied, 5, "deny_all denies every creation:\n{stdout}");
+    assert_eq!(
+        stdout.matches("exit skipped").count(),
+        2,
+        "exits of processes never created are skipped:\n{stdout}"
+    );
+}
+
+fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stderr}\n{}",
+        text(&out.stdout)
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let driver = driver_image();
+    let object = sample_object_path();
+    let dir = temp_dir("errors");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--driver", path(&driver)];
+        args.extend_from_slice(extra);
+        ntsim(&args)
+    };
+
+    let missing = dir.join("missing.o");
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&missing),
+            "--program",
+            "monitor",
+            "--builtin",
+        ]),
+        1,
+        &["eBPF object", "missing.o", "does not exist"],
+    );
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&object),
+            "--program",
+            "nosuch",
+            "--builtin",
+        ]),
+        1,
+        &["no program named \"nosuch\"", "monitor, deny_notepad"],
+    );
+
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "create a image=C:\\a.exe\nexit a code=soon\n").unwrap();
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&object),
+            "--program",
+            "monitor",
+            "--scenario",
+            path(&bad),
+        ]),
+        1,
+        &["bad.txt", "line 2: code=soon"],
+    );
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&object),
+            "--program",
+            "monitor",
+            "--scenario",
+            path(&dir.join("none.txt")),
+        ]),
+        1,
+        &["cannot read the scenario", "none.txt"],
+    );
+
+    // A section this driver does not provide a program type for.
+    let maps = object.with_file_name("maps.o");
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&maps),
+            "--program",
+            "maps_test",
+            "--builtin",
+        ]),
+        1,
+        &["loading program \"maps_test\"", "no program type"],
+    );
+
+    // DriverEntry fails when its first allocation fails: its status is shown.
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&object),
+            "--program",
+            "monitor",
+            "--builtin",
+            "--fail",
+            "ExAllocatePool2",
+        ]),
+        1,
+        &["failed to load: DriverEntry returned 0xc000009a (STATUS_INSUFFICIENT_RESOURCES)"],
+    );
+    // The hook cannot register its notify routine: the attach fails.
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&object),
+            "--program",
+            "monitor",
+            "--builtin",
+            "--fail",
+            "PsSetCreateProcessNotifyRoutineEx",
+        ]),
+        1,
+        &["attaching program \"monitor\" failed"],
+    );
+
+    // Usage errors exit with 2.
+    assert_fails(
+        &ntsim(&["frobnicate"]),
+        2,
+        &["unknown command \"frobnicate\"", "usage:"],
+    );
+    assert_fails(
+        &run(&["--object", path(&object), "--program", "monitor"]),
+        2,
+        &["exactly one of --scenario FILE, --builtin, --live SECONDS"],
+    );
+    assert_fails(
+        &ntsim(&[
+            "run",
+            "--object",
+            path(&object),
+            "--program",
+            "monitor",
+            "--builtin",
+        ]),
+        2,
+        &["--driver PATH is required"],
+    );
+    assert_fails(
+        &run(&[
+            "--object",
+            path(&object),
+            "--program",
+            "monitor",
+            "--live",
+            "0",
+        ]),
+        2,
+        &["--live 0"],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn demo_command_with_a_driver_path() {
+    let out = ntsim(&["demo", "--driver", path(&driver_image())]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        stdout,
+        demo_output(),
+        "the command prints what demo::run prints"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn live_replays_host_processes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ntsim"))
+        .args([
+            "run",
+            "--driver",
+            path(&driver_image()),
+            "--object",
+            path(&sample_object_path()),
+            "--program",
+            "monitor",
+            "--live",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Start a host process once ntsim is watching.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let watching = line.starts_with("watching the host's processes");
+        seen.push(line);
+        if watching {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("watching")),
+        "{seen:?}"
+    );
+    let host = Command::new("sleep").arg("0.4321").spawn().unwrap();
+    let host_pid = host.id();
+    let status = { host }.wait().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let text = rest.join("\n");
+    let create = line_starting(&text, &format!("[sleep/{host_pid}] CREATE"));
+    assert!(create.contains("| command line sleep 0.4321 |"), "{create}");
+    assert!(create.ends_with("| permitted"), "{create}");
+    assert!(
+        line_starting(&text, &format!("[sleep/{host_pid}] DELETE")).contains("exit code"),
+        "{text}"
+    );
+    // The monitor reported it too (its record in the dumped events map).
+    assert!(
+        text.contains("| command line sleep 0.4321 | account "),
+        "{text}"
+    );
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("no leaks, no violations")
+    );
+}
