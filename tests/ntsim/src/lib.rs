@@ -9,9 +9,15 @@
 //! checks at the end that the driver left nothing behind and broke no rule.
 //!
 //! Services: [`nmr`], [`pool`] (with special pool), [`irql`], [`sync`],
-//! [`ps`] (processes, threads, images, tokens), [`registry`], [`log`]
-//! (DbgPrintEx, ETW), [`time`], [`fault`] (fault injection), [`rtl`]
-//! (strings, memory, SIDs).
+//! [`io`] (work items), [`ps`] (processes, threads, images, tokens, SIDs),
+//! [`registry`], [`log`] (DbgPrintEx, ETW), [`time`], [`fault`] (fault
+//! injection), [`rtl`] (C runtime, strings, bug checks); [`crash`] reports
+//! faults, [`child`] runs tests that must crash.
+//!
+//! On top: [`ebpf`] (the eBPF for Windows core: objects, interpreter, maps,
+//! helpers, the NMR client of an extension), [`process`] (the process hook
+//! as tests see it), [`scenario`] and [`demo`] (what the `ntsim` command
+//! runs), [`build`] (building the driver image). See docs/ntsim.md.
 
 #![allow(non_snake_case)]
 
