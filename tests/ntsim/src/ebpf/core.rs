@@ -329,7 +329,7 @@ impl LoadedProgram {
             let desc = descriptor(&copy.descriptor);
             // SAFETY: the extension's functions, called per their contracts
             // by Program::test_run.
-            Ok(unsafe {
+            let mut out = unsafe {
                 st.program.test_run(
                     &env,
                     &desc,
@@ -339,7 +339,10 @@ impl LoadedProgram {
                     data_out_capacity,
                     context_out_capacity,
                 )
-            }?)
+            }?;
+            // The core's result is 32 bits, as for invoke.
+            out.result = out.result as u32 as u64;
+            Ok(out)
         })();
         if st.rundown.release() {
             complete_pi_detach(st);
@@ -463,22 +466,29 @@ unsafe extern "win64" fn pi_attach(
     if !status::nt_success(status) {
         return status;
     }
-    let helpers = info
-        .type_specific_helpers
-        .iter()
-        .chain(info.global_helpers.iter())
-        .filter_map(|h| {
-            h.address.map(|a| {
-                (
-                    h.prototype.helper_id,
-                    ExtensionHelper {
+    // As eBPF for Windows resolves a helper id: a general id (<= 0xFFFF) in
+    // the global overrides, any other in the program-type helpers; the
+    // first prototype with the id wins.
+    let mut helpers: HashMap<u32, ExtensionHelper> = HashMap::new();
+    let general = |id: u32| id <= EBPF_MAX_GENERAL_HELPER_FUNCTION;
+    for (set, want_general) in [
+        (&info.type_specific_helpers, false),
+        (&info.global_helpers, true),
+    ] {
+        for h in set
+            .iter()
+            .filter(|h| general(h.prototype.helper_id) == want_general)
+        {
+            if let Some(a) = h.address {
+                helpers
+                    .entry(h.prototype.helper_id)
+                    .or_insert(ExtensionHelper {
                         address: a as usize,
                         implicit_context: h.prototype.implicit_context,
-                    },
-                )
-            })
-        })
-        .collect();
+                    });
+            }
+        }
+    }
     let descriptor = Box::new(info.type_descriptor.context_descriptor);
     *st.findings.lock().unwrap() = findings;
     st.binding.store(binding, Ordering::Release);

@@ -86,7 +86,8 @@ impl KernelInfo for DefaultKernelInfo {}
 
 /// What one invocation runs with.
 pub struct ExecEnv<'a> {
-    /// The extension's helpers by id (> 0xFFFF), from its program data.
+    /// The extension's helpers by id, from its program data: program-type
+    /// helpers (> 0xFFFF) and overrides of general helpers (<= 0xFFFF).
     pub helpers: &'a HashMap<u32, ExtensionHelper>,
     pub kernel: &'a dyn KernelInfo,
     /// Where `bpf_trace_printk` output goes (formatted lines).
@@ -190,10 +191,14 @@ impl Machine for Vm<'_, '_> {
         args: [u64; 5],
         stack: &[(u64, u64)],
     ) -> Result<HelperOutcome, String> {
-        if id > 0xFFFF {
-            let Some(h) = self.run.env.helpers.get(&id) else {
-                return Err(format!("helper {id:#x} is not provided by the extension"));
-            };
+        // The extension's helpers: its program-type helpers (ids above
+        // 0xFFFF) and its overrides of general helpers, which eBPF for
+        // Windows looks up before its own.
+        let extension = self.run.env.helpers.get(&id);
+        if id > 0xFFFF && extension.is_none() {
+            return Err(format!("helper {id:#x} is not provided by the extension"));
+        }
+        if let Some(h) = extension {
             // SAFETY: the extension published this address for helper `id`
             // in its program data, with the prototype of a win64 function
             // taking five integer arguments (six with implicit_context).
