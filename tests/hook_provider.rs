@@ -433,3 +433,34 @@ fn every_fallible_call_of_load_attach_event_and_unload_fails_cleanly() {
         );
     }
 }
+
+#[test]
+fn a_failed_notify_registration_fails_the_attach_with_its_status() {
+    let sim = loaded();
+    let object = Object::load(
+        &std::fs::read(hook::sample_object_path()).unwrap(),
+        &hook::section_map(),
+    )
+    .unwrap();
+    let program = LoadedProgram::load(object.program("mark_a").unwrap().clone()).unwrap();
+    fault::fail_nth("PsSetCreateProcessNotifyRoutineEx", 1);
+    let err = program
+        .attach(hook::ATTACH_TYPE, &[], 0)
+        .err()
+        .expect("the attach fails");
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "the hook provider refused the link: 0xc000009a (STATUS_INSUFFICIENT_RESOURCES)"
+        ),
+        "{text}"
+    );
+    assert_eq!(ps::notify_routine_counts().process, 0);
+    // The next attach registers the routine: nothing stayed half done.
+    let link = program
+        .attach(hook::ATTACH_TYPE, &[], 0)
+        .expect("a second attach works");
+    assert_eq!(ps::notify_routine_counts().process, 1);
+    drop((link, program, object));
+    sim.finish().unwrap();
+}

@@ -536,6 +536,9 @@ struct LinkState {
     attached: AtomicBool,
     provider: Mutex<Option<validate::AttachProviderInfo>>,
     refusals: Mutex<Vec<AttachRefusal>>,
+    /// Statuses with which matching hook providers refused the link in
+    /// their ProviderAttachClient.
+    provider_failures: Mutex<Vec<NTSTATUS>>,
     findings: Mutex<Vec<Finding>>,
 }
 
@@ -576,6 +579,7 @@ impl Link {
             attached: AtomicBool::new(false),
             provider: Mutex::new(None),
             refusals: Mutex::new(Vec::new()),
+            provider_failures: Mutex::new(Vec::new()),
             findings: Mutex::new(Vec::new()),
         });
         let st = Arc::as_ptr(&state) as *mut LinkState;
@@ -600,15 +604,28 @@ impl Link {
         state.handle.store(handle, Ordering::Release);
         let link = Link { state };
         if !link.state.attached.load(Ordering::Acquire) {
-            let detail = link
+            let mut reasons: Vec<String> = link
                 .state
                 .refusals
                 .lock()
                 .unwrap()
                 .iter()
                 .map(|r| format!("{r:?}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+                .collect();
+            reasons.extend(
+                link.state
+                    .provider_failures
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "the hook provider refused the link: {}",
+                            status::describe(*s)
+                        )
+                    }),
+            );
+            let detail = reasons.join("; ");
             return Err(CoreError::NoHookProvider {
                 attach_type,
                 detail: if detail.is_empty() {
@@ -700,6 +717,7 @@ unsafe extern "win64" fn link_attach(
         )
     };
     if !status::nt_success(status) {
+        st.provider_failures.lock().unwrap().push(status);
         return status;
     }
     *st.findings.lock().unwrap() = findings;
