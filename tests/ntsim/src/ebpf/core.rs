@@ -207,14 +207,9 @@ impl LoadedProgram {
                 pi_detach,
             );
         }
-        let mut handle: HANDLE = 0;
         // SAFETY: characteristics and context live in the Arc until drop,
         // which deregisters and waits first.
-        let status =
-            unsafe { nmr::NmrRegisterClient(&state.characteristics, st.cast(), &mut handle) };
-        if !status::nt_success(status) {
-            return Err(CoreError::Nmr(status::describe(status)));
-        }
+        let handle = unsafe { register_client(&state.characteristics, st.cast())? };
         state.handle.store(handle, Ordering::Release);
         let loaded = LoadedProgram { state };
         if loaded.state.info.read().unwrap().is_none() {
@@ -353,14 +348,38 @@ impl LoadedProgram {
 
 impl Drop for LoadedProgram {
     fn drop(&mut self) {
-        let handle = self.state.handle.swap(0, Ordering::AcqRel);
-        if handle != 0 {
-            // SAFETY: our client handle, deregistered once, then waited for
-            // so NMR no longer uses the characteristics or the context.
-            unsafe {
-                if nmr::NmrDeregisterClient(handle) == STATUS_PENDING {
-                    nmr::NmrWaitForClientDeregisterComplete(handle);
-                }
+        deregister_client(&self.state.handle);
+    }
+}
+
+/// Registers an NMR client of the core.
+///
+/// # Safety
+/// `characteristics` and everything it points to, and `context`, must stay
+/// valid until [`deregister_client`] has returned for the handle.
+unsafe fn register_client(
+    characteristics: *const NPI_CLIENT_CHARACTERISTICS,
+    context: *mut c_void,
+) -> Result<HANDLE, CoreError> {
+    let mut handle: HANDLE = 0;
+    // SAFETY: forwarded contract.
+    let status = unsafe { nmr::NmrRegisterClient(characteristics, context, &mut handle) };
+    if !status::nt_success(status) {
+        return Err(CoreError::Nmr(status::describe(status)));
+    }
+    Ok(handle)
+}
+
+/// Deregisters the client whose handle `slot` holds (once) and waits until
+/// NMR no longer uses its characteristics or context.
+fn deregister_client(slot: &AtomicUsize) {
+    let handle = slot.swap(0, Ordering::AcqRel);
+    if handle != 0 {
+        // SAFETY: a handle from register_client, deregistered once (the swap)
+        // and waited for.
+        unsafe {
+            if nmr::NmrDeregisterClient(handle) == STATUS_PENDING {
+                nmr::NmrWaitForClientDeregisterComplete(handle);
             }
         }
     }
@@ -594,13 +613,8 @@ impl Link {
                 link_detach,
             );
         }
-        let mut handle: HANDLE = 0;
         // SAFETY: as above.
-        let status =
-            unsafe { nmr::NmrRegisterClient(&state.characteristics, st.cast(), &mut handle) };
-        if !status::nt_success(status) {
-            return Err(CoreError::Nmr(status::describe(status)));
-        }
+        let handle = unsafe { register_client(&state.characteristics, st.cast())? };
         state.handle.store(handle, Ordering::Release);
         let link = Link { state };
         if !link.state.attached.load(Ordering::Acquire) {
@@ -662,15 +676,7 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        let handle = self.state.handle.swap(0, Ordering::AcqRel);
-        if handle != 0 {
-            // SAFETY: our client handle, deregistered once and waited for.
-            unsafe {
-                if nmr::NmrDeregisterClient(handle) == STATUS_PENDING {
-                    nmr::NmrWaitForClientDeregisterComplete(handle);
-                }
-            }
-        }
+        deregister_client(&self.state.handle);
     }
 }
 
