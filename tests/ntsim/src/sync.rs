@@ -250,6 +250,38 @@ fn pop_held(addr: usize) -> Option<Held> {
     })
 }
 
+/// Takes the calling thread's record of holding the lock at `addr` for a
+/// release as `wanted`. Records a violation when the thread does not hold
+/// it, or holds it in another mode. Returns the mode it was held in, or
+/// None when nothing must be released (not held, or a recursive
+/// acquisition already reported).
+fn pop_held_for_release(api: &str, addr: usize, wanted: LockKind) -> Option<LockKind> {
+    let Some(h) = pop_held(addr) else {
+        violation::record(
+            "sync",
+            format!(
+                "{api}: {} {addr:#x} is not held by this thread",
+                wanted.name()
+            ),
+        );
+        return None;
+    };
+    if h.recursive {
+        return None;
+    }
+    if h.kind != wanted {
+        violation::record(
+            "sync",
+            format!(
+                "{api}: {addr:#x} is held as {}, not {}",
+                h.kind.name(),
+                wanted.name()
+            ),
+        );
+    }
+    Some(h.kind)
+}
+
 fn in_critical_region() -> bool {
     with_thread(|s| s.critical > 0)
 }
@@ -517,30 +549,10 @@ unsafe fn release_rw(api: &str, lock: *mut EX_SPIN_LOCK, exclusive: bool) {
     } else {
         LockKind::SpinShared
     };
-    let Some(h) = pop_held(lock as usize) else {
-        violation::record(
-            "sync",
-            format!(
-                "{api}: {} {lock:p} is not held by this thread",
-                wanted.name()
-            ),
-        );
+    let Some(kind) = pop_held_for_release(api, lock as usize, wanted) else {
         return;
     };
-    if h.recursive {
-        return;
-    }
-    if h.kind != wanted {
-        violation::record(
-            "sync",
-            format!(
-                "{api}: {lock:p} is held as {}, not {}",
-                h.kind.name(),
-                wanted.name()
-            ),
-        );
-    }
-    if h.kind == LockKind::SpinExclusive {
+    if kind == LockKind::SpinExclusive {
         w.fetch_and(!RW_EXCLUSIVE, Ordering::Release);
     } else {
         w.fetch_sub(1, Ordering::Release);
@@ -779,32 +791,12 @@ unsafe fn release_push(api: &str, lock: *mut EX_PUSH_LOCK, flags: u32, exclusive
     } else {
         LockKind::PushShared
     };
-    let Some(h) = pop_held(lock as usize) else {
-        violation::record(
-            "sync",
-            format!(
-                "{api}: {} {lock:p} is not held by this thread",
-                wanted.name()
-            ),
-        );
+    let Some(kind) = pop_held_for_release(api, lock as usize, wanted) else {
         return;
     };
-    if h.recursive {
-        return;
-    }
-    if h.kind != wanted {
-        violation::record(
-            "sync",
-            format!(
-                "{api}: {lock:p} is held as {}, not {}",
-                h.kind.name(),
-                wanted.name()
-            ),
-        );
-    }
     // SAFETY: checked; the caller vouches for the memory.
     let w = unsafe { atomic_usize(lock) };
-    if h.kind == LockKind::PushExclusive {
+    if kind == LockKind::PushExclusive {
         w.fetch_and(!PUSH_EXCLUSIVE, Ordering::Release);
     } else {
         w.fetch_sub(PUSH_SHARE_INC, Ordering::Release);
