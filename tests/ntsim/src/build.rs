@@ -59,9 +59,24 @@ pub fn build_driver(target_dir: &Path) -> Result<PathBuf, String> {
     let out = output_dir(target_dir);
     let dll = out.join("ntosebpfext.dll");
     let sys = out.join("ntosebpfext.sys");
-    std::fs::copy(&dll, &sys)
-        .map_err(|e| format!("cannot copy {} to {}: {e}", dll.display(), sys.display()))?;
+    install_copy(&dll, &sys)?;
     Ok(sys)
+}
+
+/// Puts a copy of `from` at `to` atomically: other processes (test
+/// binaries, their crash-test children) may be reading `to` at the same
+/// moment, and must see the old image or the new one, never a partial file.
+fn install_copy(from: &Path, to: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    if std::fs::read(to).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let tmp = to.with_extension(format!("sys.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot rename {} to {}: {e}", tmp.display(), to.display())
+    })
 }
 
 /// The driver image for tests: `NTOSEBPFEXT_SYS` if set, otherwise built
