@@ -38,7 +38,7 @@ options:
   --out DIR             package folder (default: target/package)
   --image FILE.sys      package this image (its .pdb beside it) instead of building
   --cert FILE.pfx       sign with this certificate instead of the test certificate
-  --password-file FILE  the password of --cert (first line of FILE; none: empty password)
+  --password-file FILE  the password of --cert, one line in FILE (without it: none)
   --signing-dir DIR     where the test certificate is created and reused
                         (default: $NTOSEBPFEXT_SIGNING_DIR, else
                         $XDG_DATA_HOME/ntosebpfext/test-signing, else

@@ -706,3 +706,51 @@ fn an_out_folder_that_is_not_a_package_is_not_deleted() {
     );
     assert_eq!(listing(&out_dir), ["notes.txt"]);
 }
+
+/// The static rules memory integrity (HVCI) adds for a driver image, beyond
+/// `tests/image.rs`'s (which already refuses a writable and executable
+/// section): sections aligned to the 4 KiB page, and the import address
+/// table in a section that is neither writable nor executable.
+#[test]
+fn signed_image_meets_the_static_memory_integrity_rules() {
+    const PAGE: u32 = 0x1000;
+    const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
+    const SCN_MEM_WRITE: u32 = 0x8000_0000;
+    let bytes = package().sys();
+    let pe = PE::parse(&bytes).unwrap();
+    let opt = pe.header.optional_header.unwrap();
+    let align = opt.windows_fields.section_alignment;
+    assert_eq!(
+        align % PAGE,
+        0,
+        "SectionAlignment {align:#x} is not page-sized"
+    );
+    for s in &pe.sections {
+        assert_eq!(
+            s.virtual_address % PAGE,
+            0,
+            "section {:?} is not page-aligned",
+            s.name
+        );
+    }
+    let iat = opt
+        .data_directories
+        .get_import_address_table()
+        .copied()
+        .expect("the image has no import address table directory");
+    let holder = pe
+        .sections
+        .iter()
+        .find(|s| {
+            iat.virtual_address >= s.virtual_address
+                && iat.virtual_address + iat.size <= s.virtual_address + s.virtual_size
+        })
+        .expect("the import address table is in no section");
+    assert_eq!(
+        holder.characteristics & (SCN_MEM_EXECUTE | SCN_MEM_WRITE),
+        0,
+        "the import address table is in {:?} ({:#x}), which is writable or executable",
+        String::from_utf8_lossy(&holder.name),
+        holder.characteristics
+    );
+}
