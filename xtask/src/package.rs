@@ -209,6 +209,17 @@ fn tool_version(tool: &str, arg: &str) -> Option<String> {
     (out.status.success() && !first.is_empty()).then_some(first)
 }
 
+/// Whether `tool --version` can be started at all (it is on the PATH).
+fn can_run(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
 fn find_tools() -> (Option<String>, Option<String>) {
     (
         tool_version("osslsigncode", "--version"),
@@ -252,7 +263,7 @@ fn install_with_apt(missing: &str) -> Result<(), String> {
                   certificate) with the host's package manager (Fedora: `dnf install \
                   osslsigncode openssl`, macOS: `brew install osslsigncode openssl`), \
                   then run the command again";
-    if tool_version("apt-get", "--version").is_none() {
+    if !can_run("apt-get") {
         return Err(format!(
             "{missing} not found, and this host has no apt-get to install it: {manual}"
         ));
@@ -262,7 +273,7 @@ fn install_with_apt(missing: &str) -> Result<(), String> {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     let sudo = !root;
-    if sudo && tool_version("sudo", "--version").is_none() {
+    if sudo && !can_run("sudo") {
         return Err(format!(
             "{missing} not found; installing it needs root and this host has no sudo: as \
              root run `apt-get install osslsigncode openssl`, or {manual}"
@@ -466,10 +477,10 @@ impl Signer {
         };
         let pem = pem_certificate(&pem)
             .ok_or_else(|| format!("--cert {}: the file holds no certificate", pfx.display()))?;
-        let tmp = sibling(pfx, "cert.pem")
-            .ok()
-            .filter(|p| std::fs::write(p, &pem).is_ok())
-            .ok_or_else(|| format!("cannot write a temporary file beside {}", pfx.display()))?;
+        // The public certificate only: the system's temporary folder will do.
+        let tmp =
+            std::env::temp_dir().join(format!("ntosebpfext-signer-{}.pem", std::process::id()));
+        write(&tmp, &pem)?;
         let described = describe(&tmp, "PEM").and_then(|d| {
             let der = run(
                 Command::new("openssl")

@@ -36,9 +36,17 @@ const FILES: [&str; 5] = [
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("package-tests")
-            .join(std::process::id().to_string());
+        let all = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package-tests");
+        // Folders of earlier runs (their process is gone) are removed.
+        if Path::new("/proc/self").exists() {
+            for entry in std::fs::read_dir(&all).into_iter().flatten().flatten() {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                if !Path::new("/proc").join(&pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = all.join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -753,4 +761,72 @@ fn signed_image_meets_the_static_memory_integrity_rules() {
         String::from_utf8_lossy(&holder.name),
         holder.characteristics
     );
+}
+
+/// When a tool is missing and apt-get exists, the command installs both
+/// packages with apt-get (through sudo when not root) and goes on. The
+/// apt-get here is a stand-in on a private PATH that records its arguments
+/// and "installs" by linking the host's real tools into that PATH.
+#[test]
+fn missing_tools_are_installed_with_apt_get() {
+    let p = package();
+    let which = |tool: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!path.is_empty(), "{tool} is not on the PATH");
+        path
+    };
+    let (osslsigncode, openssl, id) = (which("osslsigncode"), which("openssl"), which("id"));
+    let bin = scratch().join("apt-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = scratch().join("apt-get.log");
+    let script = |name: &str, body: String| {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    script(
+        "apt-get",
+        format!(
+            "[ \"$1\" = --version ] && {{ echo 'apt 2.6.1 (amd64)'; exit 0; }}\n\
+             echo \"apt-get $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND\" >> '{log}'\n\
+             case \"$1\" in install)\n\
+             /bin/ln -sf '{osslsigncode}' '{bin}/osslsigncode'\n\
+             /bin/ln -sf '{openssl}' '{bin}/openssl';;\n\
+             esac\n",
+            log = log.display(),
+            bin = bin.display(),
+        ),
+    );
+    script("sudo", "exec \"$@\"\n".into());
+    script("id", format!("exec '{id}' \"$@\"\n"));
+
+    let out_dir = scratch().join("package-apt");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("package")
+        .arg("--image")
+        .arg(&p.image)
+        .arg("--signing-dir")
+        .arg(&p.signing)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("PATH", &bin)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "apt-get update DEBIAN_FRONTEND=noninteractive\n\
+         apt-get install -y --no-install-recommends osslsigncode openssl \
+         DEBIAN_FRONTEND=noninteractive\n"
+    );
+    assert_eq!(listing(&out_dir), FILES);
+    let out = verify(&out_dir.join("ntosebpfext.sys"), &p.file("ntosebpfext.cer"));
+    assert!(out.status.success(), "{}", text(&out));
 }
