@@ -6,6 +6,10 @@
 //!   policy (`tests/bpf/process_test.o`) against it in ntsim, printing the
 //!   events the monitor reports, the verdicts, and the leak report
 //!   ([`ntsim::demo::run`]).
+//! - `package`: builds the image and writes a test-signed driver package,
+//!   `target/package/` ([`package`]).
+
+mod package;
 
 use std::process::ExitCode;
 
@@ -29,8 +33,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("package") => package::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask build | cargo xtask demo");
+            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help]");
             ExitCode::from(2)
         }
     }
