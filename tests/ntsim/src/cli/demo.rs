@@ -4,7 +4,7 @@
 //!
 //! - [`run`]: the demo (`cargo xtask demo`, `ntsim demo`): the sample
 //!   process monitor and policy of `tests/bpf/process_test.c` against the
-//!   built-in scenario ([`crate::scenario::BUILTIN`]), one line per event
+//!   built-in scenario ([`crate::cli::scenario::BUILTIN`]), one line per event
 //!   from the monitor's records. The output is the same on every run.
 //! - [`run_object`]: any object, programs and events (`ntsim run`): a
 //!   scenario, or the host's live process activity ([`Events::Live`]).
@@ -13,13 +13,14 @@
 //! or an error listing what the driver left behind and which rules it
 //! broke.
 
+use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::{Map, Object};
-use crate::process::{self as hook, from_utf16, ProcessRecord, RECORD_SIZE};
-use crate::scenario::{self, Outcome, Runner, Scenario, Step};
-use crate::status::{self, nt_success, NTSTATUS};
-use crate::{io, ps, time, Sim};
+use crate::hook::process::{self as hook, from_utf16, ProcessRecord, RECORD_SIZE};
+use crate::kernel::status::{self, nt_success, NTSTATUS};
+use crate::kernel::{io, ps, time};
+use crate::Sim;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub struct RunOptions<'a> {
     pub programs: Vec<String>,
     pub events: Events,
     /// Fault injection: fail call number N (1-based) of each API
-    /// ([`crate::fault::fail_nth`]; allocations are `ExAllocatePool2`),
+    /// ([`crate::kernel::fault::fail_nth`]; allocations are `ExAllocatePool2`),
     /// planned before the driver loads.
     pub faults: Vec<(String, u64)>,
 }
@@ -397,7 +398,7 @@ impl Session {
         // Times the driver reads are the same on every run.
         time::set_deterministic(scenario::SCENARIO_EPOCH, 1);
         for (api, n) in faults {
-            crate::fault::fail_nth(api, *n);
+            crate::kernel::fault::fail_nth(api, *n);
             say!(out, "fault injection: call #{n} of {api} will fail")?;
         }
         let status = sim
@@ -486,7 +487,7 @@ impl Session {
             Err(e) => say!(out, "driver unload failed: {e}")?,
         }
         drop(object);
-        let fired = crate::fault::fired();
+        let fired = crate::kernel::fault::fired();
         for (api, n) in &faults {
             let happened = fired.iter().any(|(a, k)| a == api && k == n);
             if !happened {
@@ -721,7 +722,7 @@ mod tests {
             &mut || {},
         )
         .expect("the driver and the monitor load");
-        crate::violation::record("test", "a rule broken on purpose");
+        crate::kernel::violation::record("test", "a rule broken on purpose");
         let e = session.end(&mut out).expect_err("a violation is a finding");
         assert!(e.contains("a rule broken on purpose"), "{e}");
         let text = String::from_utf8(out).unwrap();

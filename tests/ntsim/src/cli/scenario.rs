@@ -1,6 +1,6 @@
 //! Process scenarios: a small line format describing process creations and
 //! exits, its parser, and a [`Runner`] that raises the events in the
-//! simulated kernel ([`crate::ps`]).
+//! simulated kernel ([`crate::kernel::ps`]).
 //!
 //! # The format
 //!
@@ -18,7 +18,7 @@
 //! - `account NAME domain=DOMAIN sid=S-1-...`: adds an account to the
 //!   table `SecLookupAccountSid` resolves against (the defaults stay:
 //!   `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester` for
-//!   [`crate::ps::test_user_sid`]). Accounts are set up before any event.
+//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any event.
 //! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [user=USER]
 //!   [at=SECONDS]`: creates a process, called NAME in later lines.
 //!   - `image` is the `ImageFileName`; a drive path (`C:\...`) gets the
@@ -45,8 +45,8 @@
 //! (so `"C:\Users\x"` needs no doubling). Errors name the line:
 //! `line 3: exit: no process named "foo" was created`.
 
-use crate::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER, SYSTEM_PID};
-use crate::status::{nt_success, NTSTATUS};
+use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER, SYSTEM_PID};
+use crate::kernel::status::{nt_success, NTSTATUS};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -504,8 +504,8 @@ impl Runner {
 #[cfg(target_os = "linux")]
 pub mod live {
     use super::{account_name, Outcome};
-    use crate::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER};
-    use crate::status::nt_success;
+    use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER};
+    use crate::kernel::status::nt_success;
     use std::collections::{HashMap, HashSet};
 
     /// A host process as `/proc` shows it.
@@ -601,7 +601,7 @@ pub mod live {
             .find_map(|l| l.strip_prefix("btime "))
             .and_then(|v| v.trim().parse().ok())
             .ok_or("/proc/stat has no btime line")?;
-        Ok(crate::time::UNIX_EPOCH_AS_FILETIME + btime * 10_000_000)
+        Ok(crate::kernel::time::UNIX_EPOCH_AS_FILETIME + btime * 10_000_000)
     }
 
     fn passwd() -> HashMap<u32, String> {

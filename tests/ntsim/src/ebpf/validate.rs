@@ -30,9 +30,9 @@
 //! tests and for the core's hook client.
 
 use super::abi::*;
-use crate::nmr::{MIT_GUID, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
-use crate::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE};
-use crate::types::GUID;
+use crate::kernel::nmr::{MIT_GUID, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
+use crate::kernel::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE};
+use crate::kernel::types::GUID;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::fmt;
@@ -1840,8 +1840,8 @@ impl OwnedExtensionData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nmr::MIT_IF_LUID;
-    use crate::types::PASSIVE_LEVEL;
+    use crate::kernel::nmr::MIT_IF_LUID;
+    use crate::kernel::types::PASSIVE_LEVEL;
     use std::mem::size_of;
 
     const SAMPLE_TYPE: GUID = GUID {

@@ -3,7 +3,7 @@
 //! `tests/bpf/process_test.c` write to their `events` ring buffer.
 
 use crate::ebpf::SectionMap;
-use crate::types::GUID;
+use crate::kernel::types::GUID;
 
 /// `EBPF_PROGRAM_TYPE_PROCESS`.
 pub const PROGRAM_TYPE: GUID = GUID {

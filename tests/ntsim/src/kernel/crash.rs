@@ -8,11 +8,11 @@
 //! with `write(2)`:
 //!
 //! - the signal, the faulting address and the kind of access, RIP and RSP;
-//! - what the faulting address is: a pool block ([`crate::pool::describe_address`]
+//! - what the faulting address is: a pool block ([`crate::kernel::pool::describe_address`]
 //!   without blocking: "special pool: the first byte past the end of a
 //!   64-byte block tagged 'Test' (allocation #1), in its guard page") or a
-//!   driver image ([`crate::loader::describe_address`]);
-//! - where RIP is ([`crate::loader::describe_address`]);
+//!   driver image ([`crate::kernel::loader::describe_address`]);
+//! - where RIP is ([`crate::kernel::loader::describe_address`]);
 //! - a hint when the address is just below the stack pointer (stack overflow);
 //!
 //! then exits with [`FATAL_EXIT_STATUS`] (`_exit`, so nothing else runs).
@@ -236,7 +236,7 @@ fn report(b: &mut Buf, sig: i32, addr: usize, code: i32, rip: usize, rsp: usize,
             b,
             "general-protection fault (a non-canonical address, such as a pointer read \
              from uninitialized pool filled with 0x{:02x}); rip {rip:#x}, rsp {rsp:#x}",
-            crate::pool::UNINITIALIZED_FILL
+            crate::kernel::pool::UNINITIALIZED_FILL
         );
     } else if memory_fault {
         let access = if err & 0x10 != 0 {
@@ -260,9 +260,9 @@ fn report(b: &mut Buf, sig: i32, addr: usize, code: i32, rip: usize, rsp: usize,
     b.flush();
     if memory_fault && code != SI_KERNEL {
         let _ = write!(b, "ntsim:   address {addr:#x}: ");
-        match crate::pool::describe_address_nonblocking(addr, b) {
+        match crate::kernel::pool::describe_address_nonblocking(addr, b) {
             Some(true) => {}
-            Some(false) => match crate::loader::describe_address(addr) {
+            Some(false) => match crate::kernel::loader::describe_address(addr) {
                 Some(d) => {
                     let _ = b.write_str(&d);
                 }
@@ -284,7 +284,7 @@ fn report(b: &mut Buf, sig: i32, addr: usize, code: i32, rip: usize, rsp: usize,
         b.flush();
     }
     let _ = write!(b, "ntsim:   rip {rip:#x}: ");
-    match crate::loader::describe_address(rip) {
+    match crate::kernel::loader::describe_address(rip) {
         Some(d) => {
             let _ = writeln!(b, "{d}");
         }
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn stack_overflow_is_reported() {
-        const NAME: &str = "crash::tests::stack_overflow_is_reported";
+        const NAME: &str = "kernel::crash::tests::stack_overflow_is_reported";
         if child::is_child(NAME) {
             let _sim = crate::Sim::new();
             #[inline(never)]
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn illegal_instruction_is_reported() {
-        const NAME: &str = "crash::tests::illegal_instruction_is_reported";
+        const NAME: &str = "kernel::crash::tests::illegal_instruction_is_reported";
         if child::is_child(NAME) {
             let _sim = crate::Sim::new();
             // SAFETY: none: ud2 raises SIGILL deliberately.

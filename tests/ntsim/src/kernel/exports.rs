@@ -1,42 +1,32 @@
 //! The export table of the simulated kernel: (module, name) -> address of an
 //! `extern "win64"` Rust function. The loader resolves every import of the
 //! driver image through it and refuses images that import anything else.
+//!
+//! This is the one place that knows every service: each service module
+//! lists its own functions (`exports()`, built from [`Export`]), and only the
+//! loader and `MmGetSystemRoutineAddress` (below) look functions up here.
 
-/// One function the simulated kernel exports.
-#[derive(Clone, Copy, Debug)]
-pub struct Export {
-    /// Module file name as images name it (compared case-insensitively).
-    pub module: &'static str,
-    pub name: &'static str,
-    pub addr: usize,
-}
-
-/// `export!("ntoskrnl.exe", ExAllocatePool2)` builds the [`Export`] of a
-/// function defined in the current scope under its Windows name.
-#[macro_export]
-macro_rules! export {
-    ($module:literal, $f:ident) => {
-        $crate::exports::Export {
-            module: $module,
-            name: stringify!($f),
-            addr: $f as *const () as usize,
-        }
-    };
-}
+use super::export::export;
+pub use super::export::Export;
+use super::irql;
+use super::types::{PASSIVE_LEVEL, UNICODE_STRING};
+use super::violation;
+use std::ffi::c_void;
 
 /// Every export of every service module.
 pub fn table() -> Vec<Export> {
     let mut all = Vec::new();
-    all.extend(crate::pool::exports());
-    all.extend(crate::irql::exports());
-    all.extend(crate::sync::exports());
-    all.extend(crate::io::exports());
-    all.extend(crate::nmr::exports());
-    all.extend(crate::ps::exports());
-    all.extend(crate::registry::exports());
-    all.extend(crate::log::exports());
-    all.extend(crate::time::exports());
-    all.extend(crate::rtl::exports());
+    all.extend(crate::kernel::pool::exports());
+    all.extend(crate::kernel::irql::exports());
+    all.extend(crate::kernel::sync::exports());
+    all.extend(crate::kernel::io::exports());
+    all.extend(crate::kernel::nmr::exports());
+    all.extend(crate::kernel::ps::exports());
+    all.extend(crate::kernel::registry::exports());
+    all.extend(crate::kernel::log::exports());
+    all.extend(crate::kernel::time::exports());
+    all.extend(crate::kernel::rtl::exports());
+    all.push(export!("ntoskrnl.exe", MmGetSystemRoutineAddress));
     all
 }
 
@@ -45,6 +35,31 @@ pub fn find(module: &str, name: &str) -> Option<Export> {
     table()
         .into_iter()
         .find(|e| e.module.eq_ignore_ascii_case(module) && e.name == name)
+}
+
+/// `MmGetSystemRoutineAddress` (PASSIVE_LEVEL): the address of an export of
+/// ntoskrnl.exe or hal.dll, or null.
+///
+/// # Safety
+/// `SystemRoutineName` must point to a valid `UNICODE_STRING`.
+pub unsafe extern "win64" fn MmGetSystemRoutineAddress(
+    SystemRoutineName: *const UNICODE_STRING,
+) -> *mut c_void {
+    irql::require_at_most("MmGetSystemRoutineAddress", PASSIVE_LEVEL);
+    if SystemRoutineName.is_null() {
+        violation::record("rtl", "MmGetSystemRoutineAddress(NULL)");
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the caller passes a valid UNICODE_STRING.
+    let name = unsafe { (*SystemRoutineName).to_string_lossy() };
+    table()
+        .into_iter()
+        .find(|e| {
+            e.name == name
+                && (e.module.eq_ignore_ascii_case("ntoskrnl.exe")
+                    || e.module.eq_ignore_ascii_case("hal.dll"))
+        })
+        .map_or(std::ptr::null_mut(), |e| e.addr as *mut c_void)
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@
 //! uninitializing a queued item, and IRQL above DISPATCH_LEVEL are
 //! violations; initialized items never uninitialized are left behind.
 
-use crate::export;
-use crate::exports::Export;
-use crate::irql;
-use crate::types::{DISPATCH_LEVEL, PASSIVE_LEVEL};
-use crate::violation;
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::irql;
+use crate::kernel::types::{DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::kernel::violation;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -150,7 +150,7 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
     let item = item as usize;
     let context = context as usize;
     std::thread::spawn(move || {
-        crate::crash::install_thread();
+        crate::kernel::crash::install_thread();
         irql::set(PASSIVE_LEVEL);
         // The routine may queue the item again once it has started.
         if let Some(i) = state().items.get_mut(&item) {

@@ -1,11 +1,11 @@
 //! Per-thread IRQL. Spin locks raise it, APIs check it: calling an API above
 //! the IRQL Windows documents for it, or waiting at DISPATCH_LEVEL or above,
-//! is recorded as a [`crate::violation`].
+//! is recorded as a [`crate::kernel::violation`].
 
-use crate::export;
-use crate::exports::Export;
-use crate::types::{DISPATCH_LEVEL, HIGH_LEVEL, KIRQL, PASSIVE_LEVEL};
-use crate::violation;
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::types::{DISPATCH_LEVEL, HIGH_LEVEL, KIRQL, PASSIVE_LEVEL};
+use crate::kernel::violation;
 use std::cell::Cell;
 
 thread_local! {

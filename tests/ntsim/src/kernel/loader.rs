@@ -8,17 +8,17 @@
 //!   protection its characteristics ask for (code R+X, read-only data R,
 //!   data R+W; headers R).
 //! - Every import is resolved by (module, name) through
-//!   [`crate::exports`]; the load fails naming every import the simulated
+//!   [`crate::kernel::exports`]; the load fails naming every import the simulated
 //!   kernel does not provide.
 //! - At unload the whole range is made inaccessible (not unmapped, so the
 //!   address is never reused): a late call into the driver, or a read of its
 //!   data, faults at once and the crash report names the unloaded image.
 
-use crate::exports;
-use crate::irql;
-use crate::status::{self, NTSTATUS};
-use crate::types::{OwnedUnicodeString, DRIVER_OBJECT, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::exports;
+use crate::kernel::irql;
+use crate::kernel::status::{self, NTSTATUS};
+use crate::kernel::types::{OwnedUnicodeString, DRIVER_OBJECT, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use goblin::pe::section_table::{IMAGE_SCN_MEM_EXECUTE, IMAGE_SCN_MEM_READ, IMAGE_SCN_MEM_WRITE};
 use goblin::pe::PE;
 use std::path::{Path, PathBuf};
@@ -504,7 +504,7 @@ impl Driver {
                 });
                 // A queued work item holds a reference on the driver: the
                 // image stays until every routine has returned.
-                crate::io::wait_idle();
+                crate::kernel::io::wait_idle();
                 Ok(())
             }
             None => Err(format!(

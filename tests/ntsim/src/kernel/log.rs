@@ -14,15 +14,15 @@
 //! and [`etw_disable`] call the providers' enable callbacks as a session
 //! starting or stopping would.
 
-use crate::export;
-use crate::exports::Export;
-use crate::irql;
-use crate::status::{
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::irql;
+use crate::kernel::status::{
     NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
     STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
 };
-use crate::types::{GUID, HIGH_LEVEL, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::types::{GUID, HIGH_LEVEL, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -866,7 +866,7 @@ pub unsafe extern "win64" fn EtwRegister(
     }
     // SAFETY: RegHandle is a valid out pointer (checked non-null).
     unsafe { RegHandle.write_unaligned(0) };
-    if crate::fault::check("EtwRegister") {
+    if crate::kernel::fault::check("EtwRegister") {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     // SAFETY: ProviderId points to a GUID.
@@ -1107,7 +1107,7 @@ pub(crate) fn outstanding() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{OwnedUnicodeString, DISPATCH_LEVEL};
+    use crate::kernel::types::{OwnedUnicodeString, DISPATCH_LEVEL};
     use std::ffi::CStr;
     use std::sync::Mutex;
 
@@ -1547,7 +1547,7 @@ mod tests {
     #[test]
     fn etw_register_fault_injection() {
         let _sim = crate::Sim::new();
-        crate::fault::fail_nth("EtwRegister", 1);
+        crate::kernel::fault::fail_nth("EtwRegister", 1);
         let guid = GUID::parse(PROVIDER).unwrap();
         let mut h = 5u64;
         // SAFETY: valid pointers.

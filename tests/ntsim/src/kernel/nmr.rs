@@ -40,14 +40,14 @@
 //! No Rust lock is held while foreign code runs: callbacks may call back
 //! into the NMR (and do).
 
-use crate::export;
-use crate::exports::Export;
-use crate::status::{
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::status::{
     self, nt_success, NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
     STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS,
 };
-use crate::types::{DISPATCH_LEVEL, GUID, HANDLE, KIRQL, PASSIVE_LEVEL};
-use crate::{fault, irql, violation};
+use crate::kernel::types::{DISPATCH_LEVEL, GUID, HANDLE, KIRQL, PASSIVE_LEVEL};
+use crate::kernel::{fault, irql, violation};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

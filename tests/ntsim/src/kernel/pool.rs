@@ -6,7 +6,7 @@
 //! Every block gets its own `mmap`ed region: the block sits at the end of the
 //! last accessible page and is followed by an inaccessible guard page, so a
 //! read or write past the end faults at once and the crash reporter
-//! ([`crate::crash`]) names the block. Blocks are aligned to 16 bytes
+//! ([`crate::kernel::crash`]) names the block. Blocks are aligned to 16 bytes
 //! (x64 pool alignment; 64 with `POOL_FLAG_CACHE_ALIGNED`, a page for blocks
 //! of a page or more, as Windows guarantees), so the end of a block whose size
 //! is not a multiple of the alignment is followed by *slack* before the guard
@@ -35,9 +35,10 @@
 //! blocks are filled with [`UNINITIALIZED_FILL`] so that code relying on
 //! zeroing is caught.
 
-use crate::exports::Export;
-use crate::types::{APC_LEVEL, DISPATCH_LEVEL};
-use crate::{export, fault, irql, violation};
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::types::{APC_LEVEL, DISPATCH_LEVEL};
+use crate::kernel::{fault, irql, violation};
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::c_void;
 use std::fmt::{self, Write as _};
@@ -795,8 +796,9 @@ fn describe_into(s: &State, addr: usize, out: &mut dyn fmt::Write) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PASSIVE_LEVEL;
-    use crate::{child, crash, Sim};
+    use crate::kernel::crash;
+    use crate::kernel::types::PASSIVE_LEVEL;
+    use crate::{child, Sim};
 
     const TAG: u32 = u32::from_le_bytes(*b"Test");
     const OTHER: u32 = u32::from_le_bytes(*b"Othr");
@@ -1130,7 +1132,7 @@ mod tests {
 
     #[test]
     fn overrun_past_a_block_faults_and_names_it() {
-        const NAME: &str = "pool::tests::overrun_past_a_block_faults_and_names_it";
+        const NAME: &str = "kernel::pool::tests::overrun_past_a_block_faults_and_names_it";
         if child::is_child(NAME) {
             let _sim = Sim::new();
             let p = alloc(64);
@@ -1158,7 +1160,7 @@ mod tests {
 
     #[test]
     fn use_after_free_faults_and_says_freed() {
-        const NAME: &str = "pool::tests::use_after_free_faults_and_says_freed";
+        const NAME: &str = "kernel::pool::tests::use_after_free_faults_and_says_freed";
         if child::is_child(NAME) {
             let _sim = Sim::new();
             let p = alloc(48);

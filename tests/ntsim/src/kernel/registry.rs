@@ -19,16 +19,16 @@
 //! access rights each routine documents as required are checked against
 //! the handle's granted access.
 
-use crate::export;
-use crate::exports::Export;
-use crate::irql;
-use crate::status::{
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::irql;
+use crate::kernel::status::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL,
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
     STATUS_NO_MORE_ENTRIES, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
-use crate::types::{HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::types::{HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::{Mutex, MutexGuard};
@@ -220,10 +220,10 @@ impl State {
             volatile,
             permanent,
             deleted: false,
-            last_write: crate::time::peek_system_time(),
+            last_write: crate::kernel::time::peek_system_time(),
         });
         self.nodes[parent].children.insert(fold(name), id);
-        self.nodes[parent].last_write = crate::time::peek_system_time();
+        self.nodes[parent].last_write = crate::kernel::time::peek_system_time();
         id
     }
 
@@ -462,7 +462,7 @@ pub unsafe extern "win64" fn ZwCreateKey(
         // Symbolic links are not simulated; an unknown option is invalid.
         return STATUS_INVALID_PARAMETER;
     }
-    if crate::fault::check("ZwCreateKey") {
+    if crate::kernel::fault::check("ZwCreateKey") {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     // SAFETY: optional class string, valid when non-null.
@@ -519,7 +519,7 @@ pub unsafe extern "win64" fn ZwOpenKey(
         violation::record("registry", "ZwOpenKey with NULL KeyHandle");
         return STATUS_INVALID_PARAMETER;
     }
-    if crate::fault::check("ZwOpenKey") {
+    if crate::kernel::fault::check("ZwOpenKey") {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     let r = with(|s| {
@@ -594,7 +594,7 @@ pub unsafe extern "win64" fn ZwSetValueKey(
             Ok(n) => n,
             Err(st) => return st,
         };
-        if crate::fault::check("ZwSetValueKey") {
+        if crate::kernel::fault::check("ZwSetValueKey") {
             return STATUS_INSUFFICIENT_RESOURCES;
         }
         put_value(&mut s.nodes[node], &name, Type, data);
@@ -615,7 +615,7 @@ fn put_value(n: &mut Node, name: &str, ty: u32, data: Vec<u8>) {
             data,
         }),
     }
-    n.last_write = crate::time::peek_system_time();
+    n.last_write = crate::kernel::time::peek_system_time();
 }
 
 /// `ZwDeleteValueKey` (PASSIVE_LEVEL; needs KEY_SET_VALUE).
@@ -642,7 +642,7 @@ pub unsafe extern "win64" fn ZwDeleteValueKey(
         match n.values.iter().position(|v| fold(&v.name) == key) {
             Some(i) => {
                 n.values.remove(i);
-                n.last_write = crate::time::peek_system_time();
+                n.last_write = crate::kernel::time::peek_system_time();
                 STATUS_SUCCESS
             }
             None => STATUS_OBJECT_NAME_NOT_FOUND,
@@ -667,7 +667,7 @@ pub extern "win64" fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS {
         let name = fold(&s.nodes[node].name);
         if let Some(p) = s.nodes[node].parent {
             s.nodes[p].children.remove(&name);
-            s.nodes[p].last_write = crate::time::peek_system_time();
+            s.nodes[p].last_write = crate::kernel::time::peek_system_time();
         }
         let n = &mut s.nodes[node];
         n.deleted = true;
@@ -1058,7 +1058,7 @@ fn create_path(s: &mut State, path: &str) -> usize {
     let parts = parse_absolute(path).unwrap_or_else(|st| {
         panic!(
             "not a registry path: {path} ({})",
-            crate::status::describe(st)
+            crate::kernel::status::describe(st)
         )
     });
     let mut node = 0;
@@ -1175,7 +1175,7 @@ pub(crate) fn outstanding() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{OwnedUnicodeString, DISPATCH_LEVEL};
+    use crate::kernel::types::{OwnedUnicodeString, DISPATCH_LEVEL};
 
     const KA: u32 = OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE;
     const SVC: &str = "\\Registry\\Machine\\SYSTEM\\CurrentControlSet\\Services";
@@ -1561,9 +1561,9 @@ mod tests {
     #[test]
     fn fault_injection_fails_without_side_effects() {
         let _sim = crate::Sim::new();
-        crate::fault::fail_nth("ZwCreateKey", 1);
-        crate::fault::fail_nth("ZwOpenKey", 1);
-        crate::fault::fail_nth("ZwSetValueKey", 1);
+        crate::kernel::fault::fail_nth("ZwCreateKey", 1);
+        crate::kernel::fault::fail_nth("ZwOpenKey", 1);
+        crate::kernel::fault::fail_nth("ZwSetValueKey", 1);
         let path = "\\Registry\\Machine\\Software\\F";
         assert_eq!(create(path, 0, 0).0, STATUS_INSUFFICIENT_RESOURCES);
         assert!(!key_exists(path));

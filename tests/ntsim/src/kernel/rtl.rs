@@ -2,18 +2,19 @@
 //! compiled Rust code references (`memcpy`, `memmove`, `memset`, `memcmp`,
 //! `strlen`, `__chkstk`), counted-string helpers (`RtlInitUnicodeString`,
 //! `RtlCompareUnicodeString`, `RtlEqualUnicodeString`,
-//! `RtlCompareMemory`), `KeBugCheckEx` and `MmGetSystemRoutineAddress`.
+//! `RtlCompareMemory`), and `KeBugCheckEx` (`MmGetSystemRoutineAddress` is in `exports.rs`,
+//! next to the table it searches).
 //!
 //! The Rust functions keep the Windows names but are not `#[no_mangle]`:
 //! the symbols stay private to this crate, so they never shadow the host
 //! libc's `memcpy` and friends. The driver reaches them through its import
 //! address table.
 
-use crate::export;
-use crate::exports::Export;
-use crate::irql;
-use crate::types::{DISPATCH_LEVEL, HIGH_LEVEL, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::irql;
+use crate::kernel::types::{DISPATCH_LEVEL, HIGH_LEVEL, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use std::ffi::c_void;
 
 /// The bug check code the driver's panic handler raises ('NTOS'): P1 is
@@ -173,8 +174,8 @@ pub unsafe extern "win64" fn KeBugCheckEx(
         );
     } else {
         for (i, p) in [P1, P2, P3, P4].into_iter().enumerate() {
-            let place =
-                crate::loader::describe_address(p).or_else(|| crate::pool::describe_address(p));
+            let place = crate::kernel::loader::describe_address(p)
+                .or_else(|| crate::kernel::pool::describe_address(p));
             if let Some(place) = place {
                 eprintln!("ntsim:   P{}: {place}", i + 1);
             }
@@ -186,31 +187,6 @@ pub unsafe extern "win64" fn KeBugCheckEx(
     // SAFETY: _exit ends the process at once, without running atexit
     // handlers or destructors over kernel state the bug check interrupted.
     unsafe { libc::_exit(BUGCHECK_EXIT_STATUS) }
-}
-
-/// `MmGetSystemRoutineAddress` (PASSIVE_LEVEL): the address of an export of
-/// ntoskrnl.exe or hal.dll, or null.
-///
-/// # Safety
-/// `SystemRoutineName` must point to a valid `UNICODE_STRING`.
-pub unsafe extern "win64" fn MmGetSystemRoutineAddress(
-    SystemRoutineName: *const UNICODE_STRING,
-) -> *mut c_void {
-    irql::require_at_most("MmGetSystemRoutineAddress", PASSIVE_LEVEL);
-    if SystemRoutineName.is_null() {
-        violation::record("rtl", "MmGetSystemRoutineAddress(NULL)");
-        return std::ptr::null_mut();
-    }
-    // SAFETY: the caller passes a valid UNICODE_STRING.
-    let name = unsafe { (*SystemRoutineName).to_string_lossy() };
-    crate::exports::table()
-        .into_iter()
-        .find(|e| {
-            e.name == name
-                && (e.module.eq_ignore_ascii_case("ntoskrnl.exe")
-                    || e.module.eq_ignore_ascii_case("hal.dll"))
-        })
-        .map_or(std::ptr::null_mut(), |e| e.addr as *mut c_void)
 }
 
 /// `RtlInitUnicodeString` (<= DISPATCH_LEVEL): points `DestinationString`
@@ -358,7 +334,6 @@ pub(crate) fn exports() -> Vec<Export> {
             addr: chkstk_address(),
         },
         export!("ntoskrnl.exe", KeBugCheckEx),
-        export!("ntoskrnl.exe", MmGetSystemRoutineAddress),
         export!("ntoskrnl.exe", RtlInitUnicodeString),
         export!("ntoskrnl.exe", RtlCompareUnicodeString),
         export!("ntoskrnl.exe", RtlEqualUnicodeString),
@@ -378,7 +353,8 @@ pub(crate) fn outstanding() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::OwnedUnicodeString;
+    use crate::kernel::exports::MmGetSystemRoutineAddress;
+    use crate::kernel::types::OwnedUnicodeString;
 
     #[test]
     fn memory_functions_match_the_crt() {
@@ -484,7 +460,7 @@ mod tests {
             assert_eq!(r[1..10], expected, "size {size:#x}");
             assert_eq!(r[10], 1, "rsp must be restored");
         }
-        let e = crate::exports::find("ntoskrnl.exe", "__chkstk").unwrap();
+        let e = crate::kernel::exports::find("ntoskrnl.exe", "__chkstk").unwrap();
         assert_eq!(e.addr, chkstk_address());
     }
 
@@ -502,7 +478,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "rtl::tests::chkstk_probe_hits_the_guard_page",
+                "kernel::rtl::tests::chkstk_probe_hits_the_guard_page",
                 "--nocapture",
             ])
             .env(CHILD, "1")
@@ -587,7 +563,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "rtl::tests::bugcheck_prints_and_stops_the_machine",
+                "kernel::rtl::tests::bugcheck_prints_and_stops_the_machine",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -39,10 +39,11 @@
 
 #![allow(non_camel_case_types)]
 
-use crate::exports::Export;
-use crate::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, STATUS_TIMEOUT};
-use crate::types::{APC_LEVEL, DISPATCH_LEVEL, HIGH_LEVEL, KIRQL};
-use crate::{export, irql, violation};
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, STATUS_TIMEOUT};
+use crate::kernel::types::{APC_LEVEL, DISPATCH_LEVEL, HIGH_LEVEL, KIRQL};
+use crate::kernel::{irql, violation};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -1270,7 +1271,7 @@ pub(crate) fn outstanding() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PASSIVE_LEVEL;
+    use crate::kernel::types::PASSIVE_LEVEL;
     use crate::Sim;
     use std::cell::UnsafeCell;
     use std::sync::atomic::AtomicBool;

@@ -12,9 +12,9 @@
 //! not exported: in the x64 WDK they are macros or inlines that read
 //! KUSER_SHARED_DATA, so a driver built against it never imports them.
 
-use crate::export;
-use crate::exports::Export;
-use crate::violation;
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::violation;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

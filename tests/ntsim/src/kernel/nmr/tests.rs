@@ -2,7 +2,7 @@
 //! by a [`Module`] passed as their context) exercising the NMR.
 
 use super::*;
-use crate::status::STATUS_UNSUCCESSFUL;
+use crate::kernel::status::STATUS_UNSUCCESSFUL;
 use crate::Sim;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{mpsc, Arc};
@@ -490,7 +490,7 @@ fn exports_are_the_netio_functions() {
             .map(|n| ("NETIO.SYS", *n))
             .collect::<Vec<_>>()
     );
-    assert!(crate::exports::find("netio.sys", "NmrRegisterProvider").is_some());
+    assert!(crate::kernel::exports::find("netio.sys", "NmrRegisterProvider").is_some());
 }
 
 #[test]
@@ -853,8 +853,8 @@ fn detach_callbacks_run_at_dispatch_and_a_blocking_one_is_caught() {
 fn fault_injection_on_register_registers_nothing() {
     let sim = Sim::new();
     let log = new_log();
-    crate::fault::fail_nth("NmrRegisterProvider", 1);
-    crate::fault::fail_nth("NmrRegisterClient", 1);
+    crate::kernel::fault::fail_nth("NmrRegisterProvider", 1);
+    crate::kernel::fault::fail_nth("NmrRegisterClient", 1);
     let c = Module::client(2, 7, &log);
     assert_eq!(c.register(), STATUS_INSUFFICIENT_RESOURCES);
     assert_eq!(c.handle(), 0, "no handle written on failure");
@@ -873,7 +873,7 @@ fn fault_injection_on_register_registers_nothing() {
     );
     assert_eq!(p.unregister(), STATUS_SUCCESS);
     assert_eq!(c3.unregister(), STATUS_SUCCESS);
-    assert_eq!(crate::fault::counts()["NmrRegisterProvider"], 2);
+    assert_eq!(crate::kernel::fault::counts()["NmrRegisterProvider"], 2);
     sim.finish().unwrap();
 }
 

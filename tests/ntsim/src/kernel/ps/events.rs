@@ -7,10 +7,10 @@ use super::notify::{
     LoadImageNotifyRoutine, ThreadVariant, PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE,
 };
 use super::{current_ids, enter_context, filetime_now, sid, state, IDLE_PID, SYSTEM_PID};
-use crate::irql;
-use crate::status::{nt_success, NTSTATUS, STATUS_SUCCESS};
-use crate::types::{OwnedUnicodeString, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::irql;
+use crate::kernel::status::{nt_success, NTSTATUS, STATUS_SUCCESS};
+use crate::kernel::types::{OwnedUnicodeString, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use std::ffi::c_void;
 
 /// `CLIENT_ID` (16 bytes).

@@ -58,12 +58,12 @@ pub use sid::{
     SID_NAME_USE_WELL_KNOWN_GROUP, SYSTEM_SID, TOKEN_USER_CLASS,
 };
 
-use crate::export;
-use crate::exports::Export;
-use crate::irql;
-use crate::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
-use crate::types::{APC_LEVEL, DISPATCH_LEVEL, HANDLE, PASSIVE_LEVEL};
-use crate::violation;
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::irql;
+use crate::kernel::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
+use crate::kernel::types::{APC_LEVEL, DISPATCH_LEVEL, HANDLE, PASSIVE_LEVEL};
+use crate::kernel::violation;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
@@ -75,7 +75,7 @@ pub type PEPROCESS = *mut c_void;
 pub type PETHREAD = *mut c_void;
 pub type PACCESS_TOKEN = *mut c_void;
 
-// Statuses this service returns that `crate::status` does not define
+// Statuses this service returns that `crate::kernel::status` does not define
 // (values from ntstatus.h).
 pub const STATUS_INVALID_INFO_CLASS: NTSTATUS = 0xC000_0003u32 as i32;
 pub const STATUS_INVALID_CID: NTSTATUS = 0xC000_000Bu32 as i32;

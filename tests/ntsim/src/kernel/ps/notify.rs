@@ -16,17 +16,17 @@
 //! PsRemoveCreateThreadNotifyRoutine and PsRemoveLoadImageNotifyRoutine).
 
 use super::{PEPROCESS, STATUS_PROCEDURE_NOT_FOUND};
-use crate::export;
-use crate::exports::Export;
-use crate::fault;
-use crate::irql;
-use crate::loader::{self, ImageFlags};
-use crate::status::{
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::fault;
+use crate::kernel::irql;
+use crate::kernel::loader::{self, ImageFlags};
+use crate::kernel::status::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
     STATUS_INVALID_PARAMETER_2, STATUS_SUCCESS,
 };
-use crate::types::{APC_LEVEL, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::types::{APC_LEVEL, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 

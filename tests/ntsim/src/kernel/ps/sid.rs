@@ -8,17 +8,17 @@
 
 use super::{state, token_user_sid, PACCESS_TOKEN, STATUS_INVALID_INFO_CLASS, STATUS_INVALID_SID};
 use super::{STATUS_NONE_MAPPED, STATUS_NO_TOKEN};
-use crate::export;
-use crate::exports::Export;
-use crate::fault;
-use crate::irql;
-use crate::pool;
-use crate::status::{
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::fault;
+use crate::kernel::irql;
+use crate::kernel::pool;
+use crate::kernel::status::{
     NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
     STATUS_NO_MEMORY, STATUS_SUCCESS,
 };
-use crate::types::{APC_LEVEL, PASSIVE_LEVEL, UNICODE_STRING};
-use crate::violation;
+use crate::kernel::types::{APC_LEVEL, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::violation;
 use std::ffi::c_void;
 
 pub const SECURITY_MAX_SID_SIZE: usize = 68;

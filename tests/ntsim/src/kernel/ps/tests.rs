@@ -3,10 +3,11 @@
 
 use super::notify::TEST_IMAGE_FLAGS;
 use super::*;
-use crate::loader::ImageFlags;
-use crate::status::*;
-use crate::types::{DISPATCH_LEVEL, UNICODE_STRING};
-use crate::{fault, pool, Sim};
+use crate::kernel::loader::ImageFlags;
+use crate::kernel::status::*;
+use crate::kernel::types::{DISPATCH_LEVEL, UNICODE_STRING};
+use crate::kernel::{fault, pool};
+use crate::Sim;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
 use std::sync::Arc;
