@@ -1,5 +1,5 @@
 //! What a service module hands the export table: [`Export`], one function
-//! under its Windows name, built with the [`export!`] macro. This sits below
+//! under its Windows name, built with the `export!` macro. This sits below
 //! the services so that they never depend on the table that collects them
 //! (`kernel/exports.rs`).
 
