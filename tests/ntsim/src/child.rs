@@ -9,7 +9,7 @@
 //! ```text
 //! #[test]
 //! fn overrun_faults() {
-//!     const NAME: &str = "pool::tests::overrun_faults";
+//!     const NAME: &str = "kernel::pool::tests::overrun_faults";
 //!     if child::is_child(NAME) {
 //!         // ... fault here
 //!     }

@@ -4,7 +4,7 @@
 //! no context), so a `Sim` holds a process-wide lock: tests in one binary
 //! that use the kernel run one after another, each on freshly reset state.
 
-use crate::{fault, io, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation};
+use crate::kernel::{fault, io, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation};
 use std::sync::{Mutex, MutexGuard};
 
 static MACHINE: Mutex<()> = Mutex::new(());
@@ -41,7 +41,7 @@ impl Sim {
         // A test that panicked while holding the machine poisons the lock;
         // the state is reset below, so the poison carries no meaning here.
         let guard = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-        crate::crash::install();
+        crate::kernel::crash::install();
         crate::sim::reset_all();
         pool::configure(options.special_pool);
         Sim {

@@ -12,7 +12,7 @@
 //! must be able to read it without undefined behaviour.
 #![allow(non_camel_case_types, non_snake_case, clippy::upper_case_acronyms)]
 
-use crate::types::GUID;
+use crate::kernel::types::GUID;
 use std::ffi::{c_char, c_void};
 use std::mem::{offset_of, size_of};
 
@@ -165,7 +165,7 @@ pub const EBPF_MAX_PROGRAM_DESCRIPTOR_NAME_LENGTH: usize = 256;
 pub const EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH: usize = 256;
 
 /// `HIGH_LEVEL`: the largest `required_irql` the core accepts.
-pub const HIGH_LEVEL: u8 = crate::types::HIGH_LEVEL;
+pub const HIGH_LEVEL: u8 = crate::kernel::types::HIGH_LEVEL;
 
 // ---------------------------------------------------------------------------
 // Function pointer types (all Windows x64 calling convention)

@@ -28,13 +28,15 @@ use super::program::{
 };
 use super::validate::{self, AttachRefusal, Finding, ProgramInfo};
 use super::Program;
-use crate::irql;
-use crate::nmr::{
+use crate::kernel::irql;
+use crate::kernel::nmr::{
     self, MIT_GUID, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE,
 };
-use crate::status::{self, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
-use crate::types::{GUID, HANDLE};
-use crate::violation;
+use crate::kernel::status::{
+    self, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS,
+};
+use crate::kernel::types::{GUID, HANDLE};
+use crate::kernel::violation;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -165,7 +167,7 @@ struct SimKernelInfo;
 
 impl KernelInfo for SimKernelInfo {
     fn current_pid_tgid(&self) -> u64 {
-        let (pid, tid) = crate::ps::current_ids();
+        let (pid, tid) = crate::kernel::ps::current_ids();
         ((pid as u64) << 32) | (tid as u64 & 0xFFFF_FFFF)
     }
 }
@@ -766,7 +768,7 @@ unsafe extern "win64" fn link_batch_begin(state_size: usize, state: *mut c_void)
     unsafe {
         std::ptr::write_bytes(state as *mut u8, 0, 64);
         *words = BATCH_MAGIC;
-        *words.add(4) = crate::ps::current_ids().1 as u64;
+        *words.add(4) = crate::kernel::ps::current_ids().1 as u64;
         *(state as *mut u8).add(BATCH_IRQL_OFFSET) = irql::current();
     }
     BATCHES_BEGUN.fetch_add(1, Ordering::Relaxed);
@@ -855,7 +857,7 @@ unsafe extern "win64" fn link_invoke(
 /// detach has completed, invocations it began earlier are in flight (that is
 /// what STATUS_PENDING is for).
 fn provider_may_still_invoke(binding: HANDLE) -> bool {
-    use crate::nmr::{BindingState, DetachState};
+    use crate::kernel::nmr::{BindingState, DetachState};
     nmr::bindings()
         .iter()
         .find(|b| b.handle == binding)
@@ -905,7 +907,7 @@ unsafe fn run(
             return EBPF_EXTENSION_FAILED_TO_LOAD;
         };
         let header = (context as *mut u8).wrapping_sub(EBPF_CONTEXT_HEADER_SIZE) as *mut u64;
-        if let Some((start, _len, tag)) = crate::pool::live_block(context as usize) {
+        if let Some((start, _len, tag)) = crate::kernel::pool::live_block(context as usize) {
             if (header as usize) < start {
                 violation::record(
                     "ebpf",
@@ -913,7 +915,7 @@ unsafe fn run(
                         "the program context at {context:p} is {} bytes into a pool block tagged {}: \
                          the extension did not reserve the 64-byte context header in front of it",
                         context as usize - start,
-                        crate::pool::tag_string(tag)
+                        crate::kernel::pool::tag_string(tag)
                     ),
                 );
                 return EBPF_INVALID_ARGUMENT;

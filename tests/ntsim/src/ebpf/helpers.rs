@@ -225,7 +225,7 @@ pub(crate) fn call(run: &mut Run, id: u32, a: [u64; 5]) -> Result<HelperOutcome,
         }
         19 => ret(kernel.current_pid_tgid()),
         // eBPF for Windows answers 0 when called at DISPATCH_LEVEL or above.
-        20 if crate::irql::current() >= crate::types::DISPATCH_LEVEL => ret(0),
+        20 if crate::kernel::irql::current() >= crate::kernel::types::DISPATCH_LEVEL => ret(0),
         20 => ret(kernel.current_logon_id()),
         21 => ret(kernel.is_current_admin() as i64 as u64),
         22 | 25 => {

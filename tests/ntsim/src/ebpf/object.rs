@@ -17,7 +17,7 @@
 use super::maps::{map_type, Map, MapDef};
 use super::program::Program;
 use super::vm::{self, Insn, OP_CALL, OP_LDDW, PSEUDO_CALL};
-use crate::types::GUID;
+use crate::kernel::types::GUID;
 use goblin::elf::{section_header as sh, sym, Elf};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use super::helpers;
 use super::maps::{EbpfResult, Map};
 use super::vm::{self, HelperOutcome, Insn, Machine};
 use super::ProgramError;
-use crate::types::{GUID, KIRQL};
+use crate::kernel::types::{GUID, KIRQL};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -320,7 +320,7 @@ impl Program {
         data_out_capacity: usize,
         context_out_capacity: usize,
     ) -> Result<TestRunOutput, TestRunError> {
-        crate::irql::at(hooks.required_irql, || {
+        crate::kernel::irql::at(hooks.required_irql, || {
             let mut ctx: *mut u8 = std::ptr::null_mut();
             // SAFETY: the extension's context_create reads the two input
             // buffers (valid for their lengths) and writes one pointer.

@@ -1,0 +1,913 @@
+//! Process scenarios: a small line format describing process creations and
+//! exits, its parser, and a [`Runner`] that raises the events in the
+//! simulated kernel ([`crate::kernel::ps`]).
+//!
+//! # The format
+//!
+//! One step per line; blank lines and lines starting with `#` are ignored.
+//! A line is a keyword, a name, and `key=value` fields separated by spaces.
+//!
+//! ```text
+//! # a shell starts a console, which is denied an editor
+//! account alice domain=CORP sid=S-1-5-21-10-20-30-1002
+//! create shell image=C:\Windows\explorer.exe cmd="explorer.exe" parent=4 user=alice
+//! create con image=C:\Windows\System32\cmd.exe cmd="cmd.exe /c \"dir\"" parent=shell at=5
+//! exit con code=0x1
+//! ```
+//!
+//! - `account NAME domain=DOMAIN sid=S-1-...`: adds an account to the
+//!   table `SecLookupAccountSid` resolves against (the defaults stay:
+//!   `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester` for
+//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any event.
+//! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [user=USER]
+//!   [at=SECONDS]`: creates a process, called NAME in later lines.
+//!   - `image` is the `ImageFileName`; a drive path (`C:\...`) gets the
+//!     `\??\` prefix Windows passes to notify routines.
+//!   - `cmd` is the `CommandLine`; without it the routines see NULL.
+//!   - `parent`: a process created earlier in the scenario (by name), which
+//!     is then also the creating process (its initial thread creates the
+//!     new one), or a process id (the creating thread is then a System
+//!     thread). Default: 4 (System).
+//!   - `user`: an account name (`tester`, `SYSTEM`, an `account` line's
+//!     NAME, optionally as `DOMAIN\NAME`), a SID (`S-1-5-...`), or `none`
+//!     for a token without a user. Default: `tester`.
+//! - `exit NAME [code=STATUS] [at=SECONDS]`: ends a process created
+//!   earlier; `code` is its exit status (decimal or `0x` hex, default 0).
+//!
+//! Every step happens at a point of the scenario's clock, which starts at
+//! [`SCENARIO_EPOCH`] (2024-01-01 00:00:00 UTC): `at=SECONDS` (decimal, may
+//! have a fraction) places a step that many seconds after the start;
+//! without it a step comes one second after the previous one. Creation and
+//! exit times are therefore the same on every run.
+//!
+//! Values are single words, or double-quoted text; inside quotes `\"` stands
+//! for a quote and `\\` for a backslash, any other backslash is kept as is
+//! (so `"C:\Users\x"` needs no doubling). Errors name the line:
+//! `line 3: exit: no process named "foo" was created`.
+
+use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER, SYSTEM_PID};
+use crate::kernel::status::{nt_success, NTSTATUS};
+use std::collections::HashMap;
+use std::fmt;
+
+/// FILETIME of 2024-01-01 00:00:00 UTC, where a scenario's clock starts.
+pub const SCENARIO_EPOCH: i64 = 133_485_408_000_000_000;
+
+/// FILETIME units per second.
+const TICKS_PER_SECOND: i64 = 10_000_000;
+
+/// The built-in scenario (what `ntsim demo` and `ntsim run --builtin`
+/// raise): a user's shell starts a console, the console starts an editor
+/// that the sample policy (`deny_notepad`) forbids, the shell starts a
+/// calculator, a service host runs as SYSTEM, then the calculator and the
+/// console exit.
+pub const BUILTIN: &str = r#"# ntsim's built-in scenario
+create explorer image=C:\Windows\explorer.exe cmd="C:\Windows\explorer.exe" parent=4
+create cmd image=C:\Windows\System32\cmd.exe cmd="cmd.exe /c \"echo hello\"" parent=explorer
+create notepad image=C:\Windows\System32\notepad.exe cmd="notepad.exe C:\Users\tester\notes.txt" parent=cmd
+create calc image=C:\Windows\System32\calc.exe cmd="calc.exe" parent=explorer
+create svchost image=C:\Windows\System32\svchost.exe cmd="svchost.exe -k netsvcs" parent=4 user=SYSTEM
+exit calc code=0
+exit cmd code=0x1 at=10.5
+"#;
+
+/// A parse error, with the 1-based line it is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The parent of a created process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parent {
+    /// A process created earlier in the scenario.
+    Named(String),
+    /// A process id (need not be live).
+    Pid(usize),
+}
+
+/// One `create` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Create {
+    pub line: usize,
+    pub name: String,
+    /// As passed to the routines (`\??\` added to drive paths).
+    pub image: String,
+    pub command_line: Option<String>,
+    pub parent: Parent,
+    /// Binary SID; None: a token without a user.
+    pub user_sid: Option<Vec<u8>>,
+    /// FILETIME.
+    pub time: i64,
+}
+
+/// One `exit` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub line: usize,
+    pub name: String,
+    pub code: NTSTATUS,
+    /// FILETIME.
+    pub time: i64,
+}
+
+/// A step of a scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Create(Create),
+    Exit(Exit),
+}
+
+/// A parsed scenario.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scenario {
+    /// Accounts to add to the default table.
+    pub accounts: Vec<Account>,
+    pub steps: Vec<Step>,
+}
+
+/// The built-in scenario, parsed.
+pub fn builtin() -> Scenario {
+    parse(BUILTIN).expect("the built-in scenario parses")
+}
+
+/// Splits a line into words; a word may contain double-quoted parts.
+fn words(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut word = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                break;
+            }
+            chars.next();
+            if c != '"' {
+                word.push(c);
+                continue;
+            }
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quote".into()),
+                    Some('"') => break,
+                    Some('\\') if matches!(chars.peek(), Some('"') | Some('\\')) => {
+                        word.push(chars.next().unwrap());
+                    }
+                    Some(c) => word.push(c),
+                }
+            }
+        }
+        out.push(word);
+    }
+}
+
+/// A SID in text form, or an account of `accounts` by name (optionally
+/// `DOMAIN\name`, case-insensitive), or `none`.
+fn resolve_user(value: &str, accounts: &[Account]) -> Result<Option<Vec<u8>>, String> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if value.starts_with("S-") {
+        return ps::parse_sid(value)
+            .map(Some)
+            .ok_or_else(|| format!("user={value}: not a valid SID"));
+    }
+    let found = accounts.iter().find(|a| {
+        value.eq_ignore_ascii_case(&a.name)
+            || value.eq_ignore_ascii_case(&format!("{}\\{}", a.domain, a.name))
+    });
+    match found {
+        Some(a) => Ok(Some(a.sid.clone())),
+        None => Err(format!(
+            "user={value}: no such account (known: {}; or give a SID or `none`)",
+            accounts
+                .iter()
+                .map(|a| format!("{}\\{}", a.domain, a.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// `0x` hex or decimal (negative allowed) as a 32-bit status.
+fn parse_status(value: &str) -> Result<NTSTATUS, String> {
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16).ok().map(|v| v as i32),
+        None => value
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (i32::MIN as i64..=u32::MAX as i64).contains(v))
+            .map(|v| v as u32 as i32),
+    };
+    parsed.ok_or_else(|| format!("code={value}: not a 32-bit number (decimal or 0x hex)"))
+}
+
+fn parse_at(value: &str) -> Result<i64, String> {
+    let seconds: f64 = value
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .ok_or_else(|| format!("at={value}: not a number of seconds (0 or more)"))?;
+    Ok(SCENARIO_EPOCH + (seconds * TICKS_PER_SECOND as f64).round() as i64)
+}
+
+/// Parses a scenario (the format is in the module documentation).
+pub fn parse(text: &str) -> Result<Scenario, ParseError> {
+    let mut scenario = Scenario::default();
+    let mut accounts = ps::default_accounts();
+    // Names created so far, and whether each is still running.
+    let mut names: HashMap<String, bool> = HashMap::new();
+    let mut clock = SCENARIO_EPOCH;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |message: String| ParseError { line, message };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let words = words(trimmed).map_err(err)?;
+        let keyword = words[0].as_str();
+        let Some(name) = words.get(1).filter(|n| !n.contains('=')) else {
+            return Err(err(format!("{keyword}: a name must follow the keyword")));
+        };
+        let mut fields: HashMap<&str, &str> = HashMap::new();
+        for w in &words[2..] {
+            let Some((k, v)) = w.split_once('=') else {
+                return Err(err(format!("{keyword}: `{w}` is not key=value")));
+            };
+            if fields.insert(k, v).is_some() {
+                return Err(err(format!("{keyword}: {k}= given twice")));
+            }
+        }
+        let allowed: &[&str] = match keyword {
+            "account" => &["domain", "sid"],
+            "create" => &["image", "cmd", "parent", "user", "at"],
+            "exit" => &["code", "at"],
+            other => {
+                return Err(err(format!(
+                    "unknown step `{other}` (expected create, exit or account)"
+                )))
+            }
+        };
+        if let Some(k) = fields.keys().find(|k| !allowed.contains(k)) {
+            return Err(err(format!(
+                "{keyword}: unknown field {k}= (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+        if keyword == "account" {
+            let sid_text = fields
+                .get("sid")
+                .ok_or_else(|| err("account: sid= is required".into()))?;
+            let sid = ps::parse_sid(sid_text)
+                .ok_or_else(|| err(format!("account: sid={sid_text}: not a valid SID")))?;
+            let domain = fields.get("domain").copied().unwrap_or("NTSIM").to_string();
+            let account = Account {
+                sid,
+                name: name.clone(),
+                domain,
+                use_: SID_NAME_USE_USER,
+            };
+            accounts.push(account.clone());
+            scenario.accounts.push(account);
+            continue;
+        }
+        clock = match fields.get("at") {
+            Some(v) => parse_at(v).map_err(err)?,
+            None => clock + TICKS_PER_SECOND,
+        };
+        if keyword == "create" {
+            if names.get(name.as_str()) == Some(&true) {
+                return Err(err(format!("create: a process named {name:?} is running")));
+            }
+            let image = fields
+                .get("image")
+                .ok_or_else(|| err("create: image= is required".into()))?;
+            let image = if image.as_bytes().get(1) == Some(&b':') {
+                format!("\\??\\{image}")
+            } else {
+                image.to_string()
+            };
+            let parent = match fields.get("parent") {
+                None => Parent::Pid(SYSTEM_PID),
+                Some(p) => match p.parse::<usize>() {
+                    Ok(pid) => Parent::Pid(pid),
+                    Err(_) if names.get(*p) == Some(&true) => Parent::Named(p.to_string()),
+                    Err(_) => {
+                        return Err(err(format!(
+                            "create: parent={p}: no running process of that name (or give a pid)"
+                        )))
+                    }
+                },
+            };
+            let user_sid = match fields.get("user") {
+                None => Some(ps::test_user_sid()),
+                Some(u) => resolve_user(u, &accounts).map_err(err)?,
+            };
+            names.insert(name.clone(), true);
+            scenario.steps.push(Step::Create(Create {
+                line,
+                name: name.clone(),
+                image,
+                command_line: fields.get("cmd").map(|c| c.to_string()),
+                parent,
+                user_sid,
+                time: clock,
+            }));
+        } else {
+            match names.get(name.as_str()) {
+                Some(true) => {}
+                Some(false) => return Err(err(format!("exit: {name:?} already exited"))),
+                None => return Err(err(format!("exit: no process named {name:?} was created"))),
+            }
+            let code = match fields.get("code") {
+                Some(c) => parse_status(c).map_err(err)?,
+                None => 0,
+            };
+            names.insert(name.clone(), false);
+            scenario.steps.push(Step::Exit(Exit {
+                line,
+                name: name.clone(),
+                code,
+                time: clock,
+            }));
+        }
+    }
+    Ok(scenario)
+}
+
+/// `DOMAIN\name` of `sid` in `accounts`, else the SID's text.
+pub fn account_name(accounts: &[Account], sid: Option<&[u8]>) -> String {
+    let Some(sid) = sid else {
+        return "<no user>".into();
+    };
+    accounts
+        .iter()
+        .find(|a| a.sid == sid)
+        .map(|a| format!("{}\\{}", a.domain, a.name))
+        .or_else(|| ps::sid_to_string(sid))
+        .unwrap_or_else(|| "<invalid SID>".into())
+}
+
+/// What raising one step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created {
+        name: String,
+        pid: usize,
+        parent_pid: usize,
+        /// `CreationStatus` after every routine ran.
+        status: NTSTATUS,
+        spec: ProcessSpec,
+        /// `DOMAIN\name` of the user, as the account table resolves it
+        /// (the SID's text when it has no entry, `<no user>` without one).
+        account: String,
+    },
+    Exited {
+        name: String,
+        pid: usize,
+        code: NTSTATUS,
+        time: i64,
+    },
+    /// An exit of a process that is not running (its creation was denied).
+    NotRunning { name: String, line: usize },
+}
+
+impl Outcome {
+    /// Whether the programs let the step happen (exits always do).
+    pub fn permitted(&self) -> bool {
+        match self {
+            Outcome::Created { status, .. } => nt_success(*status),
+            _ => true,
+        }
+    }
+}
+
+/// Raises a scenario's steps in the simulated kernel. Needs a live
+/// [`crate::Sim`]; call [`Runner::new`] after it (it installs the
+/// scenario's accounts).
+#[derive(Debug)]
+pub struct Runner {
+    /// Scenario name -> (pid, its initial thread) of running processes.
+    running: HashMap<String, (usize, usize)>,
+    accounts: Vec<Account>,
+}
+
+impl Runner {
+    /// Installs `scenario`'s accounts beside the default ones.
+    pub fn new(scenario: &Scenario) -> Runner {
+        let mut accounts = ps::default_accounts();
+        if !scenario.accounts.is_empty() {
+            accounts.extend(scenario.accounts.iter().cloned());
+            ps::set_accounts(accounts.clone());
+        }
+        Runner {
+            running: HashMap::new(),
+            accounts,
+        }
+    }
+
+    /// Raises one step. A created process gets its initial thread
+    /// (`ps::create_thread`), which creates the processes it is the
+    /// parent of.
+    pub fn step(&mut self, step: &Step) -> Outcome {
+        match step {
+            Step::Create(c) => {
+                let (parent_pid, creating_thread) = match &c.parent {
+                    Parent::Pid(pid) => (*pid, None),
+                    Parent::Named(n) => match self.running.get(n) {
+                        Some(&(pid, tid)) => (pid, Some((pid, tid))),
+                        // The parent's creation was denied: it has no pid;
+                        // the new process has no parent (0), as Windows
+                        // reports an unknown parent.
+                        None => (0, None),
+                    },
+                };
+                let spec = ProcessSpec {
+                    image_file_name: c.image.clone(),
+                    command_line: c.command_line.clone(),
+                    parent: Some(parent_pid),
+                    creating_thread,
+                    user_sid: c.user_sid.clone(),
+                    creation_time: Some(c.time),
+                    ..Default::default()
+                };
+                let created = ps::create_process(&spec);
+                if nt_success(created.creation_status) {
+                    let tid = ps::create_thread(created.pid);
+                    self.running.insert(c.name.clone(), (created.pid, tid));
+                }
+                Outcome::Created {
+                    name: c.name.clone(),
+                    pid: created.pid,
+                    parent_pid,
+                    status: created.creation_status,
+                    account: account_name(&self.accounts, spec.user_sid.as_deref()),
+                    spec,
+                }
+            }
+            Step::Exit(e) => match self.running.remove(&e.name) {
+                Some((pid, _)) => {
+                    let exited = ps::exit_process(pid, e.code, Some(e.time));
+                    debug_assert!(exited, "a running scenario process is live");
+                    Outcome::Exited {
+                        name: e.name.clone(),
+                        pid,
+                        code: e.code,
+                        time: e.time,
+                    }
+                }
+                None => Outcome::NotRunning {
+                    name: e.name.clone(),
+                    line: e.line,
+                },
+            },
+        }
+    }
+}
+
+/// The host's process activity as events (Linux, `/proc`): what `ntsim run
+/// --live SECONDS` raises.
+///
+/// [`Host::mirror`] creates every running host process in the simulated
+/// process table (call it before programs attach, so no routine sees
+/// them); [`Host::poll`] then creates the processes that started since
+/// and exits those that ended. A host process is known by its pid and
+/// start time (so a reused pid is a new process); the simulated kernel
+/// gives it a pid of its own and an initial thread, and its parent is the
+/// simulated process of its host parent. Its image is the target of
+/// `/proc/PID/exe` (`[comm]` when unreadable), its command line
+/// `/proc/PID/cmdline` (arguments joined by spaces; NULL when empty), its
+/// creation time the host's, its user `S-1-22-1-UID` (the "Unix User" SIDs
+/// Samba maps uids to), named after `/etc/passwd`.
+///
+/// Limits: a process that starts and ends between two polls is not seen;
+/// Linux tells only a parent how a process ended, so exits carry code 0.
+#[cfg(target_os = "linux")]
+pub mod live {
+    use super::{account_name, Outcome};
+    use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER};
+    use crate::kernel::status::nt_success;
+    use std::collections::{HashMap, HashSet};
+
+    /// A host process as `/proc` shows it.
+    #[derive(Clone, Debug)]
+    struct Seen {
+        pid: u32,
+        /// Clock ticks after boot.
+        start: u64,
+        ppid: u32,
+        uid: u32,
+        comm: String,
+        exe: Option<String>,
+        cmdline: Option<String>,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Mirrored {
+        pid: usize,
+        tid: usize,
+        label: String,
+    }
+
+    /// Host processes mirrored into the simulated kernel.
+    #[derive(Debug)]
+    pub struct Host {
+        known: HashMap<(u32, u64), Mirrored>,
+        /// Processes whose creation a program denied (not raised again).
+        denied: HashSet<(u32, u64)>,
+        uids: HashSet<u32>,
+        accounts: Vec<Account>,
+        passwd: HashMap<u32, String>,
+        boot_filetime: i64,
+        ticks_per_second: u64,
+    }
+
+    fn read(pid: u32) -> Option<Seen> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let comm = stat.get(open + 1..close)?.to_string();
+        let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+        // Field 4 is the ppid and field 22 the start time (1-based, as in
+        // proc(5)); `fields` starts at field 3.
+        let ppid = fields.get(1)?.parse().ok()?;
+        let start = fields.get(19)?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.display().to_string());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|c| !c.is_empty());
+        Some(Seen {
+            pid,
+            start,
+            ppid,
+            uid,
+            comm,
+            exe,
+            cmdline,
+        })
+    }
+
+    /// Every process in `/proc`, oldest first (parents before children).
+    fn scan() -> Result<Vec<Seen>, String> {
+        let dir = std::fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))?;
+        let mut seen: Vec<Seen> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(read)
+            .collect();
+        seen.sort_by_key(|s| (s.start, s.pid));
+        Ok(seen)
+    }
+
+    fn boot_filetime() -> Result<i64, String> {
+        let stat = std::fs::read_to_string("/proc/stat")
+            .map_err(|e| format!("cannot read /proc/stat: {e}"))?;
+        let btime: i64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("/proc/stat has no btime line")?;
+        Ok(crate::kernel::time::UNIX_EPOCH_AS_FILETIME + btime * 10_000_000)
+    }
+
+    fn passwd() -> HashMap<u32, String> {
+        let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let uid = f.nth(1)?.parse().ok()?;
+                Some((uid, name.to_string()))
+            })
+            .collect()
+    }
+
+    /// The "Unix User" SID of a uid (S-1-22-1-UID).
+    pub fn uid_sid(uid: u32) -> Vec<u8> {
+        ps::parse_sid(&format!("S-1-22-1-{uid}")).expect("a valid SID")
+    }
+
+    impl Host {
+        /// Creates every running host process in the simulated kernel.
+        /// Call it before attaching programs (no routine is registered
+        /// yet, so nothing reports these creations).
+        pub fn mirror() -> Result<Host, String> {
+            // SAFETY: sysconf reads a configuration value; no pointers.
+            let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+            let mut host = Host {
+                known: HashMap::new(),
+                denied: HashSet::new(),
+                uids: HashSet::new(),
+                accounts: ps::default_accounts(),
+                passwd: passwd(),
+                boot_filetime: boot_filetime()?,
+                ticks_per_second: if tick > 0 { tick as u64 } else { 100 },
+            };
+            for seen in scan()? {
+                host.create(&seen);
+            }
+            Ok(host)
+        }
+
+        /// How many host processes are mirrored.
+        pub fn len(&self) -> usize {
+            self.known.len()
+        }
+
+        /// Whether no host process is mirrored.
+        pub fn is_empty(&self) -> bool {
+            self.known.is_empty()
+        }
+
+        fn user(&mut self, uid: u32) -> Vec<u8> {
+            let sid = uid_sid(uid);
+            if self.uids.insert(uid) {
+                let name = self
+                    .passwd
+                    .get(&uid)
+                    .cloned()
+                    .unwrap_or_else(|| format!("uid{uid}"));
+                self.accounts.push(Account {
+                    sid: sid.clone(),
+                    name,
+                    domain: "Unix User".into(),
+                    use_: SID_NAME_USE_USER,
+                });
+                ps::set_accounts(self.accounts.clone());
+            }
+            sid
+        }
+
+        fn create(&mut self, seen: &Seen) -> Outcome {
+            let parent = self
+                .known
+                .iter()
+                .find(|((pid, _), _)| *pid == seen.ppid)
+                .map(|(_, m)| (m.pid, m.tid));
+            let spec = ProcessSpec {
+                image_file_name: seen
+                    .exe
+                    .clone()
+                    .unwrap_or_else(|| format!("[{}]", seen.comm)),
+                command_line: seen.cmdline.clone(),
+                parent: Some(parent.map_or(0, |p| p.0)),
+                creating_thread: parent,
+                user_sid: Some(self.user(seen.uid)),
+                creation_time: Some(
+                    self.boot_filetime + (seen.start * 10_000_000 / self.ticks_per_second) as i64,
+                ),
+                ..Default::default()
+            };
+            let created = ps::create_process(&spec);
+            let label = format!("{}/{}", seen.comm, seen.pid);
+            let key = (seen.pid, seen.start);
+            if nt_success(created.creation_status) {
+                let tid = ps::create_thread(created.pid);
+                self.known.insert(
+                    key,
+                    Mirrored {
+                        pid: created.pid,
+                        tid,
+                        label: label.clone(),
+                    },
+                );
+            } else {
+                self.denied.insert(key);
+            }
+            Outcome::Created {
+                name: label,
+                pid: created.pid,
+                parent_pid: spec.parent.unwrap_or(0),
+                status: created.creation_status,
+                account: account_name(&self.accounts, spec.user_sid.as_deref()),
+                spec,
+            }
+        }
+
+        /// Raises what changed on the host since the last call: creations
+        /// (oldest first), then exits.
+        pub fn poll(&mut self) -> Vec<Outcome> {
+            let Ok(now) = scan() else {
+                return Vec::new();
+            };
+            let mut outcomes = Vec::new();
+            let current: HashSet<(u32, u64)> = now.iter().map(|s| (s.pid, s.start)).collect();
+            for seen in &now {
+                let key = (seen.pid, seen.start);
+                if !self.known.contains_key(&key) && !self.denied.contains(&key) {
+                    outcomes.push(self.create(seen));
+                }
+            }
+            let mut gone: Vec<(u32, u64)> = self
+                .known
+                .keys()
+                .filter(|k| !current.contains(k))
+                .copied()
+                .collect();
+            gone.sort();
+            for key in gone {
+                let m = self.known.remove(&key).expect("a known process");
+                let time = ps::filetime_now();
+                if ps::exit_process(m.pid, 0, Some(time)) {
+                    outcomes.push(Outcome::Exited {
+                        name: m.label,
+                        pid: m.pid,
+                        code: 0,
+                        time,
+                    });
+                }
+            }
+            self.denied.retain(|k| current.contains(k));
+            outcomes
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_parses_with_quotes_escapes_and_prefixes() {
+        let s = builtin();
+        assert_eq!(s.steps.len(), 7);
+        let Step::Create(cmd) = &s.steps[1] else {
+            panic!("step 2 creates cmd")
+        };
+        assert_eq!(cmd.image, "\\??\\C:\\Windows\\System32\\cmd.exe");
+        assert_eq!(
+            cmd.command_line.as_deref(),
+            Some("cmd.exe /c \"echo hello\"")
+        );
+        assert_eq!(cmd.parent, Parent::Named("explorer".into()));
+        assert_eq!(cmd.user_sid, Some(ps::test_user_sid()));
+        assert_eq!(cmd.time, SCENARIO_EPOCH + 2 * TICKS_PER_SECOND);
+        let Step::Create(notepad) = &s.steps[2] else {
+            panic!("step 3 creates notepad")
+        };
+        assert_eq!(
+            notepad.command_line.as_deref(),
+            Some("notepad.exe C:\\Users\\tester\\notes.txt"),
+            "backslashes other than \\\" and \\\\ are kept"
+        );
+        let Step::Create(svc) = &s.steps[4] else {
+            panic!("step 5 creates svchost")
+        };
+        assert_eq!(svc.user_sid, Some(ps::SYSTEM_SID.to_vec()));
+        let Step::Exit(exit) = &s.steps[6] else {
+            panic!("step 7 is an exit")
+        };
+        assert_eq!((exit.code, exit.time), (1, SCENARIO_EPOCH + 105_000_000));
+    }
+
+    #[test]
+    fn accounts_users_and_codes() {
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002\n\
+             create a image=\\Device\\x.exe user=CORP\\alice\n\
+             create b image=x.exe user=none parent=a\n\
+             create c image=y.exe user=S-1-5-18 parent=1234\n\
+             exit a code=-1073741819\n\
+             exit b code=0xC0000005\n",
+        )
+        .unwrap();
+        assert_eq!(s.accounts.len(), 1);
+        let sid = ps::parse_sid("S-1-5-21-10-20-30-1002").unwrap();
+        let Step::Create(a) = &s.steps[0] else {
+            panic!()
+        };
+        assert_eq!(a.image, "\\Device\\x.exe", "no prefix on a non-drive path");
+        assert_eq!(a.user_sid, Some(sid));
+        let Step::Create(b) = &s.steps[1] else {
+            panic!()
+        };
+        assert_eq!(b.user_sid, None);
+        let Step::Create(c) = &s.steps[2] else {
+            panic!()
+        };
+        assert_eq!(c.parent, Parent::Pid(1234));
+        let codes: Vec<_> = s.steps[3..]
+            .iter()
+            .map(|s| match s {
+                Step::Exit(e) => e.code as u32,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(codes, [0xC000_0005, 0xC000_0005]);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_problem() {
+        let cases = [
+            ("create a\n", 1, "image= is required"),
+            ("\n# c\nfork a image=x\n", 3, "unknown step `fork`"),
+            ("create a image=x\nexit b\n", 2, "no process named \"b\""),
+            ("create a image=x\nexit a\nexit a\n", 3, "already exited"),
+            ("create a image=x parent=zz\n", 1, "parent=zz"),
+            (
+                "create a image=x user=bob\n",
+                1,
+                "user=bob: no such account",
+            ),
+            ("create a image=x user=S-1-x\n", 1, "not a valid SID"),
+            ("create a image=x color=red\n", 1, "unknown field color="),
+            ("create a image=x cmd=\"open\n", 1, "unterminated quote"),
+            ("create a image=x\nexit a code=0xZZ\n", 2, "code=0xZZ"),
+            ("create a image=x at=-3\n", 1, "at=-3"),
+            ("create image=x\n", 1, "a name must follow"),
+            ("create a image=x image=y\n", 1, "image= given twice"),
+            ("create a image=x\ncreate a image=y\n", 2, "is running"),
+        ];
+        for (text, line, needle) in cases {
+            let e = parse(text).expect_err(text);
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+            assert!(e.to_string().starts_with(&format!("line {line}: ")));
+        }
+    }
+
+    #[test]
+    fn runner_raises_events_in_the_kernel() {
+        let _sim = crate::Sim::new();
+        let s = parse(
+            "create p image=C:\\p.exe\n\
+             create c image=C:\\c.exe parent=p cmd=\"c -x\"\n\
+             exit c code=7\n\
+             exit p\n",
+        )
+        .unwrap();
+        let mut runner = Runner::new(&s);
+        let mut outcomes: Vec<_> = s.steps[..2].iter().map(|st| runner.step(st)).collect();
+        let Outcome::Created { pid: p, .. } = outcomes[0] else {
+            panic!()
+        };
+        let Outcome::Created {
+            pid: c,
+            parent_pid,
+            ref spec,
+            status,
+            ..
+        } = outcomes[1]
+        else {
+            panic!()
+        };
+        assert_eq!((parent_pid, status), (p, 0));
+        let creator = spec
+            .creating_thread
+            .expect("created by the parent's thread");
+        assert_eq!(creator.0, p);
+        assert_eq!(
+            ps::thread_process(creator.1),
+            Some(p),
+            "the parent's initial thread"
+        );
+        let child = ps::process(c).expect("the child is running");
+        assert_eq!(child.command_line.as_deref(), Some("c -x"));
+        assert_eq!(child.creation_time, SCENARIO_EPOCH + 2 * TICKS_PER_SECOND);
+        outcomes.extend(s.steps[2..].iter().map(|st| runner.step(st)));
+        assert_eq!(
+            outcomes[2],
+            Outcome::Exited {
+                name: "c".into(),
+                pid: c,
+                code: 7,
+                time: SCENARIO_EPOCH + 3 * TICKS_PER_SECOND
+            }
+        );
+        assert!(ps::process(p).is_none() && ps::process(c).is_none());
+    }
+}

@@ -1,0 +1,890 @@
+//! Processes, threads, images, access tokens and SIDs (ntoskrnl.exe's Ps,
+//! Ob, Se and SID routines, and KSECDD.SYS's `SecLookupAccountSid`).
+//!
+//! # Objects
+//! EPROCESS, ETHREAD and token objects are opaque to drivers. Each is a heap
+//! block whose address is the `PEPROCESS` / `PETHREAD` / `PACCESS_TOKEN`
+//! value; the block starts with a magic word. Every pointer a driver passes
+//! back is looked up in the table of live objects before anything is read
+//! through it, so a bad pointer, a pointer of the wrong kind, a freed object
+//! or an object whose header the driver overwrote is a [`violation`].
+//! Objects whose last reference goes away are kept (marked dead) until the
+//! next reset, so a late use is reported as a use after free and the
+//! address is never reused within one test.
+//!
+//! References are counted in two parts: the kernel's own (a live process
+//! holds its EPROCESS and token, a live thread its ETHREAD) and the
+//! driver's (taken with `ObReferenceObject`, `PsLookupProcessByProcessId`,
+//! `PsReferencePrimaryToken`). Dropping more driver references than were
+//! taken is a violation; driver references still held at the end are
+//! reported by [`outstanding`].
+//!
+//! # Current process and thread
+//! Per host thread. A host thread that has no simulated thread gets one
+//! lazily in the System process (pid 4). While the kernel calls notify
+//! routines it sets the current process/thread as Windows does (the
+//! creating thread for a process creation, the exiting process for its
+//! exit, ...).
+//!
+//! # Raising events
+//! [`create_process`], [`exit_process`], [`create_thread`], [`exit_thread`],
+//! [`load_image`] call the registered notify routines on the calling thread
+//! at PASSIVE_LEVEL (see [`notify`] for the registration rules).
+
+#![allow(non_camel_case_types, clippy::upper_case_acronyms)]
+
+mod events;
+mod notify;
+mod sid;
+#[cfg(test)]
+mod tests;
+
+pub use events::{
+    create_process, create_thread, exit_process, exit_thread, load_image, CreatedProcess,
+    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, PS_CREATE_NOTIFY_INFO,
+};
+pub use notify::{
+    notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,
+    LoadImageNotifyRoutine, NotifyCounts, PsRemoveCreateThreadNotifyRoutine,
+    PsRemoveLoadImageNotifyRoutine, PsSetCreateProcessNotifyRoutineEx,
+    PsSetCreateThreadNotifyRoutine, PsSetCreateThreadNotifyRoutineEx, PsSetLoadImageNotifyRoutine,
+    PsSetLoadImageNotifyRoutineEx, PS_CREATE_THREAD_NOTIFY_NON_SYSTEM,
+    PS_CREATE_THREAD_NOTIFY_SUBSYSTEMS, PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE,
+};
+pub use sid::{
+    account_lookups, default_accounts, parse_sid, set_accounts, sid_to_string, test_user_sid,
+    Account, RtlCopySid, RtlEqualSid, RtlLengthSid, RtlValidSid, SeQueryInformationToken,
+    SecLookupAccountSid, SECURITY_MAX_SID_SIZE, SID_MAX_SUB_AUTHORITIES, SID_NAME_USE_USER,
+    SID_NAME_USE_WELL_KNOWN_GROUP, SYSTEM_SID, TOKEN_USER_CLASS,
+};
+
+use crate::kernel::export::export;
+use crate::kernel::export::Export;
+use crate::kernel::irql;
+use crate::kernel::status::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
+use crate::kernel::types::{APC_LEVEL, DISPATCH_LEVEL, HANDLE, PASSIVE_LEVEL};
+use crate::kernel::violation;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+/// `PEPROCESS`, `PETHREAD`, `PACCESS_TOKEN`: opaque object pointers.
+pub type PEPROCESS = *mut c_void;
+pub type PETHREAD = *mut c_void;
+pub type PACCESS_TOKEN = *mut c_void;
+
+// Statuses this service returns that `crate::kernel::status` does not define
+// (values from ntstatus.h).
+pub const STATUS_INVALID_INFO_CLASS: NTSTATUS = 0xC000_0003u32 as i32;
+pub const STATUS_INVALID_CID: NTSTATUS = 0xC000_000Bu32 as i32;
+pub const STATUS_NONE_MAPPED: NTSTATUS = 0xC000_0073u32 as i32;
+pub const STATUS_INVALID_SID: NTSTATUS = 0xC000_0078u32 as i32;
+pub const STATUS_PROCEDURE_NOT_FOUND: NTSTATUS = 0xC000_007Au32 as i32;
+pub const STATUS_NO_TOKEN: NTSTATUS = 0xC000_007Cu32 as i32;
+
+/// Process id of the System process.
+pub const SYSTEM_PID: usize = 4;
+/// Process id of the Idle process.
+pub const IDLE_PID: usize = 0;
+/// First id handed out to processes and threads (ids share one space and
+/// are multiples of 4, as on Windows).
+const FIRST_CID: usize = 0x100;
+
+/// What kind of object a pointer designates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Process,
+    Thread,
+    Token,
+}
+
+impl ObjectKind {
+    fn magic(self) -> u64 {
+        u64::from_le_bytes(match self {
+            ObjectKind::Process => *b"NtsmProc",
+            ObjectKind::Thread => *b"NtsmThrd",
+            ObjectKind::Token => *b"NtsmTokn",
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Process => "EPROCESS",
+            ObjectKind::Thread => "ETHREAD",
+            ObjectKind::Token => "access token",
+        }
+    }
+}
+
+const DEAD_MAGIC: u64 = u64::from_le_bytes(*b"NtsmDEAD");
+
+/// The memory an object pointer points at. Drivers must treat it as opaque.
+#[repr(C)]
+struct ObjectBody {
+    magic: u64,
+    /// Never read by the kernel; gives the block an object-like size.
+    _opaque: [u64; 15],
+}
+
+/// Per-process data.
+#[derive(Clone, Debug)]
+struct ProcData {
+    pid: usize,
+    parent: usize,
+    image_file_name: String,
+    command_line: Option<String>,
+    creation_time: i64,
+    exit_time: i64,
+    exit_status: NTSTATUS,
+    token: usize,
+    threads: Vec<usize>,
+    /// In the process table (not yet exited or denied).
+    live: bool,
+}
+
+#[derive(Clone, Debug)]
+enum ObjData {
+    Process(ProcData),
+    Thread {
+        tid: usize,
+        pid: usize,
+    },
+    Token {
+        pid: usize,
+        user_sid: Option<Vec<u8>>,
+    },
+}
+
+#[derive(Debug)]
+struct Obj {
+    kind: ObjectKind,
+    kernel_refs: u32,
+    driver_refs: u32,
+    data: ObjData,
+}
+
+impl Obj {
+    fn describe(&self) -> String {
+        match &self.data {
+            ObjData::Process(p) => format!("EPROCESS of pid {} ({})", p.pid, p.image_file_name),
+            ObjData::Thread { tid, pid } => format!("ETHREAD of tid {tid} (pid {pid})"),
+            ObjData::Token { pid, .. } => format!("primary token of pid {pid}"),
+        }
+    }
+}
+
+struct State {
+    generation: u64,
+    next_cid: usize,
+    /// Live objects by address.
+    objects: HashMap<usize, Obj>,
+    /// Objects whose last reference went away, by address: description.
+    dead: HashMap<usize, String>,
+    /// pid -> EPROCESS address.
+    processes: BTreeMap<usize, usize>,
+    /// tid -> ETHREAD address.
+    threads: BTreeMap<usize, usize>,
+    accounts: Vec<Account>,
+    account_lookups: u64,
+}
+
+// SAFETY: the state holds addresses (usize) of heap blocks it owns, no
+// borrowed pointers; all access goes through the STATE mutex.
+unsafe impl Send for State {}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::fresh(1)));
+/// Mirrors `State::generation` so thread-local current ids can be checked
+/// for staleness without the lock.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn state() -> MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// FILETIME (100 ns units since 1601-01-01 UTC) of the host clock.
+pub fn filetime_now() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64 + 11_644_473_600) * 10_000_000 + (d.subsec_nanos() / 100) as i64
+}
+
+impl State {
+    fn fresh(generation: u64) -> State {
+        let mut s = State {
+            generation,
+            next_cid: FIRST_CID,
+            objects: HashMap::new(),
+            dead: HashMap::new(),
+            processes: BTreeMap::new(),
+            threads: BTreeMap::new(),
+            accounts: sid::default_accounts(),
+            account_lookups: 0,
+        };
+        let boot = filetime_now();
+        let system_sid = Some(SYSTEM_SID.to_vec());
+        s.insert_process(IDLE_PID, 0, "Idle", None, boot, system_sid.clone());
+        s.insert_process(SYSTEM_PID, 0, "System", None, boot, system_sid);
+        s
+    }
+
+    fn alloc_cid(&mut self) -> usize {
+        let id = self.next_cid;
+        self.next_cid += 4;
+        id
+    }
+
+    fn new_object(&mut self, kind: ObjectKind, data: ObjData) -> usize {
+        let body = Box::new(ObjectBody {
+            magic: kind.magic(),
+            _opaque: [0; 15],
+        });
+        let addr = Box::into_raw(body) as usize;
+        self.objects.insert(
+            addr,
+            Obj {
+                kind,
+                kernel_refs: 1,
+                driver_refs: 0,
+                data,
+            },
+        );
+        addr
+    }
+
+    /// Adds a process (with its primary token) to the process table.
+    fn insert_process(
+        &mut self,
+        pid: usize,
+        parent: usize,
+        image: &str,
+        command_line: Option<String>,
+        creation_time: i64,
+        user_sid: Option<Vec<u8>>,
+    ) -> usize {
+        let token = self.new_object(ObjectKind::Token, ObjData::Token { pid, user_sid });
+        let addr = self.new_object(
+            ObjectKind::Process,
+            ObjData::Process(ProcData {
+                pid,
+                parent,
+                image_file_name: image.to_string(),
+                command_line,
+                creation_time,
+                exit_time: 0,
+                exit_status: STATUS_PENDING,
+                token,
+                threads: Vec::new(),
+                live: true,
+            }),
+        );
+        self.processes.insert(pid, addr);
+        addr
+    }
+
+    fn proc_data(&self, addr: usize) -> &ProcData {
+        match &self.objects[&addr].data {
+            ObjData::Process(p) => p,
+            _ => unreachable!("not a process object"),
+        }
+    }
+
+    fn proc_data_mut(&mut self, addr: usize) -> &mut ProcData {
+        match &mut self.objects.get_mut(&addr).expect("live object").data {
+            ObjData::Process(p) => p,
+            _ => unreachable!("not a process object"),
+        }
+    }
+
+    fn process_by_pid(&self, pid: usize) -> Option<usize> {
+        self.processes.get(&pid).copied()
+    }
+
+    /// Creates a thread in a live process (no notification).
+    fn insert_thread(&mut self, pid: usize, tid: usize) -> usize {
+        let paddr = self.process_by_pid(pid).expect("live process");
+        let addr = self.new_object(ObjectKind::Thread, ObjData::Thread { tid, pid });
+        self.threads.insert(tid, addr);
+        self.proc_data_mut(paddr).threads.push(tid);
+        addr
+    }
+
+    /// A thread of `pid` to run code "in" that process: its most recent
+    /// thread, or a new one (no notification) if it has none.
+    fn some_thread_of(&mut self, pid: usize) -> usize {
+        let paddr = self.process_by_pid(pid).expect("live process");
+        if let Some(&tid) = self.proc_data(paddr).threads.last() {
+            return tid;
+        }
+        let tid = self.alloc_cid();
+        self.insert_thread(pid, tid);
+        tid
+    }
+
+    fn remove_thread(&mut self, tid: usize) {
+        if let Some(addr) = self.threads.remove(&tid) {
+            let pid = match self.objects[&addr].data {
+                ObjData::Thread { pid, .. } => pid,
+                _ => unreachable!(),
+            };
+            if let Some(paddr) = self.process_by_pid(pid) {
+                self.proc_data_mut(paddr).threads.retain(|t| *t != tid);
+            }
+            self.drop_kernel_ref(addr);
+        }
+    }
+
+    /// Takes a process out of the table with its threads; its EPROCESS and
+    /// token live on while the driver holds references.
+    fn remove_process(&mut self, pid: usize) {
+        let Some(addr) = self.processes.remove(&pid) else {
+            return;
+        };
+        let threads = self.proc_data(addr).threads.clone();
+        for tid in threads {
+            self.remove_thread(tid);
+        }
+        let p = self.proc_data_mut(addr);
+        p.live = false;
+        let token = p.token;
+        self.drop_kernel_ref(token);
+        self.drop_kernel_ref(addr);
+    }
+
+    fn drop_kernel_ref(&mut self, addr: usize) {
+        let obj = self.objects.get_mut(&addr).expect("live object");
+        obj.kernel_refs -= 1;
+        self.bury_if_unreferenced(addr);
+    }
+
+    fn bury_if_unreferenced(&mut self, addr: usize) {
+        let obj = &self.objects[&addr];
+        if obj.kernel_refs == 0 && obj.driver_refs == 0 {
+            let obj = self.objects.remove(&addr).expect("live object");
+            // SAFETY: `addr` is a live ObjectBody this state allocated with
+            // Box::into_raw and has not freed (it moves to `dead` now and is
+            // freed only by `free_all`).
+            unsafe { (*(addr as *mut ObjectBody)).magic = DEAD_MAGIC };
+            self.dead.insert(addr, obj.describe());
+        }
+    }
+
+    /// Validates an object pointer a driver passed; records a violation
+    /// and returns None if it is not a live object of the expected kind.
+    fn check_object(
+        &self,
+        api: &str,
+        ptr: *const c_void,
+        kind: Option<ObjectKind>,
+    ) -> Option<usize> {
+        let addr = ptr as usize;
+        let Some(obj) = self.objects.get(&addr) else {
+            let msg = match self.dead.get(&addr) {
+                Some(what) => {
+                    format!("{api}: {addr:#x} is a freed object ({what}): use after free")
+                }
+                None if addr == 0 => format!("{api}: NULL object pointer"),
+                None => format!("{api}: {addr:#x} is not a process, thread or token object"),
+            };
+            violation::record("ps", msg);
+            return None;
+        };
+        // SAFETY: `addr` is a live ObjectBody owned by this state.
+        let magic = unsafe { (*(addr as *const ObjectBody)).magic };
+        if magic != obj.kind.magic() {
+            violation::record(
+                "ps",
+                format!(
+                    "{api}: the header of {} at {addr:#x} was overwritten (objects are opaque)",
+                    obj.describe()
+                ),
+            );
+            return None;
+        }
+        if let Some(k) = kind {
+            if obj.kind != k {
+                violation::record(
+                    "ps",
+                    format!(
+                        "{api}: {addr:#x} is {}, not {} {}",
+                        obj.describe(),
+                        if k == ObjectKind::Token { "an" } else { "a" },
+                        k.name()
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(addr)
+    }
+
+    fn add_driver_ref(&mut self, addr: usize) -> isize {
+        let obj = self.objects.get_mut(&addr).expect("live object");
+        obj.driver_refs += 1;
+        (obj.kernel_refs + obj.driver_refs) as isize
+    }
+
+    fn drop_driver_ref(&mut self, api: &str, addr: usize) -> isize {
+        let obj = self.objects.get_mut(&addr).expect("live object");
+        if obj.driver_refs == 0 {
+            let what = obj.describe();
+            let total = obj.kernel_refs as isize;
+            violation::record(
+                "ps",
+                format!("{api}: {what} dereferenced more times than the driver referenced it"),
+            );
+            return total;
+        }
+        obj.driver_refs -= 1;
+        let total = (obj.kernel_refs + obj.driver_refs) as isize;
+        self.bury_if_unreferenced(addr);
+        total
+    }
+
+    /// Frees every object block (live or dead).
+    fn free_all(&mut self) {
+        for addr in self.objects.keys().chain(self.dead.keys()) {
+            // SAFETY: each address is an ObjectBody this state allocated with
+            // Box::into_raw and has not freed; the maps are cleared below so
+            // none is freed twice.
+            drop(unsafe { Box::from_raw(*addr as *mut ObjectBody) });
+        }
+        self.objects.clear();
+        self.dead.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Current process / thread (per host thread)
+
+#[derive(Clone, Copy)]
+struct Current {
+    generation: u64,
+    pid: usize,
+    tid: usize,
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+}
+
+/// The calling host thread's current (pid, tid). A host thread without a
+/// simulated thread gets a new thread of the System process.
+pub fn current_ids() -> (usize, usize) {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let cur = CURRENT.with(|c| c.get());
+    let mut s = state();
+    if let Some(c) = cur {
+        if c.generation == generation && s.threads.contains_key(&c.tid) {
+            return (c.pid, c.tid);
+        }
+    }
+    let tid = s.alloc_cid();
+    s.insert_thread(SYSTEM_PID, tid);
+    let generation = s.generation;
+    drop(s);
+    CURRENT.with(|c| {
+        c.set(Some(Current {
+            generation,
+            pid: SYSTEM_PID,
+            tid,
+        }))
+    });
+    (SYSTEM_PID, tid)
+}
+
+/// Makes (pid, tid) the calling host thread's current process/thread until
+/// the guard is dropped.
+pub(crate) struct ContextGuard {
+    previous: Option<Current>,
+}
+
+pub(crate) fn enter_context(pid: usize, tid: usize) -> ContextGuard {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let previous = CURRENT.with(|c| {
+        c.replace(Some(Current {
+            generation,
+            pid,
+            tid,
+        }))
+    });
+    ContextGuard { previous }
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.previous));
+    }
+}
+
+fn current_process_addr() -> usize {
+    let (pid, _) = current_ids();
+    state().process_by_pid(pid).unwrap_or(0)
+}
+
+fn current_thread_addr() -> usize {
+    let (_, tid) = current_ids();
+    state().threads.get(&tid).copied().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Rust-side API for tests and tools
+
+/// What [`process`] reports about a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSnapshot {
+    pub pid: usize,
+    pub parent_pid: usize,
+    pub image_file_name: String,
+    pub command_line: Option<String>,
+    /// FILETIME.
+    pub creation_time: i64,
+    /// FILETIME; 0 while running.
+    pub exit_time: i64,
+    /// None while running.
+    pub exit_status: Option<NTSTATUS>,
+    pub user_sid: Option<Vec<u8>>,
+    pub threads: Vec<usize>,
+    /// The EPROCESS pointer value.
+    pub eprocess: usize,
+    /// The primary token pointer value.
+    pub token: usize,
+    /// References the driver holds on the EPROCESS.
+    pub driver_references: u32,
+}
+
+/// A live process (in the process table), if any.
+pub fn process(pid: usize) -> Option<ProcessSnapshot> {
+    let s = state();
+    let addr = s.process_by_pid(pid)?;
+    let p = s.proc_data(addr);
+    let user_sid = match &s.objects[&p.token].data {
+        ObjData::Token { user_sid, .. } => user_sid.clone(),
+        _ => None,
+    };
+    Some(ProcessSnapshot {
+        pid: p.pid,
+        parent_pid: p.parent,
+        image_file_name: p.image_file_name.clone(),
+        command_line: p.command_line.clone(),
+        creation_time: p.creation_time,
+        exit_time: p.exit_time,
+        exit_status: (p.exit_status != STATUS_PENDING).then_some(p.exit_status),
+        user_sid,
+        threads: p.threads.clone(),
+        eprocess: addr,
+        token: p.token,
+        driver_references: s.objects[&addr].driver_refs,
+    })
+}
+
+/// Pids of the live processes, ascending.
+pub fn pids() -> Vec<usize> {
+    state().processes.keys().copied().collect()
+}
+
+/// The process a live thread belongs to.
+pub fn thread_process(tid: usize) -> Option<usize> {
+    let s = state();
+    let addr = s.threads.get(&tid)?;
+    match s.objects[addr].data {
+        ObjData::Thread { pid, .. } => Some(pid),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Exports: object references
+
+fn reference(api: &str, object: *mut c_void) -> isize {
+    irql::require_at_most(api, DISPATCH_LEVEL);
+    let mut s = state();
+    match s.check_object(api, object, None) {
+        Some(addr) => s.add_driver_ref(addr),
+        None => 0,
+    }
+}
+
+fn dereference(api: &str, object: *mut c_void, kind: Option<ObjectKind>) -> isize {
+    let mut s = state();
+    match s.check_object(api, object, kind) {
+        Some(addr) => s.drop_driver_ref(api, addr),
+        None => 0,
+    }
+}
+
+/// `ObfReferenceObject` (what the WDK's `ObReferenceObject` macro calls):
+/// returns the new reference count.
+///
+/// # Safety
+/// `object` is only compared against the object table, never dereferenced
+/// unless it is a live object.
+pub unsafe extern "win64" fn ObfReferenceObject(object: *mut c_void) -> isize {
+    reference("ObfReferenceObject", object)
+}
+
+/// `ObReferenceObject` (exported under this name too).
+///
+/// # Safety
+/// As [`ObfReferenceObject`].
+pub unsafe extern "win64" fn ObReferenceObject(object: *mut c_void) -> isize {
+    reference("ObReferenceObject", object)
+}
+
+/// `ObfDereferenceObject`: drops a reference the driver took.
+///
+/// # Safety
+/// As [`ObfReferenceObject`].
+pub unsafe extern "win64" fn ObfDereferenceObject(object: *mut c_void) -> isize {
+    irql::require_at_most("ObfDereferenceObject", DISPATCH_LEVEL);
+    dereference("ObfDereferenceObject", object, None)
+}
+
+/// `ObDereferenceObject` (exported under this name too).
+///
+/// # Safety
+/// As [`ObfReferenceObject`].
+pub unsafe extern "win64" fn ObDereferenceObject(object: *mut c_void) -> isize {
+    irql::require_at_most("ObDereferenceObject", DISPATCH_LEVEL);
+    dereference("ObDereferenceObject", object, None)
+}
+
+/// `PsLookupProcessByProcessId`: a referenced EPROCESS, or
+/// STATUS_INVALID_CID for an id that names no live process.
+///
+/// # Safety
+/// `process` must be writable.
+pub unsafe extern "win64" fn PsLookupProcessByProcessId(
+    process_id: HANDLE,
+    process: *mut PEPROCESS,
+) -> NTSTATUS {
+    irql::require_at_most("PsLookupProcessByProcessId", APC_LEVEL);
+    if process.is_null() {
+        violation::record("ps", "PsLookupProcessByProcessId: NULL Process pointer");
+        return STATUS_INVALID_PARAMETER;
+    }
+    let mut s = state();
+    match s.process_by_pid(process_id) {
+        Some(addr) if process_id != IDLE_PID => {
+            s.add_driver_ref(addr);
+            // SAFETY: the caller passes a writable PEPROCESS slot (checked
+            // non-null above).
+            unsafe { *process = addr as PEPROCESS };
+            STATUS_SUCCESS
+        }
+        _ => STATUS_INVALID_CID,
+    }
+}
+
+/// `PsGetProcessId`.
+///
+/// # Safety
+/// `process` is validated against the object table.
+pub unsafe extern "win64" fn PsGetProcessId(process: PEPROCESS) -> HANDLE {
+    let s = state();
+    match s.check_object("PsGetProcessId", process, Some(ObjectKind::Process)) {
+        Some(addr) => s.proc_data(addr).pid,
+        None => 0,
+    }
+}
+
+/// `PsGetProcessCreateTimeQuadPart` (FILETIME).
+///
+/// # Safety
+/// `process` is validated against the object table.
+pub unsafe extern "win64" fn PsGetProcessCreateTimeQuadPart(process: PEPROCESS) -> i64 {
+    let s = state();
+    match s.check_object(
+        "PsGetProcessCreateTimeQuadPart",
+        process,
+        Some(ObjectKind::Process),
+    ) {
+        Some(addr) => s.proc_data(addr).creation_time,
+        None => 0,
+    }
+}
+
+/// `PsGetProcessExitStatus`: STATUS_PENDING while the process runs.
+///
+/// # Safety
+/// `process` is validated against the object table.
+pub unsafe extern "win64" fn PsGetProcessExitStatus(process: PEPROCESS) -> NTSTATUS {
+    let s = state();
+    match s.check_object("PsGetProcessExitStatus", process, Some(ObjectKind::Process)) {
+        Some(addr) => s.proc_data(addr).exit_status,
+        None => STATUS_PENDING,
+    }
+}
+
+/// `PsGetProcessExitTime`: the exit time of the *current* process (0 while
+/// it has not begun exiting). LARGE_INTEGER returned by value (in RAX).
+pub extern "win64" fn PsGetProcessExitTime() -> i64 {
+    irql::require_at_most("PsGetProcessExitTime", DISPATCH_LEVEL);
+    let addr = current_process_addr();
+    let s = state();
+    if addr == 0 {
+        return 0;
+    }
+    s.proc_data(addr).exit_time
+}
+
+/// `PsGetCurrentProcessId`.
+pub extern "win64" fn PsGetCurrentProcessId() -> HANDLE {
+    current_ids().0
+}
+
+/// `PsGetCurrentThreadId`.
+pub extern "win64" fn PsGetCurrentThreadId() -> HANDLE {
+    current_ids().1
+}
+
+/// `PsGetCurrentProcess` (not referenced).
+pub extern "win64" fn PsGetCurrentProcess() -> PEPROCESS {
+    current_process_addr() as PEPROCESS
+}
+
+/// `IoGetCurrentProcess` (what wdm.h's `PsGetCurrentProcess` macro calls).
+pub extern "win64" fn IoGetCurrentProcess() -> PEPROCESS {
+    current_process_addr() as PEPROCESS
+}
+
+/// `PsGetCurrentThread` (not referenced).
+pub extern "win64" fn PsGetCurrentThread() -> PETHREAD {
+    current_thread_addr() as PETHREAD
+}
+
+/// `PsGetThreadId`.
+///
+/// # Safety
+/// `thread` is validated against the object table.
+pub unsafe extern "win64" fn PsGetThreadId(thread: PETHREAD) -> HANDLE {
+    let s = state();
+    match s.check_object("PsGetThreadId", thread, Some(ObjectKind::Thread)) {
+        Some(addr) => match s.objects[&addr].data {
+            ObjData::Thread { tid, .. } => tid,
+            _ => 0,
+        },
+        None => 0,
+    }
+}
+
+/// `PsGetThreadProcessId`.
+///
+/// # Safety
+/// `thread` is validated against the object table.
+pub unsafe extern "win64" fn PsGetThreadProcessId(thread: PETHREAD) -> HANDLE {
+    let s = state();
+    match s.check_object("PsGetThreadProcessId", thread, Some(ObjectKind::Thread)) {
+        Some(addr) => match s.objects[&addr].data {
+            ObjData::Thread { pid, .. } => pid,
+            _ => 0,
+        },
+        None => 0,
+    }
+}
+
+/// `PsReferencePrimaryToken`: the process's primary token, referenced.
+///
+/// # Safety
+/// `process` is validated against the object table.
+pub unsafe extern "win64" fn PsReferencePrimaryToken(process: PEPROCESS) -> PACCESS_TOKEN {
+    irql::require_at_most("PsReferencePrimaryToken", PASSIVE_LEVEL);
+    let mut s = state();
+    let Some(addr) = s.check_object(
+        "PsReferencePrimaryToken",
+        process,
+        Some(ObjectKind::Process),
+    ) else {
+        return std::ptr::null_mut();
+    };
+    let token = s.proc_data(addr).token;
+    s.add_driver_ref(token);
+    token as PACCESS_TOKEN
+}
+
+/// `PsDereferencePrimaryToken`.
+///
+/// # Safety
+/// `token` is validated against the object table.
+pub unsafe extern "win64" fn PsDereferencePrimaryToken(token: PACCESS_TOKEN) {
+    irql::require_at_most("PsDereferencePrimaryToken", APC_LEVEL);
+    dereference("PsDereferencePrimaryToken", token, Some(ObjectKind::Token));
+}
+
+/// The user SID of a live token (for `SeQueryInformationToken`).
+/// `Err(())` after a violation was recorded for a bad token pointer.
+fn token_user_sid(api: &str, token: PACCESS_TOKEN) -> Result<Option<Vec<u8>>, ()> {
+    let s = state();
+    let addr = s
+        .check_object(api, token, Some(ObjectKind::Token))
+        .ok_or(())?;
+    match &s.objects[&addr].data {
+        ObjData::Token { user_sid, .. } => Ok(user_sid.clone()),
+        _ => Err(()),
+    }
+}
+
+pub(crate) fn exports() -> Vec<Export> {
+    let mut v = vec![
+        export!("ntoskrnl.exe", ObfReferenceObject),
+        export!("ntoskrnl.exe", ObReferenceObject),
+        export!("ntoskrnl.exe", ObfDereferenceObject),
+        export!("ntoskrnl.exe", ObDereferenceObject),
+        export!("ntoskrnl.exe", PsLookupProcessByProcessId),
+        export!("ntoskrnl.exe", PsGetProcessId),
+        export!("ntoskrnl.exe", PsGetProcessCreateTimeQuadPart),
+        export!("ntoskrnl.exe", PsGetProcessExitStatus),
+        export!("ntoskrnl.exe", PsGetProcessExitTime),
+        export!("ntoskrnl.exe", PsGetCurrentProcessId),
+        export!("ntoskrnl.exe", PsGetCurrentThreadId),
+        export!("ntoskrnl.exe", PsGetCurrentProcess),
+        export!("ntoskrnl.exe", IoGetCurrentProcess),
+        export!("ntoskrnl.exe", PsGetCurrentThread),
+        export!("ntoskrnl.exe", PsGetThreadId),
+        export!("ntoskrnl.exe", PsGetThreadProcessId),
+        export!("ntoskrnl.exe", PsReferencePrimaryToken),
+        export!("ntoskrnl.exe", PsDereferencePrimaryToken),
+    ];
+    v.extend(notify::exports());
+    v.extend(sid::exports());
+    v
+}
+
+/// Forgets all state (a new [`crate::Sim`]): only System and Idle remain,
+/// no notify routine is registered, the account table is the default one.
+pub(crate) fn reset() {
+    notify::reset();
+    let mut s = state();
+    s.free_all();
+    let generation = s.generation + 1;
+    *s = State::fresh(generation);
+    GENERATION.store(generation, Ordering::Release);
+}
+
+/// What a driver left behind, one line each: notify routines still
+/// registered, references to processes, threads and tokens not released.
+pub(crate) fn outstanding() -> Vec<String> {
+    let mut out = notify::outstanding();
+    let s = state();
+    let mut refs: Vec<_> = s
+        .objects
+        .values()
+        .filter(|o| o.driver_refs > 0)
+        .map(|o| {
+            let how = match o.kind {
+                ObjectKind::Token => "PsReferencePrimaryToken without PsDereferencePrimaryToken",
+                _ => "ObReferenceObject/PsLookup* without ObDereferenceObject",
+            };
+            format!(
+                "ps: {} reference(s) to the {} ({how})",
+                o.driver_refs,
+                o.describe()
+            )
+        })
+        .collect();
+    refs.sort();
+    out.extend(refs);
+    out
+}
