@@ -26,7 +26,7 @@ use ntsim::ps::{self, ProcessSpec};
 use ntsim::Sim;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    ntsim::build::workspace_root()
 }
 
 /// Compiles the application with `compiler` (a program name from the
