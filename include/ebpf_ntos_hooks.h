@@ -5,7 +5,13 @@
  * Include this header in eBPF programs (clang -target bpf) that attach to the
  * driver's hooks, and in applications that load them. It is source-compatible
  * with the header of Microsoft's ntosebpfext 0.7.0: the same type, field,
- * enumerator and helper names, with the same values.
+ * enumerator and helper names, with the same values, and the same split:
+ * the GUID objects applications need are in
+ * ebpf_ntos_program_attach_type_guids.h, not here.
+ *
+ * It may be included before or after eBPF for Windows' headers
+ * (bpf_helpers.h in programs, ebpf_structs.h / ebpf_api.h / libbpf headers in
+ * applications).
  */
 #ifndef EBPF_NTOS_HOOKS_H
 #define EBPF_NTOS_HOOKS_H
@@ -16,33 +22,17 @@
  * Identity of the process hook.
  *
  *   program type  EBPF_PROGRAM_TYPE_PROCESS  22ea7b37-1043-4d0d-b60d-cafa1c7b638e
- *                 BPF_PROG_TYPE_PROCESS = 6, ELF section "process"
+ *                 ELF section "process"
  *   attach type   EBPF_ATTACH_TYPE_PROCESS   66e20687-9805-4458-a0db-38e220d31685
- *                 BPF_ATTACH_TYPE_PROCESS = 11
+ *
+ * The GUID objects are in ebpf_ntos_program_attach_type_guids.h. The numeric
+ * types BPF_PROG_TYPE_PROCESS (6) and BPF_ATTACH_TYPE_PROCESS (11) are
+ * enumerators of eBPF for Windows' ebpf_structs.h (0.21 and later): this header
+ * does not declare them, so that it can sit beside that header in any order.
  */
-#define EBPF_PROGRAM_TYPE_PROCESS_GUID                                                 \
-    {                                                                                  \
-        0x22ea7b37, 0x1043, 0x4d0d, { 0xb6, 0x0d, 0xca, 0xfa, 0x1c, 0x7b, 0x63, 0x8e } \
-    }
-#define EBPF_ATTACH_TYPE_PROCESS_GUID                                                  \
-    {                                                                                  \
-        0x66e20687, 0x9805, 0x4458, { 0xa0, 0xdb, 0x38, 0xe2, 0x20, 0xd3, 0x16, 0x85 } \
-    }
-#define BPF_PROG_TYPE_PROCESS 6
-#define BPF_ATTACH_TYPE_PROCESS 11
 
-#if defined(_WIN32) && !defined(__BPF__) && !defined(__bpf__)
-/* For applications: the GUIDs as objects, one definition per image. */
-#include <guiddef.h>
-#ifdef __cplusplus
-extern "C" {
-#endif
-__declspec(selectany) GUID EBPF_PROGRAM_TYPE_PROCESS = EBPF_PROGRAM_TYPE_PROCESS_GUID;
-__declspec(selectany) GUID EBPF_ATTACH_TYPE_PROCESS = EBPF_ATTACH_TYPE_PROCESS_GUID;
-#ifdef __cplusplus
-}
-#endif
-#endif
+/* Bytes of the largest SID (SECURITY_MAX_SID_SIZE): the size of token_sid. */
+#define TOKEN_SID_MAX_SIZE 68
 
 /* What happened to the process. */
 typedef enum _process_operation
@@ -72,7 +62,7 @@ typedef struct _process_md
     uint32_t process_exit_code;      /* NTSTATUS exit code; DELETE only. */
     process_operation_t operation : 8;
     uint32_t token_sid_size;         /* CREATE only: bytes of token_sid in use (0: none). */
-    uint8_t token_sid[68];           /* CREATE only: user SID of the primary token. */
+    uint8_t token_sid[TOKEN_SID_MAX_SIZE]; /* CREATE only: user SID of the primary token. */
 } process_md_t;
 
 /*
@@ -95,8 +85,15 @@ typedef enum
     BPF_FUNC_process_get_account_domain = PROCESS_EXT_HELPER_FN_BASE + 3, /* 0x10002 */
 } ebpf_process_helper_id_t;
 
+/*
+ * EBPF_HELPER declares a helper's function-pointer type. eBPF for Windows'
+ * bpf_helpers.h defines it unconditionally; when this header comes first it
+ * defines its own for the three declarations below and removes it again, so
+ * that bpf_helpers.h can still define it afterwards.
+ */
 #ifndef EBPF_HELPER
 #define EBPF_HELPER(return_type, name, args) typedef return_type(*name##_t) args
+#define EBPF_NTOS_HOOKS_OWN_EBPF_HELPER
 #endif
 
 /*
@@ -115,6 +112,11 @@ EBPF_HELPER(int, bpf_process_get_account_name, (process_md_t * context, uint8_t*
 
 /* The domain of token_sid; same rules as bpf_process_get_account_name. */
 EBPF_HELPER(int, bpf_process_get_account_domain, (process_md_t * context, uint8_t* buffer, uint32_t length));
+
+#ifdef EBPF_NTOS_HOOKS_OWN_EBPF_HELPER
+#undef EBPF_HELPER
+#undef EBPF_NTOS_HOOKS_OWN_EBPF_HELPER
+#endif
 
 #ifndef __doxygen
 #define bpf_process_get_image_path ((bpf_process_get_image_path_t)BPF_FUNC_process_get_image_path)
