@@ -3,21 +3,26 @@
 //! table. Pure functions over the raw structures, unit-tested on the host.
 
 use super::abi::*;
-use crate::nt::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED};
+use crate::nt::Error;
 use core::ffi::c_void;
 
 /// The client's functions, copied out of its dispatch table.
 #[derive(Clone, Copy)]
 pub struct ClientDispatch {
+    /// `function[0]`: invoke one program.
     pub invoke: ebpf_program_invoke_function_t,
+    /// `function[1..4]`, when the table has all three.
     pub batch: Option<BatchFunctions>,
 }
 
 /// Batch begin / invoke / end of one client.
 #[derive(Clone, Copy)]
 pub struct BatchFunctions {
+    /// `ebpf_program_batch_begin_invoke_function_t`.
     pub begin: ebpf_program_batch_begin_invoke_function_t,
+    /// `ebpf_program_batch_invoke_function_t`.
     pub invoke: ebpf_program_batch_invoke_function_t,
+    /// `ebpf_program_batch_end_invoke_function_t`.
     pub end: ebpf_program_batch_end_invoke_function_t,
 }
 
@@ -50,12 +55,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub fn status(self) -> NTSTATUS {
+    /// The status NMR reports for the refused attach.
+    pub fn status(self) -> Error {
         match self {
             ClientError::UnsupportedClientDataVersion | ClientError::UnsupportedDispatchVersion => {
-                STATUS_NOT_SUPPORTED
+                Error::NOT_SUPPORTED
             }
-            _ => STATUS_INVALID_PARAMETER,
+            _ => Error::INVALID_PARAMETER,
         }
     }
 }
@@ -269,7 +275,11 @@ mod tests {
         assert!(check(&d, &partial_batch).unwrap().batch.is_none());
         assert_eq!(
             ClientError::MissingInvoke.status(),
-            STATUS_INVALID_PARAMETER
+            Error::INVALID_PARAMETER
+        );
+        assert_eq!(
+            ClientError::UnsupportedDispatchVersion.status(),
+            Error::NOT_SUPPORTED
         );
     }
 }

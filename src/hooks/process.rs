@@ -9,7 +9,8 @@
 //!
 //! The layout of the context, the test-run data format, and the string-copy
 //! rule of the helpers are target-independent and unit-tested on the host;
-//! everything that talks to the kernel is in [`kernel`] (Windows only).
+//! the process notify routine, the helpers and the test-run contexts are in
+//! [`notify`] (Windows only).
 
 use crate::nt::GUID;
 use core::mem::{offset_of, size_of};
@@ -65,9 +66,6 @@ pub struct process_md_t {
     pub token_sid: [u8; TOKEN_SID_CAPACITY],
 }
 
-#[allow(non_camel_case_types)]
-pub type process_md = process_md_t;
-
 impl process_md_t {
     pub const fn zeroed() -> process_md_t {
         process_md_t {
@@ -102,20 +100,6 @@ const _: () = {
     assert!(offset_of!(process_md_t, token_sid_size) == 72);
     assert!(offset_of!(process_md_t, token_sid) == 76);
 };
-
-/// errno values the helpers return (negated).
-pub const EINVAL: i64 = 22;
-pub const ENOENT: i64 = 2;
-
-/// The helpers' copy rule: the whole string or nothing. Returns the bytes
-/// copied, or `-EINVAL` (nothing written) when `dst` is too small.
-pub fn copy_whole(src: &[u8], dst: &mut [u8]) -> i64 {
-    if dst.len() < src.len() {
-        return -EINVAL;
-    }
-    dst[..src.len()].copy_from_slice(src);
-    src.len() as i64
-}
 
 /// Longest account name or domain the driver resolves, in UTF-16 units
 /// (Windows names are at most 256 characters).
@@ -224,7 +208,7 @@ pub fn write_test_data(s: &TestStrings<'_>, out: &mut [u8]) {
 }
 
 #[cfg(windows)]
-pub mod kernel;
+pub mod notify;
 
 #[cfg(test)]
 mod tests {
@@ -232,22 +216,6 @@ mod tests {
 
     fn utf16(s: &str) -> Vec<u8> {
         s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
-    }
-
-    #[test]
-    fn copy_is_whole_or_nothing() {
-        let src = utf16("C:\\Windows\\notepad.exe");
-        let mut exact = vec![0xAAu8; src.len()];
-        assert_eq!(copy_whole(&src, &mut exact), src.len() as i64);
-        assert_eq!(exact, src);
-        let mut short = vec![0xAAu8; src.len() - 1];
-        assert_eq!(copy_whole(&src, &mut short), -EINVAL);
-        assert!(
-            short.iter().all(|&b| b == 0xAA),
-            "nothing written on a short buffer"
-        );
-        let mut empty: [u8; 0] = [];
-        assert_eq!(copy_whole(&[], &mut empty), 0);
     }
 
     #[test]
