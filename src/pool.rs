@@ -74,13 +74,12 @@ impl<T> PoolBox<T> {
     /// Moves the value out and frees the memory.
     pub fn into_inner(b: PoolBox<T>) -> T {
         let p = PoolBox::into_raw(b);
-        // SAFETY: p holds an initialized T that we own; it is read once and
-        // the memory is freed without dropping it again.
-        unsafe {
-            let value = p.read();
-            free::<T>(p);
-            value
-        }
+        // SAFETY: p holds an initialized T that we own; it is read once.
+        let value = unsafe { p.read() };
+        // SAFETY: the value was moved out above; the memory is freed without
+        // dropping it again.
+        unsafe { free::<T>(p) };
+        value
     }
 }
 
@@ -111,11 +110,10 @@ impl<T> DerefMut for PoolBox<T> {
 
 impl<T> Drop for PoolBox<T> {
     fn drop(&mut self) {
-        // SAFETY: we own an initialized T: drop it, then free its memory.
-        unsafe {
-            core::ptr::drop_in_place(self.ptr.as_ptr());
-            free::<T>(self.ptr.as_ptr());
-        }
+        // SAFETY: we own an initialized T (invariant): drop it once.
+        unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
+        // SAFETY: its value was dropped just above; freed once.
+        unsafe { free::<T>(self.ptr.as_ptr()) };
     }
 }
 

@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// A rundown-style counter of in-flight invocations of one client, with a
 /// detach that never waits.
 ///
+/// # Invariants
 /// The state word holds `2 * in_flight | detaching`. Once detaching is set,
 /// no new reference can be taken; the reference whose release brings the
 /// count to zero afterwards is told so, exactly once, and is the one that
@@ -34,6 +35,7 @@ pub enum Detach {
 }
 
 impl InvokeRef {
+    /// No reference taken, not detaching.
     pub const fn new() -> InvokeRef {
         InvokeRef {
             state: AtomicUsize::new(0),

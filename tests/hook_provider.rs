@@ -149,11 +149,10 @@ impl HostClient {
 
     fn deregister(&self) {
         let handle = self.handle.swap(0, Ordering::AcqRel);
-        // SAFETY: our registration, deregistered once and waited for.
-        unsafe {
-            if nmr::NmrDeregisterClient(handle) == STATUS_PENDING {
-                nmr::NmrWaitForClientDeregisterComplete(handle);
-            }
+        // SAFETY: our registration, deregistered once.
+        if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
+            // SAFETY: the same handle, whose deregistration is pending.
+            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
         }
     }
 }

@@ -3,7 +3,21 @@
 //! struct is `repr(C)` with its x64 size and field offsets asserted at
 //! compile time; headers are built by `const fn`s that fill version, size
 //! (bytes up to the end of the last field) and total_size (`sizeof`).
-#![allow(non_camel_case_types)]
+//!
+//! # Why ntsim has its own copy of these types
+//!
+//! ntsim (the simulated Windows kernel and eBPF core the tests run the
+//! driver image in) declares the same structures independently, from the
+//! upstream headers, and neither crate depends on the other. That is on
+//! purpose: ntsim is the judge of this driver, and a judge that read the
+//! driver's own declarations would accept any layout mistake the driver
+//! makes (a wrong offset here would be "right" there too). Two copies
+//! written from the source of truth can only agree by both being right; the
+//! test that compares them pairwise belongs outside both crates.
+//!
+//! Items mirror C declarations under their C names; the C name each one
+//! carries is its documentation (hence `missing_docs` is allowed here).
+#![allow(non_camel_case_types, missing_docs)]
 
 use crate::nt::GUID;
 use core::ffi::{c_char, c_void};

@@ -17,7 +17,7 @@
 //! until it releases them, after the batch has ended.
 
 use crate::sync::InvokeRef;
-use core::cell::UnsafeCell;
+use core::cell::Cell;
 use core::ptr;
 
 /// Entries one [`Snapshot`] holds at most; an event with more clients takes
@@ -35,13 +35,14 @@ pub const SNAPSHOT_CAPACITY: usize = 16;
 pub struct Entry<T> {
     value: T,
     refs: InvokeRef,
-    prev: UnsafeCell<*const Entry<T>>,
-    next: UnsafeCell<*const Entry<T>>,
-    list: UnsafeCell<*const ClientList<T>>,
+    prev: Cell<*const Entry<T>>,
+    next: Cell<*const Entry<T>>,
+    list: Cell<*const ClientList<T>>,
 }
 
-// SAFETY: the link fields are only touched by ClientList methods, which
-// require the list's lock (shared for reads, exclusive for writes); `refs`
+// SAFETY: the link cells are only touched by ClientList methods, which
+// require the list's lock (shared for reads, exclusive for writes): no
+// cell is written while another thread accesses it; `refs`
 // is atomic; `value` is shared as `&T` across threads (T: Sync) and dropped
 // on whichever thread cleans the binding up (T: Send).
 unsafe impl<T: Send + Sync> Sync for Entry<T> {}
@@ -55,9 +56,9 @@ impl<T> Entry<T> {
         Entry {
             value,
             refs: InvokeRef::new(),
-            prev: UnsafeCell::new(ptr::null()),
-            next: UnsafeCell::new(ptr::null()),
-            list: UnsafeCell::new(ptr::null()),
+            prev: Cell::new(ptr::null()),
+            next: Cell::new(ptr::null()),
+            list: Cell::new(ptr::null()),
         }
     }
 
@@ -109,8 +110,8 @@ impl<T> ClientList<T> {
 
     /// Whether `entry` is linked in this list.
     fn holds(&self, entry: &Entry<T>) -> bool {
-        // SAFETY: `list` is read under the list's lock (`&self`).
-        ptr::eq(unsafe { *entry.list.get() }, self)
+        // `list` is read under the list's lock (`&self`).
+        ptr::eq(entry.list.get(), self)
     }
 
     /// Appends `entry`: from now on [`acquire_after`](Self::acquire_after)
@@ -124,24 +125,19 @@ impl<T> ClientList<T> {
     /// list, and is unlinked before it is moved or dropped; this list is not
     /// moved while entries are linked in it.
     pub unsafe fn push(&mut self, entry: &Entry<T>) {
-        // SAFETY: the exclusive lock is held (`&mut self`).
-        assert!(unsafe { *entry.list.get() }.is_null(), "entry linked twice");
+        assert!(entry.list.get().is_null(), "entry linked twice");
         let p: *const Entry<T> = entry;
         // INVARIANT: the entry joins at the tail, with consistent links;
-        // the caller keeps it live while linked.
-        // SAFETY: the exclusive lock is held; `entry` is not linked, so no
-        // other list reads its links.
-        unsafe {
-            *entry.prev.get() = self.tail;
-            *entry.next.get() = ptr::null();
-            *entry.list.get() = self;
-        }
+        // the caller keeps it live while linked. The exclusive lock is held.
+        entry.prev.set(self.tail);
+        entry.next.set(ptr::null());
+        entry.list.set(self);
         if self.tail.is_null() {
             self.head = p;
         } else {
             // SAFETY: the tail is a live entry of this list (invariant);
             // its links change under the exclusive lock held here.
-            unsafe { *(*self.tail).next.get() = p };
+            unsafe { &*self.tail }.next.set(p);
         }
         self.tail = p;
     }
@@ -152,28 +148,25 @@ impl<T> ClientList<T> {
         if !self.holds(entry) {
             return false;
         }
-        // SAFETY: the exclusive lock is held; `entry` is linked here, so
-        // its links are this list's.
-        let (prev, next) = unsafe { (*entry.prev.get(), *entry.next.get()) };
+        // The exclusive lock is held; `entry` is linked here.
+        let (prev, next) = (entry.prev.get(), entry.next.get());
         // INVARIANT: the neighbours are joined; head and tail follow.
         if prev.is_null() {
             self.head = next;
         } else {
             // SAFETY: `prev` is a live entry of this list (invariant).
-            unsafe { *(*prev).next.get() = next };
+            unsafe { &*prev }.next.set(next);
         }
         if next.is_null() {
             self.tail = prev;
         } else {
             // SAFETY: `next` is a live entry of this list (invariant).
-            unsafe { *(*next).prev.get() = prev };
+            unsafe { &*next }.prev.set(prev);
         }
-        // SAFETY: the exclusive lock is held; the entry leaves the list.
-        unsafe {
-            *entry.prev.get() = ptr::null();
-            *entry.next.get() = ptr::null();
-            *entry.list.get() = ptr::null();
-        }
+        // INVARIANT: the entry leaves the list (exclusive lock held).
+        entry.prev.set(ptr::null());
+        entry.next.set(ptr::null());
+        entry.list.set(ptr::null());
         true
     }
 
@@ -192,10 +185,8 @@ impl<T> ClientList<T> {
         };
         let mut cursor = match after {
             None => self.head,
-            Some(entry) if self.holds(entry) => {
-                // SAFETY: the shared lock is held and `entry` is linked here.
-                unsafe { *entry.next.get() }
-            }
+            // The shared lock is held and `entry` is linked here.
+            Some(entry) if self.holds(entry) => entry.next.get(),
             Some(_) => return snapshot,
         };
         while !cursor.is_null() && snapshot.len < SNAPSHOT_CAPACITY {
@@ -207,8 +198,7 @@ impl<T> ClientList<T> {
                 snapshot.entries[snapshot.len] = cursor;
                 snapshot.len += 1;
             }
-            // SAFETY: as above, under the lock.
-            cursor = unsafe { *entry.next.get() };
+            cursor = entry.next.get();
         }
         snapshot
     }

@@ -52,9 +52,13 @@ impl<C, P> ProgramContext<C, P> {
     /// borrowed elsewhere for `'a`.
     #[inline]
     pub unsafe fn from_context<'a>(context: *mut C) -> &'a Self {
-        // SAFETY: `context` is at a fixed offset inside its ProgramContext
-        // (caller's contract).
-        unsafe { &*context.byte_sub(offset_of!(Self, context)).cast::<Self>() }
+        let whole = context
+            .cast::<u8>()
+            .wrapping_sub(offset_of!(Self, context))
+            .cast::<Self>();
+        // SAFETY: `context` is at a fixed offset inside its live
+        // ProgramContext (caller's contract), so `whole` points to it.
+        unsafe { &*whole }
     }
 
     /// Hands a pool-allocated context to the core (`context_create`).

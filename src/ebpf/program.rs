@@ -304,9 +304,10 @@ mod tests {
         // SAFETY: as above.
         let addrs = unsafe { &*data.program_type_specific_helper_function_addresses };
         assert_eq!(addrs.helper_function_count, 2);
-        // SAFETY: two addresses, each a helper of this test.
-        let second =
-            unsafe { core::mem::transmute::<u64, HelperFn>(*addrs.helper_function_address.add(1)) };
+        // SAFETY: the array holds two addresses.
+        let raw = unsafe { core::slice::from_raw_parts(addrs.helper_function_address, 2) };
+        // SAFETY: each address is a HelperFn of this test.
+        let second = unsafe { core::mem::transmute::<u64, HelperFn>(raw[1]) };
         // SAFETY: h1 ignores its arguments.
         assert_eq!(unsafe { second(0, 0, 0, 0, 0) }, 1);
         // SAFETY: as above.
