@@ -463,3 +463,79 @@ fn a_failed_notify_registration_fails_the_attach_with_its_status() {
     drop((link, program, object));
     sim.finish().unwrap();
 }
+
+/// Waits (at most 10 s) until no I/O work item routine is queued or running.
+fn settle_work_items(what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ntsim::io::in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: a work item routine did not finish within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_client_attached_while_the_removal_is_queued_keeps_the_notify_routine() {
+    let sim = loaded();
+    let count = || ps::notify_routine_counts().process;
+    let hold = ntsim::io::hold();
+    let first = HostClient::new(|_| {});
+    assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
+    let queued = ntsim::io::queued_total();
+    first.deregister();
+    assert_eq!(
+        ntsim::io::queued_total(),
+        queued + 1,
+        "the last detach queues the removal"
+    );
+    // A program attaches right after the last detach, before the removal
+    // work runs: it must see events (anything else is a policy bypass).
+    let second = HostClient::new(|_| {});
+    assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
+    drop(hold);
+    settle_work_items("removal after a re-attach");
+    assert_eq!(count(), 1, "the routine stays while a client is attached");
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\after.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    assert_eq!(
+        second.invocations.load(Ordering::SeqCst),
+        1,
+        "the client attached after the last detach sees the event"
+    );
+    second.deregister();
+    settle_work_items("removal after the last detach");
+    assert_eq!(count(), 0, "removed once the last client left");
+    sim.finish().unwrap();
+}
+
+#[test]
+fn removal_requests_made_while_the_worker_runs_are_not_lost() {
+    let sim = loaded();
+    // Clients come and go on two threads, so a last detach often lands
+    // while the removal work of an earlier one is running. Whatever the
+    // interleaving, once everything has settled with no client attached the
+    // notify routine must be gone.
+    for round in 0..300 {
+        let other = std::thread::spawn(|| {
+            let c = HostClient::new(|_| {});
+            assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+            c.deregister();
+        });
+        let c = HostClient::new(|_| {});
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+        c.deregister();
+        other.join().unwrap();
+        settle_work_items(&format!("round {round}"));
+        assert_eq!(
+            ps::notify_routine_counts().process,
+            0,
+            "round {round}: a removal request was lost"
+        );
+    }
+    sim.finish().unwrap();
+}
