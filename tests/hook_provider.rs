@@ -539,3 +539,112 @@ fn removal_requests_made_while_the_worker_runs_are_not_lost() {
     }
     sim.finish().unwrap();
 }
+
+/// The client whose batch functions below run (one test uses them).
+static BATCH_CLIENT: AtomicUsize = AtomicUsize::new(0);
+/// Set by `batch_end` when the client's detach was already complete.
+static ENDED_AFTER_DETACH: AtomicBool = AtomicBool::new(false);
+static BATCH_ENDS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "win64" fn batch_begin(_size: usize, _state: *mut c_void) -> u32 {
+    0
+}
+
+unsafe extern "win64" fn batch_invoke(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn batch_end(_state: *mut c_void) -> u32 {
+    // SAFETY: the client outlives the test's event (it deregisters later).
+    let client = unsafe { &*(BATCH_CLIENT.load(Ordering::SeqCst) as *const HostClient) };
+    let still_pending = nmr::bindings().iter().any(|b| {
+        b.client_module == client.module_id.Guid
+            && matches!(
+                b.state,
+                nmr::BindingState::Detaching {
+                    provider: nmr::DetachState::Pending,
+                    ..
+                }
+            )
+    });
+    if !still_pending {
+        ENDED_AFTER_DETACH.store(true, Ordering::SeqCst);
+    }
+    BATCH_ENDS.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+#[test]
+fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() {
+    let sim = loaded();
+    let client = HostClient::new(|c| {
+        c.dispatch.count = 4;
+        c.dispatch.functions = [
+            host_invoke as *const () as usize,
+            batch_begin as *const () as usize,
+            batch_invoke as *const () as usize,
+            batch_end as *const () as usize,
+        ];
+        c.gate = Some((Mutex::new(false), Condvar::new()));
+    });
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    BATCH_CLIENT.store(&*client as *const HostClient as usize, Ordering::SeqCst);
+    let event = std::thread::spawn(|| {
+        ps::create_process(&ProcessSpec {
+            image_file_name: "\\??\\C:\\batch.exe".into(),
+            ..Default::default()
+        })
+        .creation_status
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !client.entered.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never reached the client"
+        );
+        std::thread::yield_now();
+    }
+    // Detach while the invocation is in flight: the detach is pending until
+    // the event releases its reference.
+    let client_addr = &*client as *const HostClient as usize;
+    let detacher = std::thread::spawn(move || {
+        // SAFETY: the client outlives this thread (joined below).
+        let client = unsafe { &*(client_addr as *const HostClient) };
+        client.deregister();
+    });
+    while !nmr::bindings().iter().any(|b| {
+        b.client_module == client.module_id.Guid
+            && matches!(
+                b.state,
+                nmr::BindingState::Detaching {
+                    provider: nmr::DetachState::Pending,
+                    ..
+                }
+            )
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the provider's detach never became pending"
+        );
+        std::thread::yield_now();
+    }
+    client.open();
+    assert_eq!(event.join().unwrap(), 0);
+    detacher.join().unwrap();
+    assert_eq!(
+        BATCH_ENDS.load(Ordering::SeqCst),
+        1,
+        "one batch, ended once"
+    );
+    assert!(
+        !ENDED_AFTER_DETACH.load(Ordering::SeqCst),
+        "batch_end ran after the detach it held pending had completed"
+    );
+    sim.finish().unwrap();
+}
