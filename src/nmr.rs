@@ -63,10 +63,14 @@ pub trait Provider: Sync + 'static {
     fn cleanup(&'static self, binding: &Self::Binding);
 }
 
-/// Reports a pending detach as complete.
-pub fn detach_complete(binding_handle: HANDLE) {
-    // SAFETY: the handle came from NMR's attach call for a binding whose
-    // detach returned STATUS_PENDING; callable at <= DISPATCH_LEVEL.
+/// Reports a pending detach as complete (IRQL <= DISPATCH_LEVEL).
+///
+/// # Safety
+/// `binding_handle` is the handle NMR gave [`Provider::attach`] for a
+/// binding whose detach returned [`Detach::Pending`]; called once per such
+/// detach.
+pub unsafe fn detach_complete(binding_handle: HANDLE) {
+    // SAFETY: the caller's contract; callable at <= DISPATCH_LEVEL.
     unsafe { nt::NmrProviderDetachClientComplete(binding_handle) }
 }
 

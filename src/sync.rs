@@ -98,7 +98,11 @@ impl InvokeRef {
 #[cfg(windows)]
 pub use nt_sync::*;
 
-/// The state word of a [`PassiveWork`]: `BUSY | REQUESTED` bits.
+/// The state word of a [`PassiveWork`].
+///
+/// # Invariants
+/// The word holds only the `BUSY` and `REQUESTED` bits, and `REQUESTED`
+/// implies `BUSY`.
 ///
 /// `BUSY` is set from the request that queues the work item until the
 /// routine finds no request left, so the item is queued at most once at a
@@ -183,6 +187,9 @@ mod nt_sync {
     /// Data behind a kernel reader/writer spin lock (`EX_SPIN_LOCK`).
     /// Holding either guard raises the IRQL to DISPATCH_LEVEL: keep critical
     /// sections short and call nothing that may wait.
+    ///
+    /// # Invariants
+    /// `data` is only reached through a guard of `lock`.
     pub struct SpinRwLock<T> {
         lock: UnsafeCell<nt::EX_SPIN_LOCK>,
         data: UnsafeCell<T>,
@@ -290,6 +297,9 @@ mod nt_sync {
     /// Data behind a push lock, for state changed only at PASSIVE_LEVEL
     /// (it may be held across calls that wait, such as registering a
     /// kernel callback).
+    ///
+    /// # Invariants
+    /// `data` is only reached through a guard of `lock`.
     pub struct PushLock<T> {
         lock: UnsafeCell<nt::EX_PUSH_LOCK>,
         data: UnsafeCell<T>,

@@ -95,12 +95,6 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// An empty packet.
-    pub const EMPTY: Packet = Packet {
-        start: ptr::null_mut(),
-        end: ptr::null_mut(),
-    };
-
     /// The bytes of `bytes`.
     pub fn of(bytes: &[u8]) -> Packet {
         let start = bytes.as_ptr().cast_mut();

@@ -138,6 +138,11 @@ impl Hook {
 }
 
 /// What the hook provider keeps of one attached client.
+///
+/// # Invariants
+/// `binding_handle` is NMR's handle of this client's binding; the
+/// functions in `dispatch` were validated at attach and stay callable with
+/// `binding_context` until the client's detach completes.
 pub struct Client {
     binding_handle: HANDLE,
     /// The client's opaque binding context, only passed back to it.
@@ -328,7 +333,12 @@ impl PassiveOwner for HookProvider {
 
 /// Releases a snapshot's references, reporting each detach they complete.
 fn release(snapshot: Snapshot<Client>) {
-    snapshot.release(|client| nmr::detach_complete(client.binding_handle));
+    snapshot.release(|client| {
+        // SAFETY: `release` calls this once for a client whose detach was
+        // pending (it returned `Detach::Pending`) and whose last reference
+        // this was; the handle is the one NMR gave its attach.
+        unsafe { nmr::detach_complete(client.binding_handle) }
+    });
 }
 
 /// The batch in progress during one snapshot.
