@@ -42,7 +42,7 @@ use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessPr
 use crate::nt::{self, NtResult, HANDLE};
 use crate::sync::{Detach, PassiveOwner, PassiveWork, PushLock, SpinRwLock};
 use core::ffi::c_void;
-use core::mem::size_of;
+use core::mem::{size_of, MaybeUninit};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -350,25 +350,26 @@ fn release(snapshot: &mut Snapshot<Client>) {
 /// The batch in progress during one snapshot.
 ///
 /// # Invariants
-/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` and
-/// `fns.end` has not been called for it yet.
+/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` (which
+/// it initialized) and `fns.end` has not been called for it yet.
 struct Batch {
     open: Option<BatchFunctions>,
-    state: ebpf_execution_context_state_t,
+    /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
+    state: MaybeUninit<ebpf_execution_context_state_t>,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             open: None,
-            state: ebpf_execution_context_state_t::zeroed(),
+            state: MaybeUninit::uninit(),
         }
     }
 
     /// The core writes the state in begin, invoke and end: always hand it
     /// a pointer made from a mutable borrow.
     fn state_ptr(&mut self) -> *mut c_void {
-        ptr::addr_of_mut!(self.state).cast()
+        self.state.as_mut_ptr().cast()
     }
 
     fn run(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
