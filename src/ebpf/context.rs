@@ -117,22 +117,35 @@ impl Packet {
     }
 }
 
-/// The bytes of a kernel `UNICODE_STRING` (`Length` bytes; empty for a
-/// null string or buffer).
+/// The bytes of a kernel `UNICODE_STRING` (`Length` bytes at `Buffer`;
+/// `None` for a null string or buffer).
 ///
 /// # Safety
 /// `s` is null or points to a `UNICODE_STRING` whose buffer holds `Length`
 /// bytes, both valid for `'a` (a notify routine's arguments are, for the
 /// duration of the call).
 #[cfg(windows)]
-pub unsafe fn unicode_bytes<'a>(s: *const crate::nt::UNICODE_STRING) -> &'a [u8] {
+pub unsafe fn unicode_bytes<'a>(s: *const crate::nt::UNICODE_STRING) -> Option<&'a [u8]> {
     // SAFETY: null or valid (caller's contract).
-    match unsafe { s.as_ref() } {
-        Some(s) if !s.Buffer.is_null() && s.Length != 0 => {
-            // SAFETY: `Length` bytes at `Buffer` (caller's contract).
-            unsafe { core::slice::from_raw_parts(s.Buffer.cast::<u8>(), s.Length as usize) }
+    let s = unsafe { s.as_ref() }?;
+    if s.Buffer.is_null() {
+        return None;
+    }
+    // SAFETY: `Length` bytes at the non-null `Buffer` (caller's contract).
+    Some(unsafe { core::slice::from_raw_parts(s.Buffer.cast::<u8>(), s.Length as usize) })
+}
+
+impl Packet {
+    /// The packet over a kernel string's bytes; both pointers null when
+    /// there is no string.
+    pub fn of_optional(bytes: Option<&[u8]>) -> Packet {
+        match bytes {
+            Some(bytes) => Packet::of(bytes),
+            None => Packet {
+                start: ptr::null_mut(),
+                end: ptr::null_mut(),
+            },
         }
-        _ => &[],
     }
 }
 

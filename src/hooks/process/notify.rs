@@ -323,15 +323,16 @@ unsafe extern "system" fn process_notify(
     md.creating_thread_id = info.CreatingThreadId.UniqueThread as u64;
     // SAFETY: the kernel's strings are valid for the notify call, which
     // outlives the event.
-    let command = Packet::of(unsafe { unicode_bytes(info.CommandLine) });
+    let command = Packet::of_optional(unsafe { unicode_bytes(info.CommandLine) });
     md.command_start = command.start;
     md.command_end = command.end;
     read_token_sid(process, md);
     // SAFETY: as above.
-    let image = unsafe { unicode_bytes(info.ImageFileName) };
-    // INVARIANT: the kernel's string outlives the event.
-    event.private.image_path = image.as_ptr();
-    event.private.image_path_len = image.len();
+    if let Some(image) = unsafe { unicode_bytes(info.ImageFileName) } {
+        // INVARIANT: the kernel's string outlives the event.
+        event.private.image_path = image.as_ptr();
+        event.private.image_path_len = image.len();
+    }
     let status = &mut info.CreationStatus;
     hook.invoke(&mut event, |result| {
         let verdict = result as i32;
