@@ -10,7 +10,8 @@ use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATIO
 use ntsim::process as hook;
 use ntsim::ps::{self, ProcessSpec};
 use ntsim::status::{
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_NOT_SUPPORTED, STATUS_PENDING,
+    STATUS_SUCCESS,
 };
 use ntsim::types::{GUID, HANDLE};
 use ntsim::{fault, sim, Sim};
@@ -178,8 +179,16 @@ fn unsafe_zeroed_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
 unsafe extern "win64" fn host_attach(
     binding: HANDLE,
     context: *mut c_void,
-    _provider: *const NPI_REGISTRATION_INSTANCE,
+    provider: *const NPI_REGISTRATION_INSTANCE,
 ) -> i32 {
+    // Host clients are clients of the process hook only (the driver has one
+    // hook provider per attach type; an eBPF link attaches to one).
+    // SAFETY: NMR passes the provider's live registration instance.
+    let module_id = unsafe { (*provider).ModuleId };
+    // SAFETY: its module id lives as long as the registration.
+    if unsafe { (*module_id).Guid } != hook::ATTACH_TYPE {
+        return STATUS_NOINTERFACE;
+    }
     // SAFETY: the context registered with this client.
     let c = unsafe { &*(context as *const HostClient) };
     let dispatch: *const c_void = if c.null_dispatch {

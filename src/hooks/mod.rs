@@ -3,14 +3,16 @@
 //! A new hook is one file (its program type, attach type, event source and
 //! `static` [`Hook`](crate::ebpf::hook::Hook)) plus one line in [`HOOKS`].
 
+pub mod image_load;
 pub mod process;
+pub mod thread;
 
 #[cfg(windows)]
 use crate::{ebpf::hook::Hook, nt::NtResult};
 
 /// Every hook, in load order (unloaded in reverse).
 #[cfg(windows)]
-static HOOKS: [&Hook; 1] = [&process::notify::HOOK];
+static HOOKS: [&Hook; 3] = [&process::notify::HOOK, &thread::HOOK, &image_load::HOOK];
 
 /// Loads every hook (DriverEntry). On failure the caller runs [`unload`].
 ///

@@ -5,4 +5,6 @@
 //! [`crate::kernel`]; the eBPF side (program types, contexts) in
 //! [`crate::ebpf`].
 
+pub mod image_load;
 pub mod process;
+pub mod thread;
