@@ -32,7 +32,7 @@ typedef struct
     uint32_t padding;
 } thread_record_t;
 
-// One record per image load, in the "images" ring buffer (568 bytes).
+// One record per image load, in the "images" ring buffer (560 bytes).
 typedef struct
 {
     uint64_t process_id;

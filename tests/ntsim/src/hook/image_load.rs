@@ -52,7 +52,7 @@ pub struct ImageRecord {
 }
 
 /// Size of `image_record_t`.
-pub const RECORD_SIZE: usize = 568;
+pub const RECORD_SIZE: usize = 560;
 
 impl ImageRecord {
     /// Decodes one record of `image_monitor`.
