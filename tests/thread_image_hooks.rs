@@ -173,18 +173,21 @@ fn local_remote_and_system_threads_carry_every_field() {
     let local = threads::create_thread(&ThreadSpec {
         process: owner,
         creator: Some(owner),
+        creating_thread: None,
         start_address: 0x7ff6_1234_5000,
     });
     // Remote: another process creates it (CreateRemoteThread).
     let remote = threads::create_thread(&ThreadSpec {
         process: owner,
         creator: Some(injector),
+        creating_thread: None,
         start_address: 0x7ffd_0000_1000,
     });
     // System: a thread of the System process, created by the System process.
     let system = threads::create_thread(&ThreadSpec {
         process: SYSTEM_PID,
         creator: Some(SYSTEM_PID),
+        creating_thread: None,
         start_address: 0xffff_f800_0100_0000,
     });
     assert!(threads::exit_thread(remote, 0xC000_0005u32 as i32));
@@ -204,6 +207,7 @@ fn local_remote_and_system_threads_carry_every_field() {
             flags: 0,
             reserved: 0,
             alert: 0,
+            initial: 0,
         },
         "a local thread"
     );
@@ -225,6 +229,7 @@ fn local_remote_and_system_threads_carry_every_field() {
             flags: thread_hook::FLAG_REMOTE,
             reserved: 0,
             alert: 0,
+            initial: 0,
         },
         "a remote thread"
     );
@@ -250,6 +255,7 @@ fn local_remote_and_system_threads_carry_every_field() {
             flags: 0,
             reserved: 0,
             alert: 0,
+            initial: 0,
         },
         "an exit: status, no creator, never remote"
     );
@@ -278,6 +284,7 @@ fn a_remote_thread_into_lsass_raises_the_alert() {
         threads::create_thread(&ThreadSpec {
             process: target,
             creator: Some(creator),
+            creating_thread: None,
             start_address: 0x1000,
         });
     }
@@ -291,6 +298,7 @@ fn a_remote_thread_into_lsass_raises_the_alert() {
     threads::create_thread(&ThreadSpec {
         process: other,
         creator: Some(attacker),
+        creating_thread: None,
         start_address: 0,
     });
     assert_eq!(env.threads()[0].alert, 0);
@@ -432,6 +440,7 @@ fn each_hook_registers_its_routine_only_while_attached_independently() {
     threads::create_thread(&ThreadSpec {
         process: pid,
         creator: None,
+        creating_thread: None,
         start_address: 1,
     });
     assert!(env.threads().is_empty(), "no thread program attached");
@@ -496,6 +505,7 @@ fn failed_thread_queries_leave_zeros_and_leak_nothing() {
         let tid = threads::create_thread(&ThreadSpec {
             process: pid,
             creator: None,
+            creating_thread: None,
             start_address: 0x4000,
         });
         let r = env.threads();
@@ -531,6 +541,7 @@ fn test_runs_round_trip_and_refuse_what_the_driver_never_produces() {
         flags: thread_hook::FLAG_REMOTE | thread_hook::FLAG_SYSTEM,
         reserved: 0,
         alert: 0,
+        initial: 0,
     };
     let ctx = md.context_bytes();
     let out = thread_echo.test_run(&[], &ctx, 0, 56).expect("test run");
@@ -657,6 +668,7 @@ fn attach_and_detach_under_load_of_all_three_kinds_on_several_threads() {
                             let tid = threads::create_thread(&ThreadSpec {
                                 process: pid,
                                 creator: None,
+                                creating_thread: None,
                                 start_address: 0x1000 + n,
                             });
                             assert!(threads::exit_thread(tid, 0));
@@ -705,4 +717,3 @@ fn attach_and_detach_under_load_of_all_three_kinds_on_several_threads() {
     assert!(violation::take().is_empty());
     env.finish();
 }
-

@@ -321,7 +321,9 @@ mod tests {
     #[test]
     fn a_type_without_helpers_publishes_no_helper_tables() {
         let data = NONE.data();
-        assert!(data.program_type_specific_helper_function_addresses.is_null());
+        assert!(data
+            .program_type_specific_helper_function_addresses
+            .is_null());
         // SAFETY: the pointers are into the static (its invariant).
         let info = unsafe { &*data.program_info };
         assert_eq!(info.count_of_program_type_specific_helpers, 0);

@@ -1,11 +1,14 @@
 // Sysmon-style programs for the thread and image-load hooks, used by the
 // end-to-end tests (tests/thread_image_hooks.rs) and by `cargo xtask demo`:
 //
-// - watch_lsass (process): remembers the ids of processes whose image path
-//   ends in "\lsass.exe" (and forgets them when they exit);
+// - watch_lsass (process): remembers which process created each new process
+//   (its first thread is created by that process, so it is "remote" without
+//   being an injection), and the ids of processes whose image path ends in
+//   "\lsass.exe"; forgets both when the process exits;
 // - thread_monitor (thread): reports every thread event with every context
-//   field, and raises an alert for a remote thread created in a watched
-//   process (Sysmon event 8, CreateRemoteThread, into lsass.exe);
+//   field, marks a process's first thread, and raises an alert for any other
+//   remote thread created in a watched process (Sysmon event 8,
+//   CreateRemoteThread, into lsass.exe);
 // - image_monitor (image_load): reports every image load with every context
 //   field and the image name read from the packet (Sysmon events 6 and 7);
 // - thread_echo / image_echo: return a value computed from the context, for
@@ -28,8 +31,8 @@ typedef struct
     uint32_t operation;
     uint32_t flags;
     uint32_t reserved;
-    uint32_t alert; // 1: a remote thread into a watched process
-    uint32_t padding;
+    uint32_t alert;   // 1: a remote thread into a watched process
+    uint32_t initial; // 1: the process's first thread, created by its creator
 } thread_record_t;
 
 // One record per image load, in the "images" ring buffer (560 bytes).
@@ -69,6 +72,16 @@ struct
     __uint(max_entries, 64);
 } watched SEC(".maps");
 
+// The creator of each process whose first thread has not been seen yet:
+// process id -> creating process id.
+struct
+{
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, uint64_t);
+    __type(value, uint64_t);
+    __uint(max_entries, 1024);
+} first_thread_creator SEC(".maps");
+
 // Image records are larger than the 512-byte stack.
 struct
 {
@@ -95,8 +108,11 @@ watch_lsass(process_md_t* ctx)
     uint64_t pid = ctx->process_id;
     if (ctx->operation == PROCESS_OPERATION_DELETE) {
         bpf_map_delete_elem(&watched, &pid);
+        bpf_map_delete_elem(&first_thread_creator, &pid);
         return 0;
     }
+    uint64_t creator = ctx->creating_process_id;
+    bpf_map_update_elem(&first_thread_creator, &pid, &creator, 0);
     uint32_t zero = 0;
     uint8_t* path = bpf_map_lookup_elem(&path_scratch, &zero);
     if (path == 0) {
@@ -139,9 +155,16 @@ thread_monitor(thread_md_t* ctx)
     r.operation = ctx->operation;
     r.flags = ctx->flags;
     r.reserved = ctx->reserved;
-    if (ctx->operation == THREAD_OPERATION_CREATE && (ctx->flags & THREAD_FLAG_REMOTE) != 0) {
-        uint64_t pid = ctx->process_id;
-        if (bpf_map_lookup_elem(&watched, &pid) != 0) {
+    uint64_t pid = ctx->process_id;
+    if (ctx->operation == THREAD_OPERATION_CREATE) {
+        uint64_t* creator = bpf_map_lookup_elem(&first_thread_creator, &pid);
+        if (creator != 0) {
+            // The first thread of a process: created by its creator.
+            r.initial = *creator == ctx->creating_process_id;
+            bpf_map_delete_elem(&first_thread_creator, &pid);
+        }
+        if ((ctx->flags & THREAD_FLAG_REMOTE) != 0 && !r.initial &&
+            bpf_map_lookup_elem(&watched, &pid) != 0) {
             r.alert = 1;
         }
     }

@@ -53,11 +53,52 @@ fn demo_prints_every_event_with_its_verdict_and_ends_clean() {
          | exited 2024-01-01 00:00:10.500 UTC | exit code 0x00000001 | exit (no verdict)"
     );
     assert!(line_starting(&text, "[calc] DELETE").contains("| exit code 0x00000000 |"));
-    let events = text.lines().filter(|l| l.starts_with('[')).count();
+    let processes = text
+        .lines()
+        .filter(|l| l.starts_with('[') && (l.contains("] CREATE ") || l.contains("] DELETE ")))
+        .count();
     assert_eq!(
-        events, 7,
-        "one line per event of the built-in scenario:\n{text}"
+        processes, 10,
+        "one line per process event of the demo scenario:\n{text}"
     );
+    // The thread and image-load hooks: every created process's first
+    // thread (created by its creator, hence remote, and recognised) and
+    // main image; the remote thread into lsass.exe raises the alert.
+    assert_eq!(
+        line_starting(&text, "[lsass] THREAD CREATE"),
+        "[lsass] THREAD CREATE tid 308 in pid 304 | creator 296:300 | start 0x7ff600001000 \
+         | REMOTE | first thread"
+    );
+    assert_eq!(
+        line_starting(&text, "[inject] THREAD CREATE"),
+        "[inject] THREAD CREATE tid 324 in pid 304 | creator 312:316 | start 0x7ffb12340000 \
+         | REMOTE | ALERT: remote thread into a watched process (Sysmon event 8)"
+    );
+    assert_eq!(text.matches("ALERT").count(), 1, "{text}");
+    assert_eq!(
+        line_starting(&text, "[worker] THREAD CREATE"),
+        "[worker] THREAD CREATE tid 320 in pid 260 | creator 260:264 | start 0x7ff6abcd1000",
+        "a local thread"
+    );
+    assert_eq!(
+        line_starting(&text, "[inject] THREAD EXIT"),
+        "[inject] THREAD EXIT tid 324 in pid 304 | exit status 0x00000000 | start 0x7ffb12340000"
+    );
+    assert!(
+        line_starting(&text, "[cmd] THREAD EXIT").contains("| exit status 0x00000001 |"),
+        "a process's threads end with its exit status"
+    );
+    assert_eq!(
+        line_starting(&text, "[driver] DRIVER LOAD"),
+        "[driver] DRIVER LOAD (Sysmon event 6) | thread 256 \
+         | \\SystemRoot\\System32\\drivers\\mimidrv.sys | base 0xfffff80612340000 size 0x9000 \
+         | signature level 0 type 0"
+    );
+    assert!(
+        line_starting(&text, "[mimikatz] IMAGE LOAD pid 312 (Sysmon event 7)")
+            .contains("| \\??\\C:\\Users\\tester\\Downloads\\mimikatz.exe |")
+    );
+    assert!(text.contains("vaultcli.dll | base 0x7ffb20000000 size 0x5a000"));
     assert_eq!(text.lines().last(), Some("no leaks, no violations"));
     assert!(text.contains("DriverEntry returned 0x00000000 (STATUS_SUCCESS)"));
 }

@@ -17,7 +17,9 @@ use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::{Map, Object};
+use crate::hook::image_load::{self, ImageRecord};
 use crate::hook::process::{self as hook, from_utf16, ProcessRecord, RECORD_SIZE};
+use crate::hook::thread::{self, ThreadRecord};
 use crate::kernel::status::{self, nt_success, NTSTATUS};
 use crate::kernel::{io, ps, time};
 use crate::Sim;
@@ -206,7 +208,96 @@ pub fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::NotRunning { name, line } => {
             format!("[{name}] exit skipped (line {line}): the process is not running (its creation was denied)")
         }
+        Outcome::ThreadCreated {
+            name,
+            pid,
+            tid,
+            creator_pid,
+            start,
+        } => format!(
+            "[{name}] THREAD CREATE tid {tid} in pid {pid} | creator pid {creator_pid} | start {start:#x}"
+        ),
+        Outcome::ThreadExited { name, tid, code } => {
+            format!("[{name}] THREAD EXIT tid {tid} | exit status {:#010x}", *code as u32)
+        }
+        Outcome::ImageLoaded {
+            process,
+            pid,
+            path,
+            base,
+            size,
+        } => format!(
+            "[{}] IMAGE pid {pid} | {path} | base {base:#x} | size {size:#x}",
+            process.as_deref().unwrap_or("driver")
+        ),
+        Outcome::Skipped { what, line } => {
+            format!("[{what}] skipped (line {line}): the process or thread is not running")
+        }
     }
+}
+
+/// One line describing a `thread_monitor` record (`tests/bpf/sysmon.c`).
+pub fn describe_thread_record(r: &ThreadRecord) -> String {
+    let mut parts = Vec::new();
+    match r.operation {
+        thread::OPERATION_CREATE => {
+            parts.push(format!(
+                "THREAD CREATE tid {} in pid {}",
+                r.thread_id, r.process_id
+            ));
+            parts.push(format!(
+                "creator {}:{}",
+                r.creating_process_id, r.creating_thread_id
+            ));
+        }
+        thread::OPERATION_EXIT => {
+            parts.push(format!(
+                "THREAD EXIT tid {} in pid {}",
+                r.thread_id, r.process_id
+            ));
+            parts.push(format!("exit status {:#010x}", r.exit_status));
+        }
+        n => parts.push(format!("THREAD operation {n} tid {}", r.thread_id)),
+    }
+    parts.push(format!("start {:#x}", r.start_address));
+    let mut flags = Vec::new();
+    if r.flags & thread::FLAG_REMOTE != 0 {
+        flags.push("REMOTE");
+    }
+    if r.flags & thread::FLAG_SYSTEM != 0 {
+        flags.push("SYSTEM");
+    }
+    if !flags.is_empty() {
+        parts.push(flags.join(","));
+    }
+    if r.initial != 0 {
+        parts.push("first thread".into());
+    }
+    if r.alert != 0 {
+        parts.push("ALERT: remote thread into a watched process (Sysmon event 8)".into());
+    }
+    parts.join(" | ")
+}
+
+/// One line describing an `image_monitor` record (`tests/bpf/sysmon.c`).
+pub fn describe_image_record(r: &ImageRecord) -> String {
+    let mut parts = vec![if r.flags & image_load::FLAG_SYSTEM_MODE != 0 {
+        "DRIVER LOAD (Sysmon event 6)".to_string()
+    } else {
+        format!("IMAGE LOAD pid {} (Sysmon event 7)", r.process_id)
+    }];
+    parts.push(format!("thread {}", r.thread_id));
+    parts.push(if r.path_length > 0 {
+        from_utf16(&r.path)
+    } else {
+        "<no name>".into()
+    });
+    parts.push(format!("base {:#x} size {:#x}", r.image_base, r.image_size));
+    parts.push(format!(
+        "signature level {} type {}",
+        r.signature_level, r.signature_type
+    ));
+    parts.join(" | ")
 }
 
 /// Command lines longer than this many characters are shortened in event
@@ -290,11 +381,18 @@ pub fn dump_map(out: &mut dyn Write, map: &Map) -> Result<(), String> {
             let records = map.drain_ring();
             say!(out, "  {} record(s)", records.len())?;
             for (i, r) in records.iter().enumerate() {
-                match (r.len() == RECORD_SIZE)
-                    .then(|| ProcessRecord::parse(r))
-                    .flatten()
-                {
-                    Some(p) => say!(out, "  #{i}: {}", describe_record(&p))?,
+                let described = match r.len() {
+                    RECORD_SIZE => ProcessRecord::parse(r).map(|p| describe_record(&p)),
+                    thread::RECORD_SIZE => {
+                        ThreadRecord::parse(r).map(|t| describe_thread_record(&t))
+                    }
+                    image_load::RECORD_SIZE => {
+                        ImageRecord::parse(r).map(|m| describe_image_record(&m))
+                    }
+                    _ => None,
+                };
+                match described {
+                    Some(line) => say!(out, "  #{i}: {line}")?,
                     None => {
                         say!(out, "  #{i}: {} bytes", r.len())?;
                         hex_dump(out, "    ", r)?;
@@ -381,7 +479,7 @@ impl Session {
         }
         let bytes = std::fs::read(object_path)
             .map_err(|e| format!("cannot read {}: {e}", object_path.display()))?;
-        let object = Object::load(&bytes, &hook::section_map())
+        let object = Object::load(&bytes, &thread::section_map())
             .map_err(|e| format!("cannot load {}: {e}", object_path.display()))?;
         for name in names {
             if object.program(name).is_none() {
@@ -429,7 +527,8 @@ impl Session {
             let loaded = LoadedProgram::load(program).map_err(|e| {
                 format!(
                     "loading program {name:?} into the eBPF core failed: {e} \
-                         (this driver provides the program type of section \"process\")"
+                         (this driver provides the program types of sections \"process\", \
+                         \"thread\" and \"image_load\")"
                 )
             })?;
             session.programs.push((name.clone(), loaded));
@@ -523,47 +622,117 @@ fn file_name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
+/// The Sysmon-style programs of `tests/bpf/sysmon.c` the demo attaches
+/// beside the process monitor, in order.
+pub const SYSMON_PROGRAMS: [&str; 3] = ["watch_lsass", "thread_monitor", "image_monitor"];
+
+/// The demo's scenario: the built-in one, then an injector opening a remote
+/// thread in lsass.exe, a local thread, a DLL and a driver load.
+pub const DEMO_SCENARIO_EXTRA: &str = r#"
+create wininit image=C:\Windows\System32\wininit.exe cmd="wininit.exe" parent=4 user=SYSTEM
+create lsass image=C:\Windows\System32\lsass.exe cmd="C:\Windows\system32\lsass.exe" parent=wininit user=SYSTEM
+create mimikatz image=C:\Users\tester\Downloads\mimikatz.exe cmd="mimikatz.exe sekurlsa::logonpasswords" parent=explorer
+thread worker in=explorer start=0x7ff6abcd1000
+thread inject in=lsass by=mimikatz start=0x7ffb12340000
+image mimikatz path=\Device\HarddiskVolume3\Windows\System32\vaultcli.dll base=0x7ffb20000000 size=0x5a000
+driver path=\SystemRoot\System32\drivers\mimidrv.sys base=0xfffff80612340000 size=0x9000
+thread-exit inject code=0
+"#;
+
+/// The demo's scenario, parsed.
+pub fn demo_scenario() -> Scenario {
+    scenario::parse(&format!("{}{}", scenario::BUILTIN, DEMO_SCENARIO_EXTRA))
+        .expect("the demo scenario parses")
+}
+
+/// The name a step is reported under.
+fn step_name(step: &Step) -> String {
+    match step {
+        Step::Create(c) => c.name.clone(),
+        Step::Exit(e) => e.name.clone(),
+        Step::Thread(t) => t.name.clone(),
+        Step::ThreadExit(t) => t.name.clone(),
+        Step::Image(i) => i.process.clone().unwrap_or_else(|| "driver".into()),
+    }
+}
+
 /// The demo: the driver image at `driver` in a fresh simulated machine, the
-/// sample programs `deny_notepad` then `monitor` attached, the built-in
-/// scenario raised, one line per event; then detach, unload and the leak
-/// and violation report. Err: setup failures, or the findings.
+/// sample programs `deny_notepad` then `monitor` attached to the process
+/// hook, and the Sysmon-style programs of `tests/bpf/sysmon.c` to the
+/// process, thread and image-load hooks; the demo scenario raised, one line
+/// per event each program reported; then detach, unload and the leak and
+/// violation report. Err: setup failures, or the findings.
 pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     let object_path = hook::sample_object_path();
     let names: Vec<String> = DEMO_PROGRAMS.iter().map(|s| s.to_string()).collect();
-    let scenario = scenario::builtin();
+    let scenario = demo_scenario();
     say!(
         out,
-        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy"
+        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy, \
+         and Sysmon-style thread and image-load monitors"
     )?;
     let session = Session::start(driver, &object_path, &names, &[], out, &mut || {})?;
+    let sysmon_path = thread::sample_object_path();
+    let bytes = std::fs::read(&sysmon_path)
+        .map_err(|e| format!("cannot read {}: {e}", sysmon_path.display()))?;
+    let sysmon = Object::load(&bytes, &thread::section_map())
+        .map_err(|e| format!("cannot load {}: {e}", sysmon_path.display()))?;
+    let mut sysmon_programs = Vec::new();
+    let mut sysmon_links = Vec::new();
+    for name in SYSMON_PROGRAMS {
+        let program = sysmon
+            .program(name)
+            .ok_or_else(|| format!("sysmon.o has no program {name}"))?
+            .clone();
+        let attach_type = program
+            .attach_type
+            .ok_or_else(|| format!("{name} has no attach type"))?;
+        let loaded = LoadedProgram::load(program)
+            .map_err(|e| format!("loading program {name:?} failed: {e}"))?;
+        let link = loaded
+            .attach(attach_type, &[], 0)
+            .map_err(|e| format!("attaching program {name:?} failed: {e}"))?;
+        sysmon_programs.push(loaded);
+        sysmon_links.push(link);
+    }
     say!(
         out,
-        "events ({} steps of the built-in scenario):",
+        "object {}: attached {} (in this order)",
+        file_name(&sysmon_path),
+        SYSMON_PROGRAMS.join(", ")
+    )?;
+    say!(
+        out,
+        "events ({} steps of the demo scenario):",
         scenario.steps.len()
     )?;
     let mut runner = Runner::new(&scenario);
-    let events = session
-        .object
-        .map("events")
-        .ok_or("process_test.o has no `events` map")?
-        .clone();
+    let map = |object: &Object, name: &str| {
+        object
+            .map(name)
+            .cloned()
+            .ok_or_else(|| format!("no `{name}` map"))
+    };
+    let events = map(&session.object, "events")?;
+    let thread_events = map(&sysmon, "threads")?;
+    let image_events = map(&sysmon, "images")?;
     for step in &scenario.steps {
         let outcome = runner.step(step);
         let records = events.drain_ring();
-        let name = match step {
-            Step::Create(c) => &c.name,
-            Step::Exit(e) => &e.name,
-        };
-        if records.is_empty() {
+        let name = step_name(step);
+        let threads = thread_events.drain_ring();
+        let images = image_events.drain_ring();
+        if records.is_empty() && threads.is_empty() && images.is_empty() {
             // The monitor did not run: the policy, attached before it,
             // denied the creation.
             let note = if outcome.permitted() {
-                " (the monitor reported nothing)"
+                " (the monitors reported nothing)"
             } else {
                 " (the monitor did not run: the policy before it denied the creation)"
             };
             say!(out, "{}{note}", describe_outcome(&outcome))?;
         }
+        let mut process_lines = Vec::new();
         for r in &records {
             let record = ProcessRecord::parse(r).ok_or_else(|| {
                 format!("a monitor record of {} bytes, not {RECORD_SIZE}", r.len())
@@ -572,10 +741,36 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
                 Outcome::Created { status, .. } => verdict(*status),
                 _ => "exit (no verdict)".into(),
             };
-            say!(out, "[{name}] {} | {decision}", describe_record(&record))?;
+            process_lines.push(format!(
+                "[{name}] {} | {decision}",
+                describe_record(&record)
+            ));
+        }
+        let mut thread_lines = Vec::new();
+        for r in &threads {
+            let record = ThreadRecord::parse(r)
+                .ok_or_else(|| format!("a thread record of {} bytes", r.len()))?;
+            thread_lines.push(format!("[{name}] {}", describe_thread_record(&record)));
+        }
+        // In the order the kernel raised them: a process's threads end
+        // before it does; a creation comes before its first thread.
+        if matches!(step, Step::Exit(_)) {
+            std::mem::swap(&mut process_lines, &mut thread_lines);
+        }
+        for line in process_lines.iter().chain(&thread_lines) {
+            say!(out, "{line}")?;
+        }
+        for r in &images {
+            let record = ImageRecord::parse(r)
+                .ok_or_else(|| format!("an image record of {} bytes", r.len()))?;
+            say!(out, "[{name}] {}", describe_image_record(&record))?;
         }
         session.program_output(out)?;
     }
+    drop(sysmon_links);
+    io::wait_idle();
+    drop(sysmon_programs);
+    drop(sysmon);
     session.end(out)
 }
 

@@ -33,6 +33,26 @@
 //!     for a token without a user. Default: `tester`.
 //! - `exit NAME [code=STATUS] [at=SECONDS]`: ends a process created
 //!   earlier; `code` is its exit status (decimal or `0x` hex, default 0).
+//! - `thread NAME in=PROCESS [by=PROCESS] [start=ADDRESS] [at=SECONDS]`:
+//!   creates a thread, called NAME in later lines, in a running process
+//!   (a scenario name, or `4` for System), created by a thread of `by`
+//!   (default: the same process; another process makes it a remote
+//!   thread); `start` is its Win32 start address (default 0).
+//! - `thread-exit NAME [code=STATUS] [at=SECONDS]`: ends a thread created
+//!   by a `thread` line with that exit status (default 0).
+//! - `image PROCESS path=PATH base=ADDRESS size=BYTES [at=SECONDS]`: maps an
+//!   image (a DLL) into a running process.
+//! - `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`: loads a driver
+//!   into system space (process id 0, on a System thread).
+//!
+//! As on Windows, a created process also gets its first thread (created by
+//! the creating thread, so it is a remote thread of the creator, start
+//! address [`FIRST_THREAD_START`]) and its main image (the process's image
+//! name, mapped at [`MAIN_IMAGE_BASE`], [`MAIN_IMAGE_SIZE`] bytes), raised in
+//! that order after the process notification (the order Process Monitor
+//! shows). An `exit` ends the process's threads first (each with an exit
+//! notification carrying the process's exit status), then the process.
+//! Addresses and sizes are decimal or `0x` hex.
 //!
 //! Every step happens at a point of the scenario's clock, which starts at
 //! [`SCENARIO_EPOCH`] (2024-01-01 00:00:00 UTC): `at=SECONDS` (decimal, may
@@ -125,6 +145,9 @@ pub struct Exit {
 pub enum Step {
     Create(Create),
     Exit(Exit),
+    Thread(ThreadStep),
+    ThreadExit(ThreadExitStep),
+    Image(ImageStep),
 }
 
 /// A parsed scenario.
@@ -236,6 +259,8 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     // Names created so far, and whether each is still running.
     let mut names: HashMap<String, bool> = HashMap::new();
     let mut clock = SCENARIO_EPOCH;
+    // Threads created so far, and whether each is still running.
+    let mut thread_names: HashMap<String, bool> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |message: String| ParseError { line, message };
@@ -245,11 +270,19 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
         }
         let words = words(trimmed).map_err(err)?;
         let keyword = words[0].as_str();
-        let Some(name) = words.get(1).filter(|n| !n.contains('=')) else {
-            return Err(err(format!("{keyword}: a name must follow the keyword")));
+        // `driver` is the one step without a name.
+        let unnamed = keyword == "driver";
+        let no_name = String::new();
+        let name = if unnamed {
+            &no_name
+        } else {
+            let Some(name) = words.get(1).filter(|n| !n.contains('=')) else {
+                return Err(err(format!("{keyword}: a name must follow the keyword")));
+            };
+            name
         };
         let mut fields: HashMap<&str, &str> = HashMap::new();
-        for w in &words[2..] {
+        for w in &words[if unnamed { 1 } else { 2 }..] {
             let Some((k, v)) = w.split_once('=') else {
                 return Err(err(format!("{keyword}: `{w}` is not key=value")));
             };
@@ -261,9 +294,13 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             "account" => &["domain", "sid"],
             "create" => &["image", "cmd", "parent", "user", "at"],
             "exit" => &["code", "at"],
+            "thread" => &["in", "by", "start", "at"],
+            "thread-exit" => &["code", "at"],
+            "image" | "driver" => &["path", "base", "size", "at"],
             other => {
                 return Err(err(format!(
-                    "unknown step `{other}` (expected create, exit or account)"
+                    "unknown step `{other}` (expected create, exit, thread, thread-exit, \
+                     image, driver or account)"
                 )))
             }
         };
@@ -294,6 +331,12 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             Some(v) => parse_at(v).map_err(err)?,
             None => clock + TICKS_PER_SECOND,
         };
+        if let Some(step) =
+            parse_hook_step(keyword, name, &fields, line, &names, &mut thread_names).map_err(err)?
+        {
+            scenario.steps.push(step);
+            continue;
+        }
         if keyword == "create" {
             if names.get(name.as_str()) == Some(&true) {
                 return Err(err(format!("create: a process named {name:?} is running")));
@@ -354,6 +397,171 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     Ok(scenario)
 }
 
+/// The start address of a created process's first thread.
+pub const FIRST_THREAD_START: usize = 0x7ff6_0000_1000;
+/// Where a created process's main image is mapped.
+pub const MAIN_IMAGE_BASE: usize = 0x7ff6_0000_0000;
+/// The size of a created process's main image.
+pub const MAIN_IMAGE_SIZE: usize = 0x2_0000;
+
+/// A process a thread step names: a scenario process, or a pid (System).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessRef {
+    Named(String),
+    Pid(usize),
+}
+
+/// One `thread` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadStep {
+    pub line: usize,
+    pub name: String,
+    /// The owning process.
+    pub process: ProcessRef,
+    /// The creating process.
+    pub by: ProcessRef,
+    pub start: usize,
+}
+
+/// One `thread-exit` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadExitStep {
+    pub line: usize,
+    pub name: String,
+    pub code: NTSTATUS,
+}
+
+/// One `image` (process Some) or `driver` (process None) line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageStep {
+    pub line: usize,
+    pub process: Option<String>,
+    pub path: String,
+    pub base: usize,
+    pub size: usize,
+}
+
+/// `0x` hex or decimal, 64-bit.
+fn parse_number(key: &str, value: &str) -> Result<usize, String> {
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => value.parse::<u64>().ok(),
+    };
+    parsed
+        .map(|v| v as usize)
+        .ok_or_else(|| format!("{key}={value}: not a number (decimal or 0x hex)"))
+}
+
+fn process_ref(
+    key: &str,
+    value: &str,
+    names: &HashMap<String, bool>,
+) -> Result<ProcessRef, String> {
+    if let Ok(pid) = value.parse::<usize>() {
+        return if pid == SYSTEM_PID {
+            Ok(ProcessRef::Pid(pid))
+        } else {
+            Err(format!(
+                "{key}={value}: a pid names only System (4); name a scenario process"
+            ))
+        };
+    }
+    match names.get(value) {
+        Some(true) => Ok(ProcessRef::Named(value.to_string())),
+        _ => Err(format!("{key}={value}: no running process of that name")),
+    }
+}
+
+/// The thread, thread-exit, image and driver steps; None for other
+/// keywords.
+fn parse_hook_step(
+    keyword: &str,
+    name: &str,
+    fields: &HashMap<&str, &str>,
+    line: usize,
+    names: &HashMap<String, bool>,
+    threads: &mut HashMap<String, bool>,
+) -> Result<Option<Step>, String> {
+    match keyword {
+        "thread" => {
+            if threads.get(name) == Some(&true) {
+                return Err(format!("thread: a thread named {name:?} is running"));
+            }
+            let process = process_ref(
+                "in",
+                fields.get("in").ok_or("thread: in= is required")?,
+                names,
+            )?;
+            let by = match fields.get("by") {
+                Some(b) => process_ref("by", b, names)?,
+                None => process.clone(),
+            };
+            let start = match fields.get("start") {
+                Some(v) => parse_number("start", v)?,
+                None => 0,
+            };
+            threads.insert(name.to_string(), true);
+            Ok(Some(Step::Thread(ThreadStep {
+                line,
+                name: name.to_string(),
+                process,
+                by,
+                start,
+            })))
+        }
+        "thread-exit" => {
+            match threads.get(name) {
+                Some(true) => {}
+                Some(false) => return Err(format!("thread-exit: {name:?} already exited")),
+                None => return Err(format!("thread-exit: no thread named {name:?} was created")),
+            }
+            let code = match fields.get("code") {
+                Some(c) => parse_status(c)?,
+                None => 0,
+            };
+            threads.insert(name.to_string(), false);
+            Ok(Some(Step::ThreadExit(ThreadExitStep {
+                line,
+                name: name.to_string(),
+                code,
+            })))
+        }
+        "image" | "driver" => {
+            let process = if keyword == "image" {
+                if names.get(name) != Some(&true) {
+                    return Err(format!("image: no running process named {name:?}"));
+                }
+                Some(name.to_string())
+            } else {
+                None
+            };
+            let field = |k: &str| {
+                fields
+                    .get(k)
+                    .copied()
+                    .ok_or_else(|| format!("{keyword}: {k}= is required"))
+            };
+            let path = field("path")?.to_string();
+            if path.is_empty() {
+                return Err(format!("{keyword}: path= is empty"));
+            }
+            let base = parse_number("base", field("base")?)?;
+            let size = parse_number("size", field("size")?)?;
+            Ok(Some(Step::Image(ImageStep {
+                line,
+                process,
+                path,
+                base,
+                size,
+            })))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// `DOMAIN\name` of `sid` in `accounts`, else the SID's text.
 pub fn account_name(accounts: &[Account], sid: Option<&[u8]>) -> String {
     let Some(sid) = sid else {
@@ -389,6 +597,29 @@ pub enum Outcome {
     },
     /// An exit of a process that is not running (its creation was denied).
     NotRunning { name: String, line: usize },
+    ThreadCreated {
+        name: String,
+        pid: usize,
+        tid: usize,
+        creator_pid: usize,
+        start: usize,
+    },
+    ThreadExited {
+        name: String,
+        tid: usize,
+        code: NTSTATUS,
+    },
+    /// An image mapped into `pid` (0: a driver).
+    ImageLoaded {
+        process: Option<String>,
+        pid: usize,
+        path: String,
+        base: usize,
+        size: usize,
+    },
+    /// A thread or image step naming a process or thread that is not
+    /// running (a creation was denied).
+    Skipped { what: String, line: usize },
 }
 
 impl Outcome {
@@ -408,6 +639,8 @@ impl Outcome {
 pub struct Runner {
     /// Scenario name -> (pid, its initial thread) of running processes.
     running: HashMap<String, (usize, usize)>,
+    /// Scenario thread name -> tid of running threads.
+    threads: HashMap<String, usize>,
     accounts: Vec<Account>,
 }
 
@@ -421,6 +654,7 @@ impl Runner {
         }
         Runner {
             running: HashMap::new(),
+            threads: HashMap::new(),
             accounts,
         }
     }
@@ -452,7 +686,7 @@ impl Runner {
                 };
                 let created = ps::create_process(&spec);
                 if nt_success(created.creation_status) {
-                    let tid = ps::create_thread(created.pid);
+                    let tid = first_thread_and_main_image(created.pid, &spec);
                     self.running.insert(c.name.clone(), (created.pid, tid));
                 }
                 Outcome::Created {
@@ -466,7 +700,7 @@ impl Runner {
             }
             Step::Exit(e) => match self.running.remove(&e.name) {
                 Some((pid, _)) => {
-                    let exited = ps::exit_process(pid, e.code, Some(e.time));
+                    let exited = ps::thread::exit_process(pid, e.code, Some(e.time));
                     debug_assert!(exited, "a running scenario process is live");
                     Outcome::Exited {
                         name: e.name.clone(),
@@ -480,8 +714,117 @@ impl Runner {
                     line: e.line,
                 },
             },
+            Step::Thread(t) => self.thread(t),
+            Step::ThreadExit(t) => match self.threads.remove(&t.name) {
+                Some(tid) => {
+                    let exited = ps::thread::exit_thread(tid, t.code);
+                    debug_assert!(exited, "a running scenario thread is live");
+                    Outcome::ThreadExited {
+                        name: t.name.clone(),
+                        tid,
+                        code: t.code,
+                    }
+                }
+                None => Outcome::Skipped {
+                    what: format!("thread-exit {}", t.name),
+                    line: t.line,
+                },
+            },
+            Step::Image(i) => self.image(i),
         }
     }
+
+    fn pid_of(&self, p: &ProcessRef) -> Option<(usize, Option<usize>)> {
+        match p {
+            ProcessRef::Pid(pid) => Some((*pid, None)),
+            ProcessRef::Named(n) => self.running.get(n).map(|&(pid, tid)| (pid, Some(tid))),
+        }
+    }
+
+    fn thread(&mut self, t: &ThreadStep) -> Outcome {
+        let (Some((pid, _)), Some((creator, creating_thread))) =
+            (self.pid_of(&t.process), self.pid_of(&t.by))
+        else {
+            return Outcome::Skipped {
+                what: format!("thread {}", t.name),
+                line: t.line,
+            };
+        };
+        let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
+            process: pid,
+            creator: Some(creator),
+            creating_thread,
+            start_address: t.start,
+        });
+        self.threads.insert(t.name.clone(), tid);
+        Outcome::ThreadCreated {
+            name: t.name.clone(),
+            pid,
+            tid,
+            creator_pid: creator,
+            start: t.start,
+        }
+    }
+
+    fn image(&mut self, i: &ImageStep) -> Outcome {
+        let spec = ps::image::ImageSpec {
+            path: i.path.clone(),
+            base: i.base,
+            size: i.size,
+            ..Default::default()
+        };
+        let pid = match &i.process {
+            None => {
+                ps::image::load_driver(&spec);
+                0
+            }
+            Some(name) => match self.running.get(name) {
+                Some(&(pid, _)) => {
+                    ps::image::load_user_image(pid, &spec);
+                    pid
+                }
+                None => {
+                    return Outcome::Skipped {
+                        what: format!("image {name}"),
+                        line: i.line,
+                    }
+                }
+            },
+        };
+        Outcome::ImageLoaded {
+            process: i.process.clone(),
+            pid,
+            path: i.path.clone(),
+            base: i.base,
+            size: i.size,
+        }
+    }
+}
+
+/// What Windows raises after a process's creation: its first thread,
+/// created by the creating thread (or the calling thread), then its main
+/// image. Returns the first thread's id.
+pub fn first_thread_and_main_image(pid: usize, spec: &ProcessSpec) -> usize {
+    let (creator, creating_thread) = match spec.creating_thread {
+        Some((p, t)) => (Some(p), Some(t)),
+        None => (None, None),
+    };
+    let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
+        process: pid,
+        creator,
+        creating_thread,
+        start_address: FIRST_THREAD_START,
+    });
+    ps::image::load_user_image(
+        pid,
+        &ps::image::ImageSpec {
+            path: spec.image_file_name.clone(),
+            base: MAIN_IMAGE_BASE,
+            size: MAIN_IMAGE_SIZE,
+            ..Default::default()
+        },
+    );
+    tid
 }
 
 /// The host's process activity as events (Linux, `/proc`): what `ntsim run
@@ -909,5 +1252,124 @@ mod tests {
             }
         );
         assert!(ps::process(p).is_none() && ps::process(c).is_none());
+    }
+
+    #[test]
+    fn thread_image_and_driver_steps_parse_and_refuse_mistakes() {
+        let s = parse(
+            "create p image=C:\\p.exe\n\
+             create q image=C:\\q.exe\n\
+             thread t in=p by=q start=0x1000 at=5\n\
+             thread s in=4\n\
+             image p path=C:\\x.dll base=0x10000 size=4096\n\
+             driver path=\\SystemRoot\\d.sys base=0xfffff80000000000 size=0x2000\n\
+             thread-exit t code=0xc0000005\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.steps[2],
+            Step::Thread(ThreadStep {
+                line: 3,
+                name: "t".into(),
+                process: ProcessRef::Named("p".into()),
+                by: ProcessRef::Named("q".into()),
+                start: 0x1000,
+            })
+        );
+        let Step::Thread(system) = &s.steps[3] else {
+            panic!()
+        };
+        assert_eq!(
+            (system.process.clone(), system.by.clone(), system.start),
+            (ProcessRef::Pid(4), ProcessRef::Pid(4), 0),
+            "by defaults to the owner"
+        );
+        assert_eq!(
+            s.steps[5],
+            Step::Image(ImageStep {
+                line: 6,
+                process: None,
+                path: "\\SystemRoot\\d.sys".into(),
+                base: 0xffff_f800_0000_0000,
+                size: 0x2000,
+            })
+        );
+        assert_eq!(
+            s.steps[6],
+            Step::ThreadExit(ThreadExitStep {
+                line: 7,
+                name: "t".into(),
+                code: 0xC000_0005u32 as i32
+            })
+        );
+        for (text, needle) in [
+            ("thread t in=nobody", "in=nobody: no running process"),
+            ("thread t in=8", "a pid names only System"),
+            ("thread t", "in= is required"),
+            ("thread t in=4 start=zz", "start=zz: not a number"),
+            ("thread-exit t", "no thread named \"t\""),
+            (
+                "thread t in=4\nthread t in=4",
+                "a thread named \"t\" is running",
+            ),
+            (
+                "thread t in=4\nthread-exit t\nthread-exit t",
+                "already exited",
+            ),
+            (
+                "image nobody path=x base=1 size=1",
+                "no running process named",
+            ),
+            ("driver path=x base=1", "size= is required"),
+            ("driver path=x base=1 size=1 in=4", "unknown field in="),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn runner_raises_first_threads_images_and_thread_exits() {
+        let _sim = crate::Sim::new();
+        let s = parse(
+            "create p image=C:\\p.exe\n\
+             create q image=C:\\q.exe parent=p\n\
+             thread t in=q by=p start=0x42\n\
+             image q path=C:\\x.dll base=0x10000 size=4096\n\
+             thread-exit t code=3\n\
+             exit q code=9\n",
+        )
+        .unwrap();
+        let mut runner = Runner::new(&s);
+        let outcomes: Vec<_> = s.steps.iter().map(|st| runner.step(st)).collect();
+        let Outcome::Created { pid: p, .. } = outcomes[0] else {
+            panic!()
+        };
+        let Outcome::Created { pid: q, .. } = outcomes[1] else {
+            panic!()
+        };
+        let Outcome::ThreadCreated {
+            pid,
+            tid,
+            creator_pid,
+            start,
+            ..
+        } = outcomes[2]
+        else {
+            panic!("{:?}", outcomes[2])
+        };
+        assert_eq!((pid, creator_pid, start), (q, p, 0x42));
+        assert_eq!(ps::thread::start_address(tid), 0x42);
+        assert!(matches!(outcomes[3], Outcome::ImageLoaded { pid, .. } if pid == q));
+        assert_eq!(
+            outcomes[4],
+            Outcome::ThreadExited {
+                name: "t".into(),
+                tid,
+                code: 3
+            }
+        );
+        assert!(ps::thread_process(tid).is_none(), "the thread ended");
+        assert!(ps::process(q).is_none());
     }
 }

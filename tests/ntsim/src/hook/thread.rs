@@ -66,6 +66,9 @@ pub struct ThreadRecord {
     pub reserved: u32,
     /// `thread_monitor` only: a remote thread into a watched process.
     pub alert: u32,
+    /// `thread_monitor` only: the process's first thread, created by the
+    /// process that created the process.
+    pub initial: u32,
 }
 
 /// Size of `thread_record_t`.
@@ -91,6 +94,11 @@ impl ThreadRecord {
             reserved: u32_at(52),
             alert: if b.len() == RECORD_SIZE {
                 u32_at(56)
+            } else {
+                0
+            },
+            initial: if b.len() == RECORD_SIZE {
+                u32_at(60)
             } else {
                 0
             },

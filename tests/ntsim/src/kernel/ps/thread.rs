@@ -126,6 +126,9 @@ pub struct ThreadSpec {
     /// one without notification if it has none); None: the calling host
     /// thread's current thread.
     pub creator: Option<usize>,
+    /// The creating thread, a live thread of `creator` (None: its most
+    /// recent thread).
+    pub creating_thread: Option<usize>,
     /// What `ThreadQuerySetWin32StartAddress` returns.
     pub start_address: usize,
 }
@@ -150,7 +153,19 @@ pub fn create_thread(spec: &ThreadSpec) -> usize {
                 s.process_by_pid(pid).is_some(),
                 "create_thread: creator process {pid} is not live"
             );
-            (pid, s.some_thread_of(pid))
+            let tid = match spec.creating_thread {
+                Some(tid) => {
+                    drop(s);
+                    assert_eq!(
+                        super::thread_process(tid),
+                        Some(pid),
+                        "create_thread: creating thread {tid} is not a live thread of {pid}"
+                    );
+                    tid
+                }
+                None => s.some_thread_of(pid),
+            };
+            (pid, tid)
         }
     };
     let tid = {
@@ -195,6 +210,39 @@ pub fn exit_thread(tid: usize, exit_status: NTSTATUS) -> bool {
             .exit_status = exit_status
     });
     events::exit_thread(tid)
+}
+
+/// Ends live process `pid` as Windows does when its threads end: each
+/// thread but the last gets its exit notification (in its own context,
+/// exit status `exit_status`) and is removed; the last thread's exit
+/// notification comes next, then the process exit notification
+/// ([`super::exit_process`]). Returns false (and does nothing) when `pid`
+/// is not a live process (or is System or Idle).
+pub fn exit_process(pid: usize, exit_status: NTSTATUS, exit_time: Option<i64>) -> bool {
+    if pid == super::SYSTEM_PID || pid == super::IDLE_PID {
+        return false;
+    }
+    let threads = {
+        let s = state();
+        let Some(addr) = s.process_by_pid(pid) else {
+            return false;
+        };
+        s.proc_data(addr).threads.clone()
+    };
+    with(|t| {
+        for tid in &threads {
+            if let Some(info) = t.info.get_mut(tid) {
+                info.exit_status = exit_status;
+            }
+        }
+    });
+    if let Some((last, others)) = threads.split_last() {
+        for &tid in others {
+            events::exit_thread(tid);
+        }
+        events::call_thread_routines(pid, *last, false, (pid, *last));
+    }
+    events::exit_process(pid, exit_status, exit_time)
 }
 
 /// The start address recorded for `tid` (0 when none was given).
