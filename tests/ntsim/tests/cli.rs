@@ -464,3 +464,73 @@ fn live_replays_host_processes() {
         Some("no leaks, no violations")
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn live_mirrors_host_threads_and_executable_mappings() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let sysmon = ntsim::thread::sample_object_path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ntsim"))
+        .args([
+            "run",
+            "--driver",
+            path(&driver_image()),
+            "--object",
+            path(&sysmon),
+            "--program",
+            "thread_monitor",
+            "--program",
+            "image_monitor",
+            "--live",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("watching the host's processes") {
+            break;
+        }
+    }
+    // A host process with a second thread, alive long enough for a scan of
+    // its mappings.
+    let host = Command::new("python3")
+        .args([
+            "-c",
+            "import threading, time\n\
+             t = threading.Thread(target=time.sleep, args=(0.6,))\n\
+             t.start(); t.join(); time.sleep(0.3)",
+        ])
+        .spawn()
+        .expect("python3 (this test needs it)");
+    let host_pid = host.id();
+    assert!({ host }.wait().unwrap().success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let text = rest.join("\n");
+    let label = |l: &&String| l.contains(&format!("/{host_pid}"));
+    let ours: Vec<&String> = rest.iter().filter(label).collect();
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("] THREAD CREATE ") && l.contains("/task ")),
+        "the second thread is created:\n{text}"
+    );
+    assert!(
+        ours.iter().any(|l| l.contains("] THREAD EXIT ")),
+        "and exits:\n{text}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("] IMAGE pid ") && l.contains("libc")),
+        "libc is mapped executable:\n{text}"
+    );
+    // The programs saw them: decoded records in the dumped rings.
+    assert!(text.contains("IMAGE LOAD pid"), "{text}");
+    assert!(text.contains("THREAD CREATE tid"), "{text}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("no leaks, no violations")
+    );
+}

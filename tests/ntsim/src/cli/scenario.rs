@@ -842,8 +842,19 @@ pub fn first_thread_and_main_image(pid: usize, spec: &ProcessSpec) -> usize {
 /// creation time the host's, its user `S-1-22-1-UID` (the "Unix User" SIDs
 /// Samba maps uids to), named after `/etc/passwd`.
 ///
-/// Limits: a process that starts and ends between two polls is not seen;
-/// Linux tells only a parent how a process ended, so exits carry code 0.
+/// Each mirrored process also gets its first thread and main image as a
+/// scenario `create` does, and, best effort, its host threads
+/// (`/proc/PID/task`: a new task is a local thread of its process, start
+/// address 0; a task that ends exits with status 0) and its executable file
+/// mappings (`/proc/PID/maps` lines with `x` permission and a path: one
+/// image load per file, based at the file's lowest mapping and as large as
+/// its mappings span), at most [`MAX_THREADS`] threads and [`MAX_IMAGES`]
+/// images per process; mappings are rescanned every [`MAPS_EVERY`] polls.
+///
+/// Limits: a process, thread or mapping that starts and ends between two
+/// polls is not seen; Linux tells only a parent how a process ended, so
+/// exits carry code 0; the creator of a host thread is taken to be its own
+/// process (Linux does not record it).
 #[cfg(target_os = "linux")]
 pub mod live {
     use super::{account_name, Outcome};
@@ -869,12 +880,73 @@ pub mod live {
         pid: usize,
         tid: usize,
         label: String,
+        /// Host task id -> simulated thread id (the main task is `tid`).
+        threads: HashMap<u32, usize>,
+        /// Paths of the images raised for this process.
+        images: HashSet<String>,
+    }
+
+    /// Threads mirrored per process at most.
+    pub const MAX_THREADS: usize = 64;
+    /// Images mirrored per process at most.
+    pub const MAX_IMAGES: usize = 256;
+    /// Polls between two scans of the processes' mappings.
+    pub const MAPS_EVERY: u64 = 5;
+
+    /// The host tasks of process `pid`, sorted.
+    fn tasks(pid: u32) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        let mut t: Vec<u32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    /// The executable files mapped by process `pid`: (path, lowest start,
+    /// span), in order of address.
+    fn executable_mappings(pid: u32) -> Vec<(String, usize, usize)> {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return Vec::new();
+        };
+        // path -> (lowest start, highest end, any executable mapping)
+        let mut files: HashMap<String, (usize, usize, bool)> = HashMap::new();
+        for line in maps.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let Some(path) = f.nth(3).filter(|p| p.starts_with('/')) else {
+                continue;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
+            let e = files.entry(path.to_string()).or_insert((a, b, false));
+            e.0 = e.0.min(a);
+            e.1 = e.1.max(b);
+            e.2 |= perms.as_bytes().get(2) == Some(&b'x');
+        }
+        let mut out: Vec<(String, usize, usize)> = files
+            .into_iter()
+            .filter(|(_, (_, _, x))| *x)
+            .map(|(p, (a, b, _))| (p, a, b - a))
+            .collect();
+        out.sort_by_key(|(_, a, _)| *a);
+        out
     }
 
     /// Host processes mirrored into the simulated kernel.
     #[derive(Debug)]
     pub struct Host {
         known: HashMap<(u32, u64), Mirrored>,
+        polls: u64,
         /// Processes whose creation a program denied (not raised again).
         denied: HashSet<(u32, u64)>,
         uids: HashSet<u32>,
@@ -973,6 +1045,7 @@ pub mod live {
             let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
             let mut host = Host {
                 known: HashMap::new(),
+                polls: 0,
                 denied: HashSet::new(),
                 uids: HashSet::new(),
                 accounts: ps::default_accounts(),
@@ -982,6 +1055,12 @@ pub mod live {
             };
             for seen in scan()? {
                 host.create(&seen);
+            }
+            let mut keys: Vec<(u32, u64)> = host.known.keys().copied().collect();
+            keys.sort();
+            for key in keys {
+                host.threads_of(key);
+                host.images_of(key);
             }
             Ok(host)
         }
@@ -1039,13 +1118,15 @@ pub mod live {
             let label = format!("{}/{}", seen.comm, seen.pid);
             let key = (seen.pid, seen.start);
             if nt_success(created.creation_status) {
-                let tid = ps::create_thread(created.pid);
+                let tid = super::first_thread_and_main_image(created.pid, &spec);
                 self.known.insert(
                     key,
                     Mirrored {
                         pid: created.pid,
                         tid,
                         label: label.clone(),
+                        threads: HashMap::from([(seen.pid, tid)]),
+                        images: HashSet::from([spec.image_file_name.clone()]),
                     },
                 );
             } else {
@@ -1061,18 +1142,117 @@ pub mod live {
             }
         }
 
+        /// Creates the host tasks of `key` that are new, exits those that
+        /// ended (at most [`MAX_THREADS`] mirrored).
+        fn threads_of(&mut self, key: (u32, u64)) -> Vec<Outcome> {
+            let Some(m) = self.known.get_mut(&key) else {
+                return Vec::new();
+            };
+            let now = tasks(key.0);
+            let mut out = Vec::new();
+            let mut ended: Vec<u32> = m
+                .threads
+                .keys()
+                .filter(|t| **t != key.0 && now.binary_search(t).is_err())
+                .copied()
+                .collect();
+            ended.sort_unstable();
+            for host_tid in ended {
+                let tid = m.threads.remove(&host_tid).expect("a known task");
+                if ps::thread::exit_thread(tid, 0) {
+                    out.push(Outcome::ThreadExited {
+                        name: format!("{}/task {host_tid}", m.label),
+                        tid,
+                        code: 0,
+                    });
+                }
+            }
+            for host_tid in now {
+                if m.threads.len() >= MAX_THREADS {
+                    break;
+                }
+                if m.threads.contains_key(&host_tid) {
+                    continue;
+                }
+                let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
+                    process: m.pid,
+                    creator: Some(m.pid),
+                    creating_thread: Some(m.tid),
+                    start_address: 0,
+                });
+                m.threads.insert(host_tid, tid);
+                out.push(Outcome::ThreadCreated {
+                    name: format!("{}/task {host_tid}", m.label),
+                    pid: m.pid,
+                    tid,
+                    creator_pid: m.pid,
+                    start: 0,
+                });
+            }
+            out
+        }
+
+        /// Loads the executable files `key` mapped since the last scan (at
+        /// most [`MAX_IMAGES`] per process).
+        fn images_of(&mut self, key: (u32, u64)) -> Vec<Outcome> {
+            let Some(m) = self.known.get_mut(&key) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for (path, base, size) in executable_mappings(key.0) {
+                if m.images.len() >= MAX_IMAGES {
+                    break;
+                }
+                if !m.images.insert(path.clone()) {
+                    continue;
+                }
+                ps::image::load_user_image(
+                    m.pid,
+                    &ps::image::ImageSpec {
+                        path: path.clone(),
+                        base,
+                        size,
+                        ..Default::default()
+                    },
+                );
+                out.push(Outcome::ImageLoaded {
+                    process: Some(m.label.clone()),
+                    pid: m.pid,
+                    path,
+                    base,
+                    size,
+                });
+            }
+            out
+        }
+
         /// Raises what changed on the host since the last call: creations
-        /// (oldest first), then exits.
+        /// (oldest first), then threads and images of every mirrored
+        /// process, then exits.
         pub fn poll(&mut self) -> Vec<Outcome> {
             let Ok(now) = scan() else {
                 return Vec::new();
             };
+            self.polls += 1;
             let mut outcomes = Vec::new();
             let current: HashSet<(u32, u64)> = now.iter().map(|s| (s.pid, s.start)).collect();
             for seen in &now {
                 let key = (seen.pid, seen.start);
                 if !self.known.contains_key(&key) && !self.denied.contains(&key) {
                     outcomes.push(self.create(seen));
+                }
+            }
+            let mut keys: Vec<(u32, u64)> = self
+                .known
+                .keys()
+                .filter(|k| current.contains(k))
+                .copied()
+                .collect();
+            keys.sort();
+            for key in keys {
+                outcomes.extend(self.threads_of(key));
+                if self.polls % MAPS_EVERY == 0 {
+                    outcomes.extend(self.images_of(key));
                 }
             }
             let mut gone: Vec<(u32, u64)> = self
@@ -1085,7 +1265,7 @@ pub mod live {
             for key in gone {
                 let m = self.known.remove(&key).expect("a known process");
                 let time = ps::filetime_now();
-                if ps::exit_process(m.pid, 0, Some(time)) {
+                if ps::thread::exit_process(m.pid, 0, Some(time)) {
                     outcomes.push(Outcome::Exited {
                         name: m.label,
                         pid: m.pid,

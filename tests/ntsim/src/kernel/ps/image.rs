@@ -11,8 +11,10 @@
 //! - a driver: SystemModeImage set, process id 0, in the context of a System
 //!   thread (Windows loads drivers on a system thread).
 //!
-//! Windows calls load-image routines inside a critical region; ntsim does
-//! not model APC state (docs/ntsim.md lists the leniency).
+//! Windows calls load-image routines at PASSIVE_LEVEL inside a critical
+//! region (normal kernel APCs disabled); both functions here do the same
+//! (`KeEnterCriticalRegion` around the call). ntsim does not model the
+//! special-APC disabling Windows sometimes adds.
 
 use super::events::{load_image, ImageInfoSpec};
 use super::{enter_context, state, SYSTEM_PID};
@@ -59,7 +61,13 @@ fn info(spec: &ImageSpec, system: bool) -> ImageInfoSpec {
 /// the context of the process's most recent thread. Panics if `pid` is not
 /// live.
 pub fn load_user_image(pid: usize, spec: &ImageSpec) {
-    load_image(pid, Some(&spec.path), &info(spec, false));
+    in_critical_region(|| load_image(pid, Some(&spec.path), &info(spec, false)));
+}
+
+fn in_critical_region(f: impl FnOnce()) {
+    crate::kernel::sync::KeEnterCriticalRegion();
+    f();
+    crate::kernel::sync::KeLeaveCriticalRegion();
 }
 
 /// Loads driver `spec` into system space and calls the load-image routines
@@ -67,5 +75,5 @@ pub fn load_user_image(pid: usize, spec: &ImageSpec) {
 pub fn load_driver(spec: &ImageSpec) {
     let tid = state().some_thread_of(SYSTEM_PID);
     let _ctx = enter_context(SYSTEM_PID, tid);
-    load_image(0, Some(&spec.path), &info(spec, true));
+    in_critical_region(|| load_image(0, Some(&spec.path), &info(spec, true)));
 }
