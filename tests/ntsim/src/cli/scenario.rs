@@ -1251,7 +1251,7 @@ pub mod live {
             keys.sort();
             for key in keys {
                 outcomes.extend(self.threads_of(key));
-                if self.polls % MAPS_EVERY == 0 {
+                if self.polls.is_multiple_of(MAPS_EVERY) {
                     outcomes.extend(self.images_of(key));
                 }
             }
