@@ -495,3 +495,173 @@ pub(crate) fn outstanding() -> Vec<String> {
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ps::{create_process, ProcessSpec};
+
+    fn process() -> usize {
+        create_process(&ProcessSpec {
+            image_file_name: "\\??\\C:\\t.exe".into(),
+            ..Default::default()
+        })
+        .pid
+    }
+
+    fn open(thread: PETHREAD, attributes: u32, access: u32) -> (NTSTATUS, HANDLE) {
+        let mut h: HANDLE = 0;
+        // SAFETY: a writable handle; the object pointer is checked.
+        let st = unsafe {
+            ObOpenObjectByPointer(
+                thread,
+                attributes,
+                std::ptr::null_mut(),
+                access,
+                std::ptr::null_mut(),
+                KERNEL_MODE,
+                &mut h,
+            )
+        };
+        (st, h)
+    }
+
+    fn lookup(tid: usize) -> (NTSTATUS, PETHREAD) {
+        let mut t: PETHREAD = std::ptr::null_mut();
+        // SAFETY: a writable out pointer.
+        let st = unsafe { PsLookupThreadByThreadId(tid, &mut t) };
+        (st, t)
+    }
+
+    #[test]
+    fn start_address_and_exit_status_are_read_through_a_kernel_handle() {
+        let sim = crate::Sim::new();
+        let pid = process();
+        let tid = create_thread(&ThreadSpec {
+            process: pid,
+            start_address: 0x7ff6_0000_1234,
+            ..Default::default()
+        });
+        assert_eq!(lookup(0x7777_0000).0, STATUS_INVALID_CID);
+        let (st, thread) = lookup(tid);
+        assert_eq!(st, STATUS_SUCCESS);
+        let (st, h) = open(thread, OBJ_KERNEL_HANDLE, THREAD_QUERY_INFORMATION);
+        assert_eq!(st, STATUS_SUCCESS);
+        // SAFETY: the reference the lookup took.
+        unsafe { crate::kernel::ps::ObfDereferenceObject(thread) };
+        let mut start = 0usize;
+        let mut len = 0u32;
+        // SAFETY: an 8-byte buffer.
+        let st = unsafe {
+            ZwQueryInformationThread(
+                h,
+                THREAD_QUERY_SET_WIN32_START_ADDRESS,
+                (&mut start as *mut usize).cast(),
+                8,
+                &mut len,
+            )
+        };
+        assert_eq!((st, start, len), (STATUS_SUCCESS, 0x7ff6_0000_1234, 8));
+        // SAFETY: a 4-byte buffer of the wrong length.
+        let st = unsafe {
+            ZwQueryInformationThread(
+                h,
+                THREAD_QUERY_SET_WIN32_START_ADDRESS,
+                (&mut len as *mut u32).cast(),
+                4,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, STATUS_INFO_LENGTH_MISMATCH);
+        // SAFETY: as above; an unknown class.
+        let st = unsafe {
+            ZwQueryInformationThread(
+                h,
+                77,
+                (&mut start as *mut usize).cast(),
+                8,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, STATUS_INVALID_INFO_CLASS);
+        assert!(exit_thread(tid, 0x1234));
+        let mut basic = THREAD_BASIC_INFORMATION::default();
+        // SAFETY: a whole THREAD_BASIC_INFORMATION; the handle outlives the
+        // thread, as on Windows.
+        let st = unsafe {
+            ZwQueryInformationThread(
+                h,
+                THREAD_BASIC_INFORMATION_CLASS,
+                (&mut basic as *mut THREAD_BASIC_INFORMATION).cast(),
+                48,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!((st, basic.ExitStatus), (STATUS_SUCCESS, 0x1234));
+        assert_eq!(open_thread_handles().len(), 1);
+        assert_eq!(crate::kernel::registry::ZwClose(h), STATUS_SUCCESS);
+        assert!(open_thread_handles().is_empty());
+        sim.finish().unwrap();
+    }
+
+    #[test]
+    fn misuse_is_refused_and_recorded() {
+        let sim = crate::Sim::new();
+        let pid = process();
+        let tid = create_thread(&ThreadSpec {
+            process: pid,
+            ..Default::default()
+        });
+        let (_, thread) = lookup(tid);
+        // A handle without the query right cannot query the start address.
+        let (st, h) = open(thread, OBJ_KERNEL_HANDLE, THREAD_QUERY_LIMITED_INFORMATION);
+        assert_eq!(st, STATUS_SUCCESS);
+        let mut start = 0usize;
+        // SAFETY: an 8-byte buffer.
+        let st = unsafe {
+            ZwQueryInformationThread(
+                h,
+                THREAD_QUERY_SET_WIN32_START_ADDRESS,
+                (&mut start as *mut usize).cast(),
+                8,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, STATUS_ACCESS_DENIED);
+        assert_eq!(crate::kernel::registry::ZwClose(h), STATUS_SUCCESS);
+        assert!(crate::kernel::violation::take().is_empty());
+        // A user handle works but is a violation.
+        let (st, h) = open(thread, 0, THREAD_QUERY_INFORMATION);
+        assert_eq!(st, STATUS_SUCCESS);
+        assert_eq!(crate::kernel::registry::ZwClose(h), STATUS_SUCCESS);
+        let v = crate::kernel::violation::take();
+        assert!(
+            v.iter().any(|v| v.message.contains("OBJ_KERNEL_HANDLE")),
+            "{v:?}"
+        );
+        // A non-thread object, a stale handle.
+        let (st, _) = open(
+            0x1000 as PETHREAD,
+            OBJ_KERNEL_HANDLE,
+            THREAD_QUERY_INFORMATION,
+        );
+        assert_eq!(st, STATUS_INVALID_PARAMETER);
+        // SAFETY: an 8-byte buffer; the handle is closed.
+        let st = unsafe {
+            ZwQueryInformationThread(
+                h,
+                THREAD_QUERY_SET_WIN32_START_ADDRESS,
+                (&mut start as *mut usize).cast(),
+                8,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, STATUS_INVALID_HANDLE);
+        assert_eq!(crate::kernel::violation::take().len(), 2);
+        // A handle left open and the lookup's reference are reported.
+        let (_, leaked) = open(thread, OBJ_KERNEL_HANDLE, THREAD_QUERY_INFORMATION);
+        assert_ne!(leaked, 0);
+        let findings = sim.finish().expect_err("a leaked handle is a finding");
+        assert!(findings.contains("never closed (ZwClose)"), "{findings}");
+    }
+}
