@@ -6,7 +6,10 @@
 
 use super::*;
 use crate::ebpf::abi::*;
-use crate::ebpf::context::{unicode_bytes, Packet, ProgramContext, TestRunContext};
+use crate::ebpf::context::{
+    test_run_input, unicode_bytes, write_test_run_context, write_test_run_data, Packet,
+    ProgramContext, TestRunContext,
+};
 use crate::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
 use crate::ebpf::hook::{EventSource, Flow, Hook};
 use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
@@ -416,31 +419,17 @@ unsafe extern "system" fn context_create(
     context_size_in: usize,
     context: *mut *mut c_void,
 ) -> ebpf_result_t {
-    if context.is_null() {
-        return EbpfError::INVALID_ARGUMENT.code();
-    }
-    // SAFETY: the caller guarantees context is writable.
-    unsafe { *context = ptr::null_mut() };
-    if (data_in.is_null() && data_size_in != 0) || (context_in.is_null() && context_size_in != 0) {
-        return EbpfError::INVALID_ARGUMENT.code();
-    }
-    let data: &[u8] = if data_size_in == 0 {
-        &[]
-    } else {
-        // SAFETY: non-null, valid for data_size_in bytes (caller's contract).
-        unsafe { core::slice::from_raw_parts(data_in, data_size_in) }
+    // SAFETY: forwarded contract; process_md_t is plain data (its pointers
+    // are replaced before use).
+    let input = match unsafe {
+        test_run_input::<process_md_t>(data_in, data_size_in, context_in, context_size_in, context)
+    } {
+        Ok(input) => input,
+        Err(e) => return e.code(),
     };
-    let md = if context_in.is_null() {
-        process_md_t::zeroed()
-    } else if context_size_in < size_of::<process_md_t>() {
-        return EbpfError::INVALID_ARGUMENT.code();
-    } else {
-        // SAFETY: at least size_of::<process_md_t>() readable bytes; read
-        // unaligned since the caller's buffer has no alignment guarantee.
-        unsafe { (context_in as *const process_md_t).read_unaligned() }
-    };
-    into_ebpf_result(create_test_run(data, md).map(|run| {
-        // SAFETY: the caller guarantees context is writable.
+    let md = input.context.unwrap_or(process_md_t::zeroed());
+    into_ebpf_result(create_test_run(input.data, md).map(|run| {
+        // SAFETY: checked writable by test_run_input.
         unsafe { *context = TestRun::into_raw(run) };
     }))
 }
@@ -513,48 +502,28 @@ unsafe extern "system" fn context_destroy(
     }
     // SAFETY: a context context_create gave away; ownership comes back.
     let run = unsafe { TestRun::from_raw(context) };
-    if !context_size_out.is_null() {
-        // SAFETY: caller's contract.
-        let room = unsafe { *context_size_out };
-        let mut md = run.event.context;
-        // Kernel addresses mean nothing to the caller.
-        md.command_start = ptr::null_mut();
-        md.command_end = ptr::null_mut();
-        let written = if !context_out.is_null() && room >= size_of::<process_md_t>() {
-            // SAFETY: room for a whole process_md_t.
-            unsafe { (context_out as *mut process_md_t).write_unaligned(md) };
-            size_of::<process_md_t>()
-        } else {
-            0
-        };
-        // SAFETY: caller's contract.
-        unsafe { *context_size_out = written };
-    }
-    if !data_size_out.is_null() {
-        let private = &run.event.private;
-        // SAFETY: the run is over: nothing else borrows the cache.
-        let account = unsafe { &*private.account.get() };
-        let resolved = account.state == AccountState::Resolved;
-        let command_len = run.owned.len() - private.image_path_len;
-        let strings = TestStrings {
-            command_line: &run.owned[..command_len],
-            image_path: private.image_path(),
-            account_name: if resolved { account.name() } else { &[] },
-            account_domain: if resolved { account.domain() } else { &[] },
-        };
-        let need = test_data_size(&strings);
-        // SAFETY: caller's contract.
-        let room = unsafe { *data_size_out };
-        let written = if !data_out.is_null() && room >= need {
-            // SAFETY: room >= need bytes writable.
-            let out = unsafe { core::slice::from_raw_parts_mut(data_out, need) };
-            write_test_data(&strings, out);
-            need
-        } else {
-            0
-        };
-        // SAFETY: caller's contract.
-        unsafe { *data_size_out = written };
-    }
+    let mut md = run.event.context;
+    // Kernel addresses mean nothing to the caller.
+    md.command_start = ptr::null_mut();
+    md.command_end = ptr::null_mut();
+    // SAFETY: forwarded contract.
+    unsafe { write_test_run_context(md, context_out, context_size_out) };
+    let private = &run.event.private;
+    // SAFETY: the run is over: nothing else borrows the cache.
+    let account = unsafe { &*private.account.get() };
+    let resolved = account.state == AccountState::Resolved;
+    let command_len = run.owned.len() - private.image_path_len;
+    let strings = TestStrings {
+        command_line: &run.owned[..command_len],
+        image_path: private.image_path(),
+        account_name: if resolved { account.name() } else { &[] },
+        account_domain: if resolved { account.domain() } else { &[] },
+    };
+    // SAFETY: forwarded contract.
+    unsafe {
+        write_test_run_data(test_data_size(&strings), data_out, data_size_out, |out| {
+            write_test_data(&strings, out)
+        })
+    };
     drop(run);
 }
