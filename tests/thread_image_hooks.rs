@@ -717,3 +717,91 @@ fn attach_and_detach_under_load_of_all_three_kinds_on_several_threads() {
     assert!(violation::take().is_empty());
     env.finish();
 }
+
+#[test]
+fn every_fallible_call_of_load_attach_events_and_unload_fails_cleanly() {
+    let image = driver_image();
+    let object_bytes = std::fs::read(thread_hook::sample_object_path()).unwrap();
+    let covered = ntsim::sim::sweep(|injection| {
+        let mut sim = Sim::new();
+        if let Some(i) = injection {
+            fault::fail_nth(&i.api, i.call);
+        }
+        let context = format!("{injection:?}");
+        let status = sim.load_driver(&image).unwrap();
+        if status != 0 {
+            assert!(injection.is_some(), "DriverEntry failed without a fault");
+        } else {
+            let object = Object::load(&object_bytes, &thread_hook::section_map()).unwrap();
+            let mut kept = Vec::new();
+            for (name, attach_type) in [
+                ("thread_monitor", thread_hook::ATTACH_TYPE),
+                ("image_monitor", image_hook::ATTACH_TYPE),
+            ] {
+                if let Ok(p) = LoadedProgram::load(object.program(name).unwrap().clone()) {
+                    if let Ok(link) = p.attach(attach_type, &[], 0) {
+                        kept.push((name, p, link));
+                    }
+                }
+            }
+            let pid = spawn("\\??\\C:\\f.exe");
+            let tid = threads::create_thread(&ThreadSpec {
+                process: pid,
+                creator: None,
+                creating_thread: None,
+                start_address: 0x1000,
+            });
+            assert!(threads::exit_thread(tid, 5));
+            load_user_image(
+                pid,
+                &ImageSpec {
+                    path: "C:\\f.dll".into(),
+                    base: 0x1000,
+                    size: 0x1000,
+                    ..Default::default()
+                },
+            );
+            assert!(ps::exit_process(pid, 0, None));
+            for (name, _, _) in &kept {
+                let delivered = match *name {
+                    "thread_monitor" => env_threads(&object),
+                    _ => object.map("images").unwrap().drain_ring().len(),
+                };
+                let expected = if *name == "thread_monitor" { 2 } else { 1 };
+                assert_eq!(
+                    delivered, expected,
+                    "{context}: {name}: a failure inside an event fails open"
+                );
+            }
+            drop(kept);
+            ntsim::io::wait_idle();
+            assert_eq!(counts(), NotifyCounts::default(), "{context}");
+            sim.unload_driver().unwrap();
+        }
+        if let Err(findings) = sim.finish() {
+            panic!("{context}: {findings}");
+        }
+    });
+    let names: Vec<String> = covered
+        .iter()
+        .map(|i| format!("{}#{}", i.api, i.call))
+        .collect();
+    for expected in [
+        "NmrRegisterProvider#4",
+        "NmrRegisterProvider#6",
+        "PsSetCreateThreadNotifyRoutine#1",
+        "PsSetLoadImageNotifyRoutineEx#1",
+        "PsLookupThreadByThreadId#2",
+        "ObOpenObjectByPointer#2",
+        "ZwQueryInformationThread#3",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} not covered: {names:?}"
+        );
+    }
+}
+
+fn env_threads(object: &Object) -> usize {
+    object.map("threads").unwrap().drain_ring().len()
+}
