@@ -465,6 +465,25 @@ fn live_replays_host_processes() {
     );
 }
 
+/// Set for the copy of this binary that `live_mirrors_host_threads_and_
+/// executable_mappings` starts as a host process.
+#[cfg(target_os = "linux")]
+const LIVE_HELPER: &str = "NTSIM_CLI_LIVE_HELPER";
+
+/// Not a test on its own: in the host process started by the test below
+/// (with LIVE_HELPER set), runs a second thread for 0.6 s, then lives 0.3 s
+/// more; otherwise does nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn live_thread_helper() {
+    if std::env::var_os(LIVE_HELPER).is_none() {
+        return;
+    }
+    let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(600)));
+    t.join().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn live_mirrors_host_threads_and_executable_mappings() {
@@ -495,16 +514,18 @@ fn live_mirrors_host_threads_and_executable_mappings() {
         }
     }
     // A host process with a second thread, alive long enough for a scan of
-    // its mappings.
-    let host = Command::new("python3")
+    // its mappings: this test binary, running `live_thread_helper`.
+    let host = Command::new(std::env::current_exe().unwrap())
         .args([
-            "-c",
-            "import threading, time\n\
-             t = threading.Thread(target=time.sleep, args=(0.6,))\n\
-             t.start(); t.join(); time.sleep(0.3)",
+            "live_thread_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
         ])
+        .env(LIVE_HELPER, "1")
+        .stdout(Stdio::null())
         .spawn()
-        .expect("python3 (this test needs it)");
+        .unwrap();
     let host_pid = host.id();
     assert!({ host }.wait().unwrap().success());
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
