@@ -3,9 +3,11 @@
 //! decided, then check that the driver left nothing behind.
 //!
 //! - [`run`]: the demo (`cargo xtask demo`, `ntsim demo`): the sample
-//!   process monitor and policy of `tests/bpf/process_test.c` against the
-//!   built-in scenario ([`crate::cli::scenario::BUILTIN`]), one line per event
-//!   from the monitor's records. The output is the same on every run.
+//!   process monitor and policy of `tests/bpf/process_test.c` and the
+//!   Sysmon-style programs of `tests/bpf/sysmon.c` against the demo
+//!   scenario ([`crate::cli::scenario::BUILTIN`] and [`DEMO_SCENARIO_EXTRA`]),
+//!   one line per event from the monitors' records. The output is the same
+//!   on every run.
 //! - [`run_object`]: any object, programs and events (`ntsim run`): a
 //!   scenario, or the host's live process activity ([`Events::Live`]).
 //!

@@ -1,5 +1,5 @@
-//! Process scenarios: a small line format describing process creations and
-//! exits, its parser, and a [`Runner`] that raises the events in the
+//! Scenarios: a small line format describing process creations and exits,
+//! threads, image and driver loads, its parser, and a [`Runner`] that raises the events in the
 //! simulated kernel ([`crate::kernel::ps`]).
 //!
 //! # The format
