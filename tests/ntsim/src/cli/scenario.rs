@@ -848,8 +848,8 @@ pub fn first_thread_and_main_image(pid: usize, spec: &ProcessSpec) -> usize {
 /// address 0; a task that ends exits with status 0) and its executable file
 /// mappings (`/proc/PID/maps` lines with `x` permission and a path: one
 /// image load per file, based at the file's lowest mapping and as large as
-/// its mappings span), at most [`MAX_THREADS`] threads and [`MAX_IMAGES`]
-/// images per process; mappings are rescanned every [`MAPS_EVERY`] polls.
+/// its mappings span), at most [`live::MAX_THREADS`] threads and [`live::MAX_IMAGES`]
+/// images per process; mappings are rescanned every [`live::MAPS_EVERY`] polls.
 ///
 /// Limits: a process, thread or mapping that starts and ends between two
 /// polls is not seen; Linux tells only a parent how a process ended, so
@@ -1143,7 +1143,7 @@ pub mod live {
         }
 
         /// Creates the host tasks of `key` that are new, exits those that
-        /// ended (at most [`MAX_THREADS`] mirrored).
+        /// ended (at most [`live::MAX_THREADS`] mirrored).
         fn threads_of(&mut self, key: (u32, u64)) -> Vec<Outcome> {
             let Some(m) = self.known.get_mut(&key) else {
                 return Vec::new();
