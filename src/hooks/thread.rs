@@ -153,7 +153,10 @@ mod kernel {
             helpers: [],
             context_create,
             context_destroy,
-            required_irql: nt::PASSIVE_LEVEL,
+            // Windows calls thread notify routines at PASSIVE_LEVEL or
+            // APC_LEVEL (PCREATE_THREAD_NOTIFY_ROUTINE): programs must
+            // be able to run at either.
+            required_irql: nt::APC_LEVEL,
         },
     );
 
@@ -249,8 +252,13 @@ mod kernel {
     }
 
     /// The thread's start address and, on exit, its exit status; zeros for
-    /// what cannot be read.
+    /// what cannot be read. The queries need PASSIVE_LEVEL; Windows may call
+    /// the routine at APC_LEVEL, and then both stay 0.
     fn read_thread(md: &mut thread_md_t) {
+        // SAFETY: reads the current IRQL; no precondition.
+        if unsafe { nt::KeGetCurrentIrql() } != nt::PASSIVE_LEVEL {
+            return;
+        }
         let Ok(handle) = ThreadHandle::open(md.thread_id as HANDLE) else {
             return;
         };

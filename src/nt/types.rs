@@ -7,6 +7,7 @@ pub type HANDLE = usize;
 pub type KIRQL = u8;
 
 pub const PASSIVE_LEVEL: KIRQL = 0;
+pub const APC_LEVEL: KIRQL = 1;
 pub const DISPATCH_LEVEL: KIRQL = 2;
 
 pub const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
