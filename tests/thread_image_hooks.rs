@@ -140,6 +140,11 @@ fn program_information_of_both_types_passes_the_core_validation() {
             info.type_specific_helpers.is_empty(),
             "no program-type helpers"
         );
+        assert_eq!(
+            info.required_irql,
+            if packet { 0 } else { 1 },
+            "thread routines may run at APC_LEVEL, load-image routines at PASSIVE_LEVEL"
+        );
     }
     assert_eq!(
         env.load("thread_monitor")
