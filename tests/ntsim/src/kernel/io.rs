@@ -151,6 +151,7 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
     let context = context as usize;
     std::thread::spawn(move || {
         crate::kernel::crash::install_thread();
+        wait_while_held();
         irql::set(PASSIVE_LEVEL);
         // The routine may queue the item again once it has started.
         if let Some(i) = state().items.get_mut(&item) {
@@ -167,6 +168,40 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
             IDLE.notify_all();
         }
     });
+}
+
+static HELD: Mutex<bool> = Mutex::new(false);
+static RELEASED: Condvar = Condvar::new();
+
+/// While the returned guard lives, queued work item routines wait before
+/// they start (a test arranges what happens while a work item is queued);
+/// dropping it lets them run.
+pub fn hold() -> Hold {
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    Hold(())
+}
+
+/// See [`hold`].
+#[must_use = "work items run again as soon as the guard is dropped"]
+pub struct Hold(());
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        RELEASED.notify_all();
+    }
+}
+
+fn wait_while_held() {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    while *held {
+        held = RELEASED.wait(held).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Routines queued and not yet finished (held ones included).
+pub fn in_flight() -> usize {
+    state().in_flight
 }
 
 /// Waits until no work item routine is queued or running.
