@@ -264,13 +264,23 @@ impl Wide {
     /// Not UTF-8, empty, longer than 255 UTF-16 units, or containing a `\`
     /// or a NUL.
     pub fn new(text: &[u8]) -> Result<Wide, BadName> {
+        Wide::encode(text, false)
+    }
+
+    /// An absolute registry path (backslashes allowed).
+    #[cfg(windows)]
+    fn path(text: &[u8]) -> Result<Wide, BadName> {
+        Wide::encode(text, true)
+    }
+
+    fn encode(text: &[u8], path: bool) -> Result<Wide, BadName> {
         let text = core::str::from_utf8(text).map_err(|_| BadName)?;
         let mut w = Wide {
             units: [0; 256],
             len: 0,
         };
         for u in text.encode_utf16() {
-            if w.len == 255 || u == u16::from(b'\\') || u == 0 {
+            if w.len == 255 || (u == u16::from(b'\\') && !path) || u == 0 {
                 return Err(BadName);
             }
             w.units[w.len] = u;
@@ -731,7 +741,11 @@ mod kernel {
     }
 
     fn write_all(providers: &[&Provider]) -> NtResult {
-        let ebpf = Key::create(None, ascii(names::EBPF_ROOT).units())?;
+        let root_path = match Wide::path(names::EBPF_ROOT.as_bytes()) {
+            Ok(w) => w,
+            Err(_) => unreachable!("a constant path"),
+        };
+        let ebpf = Key::create(None, root_path.units())?;
         let root = Key::create(Some(&ebpf), ascii(names::PROVIDERS).units())?;
         drop(ebpf);
         let program_data = Key::create(Some(&root), ascii(names::PROGRAM_DATA).units())?;
