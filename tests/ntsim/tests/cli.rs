@@ -271,7 +271,8 @@ fn errors_name_the_problem() {
         &["cannot read the scenario", "none.txt"],
     );
 
-    // A section this driver does not provide a program type for.
+    // A section the driver did not register in the eBPF store: refused,
+    // naming it and listing what is registered.
     let maps = object.with_file_name("maps.o");
     assert_fails(
         &run(&[
@@ -282,7 +283,10 @@ fn errors_name_the_problem() {
             "--builtin",
         ]),
         1,
-        &["loading program \"maps_test\"", "no program type"],
+        &[
+            "section \"sample\" is not in the eBPF store",
+            "(registered sections: process)",
+        ],
     );
 
     // DriverEntry fails when its first allocation fails: its status is shown.
