@@ -184,6 +184,19 @@ mod nt_sync {
     /// to that thread).
     type NotSend = PhantomData<*const ()>;
 
+    // The guards are `!Send` (checked at compile time: if one were `Send`,
+    // `some_item` would be ambiguous and this would not compile).
+    const _: () = {
+        trait AmbiguousIfSend<A> {
+            fn some_item() {}
+        }
+        impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+        impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
+        let _ = <ReadGuard<'static, ()> as AmbiguousIfSend<_>>::some_item;
+        let _ = <WriteGuard<'static, ()> as AmbiguousIfSend<_>>::some_item;
+        let _ = <PushLockGuard<'static, ()> as AmbiguousIfSend<_>>::some_item;
+    };
+
     /// Data behind a kernel reader/writer spin lock (`EX_SPIN_LOCK`).
     /// Holding either guard raises the IRQL to DISPATCH_LEVEL: keep critical
     /// sections short and call nothing that may wait.

@@ -662,3 +662,32 @@ fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() 
     );
     sim.finish().unwrap();
 }
+
+#[test]
+fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
+    let sim = loaded();
+    // The invoke path takes clients 16 at a time; 37 spans three snapshots.
+    let clients: Vec<_> = (0..37).map(|_| HostClient::new(|_| {})).collect();
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\many.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    assert!(ps::exit_process(p.pid, 0, None));
+    let counts: Vec<u64> = clients
+        .iter()
+        .map(|c| c.invocations.load(Ordering::SeqCst))
+        .collect();
+    for c in &clients {
+        c.deregister();
+    }
+    assert_eq!(
+        counts,
+        vec![2; 37],
+        "CREATE and DELETE reach every client once"
+    );
+    sim.finish().unwrap();
+}

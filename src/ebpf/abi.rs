@@ -275,12 +275,6 @@ pub struct ebpf_execution_context_state_t {
     pub bytes: [u64; 8],
 }
 
-impl ebpf_execution_context_state_t {
-    pub const fn zeroed() -> Self {
-        ebpf_execution_context_state_t { bytes: [0; 8] }
-    }
-}
-
 /// `EBPF_CONTEXT_HEADER`: eight `u64` the core owns, placed immediately
 /// before every program context.
 #[repr(C)]

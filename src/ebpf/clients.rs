@@ -4,8 +4,8 @@
 //! This is the only module that follows the links. Its API is small:
 //! [`ClientList::push`] (attach), [`ClientList::unlink`] (cleanup, O(1)),
 //! and [`ClientList::acquire_after`] (the invoke path), which takes the
-//! [`InvokeRef`] of up to [`SNAPSHOT_CAPACITY`] entries in one pass and
-//! returns them as a [`Snapshot`] that outlives the lock. Mutating
+//! [`InvokeRef`] of up to [`SNAPSHOT_CAPACITY`] entries in one pass into a
+//! [`Snapshot`] that outlives the lock. Mutating
 //! operations take `&mut ClientList`, reading ones `&ClientList`: the lock
 //! guard that hands them out is the proof that the lock is held.
 //!
@@ -18,6 +18,7 @@
 
 use crate::sync::InvokeRef;
 use core::cell::Cell;
+use core::mem::MaybeUninit;
 use core::ptr;
 
 /// Entries one [`Snapshot`] holds at most; an event with more clients takes
@@ -171,55 +172,88 @@ impl<T> ClientList<T> {
     }
 
     /// Takes a reference on each of the next [`SNAPSHOT_CAPACITY`] entries
-    /// after `after` (from the head when `None`) whose detach has not begun.
+    /// after `after` (from the head when `None`) whose detach has not begun,
+    /// into `snapshot`, which must be empty (new or released): filled in
+    /// place, so the hot path copies no array.
     ///
     /// `after` must be an entry of this list; it is when the caller holds
     /// its reference (a [`Snapshot`] of this list does), because an entry
     /// stays linked until its binding is cleaned up, which cannot happen
     /// while a reference is held. An entry that is not linked here yields an
     /// empty snapshot.
-    pub fn acquire_after(&self, after: Option<&Entry<T>>) -> Snapshot<T> {
-        let mut snapshot = Snapshot {
-            entries: [ptr::null(); SNAPSHOT_CAPACITY],
-            len: 0,
-        };
+    ///
+    /// # Panics
+    /// If `snapshot` still holds references.
+    pub fn acquire_after(&self, after: Option<&Entry<T>>, snapshot: &mut Snapshot<T>) {
+        assert_eq!(
+            snapshot.len, 0,
+            "acquire into a snapshot that holds references"
+        );
+        let entries = &mut snapshot.entries;
+        let mut len = 0;
         let mut cursor = match after {
             None => self.head,
             // The shared lock is held and `entry` is linked here.
             Some(entry) if self.holds(entry) => entry.next.get(),
-            Some(_) => return snapshot,
+            Some(_) => ptr::null(),
         };
-        while !cursor.is_null() && snapshot.len < SNAPSHOT_CAPACITY {
+        while len < SNAPSHOT_CAPACITY {
             // SAFETY: every entry reachable from the head is live while the
-            // lock is held (invariant).
-            let entry = unsafe { &*cursor };
+            // lock is held (invariant); null ends the list.
+            let Some(entry) = (unsafe { cursor.as_ref() }) else {
+                break;
+            };
             if entry.refs.try_acquire() {
-                // INVARIANT (Snapshot): the reference is now held.
-                snapshot.entries[snapshot.len] = cursor;
-                snapshot.len += 1;
+                entries[len].write(cursor);
+                len += 1;
             }
             cursor = entry.next.get();
         }
-        snapshot
+        // INVARIANT (Snapshot): the first `len` slots hold the entries
+        // whose reference was taken above.
+        snapshot.len = len;
     }
 }
 
-/// Entries of a [`ClientList`] on each of which this holds one reference.
+/// Entries of a [`ClientList`] on each of which this holds one reference
+/// (released by [`release`](Snapshot::release), which leaves it empty).
 ///
 /// # Invariants
-/// `entries[..len]` are entries of one list on which this snapshot holds a
-/// reference taken with [`InvokeRef::try_acquire`]: they stay live and
-/// linked until [`release`](Self::release).
+/// `len <= SNAPSHOT_CAPACITY`; `entries[..len]` are initialized, and are
+/// entries of one list on which this snapshot holds a reference taken with
+/// [`InvokeRef::try_acquire`]: they stay live and linked until
+/// [`release`](Self::release).
 #[must_use = "the references must be released (a detach waits for them)"]
 pub struct Snapshot<T> {
-    entries: [*const Entry<T>; SNAPSHOT_CAPACITY],
+    entries: [MaybeUninit<*const Entry<T>>; SNAPSHOT_CAPACITY],
     len: usize,
 }
 
+impl<T> Default for Snapshot<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> Snapshot<T> {
+    /// An empty snapshot (nothing written: the slots stay uninitialized).
+    pub const fn new() -> Snapshot<T> {
+        // INVARIANT: no slot is in use.
+        Snapshot {
+            entries: [const { MaybeUninit::uninit() }; SNAPSHOT_CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn held(&self) -> &[*const Entry<T>] {
+        // SAFETY: `len <= SNAPSHOT_CAPACITY` and the first `len` slots are
+        // initialized (invariant); MaybeUninit<P> has P's layout.
+        unsafe { core::slice::from_raw_parts(self.entries.as_ptr().cast(), self.len) }
+    }
+
     /// The entries, in list order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
-        self.entries[..self.len].iter().map(|&p| {
+        self.held().iter().map(|&p| {
             // SAFETY: held entries are live while `self` is (invariant).
             unsafe { &*p }
         })
@@ -227,11 +261,10 @@ impl<T> Snapshot<T> {
 
     /// The last entry, if the snapshot is full (more may follow it).
     pub fn last_if_full(&self) -> Option<&Entry<T>> {
-        if self.len == SNAPSHOT_CAPACITY {
+        match self.held() {
             // SAFETY: a held entry (invariant).
-            Some(unsafe { &*self.entries[self.len - 1] })
-        } else {
-            None
+            [.., last] if self.len == SNAPSHOT_CAPACITY => Some(unsafe { &**last }),
+            _ => None,
         }
     }
 
@@ -239,8 +272,8 @@ impl<T> Snapshot<T> {
     /// whose last reference this was, `on_detached` is called with its
     /// value: the caller must then report the detach complete, and must not
     /// touch the entry after that (it may be freed).
-    pub fn release(mut self, mut on_detached: impl FnMut(&T)) {
-        for &p in &self.entries[..self.len] {
+    pub fn release(&mut self, mut on_detached: impl FnMut(&T)) {
+        for &p in self.held() {
             // SAFETY: a held entry (invariant). When `release` returns
             // true, only this caller can complete the detach, so the entry
             // stays live until `on_detached` has returned.
@@ -266,7 +299,8 @@ mod tests {
     use crate::sync::Detach;
 
     fn values(list: &ClientList<u32>, after: Option<&Entry<u32>>) -> Vec<u32> {
-        let s = list.acquire_after(after);
+        let mut s = Snapshot::new();
+        list.acquire_after(after, &mut s);
         let v = s.iter().map(|e| *e.value()).collect();
         s.release(|_| panic!("nothing detaches here"));
         v
@@ -308,7 +342,8 @@ mod tests {
             // SAFETY: as in the test above.
             unsafe { list.push(e) };
         }
-        let s = list.acquire_after(None);
+        let mut s = Snapshot::new();
+        list.acquire_after(None, &mut s);
         assert_eq!(entries[1].refs().begin_detach(), Detach::Pending);
         assert_eq!(entries[2].refs().begin_detach(), Detach::Pending);
         assert_eq!(values(&list, None), [0], "no new reference after detach");
@@ -329,15 +364,19 @@ mod tests {
             unsafe { list.push(e) };
         }
         let mut seen = Vec::new();
-        let mut s = list.acquire_after(None);
+        let mut s = Snapshot::new();
+        list.acquire_after(None, &mut s);
         loop {
             seen.extend(s.iter().map(|e| *e.value()));
-            let next = s.last_if_full().map(|last| list.acquire_after(Some(last)));
+            let mut next = Snapshot::new();
+            let more = s
+                .last_if_full()
+                .map(|last| list.acquire_after(Some(last), &mut next));
             s.release(|_| {});
-            match next {
-                Some(n) => s = n,
-                None => break,
+            if more.is_none() {
+                break;
             }
+            s = next;
         }
         assert_eq!(seen, (0..40).collect::<Vec<_>>());
         for e in &entries {

@@ -60,26 +60,38 @@ impl<C, P> ProgramContext<C, P> {
         // ProgramContext (caller's contract), so `whole` points to it.
         unsafe { &*whole }
     }
+}
 
-    /// Hands a pool-allocated context to the core (`context_create`).
-    pub fn into_raw_context(this: PoolBox<Self>) -> *mut c_void {
+/// A `bpf_prog_test_run` context: a [`ProgramContext`] in pool, followed by
+/// what the run owns (the buffers its packet and private state point into).
+/// Helpers see it as the plain `ProgramContext` it starts with, so real
+/// events carry none of it.
+#[repr(C)]
+pub struct TestRunContext<C, P, O> {
+    /// The context as helpers see it.
+    pub event: ProgramContext<C, P>,
+    /// The run's own buffers.
+    pub owned: O,
+}
+
+impl<C, P, O> TestRunContext<C, P, O> {
+    /// Hands the run to the core (`context_create`): the pointer is the
+    /// program context, as for real events.
+    pub fn into_raw(this: PoolBox<Self>) -> *mut c_void {
         let raw = PoolBox::into_raw(this);
         // SAFETY: `raw` is live; only the address of the field is taken.
-        unsafe { ptr::addr_of_mut!((*raw).context) }.cast()
+        unsafe { ptr::addr_of_mut!((*raw).event.context) }.cast()
     }
 
-    /// Takes back a context from [`into_raw_context`](Self::into_raw_context)
+    /// Takes back a run from [`into_raw`](Self::into_raw)
     /// (`context_destroy`).
     ///
     /// # Safety
-    /// `context` comes from `into_raw_context` of this type and is taken
-    /// back once.
-    pub unsafe fn from_raw_context(context: *mut c_void) -> PoolBox<Self> {
-        let whole = context
-            .cast::<u8>()
-            .wrapping_sub(offset_of!(Self, context))
-            .cast::<Self>();
-        // SAFETY: the PoolBox allocation `into_raw_context` gave away.
+    /// `context` comes from `into_raw` of this type and is taken back once.
+    pub unsafe fn from_raw(context: *mut c_void) -> PoolBox<Self> {
+        let offset = offset_of!(Self, event) + offset_of!(ProgramContext<C, P>, context);
+        let whole = context.cast::<u8>().wrapping_sub(offset).cast::<Self>();
+        // SAFETY: the PoolBox allocation `into_raw` gave away.
         unsafe { PoolBox::from_raw(whole) }
     }
 }
@@ -105,22 +117,35 @@ impl Packet {
     }
 }
 
-/// The bytes of a kernel `UNICODE_STRING` (`Length` bytes; empty for a
-/// null string or buffer).
+/// The bytes of a kernel `UNICODE_STRING` (`Length` bytes at `Buffer`;
+/// `None` for a null string or buffer).
 ///
 /// # Safety
 /// `s` is null or points to a `UNICODE_STRING` whose buffer holds `Length`
 /// bytes, both valid for `'a` (a notify routine's arguments are, for the
 /// duration of the call).
 #[cfg(windows)]
-pub unsafe fn unicode_bytes<'a>(s: *const crate::nt::UNICODE_STRING) -> &'a [u8] {
+pub unsafe fn unicode_bytes<'a>(s: *const crate::nt::UNICODE_STRING) -> Option<&'a [u8]> {
     // SAFETY: null or valid (caller's contract).
-    match unsafe { s.as_ref() } {
-        Some(s) if !s.Buffer.is_null() && s.Length != 0 => {
-            // SAFETY: `Length` bytes at `Buffer` (caller's contract).
-            unsafe { core::slice::from_raw_parts(s.Buffer.cast::<u8>(), s.Length as usize) }
+    let s = unsafe { s.as_ref() }?;
+    if s.Buffer.is_null() {
+        return None;
+    }
+    // SAFETY: `Length` bytes at the non-null `Buffer` (caller's contract).
+    Some(unsafe { core::slice::from_raw_parts(s.Buffer.cast::<u8>(), s.Length as usize) })
+}
+
+impl Packet {
+    /// The packet over a kernel string's bytes; both pointers null when
+    /// there is no string.
+    pub fn of_optional(bytes: Option<&[u8]>) -> Packet {
+        match bytes {
+            Some(bytes) => Packet::of(bytes),
+            None => Packet {
+                start: ptr::null_mut(),
+                end: ptr::null_mut(),
+            },
         }
-        _ => &[],
     }
 }
 
@@ -130,17 +155,18 @@ mod tests {
 
     #[test]
     fn the_whole_is_recovered_from_the_program_context() {
-        let b = PoolBox::try_new(ProgramContext::new(7u64, [1u8, 2, 3]))
-            .ok()
-            .unwrap();
-        let raw = ProgramContext::into_raw_context(b);
+        let run = TestRunContext {
+            event: ProgramContext::new(7u64, [1u8, 2, 3]),
+            owned: 9u32,
+        };
+        let raw = TestRunContext::into_raw(PoolBox::try_new(run).ok().unwrap());
         assert_eq!(raw as usize % 8, 0);
         // SAFETY: `raw` is the context field of the live box above.
         let whole = unsafe { ProgramContext::<u64, [u8; 3]>::from_context(raw.cast()) };
         assert_eq!((whole.context, whole.private), (7, [1, 2, 3]));
         // SAFETY: taken back once.
-        let back = unsafe { ProgramContext::<u64, [u8; 3]>::from_raw_context(raw) };
-        assert_eq!(back.private, [1, 2, 3]);
+        let back = unsafe { TestRunContext::<u64, [u8; 3], u32>::from_raw(raw) };
+        assert_eq!((back.event.private, back.owned), ([1, 2, 3], 9));
         let p = Packet::of(b"abc");
         assert_eq!(p.end as usize - p.start as usize, 3);
     }

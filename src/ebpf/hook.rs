@@ -42,7 +42,7 @@ use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessPr
 use crate::nt::{self, NtResult, HANDLE};
 use crate::sync::{Detach, PassiveOwner, PassiveWork, PushLock, SpinRwLock};
 use core::ffi::c_void;
-use core::mem::size_of;
+use core::mem::{size_of, MaybeUninit};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -218,7 +218,8 @@ impl HookProvider {
         mut on_result: impl FnMut(u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
-        let mut snapshot = self.clients.read().acquire_after(None);
+        let mut snapshot = Snapshot::new();
+        self.clients.read().acquire_after(None, &mut snapshot);
         loop {
             let mut batch = Batch::new();
             let mut flow = Flow::Continue;
@@ -237,15 +238,20 @@ impl HookProvider {
             // it is open) and before any reference is released: the core
             // stays loaded while a link of it is referenced.
             batch.end();
-            let next = match (flow, snapshot.last_if_full()) {
-                (Flow::Continue, Some(last)) => Some(self.clients.read().acquire_after(Some(last))),
-                _ => None,
+            let last = match flow {
+                Flow::Continue => snapshot.last_if_full(),
+                Flow::Stop => None,
             };
-            release(snapshot);
-            match next {
-                Some(next) => snapshot = next,
-                None => break,
-            }
+            let Some(last) = last else {
+                release(&mut snapshot);
+                break;
+            };
+            // More clients may follow: take them while `last` is still
+            // referenced (hence linked), then let the current ones go.
+            let mut next = Snapshot::new();
+            self.clients.read().acquire_after(Some(last), &mut next);
+            release(&mut snapshot);
+            snapshot = next;
         }
     }
 
@@ -332,7 +338,7 @@ impl PassiveOwner for HookProvider {
 }
 
 /// Releases a snapshot's references, reporting each detach they complete.
-fn release(snapshot: Snapshot<Client>) {
+fn release(snapshot: &mut Snapshot<Client>) {
     snapshot.release(|client| {
         // SAFETY: `release` calls this once for a client whose detach was
         // pending (it returned `Detach::Pending`) and whose last reference
@@ -344,25 +350,26 @@ fn release(snapshot: Snapshot<Client>) {
 /// The batch in progress during one snapshot.
 ///
 /// # Invariants
-/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` and
-/// `fns.end` has not been called for it yet.
+/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` (which
+/// it initialized) and `fns.end` has not been called for it yet.
 struct Batch {
     open: Option<BatchFunctions>,
-    state: ebpf_execution_context_state_t,
+    /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
+    state: MaybeUninit<ebpf_execution_context_state_t>,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             open: None,
-            state: ebpf_execution_context_state_t::zeroed(),
+            state: MaybeUninit::uninit(),
         }
     }
 
     /// The core writes the state in begin, invoke and end: always hand it
     /// a pointer made from a mutable borrow.
     fn state_ptr(&mut self) -> *mut c_void {
-        ptr::addr_of_mut!(self.state).cast()
+        self.state.as_mut_ptr().cast()
     }
 
     fn run(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {

@@ -26,7 +26,7 @@ pub const STATUS_PENDING: NTSTATUS = 0x0000_0103;
 #[repr(transparent)]
 pub struct Error(NTSTATUS);
 
-/// The result of a fallible kernel-side operation.
+/// The result of a fallible operation of the driver.
 pub type NtResult<T = ()> = Result<T, Error>;
 
 macro_rules! errors {

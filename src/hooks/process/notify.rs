@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::ebpf::abi::*;
-use crate::ebpf::context::{unicode_bytes, Packet, ProgramContext};
+use crate::ebpf::context::{unicode_bytes, Packet, ProgramContext, TestRunContext};
 use crate::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
 use crate::ebpf::hook::{EventSource, Flow, Hook};
 use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
@@ -150,19 +150,21 @@ impl AccountCache {
 ///
 /// # Invariants
 /// `image_path` points to `image_path_len` bytes valid while the event is
-/// (the kernel's string during the notify call, or `owned`), or is null
+/// (the kernel's string during the notify call, or a test run's
+/// buffer), or is null
 /// with length 0.
 struct EventState {
     image_path: *const u8,
     image_path_len: usize,
     account: UnsafeCell<AccountCache>,
-    /// A test run's strings (the packet and `image_path` point into it);
-    /// empty, never allocated, for a real event.
-    owned: Vec<u8>,
 }
 
 /// A process event as the core receives it.
 type ProcessContext = ProgramContext<process_md_t, EventState>;
+
+/// A test run: the event, then its strings (command line, then image
+/// path), which the packet and `image_path` point into.
+type TestRun = TestRunContext<process_md_t, EventState, Vec<u8>>;
 
 fn new_event(md: process_md_t) -> ProcessContext {
     ProgramContext::new(
@@ -177,7 +179,6 @@ fn new_event(md: process_md_t) -> ProcessContext {
                 name: [0; ACCOUNT_CAPACITY],
                 domain: [0; ACCOUNT_CAPACITY],
             }),
-            owned: Vec::new(),
         },
     )
 }
@@ -329,15 +330,16 @@ unsafe extern "system" fn process_notify(
     md.creating_thread_id = info.CreatingThreadId.UniqueThread as u64;
     // SAFETY: the kernel's strings are valid for the notify call, which
     // outlives the event.
-    let command = Packet::of(unsafe { unicode_bytes(info.CommandLine) });
+    let command = Packet::of_optional(unsafe { unicode_bytes(info.CommandLine) });
     md.command_start = command.start;
     md.command_end = command.end;
     read_token_sid(process, md);
     // SAFETY: as above.
-    let image = unsafe { unicode_bytes(info.ImageFileName) };
-    // INVARIANT: the kernel's string outlives the event.
-    event.private.image_path = image.as_ptr();
-    event.private.image_path_len = image.len();
+    if let Some(image) = unsafe { unicode_bytes(info.ImageFileName) } {
+        // INVARIANT: the kernel's string outlives the event.
+        event.private.image_path = image.as_ptr();
+        event.private.image_path_len = image.len();
+    }
     let status = &mut info.CreationStatus;
     hook.invoke(&mut event, |result| {
         let verdict = result as i32;
@@ -446,12 +448,12 @@ unsafe extern "system" fn context_create(
     };
     into_ebpf_result(create_test_run(data, md).map(|run| {
         // SAFETY: the caller guarantees context is writable.
-        unsafe { *context = ProcessContext::into_raw_context(run) };
+        unsafe { *context = TestRun::into_raw(run) };
     }))
 }
 
 /// A test-run context from its input, in pool.
-fn create_test_run(data: &[u8], md: process_md_t) -> EbpfResult<PoolBox<ProcessContext>> {
+fn create_test_run(data: &[u8], md: process_md_t) -> EbpfResult<PoolBox<TestRun>> {
     let strings = parse_test_data(data).map_err(|_| EbpfError::INVALID_ARGUMENT)?;
     if md.token_sid_size as usize > TOKEN_SID_CAPACITY
         || (md.operation != PROCESS_OPERATION_CREATE && md.operation != PROCESS_OPERATION_DELETE)
@@ -464,12 +466,16 @@ fn create_test_run(data: &[u8], md: process_md_t) -> EbpfResult<PoolBox<ProcessC
         .map_err(|_| EbpfError::NO_MEMORY)?;
     owned.extend_from_slice(strings.command_line);
     owned.extend_from_slice(strings.image_path);
-    let mut run = PoolBox::try_new(new_event(md)).map_err(|_| EbpfError::NO_MEMORY)?;
+    let run = TestRun {
+        event: new_event(md),
+        owned,
+    };
+    let mut run = PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)?;
+    let TestRun { event, owned } = &mut *run;
     let ProgramContext {
         context, private, ..
-    } = &mut *run;
-    private.owned = owned;
-    let (command, image) = private.owned.split_at(strings.command_line.len());
+    } = event;
+    let (command, image) = owned.split_at(strings.command_line.len());
     let command = Packet::of(command);
     context.command_start = command.start;
     context.command_end = command.end;
@@ -513,11 +519,11 @@ unsafe extern "system" fn context_destroy(
         return;
     }
     // SAFETY: a context context_create gave away; ownership comes back.
-    let run = unsafe { ProcessContext::from_raw_context(context) };
+    let run = unsafe { TestRun::from_raw(context) };
     if !context_size_out.is_null() {
         // SAFETY: caller's contract.
         let room = unsafe { *context_size_out };
-        let mut md = run.context;
+        let mut md = run.event.context;
         // Kernel addresses mean nothing to the caller.
         md.command_start = ptr::null_mut();
         md.command_end = ptr::null_mut();
@@ -532,13 +538,13 @@ unsafe extern "system" fn context_destroy(
         unsafe { *context_size_out = written };
     }
     if !data_size_out.is_null() {
-        let private = &run.private;
+        let private = &run.event.private;
         // SAFETY: the run is over: nothing else borrows the cache.
         let account = unsafe { &*private.account.get() };
         let resolved = account.state == AccountState::Resolved;
-        let command_len = private.owned.len() - private.image_path_len;
+        let command_len = run.owned.len() - private.image_path_len;
         let strings = TestStrings {
-            command_line: &private.owned[..command_len],
+            command_line: &run.owned[..command_len],
             image_path: private.image_path(),
             account_name: if resolved { account.name() } else { &[] },
             account_domain: if resolved { account.domain() } else { &[] },
