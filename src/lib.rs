@@ -12,6 +12,7 @@ pub mod ebpf;
 pub mod hooks;
 pub mod nt;
 pub mod pool;
+pub mod store;
 pub mod sync;
 
 #[cfg(windows)]

@@ -5,7 +5,7 @@
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::{self, LoadedProgram};
-use ntsim::ebpf::Object;
+use ntsim::ebpf::{store, Object};
 use ntsim::process::{self as hook, from_utf16, utf16, ProcessRecord, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
 use ntsim::{nmr, violation, Sim};
@@ -22,7 +22,7 @@ fn setup() -> Env {
         .expect("the driver image loads");
     assert_eq!(status, 0, "DriverEntry failed");
     let bytes = std::fs::read(hook::sample_object_path()).expect("tests/bpf/process_test.o");
-    let object = Object::load(&bytes, &hook::section_map()).expect("process_test.o loads");
+    let object = Object::load(&bytes, &store::section_map()).expect("process_test.o loads");
     Env { sim, object }
 }
 

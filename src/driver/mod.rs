@@ -49,6 +49,8 @@ pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
 /// # Safety
 /// `driver` must be this driver's DRIVER_OBJECT; PASSIVE_LEVEL; once.
 pub unsafe fn load(driver: *mut core::ffi::c_void) -> nt::NtResult {
+    // Never fails the load (logged): see crate::store.
+    crate::store::update(&crate::hooks::STORE);
     // SAFETY: forwarded contract.
     match unsafe { crate::hooks::load(driver) } {
         Ok(()) => {

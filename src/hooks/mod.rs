@@ -12,6 +12,11 @@ use crate::{ebpf::hook::Hook, nt::NtResult};
 #[cfg(windows)]
 static HOOKS: [&Hook; 1] = [&process::notify::HOOK];
 
+/// What the driver writes to the eBPF store: every program type with its
+/// sections.
+#[cfg(windows)]
+pub static STORE: [&crate::store::Provider; 1] = [&process::notify::STORE];
+
 /// Loads every hook (DriverEntry). On failure the caller runs [`unload`].
 ///
 /// # Errors

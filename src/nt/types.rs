@@ -223,3 +223,64 @@ const _: () = {
     assert!(core::mem::size_of::<DRIVER_OBJECT>() == 0x150);
     assert!(core::mem::offset_of!(DRIVER_OBJECT, DriverUnload) == 104);
 };
+
+// The configuration registry (wdm.h).
+
+/// `OBJECT_ATTRIBUTES` (x64, 48 bytes).
+#[repr(C)]
+pub struct OBJECT_ATTRIBUTES {
+    pub Length: u32,
+    pub RootDirectory: HANDLE,
+    pub ObjectName: *const UNICODE_STRING,
+    pub Attributes: u32,
+    pub SecurityDescriptor: *mut c_void,
+    pub SecurityQualityOfService: *mut c_void,
+}
+
+pub const OBJ_CASE_INSENSITIVE: u32 = 0x40;
+pub const OBJ_KERNEL_HANDLE: u32 = 0x200;
+
+pub const DELETE: u32 = 0x0001_0000;
+pub const KEY_QUERY_VALUE: u32 = 0x0001;
+pub const KEY_SET_VALUE: u32 = 0x0002;
+pub const KEY_CREATE_SUB_KEY: u32 = 0x0004;
+pub const KEY_ENUMERATE_SUB_KEYS: u32 = 0x0008;
+
+pub const REG_OPTION_NON_VOLATILE: u32 = 0;
+pub const REG_SZ: u32 = 1;
+pub const REG_BINARY: u32 = 3;
+pub const REG_DWORD: u32 = 4;
+
+/// `KEY_INFORMATION_CLASS::KeyBasicInformation`.
+pub const KeyBasicInformation: u32 = 0;
+/// `KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation`.
+pub const KeyValuePartialInformation: u32 = 2;
+
+/// `KEY_BASIC_INFORMATION` without its variable-length `Name` (which
+/// follows at offset 16).
+#[repr(C)]
+pub struct KEY_BASIC_INFORMATION {
+    pub LastWriteTime: i64,
+    pub TitleIndex: u32,
+    pub NameLength: u32,
+}
+
+/// `KEY_VALUE_PARTIAL_INFORMATION` without its variable-length `Data`
+/// (which follows at offset 12).
+#[repr(C)]
+pub struct KEY_VALUE_PARTIAL_INFORMATION {
+    pub TitleIndex: u32,
+    pub Type: u32,
+    pub DataLength: u32,
+}
+
+pub const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034u32 as i32;
+pub const STATUS_NO_MORE_ENTRIES: NTSTATUS = 0x8000_001Au32 as i32;
+
+const _: () = {
+    assert!(core::mem::size_of::<OBJECT_ATTRIBUTES>() == 48);
+    assert!(core::mem::offset_of!(OBJECT_ATTRIBUTES, ObjectName) == 16);
+    assert!(core::mem::offset_of!(OBJECT_ATTRIBUTES, Attributes) == 24);
+    assert!(core::mem::size_of::<KEY_BASIC_INFORMATION>() == 16);
+    assert!(core::mem::size_of::<KEY_VALUE_PARTIAL_INFORMATION>() == 12);
+};

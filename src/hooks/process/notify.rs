@@ -12,6 +12,7 @@ use crate::ebpf::hook::{EventSource, Flow, Hook};
 use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
 use crate::nt::{self, NtResult, HANDLE, PEPROCESS, UNICODE_STRING};
 use crate::pool::PoolBox;
+use crate::store;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -78,6 +79,12 @@ static ATTACH: AttachType = AttachType::new(
     EBPF_PROGRAM_TYPE_PROCESS,
     BPF_ATTACH_TYPE_PROCESS,
 );
+
+/// The section programs of this type use: `SEC("process")`.
+static SECTIONS: [store::Section; 1] = [store::Section::new("process", &ATTACH)];
+
+/// What the driver writes to the eBPF store for this program type.
+pub static STORE: store::Provider = store::Provider::new(&PROGRAM, &SECTIONS);
 
 /// The process hook: both providers, fed by the process notify routine.
 pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &ProcessNotify);

@@ -4,6 +4,7 @@
 //! ntsim demo [--driver PATH]
 //! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+//! ntsim store --driver PATH
 //! ```
 //!
 //! `demo` runs the sample process monitor and policy against the driver
@@ -13,6 +14,8 @@
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
 //! lines, dumps the object's maps, and reports leaks and violations.
+//! `store` loads the driver and prints the eBPF store it wrote in the form
+//! of `reg query HKLM\Software\eBPF\Providers /s`.
 //!
 //! Exit status: 0 when everything ran and the driver left nothing behind
 //! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
@@ -34,6 +37,9 @@ usage:
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
       (allocations: ExAllocatePool2)
+  ntsim store --driver PATH
+      load the driver and print the eBPF store it wrote, as
+      `reg query HKLM\\Software\\eBPF\\Providers /s` prints it
   ntsim help
 scenario files: see the documentation of ntsim::scenario (one step a line:
   `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
@@ -58,6 +64,9 @@ enum Command {
         programs: Vec<String>,
         source: Source,
         faults: Vec<(String, u64)>,
+    },
+    Store {
+        driver: PathBuf,
     },
     Help,
 }
@@ -131,6 +140,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 faults,
             })
         }
+        "store" => Ok(Command::Store {
+            driver: driver.ok_or("store: --driver PATH is required")?,
+        }),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -144,6 +156,7 @@ fn execute(command: Command) -> Result<(), String> {
             println!("{USAGE}");
             Ok(())
         }
+        Command::Store { driver } => ntsim::cli::store::run(&driver, &mut out),
         Command::Demo { driver } => {
             let driver = driver.unwrap_or_else(ntsim::build::driver_image);
             demo::run(&driver, &mut out)

@@ -271,7 +271,8 @@ fn errors_name_the_problem() {
         &["cannot read the scenario", "none.txt"],
     );
 
-    // A section this driver does not provide a program type for.
+    // A section the driver did not register in the eBPF store: refused,
+    // naming it and listing what is registered.
     let maps = object.with_file_name("maps.o");
     assert_fails(
         &run(&[
@@ -282,7 +283,10 @@ fn errors_name_the_problem() {
             "--builtin",
         ]),
         1,
-        &["loading program \"maps_test\"", "no program type"],
+        &[
+            "section \"sample\" is not in the eBPF store",
+            "(registered sections: process)",
+        ],
     );
 
     // DriverEntry fails when its first allocation fails: its status is shown.
@@ -422,4 +426,36 @@ fn live_replays_host_processes() {
         rest.last().map(String::as_str),
         Some("no leaks, no violations")
     );
+}
+
+#[test]
+fn store_prints_what_the_driver_registered_as_reg_query_does() {
+    let out = ntsim(&["store", "--driver", path(&driver_image())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let root = "HKEY_LOCAL_MACHINE\\Software\\eBPF\\Providers";
+    assert!(stdout.starts_with(&format!("{root}\n")), "{stdout}");
+    let section = format!("{root}\\SectionData\\process\n");
+    let at = stdout.find(&section).unwrap_or_else(|| panic!("{stdout}"));
+    let block: Vec<&str> = stdout[at + section.len()..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        block,
+        [
+            "    Version    REG_DWORD    0x1",
+            "    Size    REG_DWORD    0x38",
+            "    AttachType    REG_BINARY    8706E26605985844A0DB38E220D31685",
+            "    BpfProgType    REG_DWORD    0x6",
+            "    BpfAttachType    REG_DWORD    0xb",
+            "    ProgramType    REG_BINARY    377BEA2243100D4DB60DCAFA1C7B638E",
+        ]
+    );
+    assert!(stdout.contains(
+        "\\ProgramData\\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}\\TypeDescriptor\n    \
+         Version    REG_DWORD    0x1\n    Size    REG_DWORD    0x3d\n    \
+         Name    REG_SZ    process\n"
+    ));
+    assert_fails(&ntsim(&["store"]), 2, &["store: --driver PATH is required"]);
 }

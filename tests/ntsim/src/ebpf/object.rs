@@ -35,6 +35,13 @@ pub enum ObjectError {
     Malformed(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A program section no registered prefix matches (`registered`: the
+    /// prefixes of the section table, in order).
+    #[error("section \"{section}\" is not in the eBPF store (registered sections: {})", if registered.is_empty() { "none".to_string() } else { registered.join(", ") })]
+    UnknownSection {
+        section: String,
+        registered: Vec<String>,
+    },
 }
 
 fn malformed(s: impl Into<String>) -> ObjectError {
@@ -60,6 +67,11 @@ impl SectionMap {
         self
     }
 
+    /// The registered prefixes, in the order they were added.
+    pub fn prefixes(&self) -> Vec<String> {
+        self.entries.iter().map(|(p, _, _)| p.clone()).collect()
+    }
+
     /// The types for a section: the entry with the longest prefix of `section`.
     pub fn resolve(&self, section: &str) -> Option<(GUID, GUID)> {
         self.entries
@@ -78,9 +90,9 @@ pub struct Object {
 }
 
 impl Object {
-    /// Parses and links an object. Program types come from `sections`; a
-    /// program whose section matches no prefix has no type (`None`): the
-    /// caller decides whether that is an error.
+    /// Parses and links an object. Program types come from `sections` (as
+    /// `ebpfapi.dll` takes them from the eBPF store); a program section that
+    /// matches no prefix fails the load ([`ObjectError::UnknownSection`]).
     pub fn load(bytes: &[u8], sections: &SectionMap) -> Result<Object, ObjectError> {
         Loader::new(bytes)?.load(sections)
     }
@@ -272,7 +284,15 @@ impl<'a> Loader<'a> {
                 continue;
             }
             let code = decode(self.section_data(idx)?, sname)?;
-            let types = sections.resolve(sname);
+            let types =
+                Some(
+                    sections
+                        .resolve(sname)
+                        .ok_or_else(|| ObjectError::UnknownSection {
+                            section: sname.to_string(),
+                            registered: sections.prefixes(),
+                        })?,
+                );
             let mut funcs: Vec<sym::Sym> = self
                 .elf
                 .syms

@@ -1,8 +1,8 @@
-//! The process hook as a test bed sees it: its identity (GUIDs, the ELF
-//! section), and the record that the sample programs in
+//! The process hook as a test bed sees it: its identity (GUIDs; its
+//! section resolves through the eBPF store the driver writes, see
+//! `ebpf::store`), and the record that the sample programs in
 //! `tests/bpf/process_test.c` write to their `events` ring buffer.
 
-use crate::ebpf::SectionMap;
 use crate::kernel::types::GUID;
 
 /// `EBPF_PROGRAM_TYPE_PROCESS`.
@@ -23,13 +23,6 @@ pub const ATTACH_TYPE: GUID = GUID {
 
 /// `STATUS_ACCESS_DENIED` as a program returns it.
 pub const STATUS_ACCESS_DENIED: i32 = 0xC000_0022u32 as i32;
-
-/// The section map of the eBPF store for this driver: "process".
-pub fn section_map() -> SectionMap {
-    let mut m = SectionMap::new();
-    m.add("process", PROGRAM_TYPE, ATTACH_TYPE);
-    m
-}
 
 /// Path of the compiled sample programs.
 pub fn sample_object_path() -> std::path::PathBuf {
