@@ -115,7 +115,8 @@ fn a_program_in_upstream_style_runs_against_the_driver() {
     assert_eq!(status, 0, "DriverEntry failed");
     let bytes = std::fs::read(repo().join("tests/bpf/upstream_style.o"))
         .expect("tests/bpf/upstream_style.o (tests/bpf/build.sh)");
-    let object = Object::load(&bytes, &hook::section_map()).expect("upstream_style.o loads");
+    let object =
+        Object::load(&bytes, &ntsim::ebpf::store::section_map()).expect("upstream_style.o loads");
     let program = object
         .program("ProcessMonitor")
         .expect("the ProcessMonitor program");
