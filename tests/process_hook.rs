@@ -1,7 +1,7 @@
 //! The process hook end to end: the real driver image in ntsim, real eBPF
 //! programs (tests/bpf/process_test.c) loaded and attached through ntsim's
 //! eBPF core, process events raised through the simulated kernel.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::{self, LoadedProgram};
