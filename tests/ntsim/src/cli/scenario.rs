@@ -306,6 +306,17 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             } else {
                 image.to_string()
             };
+            let command_line = fields.get("cmd").map(|c| c.to_string());
+            for (key, text) in [("image", Some(&image)), ("cmd", command_line.as_ref())] {
+                let units = text.map_or(0, |t| t.encode_utf16().count());
+                if units > ps::MAX_UNICODE_STRING_UNITS {
+                    return Err(err(format!(
+                        "create: {key}= is {units} UTF-16 units long; a UNICODE_STRING holds at \
+                         most {}",
+                        ps::MAX_UNICODE_STRING_UNITS
+                    )));
+                }
+            }
             let parent = match fields.get("parent") {
                 None => Parent::Pid(SYSTEM_PID),
                 Some(p) => match p.parse::<usize>() {
@@ -327,7 +338,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 line,
                 name: name.clone(),
                 image,
-                command_line: fields.get("cmd").map(|c| c.to_string()),
+                command_line,
                 parent,
                 user_sid,
                 time: clock,
@@ -560,7 +571,7 @@ pub mod live {
             .and_then(|u| u.parse().ok())?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
-            .map(|p| p.display().to_string());
+            .map(|p| fit_unicode_string(p.display().to_string()));
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .map(|b| {
@@ -570,7 +581,8 @@ pub mod live {
                     .collect::<Vec<_>>()
                     .join(" ")
             })
-            .filter(|c| !c.is_empty());
+            .filter(|c| !c.is_empty())
+            .map(fit_unicode_string);
         Some(Seen {
             pid,
             start,
@@ -580,6 +592,19 @@ pub mod live {
             exe,
             cmdline,
         })
+    }
+
+    /// Shortens a host string to what a UNICODE_STRING holds (32767 UTF-16
+    /// units; Linux command lines can be longer).
+    fn fit_unicode_string(mut s: String) -> String {
+        let mut units = 0;
+        if let Some((cut, _)) = s.char_indices().find(|(_, c)| {
+            units += c.len_utf16();
+            units > ps::MAX_UNICODE_STRING_UNITS
+        }) {
+            s.truncate(cut);
+        }
+        s
     }
 
     /// Every process in `/proc`, oldest first (parents before children).
@@ -852,7 +877,13 @@ mod tests {
             ("create a image=x image=y\n", 1, "image= given twice"),
             ("create a image=x\ncreate a image=y\n", 2, "is running"),
         ];
-        for (text, line, needle) in cases {
+        let long_cmd = format!("create a image=x cmd={}\n", "y".repeat(32768));
+        let long_image = format!("create a image={}\n", "y".repeat(32768));
+        let long = [
+            (long_cmd.as_str(), 1, "cmd= is 32768 UTF-16 units long"),
+            (long_image.as_str(), 1, "image= is 32768 UTF-16 units long"),
+        ];
+        for (text, line, needle) in cases.into_iter().chain(long) {
             let e = parse(text).expect_err(text);
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");

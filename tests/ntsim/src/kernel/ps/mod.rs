@@ -41,7 +41,8 @@ mod tests;
 
 pub use events::{
     create_process, create_thread, exit_process, exit_thread, load_image, CreatedProcess,
-    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, PS_CREATE_NOTIFY_INFO,
+    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, MAX_UNICODE_STRING_UNITS,
+    PS_CREATE_NOTIFY_INFO,
 };
 pub use notify::{
     notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,

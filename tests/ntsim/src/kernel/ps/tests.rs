@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod strings;
 mod tokens;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
