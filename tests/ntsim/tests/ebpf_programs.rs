@@ -106,6 +106,7 @@ impl Harness {
             ExtensionHelper {
                 address: ext_add as *const () as usize,
                 implicit_context: false,
+                arguments: [0; 5],
             },
         );
         helpers.insert(
@@ -113,6 +114,7 @@ impl Harness {
             ExtensionHelper {
                 address: ext_ctx_id as *const () as usize,
                 implicit_context: true,
+                arguments: [0; 5],
             },
         );
         Harness {

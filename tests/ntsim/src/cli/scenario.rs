@@ -15,10 +15,14 @@
 //! exit con code=0x1
 //! ```
 //!
-//! - `account NAME domain=DOMAIN sid=S-1-...`: adds an account to the
-//!   table `SecLookupAccountSid` resolves against (the defaults stay:
+//! - `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`: adds an account
+//!   to the table `SecLookupAccountSid` resolves against (the defaults stay:
 //!   `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester` for
-//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any event.
+//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any
+//!   event. `logon` (decimal or `0x` hex) is the logon session of the
+//!   account's processes: their tokens' `AuthenticationId`, which
+//!   `bpf_get_current_logon_id` returns in code they run (default: 0x3e7,
+//!   the SYSTEM session, as for every process of an account without it).
 //! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [user=USER]
 //!   [at=SECONDS]`: creates a process, called NAME in later lines.
 //!   - `image` is the `ImageFileName`; a drive path (`C:\...`) gets the
@@ -106,6 +110,8 @@ pub struct Create {
     pub parent: Parent,
     /// Binary SID; None: a token without a user.
     pub user_sid: Option<Vec<u8>>,
+    /// The user's `logon=` (None: the SYSTEM session).
+    pub logon_id: Option<u64>,
     /// FILETIME.
     pub time: i64,
 }
@@ -176,6 +182,14 @@ fn words(text: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// A `logon=` value: decimal or `0x` hex, 64 bits.
+fn parse_logon(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
 /// A SID in text form, or an account of `accounts` by name (optionally
 /// `DOMAIN\name`, case-insensitive), or `none`.
 fn resolve_user(value: &str, accounts: &[Account]) -> Result<Option<Vec<u8>>, String> {
@@ -233,6 +247,8 @@ fn parse_at(value: &str) -> Result<i64, String> {
 pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     let mut scenario = Scenario::default();
     let mut accounts = ps::default_accounts();
+    // SID -> the logon= of its account line.
+    let mut logons: HashMap<Vec<u8>, u64> = HashMap::new();
     // Names created so far, and whether each is still running.
     let mut names: HashMap<String, bool> = HashMap::new();
     let mut clock = SCENARIO_EPOCH;
@@ -258,7 +274,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             }
         }
         let allowed: &[&str] = match keyword {
-            "account" => &["domain", "sid"],
+            "account" => &["domain", "sid", "logon"],
             "create" => &["image", "cmd", "parent", "user", "at"],
             "exit" => &["code", "at"],
             other => {
@@ -286,6 +302,14 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 domain,
                 use_: SID_NAME_USE_USER,
             };
+            if let Some(v) = fields.get("logon") {
+                let logon = parse_logon(v).ok_or_else(|| {
+                    err(format!(
+                        "account: logon={v}: not a logon session id (decimal or 0x hex, 64 bits)"
+                    ))
+                })?;
+                logons.insert(account.sid.clone(), logon);
+            }
             accounts.push(account.clone());
             scenario.accounts.push(account);
             continue;
@@ -340,6 +364,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 image,
                 command_line,
                 parent,
+                logon_id: user_sid.as_ref().and_then(|sid| logons.get(sid).copied()),
                 user_sid,
                 time: clock,
             }));
@@ -458,6 +483,7 @@ impl Runner {
                     parent: Some(parent_pid),
                     creating_thread,
                     user_sid: c.user_sid.clone(),
+                    logon_id: c.logon_id,
                     creation_time: Some(c.time),
                     ..Default::default()
                 };
@@ -856,6 +882,37 @@ mod tests {
     }
 
     #[test]
+    fn an_accounts_logon_session_goes_to_its_processes_tokens() {
+        let _sim = crate::Sim::new();
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1234\n\
+             account bob sid=S-1-5-21-10-20-30-1003 logon=77\n\
+             create a image=C:\\a.exe user=alice\n\
+             create b image=C:\\b.exe user=bob\n\
+             create t image=C:\\t.exe\n",
+        )
+        .unwrap();
+        let logons: Vec<_> = s
+            .steps
+            .iter()
+            .map(|st| match st {
+                Step::Create(c) => c.logon_id,
+                Step::Exit(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(logons, [Some(0x1234), Some(77), None]);
+        let mut runner = Runner::new(&s);
+        let mut tokens = Vec::new();
+        for st in &s.steps {
+            let Outcome::Created { pid, .. } = runner.step(st) else {
+                panic!("created");
+            };
+            tokens.push(ps::process(pid).unwrap().logon_id);
+        }
+        assert_eq!(tokens, [0x1234, 77, ps::SYSTEM_LUID]);
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_problem() {
         let cases = [
             ("create a\n", 1, "image= is required"),
@@ -876,6 +933,11 @@ mod tests {
             ("create image=x\n", 1, "a name must follow"),
             ("create a image=x image=y\n", 1, "image= given twice"),
             ("create a image=x\ncreate a image=y\n", 2, "is running"),
+            (
+                "account a sid=S-1-5-18 logon=zz\n",
+                1,
+                "logon=zz: not a logon",
+            ),
         ];
         let long_cmd = format!("create a image=x cmd={}\n", "y".repeat(32768));
         let long_image = format!("create a image={}\n", "y".repeat(32768));

@@ -200,6 +200,10 @@ pub struct ProcessSpec {
     /// with STATUS_NO_TOKEN (Windows tokens always have one; this lets tests
     /// take the "no SID" paths).
     pub user_sid: Option<Vec<u8>>,
+    /// `AuthenticationId` (logon session LUID) of the new process's primary
+    /// token, what `bpf_get_current_logon_id` returns for code running in
+    /// it. None: [`super::SYSTEM_LUID`] (0x3e7).
+    pub logon_id: Option<u64>,
     /// FILETIME; None: now.
     pub creation_time: Option<i64>,
     /// `IsSubsystemProcess` flag.
@@ -306,14 +310,7 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
     let (pid, eprocess) = {
         let mut s = state();
         let pid = s.alloc_cid();
-        let addr = s.insert_process(
-            pid,
-            spec.parent.unwrap_or(0),
-            &spec.image_file_name,
-            spec.command_line.clone(),
-            spec.creation_time.unwrap_or_else(filetime_now),
-            spec.user_sid.clone(),
-        );
+        let addr = s.insert_process(pid, spec, spec.creation_time.unwrap_or_else(filetime_now));
         (pid, addr)
     };
     let image = NotifyString::new(&spec.image_file_name, "ImageFileName");

@@ -219,3 +219,34 @@ fn an_alertable_wait_in_a_process_notify_routine_is_a_violation() {
     assert_eq!(violation::take(), vec![]);
     sim.finish().unwrap();
 }
+
+static LOGONS: Mutex<Vec<(bool, u64)>> = Mutex::new(Vec::new());
+
+unsafe extern "win64" fn logon(_: PEPROCESS, _: HANDLE, info: *mut PS_CREATE_NOTIFY_INFO) {
+    lock(&LOGONS).push((!info.is_null(), current_logon_id()));
+}
+
+#[test]
+fn the_current_logon_id_is_the_creators_on_create_and_the_processs_on_exit() {
+    let sim = Sim::new();
+    lock(&LOGONS).clear();
+    let parent = create_process(&ProcessSpec {
+        logon_id: Some(0x100),
+        ..spec("parent.exe")
+    })
+    .pid;
+    let creator_tid = create_thread(parent);
+    assert_eq!(register(logon), STATUS_SUCCESS);
+    let child = create_process(&ProcessSpec {
+        parent: Some(parent),
+        creating_thread: Some((parent, creator_tid)),
+        logon_id: Some(0x200),
+        ..spec("child.exe")
+    })
+    .pid;
+    assert!(exit_process(child, 0, None));
+    assert_eq!(*lock(&LOGONS), [(true, 0x100), (false, 0x200)]);
+    assert_eq!(current_logon_id(), SYSTEM_LUID, "a System thread");
+    assert_eq!(unregister(logon), STATUS_SUCCESS);
+    sim.finish().unwrap();
+}
