@@ -399,6 +399,8 @@ fn every_fallible_call_of_load_attach_event_and_unload_fails_cleanly() {
                 Ok(program) => match program.attach(hook::ATTACH_TYPE, &[], 0) {
                     Err(e) => {
                         assert!(injection.is_some(), "{context}: the attach failed: {e}");
+                        // A removal of the routine runs on a worker thread.
+                        ntsim::io::wait_idle();
                         assert_eq!(
                             ps::notify_routine_counts().process,
                             0,
