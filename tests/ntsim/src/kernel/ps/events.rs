@@ -353,7 +353,7 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
             },
         );
     }
-    let creation_status = info.finish(image.as_ptr(), command_line.as_ref());
+    let creation_status = info.finish();
     drop((image, command_line));
     if !nt_success(creation_status) {
         state().remove_process(pid);
@@ -365,38 +365,47 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
 }
 
 /// The PS_CREATE_NOTIFY_INFO of one creation, in its own exact-size kernel
-/// pool block (72 bytes, nothing after it in special pool).
-struct NotifyInfo(*mut PS_CREATE_NOTIFY_INFO);
+/// pool block (72 bytes, nothing after it in special pool), and the bytes
+/// it started with.
+struct NotifyInfo(*mut PS_CREATE_NOTIFY_INFO, Vec<u8>);
 
 impl NotifyInfo {
     fn new(info: PS_CREATE_NOTIFY_INFO) -> NotifyInfo {
-        let p = pool::kernel_alloc_exact(size_of::<PS_CREATE_NOTIFY_INFO>(), 8, NOTIFY_TAG)
-            .cast::<PS_CREATE_NOTIFY_INFO>();
+        let size = size_of::<PS_CREATE_NOTIFY_INFO>();
+        let p = pool::kernel_alloc_exact(size, 8, NOTIFY_TAG).cast::<PS_CREATE_NOTIFY_INFO>();
         assert!(
             !p.is_null(),
             "out of host memory for a PS_CREATE_NOTIFY_INFO"
         );
-        // SAFETY: a fresh block the size of the structure, 8-aligned.
-        unsafe { p.write(info) };
-        NotifyInfo(p)
+        // SAFETY: a fresh zeroed block the size of the structure, 8-aligned;
+        // its padding stays zero, so all its bytes are initialized.
+        let original = unsafe {
+            p.write(info);
+            std::slice::from_raw_parts(p.cast::<u8>(), size).to_vec()
+        };
+        NotifyInfo(p, original)
     }
 
-    /// After the routines: the CreationStatus they left (the only member a
-    /// routine may write); a change to any other member is a violation.
-    fn finish(&self, image: *mut UNICODE_STRING, command_line: Option<&NotifyString>) -> NTSTATUS {
+    /// After the routines: the CreationStatus they left, the only member a
+    /// routine may write; a change to any other byte is a violation.
+    fn finish(&self) -> NTSTATUS {
+        const STATUS_AT: usize = std::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CreationStatus);
         // SAFETY: the live block from `new`; the routines have returned.
-        let i = unsafe { &*self.0 };
-        let command_line = command_line.map_or(std::ptr::null(), |c| c.as_ptr().cast_const());
-        if i.Size != size_of::<PS_CREATE_NOTIFY_INFO>()
-            || i.ImageFileName != image.cast_const()
-            || i.CommandLine != command_line
-        {
+        let now = unsafe { std::slice::from_raw_parts(self.0.cast::<u8>(), self.1.len()) };
+        let changed = (0..now.len())
+            .filter(|i| !(STATUS_AT..STATUS_AT + 4).contains(i))
+            .find(|&i| now[i] != self.1[i]);
+        if let Some(at) = changed {
             violation::record(
                 "ps",
-                "a process notify routine modified PS_CREATE_NOTIFY_INFO beyond CreationStatus",
+                format!(
+                    "a process notify routine wrote PS_CREATE_NOTIFY_INFO at offset {at}: only \
+                     CreationStatus (offset {STATUS_AT}) is the routine's to write"
+                ),
             );
         }
-        i.CreationStatus
+        // SAFETY: as above.
+        unsafe { (*self.0).CreationStatus }
     }
 }
 

@@ -28,7 +28,8 @@ struct Inspected {
 
 static INSPECTED: Mutex<Vec<Inspected>> = Mutex::new(Vec::new());
 /// What the misbehaving routine does: 1 leaves the critical region, 2
-/// writes into the command line, 3 enters a region and keeps it.
+/// writes into the command line, 3 enters a region and keeps it, 4 writes
+/// ParentProcessId.
 static MISBEHAVE: AtomicUsize = AtomicUsize::new(0);
 
 /// # Safety
@@ -67,6 +68,7 @@ unsafe extern "win64" fn inspect(_: PEPROCESS, _: HANDLE, info: *mut PS_CREATE_N
         // writing it is the misbehaviour under test.
         2 => unsafe { *(*i.CommandLine).Buffer = b'X' as u16 },
         3 => sync::KeEnterCriticalRegion(),
+        4 => i.ParentProcessId = 8,
         _ => {}
     }
 }
@@ -170,6 +172,7 @@ fn leaving_the_critical_region_or_writing_a_string_is_a_violation() {
         ),
         (2, "modified the CommandLine it was handed"),
         (3, "returned at critical-region depth 2"),
+        (4, "wrote PS_CREATE_NOTIFY_INFO at offset 16"),
     ] {
         let sim = Sim::new();
         MISBEHAVE.store(how, Ordering::SeqCst);
