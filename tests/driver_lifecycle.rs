@@ -1,7 +1,7 @@
 //! The real driver image in ntsim: DriverEntry and DriverUnload with every
 //! check on (special pool, IRQL), and every fallible call of DriverEntry
 //! failed once.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::nmr::{self, Side};

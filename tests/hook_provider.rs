@@ -1,7 +1,7 @@
 //! The driver's generic hook provider, driven by host-side hook clients
 //! (Rust NMR clients standing in for eBPF links), and the whole lifecycle
 //! under fault injection.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::LoadedProgram;
@@ -335,29 +335,38 @@ fn unload_waits_for_an_invocation_in_flight() {
         })
         .creation_status
     });
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !client.entered.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the client was not invoked within 30 s of the process creation"
+        );
         std::thread::yield_now();
     }
-    // Opens the gate only once unload is blocked waiting for the hook
-    // provider's deregistration: the invocation holds the detach pending.
+    // Opens the gate once unload is blocked waiting for the hook provider's
+    // deregistration (the invocation holds the detach pending), or after a
+    // generous limit, so that a driver that does not wait fails the test
+    // instead of hanging it. Returns whether unload was seen waiting.
     let saw_unload_waiting = std::thread::spawn(move || {
         // SAFETY: the client outlives this thread (joined below).
         let client = unsafe { &*(client_addr as *const HostClient) };
-        loop {
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let waiting = loop {
             let waiting = nmr::registrations()
                 .iter()
                 .any(|r| r.npi_id == HOOK_NPI && r.waiting);
-            if waiting {
-                client.open();
-                return true;
+            if waiting || std::time::Instant::now() >= limit {
+                break waiting;
             }
             std::thread::yield_now();
-        }
+        };
+        client.open();
+        waiting
     });
     sim.unload_driver().unwrap();
     assert!(
         saw_unload_waiting.join().unwrap(),
-        "unload waited for the invocation"
+        "unload did not wait for the hook provider's deregistration while an invocation was in flight"
     );
     assert_eq!(event.join().unwrap(), 0);
     assert_eq!(nmr::provider_count(), 0);
@@ -393,27 +402,47 @@ fn every_fallible_call_of_load_attach_event_and_unload_fails_cleanly() {
                 }
                 Err(e) => panic!("{context}: {e}"),
             };
-            if let Ok(program) = LoadedProgram::load(object.program("monitor").unwrap().clone()) {
-                if let Ok(link) = program.attach(hook::ATTACH_TYPE, &[], 0) {
-                    let p = ps::create_process(&ProcessSpec {
-                        image_file_name: "\\??\\C:\\f.exe".into(),
-                        command_line: Some("f.exe".into()),
-                        user_sid: Some(ps::test_user_sid()),
-                        ..Default::default()
-                    });
-                    assert_eq!(
-                        p.creation_status, 0,
-                        "{context}: a failure inside an event fails open"
-                    );
-                    assert!(ps::exit_process(p.pid, 0, None));
-                    let records = object.map("events").unwrap().drain_ring();
-                    assert_eq!(
-                        records.len(),
-                        2,
-                        "{context}: both events reached the program"
-                    );
-                    drop(link);
+            // Loading and attaching may fail only because of the injected
+            // fault; whatever failed, nothing may stay registered.
+            let attached = match LoadedProgram::load(object.program("monitor").unwrap().clone()) {
+                Err(e) => {
+                    assert!(injection.is_some(), "{context}: the load failed: {e}");
+                    None
                 }
+                Ok(program) => match program.attach(hook::ATTACH_TYPE, &[], 0) {
+                    Err(e) => {
+                        assert!(injection.is_some(), "{context}: the attach failed: {e}");
+                        // A removal of the routine runs on a worker thread.
+                        ntsim::io::wait_idle();
+                        assert_eq!(
+                            ps::notify_routine_counts().process,
+                            0,
+                            "{context}: a failed attach left the notify routine registered"
+                        );
+                        None
+                    }
+                    Ok(link) => Some((program, link)),
+                },
+            };
+            if let Some((program, link)) = attached {
+                let p = ps::create_process(&ProcessSpec {
+                    image_file_name: "\\??\\C:\\f.exe".into(),
+                    command_line: Some("f.exe".into()),
+                    user_sid: Some(ps::test_user_sid()),
+                    ..Default::default()
+                });
+                assert_eq!(
+                    p.creation_status, 0,
+                    "{context}: a failure inside an event fails open"
+                );
+                assert!(ps::exit_process(p.pid, 0, None));
+                let records = object.map("events").unwrap().drain_ring();
+                assert_eq!(
+                    records.len(),
+                    2,
+                    "{context}: both events reached the program"
+                );
+                drop((link, program));
             }
             sim.unload_driver().unwrap();
         } else {

@@ -2,7 +2,7 @@
 //! the code-integrity rules for drivers) require of a kernel driver. The
 //! checks themselves are in `pe_checks/` (the signed package image of
 //! `cargo xtask package` must pass them too).
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod pe_checks;
 

@@ -170,6 +170,10 @@ impl KernelInfo for SimKernelInfo {
         let (pid, tid) = crate::kernel::ps::current_ids();
         ((pid as u64) << 32) | (tid as u64 & 0xFFFF_FFFF)
     }
+
+    fn current_logon_id(&self) -> u64 {
+        crate::kernel::ps::current_logon_id()
+    }
 }
 
 impl LoadedProgram {
@@ -506,6 +510,7 @@ unsafe extern "win64" fn pi_attach(
                     .or_insert(ExtensionHelper {
                         address: a as usize,
                         implicit_context: h.prototype.implicit_context,
+                        arguments: h.prototype.arguments,
                     });
             }
         }

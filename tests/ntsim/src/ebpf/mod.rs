@@ -54,6 +54,7 @@
 pub mod abi;
 pub mod btf;
 pub mod core;
+pub mod guard;
 pub mod helpers;
 pub mod maps;
 pub mod object;

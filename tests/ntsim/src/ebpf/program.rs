@@ -2,10 +2,10 @@
 //! helpers and calls into the extension's helpers, and
 //! [`Program::test_run`] (`bpf_prog_test_run`).
 
-use super::helpers;
 use super::maps::{EbpfResult, Map};
 use super::vm::{self, HelperOutcome, Insn, Machine};
 use super::ProgramError;
+use super::{guard, helpers};
 use crate::kernel::types::{GUID, KIRQL};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,13 +22,17 @@ pub struct ContextDescriptor {
     pub meta: i32,
 }
 
-/// One extension (program-type) helper: its address and whether the core
-/// passes the context as a sixth argument.
+/// One extension (program-type) helper: its address, whether the core
+/// passes the context as a sixth argument, and its prototype's argument
+/// types (buffer arguments are passed as guarded copies, see
+/// [`super::guard`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtensionHelper {
     /// Address of an `extern "win64" fn(u64, u64, u64, u64, u64[, u64]) -> u64`.
     pub address: usize,
     pub implicit_context: bool,
+    /// `ebpf_argument_type_t` of each argument.
+    pub arguments: [u32; 5],
 }
 
 /// Facts about the current thread the simulated kernel supplies to the
@@ -199,21 +203,12 @@ impl Machine for Vm<'_, '_> {
             return Err(format!("helper {id:#x} is not provided by the extension"));
         }
         if let Some(h) = extension {
-            // SAFETY: the extension published this address for helper `id`
-            // in its program data, with the prototype of a win64 function
-            // taking five integer arguments (six with implicit_context).
-            let r = unsafe {
-                if h.implicit_context {
-                    let f: extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64 =
-                        std::mem::transmute(h.address);
-                    f(args[0], args[1], args[2], args[3], args[4], self.run.ctx)
-                } else {
-                    let f: extern "win64" fn(u64, u64, u64, u64, u64) -> u64 =
-                        std::mem::transmute(h.address);
-                    f(args[0], args[1], args[2], args[3], args[4])
-                }
+            let on_stack = |addr: u64, len: u64| {
+                stack
+                    .iter()
+                    .any(|&(s, l)| addr >= s && addr.checked_add(len).is_some_and(|e| e <= s + l))
             };
-            return Ok(HelperOutcome::Return(r));
+            return guard::call_extension(self.run, id, h, args, on_stack);
         }
         self.run.stack = stack.to_vec();
         let r = helpers::call(self.run, id, args);
@@ -284,10 +279,11 @@ impl Program {
             tail_calls = run.tail_calls;
             match (r, next) {
                 (Err(e), _) => {
+                    guard::report(&e, &current.name);
                     break Err(ProgramError {
                         message: format!("{} (program {})", e.message, current.name),
                         ..e
-                    })
+                    });
                 }
                 (Ok(_), Some(next)) => current = next,
                 (Ok(v), None) => break Ok(v),

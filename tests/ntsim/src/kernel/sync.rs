@@ -293,6 +293,19 @@ fn in_critical_region() -> bool {
     with_thread(|s| s.critical > 0)
 }
 
+/// The calling thread's critical-region depth (the kernel's own regions,
+/// such as the one around process notify routines, included).
+pub(crate) fn critical_region_depth() -> u32 {
+    with_thread(|s| s.critical)
+}
+
+/// Sets the calling thread's critical-region depth: the kernel entering a
+/// region on a driver's behalf, or restoring the depth after a routine
+/// that left it unbalanced (which the caller reports).
+pub(crate) fn set_critical_region_depth(depth: u32) {
+    with_thread(|s| s.critical = depth);
+}
+
 // ---------------------------------------------------------------------------
 // IRQL helpers.
 
