@@ -304,7 +304,9 @@ impl Program {
     /// `bpf_prog_test_run`: builds a context with the extension's
     /// `context_create` at `required_irql`, runs the program, and takes the
     /// outputs back with `context_destroy`. `data_out_capacity` and
-    /// `context_out_capacity` size the output buffers.
+    /// `context_out_capacity` size the output buffers. As in eBPF for
+    /// Windows' core, an empty input or a zero-sized output is passed as a
+    /// null pointer.
     ///
     /// # Safety
     /// `context_create` / `context_destroy` must be the extension's
@@ -326,7 +328,12 @@ impl Program {
             // buffers (valid for their lengths) and writes one pointer.
             let status = unsafe {
                 (hooks.context_create)(
-                    data_in.as_ptr(),
+                    // As the real core: an empty buffer is a null pointer.
+                    if data_in.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        data_in.as_ptr()
+                    },
                     data_in.len(),
                     if context_in.is_empty() {
                         std::ptr::null()
@@ -357,9 +364,17 @@ impl Program {
             unsafe {
                 (hooks.context_destroy)(
                     ctx,
-                    data_out.as_mut_ptr(),
+                    if data_out_capacity == 0 {
+                        std::ptr::null_mut()
+                    } else {
+                        data_out.as_mut_ptr()
+                    },
                     &mut data_size,
-                    context_out.as_mut_ptr(),
+                    if context_out_capacity == 0 {
+                        std::ptr::null_mut()
+                    } else {
+                        context_out.as_mut_ptr()
+                    },
                     &mut context_size,
                 )
             };
