@@ -319,6 +319,21 @@ fn context_and_output_sizes_at_their_boundaries() {
     longer.resize(400, 0xEE);
     run(&monitor, &data_in, &longer, total, 296).expect("a longer ctx_in");
 
+    // data_in is required even when every string is empty (the core
+    // passes an empty one as NULL).
+    let empty = TestRunInput {
+        // An empty string has no buffer: 0.7.0 reports MaximumLength 0.
+        maximum_lengths: [Some(50); 4],
+        ..Default::default()
+    };
+    refused(
+        run(&monitor, &[], &empty.context_in(), 0, 296),
+        "NULL data_in with four empty strings",
+    );
+    let out = run(&monitor, &[0], &empty.context_in(), 0, 296).expect("one ignored byte");
+    let c = TestRunContextOut::parse(&out.context_out).unwrap();
+    assert_eq!(c.strings, [Default::default(); 4], "four empty strings");
+
     // data_in: exactly the four strings; more is ignored; less refused.
     let mut more = data_in.clone();
     more.extend_from_slice(&[0xEE; 6]);
@@ -531,6 +546,32 @@ fn given_account_strings_are_final_only_when_the_lookup_is_marked_done() {
         (12, 26),
         "resolved into the given 26-byte buffer"
     );
+
+    // A short given string with a large MaximumLength is a large buffer.
+    let mut input = upstream_input();
+    input.account_name = utf16("X");
+    input.account_domain = utf16("Y");
+    input.maximum_lengths[2] = Some(64);
+    input.maximum_lengths[3] = Some(2);
+    let (ctx, data) = test_run_input(&input);
+    let lookups = ps::account_lookups();
+    let out = run(&echo, &data, &ctx, 1024, 296).unwrap();
+    assert_eq!(
+        echoed(&env),
+        (Ok("SYSTEM".into()), Ok("NT AUTHORITY".into()))
+    );
+    assert_eq!(
+        ps::account_lookups(),
+        lookups + 2,
+        "the domain needed the retry"
+    );
+    let c = TestRunContextOut::parse(&out.context_out).unwrap();
+    assert_eq!(
+        (c.strings[2].length, c.strings[2].maximum_length),
+        (12, 64),
+        "the name stayed in its 64-byte buffer"
+    );
+    assert_eq!((c.strings[3].length, c.strings[3].maximum_length), (24, 24));
 
     // Not marked and no SID: the given strings are dropped.
     let (ctx, data) = given(0, "alice", "CORP", false);
