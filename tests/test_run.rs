@@ -493,6 +493,31 @@ fn echoed(env: &Env) -> (Result<String, i32>, Result<String, i32>) {
 }
 
 #[test]
+fn a_program_that_calls_no_account_helper_leaves_the_strings_as_given() {
+    let env = setup();
+    let other = Object::load(
+        &std::fs::read(hook::sample_object_path()).unwrap(),
+        &hook::section_map(),
+    )
+    .unwrap();
+    let deny_all = LoadedProgram::load(other.program("deny_all").unwrap().clone()).unwrap();
+    let mut input = upstream_input();
+    input.maximum_lengths[2] = Some(40);
+    let (ctx, data) = test_run_input(&input);
+    let lookups = ps::account_lookups();
+    let out = run(&deny_all, &data, &ctx, 1024, 296).unwrap();
+    assert_eq!(out.result, 0xC000_0022, "the program's result");
+    assert_eq!(ps::account_lookups(), lookups, "no lookup");
+    let c = TestRunContextOut::parse(&out.context_out).unwrap();
+    assert_eq!(c.account_lookup_done, 0);
+    assert_eq!((c.strings[2].length, c.strings[2].maximum_length), (12, 40));
+    assert_eq!((c.strings[3].length, c.strings[3].maximum_length), (24, 24));
+    assert_eq!(out.data_out, data);
+    drop((deny_all, other));
+    env.finish();
+}
+
+#[test]
 fn given_account_strings_are_final_only_when_the_lookup_is_marked_done() {
     let env = setup();
     let echo = env.load("account_echo");

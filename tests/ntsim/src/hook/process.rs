@@ -1,6 +1,9 @@
 //! The process hook as a test bed sees it: its identity (GUIDs, the ELF
-//! section), and the record that the sample programs in
-//! `tests/bpf/process_test.c` write to their `events` ring buffer.
+//! section), the record that the sample programs in
+//! `tests/bpf/process_test.c` write to their `events` ring buffer, and
+//! `bpf_prog_test_run` in ntosebpfext 0.7.0's format: [`test_run_input`]
+//! builds `ctx_in` (`process_test_run_context_t`) and `data_in` from a
+//! [`TestRunInput`], [`TestRunContextOut::parse`] decodes `ctx_out`.
 
 use crate::ebpf::SectionMap;
 use crate::kernel::types::GUID;
