@@ -169,11 +169,24 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
     });
 }
 
-/// Waits until no work item routine is queued or running.
+/// Waits until no work item routine is queued or running; fails with a
+/// message (through [`crate::kernel::sync::hung`]) after
+/// [`crate::kernel::sync::wait_limit`].
 pub fn wait_idle() {
+    let started = std::time::Instant::now();
     let mut st = state();
     while st.in_flight > 0 {
-        st = IDLE.wait(st).unwrap_or_else(|e| e.into_inner());
+        let limit = crate::kernel::sync::wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            let n = st.in_flight;
+            drop(st);
+            crate::kernel::sync::hung(&format!("{n} work item routine(s) to finish"), started);
+        }
+        st = IDLE
+            .wait_timeout(st, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 

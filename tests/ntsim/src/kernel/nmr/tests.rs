@@ -223,13 +223,11 @@ impl Module {
         }
     }
 
-    /// Deregisters and waits if needed; returns the Deregister status.
+    /// Deregisters (always STATUS_PENDING, as Windows documents) and waits;
+    /// returns the wait's status.
     fn unregister(&self) -> NTSTATUS {
-        let s = self.deregister();
-        if s == STATUS_PENDING {
-            assert_eq!(self.wait(), STATUS_SUCCESS);
-        }
-        s
+        assert_eq!(self.deregister(), STATUS_PENDING);
+        self.wait()
     }
 
     /// (detach calls, cleanup calls) of each binding context, in creation order.
@@ -536,7 +534,7 @@ fn provider_first_then_client_then_provider_deregisters() {
     assert_eq!((provider_count(), client_count()), (1, 1));
 
     // Both detach synchronously: everything is done when Deregister returns.
-    assert_eq!(p.deregister(), STATUS_SUCCESS);
+    assert_eq!(p.deregister(), STATUS_PENDING);
     assert_eq!(
         take_log(&log),
         [
@@ -549,13 +547,18 @@ fn provider_first_then_client_then_provider_deregisters() {
     assert!(bindings().is_empty());
     assert_eq!(p.counts(), [(1, 1)]);
     assert_eq!(c.counts(), [(1, 1)]);
-    assert_eq!(*lock(&p.cleanup_irqls), [PASSIVE_LEVEL]);
+    // Cleanup callbacks run at DISPATCH_LEVEL by default (Windows documents
+    // IRQL <= DISPATCH_LEVEL).
+    assert_eq!(*lock(&p.cleanup_irqls), [DISPATCH_LEVEL]);
     assert_eq!((provider_count(), client_count()), (0, 1));
-    // A wait after STATUS_SUCCESS is allowed and returns at once.
+    // Nothing is left to wait for, yet the wait is owed: it returns at once.
+    assert!(!sim.outstanding().is_empty(), "the wait is owed");
     assert_eq!(p.wait(), STATUS_SUCCESS);
-    // The client has no binding left: STATUS_SUCCESS, and no wait is owed.
-    assert_eq!(c.deregister(), STATUS_SUCCESS);
+    // The client has no binding left: STATUS_PENDING all the same, and the
+    // wait is still owed.
+    assert_eq!(c.deregister(), STATUS_PENDING);
     assert!(take_log(&log).is_empty());
+    assert_eq!(c.wait(), STATUS_SUCCESS);
     assert!(sim.outstanding().is_empty(), "{:?}", sim.outstanding());
     sim.finish().unwrap();
 }
@@ -575,7 +578,7 @@ fn client_first_then_provider_then_client_deregisters() {
     );
     assert_eq!(states(), [BindingState::Bound]);
     // The deregistering side detaches first.
-    assert_eq!(c.deregister(), STATUS_SUCCESS);
+    assert_eq!(c.deregister(), STATUS_PENDING);
     assert_eq!(
         take_log(&log),
         [
@@ -692,7 +695,7 @@ fn a_declining_client_or_provider_makes_no_binding() {
     assert!(bindings().is_empty());
     // Nothing to detach or clean up anywhere.
     for m in [&p, &c2, &c3, &c4] {
-        assert_eq!(m.deregister(), STATUS_SUCCESS);
+        assert_eq!(m.unregister(), STATUS_SUCCESS);
     }
     assert!(take_log(&log).is_empty());
     sim.finish().unwrap();
@@ -752,9 +755,9 @@ fn pending_detach_completed_from_another_thread_releases_the_waiter() {
             "wait returned"
         ]
     );
-    // Cleanup ran at PASSIVE_LEVEL although the completion came at DISPATCH.
-    assert_eq!(*lock(&p.cleanup_irqls), [PASSIVE_LEVEL]);
-    assert_eq!(*lock(&c.cleanup_irqls), [PASSIVE_LEVEL]);
+    // Cleanup ran at DISPATCH_LEVEL, on the completing thread.
+    assert_eq!(*lock(&p.cleanup_irqls), [DISPATCH_LEVEL]);
+    assert_eq!(*lock(&c.cleanup_irqls), [DISPATCH_LEVEL]);
     assert_eq!((p.counts(), c.counts()), (vec![(1, 1)], vec![(1, 1)]));
     assert!(
         registrations().iter().all(|r| r.handle != ph),
@@ -806,7 +809,7 @@ fn completing_inside_the_detach_callback_then_pending_is_fine() {
     assert_eq!(p.register(), STATUS_SUCCESS);
     assert_eq!(c.register(), STATUS_SUCCESS);
     take_log(&log);
-    assert_eq!(p.deregister(), STATUS_SUCCESS);
+    assert_eq!(p.deregister(), STATUS_PENDING);
     assert_eq!(
         take_log(&log),
         [
@@ -816,6 +819,7 @@ fn completing_inside_the_detach_callback_then_pending_is_fine() {
             "C2 cleanup P1"
         ]
     );
+    assert_eq!(p.wait(), STATUS_SUCCESS);
     assert_eq!(c.unregister(), STATUS_SUCCESS);
     sim.finish().unwrap();
 }
@@ -903,7 +907,7 @@ fn unfinished_registrations_are_outstanding() {
     // A pending deregistration completed but never waited for stays outstanding.
     assert_eq!(p.deregister(), STATUS_PENDING);
     p.complete_pending();
-    assert_eq!(c.deregister(), STATUS_SUCCESS);
+    assert_eq!(c.unregister(), STATUS_SUCCESS);
     let o = sim.outstanding();
     assert_eq!(o.len(), 1, "{o:?}");
     assert!(
