@@ -108,7 +108,7 @@ pub unsafe extern "system" fn driver_entry(
     };
 
     // SAFETY: the I/O manager's driver object, at PASSIVE_LEVEL.
-    let status = unsafe { super::load(driver.cast()) };
+    let status = nt::into_status(unsafe { super::load(driver.cast()) });
     if !nt::nt_success(status) {
         // load() left nothing behind; delete the device. The framework does
         // not call EvtDriverUnload when DriverEntry fails.
@@ -135,7 +135,7 @@ fn create_control_device(wdf_driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         call_unsafe_wdf_function_binding!(WdfControlDeviceInitAllocate, wdf_driver, &sddl)
     };
     if init.is_null() {
-        return Err(nt::STATUS_INSUFFICIENT_RESOURCES);
+        return Err(nt::Error::INSUFFICIENT_RESOURCES.status());
     }
 
     let name = unicode_string(&DEVICE_NAME);

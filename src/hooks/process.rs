@@ -9,7 +9,8 @@
 //!
 //! The layout of the context, the test-run data format, and the string-copy
 //! rule of the helpers are target-independent and unit-tested on the host;
-//! everything that talks to the kernel is in [`kernel`] (Windows only).
+//! the process notify routine, the helpers and the test-run contexts are in
+//! [`notify`] (Windows only).
 
 use crate::nt::GUID;
 use core::mem::{offset_of, size_of};
@@ -33,13 +34,16 @@ pub const BPF_PROG_TYPE_PROCESS: u32 = 6;
 /// `BPF_ATTACH_TYPE_PROCESS`.
 pub const BPF_ATTACH_TYPE_PROCESS: u32 = 11;
 
-/// Helper ids (`0xFFFF + n`).
+/// `BPF_FUNC_process_get_image_path` (helper ids are `0xFFFF + n`).
 pub const BPF_FUNC_PROCESS_GET_IMAGE_PATH: u32 = 0x10000;
+/// `BPF_FUNC_process_get_account_name`.
 pub const BPF_FUNC_PROCESS_GET_ACCOUNT_NAME: u32 = 0x10001;
+/// `BPF_FUNC_process_get_account_domain`.
 pub const BPF_FUNC_PROCESS_GET_ACCOUNT_DOMAIN: u32 = 0x10002;
 
-/// `process_operation_t`.
+/// `PROCESS_OPERATION_CREATE` (`process_operation_t`).
 pub const PROCESS_OPERATION_CREATE: u8 = 0;
+/// `PROCESS_OPERATION_DELETE`.
 pub const PROCESS_OPERATION_DELETE: u8 = 1;
 
 /// Size of `token_sid` (`SECURITY_MAX_SID_SIZE`).
@@ -49,26 +53,36 @@ pub const TOKEN_SID_CAPACITY: usize = 68;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct process_md_t {
+    /// The command line (UTF-16LE, no NUL): the context's "packet" start.
     pub command_start: *mut u8,
+    /// One past the command line's last byte.
     pub command_end: *mut u8,
+    /// The process id.
     pub process_id: u64,
+    /// The parent's process id (CREATE).
     pub parent_process_id: u64,
+    /// The creating thread's process id (CREATE).
     pub creating_process_id: u64,
+    /// The creating thread's id (CREATE).
     pub creating_thread_id: u64,
+    /// Creation time (100 ns units since 1601).
     pub creation_time: u64,
+    /// Exit time (DELETE).
     pub exit_time: u64,
+    /// Exit status (DELETE).
     pub process_exit_code: u32,
     /// C bit field `process_operation_t operation : 8` in a 4-byte unit.
     pub operation: u8,
+    /// The rest of the bit field's unit.
     pub _operation_unit: [u8; 3],
+    /// Bytes of `token_sid` in use (0: no SID).
     pub token_sid_size: u32,
+    /// The user SID of the process's primary token (CREATE).
     pub token_sid: [u8; TOKEN_SID_CAPACITY],
 }
 
-#[allow(non_camel_case_types)]
-pub type process_md = process_md_t;
-
 impl process_md_t {
+    /// All zero, null packet.
     pub const fn zeroed() -> process_md_t {
         process_md_t {
             command_start: core::ptr::null_mut(),
@@ -103,20 +117,6 @@ const _: () = {
     assert!(offset_of!(process_md_t, token_sid) == 76);
 };
 
-/// errno values the helpers return (negated).
-pub const EINVAL: i64 = 22;
-pub const ENOENT: i64 = 2;
-
-/// The helpers' copy rule: the whole string or nothing. Returns the bytes
-/// copied, or `-EINVAL` (nothing written) when `dst` is too small.
-pub fn copy_whole(src: &[u8], dst: &mut [u8]) -> i64 {
-    if dst.len() < src.len() {
-        return -EINVAL;
-    }
-    dst[..src.len()].copy_from_slice(src);
-    src.len() as i64
-}
-
 /// Longest account name or domain the driver resolves, in UTF-16 units
 /// (Windows names are at most 256 characters).
 pub const ACCOUNT_CAPACITY: usize = 256;
@@ -133,9 +133,13 @@ pub const TEST_DATA_HEADER_SIZE: usize = 16;
 /// The strings of a test run, as slices of `data_in`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TestStrings<'a> {
+    /// The command line (the packet).
     pub command_line: &'a [u8],
+    /// What `bpf_process_get_image_path` returns.
     pub image_path: &'a [u8],
+    /// What `bpf_process_get_account_name` returns.
     pub account_name: &'a [u8],
+    /// What `bpf_process_get_account_domain` returns.
     pub account_domain: &'a [u8],
 }
 
@@ -224,7 +228,7 @@ pub fn write_test_data(s: &TestStrings<'_>, out: &mut [u8]) {
 }
 
 #[cfg(windows)]
-pub mod kernel;
+pub mod notify;
 
 #[cfg(test)]
 mod tests {
@@ -232,22 +236,6 @@ mod tests {
 
     fn utf16(s: &str) -> Vec<u8> {
         s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
-    }
-
-    #[test]
-    fn copy_is_whole_or_nothing() {
-        let src = utf16("C:\\Windows\\notepad.exe");
-        let mut exact = vec![0xAAu8; src.len()];
-        assert_eq!(copy_whole(&src, &mut exact), src.len() as i64);
-        assert_eq!(exact, src);
-        let mut short = vec![0xAAu8; src.len() - 1];
-        assert_eq!(copy_whole(&src, &mut short), -EINVAL);
-        assert!(
-            short.iter().all(|&b| b == 0xAA),
-            "nothing written on a short buffer"
-        );
-        let mut empty: [u8; 0] = [];
-        assert_eq!(copy_whole(&[], &mut empty), 0);
     }
 
     #[test]

@@ -7,7 +7,6 @@ pub type HANDLE = usize;
 pub type KIRQL = u8;
 
 pub const PASSIVE_LEVEL: KIRQL = 0;
-pub const APC_LEVEL: KIRQL = 1;
 pub const DISPATCH_LEVEL: KIRQL = 2;
 
 pub const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
@@ -17,7 +16,6 @@ pub const POOL_FLAG_NON_PAGED: u64 = 0x40;
 pub const DPFLTR_IHVDRIVER_ID: u32 = 77;
 pub const DPFLTR_ERROR_LEVEL: u32 = 0;
 pub const DPFLTR_WARNING_LEVEL: u32 = 1;
-pub const DPFLTR_TRACE_LEVEL: u32 = 2;
 pub const DPFLTR_INFO_LEVEL: u32 = 3;
 
 #[repr(C)]
