@@ -42,9 +42,6 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// `EBPF_FAILED` (an `ebpf_result_t`).
-pub const EBPF_FAILED: ebpf_result_t = 17;
-
 /// The 32-bit result of an invocation whose program stopped on an error:
 /// eBPF for Windows' core returns EBPF_SUCCESS with the interpreter's -1
 /// (`ubpf_exec` failing) for an interpreted program; the error itself is in
