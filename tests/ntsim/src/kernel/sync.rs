@@ -400,6 +400,43 @@ pub fn set_wait_limit(limit: Duration) {
     WAIT_LIMIT_MS.store(limit.as_millis().max(1) as u64, Ordering::Relaxed);
 }
 
+/// Host code's bounded wait: polls `done` (yielding) until it is true, and
+/// fails through [`hung`] with `what` after [`wait_limit`]. For tests that
+/// wait for another thread to reach a point.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() >= wait_limit() {
+            hung(what, started);
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Host code's bounded wait on a condition variable: waits while
+/// `blocked(&guard)`, failing through [`hung`] after [`wait_limit`].
+pub fn wait_while<'a, T>(
+    what: &str,
+    cv: &Condvar,
+    mut guard: MutexGuard<'a, T>,
+    mut blocked: impl FnMut(&mut T) -> bool,
+) -> MutexGuard<'a, T> {
+    let started = Instant::now();
+    while blocked(&mut guard) {
+        let limit = wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            drop(guard);
+            hung(what, started);
+        }
+        guard = cv
+            .wait_timeout(guard, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    guard
+}
+
 /// Ends a wait that exceeded [`wait_limit`]: records the violation and
 /// panics with a message naming what was awaited (a panic that reaches an
 /// `extern "win64"` frame aborts the process, after printing it). Windows

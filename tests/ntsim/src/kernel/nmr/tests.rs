@@ -729,13 +729,13 @@ fn pending_detach_completed_from_another_thread_releases_the_waiter() {
         });
         // Until the waiter is blocked inside the NMR (no timing involved:
         // the NMR reports the waiting registration).
-        while !registrations().iter().any(|r| r.handle == ph && r.waiting) {
+        crate::kernel::sync::wait_for("the deregistration waiter to block", || {
             assert!(
                 !waiter.is_finished(),
                 "the wait returned before the detach completed"
             );
-            std::thread::yield_now();
-        }
+            registrations().iter().any(|r| r.handle == ph && r.waiting)
+        });
         assert!(lock(&log).is_empty());
         s.spawn(|| {
             lock(&log).push("complete".into());
