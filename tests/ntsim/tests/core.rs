@@ -30,6 +30,9 @@ use std::sync::{Arc, Mutex};
 #[path = "core/running.rs"]
 mod running;
 
+#[path = "core/batches.rs"]
+mod batches;
+
 // ---------------------------------------------------------------------------
 // The test program type
 // ---------------------------------------------------------------------------

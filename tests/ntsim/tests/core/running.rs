@@ -8,15 +8,19 @@ use super::*;
 // 3. Invocation through the dispatch table
 // ---------------------------------------------------------------------------
 
-struct Bound {
+/// A program bound to a test provider and attached. The fields drop in
+/// declaration order, the link first, so a test that panics still detaches
+/// before its providers go away.
+pub(super) struct Bound {
+    /// None once a test detached it.
+    pub(super) link: Option<Link>,
+    pub(super) hook: Box<HookProvider>,
+    pub(super) program: LoadedProgram,
+    pub(super) pi: Box<PiProvider>,
     _object: Object,
-    pi: Box<PiProvider>,
-    program: LoadedProgram,
-    hook: Box<HookProvider>,
-    link: Link,
 }
 
-fn bind(name: &str, data: OwnedProgramData) -> Bound {
+pub(super) fn bind(name: &str, data: OwnedProgramData) -> Bound {
     let object = load_object();
     let pi = PiProvider::register(program_type(), data);
     let program = load(&object, name);
@@ -27,16 +31,17 @@ fn bind(name: &str, data: OwnedProgramData) -> Bound {
         pi,
         program,
         hook,
-        link,
+        link: Some(link),
     }
 }
 
 impl Bound {
-    fn client(&self) -> Arc<HookClient> {
+    pub(super) fn client(&self) -> Arc<HookClient> {
         self.hook.client(0)
     }
 
-    fn end(self, sim: Sim) {
+    /// Detaches and unloads everything, in order.
+    pub(super) fn drop_all(self) {
         let Bound {
             _object,
             pi,
@@ -48,6 +53,10 @@ impl Bound {
         drop(hook);
         drop(program);
         drop(pi);
+    }
+
+    pub(super) fn end(self, sim: Sim) {
+        self.drop_all();
         finish(sim);
     }
 }
