@@ -1020,3 +1020,99 @@ fn concurrent_deregistration_and_completion() {
     }
     sim.finish().unwrap();
 }
+
+#[test]
+fn cleanup_runs_at_passive_level_when_a_test_asks_for_it() {
+    let sim = Sim::new();
+    set_cleanup_irql(PASSIVE_LEVEL);
+    let log = new_log();
+    let p = Module::provider(1, 7, &log).with_detach(Detach::Pending);
+    let c = Module::client(2, 7, &log);
+    assert_eq!(p.register(), STATUS_SUCCESS);
+    assert_eq!(c.register(), STATUS_SUCCESS);
+    assert_eq!(c.deregister(), STATUS_PENDING);
+    let binding = lock(&p.pending)[0];
+    // Completed at DISPATCH_LEVEL: the cleanup goes to a worker thread at
+    // PASSIVE_LEVEL, and the client's wait returns after it.
+    irql::at(DISPATCH_LEVEL, || complete(Side::Provider, binding));
+    lock(&p.pending).clear();
+    assert_eq!(c.wait(), STATUS_SUCCESS);
+    assert_eq!(*lock(&p.cleanup_irqls), [PASSIVE_LEVEL]);
+    assert_eq!(*lock(&c.cleanup_irqls), [PASSIVE_LEVEL]);
+    assert_eq!(p.unregister(), STATUS_SUCCESS);
+    sim.finish().unwrap();
+}
+
+#[test]
+fn a_module_unloaded_without_the_deregistration_wait_is_a_violation() {
+    let sim = Sim::new();
+    let log = new_log();
+    let p = Module::provider(1, 7, &log);
+    let c = Module::client(2, 7, &log);
+    assert_eq!(p.register(), STATUS_SUCCESS);
+    assert_eq!(c.register(), STATUS_SUCCESS);
+    // The provider deregisters (STATUS_PENDING, even with every detach
+    // synchronous) and its image goes away without the wait.
+    assert_eq!(p.deregister(), STATUS_PENDING);
+    let chars = &*p.pchars as *const NPI_PROVIDER_CHARACTERISTICS as usize;
+    image_unloaded(
+        "host.sys",
+        chars,
+        std::mem::size_of::<NPI_PROVIDER_CHARACTERISTICS>(),
+    );
+    let v = violation::take();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].message
+            .contains("host.sys unloaded with NMR provider registration")
+            && v[0].message.contains(
+                "NmrDeregisterProvider returned STATUS_PENDING but \
+                 NmrWaitForProviderDeregisterComplete was never called"
+            ),
+        "{}",
+        v[0]
+    );
+    // The registration is forgotten: nothing calls into the unloaded image.
+    assert!(registrations().iter().all(|r| r.side != Side::Provider));
+    // A module that never deregistered at all is reported too.
+    let chars = &*c.cchars as *const NPI_CLIENT_CHARACTERISTICS as usize;
+    image_unloaded("host.sys", chars, 1);
+    let v = violation::take();
+    assert!(
+        v.len() == 1
+            && v[0]
+                .message
+                .contains("NmrDeregisterClient was never called"),
+        "{v:?}"
+    );
+    assert!(registrations().is_empty());
+    sim.finish().unwrap();
+}
+
+#[test]
+fn a_deregistration_wait_that_never_completes_fails_with_a_message() {
+    const NAME: &str =
+        "kernel::nmr::tests::a_deregistration_wait_that_never_completes_fails_with_a_message";
+    if crate::child::is_child(NAME) {
+        let _sim = Sim::new();
+        crate::kernel::sync::set_wait_limit(std::time::Duration::from_millis(300));
+        let log = new_log();
+        let p = Module::provider(1, 7, &log).with_detach(Detach::Pending);
+        let c = Module::client(2, 7, &log);
+        assert_eq!(p.register(), STATUS_SUCCESS);
+        assert_eq!(c.register(), STATUS_SUCCESS);
+        // The provider never completes its pending detach.
+        c.unregister();
+        unreachable!("the wait returned");
+    }
+    let out = crate::child::run_test_in_child(NAME);
+    assert!(!out.status.success(), "the child must fail: {out:?}");
+    assert!(
+        out.stderr.contains("waited")
+            && out.stderr.contains("NmrWaitForClientDeregisterComplete(")
+            && out.stderr.contains("the deregistration never completed")
+            && out.stderr.contains("Windows would hang here"),
+        "{}",
+        out.stderr
+    );
+}
