@@ -319,15 +319,18 @@ fn programs_run_in_attach_order_and_delete_ignores_verdicts() {
 }
 
 #[test]
-fn a_failing_program_fails_open() {
+fn a_program_stopped_by_an_error_returns_the_interpreters_minus_one() {
     let env = setup();
     let bad = env.load("read_past_packet");
     let a = env.load("mark_a");
     let lbad = bad.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
     let la = a.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
     let p = spawn("\\??\\C:\\x.exe", Some("x"));
-    assert_eq!(p.creation_status, 0, "an invoke error permits");
-    assert_eq!(env.marks(), "A", "and the next program still runs");
+    // eBPF for Windows' core returns EBPF_SUCCESS with result 0xFFFFFFFF
+    // for an interpreted program that stopped on an error: the driver sees
+    // a negative NTSTATUS, a denial, and stops there.
+    assert_eq!(p.creation_status, -1, "the interpreter's -1 is the verdict");
+    assert_eq!(env.marks(), "", "nothing runs after a denial");
     let errors = bad.take_errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].insn_offset.is_some());
