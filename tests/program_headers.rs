@@ -65,7 +65,12 @@ fn build_and_run_app(var: &str, default: &str, extra: &[&str], tag: &str) -> Str
     String::from_utf8(run.stdout).expect("ASCII output")
 }
 
+/// What the application prints: the GUIDs and the layouts as the driver
+/// defines them (`ntosebpfext::hooks::process`), ntsim's view of the
+/// test-run context size.
 fn expected_app_output() -> String {
+    use ntosebpfext::hooks::process::{process_test_run_context_t as C, TestRunString as S};
+    use std::mem::{offset_of, size_of};
     format!(
         "program_type {}\n\
          attach_type {}\n\
@@ -81,9 +86,23 @@ fn expected_app_output() -> String {
          offset_token_sid 76\n\
          sizeof_token_sid 68\n\
          operation_delete 1\n\
+         test_run_context {} {} {} {} {} {} {} {} {}\n\
+         test_run_string {} {} {}\n\
          helper_ids 0x10000 0x10001 0x10002\n",
         hook::PROGRAM_TYPE,
-        hook::ATTACH_TYPE
+        hook::ATTACH_TYPE,
+        size_of::<C>(),
+        hook::TEST_RUN_CONTEXT_SIZE,
+        offset_of!(C, process_md),
+        offset_of!(C, process),
+        offset_of!(C, command_line),
+        offset_of!(C, image_file_name),
+        offset_of!(C, account_name),
+        offset_of!(C, account_domain),
+        offset_of!(C, account_lookup_done),
+        size_of::<S>(),
+        offset_of!(S, maximum_length),
+        offset_of!(S, buffer),
     )
 }
 

@@ -6,7 +6,7 @@
 //! tests/bpf/include/ntsim_test.h.
 
 use ntsim::ebpf::abi::*;
-use ntsim::ebpf::core::{CoreError, Link, LoadedProgram};
+use ntsim::ebpf::core::{CoreError, Link, LoadedProgram, INTERPRETER_ERROR_RESULT};
 use ntsim::ebpf::validate::{
     self, AttachProviderInfo, AttachRefusal, Finding, HelperFunction, HelperPrototype, HelperSet,
     HelperSpec, Issue, OwnedProgramData, ProgramDataBuilder, ProgramInfo, ProgramTypeDescriptor,
@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex};
 
 #[path = "core/running.rs"]
 mod running;
+
+#[path = "core/batches.rs"]
+mod batches;
 
 // ---------------------------------------------------------------------------
 // The test program type

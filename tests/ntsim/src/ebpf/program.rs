@@ -300,7 +300,9 @@ impl Program {
     /// `bpf_prog_test_run`: builds a context with the extension's
     /// `context_create` at `required_irql`, runs the program, and takes the
     /// outputs back with `context_destroy`. `data_out_capacity` and
-    /// `context_out_capacity` size the output buffers.
+    /// `context_out_capacity` size the output buffers. As in eBPF for
+    /// Windows' core, an empty input or a zero-sized output is passed as a
+    /// null pointer.
     ///
     /// # Safety
     /// `context_create` / `context_destroy` must be the extension's
@@ -316,18 +318,27 @@ impl Program {
         data_out_capacity: usize,
         context_out_capacity: usize,
     ) -> Result<TestRunOutput, TestRunError> {
+        // The buffers the extension sees end against a guard page (special
+        // pool), so reading or writing one byte past them faults.
+        let data_in = EdgeBuffer::copy_of(data_in);
+        let context_in = EdgeBuffer::copy_of(context_in);
         crate::kernel::irql::at(hooks.required_irql, || {
             let mut ctx: *mut u8 = std::ptr::null_mut();
             // SAFETY: the extension's context_create reads the two input
             // buffers (valid for their lengths) and writes one pointer.
             let status = unsafe {
                 (hooks.context_create)(
-                    data_in.as_ptr(),
-                    data_in.len(),
-                    if context_in.is_empty() {
+                    // As the real core: an empty buffer is a null pointer.
+                    if data_in.len() == 0 {
                         std::ptr::null()
                     } else {
-                        context_in.as_ptr()
+                        data_in.ptr()
+                    },
+                    data_in.len(),
+                    if context_in.len() == 0 {
+                        std::ptr::null()
+                    } else {
+                        context_in.ptr()
                     },
                     context_in.len(),
                     &mut ctx,
@@ -344,8 +355,8 @@ impl Program {
             // SAFETY: the extension created a context of its descriptor's
             // size, with its packet pointers (if any) into its own copy of data_in.
             let result = unsafe { self.run(ctx, desc, env) };
-            let mut data_out = vec![0u8; data_out_capacity];
-            let mut context_out = vec![0u8; context_out_capacity];
+            let data_out = EdgeBuffer::zeroed(data_out_capacity);
+            let context_out = EdgeBuffer::zeroed(context_out_capacity);
             let mut data_size = data_out_capacity;
             let mut context_size = context_out_capacity;
             // SAFETY: context_destroy frees the context it created and
@@ -353,9 +364,17 @@ impl Program {
             unsafe {
                 (hooks.context_destroy)(
                     ctx,
-                    data_out.as_mut_ptr(),
+                    if data_out_capacity == 0 {
+                        std::ptr::null_mut()
+                    } else {
+                        data_out.ptr()
+                    },
                     &mut data_size,
-                    context_out.as_mut_ptr(),
+                    if context_out_capacity == 0 {
+                        std::ptr::null_mut()
+                    } else {
+                        context_out.ptr()
+                    },
                     &mut context_size,
                 )
             };
@@ -365,6 +384,8 @@ impl Program {
                      more than the buffers ({data_out_capacity} / {context_out_capacity})"
                 )));
             }
+            let mut data_out = data_out.to_vec();
+            let mut context_out = context_out.to_vec();
             data_out.truncate(data_size);
             context_out.truncate(context_size);
             let result = result.map_err(TestRunError::Program)?;
@@ -374,6 +395,63 @@ impl Program {
                 context_out,
             })
         })
+    }
+}
+
+/// A buffer handed to extension code during a test run: a pool block
+/// (special pool unless the machine turned it off) in which the buffer's
+/// last byte is the block's last byte, against the guard page, so an
+/// over-read or over-write by even one byte faults at once (and the crash
+/// report names the block, tagged `TRun`).
+struct EdgeBuffer {
+    block: *mut std::ffi::c_void,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl EdgeBuffer {
+    const TAG: u32 = u32::from_le_bytes(*b"TRun");
+
+    fn zeroed(len: usize) -> EdgeBuffer {
+        // Blocks of a page or more are page aligned; smaller ones 16-byte
+        // aligned; either way a block of a multiple of its alignment ends
+        // at the end of its last page.
+        let align = if len >= 4096 { 4096 } else { 16 };
+        let span = len.max(1).div_ceil(align) * align;
+        let block = crate::kernel::pool::kernel_alloc(span, Self::TAG);
+        assert!(
+            !block.is_null(),
+            "ntsim: no memory for a {len}-byte test-run buffer"
+        );
+        let ptr = (block as *mut u8).wrapping_add(span - len);
+        EdgeBuffer { block, ptr, len }
+    }
+
+    fn copy_of(bytes: &[u8]) -> EdgeBuffer {
+        let b = EdgeBuffer::zeroed(bytes.len());
+        // SAFETY: `ptr` has `len` writable bytes inside the fresh block.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.ptr, bytes.len()) };
+        b
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        // SAFETY: `ptr` has `len` initialized bytes inside the live block.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+}
+
+impl Drop for EdgeBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the block came from kernel_alloc and is freed once.
+        unsafe { crate::kernel::pool::kernel_free(self.block) };
     }
 }
 

@@ -505,6 +505,11 @@ impl Driver {
                 // A queued work item holds a reference on the driver: the
                 // image stays until every routine has returned.
                 crate::kernel::io::wait_idle();
+                crate::kernel::nmr::image_unloaded(
+                    &self.service,
+                    self.image.base(),
+                    self.image.size(),
+                );
                 Ok(())
             }
             None => Err(format!(

@@ -201,7 +201,12 @@ pub unsafe extern "win64" fn KeWaitForSingleObject(
         }
     };
     let satisfied = if may_block {
-        wait_until(ev as usize, timeout.map(deadline), try_satisfy)
+        wait_until(
+            "KeWaitForSingleObject",
+            ev as usize,
+            timeout.map(deadline),
+            try_satisfy,
+        )
     } else {
         try_satisfy()
     };
