@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod nt;
 pub mod pool;
 pub mod sync;
+pub mod trace;
 
 #[cfg(windows)]
 pub mod driver;
