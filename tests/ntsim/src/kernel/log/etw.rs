@@ -439,3 +439,6 @@ pub fn decode(header: Header, traits: &[u8], meta: &[u8], data: &[u8]) -> Result
         enabled,
     })
 }
+
+#[cfg(test)]
+mod tests;
