@@ -4,21 +4,27 @@
 //! so existing WPR profiles and `logman`/`tracelog` filters work.
 //!
 //! Each event has a name and typed fields (the list is in
-//! docs/debugging.md). Every `pub fn` below is one event: it checks that a
-//! session wants the event's level and keyword (two relaxed atomic loads)
-//! before it reads any argument, so a disabled event costs a branch. Where
-//! the event also has a `DbgPrintEx` line, the same function prints it, so
-//! the two never disagree.
+//! docs/debugging.md) and is one function of this module: it first checks
+//! that a session wants the event's level and keyword (atomic loads of
+//! what the enable callback stored, and a compare) and reads its arguments
+//! only then, so a disabled event costs a branch. Where the event also has
+//! a `DbgPrintEx` line, the same function prints it, so the two never
+//! disagree.
 //!
 //! The encoding is TraceLogging's, written here rather than through
-//! Microsoft's `tracelogging` crate: that crate (1.2.4, even with its
-//! `kernel_mode` feature) compiles `Guid::new`, which links `UuidCreate`
-//! from the user-mode `rpcrt4.lib`, into the same object as the provider,
-//! so a driver image does not link without a stand-in library and a
-//! stand-in `UuidCreate`; and its enable state is plain fields written by
-//! the enable callback while other processors read them, where this
-//! module uses atomics. The encoding (provider traits, event metadata,
-//! field types) is built at compile time and unit-tested on the host.
+//! Microsoft's `tracelogging` crate, which did not fit the portable image:
+//! its 1.2.4, even with the `kernel_mode` feature, compiles `Guid::new`,
+//! declared with `#[link(name = "rpcrt4")]` to call the user-mode
+//! `UuidCreate`, into the same object as the provider code, and the linker
+//! resolves every symbol of that object before `/OPT:REF` drops unused
+//! functions: the link needs an `rpcrt4.lib` (which a driver build does not
+//! have) and a definition of `UuidCreate`, so a stand-in library and a
+//! stand-in function. Declaring the crate's `Etw*` functions as raw-dylib
+//! imports does satisfy its other references. Its enable state is also
+//! plain fields that the enable callback writes while other processors
+//! read them; here they are atomics. The encoding (provider traits, event
+//! metadata, field types) is built at compile time and unit-tested on the
+//! host; ntsim decodes every event the driver writes.
 //!
 //! The provider is registered first in `DriverEntry` and unregistered last
 //! at unload, after the hooks are unloaded (nothing that logs runs then).
@@ -95,12 +101,9 @@ mod out_type {
 /// `WINEVENT_CHANNEL_TRACELOGGING`: the channel of TraceLogging events.
 pub const CHANNEL_TRACELOGGING: u8 = 11;
 
-/// A value an event field can hold: its TraceLogging types and its bytes.
-///
-/// # Safety
-/// `bytes` returns the value's encoding as the input type decodes it
-/// (size and layout).
-pub unsafe trait FieldValue {
+/// A value an event field can hold: its TraceLogging types and its bytes
+/// (the value's encoding as the input type decodes it: size and layout).
+pub trait FieldValue {
     /// `TlgIn*`.
     const IN: u8;
     /// `TlgOut*` (`DEFAULT`: none).
@@ -109,21 +112,25 @@ pub unsafe trait FieldValue {
     fn field_bytes(&self) -> &[u8];
 }
 
-/// Views a plain-data value as its bytes.
-fn bytes_of<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: the callers' types (integers, GUID) have no padding; the
-    // slice covers the value and lives as long as the borrow.
+/// Views a plain-data value as its bytes (little-endian on the driver's
+/// targets, as TraceLogging encodes integers).
+///
+/// # Safety
+/// `T` has no padding bytes (every byte of a value is initialized).
+unsafe fn bytes_of<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: the slice covers exactly the value, which lives as long as
+    // the borrow; every byte is initialized (no padding: the caller).
     unsafe { core::slice::from_raw_parts((value as *const T).cast(), core::mem::size_of::<T>()) }
 }
 
 macro_rules! scalar {
     ($t:ty, $in:expr, $out:expr) => {
-        // SAFETY: a little-endian integer of the input type's size.
-        unsafe impl FieldValue for $t {
+        impl FieldValue for $t {
             const IN: u8 = $in;
             const OUT: u8 = $out;
             fn field_bytes(&self) -> &[u8] {
-                bytes_of(self)
+                // SAFETY: an integer has no padding.
+                unsafe { bytes_of(self) }
             }
         }
     };
@@ -145,12 +152,11 @@ impl Bool {
     }
 }
 
-// SAFETY: one byte, 0 or 1.
-unsafe impl FieldValue for Bool {
+impl FieldValue for Bool {
     const IN: u8 = in_type::UINT8;
     const OUT: u8 = out_type::BOOLEAN;
     fn field_bytes(&self) -> &[u8] {
-        bytes_of(&self.0)
+        core::slice::from_ref(&self.0)
     }
 }
 
@@ -158,12 +164,12 @@ unsafe impl FieldValue for Bool {
 #[derive(Clone, Copy)]
 pub struct NtStatus(pub NTSTATUS);
 
-// SAFETY: a 4-byte little-endian integer.
-unsafe impl FieldValue for NtStatus {
+impl FieldValue for NtStatus {
     const IN: u8 = in_type::INT32;
     const OUT: u8 = out_type::NTSTATUS;
     fn field_bytes(&self) -> &[u8] {
-        bytes_of(&self.0)
+        // SAFETY: an integer has no padding.
+        unsafe { bytes_of(&self.0) }
     }
 }
 
@@ -171,27 +177,28 @@ unsafe impl FieldValue for NtStatus {
 #[derive(Clone, Copy)]
 pub struct HexU64(pub u64);
 
-// SAFETY: an 8-byte little-endian integer.
-unsafe impl FieldValue for HexU64 {
+impl FieldValue for HexU64 {
     const IN: u8 = in_type::HEXINT64;
     const OUT: u8 = out_type::DEFAULT;
     fn field_bytes(&self) -> &[u8] {
-        bytes_of(&self.0)
+        // SAFETY: an integer has no padding.
+        unsafe { bytes_of(&self.0) }
     }
 }
 
-// SAFETY: a GUID's 16 bytes in its in-memory (little-endian fields)
-// layout, which is what the GUID input type decodes.
-unsafe impl FieldValue for GUID {
+/// A GUID's 16 bytes in its in-memory layout (little-endian fields), which
+/// is what the GUID input type decodes.
+impl FieldValue for GUID {
     const IN: u8 = in_type::GUID;
     const OUT: u8 = out_type::DEFAULT;
     fn field_bytes(&self) -> &[u8] {
-        bytes_of(self)
+        // SAFETY: `#[repr(C)]` u32, u16, u16, [u8; 8]: 16 bytes, no padding.
+        unsafe { bytes_of(self) }
     }
 }
 
-// SAFETY: a NUL-terminated string, terminator included (`ANSISTRING`).
-unsafe impl FieldValue for &'static CStr {
+/// A NUL-terminated string, terminator included (`ANSISTRING`).
+impl FieldValue for &'static CStr {
     const IN: u8 = in_type::ANSISTRING;
     const OUT: u8 = out_type::UTF8;
     fn field_bytes(&self) -> &[u8] {
