@@ -14,6 +14,7 @@ pub mod nt;
 pub mod pool;
 pub mod store;
 pub mod sync;
+pub mod trace;
 
 #[cfg(windows)]
 pub mod driver;

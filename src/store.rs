@@ -462,7 +462,7 @@ mod kernel {
             let mut disposition = 0u32;
             // SAFETY: every pointer is to a live local; `name` borrows units
             // that outlive the call.
-            nt::check(unsafe {
+            zw_check(c"ZwCreateKey", unsafe {
                 nt::ZwCreateKey(
                     &mut handle,
                     ACCESS,
@@ -496,7 +496,7 @@ mod kernel {
             let name = unicode(name.units());
             // SAFETY: the handle is open (invariant); `data` is readable for
             // its length, which is a small constant-bounded size.
-            nt::check(unsafe {
+            zw_check(c"ZwSetValueKey", unsafe {
                 nt::ZwSetValueKey(
                     self.0,
                     &name,
@@ -598,7 +598,7 @@ mod kernel {
         /// Deletes this key (which must have no subkeys).
         fn delete(self) -> NtResult {
             // SAFETY: the handle is open (invariant); it is closed by drop.
-            nt::check(unsafe { nt::ZwDeleteKey(self.0) })
+            zw_check(c"ZwDeleteKey", unsafe { nt::ZwDeleteKey(self.0) })
         }
     }
 
@@ -740,6 +740,14 @@ mod kernel {
         Ok(())
     }
 
+    /// `nt::check` for a registry call whose failure means the store could
+    /// not be written: the failure is traced with the API's name.
+    fn zw_check(api: &'static core::ffi::CStr, status: nt::NTSTATUS) -> NtResult {
+        nt::check(status).inspect_err(|e| {
+            crate::trace::api_failure(crate::trace::keyword::EXTENSION, api, e.status());
+        })
+    }
+
     fn write_all(providers: &[&Provider]) -> NtResult {
         let root_path = match Wide::path(names::EBPF_ROOT.as_bytes()) {
             Ok(w) => w,
@@ -751,10 +759,14 @@ mod kernel {
         let program_data = Key::create(Some(&root), ascii(names::PROGRAM_DATA).units())?;
         let section_data = Key::create(Some(&root), ascii(names::SECTION_DATA).units())?;
         for provider in providers {
-            write_program(&program_data, provider)?;
-            for section in provider.sections {
-                write_section(&section_data, provider, section)?;
-            }
+            let written = write_program(&program_data, provider).and_then(|()| {
+                provider
+                    .sections
+                    .iter()
+                    .try_for_each(|section| write_section(&section_data, provider, section))
+            });
+            crate::trace::store_register(c"ProgramData", &provider.program_type, written);
+            written?;
         }
         remove_stale_sections(&section_data, providers)
     }

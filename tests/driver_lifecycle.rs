@@ -107,7 +107,11 @@ fn every_failure_in_driver_entry_unwinds_completely() {
         .iter()
         .map(|i| format!("{}#{}", i.api, i.call))
         .collect();
-    for expected in ["NmrRegisterProvider#1", "NmrRegisterProvider#2"] {
+    for expected in [
+        "EtwRegister#1",
+        "NmrRegisterProvider#1",
+        "NmrRegisterProvider#2",
+    ] {
         assert!(
             names.contains(&expected.to_string()),
             "{expected} not covered: {names:?}"

@@ -59,3 +59,24 @@ fn every_check_has_a_test() {
         );
     }
 }
+
+/// The ETW provider (src/trace.rs) is the kernel's: the image imports the
+/// provider functions from ntoskrnl.exe, not from a user-mode DLL.
+#[test]
+fn imports_the_kernel_etw_provider_functions() {
+    let bytes = image_bytes();
+    let pe = goblin::pe::PE::parse(&bytes).expect("a PE image");
+    for name in [
+        "EtwRegister",
+        "EtwSetInformation",
+        "EtwWriteTransfer",
+        "EtwUnregister",
+    ] {
+        assert!(
+            pe.imports
+                .iter()
+                .any(|i| i.name == name && i.dll.eq_ignore_ascii_case("ntoskrnl.exe")),
+            "ntoskrnl.exe!{name} is not imported"
+        );
+    }
+}

@@ -157,3 +157,30 @@ extern "C" {
     pub fn strlen(s: *const u8) -> usize;
     pub fn __chkstk();
 }
+
+// Event Tracing for Windows, the kernel-mode provider API (wdm.h), used by
+// the TraceLogging provider in src/trace.rs.
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "system" {
+    pub fn EtwRegister(
+        ProviderId: *const GUID,
+        EnableCallback: PETWENABLECALLBACK,
+        CallbackContext: *mut c_void,
+        RegHandle: *mut REGHANDLE,
+    ) -> NTSTATUS;
+    pub fn EtwUnregister(RegHandle: REGHANDLE) -> NTSTATUS;
+    pub fn EtwSetInformation(
+        RegHandle: REGHANDLE,
+        InformationClass: u32,
+        EventInformation: *const c_void,
+        InformationLength: u32,
+    ) -> NTSTATUS;
+    pub fn EtwWriteTransfer(
+        RegHandle: REGHANDLE,
+        EventDescriptor: *const EVENT_DESCRIPTOR,
+        ActivityId: *const GUID,
+        RelatedActivityId: *const GUID,
+        UserDataCount: u32,
+        UserData: *const EVENT_DATA_DESCRIPTOR,
+    ) -> NTSTATUS;
+}

@@ -284,3 +284,61 @@ const _: () = {
     assert!(core::mem::size_of::<KEY_BASIC_INFORMATION>() == 16);
     assert!(core::mem::size_of::<KEY_VALUE_PARTIAL_INFORMATION>() == 12);
 };
+
+// Event Tracing for Windows (wdm.h, evntprov.h).
+
+/// `REGHANDLE`: an ETW provider registration.
+pub type REGHANDLE = u64;
+
+/// `EVENT_DESCRIPTOR` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EVENT_DESCRIPTOR {
+    pub Id: u16,
+    pub Version: u8,
+    pub Channel: u8,
+    pub Level: u8,
+    pub Opcode: u8,
+    pub Task: u16,
+    pub Keyword: u64,
+}
+
+/// `EVENT_DATA_DESCRIPTOR` (16 bytes). `Type`: 0 event data, 1 TraceLogging
+/// event metadata, 2 TraceLogging provider metadata (the traits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EVENT_DATA_DESCRIPTOR {
+    pub Ptr: u64,
+    pub Size: u32,
+    pub Type: u8,
+    pub Reserved1: u8,
+    pub Reserved2: u16,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<EVENT_DESCRIPTOR>() == 16);
+    assert!(core::mem::offset_of!(EVENT_DESCRIPTOR, Keyword) == 8);
+    assert!(core::mem::size_of::<EVENT_DATA_DESCRIPTOR>() == 16);
+    assert!(core::mem::offset_of!(EVENT_DATA_DESCRIPTOR, Type) == 12);
+};
+
+/// `ETWENABLECALLBACK`: a session enabled (1), disabled (0) or asked for
+/// the state of (2) the provider.
+pub type PETWENABLECALLBACK = Option<
+    unsafe extern "system" fn(
+        SourceId: *const GUID,
+        ControlCode: u32,
+        Level: u8,
+        MatchAnyKeyword: u64,
+        MatchAllKeyword: u64,
+        FilterData: *const c_void,
+        CallbackContext: *mut c_void,
+    ),
+>;
+
+/// `EVENT_CONTROL_CODE_DISABLE_PROVIDER`.
+pub const EVENT_CONTROL_CODE_DISABLE_PROVIDER: u32 = 0;
+/// `EVENT_CONTROL_CODE_ENABLE_PROVIDER`.
+pub const EVENT_CONTROL_CODE_ENABLE_PROVIDER: u32 = 1;
+/// `EventProviderSetTraits` (`EVENT_INFO_CLASS`).
+pub const EventProviderSetTraits: u32 = 2;

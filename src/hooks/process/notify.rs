@@ -13,6 +13,7 @@ use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, Progra
 use crate::nt::{self, NtResult, HANDLE, PEPROCESS, UNICODE_STRING};
 use crate::pool::PoolBox;
 use crate::store;
+use crate::trace;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -89,6 +90,9 @@ pub static STORE: store::Provider = store::Provider::new(&PROGRAM, &SECTIONS);
 /// The process hook: both providers, fed by the process notify routine.
 pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &ProcessNotify);
 
+/// The kernel function behind the process hook's callback.
+const NOTIFY_API: &core::ffi::CStr = c"PsSetCreateProcessNotifyRoutineEx";
+
 /// The process notify routine as an [`EventSource`].
 struct ProcessNotify;
 
@@ -96,19 +100,16 @@ impl EventSource for ProcessNotify {
     fn register(&self) -> NtResult {
         // SAFETY: registers a routine of this image (linked with
         // /INTEGRITYCHECK), at PASSIVE_LEVEL (attach).
-        nt::check(unsafe { nt::PsSetCreateProcessNotifyRoutineEx(process_notify, 0) })
+        let result = nt::check(unsafe { nt::PsSetCreateProcessNotifyRoutineEx(process_notify, 0) });
+        trace::callback_register(c"process", NOTIFY_API, result);
+        result
     }
 
     fn unregister(&self) {
         // SAFETY: removes the routine registered above; returns after any
         // call in flight has finished.
         let status = unsafe { nt::PsSetCreateProcessNotifyRoutineEx(process_notify, 1) };
-        if let Err(e) = nt::check(status) {
-            crate::dbg_log!(
-                nt::DPFLTR_ERROR_LEVEL,
-                "removing the process notify routine failed: {e:#x}"
-            );
-        }
+        trace::callback_remove(c"process", NOTIFY_API, nt::check(status));
     }
 }
 
@@ -307,7 +308,12 @@ impl AccountCache {
                 &mut name_use,
             )
         };
-        nt::check(status)?;
+        nt::check(status).inspect_err(|e| {
+            // Too small is the expected first answer for a long account.
+            if *e != nt::Error::BUFFER_TOO_SMALL {
+                trace::api_failure(trace::keyword::PROCESS, c"SecLookupAccountSid", e.status());
+            }
+        })?;
         self.name.set_len(name.Length);
         self.domain.set_len(domain.Length);
         Ok(())
@@ -399,6 +405,13 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
     // SAFETY: a referenced token; on success `info` is a pool block holding
     // a TOKEN_USER, which we free below.
     let status = unsafe { nt::SeQueryInformationToken(token, nt::TokenUser, &mut info) };
+    if let Err(e) = nt::check(status) {
+        trace::api_failure(
+            trace::keyword::PROCESS,
+            c"SeQueryInformationToken",
+            e.status(),
+        );
+    }
     if nt::check(status).is_ok() && !info.is_null() {
         // SAFETY: TOKEN_USER starts with SID_AND_ATTRIBUTES.
         let sid = unsafe { (*(info as *const nt::SID_AND_ATTRIBUTES)).Sid };
@@ -446,7 +459,18 @@ unsafe extern "system" fn process_notify(
         md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
         // SAFETY: `process` is valid for the call.
         md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
-        hook.invoke(&mut event, |_| Flow::Continue);
+        let mut run = 0u32;
+        hook.invoke(&mut event, |_| {
+            run += 1;
+            Flow::Continue
+        });
+        trace::hook_event(
+            c"process",
+            PROCESS_OPERATION_DELETE,
+            process_id as u64,
+            run,
+            0,
+        );
         return;
     }
     // SAFETY: non-null CreateInfo is valid for the call.
@@ -468,15 +492,25 @@ unsafe extern "system" fn process_notify(
         event.private.image_path_len = image.len();
     }
     let status = &mut info.CreationStatus;
+    let (mut run, mut denied) = (0u32, 0i32);
     hook.invoke(&mut event, |result| {
+        run += 1;
         let verdict = result as i32;
         if verdict < 0 {
             *status = verdict;
+            denied = verdict;
             Flow::Stop
         } else {
             Flow::Continue
         }
     });
+    trace::hook_event(
+        c"process",
+        PROCESS_OPERATION_CREATE,
+        process_id as u64,
+        run,
+        denied,
+    );
 }
 
 // ---------------------------------------------------------------------------

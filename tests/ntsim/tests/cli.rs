@@ -459,3 +459,65 @@ fn store_prints_what_the_driver_registered_as_reg_query_does() {
     ));
     assert_fails(&ntsim(&["store"]), 2, &["store: --driver PATH is required"]);
 }
+
+#[test]
+fn run_with_etw_prints_the_drivers_events_one_line_each() {
+    let (driver, object) = (driver_image(), sample_object_path());
+    let args = [
+        "run",
+        "--driver",
+        path(&driver),
+        "--object",
+        path(&object),
+        "--program",
+        "deny_notepad",
+        "--builtin",
+    ];
+    let quiet = ntsim(&args);
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains("ntsim: etw"),
+        "no ETW lines without --etw"
+    );
+
+    let out = ntsim(&[&args[..], &["--etw"]].concat());
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ntsim: etw NtosEbpfExtProvider/"))
+        .collect();
+    let named = |name: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.split(' ').next() == Some(name))
+            .collect()
+    };
+    assert_eq!(
+        named("DriverLoad"),
+        ["DriverLoad level=4 keyword=0x2 Version=\"0.1.0\" Status=0x00000000"]
+    );
+    assert_eq!(named("ProviderRegister").len(), 2, "{stderr}");
+    assert_eq!(named("ClientAttach").len(), 2, "{stderr}");
+    assert_eq!(
+        named("CallbackRegister"),
+        ["CallbackRegister level=4 keyword=0x80 Hook=\"process\" Status=0x00000000"]
+    );
+    // One per scenario step that reached the driver: five creations, two
+    // exits; the denied one carries STATUS_ACCESS_DENIED.
+    let events = named("HookEvent");
+    assert_eq!(events.len(), 7, "{stderr}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|l| l.ends_with("ProgramsRun=1 Verdict=-1073741790"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        lines.last().map(|l| l.split(' ').next()),
+        Some(Some("DriverUnload"))
+    );
+}
