@@ -769,7 +769,7 @@ mod tests {
         }
     }
 
-    /// Fuzzing found a BTF map asking for ~37 GB aborting the process: every
+    /// Fuzzing found a BTF map asking for tens of GB aborting the process: every
     /// map type is refused above the cap with a message naming the map.
     #[test]
     fn maps_over_the_memory_limit_are_refused_with_a_clear_error() {

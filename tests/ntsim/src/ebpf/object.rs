@@ -685,9 +685,9 @@ mod tests {
     }
 
     /// Fuzzing found this: a BTF map definition with `max_entries`
-    /// 0xffffffff made ntsim allocate a ~37 GB program array, and the
-    /// allocation failure aborted the process. It is refused by the map
-    /// memory limit, naming the map.
+    /// 0xffffffff made ntsim allocate a 34 GB program array (issue 9 says
+    /// ~37 GB), and the allocation failure aborted the process. It is
+    /// refused by the map memory limit, naming the map.
     #[test]
     fn btf_max_entries_over_the_map_memory_limit_is_refused() {
         let bad = patch_btf_array(TAIL_CALL, 4, u32::MAX);
