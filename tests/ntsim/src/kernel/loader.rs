@@ -241,8 +241,9 @@ impl Image {
             }
             let raw = (s.size_of_raw_data as usize).min(vsize);
             let start = s.pointer_to_raw_data as usize;
-            let data = bytes
-                .get(start..start + raw)
+            let data = start
+                .checked_add(raw)
+                .and_then(|end| bytes.get(start..end))
                 .ok_or_else(|| LoadError::Parse(format!("section {name} data outside the file")))?;
             // SAFETY: [rva, rva+raw) lies inside the writable mapping (checked above).
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(rva), raw) };
