@@ -330,8 +330,8 @@ impl LoadedProgram {
             let desc = descriptor(&copy.descriptor);
             // SAFETY: the extension's functions, called per their contracts
             // by Program::test_run.
-            let mut out = unsafe {
-                st.program.test_run(
+            let (mut out, error) = unsafe {
+                st.program.test_run_keeping_outputs(
                     &env,
                     &desc,
                     &hooks,
@@ -341,8 +341,17 @@ impl LoadedProgram {
                     context_out_capacity,
                 )
             }?;
-            // The core's result is 32 bits, as for invoke.
-            out.result = out.result as u32 as u64;
+            // The core's result is 32 bits, as for invoke; a program that
+            // stopped on an error gives the interpreter's -1, as eBPF for
+            // Windows' core does, and the error goes to the error log.
+            out.result = match error {
+                None => out.result as u32 as u64,
+                Some(e) => {
+                    eprintln!("ntsim: program {} stopped: {e}", st.program.name);
+                    st.errors.lock().unwrap().push(e);
+                    u64::from(INTERPRETER_ERROR_RESULT)
+                }
+            };
             Ok(out)
         })();
         if st.rundown.release() {
