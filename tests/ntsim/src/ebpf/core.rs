@@ -19,8 +19,12 @@
 //! - Invocation writes the core's slots of the 64-byte context header (the
 //!   execution state and the context descriptor), checks that an extension
 //!   that allocated the context in pool reserved the header, runs the program
-//!   and stores its 32-bit result. Batch misuse (invoke outside a batch, IRQL
-//!   changed inside one) is recorded as a violation.
+//!   and stores its 32-bit result (0xFFFFFFFF, with EBPF_SUCCESS, when the
+//!   program stopped on an error, as the real core does for interpreted
+//!   programs). Batch misuse (invoke outside a batch, IRQL changed inside
+//!   one, a batch never ended or still open when the provider releases the
+//!   link) and a new invocation after the provider's detach began are
+//!   recorded as violations.
 
 use super::abi::*;
 use super::program::{
@@ -253,7 +257,8 @@ impl LoadedProgram {
         std::mem::take(&mut *self.state.trace.lock().unwrap())
     }
 
-    /// Errors that stopped the program during invocations (taken).
+    /// Errors that stopped the program during invocations and test runs
+    /// (taken): each such run returned [`INTERPRETER_ERROR_RESULT`].
     pub fn take_errors(&self) -> Vec<super::ProgramError> {
         std::mem::take(&mut *self.state.errors.lock().unwrap())
     }
