@@ -823,7 +823,10 @@ fn provider_released(binding: HANDLE) -> bool {
         None => true,
         Some(b) => match b.state {
             BindingState::CleaningUp => true,
-            BindingState::Detaching { provider, .. } => provider == DetachState::Done,
+            BindingState::Detaching { provider, .. } => matches!(
+                provider,
+                DetachState::Done | DetachState::CompletedInCallback
+            ),
             BindingState::Attaching | BindingState::Bound => false,
         },
     }
@@ -1025,7 +1028,7 @@ fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
         BindingState::Attaching | BindingState::Bound => return true,
         BindingState::CleaningUp
         | BindingState::Detaching {
-            provider: DetachState::Done,
+            provider: DetachState::Done | DetachState::CompletedInCallback,
             ..
         } => {
             violation::record(
