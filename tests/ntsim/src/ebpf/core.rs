@@ -1006,11 +1006,12 @@ unsafe extern "win64" fn link_cleanup(client_binding_context: *mut c_void) {
 }
 
 /// Whether an invocation of `link` that is entering now is one the provider
-/// may still make: before its ProviderDetachClient was called, any; after
-/// it (while the detach is pending), only invocations in flight, that is
-/// in a batch begun before the detach, or, since ntsim cannot see when the
-/// provider took its reference, the first invocation of the link by a
-/// thread after the detach began. Records a violation otherwise.
+/// may still make: until its ProviderDetachClient has returned, any (the
+/// provider cannot act on a detach before its callback runs); after it
+/// (while the detach is pending), only invocations in flight, that is in a
+/// batch begun before the callback returned, or, since ntsim cannot see
+/// when the provider took its reference, the first invocation of the link
+/// by a thread after that. Records a violation otherwise.
 fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
     use crate::kernel::nmr::{BindingState, DetachState};
     let binding = link.binding.load(Ordering::Acquire);
@@ -1038,8 +1039,10 @@ fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
             );
             return false;
         }
+        // Until its detach callback has returned the provider may not yet
+        // have seen the detach: its calls are in flight.
         BindingState::Detaching {
-            provider: DetachState::NotCalled,
+            provider: DetachState::NotCalled | DetachState::InCallback,
             ..
         } => return true,
         BindingState::Detaching { .. } => b.provider_detach_at.unwrap_or(0),
@@ -1056,8 +1059,8 @@ fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
         "ebpf",
         format!(
             "a new invocation of link binding {binding:#x} after its ProviderDetachClient was \
-             called (this thread already made its in-flight invocation since then): after the \
-             detach callback a provider must not start calls into the client"
+             called (and returned; this thread already made its in-flight invocation since \
+             then): after the detach callback a provider must not start calls into the client"
         ),
     );
     false
