@@ -23,6 +23,10 @@ pub struct ClientAttach<'a> {
     pub binding_context: *const c_void,
     /// The client's dispatch table (NPI-specific layout).
     pub dispatch: *const c_void,
+    /// The client's module id (a GUID for eBPF clients), for tracing.
+    pub client_module: nt::GUID,
+    /// This provider's module id GUID, for tracing.
+    pub provider_module: nt::GUID,
 }
 
 /// The callbacks of an NMR provider.
@@ -70,15 +74,20 @@ pub trait Provider: Sync + 'static {
 /// binding whose detach returned [`Detach::Pending`]; called once per such
 /// detach.
 pub unsafe fn detach_complete(binding_handle: HANDLE) {
+    // The event first: once NMR hears of it, the binding may be gone.
+    crate::trace::client_detach_complete(binding_handle);
     // SAFETY: the caller's contract; callable at <= DISPATCH_LEVEL.
     unsafe { nt::NmrProviderDetachClientComplete(binding_handle) }
 }
 
 /// The provider's binding context as NMR stores it: the provider and its
-/// per-client state.
+/// per-client state, and what the trace events of the binding name.
 struct BindingContext<P: Provider> {
     provider: &'static P,
     binding: P::Binding,
+    provider_module: nt::GUID,
+    client_module: nt::GUID,
+    binding_handle: HANDLE,
 }
 
 /// A provider registration that lives in a `static`.
@@ -133,6 +142,16 @@ impl<P: Provider> ProviderRegistration<P> {
         &self.provider
     }
 
+    /// The NPI id and this provider's module id GUID.
+    fn ids(&self) -> (nt::GUID, nt::GUID) {
+        let instance = &self.characteristics.ProviderRegistrationInstance;
+        // SAFETY: points to a static (type invariant).
+        let npi = unsafe { *instance.NpiId };
+        // SAFETY: as above.
+        let module = unsafe { (*instance.ModuleId).Guid };
+        (npi, module)
+    }
+
     /// Registers with NMR (PASSIVE_LEVEL). Clients already registered attach
     /// during this call.
     ///
@@ -151,7 +170,10 @@ impl<P: Provider> ProviderRegistration<P> {
                 &mut handle,
             )
         };
-        nt::check(status)?;
+        let (npi, module) = self.ids();
+        let registered = nt::check(status);
+        crate::trace::provider_register(&npi, &module, registered);
+        registered?;
         // INVARIANT: registered, with this handle.
         self.handle.store(handle, Ordering::Release);
         Ok(())
@@ -169,20 +191,24 @@ impl<P: Provider> ProviderRegistration<P> {
         // SAFETY: a handle NmrRegisterProvider returned, deregistered once
         // (the swap above guarantees it).
         let status = unsafe { nt::NmrDeregisterProvider(handle) };
-        let waited = match status {
-            nt::STATUS_PENDING => {
+        let (api, waited) = match status {
+            nt::STATUS_PENDING => (
+                c"NmrWaitForProviderDeregisterComplete",
                 // SAFETY: same handle; the wait is legal at PASSIVE_LEVEL,
                 // where unload and DriverEntry's unwinding run.
-                nt::check(unsafe { nt::NmrWaitForProviderDeregisterComplete(handle) })
-            }
-            other => nt::check(other),
+                nt::check(unsafe { nt::NmrWaitForProviderDeregisterComplete(handle) }),
+            ),
+            other => (c"NmrDeregisterProvider", nt::check(other)),
         };
         if let Err(e) = waited {
             crate::dbg_log!(
                 nt::DPFLTR_ERROR_LEVEL,
                 "deregistering an NMR provider failed: {e:#x}"
             );
+            crate::trace::api_failure(crate::trace::keyword::EXTENSION, api, e.status());
         }
+        let (npi, module) = self.ids();
+        crate::trace::provider_deregister(&npi, &module, waited);
     }
 }
 
@@ -201,12 +227,23 @@ unsafe extern "system" fn attach_trampoline<P: Provider>(
     // SAFETY: the provider context is the ProviderRegistration<P> static
     // that `register` passed to NMR.
     let registration = unsafe { &*(provider_context as *const ProviderRegistration<P>) };
+    // SAFETY: NMR passes the client's registration instance, valid for the
+    // duration of the call (checked non-null above).
+    let client_registration = unsafe { &*client_registration };
+    let client_module = if client_registration.ModuleId.is_null() {
+        nt::GUID::new(0, 0, 0, [0; 8])
+    } else {
+        // SAFETY: a non-null module id of the registration instance, valid
+        // for the call.
+        unsafe { (*client_registration.ModuleId).Guid }
+    };
+    let (npi, provider_module) = registration.ids();
     let client = ClientAttach {
-        // SAFETY: NMR passes the client's registration instance, valid for
-        // the duration of the call (checked non-null above).
-        registration: unsafe { &*client_registration },
+        registration: client_registration,
         binding_context: client_binding_context,
         dispatch: client_dispatch,
+        client_module,
+        provider_module,
     };
     let attached = attach(registration, binding_handle, &client).map(|(context, dispatch)| {
         // SAFETY: NMR's out-pointer, checked non-null above.
@@ -216,6 +253,13 @@ unsafe extern "system" fn attach_trampoline<P: Provider>(
             unsafe { *provider_dispatch = dispatch };
         }
     });
+    crate::trace::client_attach(
+        &npi,
+        &provider_module,
+        &client_module,
+        binding_handle,
+        attached,
+    );
     nt::into_status(attached)
 }
 
@@ -228,14 +272,27 @@ fn attach<P: Provider>(
 ) -> NtResult<(PoolBox<BindingContext<P>>, *const c_void)> {
     let provider = &registration.provider;
     let (binding, dispatch) = provider.attach(binding_handle, client)?;
-    match PoolBox::try_new(BindingContext { provider, binding }) {
+    let context = BindingContext {
+        provider,
+        binding,
+        provider_module: client.provider_module,
+        client_module: client.client_module,
+        binding_handle,
+    };
+    match PoolBox::try_new(context) {
         Ok(context) => {
             provider.attached(&context.binding);
             Ok((context, dispatch))
         }
         Err(context) => {
             provider.abandon(context.binding);
-            Err(nt::Error::INSUFFICIENT_RESOURCES)
+            let e = nt::Error::INSUFFICIENT_RESOURCES;
+            crate::trace::api_failure(
+                crate::trace::keyword::EXTENSION,
+                c"ExAllocatePool2",
+                e.status(),
+            );
+            Err(e)
         }
     }
 }
@@ -244,10 +301,17 @@ unsafe extern "system" fn detach_trampoline<P: Provider>(binding_context: *mut c
     // SAFETY: NMR passes back the pointer attach stored: a live
     // BindingContext<P> (freed only in cleanup, which comes after detach).
     let context = unsafe { &*(binding_context as *const BindingContext<P>) };
-    match context.provider.detach(&context.binding) {
+    let status = match context.provider.detach(&context.binding) {
         Detach::Complete => nt::STATUS_SUCCESS,
         Detach::Pending => nt::STATUS_PENDING,
-    }
+    };
+    crate::trace::client_detach(
+        &context.provider_module,
+        &context.client_module,
+        context.binding_handle,
+        status,
+    );
+    status
 }
 
 unsafe extern "system" fn cleanup_trampoline<P: Provider>(binding_context: *mut c_void) {
@@ -255,6 +319,11 @@ unsafe extern "system" fn cleanup_trampoline<P: Provider>(binding_context: *mut 
     // detached: ownership of the BindingContext<P> comes back here.
     let context = unsafe { PoolBox::from_raw(binding_context as *mut BindingContext<P>) };
     context.provider.cleanup(&context.binding);
+    crate::trace::client_cleanup(
+        &context.provider_module,
+        &context.client_module,
+        context.binding_handle,
+    );
     drop(context);
 }
 

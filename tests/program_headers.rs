@@ -65,7 +65,12 @@ fn build_and_run_app(var: &str, default: &str, extra: &[&str], tag: &str) -> Str
     String::from_utf8(run.stdout).expect("ASCII output")
 }
 
+/// What the application prints: the GUIDs and the layouts as the driver
+/// defines them (`ntosebpfext::hooks::process`), ntsim's view of the
+/// test-run context size.
 fn expected_app_output() -> String {
+    use ntosebpfext::hooks::process::{process_test_run_context_t as C, TestRunString as S};
+    use std::mem::{offset_of, size_of};
     format!(
         "program_type {}\n\
          attach_type {}\n\
@@ -81,6 +86,8 @@ fn expected_app_output() -> String {
          offset_token_sid 76\n\
          sizeof_token_sid 68\n\
          operation_delete 1\n\
+         test_run_context {} {} {} {} {} {} {} {} {}\n\
+         test_run_string {} {} {}\n\
          helper_ids 0x10000 0x10001 0x10002\n\
          thread_program_type {}\n\
          thread_attach_type {}\n\
@@ -93,6 +100,18 @@ fn expected_app_output() -> String {
          image_load_flags 1 2 4 8\n",
         hook::PROGRAM_TYPE,
         hook::ATTACH_TYPE,
+        size_of::<C>(),
+        hook::TEST_RUN_CONTEXT_SIZE,
+        offset_of!(C, process_md),
+        offset_of!(C, process),
+        offset_of!(C, command_line),
+        offset_of!(C, image_file_name),
+        offset_of!(C, account_name),
+        offset_of!(C, account_domain),
+        offset_of!(C, account_lookup_done),
+        size_of::<S>(),
+        offset_of!(S, maximum_length),
+        offset_of!(S, buffer),
         ntsim::thread::PROGRAM_TYPE,
         ntsim::thread::ATTACH_TYPE,
         ntsim::image_load::PROGRAM_TYPE,
@@ -128,7 +147,8 @@ fn a_program_in_upstream_style_runs_against_the_driver() {
     assert_eq!(status, 0, "DriverEntry failed");
     let bytes = std::fs::read(repo().join("tests/bpf/upstream_style.o"))
         .expect("tests/bpf/upstream_style.o (tests/bpf/build.sh)");
-    let object = Object::load(&bytes, &hook::section_map()).expect("upstream_style.o loads");
+    let object =
+        Object::load(&bytes, &ntsim::ebpf::store::section_map()).expect("upstream_style.o loads");
     let program = object
         .program("ProcessMonitor")
         .expect("the ProcessMonitor program");

@@ -49,26 +49,25 @@ pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
 /// # Safety
 /// `driver` must be this driver's DRIVER_OBJECT; PASSIVE_LEVEL; once.
 pub unsafe fn load(driver: *mut core::ffi::c_void) -> nt::NtResult {
+    // The provider first, so every later step can trace; without it the
+    // driver does not load (as the C driver).
+    crate::trace::register()?;
+    // Never fails the load (logged): see crate::store.
+    crate::store::update(&crate::hooks::STORE);
     // SAFETY: forwarded contract.
-    match unsafe { crate::hooks::load(driver) } {
-        Ok(()) => {
-            dbg_log!(
-                nt::DPFLTR_INFO_LEVEL,
-                "loaded (version {})",
-                env!("CARGO_PKG_VERSION")
-            );
-            Ok(())
-        }
-        Err(e) => {
-            dbg_log!(nt::DPFLTR_ERROR_LEVEL, "load failed: {e:#x}");
-            crate::hooks::unload();
-            Err(e)
-        }
+    let loaded = unsafe { crate::hooks::load(driver) };
+    crate::trace::driver_load(loaded);
+    if loaded.is_err() {
+        crate::hooks::unload();
+        crate::trace::unregister();
     }
+    loaded
 }
 
 /// Everything the unload routine does before the flavor-specific teardown.
+/// The ETW provider goes last, once nothing that logs can run.
 pub fn unload() {
     crate::hooks::unload();
-    dbg_log!(nt::DPFLTR_INFO_LEVEL, "unloaded");
+    crate::trace::driver_unload();
+    crate::trace::unregister();
 }

@@ -149,28 +149,82 @@ impl Packet {
     }
 }
 
-/// What `context_create` received, checked: the data bytes and the
-/// caller's context, if any.
+/// What `context_create` received: the caller's `data_in` and `context_in`
+/// as slices (`None` for a null pointer, which the core passes for an empty
+/// buffer). Each program type parses its own format from them.
+pub struct TestRunBuffers<'a> {
+    /// `data_in`.
+    pub data: Option<&'a [u8]>,
+    /// `context_in`.
+    pub context: Option<&'a [u8]>,
+}
+
+/// Checks `context_create`'s arguments, as every program type's test run
+/// does: `*context` is set to null first; a null `context`, or a null
+/// buffer with a non-zero size, is `EBPF_INVALID_ARGUMENT`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` as above.
+///
+/// # Safety
+/// Each buffer pointer is null or valid for its size for `'a`; `context`
+/// is null or writable (`context_create`'s contract).
+pub unsafe fn test_run_buffers<'a>(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> super::abi::EbpfResult<TestRunBuffers<'a>> {
+    use super::abi::EbpfError;
+    if context.is_null() {
+        return Err(EbpfError::INVALID_ARGUMENT);
+    }
+    // SAFETY: non-null and writable (caller's contract).
+    unsafe { *context = ptr::null_mut() };
+    /// # Safety
+    /// `p` is null or readable for `len` bytes for `'b`.
+    unsafe fn slice<'b>(p: *const u8, len: usize) -> super::abi::EbpfResult<Option<&'b [u8]>> {
+        if p.is_null() {
+            return if len == 0 {
+                Ok(None)
+            } else {
+                Err(EbpfError::INVALID_ARGUMENT)
+            };
+        }
+        if len == 0 {
+            return Ok(Some(&[]));
+        }
+        // SAFETY: non-null and readable for len bytes (caller's contract).
+        Ok(Some(unsafe { core::slice::from_raw_parts(p, len) }))
+    }
+    Ok(TestRunBuffers {
+        // SAFETY: forwarded contract.
+        data: unsafe { slice(data_in, data_size_in) }?,
+        // SAFETY: forwarded contract.
+        context: unsafe { slice(context_in, context_size_in) }?,
+    })
+}
+
+/// A test-run input whose `context_in` is the program context itself:
+/// the data bytes and the caller's context, if any.
 pub struct TestRunInput<'a, C> {
-    /// `data_in` (empty when `data_size_in` is 0).
+    /// `data_in` (empty when the caller passed none).
     pub data: &'a [u8],
     /// A copy of `context_in` (None when the caller passed none).
     pub context: Option<C>,
 }
 
-/// Checks `context_create`'s arguments, as every program type's test run
-/// does: `*context` is set to null first; a null pointer with a non-zero
-/// size, or a `context_in` smaller than `C`, is `EBPF_INVALID_ARGUMENT`.
+/// [`test_run_buffers`] for a program type whose `context_in` is a `C`:
+/// a `context_in` smaller than `C` is also `EBPF_INVALID_ARGUMENT`.
 /// `context_in` is read unaligned (the caller's buffer has no alignment
 /// guarantee).
 ///
 /// # Errors
-/// `INVALID_ARGUMENT` as above, or when `context` is null.
+/// `INVALID_ARGUMENT` as above.
 ///
 /// # Safety
-/// Each pointer is null or valid for its size for `'a`; `context` is null
-/// or writable (`context_create`'s contract); `C` is plain data (any bytes
-/// are a valid `C`).
+/// As [`test_run_buffers`]; `C` is plain data (any bytes are a valid `C`).
 pub unsafe fn test_run_input<'a, C: Copy>(
     data_in: *const u8,
     data_size_in: usize,
@@ -178,30 +232,21 @@ pub unsafe fn test_run_input<'a, C: Copy>(
     context_size_in: usize,
     context: *mut *mut c_void,
 ) -> super::abi::EbpfResult<TestRunInput<'a, C>> {
-    use super::abi::EbpfError;
-    if context.is_null() {
-        return Err(EbpfError::INVALID_ARGUMENT);
-    }
-    // SAFETY: non-null and writable (caller's contract).
-    unsafe { *context = ptr::null_mut() };
-    if (data_in.is_null() && data_size_in != 0) || (context_in.is_null() && context_size_in != 0) {
-        return Err(EbpfError::INVALID_ARGUMENT);
-    }
-    let data: &[u8] = if data_size_in == 0 {
-        &[]
-    } else {
-        // SAFETY: non-null, valid for data_size_in bytes (caller's contract).
-        unsafe { core::slice::from_raw_parts(data_in, data_size_in) }
-    };
-    let context = if context_in.is_null() {
-        None
-    } else if context_size_in < core::mem::size_of::<C>() {
-        return Err(EbpfError::INVALID_ARGUMENT);
-    } else {
+    // SAFETY: forwarded contract.
+    let buffers =
+        unsafe { test_run_buffers(data_in, data_size_in, context_in, context_size_in, context) }?;
+    let context = match buffers.context {
+        None => None,
+        Some(bytes) if bytes.len() < core::mem::size_of::<C>() => {
+            return Err(super::abi::EbpfError::INVALID_ARGUMENT)
+        }
         // SAFETY: at least size_of::<C>() readable bytes; C is plain data.
-        Some(unsafe { context_in.cast::<C>().read_unaligned() })
+        Some(bytes) => Some(unsafe { bytes.as_ptr().cast::<C>().read_unaligned() }),
     };
-    Ok(TestRunInput { data, context })
+    Ok(TestRunInput {
+        data: buffers.data.unwrap_or(&[]),
+        context,
+    })
 }
 
 /// `context_destroy`'s context output: writes `context` when the caller's
@@ -210,7 +255,9 @@ pub unsafe fn test_run_input<'a, C: Copy>(
 ///
 /// # Safety
 /// `size_out` is null or readable and writable; `out` is null or writable
-/// for `*size_out` bytes (`context_destroy`'s contract).
+/// for `*size_out` bytes (`context_destroy`'s contract); `C` has no
+/// implicit padding (every byte written is a field's, so nothing of the
+/// driver's stack reaches the caller).
 pub unsafe fn write_test_run_context<C: Copy>(context: C, out: *mut u8, size_out: *mut usize) {
     if size_out.is_null() {
         return;
@@ -300,6 +347,25 @@ mod tests {
         // SAFETY: as above.
         let null_data = unsafe { test_run_input::<u64>(ptr::null(), 1, ptr::null(), 0, &mut out) };
         assert!(null_data.is_err(), "null data with a size is refused");
+        // SAFETY: as above.
+        let buffers = unsafe { test_run_buffers(ptr::null(), 0, ctx.as_ptr(), 0, &mut out) }
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (buffers.data, buffers.context),
+            (None, Some(&[][..])),
+            "null stays None, an empty non-null buffer is an empty slice"
+        );
+        // SAFETY: a null `context`.
+        let no_out = unsafe { test_run_buffers(ptr::null(), 0, ptr::null(), 0, ptr::null_mut()) };
+        assert!(no_out.is_err(), "a null context pointer is refused");
+        out = ptr::dangling_mut();
+        // SAFETY: as above.
+        let null_ctx = unsafe { test_run_buffers(b"x".as_ptr(), 1, ptr::null(), 8, &mut out) };
+        assert!(
+            null_ctx.is_err() && out.is_null(),
+            "null context_in with a size"
+        );
         let mut buf = [0xAAu8; 9];
         let mut size = 7usize;
         // SAFETY: buf holds 9 bytes, size says 7.

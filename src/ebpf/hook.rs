@@ -49,12 +49,14 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// The Windows callback behind a hook (a notify routine).
 pub trait EventSource: Sync + 'static {
     /// Registers the callback (PASSIVE_LEVEL). A failure fails the attach.
+    /// Reports the outcome with `crate::trace::callback_register`.
     ///
     /// # Errors
     /// The status of the registration.
     fn register(&self) -> NtResult;
     /// Removes the callback (PASSIVE_LEVEL). When this returns, no call of
-    /// the callback is in flight.
+    /// the callback is in flight. Reports the outcome with
+    /// `crate::trace::callback_remove`.
     fn unregister(&self);
 }
 
@@ -111,7 +113,13 @@ impl Hook {
     /// `driver` must be this driver's DRIVER_OBJECT; called once.
     pub unsafe fn load(&'static self, driver: *mut c_void) -> NtResult {
         // SAFETY: forwarded contract.
-        unsafe { self.provider().idle_work.init(driver) }?;
+        unsafe { self.provider().idle_work.init(driver) }.inspect_err(|e| {
+            crate::trace::api_failure(
+                crate::trace::keyword::EXTENSION,
+                c"ExAllocatePool2",
+                e.status(),
+            )
+        })?;
         self.program_info.register().inspect_err(|e| {
             crate::dbg_log!(
                 nt::DPFLTR_ERROR_LEVEL,
@@ -270,18 +278,19 @@ impl HookProvider {
             )
         }
         .map_err(|e| {
-            crate::dbg_log!(nt::DPFLTR_WARNING_LEVEL, "refused a hook client: {e:?}");
+            crate::trace::client_refused(
+                &client.provider_module,
+                &client.client_module,
+                crate::trace::refusal_reason(e),
+                e.status().status(),
+            );
             e.status()
         })?;
         {
             let mut registered = self.registered.lock();
             if !*registered {
-                self.source.register().inspect_err(|e| {
-                    crate::dbg_log!(
-                        nt::DPFLTR_ERROR_LEVEL,
-                        "registering the event source failed: {e:#x}"
-                    )
-                })?;
+                // The source reports the outcome (crate::trace).
+                self.source.register()?;
                 // INVARIANT: registered before the client counts as active.
                 *registered = true;
             }

@@ -14,6 +14,11 @@ use crate::{ebpf::hook::Hook, nt::NtResult};
 #[cfg(windows)]
 static HOOKS: [&Hook; 3] = [&process::notify::HOOK, &thread::HOOK, &image_load::HOOK];
 
+/// What the driver writes to the eBPF store: every program type with its
+/// sections.
+#[cfg(windows)]
+pub static STORE: [&crate::store::Provider; 1] = [&process::notify::STORE];
+
 /// Loads every hook (DriverEntry). On failure the caller runs [`unload`].
 ///
 /// # Errors

@@ -42,6 +42,9 @@ errors! {
     UNSUCCESSFUL = 0xC000_0001u32;
     /// `STATUS_INVALID_PARAMETER`.
     INVALID_PARAMETER = 0xC000_000Du32;
+    /// `STATUS_BUFFER_TOO_SMALL`: a caller's buffer cannot hold the result
+    /// (the required size was reported).
+    BUFFER_TOO_SMALL = 0xC000_0023u32;
     /// `STATUS_INSUFFICIENT_RESOURCES`: the status of every failed allocation.
     INSUFFICIENT_RESOURCES = 0xC000_009Au32;
     /// `STATUS_NOT_SUPPORTED`.

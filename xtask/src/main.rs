@@ -11,6 +11,8 @@
 //!   report ([`ntsim::demo::run`]).
 //! - `package`: builds the image and writes a test-signed driver package,
 //!   `target/package/` ([`package`]).
+//! - `fuzz [--seconds N] [TARGET]`: runs ntsim's fuzz targets for a bounded
+//!   time ([`fuzz`]).
 //!
 //! They work in the checkout they are run in: the workspace is found at run
 //! time ([`ntsim::build::find_workspace_root`]: cargo's `CARGO_MANIFEST_DIR`
@@ -21,6 +23,7 @@ mod package;
 
 use std::process::ExitCode;
 
+mod fuzz;
 mod target;
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("fuzz") => fuzz::main(&args[1..]),
         Some("demo") => match demo() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
         },
         Some("package") => package::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help]");
+            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET]");
             ExitCode::from(2)
         }
     }

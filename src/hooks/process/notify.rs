@@ -7,7 +7,7 @@
 use super::*;
 use crate::ebpf::abi::*;
 use crate::ebpf::context::{
-    test_run_input, unicode_bytes, write_test_run_context, write_test_run_data, Packet,
+    test_run_buffers, unicode_bytes, write_test_run_context, write_test_run_data, Packet,
     ProgramContext, TestRunContext,
 };
 use crate::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
@@ -15,6 +15,8 @@ use crate::ebpf::hook::{EventSource, Flow, Hook};
 use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
 use crate::nt::{self, NtResult, HANDLE, PEPROCESS, UNICODE_STRING};
 use crate::pool::PoolBox;
+use crate::store;
+use crate::trace;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -82,8 +84,17 @@ static ATTACH: AttachType = AttachType::new(
     BPF_ATTACH_TYPE_PROCESS,
 );
 
+/// The section programs of this type use: `SEC("process")`.
+static SECTIONS: [store::Section; 1] = [store::Section::new("process", &ATTACH)];
+
+/// What the driver writes to the eBPF store for this program type.
+pub static STORE: store::Provider = store::Provider::new(&PROGRAM, &SECTIONS);
+
 /// The process hook: both providers, fed by the process notify routine.
 pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &ProcessNotify);
+
+/// The kernel function behind the process hook's callback.
+const NOTIFY_API: &core::ffi::CStr = c"PsSetCreateProcessNotifyRoutineEx";
 
 /// The process notify routine as an [`EventSource`].
 struct ProcessNotify;
@@ -92,19 +103,16 @@ impl EventSource for ProcessNotify {
     fn register(&self) -> NtResult {
         // SAFETY: registers a routine of this image (linked with
         // /INTEGRITYCHECK), at PASSIVE_LEVEL (attach).
-        nt::check(unsafe { nt::PsSetCreateProcessNotifyRoutineEx(process_notify, 0) })
+        let result = nt::check(unsafe { nt::PsSetCreateProcessNotifyRoutineEx(process_notify, 0) });
+        trace::callback_register(c"process", NOTIFY_API, result);
+        result
     }
 
     fn unregister(&self) {
         // SAFETY: removes the routine registered above; returns after any
         // call in flight has finished.
         let status = unsafe { nt::PsSetCreateProcessNotifyRoutineEx(process_notify, 1) };
-        if let Err(e) = nt::check(status) {
-            crate::dbg_log!(
-                nt::DPFLTR_ERROR_LEVEL,
-                "removing the process notify routine failed: {e:#x}"
-            );
-        }
+        trace::callback_remove(c"process", NOTIFY_API, nt::check(status));
     }
 }
 
@@ -119,26 +127,199 @@ enum AccountState {
     Missing,
 }
 
-/// Account name and domain, resolved at most once per event.
+/// One account string: `len` bytes in a buffer of `max` bytes (the
+/// `UNICODE_STRING`'s `Length` and `MaximumLength`). The buffer is `pool`
+/// when that is set, else the cache's inline array for this string; with
+/// `max == 0` there is none (a null `Buffer`).
 ///
 /// # Invariants
-/// When `state` is `Resolved`, `name_len`/`domain_len` are byte lengths of
-/// at most `ACCOUNT_CAPACITY * 2`.
+/// `len <= max`, and `max` bytes fit in the buffer (`pool`'s length, or
+/// the inline array's).
+struct AccountString {
+    len: u16,
+    max: u16,
+    pool: Option<Vec<u16>>,
+}
+
+impl AccountString {
+    /// No string and no buffer.
+    const NONE: AccountString = AccountString {
+        len: 0,
+        max: 0,
+        pool: None,
+    };
+
+    /// The whole inline array, empty.
+    const INLINE: AccountString = AccountString {
+        len: 0,
+        max: (ACCOUNT_INLINE_UNITS * 2) as u16,
+        pool: None,
+    };
+
+    fn storage<'a>(&'a self, inline: &'a [u16; ACCOUNT_INLINE_UNITS]) -> &'a [u16] {
+        self.pool.as_deref().unwrap_or(inline)
+    }
+
+    fn bytes<'a>(&'a self, inline: &'a [u16; ACCOUNT_INLINE_UNITS]) -> &'a [u8] {
+        // Within the buffer: len <= max <= its size (type invariant).
+        &utf16_bytes(self.storage(inline))[..self.len as usize]
+    }
+
+    /// A `UNICODE_STRING` over the buffer, for `SecLookupAccountSid`.
+    fn unicode(&mut self, inline: &mut [u16; ACCOUNT_INLINE_UNITS]) -> UNICODE_STRING {
+        let buffer = if self.max == 0 {
+            ptr::null_mut()
+        } else {
+            match &mut self.pool {
+                Some(p) => p.as_mut_ptr(),
+                None => inline.as_mut_ptr(),
+            }
+        };
+        UNICODE_STRING {
+            Length: self.len,
+            MaximumLength: self.max,
+            Buffer: buffer,
+        }
+    }
+
+    /// A pool buffer of `bytes` bytes replaces the current one (which the
+    /// lookup reported too small).
+    fn grow(&mut self, bytes: u16) -> NtResult {
+        let mut pool = Vec::new();
+        let units = (bytes as usize).div_ceil(2);
+        pool.try_reserve_exact(units)
+            .map_err(|_| nt::Error::INSUFFICIENT_RESOURCES)?;
+        pool.resize(units, 0);
+        // INVARIANT: the new buffer holds `bytes` bytes; the string is
+        // empty until the lookup fills it.
+        self.pool = Some(pool);
+        self.max = bytes;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Takes the `Length` the lookup set, within the buffer.
+    fn set_len(&mut self, length: u16) {
+        // INVARIANT: bounded by max.
+        self.len = length.min(self.max);
+    }
+}
+
+/// Account name and domain, resolved at most once per event.
 struct AccountCache {
     state: AccountState,
-    name_len: usize,
-    domain_len: usize,
-    name: [u16; ACCOUNT_CAPACITY],
-    domain: [u16; ACCOUNT_CAPACITY],
+    name: AccountString,
+    domain: AccountString,
+    name_inline: [u16; ACCOUNT_INLINE_UNITS],
+    domain_inline: [u16; ACCOUNT_INLINE_UNITS],
 }
 
 impl AccountCache {
+    /// A real event's cache: unresolved, both strings in the inline arrays.
+    const fn new() -> AccountCache {
+        AccountCache {
+            state: AccountState::Unresolved,
+            name: AccountString::INLINE,
+            domain: AccountString::INLINE,
+            name_inline: [0; ACCOUNT_INLINE_UNITS],
+            domain_inline: [0; ACCOUNT_INLINE_UNITS],
+        }
+    }
+
     fn name(&self) -> &[u8] {
-        &utf16_bytes(&self.name)[..self.name_len]
+        self.name.bytes(&self.name_inline)
     }
 
     fn domain(&self) -> &[u8] {
-        &utf16_bytes(&self.domain)[..self.domain_len]
+        self.domain.bytes(&self.domain_inline)
+    }
+
+    /// Resolves `md.token_sid` into the two strings, once. The first
+    /// `SecLookupAccountSid` uses the current buffers; when it reports
+    /// them too small, the ones that are get pool buffers of the size it
+    /// reported and the lookup is tried once more. On any failure both
+    /// strings are dropped.
+    fn resolve(&mut self, md: &process_md_t) -> AccountState {
+        match self.lookup(md) {
+            Ok(()) => AccountState::Resolved,
+            Err(_) => {
+                self.name = AccountString::NONE;
+                self.domain = AccountString::NONE;
+                AccountState::Missing
+            }
+        }
+    }
+
+    fn lookup(&mut self, md: &process_md_t) -> NtResult {
+        let sid_len = md.token_sid_size as usize;
+        if sid_len == 0 || sid_len > TOKEN_SID_CAPACITY {
+            return Err(nt::Error::UNSUCCESSFUL);
+        }
+        let mut sid = md.token_sid;
+        let sid_ptr = sid.as_mut_ptr().cast::<c_void>();
+        // SAFETY: sid_ptr points to the 68 bytes of our copy; RtlValidSid
+        // reads no further than the SID's own sub-authority count allows
+        // (at most 68 bytes).
+        if unsafe { nt::RtlValidSid(sid_ptr) } == 0 {
+            return Err(nt::Error::UNSUCCESSFUL);
+        }
+        let mut name_size = u32::from(self.name.max);
+        let mut domain_size = u32::from(self.domain.max);
+        let first = self.call_lookup(sid_ptr, &mut name_size, &mut domain_size);
+        if first != Err(nt::Error::BUFFER_TOO_SMALL) {
+            return first;
+        }
+        let (Ok(name_size16), Ok(domain_size16)) =
+            (u16::try_from(name_size), u16::try_from(domain_size))
+        else {
+            // A UNICODE_STRING cannot describe such a buffer.
+            return Err(nt::Error::BUFFER_TOO_SMALL);
+        };
+        if name_size16 > self.name.max {
+            self.name.grow(name_size16)?;
+        }
+        if domain_size16 > self.domain.max {
+            self.domain.grow(domain_size16)?;
+        }
+        self.call_lookup(sid_ptr, &mut name_size, &mut domain_size)
+    }
+
+    /// One `SecLookupAccountSid` into the current buffers; takes the
+    /// lengths it set on success.
+    fn call_lookup(
+        &mut self,
+        sid: *mut c_void,
+        name_size: &mut u32,
+        domain_size: &mut u32,
+    ) -> NtResult {
+        let mut name = self.name.unicode(&mut self.name_inline);
+        let mut domain = self.domain.unicode(&mut self.domain_inline);
+        let mut name_use = 0u32;
+        // SAFETY: the SID is valid (checked by the caller); each
+        // UNICODE_STRING describes a live buffer of MaximumLength bytes
+        // (or none), and the sizes passed are those MaximumLengths (or
+        // what the previous call reported, which the buffers were grown
+        // to); every other pointer is to a live local. PASSIVE_LEVEL
+        // (notify routine, or a test run at required_irql PASSIVE).
+        let status = unsafe {
+            nt::SecLookupAccountSid(
+                sid,
+                name_size,
+                &mut name,
+                domain_size,
+                &mut domain,
+                &mut name_use,
+            )
+        };
+        nt::check(status).inspect_err(|e| {
+            // Too small is the expected first answer for a long account.
+            if *e != nt::Error::BUFFER_TOO_SMALL {
+                trace::api_failure(trace::keyword::PROCESS, c"SecLookupAccountSid", e.status());
+            }
+        })?;
+        self.name.set_len(name.Length);
+        self.domain.set_len(domain.Length);
+        Ok(())
     }
 }
 
@@ -158,9 +339,21 @@ struct EventState {
 /// A process event as the core receives it.
 type ProcessContext = ProgramContext<process_md_t, EventState>;
 
-/// A test run: the event, then its strings (command line, then image
-/// path), which the packet and `image_path` point into.
-type TestRun = TestRunContext<process_md_t, EventState, Vec<u8>>;
+/// A test run: the event, then what it owns.
+type TestRun = TestRunContext<process_md_t, EventState, TestRunOwned>;
+
+/// What a test run owns besides the event: the strings its packet and
+/// `image_path` point into, and what `ctx_out` reports about its input.
+struct TestRunOwned {
+    command_line: Vec<u8>,
+    image_path: Vec<u8>,
+    /// `MaximumLength` of the command line and the image path as given
+    /// (0 for an empty string, as 0.7.0 reports it).
+    command_line_max: u16,
+    image_path_max: u16,
+    /// `account_lookup_done` as given.
+    lookup_done_in: u8,
+}
 
 fn new_event(md: process_md_t) -> ProcessContext {
     ProgramContext::new(
@@ -168,13 +361,7 @@ fn new_event(md: process_md_t) -> ProcessContext {
         EventState {
             image_path: ptr::null(),
             image_path_len: 0,
-            account: UnsafeCell::new(AccountCache {
-                state: AccountState::Unresolved,
-                name_len: 0,
-                domain_len: 0,
-                name: [0; ACCOUNT_CAPACITY],
-                domain: [0; ACCOUNT_CAPACITY],
-            }),
+            account: UnsafeCell::new(AccountCache::new()),
         },
     )
 }
@@ -197,8 +384,7 @@ impl EventState {
         // ends before the shared one is returned.
         let cache = unsafe { &mut *self.account.get() };
         if cache.state == AccountState::Unresolved {
-            // INVARIANT: resolve_account bounds the lengths it stores.
-            cache.state = resolve_account(md, cache);
+            cache.state = cache.resolve(md);
         }
         cache
     }
@@ -207,52 +393,6 @@ impl EventState {
 fn utf16_bytes(units: &[u16]) -> &[u8] {
     // SAFETY: any u16 slice is a valid byte slice of twice the length.
     unsafe { core::slice::from_raw_parts(units.as_ptr().cast(), units.len() * 2) }
-}
-
-fn resolve_account(md: &process_md_t, cache: &mut AccountCache) -> AccountState {
-    let sid_len = md.token_sid_size as usize;
-    if sid_len == 0 || sid_len > TOKEN_SID_CAPACITY {
-        return AccountState::Missing;
-    }
-    let mut sid = md.token_sid;
-    let sid_ptr = sid.as_mut_ptr().cast::<c_void>();
-    // SAFETY: sid_ptr points to sid_len bytes we own.
-    if unsafe { nt::RtlValidSid(sid_ptr) } == 0 {
-        return AccountState::Missing;
-    }
-    let capacity = (ACCOUNT_CAPACITY * 2) as u16;
-    let mut name = UNICODE_STRING {
-        Length: 0,
-        MaximumLength: capacity,
-        Buffer: cache.name.as_mut_ptr(),
-    };
-    let mut domain = UNICODE_STRING {
-        Length: 0,
-        MaximumLength: capacity,
-        Buffer: cache.domain.as_mut_ptr(),
-    };
-    let mut name_size = capacity as u32;
-    let mut domain_size = capacity as u32;
-    let mut name_use = 0u32;
-    // SAFETY: every pointer is to a live local or to the cache's buffers,
-    // whose sizes are given; called at PASSIVE_LEVEL (notify routine or
-    // test run at required_irql PASSIVE).
-    let status = unsafe {
-        nt::SecLookupAccountSid(
-            sid_ptr,
-            &mut name_size,
-            &mut name,
-            &mut domain_size,
-            &mut domain,
-            &mut name_use,
-        )
-    };
-    if nt::check(status).is_err() {
-        return AccountState::Missing;
-    }
-    cache.name_len = (name.Length as usize).min(ACCOUNT_CAPACITY * 2);
-    cache.domain_len = (domain.Length as usize).min(ACCOUNT_CAPACITY * 2);
-    AccountState::Resolved
 }
 
 /// Copies the user SID of `process`'s primary token into `md`; leaves
@@ -268,6 +408,13 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
     // SAFETY: a referenced token; on success `info` is a pool block holding
     // a TOKEN_USER, which we free below.
     let status = unsafe { nt::SeQueryInformationToken(token, nt::TokenUser, &mut info) };
+    if let Err(e) = nt::check(status) {
+        trace::api_failure(
+            trace::keyword::PROCESS,
+            c"SeQueryInformationToken",
+            e.status(),
+        );
+    }
     if nt::check(status).is_ok() && !info.is_null() {
         // SAFETY: TOKEN_USER starts with SID_AND_ATTRIBUTES.
         let sid = unsafe { (*(info as *const nt::SID_AND_ATTRIBUTES)).Sid };
@@ -315,7 +462,18 @@ unsafe extern "system" fn process_notify(
         md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
         // SAFETY: `process` is valid for the call.
         md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
-        hook.invoke(&mut event, |_| Flow::Continue);
+        let mut run = 0u32;
+        hook.invoke(&mut event, |_| {
+            run += 1;
+            Flow::Continue
+        });
+        trace::hook_event(
+            c"process",
+            PROCESS_OPERATION_DELETE,
+            process_id as u64,
+            run,
+            0,
+        );
         return;
     }
     // SAFETY: non-null CreateInfo is valid for the call.
@@ -337,15 +495,25 @@ unsafe extern "system" fn process_notify(
         event.private.image_path_len = image.len();
     }
     let status = &mut info.CreationStatus;
+    let (mut run, mut denied) = (0u32, 0i32);
     hook.invoke(&mut event, |result| {
+        run += 1;
         let verdict = result as i32;
         if verdict < 0 {
             *status = verdict;
+            denied = verdict;
             Flow::Stop
         } else {
             Flow::Continue
         }
     });
+    trace::hook_event(
+        c"process",
+        PROCESS_OPERATION_CREATE,
+        process_id as u64,
+        run,
+        denied,
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -409,9 +577,12 @@ unsafe extern "system" fn get_account_domain(ctx: u64, buf: u64, len: u64, _: u6
 // ---------------------------------------------------------------------------
 // bpf_prog_test_run.
 
+/// `context_create`: `ctx_in` is a [`process_test_run_context_t`],
+/// `data_in` its four strings (see [`parse_test_run`]).
+///
 /// # Safety
-/// Called by the core with each pointer valid for its size (or null with
-/// size 0) and `context` writable.
+/// Called by the core with each pointer null or valid for its size, and
+/// `context` writable.
 unsafe extern "system" fn context_create(
     data_in: *const u8,
     data_size_in: usize,
@@ -419,37 +590,89 @@ unsafe extern "system" fn context_create(
     context_size_in: usize,
     context: *mut *mut c_void,
 ) -> ebpf_result_t {
-    // SAFETY: forwarded contract; process_md_t is plain data (its pointers
-    // are replaced before use).
-    let input = match unsafe {
-        test_run_input::<process_md_t>(data_in, data_size_in, context_in, context_size_in, context)
+    // SAFETY: forwarded contract.
+    let buffers = match unsafe {
+        test_run_buffers(data_in, data_size_in, context_in, context_size_in, context)
     } {
-        Ok(input) => input,
+        Ok(buffers) => buffers,
         Err(e) => return e.code(),
     };
-    let md = input.context.unwrap_or(process_md_t::zeroed());
-    into_ebpf_result(create_test_run(input.data, md).map(|run| {
-        // SAFETY: checked writable by test_run_input.
+    let parsed = match parse_test_run(buffers.context, buffers.data) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            crate::dbg_log!(nt::DPFLTR_ERROR_LEVEL, "process test run refused: {e:?}");
+            return EbpfError::INVALID_ARGUMENT.code();
+        }
+    };
+    into_ebpf_result(create_test_run(&parsed).map(|run| {
+        // SAFETY: checked writable by test_run_buffers.
         unsafe { *context = TestRun::into_raw(run) };
     }))
 }
 
-/// A test-run context from its input, in pool.
-fn create_test_run(data: &[u8], md: process_md_t) -> EbpfResult<PoolBox<TestRun>> {
-    let strings = parse_test_data(data).map_err(|_| EbpfError::INVALID_ARGUMENT)?;
-    if md.token_sid_size as usize > TOKEN_SID_CAPACITY
-        || (md.operation != PROCESS_OPERATION_CREATE && md.operation != PROCESS_OPERATION_DELETE)
-    {
-        return Err(EbpfError::INVALID_ARGUMENT);
-    }
-    let mut owned = Vec::new();
-    owned
-        .try_reserve_exact(strings.command_line.len() + strings.image_path.len())
+/// A copy of `bytes` in pool.
+fn pool_copy(bytes: &[u8]) -> EbpfResult<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.len())
         .map_err(|_| EbpfError::NO_MEMORY)?;
-    owned.extend_from_slice(strings.command_line);
-    owned.extend_from_slice(strings.image_path);
+    v.extend_from_slice(bytes);
+    Ok(v)
+}
+
+/// A given account string in the cache: in its inline array when its
+/// `MaximumLength` fits there, else in a pool buffer of that size; an
+/// empty one has no buffer (`MaximumLength` 0), as in 0.7.0.
+fn given_account(
+    s: &[u8],
+    d: TestRunString,
+    inline: &mut [u16; ACCOUNT_INLINE_UNITS],
+) -> EbpfResult<AccountString> {
+    if s.is_empty() {
+        return Ok(AccountString::NONE);
+    }
+    let mut string = AccountString::NONE;
+    if usize::from(d.maximum_length) > ACCOUNT_INLINE_UNITS * 2 {
+        string
+            .grow(d.maximum_length)
+            .map_err(|_| EbpfError::NO_MEMORY)?;
+    } else {
+        // INVARIANT: max fits the inline array.
+        string.max = d.maximum_length;
+    }
+    let units = s.chunks_exact(2).map(|p| u16::from_le_bytes([p[0], p[1]]));
+    let storage: &mut [u16] = match &mut string.pool {
+        Some(p) => p,
+        None => inline,
+    };
+    for (dst, unit) in storage.iter_mut().zip(units) {
+        *dst = unit;
+    }
+    // INVARIANT: s.len() == d.length <= d.maximum_length (parse_test_run).
+    string.len = d.length;
+    Ok(string)
+}
+
+/// A test-run context from checked input, in pool.
+fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
+    let c = &input.context;
+    let [command, image, name, domain] = input.strings;
+    let owned = TestRunOwned {
+        command_line: pool_copy(command)?,
+        image_path: pool_copy(image)?,
+        command_line_max: if command.is_empty() {
+            0
+        } else {
+            c.command_line.maximum_length
+        },
+        image_path_max: if image.is_empty() {
+            0
+        } else {
+            c.image_file_name.maximum_length
+        },
+        lookup_done_in: c.account_lookup_done,
+    };
     let run = TestRun {
-        event: new_event(md),
+        event: new_event(c.process_md),
         owned,
     };
     let mut run = PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)?;
@@ -457,39 +680,34 @@ fn create_test_run(data: &[u8], md: process_md_t) -> EbpfResult<PoolBox<TestRun>
     let ProgramContext {
         context, private, ..
     } = event;
-    let (command, image) = owned.split_at(strings.command_line.len());
-    let command = Packet::of(command);
-    context.command_start = command.start;
-    context.command_end = command.end;
-    // INVARIANT: points into `owned`, which lives as long as the context
-    // and is not changed again.
-    private.image_path = image.as_ptr();
-    private.image_path_len = image.len();
-    if !strings.account_name.is_empty() || !strings.account_domain.is_empty() {
-        let cache = private.account.get_mut();
-        for (src, dst, len) in [
-            (strings.account_name, &mut cache.name, &mut cache.name_len),
-            (
-                strings.account_domain,
-                &mut cache.domain,
-                &mut cache.domain_len,
-            ),
-        ] {
-            for (unit, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *unit = u16::from_le_bytes([pair[0], pair[1]]);
-            }
-            // INVARIANT: parse_test_data bounds account strings by
-            // ACCOUNT_CAPACITY * 2.
-            *len = src.len();
-        }
-        cache.state = AccountState::Resolved;
+    let packet = Packet::of(&owned.command_line);
+    context.command_start = packet.start;
+    context.command_end = packet.end;
+    // INVARIANT: points into `owned.image_path`, whose heap buffer lives as
+    // long as the context and is not changed again.
+    private.image_path = owned.image_path.as_ptr();
+    private.image_path_len = owned.image_path.len();
+    let cache = private.account.get_mut();
+    cache.name = given_account(name, c.account_name, &mut cache.name_inline)?;
+    cache.domain = given_account(domain, c.account_domain, &mut cache.domain_inline)?;
+    if c.account_lookup_done != 0 {
+        // Final as given: both strings, or none (0.7.0 needs both buffers).
+        cache.state = if cache.name.max != 0 && cache.domain.max != 0 {
+            AccountState::Resolved
+        } else {
+            AccountState::Missing
+        };
     }
     Ok(run)
 }
 
+/// `context_destroy`: writes `ctx_out` (a whole
+/// [`process_test_run_context_t`] or nothing) and `data_out` (all four
+/// strings or nothing), then frees the run.
+///
 /// # Safety
-/// `context` must come from `context_create`; out pointers valid for the
-/// sizes they hold.
+/// `context` must come from `context_create`; each out pointer null or
+/// valid for the size its size pointer holds; size pointers writable.
 unsafe extern "system" fn context_destroy(
     context: *mut c_void,
     data_out: *mut u8,
@@ -502,27 +720,50 @@ unsafe extern "system" fn context_destroy(
     }
     // SAFETY: a context context_create gave away; ownership comes back.
     let run = unsafe { TestRun::from_raw(context) };
+    let private = &run.event.private;
+    // SAFETY: the run is over: nothing else borrows the cache.
+    let account = unsafe { &*private.account.get() };
+    let strings = [
+        &run.owned.command_line[..],
+        &run.owned.image_path[..],
+        account.name(),
+        account.domain(),
+    ];
+    let string = |s: &[u8], max: u16| TestRunString {
+        length: s.len() as u16,
+        maximum_length: max,
+        reserved: 0,
+        buffer: 0,
+    };
     let mut md = run.event.context;
     // Kernel addresses mean nothing to the caller.
     md.command_start = ptr::null_mut();
     md.command_end = ptr::null_mut();
-    // SAFETY: forwarded contract.
-    unsafe { write_test_run_context(md, context_out, context_size_out) };
-    let private = &run.event.private;
-    // SAFETY: the run is over: nothing else borrows the cache.
-    let account = unsafe { &*private.account.get() };
-    let resolved = account.state == AccountState::Resolved;
-    let command_len = run.owned.len() - private.image_path_len;
-    let strings = TestStrings {
-        command_line: &run.owned[..command_len],
-        image_path: private.image_path(),
-        account_name: if resolved { account.name() } else { &[] },
-        account_domain: if resolved { account.domain() } else { &[] },
+    let looked_up = run.owned.lookup_done_in == 0 && account.state != AccountState::Unresolved;
+    let out = process_test_run_context_t {
+        context_header: [0; 8],
+        process_md: md,
+        process: 0,
+        create_info: 0,
+        command_line: string(strings[0], run.owned.command_line_max),
+        image_file_name: string(strings[1], run.owned.image_path_max),
+        account_name: string(strings[2], account.name.max),
+        account_domain: string(strings[3], account.domain.max),
+        account_lookup_done: if looked_up {
+            1
+        } else {
+            run.owned.lookup_done_in
+        },
+        reserved: [0; 7],
     };
+    // SAFETY: forwarded contract; every byte of the context is a field
+    // (its padding is explicit).
+    unsafe { write_test_run_context(out, context_out, context_size_out) };
+    let need = strings.iter().map(|s| s.len()).sum();
     // SAFETY: forwarded contract.
     unsafe {
-        write_test_run_data(test_data_size(&strings), data_out, data_size_out, |out| {
-            write_test_data(&strings, out)
+        write_test_run_data(need, data_out, data_size_out, |out| {
+            pack_test_run_strings(strings, out);
         })
     };
     drop(run);

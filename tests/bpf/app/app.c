@@ -52,6 +52,22 @@ main(void)
     printf("sizeof_token_sid %zu\n", sizeof(((process_md_t*)0)->token_sid));
     printf("operation_delete %d\n", (int)PROCESS_OPERATION_DELETE);
     printf(
+        "test_run_context %zu %d %zu %zu %zu %zu %zu %zu %zu\n",
+        sizeof(process_test_run_context_t),
+        PROCESS_TEST_RUN_CONTEXT_SIZE,
+        offsetof(process_test_run_context_t, process_md),
+        offsetof(process_test_run_context_t, process),
+        offsetof(process_test_run_context_t, command_line),
+        offsetof(process_test_run_context_t, image_file_name),
+        offsetof(process_test_run_context_t, account_name),
+        offsetof(process_test_run_context_t, account_domain),
+        offsetof(process_test_run_context_t, account_lookup_done));
+    printf(
+        "test_run_string %zu %zu %zu\n",
+        sizeof(process_test_run_string_t),
+        offsetof(process_test_run_string_t, maximum_length),
+        offsetof(process_test_run_string_t, buffer));
+    printf(
         "helper_ids %#x %#x %#x\n",
         (unsigned)BPF_FUNC_process_get_image_path,
         (unsigned)BPF_FUNC_process_get_account_name,

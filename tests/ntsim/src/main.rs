@@ -4,6 +4,8 @@
 //! ntsim demo [--driver PATH]
 //! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+//!           [--etw]
+//! ntsim store --driver PATH
 //! ```
 //!
 //! `demo` runs the sample process monitor and policy, and the Sysmon-style
@@ -13,6 +15,11 @@
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
 //! lines, dumps the object's maps, and reports leaks and violations.
+//! `store` loads the driver and prints the eBPF store it wrote in the form
+//! of `reg query HKLM\Software\eBPF\Providers /s`.
+//! `--etw` plays a trace session of the driver's ETW provider (every level
+//! and keyword) and prints each event it writes, decoded, one line each on
+//! stderr (`ntsim: etw NtosEbpfExtProvider/<Event> level=.. Field=value ..`).
 //!
 //! Exit status: 0 when everything ran and the driver left nothing behind
 //! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
@@ -32,10 +39,16 @@ usage:
       with cargo
   ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+            [--etw]
       attach the named programs in order, raise the events, print verdicts,
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
       (allocations: ExAllocatePool2)
+  ntsim store --driver PATH
+      load the driver and print the eBPF store it wrote, as
+      `reg query HKLM\\Software\\eBPF\\Providers /s` prints it
+      (allocations: ExAllocatePool2); --etw prints the driver's ETW events
+      (NtosEbpfExtProvider, every level and keyword) one line each on stderr
   ntsim help
 scenario files: see the documentation of ntsim::scenario (one step a line:
   `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
@@ -44,6 +57,14 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
   `thread-exit NAME [code=STATUS] [at=SECONDS]`,
   `image PROCESS path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
   `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`)";
+
+/// `NtosEbpfExtProvider`, the driver's ETW provider (`--etw`).
+const DRIVER_ETW_PROVIDER: ntsim::types::GUID = ntsim::types::GUID {
+    data1: 0xd15cc421,
+    data2: 0xe9e4,
+    data3: 0x459b,
+    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+};
 
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
@@ -64,6 +85,10 @@ enum Command {
         programs: Vec<String>,
         source: Source,
         faults: Vec<(String, u64)>,
+        etw: bool,
+    },
+    Store {
+        driver: PathBuf,
     },
     Help,
 }
@@ -77,6 +102,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut programs = Vec::new();
     let mut sources = Vec::new();
     let mut faults = Vec::new();
+    let mut etw = false;
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         let mut value = |what: &str| {
@@ -92,6 +118,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 sources.push(Source::File(PathBuf::from(value("a file")?)))
             }
             "--builtin" if command == "run" => sources.push(Source::Builtin),
+            "--etw" if command == "run" => etw = true,
             "--fail" if command == "run" => {
                 let v = value("API or API:N")?;
                 let (api, n) = match v.split_once(':') {
@@ -135,8 +162,12 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 programs,
                 source: sources.pop().expect("one source"),
                 faults,
+                etw,
             })
         }
+        "store" => Ok(Command::Store {
+            driver: driver.ok_or("store: --driver PATH is required")?,
+        }),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -150,6 +181,7 @@ fn execute(command: Command) -> Result<(), String> {
             println!("{USAGE}");
             Ok(())
         }
+        Command::Store { driver } => ntsim::cli::store::run(&driver, &mut out),
         Command::Demo { driver } => {
             let driver = driver.unwrap_or_else(ntsim::build::driver_image);
             demo::run(&driver, &mut out)
@@ -160,7 +192,14 @@ fn execute(command: Command) -> Result<(), String> {
             programs,
             source,
             faults,
+            etw,
         } => {
+            if etw {
+                // A session running before the driver loads, as
+                // `wpr -start` before `sc start`: the load is traced too.
+                ntsim::log::set_etw_echo(true);
+                ntsim::log::etw_enable_standing(&DRIVER_ETW_PROVIDER, 5, u64::MAX, 0);
+            }
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
                 Source::Live(d) => Events::Live(d),

@@ -18,7 +18,7 @@
 use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
-use crate::ebpf::{Map, Object};
+use crate::ebpf::{store, Map, Object};
 use crate::hook::image_load::{self, ImageRecord};
 use crate::hook::process::{self as hook, from_utf16, ProcessRecord, RECORD_SIZE};
 use crate::hook::thread::{self, ThreadRecord};
@@ -481,19 +481,6 @@ impl Session {
         }
         let bytes = std::fs::read(object_path)
             .map_err(|e| format!("cannot read {}: {e}", object_path.display()))?;
-        let object = Object::load(&bytes, &thread::section_map())
-            .map_err(|e| format!("cannot load {}: {e}", object_path.display()))?;
-        for name in names {
-            if object.program(name).is_none() {
-                let have: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
-                return Err(format!(
-                    "{} has no program named {name:?} (it has: {})",
-                    object_path.display(),
-                    have.join(", ")
-                ));
-            }
-        }
-
         let mut sim = Sim::new();
         // Times the driver reads are the same on every run.
         time::set_deterministic(scenario::SCENARIO_EPOCH, 1);
@@ -517,6 +504,20 @@ impl Session {
             file_name(driver),
             status::describe(status)
         )?;
+        // Section names resolve through the store the driver just wrote,
+        // as ebpfapi.dll resolves them.
+        let object = Object::load(&bytes, &store::section_map())
+            .map_err(|e| format!("cannot load {}: {e}", object_path.display()))?;
+        for name in names {
+            if object.program(name).is_none() {
+                let have: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
+                return Err(format!(
+                    "{} has no program named {name:?} (it has: {})",
+                    object_path.display(),
+                    have.join(", ")
+                ));
+            }
+        }
         let mut session = Session {
             links: Vec::new(),
             programs: Vec::new(),
@@ -526,13 +527,8 @@ impl Session {
         };
         for name in names {
             let program = session.object.program(name).expect("checked above").clone();
-            let loaded = LoadedProgram::load(program).map_err(|e| {
-                format!(
-                    "loading program {name:?} into the eBPF core failed: {e} \
-                         (this driver provides the program types of sections \"process\", \
-                         \"thread\" and \"image_load\")"
-                )
-            })?;
+            let loaded = LoadedProgram::load(program)
+                .map_err(|e| format!("loading program {name:?} into the eBPF core failed: {e}"))?;
             session.programs.push((name.clone(), loaded));
         }
         before_attach();

@@ -15,10 +15,14 @@
 //! exit con code=0x1
 //! ```
 //!
-//! - `account NAME domain=DOMAIN sid=S-1-...`: adds an account to the
-//!   table `SecLookupAccountSid` resolves against (the defaults stay:
+//! - `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`: adds an account
+//!   to the table `SecLookupAccountSid` resolves against (the defaults stay:
 //!   `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester` for
-//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any event.
+//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any
+//!   event. `logon` (decimal or `0x` hex) is the logon session of the
+//!   account's processes: their tokens' `AuthenticationId`, which
+//!   `bpf_get_current_logon_id` returns in code they run (default: 0x3e7,
+//!   the SYSTEM session, as for every process of an account without it).
 //! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [user=USER]
 //!   [at=SECONDS]`: creates a process, called NAME in later lines.
 //!   - `image` is the `ImageFileName`; a drive path (`C:\...`) gets the
@@ -133,6 +137,8 @@ pub struct Create {
     pub parent: Parent,
     /// Binary SID; None: a token without a user.
     pub user_sid: Option<Vec<u8>>,
+    /// The user's `logon=` (None: the SYSTEM session).
+    pub logon_id: Option<u64>,
     /// FILETIME.
     pub time: i64,
 }
@@ -206,6 +212,14 @@ fn words(text: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// A `logon=` value: decimal or `0x` hex, 64 bits.
+fn parse_logon(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
 /// A SID in text form, or an account of `accounts` by name (optionally
 /// `DOMAIN\name`, case-insensitive), or `none`.
 fn resolve_user(value: &str, accounts: &[Account]) -> Result<Option<Vec<u8>>, String> {
@@ -263,6 +277,8 @@ fn parse_at(value: &str) -> Result<i64, String> {
 pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     let mut scenario = Scenario::default();
     let mut accounts = ps::default_accounts();
+    // SID -> the logon= of its account line.
+    let mut logons: HashMap<Vec<u8>, u64> = HashMap::new();
     // Names created so far, and whether each is still running.
     let mut names: HashMap<String, bool> = HashMap::new();
     let mut clock = SCENARIO_EPOCH;
@@ -298,7 +314,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             }
         }
         let allowed: &[&str] = match keyword {
-            "account" => &["domain", "sid"],
+            "account" => &["domain", "sid", "logon"],
             "create" => &["image", "cmd", "parent", "user", "at"],
             "exit" => &["code", "at"],
             "thread" => &["in", "by", "start", "at"],
@@ -330,6 +346,14 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 domain,
                 use_: SID_NAME_USE_USER,
             };
+            if let Some(v) = fields.get("logon") {
+                let logon = parse_logon(v).ok_or_else(|| {
+                    err(format!(
+                        "account: logon={v}: not a logon session id (decimal or 0x hex, 64 bits)"
+                    ))
+                })?;
+                logons.insert(account.sid.clone(), logon);
+            }
             accounts.push(account.clone());
             scenario.accounts.push(account);
             continue;
@@ -356,6 +380,17 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             } else {
                 image.to_string()
             };
+            let command_line = fields.get("cmd").map(|c| c.to_string());
+            for (key, text) in [("image", Some(&image)), ("cmd", command_line.as_ref())] {
+                let units = text.map_or(0, |t| t.encode_utf16().count());
+                if units > ps::MAX_UNICODE_STRING_UNITS {
+                    return Err(err(format!(
+                        "create: {key}= is {units} UTF-16 units long; a UNICODE_STRING holds at \
+                         most {}",
+                        ps::MAX_UNICODE_STRING_UNITS
+                    )));
+                }
+            }
             let parent = match fields.get("parent") {
                 None => Parent::Pid(SYSTEM_PID),
                 Some(p) => match p.parse::<usize>() {
@@ -377,8 +412,9 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 line,
                 name: name.clone(),
                 image,
-                command_line: fields.get("cmd").map(|c| c.to_string()),
+                command_line,
                 parent,
+                logon_id: user_sid.as_ref().and_then(|sid| logons.get(sid).copied()),
                 user_sid,
                 time: clock,
             }));
@@ -523,6 +559,7 @@ impl Runner {
                     parent: Some(parent_pid),
                     creating_thread,
                     user_sid: c.user_sid.clone(),
+                    logon_id: c.logon_id,
                     creation_time: Some(c.time),
                     ..Default::default()
                 };
@@ -725,7 +762,7 @@ pub mod live {
             .and_then(|u| u.parse().ok())?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
-            .map(|p| p.display().to_string());
+            .map(|p| fit_unicode_string(p.display().to_string()));
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .map(|b| {
@@ -735,7 +772,8 @@ pub mod live {
                     .collect::<Vec<_>>()
                     .join(" ")
             })
-            .filter(|c| !c.is_empty());
+            .filter(|c| !c.is_empty())
+            .map(fit_unicode_string);
         Some(Seen {
             pid,
             start,
@@ -745,6 +783,19 @@ pub mod live {
             exe,
             cmdline,
         })
+    }
+
+    /// Shortens a host string to what a UNICODE_STRING holds (32767 UTF-16
+    /// units; Linux command lines can be longer).
+    fn fit_unicode_string(mut s: String) -> String {
+        let mut units = 0;
+        if let Some((cut, _)) = s.char_indices().find(|(_, c)| {
+            units += c.len_utf16();
+            units > ps::MAX_UNICODE_STRING_UNITS
+        }) {
+            s.truncate(cut);
+        }
+        s
     }
 
     /// Every process in `/proc`, oldest first (parents before children).
@@ -1104,6 +1155,37 @@ mod tests {
     }
 
     #[test]
+    fn an_accounts_logon_session_goes_to_its_processes_tokens() {
+        let _sim = crate::Sim::new();
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1234\n\
+             account bob sid=S-1-5-21-10-20-30-1003 logon=77\n\
+             create a image=C:\\a.exe user=alice\n\
+             create b image=C:\\b.exe user=bob\n\
+             create t image=C:\\t.exe\n",
+        )
+        .unwrap();
+        let logons: Vec<_> = s
+            .steps
+            .iter()
+            .map(|st| match st {
+                Step::Create(c) => c.logon_id,
+                other => unreachable!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(logons, [Some(0x1234), Some(77), None]);
+        let mut runner = Runner::new(&s);
+        let mut tokens = Vec::new();
+        for st in &s.steps {
+            let Outcome::Created { pid, .. } = runner.step(st) else {
+                panic!("created");
+            };
+            tokens.push(ps::process(pid).unwrap().logon_id);
+        }
+        assert_eq!(tokens, [0x1234, 77, ps::SYSTEM_LUID]);
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_problem() {
         let cases = [
             ("create a\n", 1, "image= is required"),
@@ -1124,8 +1206,19 @@ mod tests {
             ("create image=x\n", 1, "a name must follow"),
             ("create a image=x image=y\n", 1, "image= given twice"),
             ("create a image=x\ncreate a image=y\n", 2, "is running"),
+            (
+                "account a sid=S-1-5-18 logon=zz\n",
+                1,
+                "logon=zz: not a logon",
+            ),
         ];
-        for (text, line, needle) in cases {
+        let long_cmd = format!("create a image=x cmd={}\n", "y".repeat(32768));
+        let long_image = format!("create a image={}\n", "y".repeat(32768));
+        let long = [
+            (long_cmd.as_str(), 1, "cmd= is 32768 UTF-16 units long"),
+            (long_image.as_str(), 1, "image= is 32768 UTF-16 units long"),
+        ];
+        for (text, line, needle) in cases.into_iter().chain(long) {
             let e = parse(text).expect_err(text);
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");

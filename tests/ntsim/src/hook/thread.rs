@@ -36,7 +36,12 @@ pub const CONTEXT_SIZE: usize = 56;
 /// The section map of the eBPF store for the three hooks: "process",
 /// "thread", "image_load".
 pub fn section_map() -> SectionMap {
-    let mut m = crate::hook::process::section_map();
+    let mut m = SectionMap::new();
+    m.add(
+        "process",
+        crate::hook::process::PROGRAM_TYPE,
+        crate::hook::process::ATTACH_TYPE,
+    );
     m.add("thread", PROGRAM_TYPE, ATTACH_TYPE);
     m.add(
         "image_load",

@@ -192,10 +192,23 @@ impl Drop for Hold {
     }
 }
 
+/// Blocks a work item routine while a [`hold`] lives; fails with a message
+/// after [`crate::kernel::sync::wait_limit`] (a test that never drops its
+/// guard).
 fn wait_while_held() {
+    let started = std::time::Instant::now();
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     while *held {
-        held = RELEASED.wait(held).unwrap_or_else(|e| e.into_inner());
+        let limit = crate::kernel::sync::wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            drop(held);
+            crate::kernel::sync::hung("a held work item to be released (io::hold)", started);
+        }
+        held = RELEASED
+            .wait_timeout(held, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 
@@ -204,11 +217,24 @@ pub fn in_flight() -> usize {
     state().in_flight
 }
 
-/// Waits until no work item routine is queued or running.
+/// Waits until no work item routine is queued or running; fails with a
+/// message (through [`crate::kernel::sync::hung`]) after
+/// [`crate::kernel::sync::wait_limit`].
 pub fn wait_idle() {
+    let started = std::time::Instant::now();
     let mut st = state();
     while st.in_flight > 0 {
-        st = IDLE.wait(st).unwrap_or_else(|e| e.into_inner());
+        let limit = crate::kernel::sync::wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            let n = st.in_flight;
+            drop(st);
+            crate::kernel::sync::hung(&format!("{n} work item routine(s) to finish"), started);
+        }
+        st = IDLE
+            .wait_timeout(st, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 

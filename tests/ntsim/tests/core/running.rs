@@ -8,15 +8,19 @@ use super::*;
 // 3. Invocation through the dispatch table
 // ---------------------------------------------------------------------------
 
-struct Bound {
+/// A program bound to a test provider and attached. The fields drop in
+/// declaration order, the link first, so a test that panics still detaches
+/// before its providers go away.
+pub(super) struct Bound {
+    /// None once a test detached it.
+    pub(super) link: Option<Link>,
+    pub(super) hook: Box<HookProvider>,
+    pub(super) program: LoadedProgram,
+    pub(super) pi: Box<PiProvider>,
     _object: Object,
-    pi: Box<PiProvider>,
-    program: LoadedProgram,
-    hook: Box<HookProvider>,
-    link: Link,
 }
 
-fn bind(name: &str, data: OwnedProgramData) -> Bound {
+pub(super) fn bind(name: &str, data: OwnedProgramData) -> Bound {
     let object = load_object();
     let pi = PiProvider::register(program_type(), data);
     let program = load(&object, name);
@@ -27,16 +31,17 @@ fn bind(name: &str, data: OwnedProgramData) -> Bound {
         pi,
         program,
         hook,
-        link,
+        link: Some(link),
     }
 }
 
 impl Bound {
-    fn client(&self) -> Arc<HookClient> {
+    pub(super) fn client(&self) -> Arc<HookClient> {
         self.hook.client(0)
     }
 
-    fn end(self, sim: Sim) {
+    /// Detaches and unloads everything, in order.
+    pub(super) fn drop_all(self) {
         let Bound {
             _object,
             pi,
@@ -48,6 +53,10 @@ impl Bound {
         drop(hook);
         drop(program);
         drop(pi);
+    }
+
+    pub(super) fn end(self, sim: Sim) {
+        self.drop_all();
         finish(sim);
     }
 }
@@ -231,8 +240,10 @@ fn a_faulting_program_returns_an_error_and_is_reported() {
     let sim = Sim::new();
     let b = bind("core_fault", builder(program_type()).build());
     let mut f = Framed::default();
-    let (r, _) = b.client().invoke(&mut f.ctx);
-    assert_eq!(r, EBPF_FAILED);
+    let (r, result) = b.client().invoke(&mut f.ctx);
+    // As eBPF for Windows' core does for an interpreted program: the invoke
+    // succeeds and the result is the interpreter's -1.
+    assert_eq!((r, result), (EBPF_SUCCESS, INTERPRETER_ERROR_RESULT));
     let errors = b.program.take_errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].insn_offset, Some(0), "{}", errors[0]);
@@ -500,6 +511,8 @@ fn fold(mut sum: u64) -> u16 {
 
 #[test]
 fn csum_diff_and_prandom() {
+    // The store the object's sections resolve through is the machine's.
+    let _sim = Sim::new();
     let object = load_object();
     let helpers = HashMap::new();
     let trace = Mutex::new(Vec::new());
@@ -548,4 +561,122 @@ fn csum_diff_and_prandom() {
     assert_eq!(field(3), -22, "a size not a multiple of 4: -EINVAL");
     assert_eq!(field(4), -22, "a sum that overflows int: -EINVAL");
     assert_eq!(field(5) as u64, 0xC0FF_EE42, "bpf_get_prandom_u32");
+}
+
+#[test]
+fn test_run_of_a_program_stopped_by_an_error_gives_the_interpreters_minus_one() {
+    let sim = Sim::new();
+    let data = builder(program_type())
+        .context_functions(context_create, context_destroy, 0)
+        .build();
+    let object = load_object();
+    let pi = PiProvider::register(program_type(), data);
+    let program = load(&object, "core_fault");
+    let out = program
+        .test_run(&[7], &bytes_of(&TestCtx::default()), 8, 40)
+        .expect("the test run itself succeeds, as in eBPF for Windows");
+    assert_eq!(out.result, u64::from(INTERPRETER_ERROR_RESULT));
+    assert_eq!(out.data_out, [7], "context_destroy's outputs are kept");
+    let errors = program.take_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    drop(program);
+    drop(pi);
+    finish(sim);
+}
+
+/// What the misbehaving context functions below do.
+static EDGE_MODE: AtomicUsize = AtomicUsize::new(0);
+const READ_PAST_DATA_IN: usize = 1;
+const WRITE_PAST_DATA_OUT: usize = 2;
+
+unsafe extern "win64" fn edge_create(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> ebpf_result_t {
+    if EDGE_MODE.load(Ordering::SeqCst) == READ_PAST_DATA_IN {
+        // SAFETY: deliberately not: one byte past data_in, which must fault.
+        let past = unsafe { std::ptr::read_volatile(data_in.add(data_size_in)) };
+        eprintln!("read {past} past data_in without a fault");
+    }
+    // SAFETY: forwarded.
+    unsafe { context_create(data_in, data_size_in, context_in, context_size_in, context) }
+}
+
+unsafe extern "win64" fn edge_destroy(
+    context: *mut c_void,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    if EDGE_MODE.load(Ordering::SeqCst) == WRITE_PAST_DATA_OUT {
+        // SAFETY: deliberately not: one byte past data_out, which must fault.
+        unsafe { std::ptr::write_volatile(data_out.add(*data_size_out), 0xEE) };
+        eprintln!("wrote past data_out without a fault");
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        context_destroy(
+            context,
+            data_out,
+            data_size_out,
+            context_out,
+            context_size_out,
+        )
+    }
+}
+
+/// Runs one test run with the edge context functions in `mode`.
+fn edge_test_run(mode: usize) {
+    let sim = Sim::new();
+    let data = builder(program_type())
+        .context_functions(edge_create, edge_destroy, 0)
+        .build();
+    let object = load_object();
+    let pi = PiProvider::register(program_type(), data);
+    let program = load(&object, "core_invoke");
+    EDGE_MODE.store(mode, Ordering::SeqCst);
+    let out = program.test_run(&[1, 2, 3], &bytes_of(&TestCtx::default()), 5, 40);
+    EDGE_MODE.store(0, Ordering::SeqCst);
+    assert!(out.is_ok(), "{out:?}");
+    drop(program);
+    drop(pi);
+    finish(sim);
+}
+
+#[test]
+fn test_run_buffers_end_against_a_guard_page() {
+    const NAME: &str = "running::test_run_buffers_end_against_a_guard_page";
+    if let Ok(mode) = std::env::var("NTSIM_EDGE_MODE") {
+        if ntsim::child::is_child(NAME) {
+            edge_test_run(mode.parse().unwrap());
+            return;
+        }
+    }
+    // Within bounds: fine.
+    edge_test_run(0);
+    for (mode, what) in [
+        (READ_PAST_DATA_IN, "invalid read access"),
+        (WRITE_PAST_DATA_OUT, "invalid write access"),
+    ] {
+        std::env::set_var("NTSIM_EDGE_MODE", mode.to_string());
+        let out = ntsim::child::run_test_in_child(NAME);
+        std::env::remove_var("NTSIM_EDGE_MODE");
+        assert_eq!(
+            out.status.code(),
+            Some(ntsim::crash::FATAL_EXIT_STATUS),
+            "mode {mode}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(what)
+                && out.stderr.contains("past the end of a")
+                && out.stderr.contains("tagged 'TRun'"),
+            "mode {mode}: {}",
+            out.stderr
+        );
+    }
 }

@@ -43,7 +43,8 @@ pub mod thread;
 
 pub use events::{
     create_process, create_thread, exit_process, exit_thread, load_image, CreatedProcess,
-    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, PS_CREATE_NOTIFY_INFO,
+    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, MAX_UNICODE_STRING_UNITS,
+    PS_CREATE_NOTIFY_INFO,
 };
 pub use notify::{
     notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,
@@ -85,6 +86,10 @@ pub const STATUS_NONE_MAPPED: NTSTATUS = 0xC000_0073u32 as i32;
 pub const STATUS_INVALID_SID: NTSTATUS = 0xC000_0078u32 as i32;
 pub const STATUS_PROCEDURE_NOT_FOUND: NTSTATUS = 0xC000_007Au32 as i32;
 pub const STATUS_NO_TOKEN: NTSTATUS = 0xC000_007Cu32 as i32;
+
+/// `SYSTEM_LUID`: the logon session of the System account (and of every
+/// process whose [`ProcessSpec::logon_id`] is None).
+pub const SYSTEM_LUID: u64 = 0x3e7;
 
 /// Process id of the System process.
 pub const SYSTEM_PID: usize = 4;
@@ -156,6 +161,8 @@ enum ObjData {
     Token {
         pid: usize,
         user_sid: Option<Vec<u8>>,
+        /// `AuthenticationId`: the LUID of the logon session.
+        logon_id: u64,
     },
 }
 
@@ -227,8 +234,20 @@ impl State {
         };
         let boot = filetime_now();
         let system_sid = Some(SYSTEM_SID.to_vec());
-        s.insert_process(IDLE_PID, 0, "Idle", None, boot, system_sid.clone());
-        s.insert_process(SYSTEM_PID, 0, "System", None, boot, system_sid);
+        let (idle, system) = (
+            ProcessSpec {
+                image_file_name: "Idle".into(),
+                user_sid: system_sid.clone(),
+                ..ProcessSpec::default()
+            },
+            ProcessSpec {
+                image_file_name: "System".into(),
+                user_sid: system_sid,
+                ..ProcessSpec::default()
+            },
+        );
+        s.insert_process(IDLE_PID, &idle, boot);
+        s.insert_process(SYSTEM_PID, &system, boot);
         s
     }
 
@@ -256,24 +275,24 @@ impl State {
         addr
     }
 
-    /// Adds a process (with its primary token) to the process table.
-    fn insert_process(
-        &mut self,
-        pid: usize,
-        parent: usize,
-        image: &str,
-        command_line: Option<String>,
-        creation_time: i64,
-        user_sid: Option<Vec<u8>>,
-    ) -> usize {
-        let token = self.new_object(ObjectKind::Token, ObjData::Token { pid, user_sid });
+    /// Adds a process (with its primary token) to the process table: its
+    /// image, command line, parent, user SID and logon session from `spec`.
+    fn insert_process(&mut self, pid: usize, spec: &ProcessSpec, creation_time: i64) -> usize {
+        let token = self.new_object(
+            ObjectKind::Token,
+            ObjData::Token {
+                pid,
+                user_sid: spec.user_sid.clone(),
+                logon_id: spec.logon_id.unwrap_or(SYSTEM_LUID),
+            },
+        );
         let addr = self.new_object(
             ObjectKind::Process,
             ObjData::Process(ProcData {
                 pid,
-                parent,
-                image_file_name: image.to_string(),
-                command_line,
+                parent: spec.parent.unwrap_or(0),
+                image_file_name: spec.image_file_name.clone(),
+                command_line: spec.command_line.clone(),
                 creation_time,
                 exit_time: 0,
                 exit_status: STATUS_PENDING,
@@ -548,6 +567,8 @@ pub struct ProcessSnapshot {
     /// None while running.
     pub exit_status: Option<NTSTATUS>,
     pub user_sid: Option<Vec<u8>>,
+    /// The primary token's `AuthenticationId` (logon session LUID).
+    pub logon_id: u64,
     pub threads: Vec<usize>,
     /// The EPROCESS pointer value.
     pub eprocess: usize,
@@ -562,9 +583,11 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
     let s = state();
     let addr = s.process_by_pid(pid)?;
     let p = s.proc_data(addr);
-    let user_sid = match &s.objects[&p.token].data {
-        ObjData::Token { user_sid, .. } => user_sid.clone(),
-        _ => None,
+    let (user_sid, logon_id) = match &s.objects[&p.token].data {
+        ObjData::Token {
+            user_sid, logon_id, ..
+        } => (user_sid.clone(), *logon_id),
+        _ => (None, 0),
     };
     Some(ProcessSnapshot {
         pid: p.pid,
@@ -575,11 +598,28 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
         exit_time: p.exit_time,
         exit_status: (p.exit_status != STATUS_PENDING).then_some(p.exit_status),
         user_sid,
+        logon_id,
         threads: p.threads.clone(),
         eprocess: addr,
         token: p.token,
         driver_references: s.objects[&addr].driver_refs,
     })
+}
+
+/// The `AuthenticationId` (logon session LUID) of the calling thread's
+/// token, which is its process's primary token (ntsim models no
+/// impersonation): what `bpf_get_current_logon_id` returns. During a
+/// process creation the current thread is the creating thread, so this is
+/// the creator's logon session, not the new process's.
+pub fn current_logon_id() -> u64 {
+    let (pid, _) = current_ids();
+    let s = state();
+    s.process_by_pid(pid)
+        .and_then(|addr| match &s.objects[&s.proc_data(addr).token].data {
+            ObjData::Token { logon_id, .. } => Some(*logon_id),
+            _ => None,
+        })
+        .unwrap_or(SYSTEM_LUID)
 }
 
 /// Pids of the live processes, ascending.
