@@ -628,11 +628,22 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
     let mut sim = Sim::new();
     log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
     load(&mut sim);
-    let written = one("StoreRegister");
-    assert_eq!(written.str("Key"), Some("ProgramData"));
-    assert_eq!(written.guid("Id"), Some(hook::PROGRAM_TYPE));
-    assert_eq!(written.status("Status"), Some(STATUS_SUCCESS));
-    assert_eq!((written.level, written.keyword), (4, KEYWORD_EXTENSION));
+    // One per program type, in the order of the driver's hooks.
+    let written = log::tl_events_named("StoreRegister");
+    let ids: Vec<Option<GUID>> = written.iter().map(|e| e.guid("Id")).collect();
+    assert_eq!(
+        ids,
+        [
+            Some(hook::PROGRAM_TYPE),
+            Some(ntsim::thread::PROGRAM_TYPE),
+            Some(ntsim::image_load::PROGRAM_TYPE)
+        ]
+    );
+    for w in &written {
+        assert_eq!(w.str("Key"), Some("ProgramData"));
+        assert_eq!(w.status("Status"), Some(STATUS_SUCCESS));
+        assert_eq!((w.level, w.keyword), (4, KEYWORD_EXTENSION));
+    }
     assert!(log::tl_events_named("ApiFailure").is_empty());
     sim.unload_driver().unwrap();
     sim.finish().unwrap();

@@ -149,6 +149,7 @@ mod kernel {
     use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
     use crate::nt::{self, NtResult, HANDLE};
     use crate::pool::PoolBox;
+    use crate::store;
     use alloc::vec::Vec;
     use core::ffi::c_void;
     use core::ptr;
@@ -178,9 +179,12 @@ mod kernel {
     static ATTACH: AttachType =
         AttachType::new(EBPF_ATTACH_TYPE_IMAGE_LOAD, EBPF_PROGRAM_TYPE_IMAGE_LOAD, 0);
 
-    /// The image-load hook: both providers, fed by the load-image notify
-    /// routine.
-    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &LoadImageNotify);
+    /// The section programs of this type use: `SEC("image_load")`.
+    static SECTIONS: [store::Section; 1] = [store::Section::new("image_load", &ATTACH)];
+
+    /// The image-load hook: both providers and the store entries, fed by
+    /// the load-image notify routine.
+    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &LoadImageNotify);
 
     /// The load-image notify routine as an [`EventSource`].
     struct LoadImageNotify;

@@ -134,6 +134,7 @@ mod kernel {
     use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
     use crate::nt::{self, NtResult, HANDLE};
     use crate::pool::PoolBox;
+    use crate::store;
     use core::ffi::c_void;
     use core::ptr;
 
@@ -164,8 +165,12 @@ mod kernel {
     static ATTACH: AttachType =
         AttachType::new(EBPF_ATTACH_TYPE_THREAD, EBPF_PROGRAM_TYPE_THREAD, 0);
 
-    /// The thread hook: both providers, fed by the thread notify routine.
-    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &ThreadNotify);
+    /// The section programs of this type use: `SEC("thread")`.
+    static SECTIONS: [store::Section; 1] = [store::Section::new("thread", &ATTACH)];
+
+    /// The thread hook: both providers and the store entries, fed by the
+    /// thread notify routine.
+    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &ThreadNotify);
 
     /// The thread notify routine as an [`EventSource`].
     struct ThreadNotify;

@@ -87,11 +87,9 @@ static ATTACH: AttachType = AttachType::new(
 /// The section programs of this type use: `SEC("process")`.
 static SECTIONS: [store::Section; 1] = [store::Section::new("process", &ATTACH)];
 
-/// What the driver writes to the eBPF store for this program type.
-pub static STORE: store::Provider = store::Provider::new(&PROGRAM, &SECTIONS);
-
-/// The process hook: both providers, fed by the process notify routine.
-pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &ProcessNotify);
+/// The process hook: both providers and the store entries, fed by the
+/// process notify routine.
+pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &ProcessNotify);
 
 /// The kernel function behind the process hook's callback.
 const NOTIFY_API: &core::ffi::CStr = c"PsSetCreateProcessNotifyRoutineEx";

@@ -326,7 +326,7 @@ fn errors_name_the_problem() {
         1,
         &[
             "section \"sample\" is not in the eBPF store",
-            "(registered sections: process)",
+            "(registered sections: image_load, process, thread)",
         ],
     );
 
@@ -589,6 +589,30 @@ fn store_prints_what_the_driver_registered_as_reg_query_does() {
          Version    REG_DWORD    0x1\n    Size    REG_DWORD    0x3d\n    \
          Name    REG_SZ    process\n"
     ));
+    // The thread and image-load types: no helpers, no BPF numbers.
+    for (section, program_type) in [
+        ("thread", "5EB678280B75F4489AB4B5EADC377D67"),
+        ("image_load", "3A0EE7E771BA9F489E22B31F6F61A623"),
+    ] {
+        let head = format!("{root}\\SectionData\\{section}\n");
+        let at = stdout.find(&head).unwrap_or_else(|| panic!("{stdout}"));
+        let block = &stdout[at + head.len()..];
+        let block = &block[..block.find("\n\n").unwrap_or(block.len())];
+        assert!(
+            block.contains(&format!("    ProgramType    REG_BINARY    {program_type}"))
+                && block.contains("    BpfProgType    REG_DWORD    0x0")
+                && block.contains("    BpfAttachType    REG_DWORD    0x0"),
+            "{section}:\n{block}"
+        );
+    }
+    assert!(
+        stdout.contains(
+            "\\ProgramData\\{2878b65e-750b-48f4-9ab4-b5eadc377d67}\n    \
+         Version    REG_DWORD    0x1\n    Size    REG_DWORD    0x40\n    \
+         HelperCount    REG_DWORD    0x0\n"
+        ),
+        "{stdout}"
+    );
     assert_fails(&ntsim(&["store"]), 2, &["store: --driver PATH is required"]);
 }
 

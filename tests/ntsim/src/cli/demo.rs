@@ -673,7 +673,8 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     let sysmon_path = thread::sample_object_path();
     let bytes = std::fs::read(&sysmon_path)
         .map_err(|e| format!("cannot read {}: {e}", sysmon_path.display()))?;
-    let sysmon = Object::load(&bytes, &thread::section_map())
+    // Through the store the driver wrote, as ebpfapi.dll resolves them.
+    let sysmon = Object::load(&bytes, &store::section_map())
         .map_err(|e| format!("cannot load {}: {e}", sysmon_path.display()))?;
     let mut sysmon_programs = Vec::new();
     let mut sysmon_links = Vec::new();

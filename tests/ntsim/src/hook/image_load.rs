@@ -1,7 +1,8 @@
-//! The image-load hook as a test bed sees it: its identity (GUIDs, the ELF
-//! section), and the record that `tests/bpf/sysmon.c`'s `image_monitor`
-//! writes to its `images` ring buffer. The section map and the sample
-//! object are [`crate::hook::thread`]'s (one object holds both).
+//! The image-load hook as a test bed sees it: its identity (GUIDs; its ELF
+//! section "image_load" resolves through the store the driver writes), and
+//! the record that `tests/bpf/sysmon.c`'s `image_monitor` writes to its
+//! `images` ring buffer. The sample object is [`crate::hook::thread`]'s
+//! (one object holds both).
 
 use crate::kernel::types::GUID;
 

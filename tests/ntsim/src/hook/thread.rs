@@ -1,8 +1,8 @@
-//! The thread hook as a test bed sees it: its identity (GUIDs, the ELF
-//! section), and the record that `tests/bpf/sysmon.c`'s `thread_monitor`
-//! writes to its `threads` ring buffer.
+//! The thread hook as a test bed sees it: its identity (GUIDs; its ELF
+//! section "thread" resolves through the store the driver writes), and the
+//! record that `tests/bpf/sysmon.c`'s `thread_monitor` writes to its
+//! `threads` ring buffer.
 
-use crate::ebpf::SectionMap;
 use crate::kernel::types::GUID;
 
 /// `EBPF_PROGRAM_TYPE_THREAD`.
@@ -32,24 +32,6 @@ pub const FLAG_SYSTEM: u32 = 2;
 
 /// Size of `thread_md_t`.
 pub const CONTEXT_SIZE: usize = 56;
-
-/// The section map of the eBPF store for the three hooks: "process",
-/// "thread", "image_load".
-pub fn section_map() -> SectionMap {
-    let mut m = SectionMap::new();
-    m.add(
-        "process",
-        crate::hook::process::PROGRAM_TYPE,
-        crate::hook::process::ATTACH_TYPE,
-    );
-    m.add("thread", PROGRAM_TYPE, ATTACH_TYPE);
-    m.add(
-        "image_load",
-        crate::hook::image_load::PROGRAM_TYPE,
-        crate::hook::image_load::ATTACH_TYPE,
-    );
-    m
-}
 
 /// Path of the compiled Sysmon-style sample (`tests/bpf/sysmon.c`).
 pub fn sample_object_path() -> std::path::PathBuf {
