@@ -150,6 +150,7 @@ mod kernel {
     use crate::nt::{self, NtResult, HANDLE};
     use crate::pool::PoolBox;
     use crate::store;
+    use crate::trace;
     use alloc::vec::Vec;
     use core::ffi::c_void;
     use core::ptr;
@@ -193,24 +194,25 @@ mod kernel {
         fn register(&self) -> NtResult {
             // SAFETY: registers a routine of this image, at PASSIVE_LEVEL
             // (attach); it stays callable until removed (unload waits).
-            nt::check(unsafe {
+            let result = nt::check(unsafe {
                 nt::PsSetLoadImageNotifyRoutineEx(
                     load_image_notify,
                     nt::PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE,
                 )
-            })
+            });
+            trace::callback_register(c"image_load", c"PsSetLoadImageNotifyRoutineEx", result);
+            result
         }
 
         fn unregister(&self) {
             // SAFETY: removes the routine registered above; returns after any
             // call in flight has finished.
             let status = unsafe { nt::PsRemoveLoadImageNotifyRoutine(load_image_notify) };
-            if let Err(e) = nt::check(status) {
-                crate::dbg_log!(
-                    nt::DPFLTR_ERROR_LEVEL,
-                    "removing the load-image notify routine failed: {e:#x}"
-                );
-            }
+            trace::callback_remove(
+                c"image_load",
+                c"PsRemoveLoadImageNotifyRoutine",
+                nt::check(status),
+            );
         }
     }
 
@@ -242,9 +244,15 @@ mod kernel {
         let path = Packet::of_optional(unsafe { unicode_bytes(full_image_name) });
         md.image_path_start = path.start;
         md.image_path_end = path.end;
+        let id = md.process_id;
         let mut event = ImageContext::new(md, ());
         // A load cannot be denied here: every result is ignored.
-        hook.invoke(&mut event, |_| Flow::Continue);
+        let mut run = 0u32;
+        hook.invoke(&mut event, |_| {
+            run += 1;
+            Flow::Continue
+        });
+        trace::hook_event(c"image_load", 0, id, run, 0);
     }
 
     // -----------------------------------------------------------------------

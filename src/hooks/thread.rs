@@ -135,6 +135,7 @@ mod kernel {
     use crate::nt::{self, NtResult, HANDLE};
     use crate::pool::PoolBox;
     use crate::store;
+    use crate::trace;
     use core::ffi::c_void;
     use core::ptr;
 
@@ -179,20 +180,29 @@ mod kernel {
         fn register(&self) -> NtResult {
             // SAFETY: registers a routine of this image, at PASSIVE_LEVEL
             // (attach); it stays callable until removed (unload waits).
-            nt::check(unsafe { nt::PsSetCreateThreadNotifyRoutine(thread_notify) })
+            let result = nt::check(unsafe { nt::PsSetCreateThreadNotifyRoutine(thread_notify) });
+            trace::callback_register(c"thread", c"PsSetCreateThreadNotifyRoutine", result);
+            result
         }
 
         fn unregister(&self) {
             // SAFETY: removes the routine registered above; returns after any
             // call in flight has finished.
             let status = unsafe { nt::PsRemoveCreateThreadNotifyRoutine(thread_notify) };
-            if let Err(e) = nt::check(status) {
-                crate::dbg_log!(
-                    nt::DPFLTR_ERROR_LEVEL,
-                    "removing the thread notify routine failed: {e:#x}"
-                );
-            }
+            trace::callback_remove(
+                c"thread",
+                c"PsRemoveCreateThreadNotifyRoutine",
+                nt::check(status),
+            );
         }
+    }
+
+    /// `nt::check` for a per-event kernel call: a failure is traced with
+    /// the API's name (an `ApiFailure` event, nothing when no session
+    /// wants it).
+    fn checked(api: &'static core::ffi::CStr, status: nt::NTSTATUS) -> NtResult {
+        nt::check(status)
+            .inspect_err(|e| trace::api_failure(trace::keyword::PROCESS, api, e.status()))
     }
 
     /// A kernel handle to a thread, closed on drop.
@@ -208,7 +218,9 @@ mod kernel {
             let mut thread: nt::PETHREAD = ptr::null_mut();
             // SAFETY: `thread` is a live local; on success it holds a
             // referenced ETHREAD, dereferenced below.
-            nt::check(unsafe { nt::PsLookupThreadByThreadId(thread_id, &mut thread) })?;
+            checked(c"PsLookupThreadByThreadId", unsafe {
+                nt::PsLookupThreadByThreadId(thread_id, &mut thread)
+            })?;
             let mut handle: HANDLE = 0;
             // SAFETY: a referenced ETHREAD; a kernel handle (no user process
             // can use it) with KernelMode access, so the object type may be
@@ -227,7 +239,7 @@ mod kernel {
             // SAFETY: the reference PsLookupThreadByThreadId took; the handle,
             // if any, holds its own.
             unsafe { nt::ObfDereferenceObject(thread) };
-            nt::check(opened)?;
+            checked(c"ObOpenObjectByPointer", opened)?;
             // INVARIANT: opened above with OBJ_KERNEL_HANDLE.
             Ok(ThreadHandle(handle))
         }
@@ -245,14 +257,15 @@ mod kernel {
                     ptr::null_mut(),
                 )
             };
-            nt::check(status).ok()
+            checked(c"ZwQueryInformationThread", status).ok()
         }
     }
 
     impl Drop for ThreadHandle {
         fn drop(&mut self) {
             // SAFETY: open and ours (invariant); closed once.
-            let _ = unsafe { nt::ZwClose(self.0) };
+            let status = unsafe { nt::ZwClose(self.0) };
+            let _ = checked(c"ZwClose", status);
         }
     }
 
@@ -320,9 +333,15 @@ mod kernel {
         }
         md.flags = thread_flags(md.process_id, md.creating_process_id, create);
         read_thread(&mut md);
+        let (operation, id) = (md.operation as u8, md.thread_id);
         let mut event = ThreadContext::new(md, ());
         // Thread creation cannot be denied here: every result is ignored.
-        hook.invoke(&mut event, |_| Flow::Continue);
+        let mut run = 0u32;
+        hook.invoke(&mut event, |_| {
+            run += 1;
+            Flow::Continue
+        });
+        trace::hook_event(c"thread", operation, id, run, 0);
     }
 
     // -----------------------------------------------------------------------
