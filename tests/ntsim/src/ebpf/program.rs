@@ -318,6 +318,42 @@ impl Program {
         data_out_capacity: usize,
         context_out_capacity: usize,
     ) -> Result<TestRunOutput, TestRunError> {
+        // SAFETY: forwarded contract.
+        let (output, error) = unsafe {
+            self.test_run_keeping_outputs(
+                env,
+                desc,
+                hooks,
+                data_in,
+                context_in,
+                data_out_capacity,
+                context_out_capacity,
+            )
+        }?;
+        match error {
+            Some(e) => Err(TestRunError::Program(e)),
+            None => Ok(output),
+        }
+    }
+
+    /// [`Program::test_run`], but a program that stopped on an error still
+    /// yields the outputs `context_destroy` wrote (with result 0) and the
+    /// error beside them: what the core needs to answer as eBPF for
+    /// Windows does (EBPF_SUCCESS with the interpreter's -1).
+    ///
+    /// # Safety
+    /// As [`Program::test_run`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn test_run_keeping_outputs(
+        self: &Arc<Self>,
+        env: &ExecEnv,
+        desc: &ContextDescriptor,
+        hooks: &TestRunHooks,
+        data_in: &[u8],
+        context_in: &[u8],
+        data_out_capacity: usize,
+        context_out_capacity: usize,
+    ) -> Result<(TestRunOutput, Option<ProgramError>), TestRunError> {
         // The buffers the extension sees end against a guard page (special
         // pool), so reading or writing one byte past them faults.
         let data_in = EdgeBuffer::copy_of(data_in);
@@ -388,12 +424,18 @@ impl Program {
             let mut context_out = context_out.to_vec();
             data_out.truncate(data_size);
             context_out.truncate(context_size);
-            let result = result.map_err(TestRunError::Program)?;
-            Ok(TestRunOutput {
-                result,
-                data_out,
-                context_out,
-            })
+            let (result, error) = match result {
+                Ok(r) => (r, None),
+                Err(e) => (0, Some(e)),
+            };
+            Ok((
+                TestRunOutput {
+                    result,
+                    data_out,
+                    context_out,
+                },
+                error,
+            ))
         })
     }
 }
