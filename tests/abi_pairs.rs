@@ -848,7 +848,9 @@ fn repr_c_scan_finds_what_it_should() {
 fn every_abi_struct_is_compared_or_one_sided() {
     let pairs = pairs();
     let mut problems = Vec::new();
-    let sides: [(&str, &[&str], Vec<&str>, Vec<&str>); 2] = [
+    // (side, its sources, the names compared, the names one-sided)
+    type Side<'a> = (&'a str, &'a [&'a str], Vec<&'a str>, Vec<&'a str>);
+    let sides: [Side; 2] = [
         (
             "driver",
             DRIVER_SOURCES,
