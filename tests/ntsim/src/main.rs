@@ -52,14 +52,6 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
   `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
   `exit NAME [code=STATUS] [at=SECONDS]`, `account NAME domain=DOMAIN sid=S-1-...`)";
 
-/// `NtosEbpfExtProvider`, the driver's ETW provider (`--etw`).
-const DRIVER_ETW_PROVIDER: ntsim::types::GUID = ntsim::types::GUID {
-    data1: 0xd15cc421,
-    data2: 0xe9e4,
-    data3: 0x459b,
-    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
-};
-
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
 
@@ -192,7 +184,7 @@ fn execute(command: Command) -> Result<(), String> {
                 // A session running before the driver loads, as
                 // `wpr -start` before `sc start`: the load is traced too.
                 ntsim::log::set_etw_echo(true);
-                ntsim::log::etw_enable_standing(&DRIVER_ETW_PROVIDER, 5, u64::MAX, 0);
+                ntsim::log::etw_enable_standing(&ntsim::hook::ETW_PROVIDER, 5, u64::MAX, 0);
             }
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
