@@ -51,6 +51,7 @@
 
 pub mod abi;
 pub mod btf;
+pub mod btf_types;
 pub mod core;
 pub mod helpers;
 pub mod maps;
