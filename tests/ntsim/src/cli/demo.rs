@@ -177,6 +177,7 @@ pub fn describe_outcome(outcome: &Outcome) -> String {
             status,
             spec,
             account,
+            ..
         } => {
             let mut parts = vec![
                 format!("[{name}] CREATE pid {pid}"),

@@ -15,12 +15,17 @@
 //! exit con code=0x1
 //! ```
 //!
-//! - `account NAME domain=DOMAIN sid=S-1-...`: adds an account to the
-//!   table `SecLookupAccountSid` resolves against (the defaults stay:
-//!   `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester` for
-//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any event.
-//! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [user=USER]
-//!   [at=SECONDS]`: creates a process, called NAME in later lines.
+//! - `account NAME domain=DOMAIN sid=S-1-... [logon=0xHEX]`: adds an
+//!   account to the table `SecLookupAccountSid` resolves against (the
+//!   defaults stay: `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester`
+//!   for [`crate::kernel::ps::test_user_sid`]). Accounts are set up before
+//!   any event. `logon` is the logon session (LUID, hex) of the tokens of
+//!   processes created with `user=NAME`: what `bpf_get_current_logon_id`
+//!   returns for code running in them (in a creation callback that is the
+//!   *creator's* token). Default: `0x3e7` (the System logon session).
+//! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [creator=NAME|PID:TID]
+//!   [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`: creates a process,
+//!   called NAME in later lines.
 //!   - `image` is the `ImageFileName`; a drive path (`C:\...`) gets the
 //!     `\??\` prefix Windows passes to notify routines.
 //!   - `cmd` is the `CommandLine`; without it the routines see NULL.
@@ -28,6 +33,14 @@
 //!     is then also the creating process (its initial thread creates the
 //!     new one), or a process id (the creating thread is then a System
 //!     thread). Default: 4 (System).
+//!   - `creator`: the thread that creates the process, when it is not the
+//!     parent's: a running process of the scenario (its initial thread), or
+//!     `PID:TID` (a live process; TID is added to it if it has no such
+//!     thread). A creator distinct from the parent is what a broker process
+//!     creating on behalf of another looks like.
+//!   - `pid`, `tid`: the process id and its initial thread's id (decimal or
+//!     `0x` hex, non-zero multiples of 4, not in use); default: the next
+//!     free ids.
 //!   - `user`: an account name (`tester`, `SYSTEM`, an `account` line's
 //!     NAME, optionally as `DOMAIN\NAME`), a SID (`S-1-5-...`), or `none`
 //!     for a token without a user. Default: `tester`.
@@ -95,6 +108,15 @@ pub enum Parent {
     Pid(usize),
 }
 
+/// The creating thread of a `create` line (`creator=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Creator {
+    /// The initial thread of a process created earlier in the scenario.
+    Named(String),
+    /// A thread id in a process id.
+    Ids(usize, usize),
+}
+
 /// One `create` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Create {
@@ -104,8 +126,16 @@ pub struct Create {
     pub image: String,
     pub command_line: Option<String>,
     pub parent: Parent,
+    /// None: the parent's initial thread for a named parent, else a
+    /// System thread.
+    pub creator: Option<Creator>,
     /// Binary SID; None: a token without a user.
     pub user_sid: Option<Vec<u8>>,
+    /// The token's logon id (from the user's `account ... logon=`).
+    pub logon_id: Option<u64>,
+    /// Exact process id and initial thread id.
+    pub pid: Option<usize>,
+    pub tid: Option<usize>,
     /// FILETIME.
     pub time: i64,
 }
@@ -127,11 +157,40 @@ pub enum Step {
     Exit(Exit),
 }
 
+impl Step {
+    /// The keyword of the step's line (`create`, `exit`): with
+    /// [`Step::name`], how expectations name a step.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Step::Create(_) => "create",
+            Step::Exit(_) => "exit",
+        }
+    }
+
+    /// The name the step's line gives (a process name).
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Create(c) => &c.name,
+            Step::Exit(e) => &e.name,
+        }
+    }
+
+    /// The 1-based line of the step.
+    pub fn line(&self) -> usize {
+        match self {
+            Step::Create(c) => c.line,
+            Step::Exit(e) => e.line,
+        }
+    }
+}
+
 /// A parsed scenario.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scenario {
     /// Accounts to add to the default table.
     pub accounts: Vec<Account>,
+    /// Logon ids of accounts (`account ... logon=`), by binary SID.
+    pub logon_ids: Vec<(Vec<u8>, u64)>,
     pub steps: Vec<Step>,
 }
 
@@ -220,6 +279,53 @@ fn parse_status(value: &str) -> Result<NTSTATUS, String> {
     parsed.ok_or_else(|| format!("code={value}: not a 32-bit number (decimal or 0x hex)"))
 }
 
+/// `pid=` / `tid=`: decimal or `0x` hex, a non-zero multiple of 4 (process
+/// and thread ids are, on Windows), below 2^32.
+fn parse_id(key: &str, value: &str) -> Result<usize, String> {
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => value.parse::<u64>().ok(),
+    };
+    match parsed {
+        Some(id) if id != 0 && id % 4 == 0 && id < 1 << 32 => Ok(id as usize),
+        _ => Err(format!(
+            "{key}={value}: not an id (a non-zero multiple of 4 below 2^32, decimal or 0x hex)"
+        )),
+    }
+}
+
+/// `logon=0xHEX`: a 64-bit LUID.
+fn parse_logon(value: &str) -> Result<u64, String> {
+    value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| format!("logon={value}: not a logon id (0x followed by hex digits)"))
+}
+
+/// `creator=NAME` (a running scenario process) or `creator=PID:TID`.
+fn parse_creator(value: &str, names: &HashMap<String, bool>) -> Result<Creator, String> {
+    if let Some((p, t)) = value.split_once(':') {
+        let pid = parse_id("creator", p).map_err(|_| {
+            format!("creator={value}: PID is not a process id (a non-zero multiple of 4)")
+        })?;
+        let tid = parse_id("creator", t).map_err(|_| {
+            format!("creator={value}: TID is not a thread id (a non-zero multiple of 4)")
+        })?;
+        return Ok(Creator::Ids(pid, tid));
+    }
+    if names.get(value) == Some(&true) {
+        Ok(Creator::Named(value.to_string()))
+    } else {
+        Err(format!(
+            "creator={value}: no running process of that name (or give PID:TID)"
+        ))
+    }
+}
+
 fn parse_at(value: &str) -> Result<i64, String> {
     let seconds: f64 = value
         .parse()
@@ -258,8 +364,10 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             }
         }
         let allowed: &[&str] = match keyword {
-            "account" => &["domain", "sid"],
-            "create" => &["image", "cmd", "parent", "user", "at"],
+            "account" => &["domain", "sid", "logon"],
+            "create" => &[
+                "image", "cmd", "parent", "creator", "user", "pid", "tid", "at",
+            ],
             "exit" => &["code", "at"],
             other => {
                 return Err(err(format!(
@@ -286,6 +394,10 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 domain,
                 use_: SID_NAME_USE_USER,
             };
+            if let Some(v) = fields.get("logon") {
+                let id = parse_logon(v).map_err(err)?;
+                scenario.logon_ids.push((account.sid.clone(), id));
+            }
             accounts.push(account.clone());
             scenario.accounts.push(account);
             continue;
@@ -322,6 +434,33 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 None => Some(ps::test_user_sid()),
                 Some(u) => resolve_user(u, &accounts).map_err(err)?,
             };
+            let creator = match fields.get("creator") {
+                None => None,
+                Some(c) => Some(parse_creator(c, &names).map_err(err)?),
+            };
+            let pid = fields
+                .get("pid")
+                .map(|v| parse_id("pid", v))
+                .transpose()
+                .map_err(err)?;
+            let tid = fields
+                .get("tid")
+                .map(|v| parse_id("tid", v))
+                .transpose()
+                .map_err(err)?;
+            if pid.is_some() && pid == tid {
+                return Err(err(
+                    "create: pid= and tid= must differ (one id space)".into()
+                ));
+            }
+            let logon_id = user_sid.as_ref().and_then(|sid| {
+                scenario
+                    .logon_ids
+                    .iter()
+                    .rev()
+                    .find(|(s, _)| s == sid)
+                    .map(|(_, id)| *id)
+            });
             names.insert(name.clone(), true);
             scenario.steps.push(Step::Create(Create {
                 line,
@@ -329,7 +468,11 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 image,
                 command_line: fields.get("cmd").map(|c| c.to_string()),
                 parent,
+                creator,
                 user_sid,
+                logon_id,
+                pid,
+                tid,
                 time: clock,
             }));
         } else {
@@ -373,10 +516,15 @@ pub enum Outcome {
     Created {
         name: String,
         pid: usize,
+        /// The initial thread (None when the creation was denied).
+        tid: Option<usize>,
         parent_pid: usize,
         /// `CreationStatus` after every routine ran.
         status: NTSTATUS,
+        /// `creating_thread` is always set: the (pid, tid) that created it.
         spec: ProcessSpec,
+        /// The logon id of the new process's token.
+        logon_id: u64,
         /// `DOMAIN\name` of the user, as the account table resolves it
         /// (the SID's text when it has no entry, `<no user>` without one).
         account: String,
@@ -427,39 +575,97 @@ impl Runner {
 
     /// Raises one step. A created process gets its initial thread
     /// (`ps::create_thread`), which creates the processes it is the
-    /// parent of.
+    /// parent of. Panics where [`Runner::try_step`] returns an error.
     pub fn step(&mut self, step: &Step) -> Outcome {
-        match step {
+        self.try_step(step)
+            .unwrap_or_else(|e| panic!("scenario {e}"))
+    }
+
+    /// Raises one step; an error (naming the step's line) when the ids it
+    /// asks for cannot be had: a `pid=`/`tid=` in use, a creator that is
+    /// not running or a `creator=PID:TID` whose thread belongs to another
+    /// process.
+    pub fn try_step(&mut self, step: &Step) -> Result<Outcome, ParseError> {
+        let err = |message: String| ParseError {
+            line: step.line(),
+            message,
+        };
+        Ok(match step {
             Step::Create(c) => {
-                let (parent_pid, creating_thread) = match &c.parent {
-                    Parent::Pid(pid) => (*pid, None),
-                    Parent::Named(n) => match self.running.get(n) {
-                        Some(&(pid, tid)) => (pid, Some((pid, tid))),
-                        // The parent's creation was denied: it has no pid;
-                        // the new process has no parent (0), as Windows
-                        // reports an unknown parent.
-                        None => (0, None),
-                    },
+                let parent_pid = match &c.parent {
+                    Parent::Pid(pid) => *pid,
+                    // The parent's creation was denied: it has no pid;
+                    // the new process has no parent (0), as Windows
+                    // reports an unknown parent.
+                    Parent::Named(n) => self.running.get(n).map_or(0, |p| p.0),
                 };
+                let creating_thread = match (&c.creator, &c.parent) {
+                    (Some(Creator::Named(n)), _) => *self.running.get(n).ok_or_else(|| {
+                        err(format!(
+                            "create: creator={n} is not running (its creation was denied)"
+                        ))
+                    })?,
+                    (Some(Creator::Ids(pid, tid)), _) => {
+                        if ps::process(*pid).is_none() {
+                            return Err(err(format!(
+                                "create: creator={pid}:{tid}: no live process has id {pid}"
+                            )));
+                        }
+                        match ps::thread_process(*tid) {
+                            Some(owner) if owner != *pid => {
+                                return Err(err(format!(
+                                    "create: creator={pid}:{tid}: thread {tid} belongs to process {owner}"
+                                )))
+                            }
+                            None if ps::id_in_use(*tid) => {
+                                return Err(err(format!(
+                                    "create: creator={pid}:{tid}: {tid} is a process id"
+                                )))
+                            }
+                            _ => (*pid, *tid),
+                        }
+                    }
+                    (None, Parent::Named(n)) => match self.running.get(n) {
+                        Some(&ids) => ids,
+                        None => ps::current_ids(),
+                    },
+                    (None, Parent::Pid(_)) => ps::current_ids(),
+                };
+                for (key, id) in [("pid", c.pid), ("tid", c.tid)] {
+                    if let Some(id) = id.filter(|id| ps::id_in_use(*id)) {
+                        return Err(err(format!(
+                            "create: {key}={id}: a live process or thread has that id"
+                        )));
+                    }
+                }
                 let spec = ProcessSpec {
                     image_file_name: c.image.clone(),
                     command_line: c.command_line.clone(),
                     parent: Some(parent_pid),
-                    creating_thread,
+                    creating_thread: Some(creating_thread),
                     user_sid: c.user_sid.clone(),
                     creation_time: Some(c.time),
                     ..Default::default()
                 };
-                let created = ps::create_process(&spec);
-                if nt_success(created.creation_status) {
-                    let tid = ps::create_thread(created.pid);
+                let extras = ps::ProcessExtras {
+                    pid: c.pid,
+                    logon_id: c.logon_id,
+                };
+                let created = ps::create_process_ex(&spec, &extras);
+                let tid = if nt_success(created.creation_status) {
+                    let tid = ps::create_thread_with_id(created.pid, c.tid);
                     self.running.insert(c.name.clone(), (created.pid, tid));
-                }
+                    Some(tid)
+                } else {
+                    None
+                };
                 Outcome::Created {
                     name: c.name.clone(),
                     pid: created.pid,
+                    tid,
                     parent_pid,
                     status: created.creation_status,
+                    logon_id: c.logon_id.unwrap_or(ps::SYSTEM_LOGON_ID),
                     account: account_name(&self.accounts, spec.user_sid.as_deref()),
                     spec,
                 }
@@ -480,7 +686,7 @@ impl Runner {
                     line: e.line,
                 },
             },
-        }
+        })
     }
 }
 
@@ -685,7 +891,7 @@ pub mod live {
                     .unwrap_or_else(|| format!("[{}]", seen.comm)),
                 command_line: seen.cmdline.clone(),
                 parent: Some(parent.map_or(0, |p| p.0)),
-                creating_thread: parent,
+                creating_thread: Some(parent.unwrap_or_else(ps::current_ids)),
                 user_sid: Some(self.user(seen.uid)),
                 creation_time: Some(
                     self.boot_filetime + (seen.start * 10_000_000 / self.ticks_per_second) as i64,
@@ -695,8 +901,10 @@ pub mod live {
             let created = ps::create_process(&spec);
             let label = format!("{}/{}", seen.comm, seen.pid);
             let key = (seen.pid, seen.start);
+            let mut initial = None;
             if nt_success(created.creation_status) {
                 let tid = ps::create_thread(created.pid);
+                initial = Some(tid);
                 self.known.insert(
                     key,
                     Mirrored {
@@ -711,6 +919,8 @@ pub mod live {
             Outcome::Created {
                 name: label,
                 pid: created.pid,
+                tid: initial,
+                logon_id: ps::SYSTEM_LOGON_ID,
                 parent_pid: spec.parent.unwrap_or(0),
                 status: created.creation_status,
                 account: account_name(&self.accounts, spec.user_sid.as_deref()),
@@ -909,5 +1119,103 @@ mod tests {
             }
         );
         assert!(ps::process(p).is_none() && ps::process(c).is_none());
+    }
+
+    #[test]
+    fn exact_ids_creators_and_logon_ids_parse() {
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1a2b3c\n\
+             create broker image=b.exe pid=0x1000 tid=4100 user=alice\n\
+             create app image=a.exe parent=4 creator=broker\n\
+             create other image=o.exe parent=broker creator=4:0x2000 user=tester\n",
+        )
+        .unwrap();
+        let sid = ps::parse_sid("S-1-5-21-10-20-30-1002").unwrap();
+        assert_eq!(s.logon_ids, [(sid, 0x1a2b3c)]);
+        let Step::Create(b) = &s.steps[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (b.pid, b.tid, b.logon_id),
+            (Some(0x1000), Some(4100), Some(0x1a2b3c))
+        );
+        let Step::Create(a) = &s.steps[1] else {
+            panic!()
+        };
+        assert_eq!(a.creator, Some(Creator::Named("broker".into())));
+        assert_eq!(a.parent, Parent::Pid(4));
+        let Step::Create(o) = &s.steps[2] else {
+            panic!()
+        };
+        assert_eq!(o.creator, Some(Creator::Ids(4, 0x2000)));
+        assert_eq!(o.logon_id, None, "tester has no logon= line");
+        assert_eq!(
+            (s.steps[2].keyword(), s.steps[2].name(), s.steps[2].line()),
+            ("create", "other", 4)
+        );
+
+        let cases = [
+            ("create a image=x pid=6\n", "pid=6: not an id"),
+            ("create a image=x tid=0\n", "tid=0: not an id"),
+            ("create a image=x pid=0x100000000\n", "not an id"),
+            ("create a image=x pid=8 tid=8\n", "must differ"),
+            (
+                "create a image=x creator=zz\n",
+                "creator=zz: no running process",
+            ),
+            ("create a image=x creator=4:7\n", "TID is not a thread id"),
+            (
+                "account a sid=S-1-5-18 logon=12\n",
+                "logon=12: not a logon id",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn runner_gives_exact_ids_distinct_creators_and_logon_ids() {
+        let _sim = crate::Sim::new();
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1a2b3c\n\
+             create broker image=b.exe pid=0x1000 tid=0x1004 user=alice\n\
+             create app image=a.exe parent=4 creator=broker pid=0x2000\n\
+             create dup image=d.exe pid=0x1000\n",
+        )
+        .unwrap();
+        let mut runner = Runner::new(&s);
+        let broker = runner.try_step(&s.steps[0]).unwrap();
+        let Outcome::Created {
+            pid, tid, logon_id, ..
+        } = broker
+        else {
+            panic!()
+        };
+        assert_eq!((pid, tid, logon_id), (0x1000, Some(0x1004), 0x1a2b3c));
+        assert_eq!(ps::thread_process(0x1004), Some(0x1000));
+        assert_eq!(ps::logon_id(0x1000), Some(0x1a2b3c));
+        let app = runner.try_step(&s.steps[1]).unwrap();
+        let Outcome::Created {
+            pid,
+            parent_pid,
+            ref spec,
+            logon_id,
+            ..
+        } = app
+        else {
+            panic!()
+        };
+        assert_eq!((pid, parent_pid), (0x2000, 4));
+        assert_eq!(
+            spec.creating_thread,
+            Some((0x1000, 0x1004)),
+            "created by the broker"
+        );
+        assert_eq!(logon_id, ps::SYSTEM_LOGON_ID);
+        let e = runner.try_step(&s.steps[2]).expect_err("pid in use");
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("pid=4096: a live process"), "{e}");
     }
 }

@@ -170,6 +170,9 @@ impl KernelInfo for SimKernelInfo {
         let (pid, tid) = crate::kernel::ps::current_ids();
         ((pid as u64) << 32) | (tid as u64 & 0xFFFF_FFFF)
     }
+    fn current_logon_id(&self) -> u64 {
+        crate::kernel::ps::current_logon_id()
+    }
 }
 
 impl LoadedProgram {

@@ -189,6 +189,26 @@ impl Drop for PassiveScope {
 /// Panics if `creating_thread` names a process that is not live, a tid of
 /// another process, or `user_sid` is not a valid SID.
 pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
+    create_process_ex(spec, &ProcessExtras::default())
+}
+
+/// What [`create_process_ex`] sets beyond a [`ProcessSpec`]: an exact
+/// process id and the logon session of the new process's token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessExtras {
+    /// The process id (a non-zero multiple of 4 that no live process or
+    /// thread has, see [`id_in_use`]); None: the next free id.
+    pub pid: Option<usize>,
+    /// `AuthenticationId` of the primary token (the LUID
+    /// `bpf_get_current_logon_id` reads for code running in the process);
+    /// None: [`super::SYSTEM_LOGON_ID`].
+    pub logon_id: Option<u64>,
+}
+
+/// [`create_process`] with an exact pid and a token logon id. Panics as
+/// [`create_process`] does, and if `extras.pid` is not a non-zero multiple
+/// of 4 or is in use.
+pub fn create_process_ex(spec: &ProcessSpec, extras: &ProcessExtras) -> CreatedProcess {
     let _irql = PassiveScope::enter("process creation");
     if let Some(sid) = &spec.user_sid {
         assert!(
@@ -205,7 +225,18 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
     };
     let (pid, eprocess) = {
         let mut s = state();
-        let pid = s.alloc_cid();
+        let pid = match extras.pid {
+            None => s.alloc_cid(),
+            Some(pid) => {
+                assert!(
+                    pid != 0 && pid.is_multiple_of(4),
+                    "process ids are non-zero multiples of 4, not {pid}"
+                );
+                assert!(!s.id_in_use(pid), "id {pid} is in use");
+                s.next_cid = s.next_cid.max(pid + 4);
+                pid
+            }
+        };
         let addr = s.insert_process(
             pid,
             spec.parent.unwrap_or(0),
@@ -214,6 +245,9 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
             spec.creation_time.unwrap_or_else(filetime_now),
             spec.user_sid.clone(),
         );
+        if let Some(logon_id) = extras.logon_id {
+            s.set_logon_id(addr, logon_id);
+        }
         (pid, addr)
     };
     let image = OwnedUnicodeString::new(&spec.image_file_name);
@@ -368,6 +402,13 @@ fn call_thread_routines(pid: usize, tid: usize, create: bool, creator: (usize, u
 /// calling (creating) thread's context, NonSystem ones on the new thread
 /// and not for System threads. Panics if `pid` is not live.
 pub fn create_thread(pid: usize) -> usize {
+    create_thread_with_id(pid, None)
+}
+
+/// [`create_thread`] with an exact thread id (None: the next free id).
+/// Panics as [`create_thread`] does, and if `tid` is not a non-zero
+/// multiple of 4 or is in use.
+pub fn create_thread_with_id(pid: usize, tid: Option<usize>) -> usize {
     let _irql = PassiveScope::enter("thread creation");
     let creator = current_ids();
     let tid = {
@@ -376,7 +417,18 @@ pub fn create_thread(pid: usize) -> usize {
             s.process_by_pid(pid).is_some(),
             "create_thread: process {pid} is not live"
         );
-        let tid = s.alloc_cid();
+        let tid = match tid {
+            None => s.alloc_cid(),
+            Some(tid) => {
+                assert!(
+                    tid != 0 && tid.is_multiple_of(4),
+                    "thread ids are non-zero multiples of 4, not {tid}"
+                );
+                assert!(!s.id_in_use(tid), "id {tid} is in use");
+                s.next_cid = s.next_cid.max(tid + 4);
+                tid
+            }
+        };
         s.insert_thread(pid, tid);
         tid
     };

@@ -40,8 +40,9 @@ mod sid;
 mod tests;
 
 pub use events::{
-    create_process, create_thread, exit_process, exit_thread, load_image, CreatedProcess,
-    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, PS_CREATE_NOTIFY_INFO,
+    create_process, create_process_ex, create_thread, create_thread_with_id, exit_process,
+    exit_thread, load_image, CreatedProcess, ImageInfoSpec, ProcessExtras, ProcessSpec, CLIENT_ID,
+    IMAGE_INFO, IMAGE_INFO_EX, PS_CREATE_NOTIFY_INFO,
 };
 pub use notify::{
     notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,
@@ -88,6 +89,9 @@ pub const STATUS_NO_TOKEN: NTSTATUS = 0xC000_007Cu32 as i32;
 pub const SYSTEM_PID: usize = 4;
 /// Process id of the Idle process.
 pub const IDLE_PID: usize = 0;
+/// `SYSTEM_LUID`: the logon session of the System account, and the
+/// logon id of every token a scenario does not give another.
+pub const SYSTEM_LOGON_ID: u64 = 0x3e7;
 /// First id handed out to processes and threads (ids share one space and
 /// are multiples of 4, as on Windows).
 const FIRST_CID: usize = 0x100;
@@ -154,6 +158,8 @@ enum ObjData {
     Token {
         pid: usize,
         user_sid: Option<Vec<u8>>,
+        /// `AuthenticationId` (TokenStatistics): the logon session LUID.
+        logon_id: u64,
     },
 }
 
@@ -264,7 +270,14 @@ impl State {
         creation_time: i64,
         user_sid: Option<Vec<u8>>,
     ) -> usize {
-        let token = self.new_object(ObjectKind::Token, ObjData::Token { pid, user_sid });
+        let token = self.new_object(
+            ObjectKind::Token,
+            ObjData::Token {
+                pid,
+                user_sid,
+                logon_id: SYSTEM_LOGON_ID,
+            },
+        );
         let addr = self.new_object(
             ObjectKind::Process,
             ObjData::Process(ProcData {
@@ -282,6 +295,23 @@ impl State {
         );
         self.processes.insert(pid, addr);
         addr
+    }
+
+    /// Sets the logon id of a process's primary token.
+    fn set_logon_id(&mut self, process: usize, id: u64) {
+        let token = self.proc_data(process).token;
+        if let Some(Obj {
+            data: ObjData::Token { logon_id, .. },
+            ..
+        }) = self.objects.get_mut(&token)
+        {
+            *logon_id = id;
+        }
+    }
+
+    /// Whether a live process or thread has this id (they share one space).
+    fn id_in_use(&self, id: usize) -> bool {
+        self.processes.contains_key(&id) || self.threads.contains_key(&id)
     }
 
     fn proc_data(&self, addr: usize) -> &ProcData {
@@ -578,6 +608,40 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
         token: p.token,
         driver_references: s.objects[&addr].driver_refs,
     })
+}
+
+/// Whether a live process or thread has this id (process and thread ids
+/// share one space, as on Windows).
+pub fn id_in_use(id: usize) -> bool {
+    state().id_in_use(id)
+}
+
+/// The logon id (token `AuthenticationId`) of the calling thread's
+/// current process: what eBPF for Windows' `bpf_get_current_logon_id`
+/// returns for code running there.
+pub fn current_logon_id() -> u64 {
+    let (pid, _) = current_ids();
+    let s = state();
+    let Some(addr) = s.process_by_pid(pid) else {
+        return SYSTEM_LOGON_ID;
+    };
+    match s.objects.get(&s.proc_data(addr).token) {
+        Some(Obj {
+            data: ObjData::Token { logon_id, .. },
+            ..
+        }) => *logon_id,
+        _ => SYSTEM_LOGON_ID,
+    }
+}
+
+/// The logon id of a live process's primary token.
+pub fn logon_id(pid: usize) -> Option<u64> {
+    let s = state();
+    let addr = s.process_by_pid(pid)?;
+    match &s.objects.get(&s.proc_data(addr).token)?.data {
+        ObjData::Token { logon_id, .. } => Some(*logon_id),
+        _ => None,
+    }
 }
 
 /// Pids of the live processes, ascending.
