@@ -4,6 +4,8 @@
 //! ntsim demo [--driver PATH]
 //! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+//!           [--ringbuf MAP=TYPE ...] [--json]
+//! ntsim test [--driver PATH] [--junit FILE] FILE...
 //! ```
 //!
 //! `demo` runs the sample process monitor and policy against the driver
@@ -12,7 +14,9 @@
 //! object in order, raises the events (a scenario file in the format of
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
-//! lines, dumps the object's maps, and reports leaks and violations.
+//! lines, dumps the object's maps, and reports leaks and violations
+//! (`--json`: one JSON object a line). `test` runs test files
+//! (`ntsim::cli::testfile`) and reports each expectation that failed.
 //!
 //! Exit status: 0 when everything ran and the driver left nothing behind
 //! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
@@ -33,11 +37,19 @@ usage:
       attach the named programs in order, raise the events, print verdicts,
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
-      (allocations: ExAllocatePool2)
+      (allocations: ExAllocatePool2); --ringbuf decodes MAP's records as the
+      BTF type TYPE of the object (\"struct event\", a typedef name); --json
+      prints one JSON object a line (schema: docs/ntsim.md, JSON output)
+  ntsim test [--driver PATH] [--junit FILE] FILE...
+      run test files (scenario + object + programs + expect lines), print
+      every failed expectation with FILE:LINE, expected and actual; exit 1
+      if any failed; --junit writes a JUnit XML report
   ntsim help
 scenario files: see the documentation of ntsim::scenario (one step a line:
-  `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
-  `exit NAME [code=STATUS] [at=SECONDS]`, `account NAME domain=DOMAIN sid=S-1-...`)";
+  `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [creator=NAME|PID:TID]
+     [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`,
+  `exit NAME [code=STATUS] [at=SECONDS]`,
+  `account NAME domain=DOMAIN sid=S-1-... [logon=0xHEX]`)";
 
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
@@ -58,6 +70,13 @@ enum Command {
         programs: Vec<String>,
         source: Source,
         faults: Vec<(String, u64)>,
+        ringbuf: Vec<(String, String)>,
+        json: bool,
+    },
+    Test {
+        driver: Option<PathBuf>,
+        junit: Option<PathBuf>,
+        files: Vec<PathBuf>,
     },
     Help,
 }
@@ -71,6 +90,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut programs = Vec::new();
     let mut sources = Vec::new();
     let mut faults = Vec::new();
+    let mut ringbuf = Vec::new();
+    let mut json = false;
+    let mut junit = None;
+    let mut files = Vec::new();
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         let mut value = |what: &str| {
@@ -107,6 +130,17 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     })?;
                 sources.push(Source::Live(Duration::from_secs_f64(secs)));
             }
+            "--ringbuf" if command == "run" => {
+                let v = value("MAP=TYPE")?;
+                let (map, ty) = v
+                    .split_once('=')
+                    .filter(|(m, t)| !m.is_empty() && !t.trim().is_empty())
+                    .ok_or_else(|| format!("--ringbuf {v}: write MAP=TYPE"))?;
+                ringbuf.push((map.to_string(), ty.trim().to_string()));
+            }
+            "--json" if command == "run" => json = true,
+            "--junit" if command == "test" => junit = Some(PathBuf::from(value("a file")?)),
+            f if command == "test" && !f.starts_with("--") => files.push(PathBuf::from(f)),
             other => return Err(format!("{command}: unexpected argument {other:?}")),
         }
     }
@@ -129,6 +163,18 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 programs,
                 source: sources.pop().expect("one source"),
                 faults,
+                ringbuf,
+                json,
+            })
+        }
+        "test" => {
+            if files.is_empty() {
+                return Err("test: give at least one test FILE".into());
+            }
+            Ok(Command::Test {
+                driver,
+                junit,
+                files,
             })
         }
         "help" | "--help" | "-h" => Ok(Command::Help),
@@ -154,6 +200,8 @@ fn execute(command: Command) -> Result<(), String> {
             programs,
             source,
             faults,
+            ringbuf,
+            json,
         } => {
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
@@ -173,9 +221,28 @@ fn execute(command: Command) -> Result<(), String> {
                     programs,
                     events,
                     faults,
+                    ringbuf,
+                    json,
                 },
                 &mut out,
             )
+        }
+        Command::Test {
+            driver,
+            junit,
+            files,
+        } => {
+            let all_passed = ntsim::cli::testfile::run_files(
+                &files,
+                driver.as_deref(),
+                junit.as_deref(),
+                &mut out,
+            )?;
+            if all_passed {
+                Ok(())
+            } else {
+                Err("some test files failed".into())
+            }
         }
     }
 }
