@@ -585,12 +585,14 @@ pub fn compare(actual: &Value, op: Op, lit: &Literal) -> Result<bool, String> {
 }
 
 fn path_text(path: &[PathPart]) -> String {
-    path.iter()
+    let text: String = path
+        .iter()
         .map(|p| match p {
             PathPart::Field(f) => format!(".{f}"),
             PathPart::Index(i) => format!("[{i}]"),
         })
-        .collect()
+        .collect();
+    text.strip_prefix('.').map_or(text.clone(), str::to_string)
 }
 
 /// What a run produced, for checking.
@@ -747,8 +749,9 @@ impl Expectation {
                 value,
             } => {
                 known_map(map)?;
-                let expected = format!("{}{} {} {value}", "", path_text(path), op.text());
-                let expected = expected.trim_start().to_string();
+                let expected = format!("{} {} {value}", path_text(path), op.text())
+                    .trim_start()
+                    .to_string();
                 let records = facts
                     .records_of(map, step.as_ref())
                     .map_err(|e| failure(&expected, e))?;

@@ -1,0 +1,428 @@
+//! The project's sample programs tested the way a program author tests
+//! theirs: `ntsim test` on the test files beside them (tests/bpf/*.ntsim),
+//! a wrong expectation failing with its place, expected and actual value,
+//! and `ntsim run --json` with BTF-decoded records tied to their steps.
+#![cfg(unix)]
+
+use ntsim::build::{driver_image, workspace_root};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ntsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ntsim"))
+        .args(args)
+        .output()
+        .expect("the ntsim binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ntsim-programs-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every `*.ntsim` test file of tests/bpf.
+fn sample_test_files() -> Vec<PathBuf> {
+    let dir = workspace_root().join("tests/bpf");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ntsim"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn sample_programs_pass_their_test_files_with_a_junit_report() {
+    let files = sample_test_files();
+    assert!(files.len() >= 2, "{files:?}");
+    let dir = temp_dir("junit");
+    let junit = dir.join("report.xml");
+    let driver = driver_image();
+    let mut args = vec!["test", "--driver", path(&driver), "--junit", path(&junit)];
+    args.extend(files.iter().map(|f| path(f)));
+    let out = ntsim(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for f in &files {
+        let line = format!("test {} ... ok (", f.display());
+        assert!(stdout.contains(&line), "{line:?} in:\n{stdout}");
+    }
+    assert!(stdout.ends_with(&format!(
+        "{} test file(s): {} passed, 0 failed\n",
+        files.len(),
+        files.len()
+    )));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"ntsim\"")
+    );
+    assert!(xml.contains("failures=\"0\" errors=\"0\">"), "{xml}");
+    assert!(
+        xml.contains(
+            "name=\"line 38: expect record process_events@create:app[0].logon_id = 0x1a2b3c\"/>"
+        ),
+        "{xml}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// process_records.ntsim with its object path made absolute, `edit`
+/// applied, in a temporary folder.
+fn edited_test_file(dir: &Path, edit: &dyn Fn(&str) -> String) -> PathBuf {
+    let bpf = workspace_root().join("tests/bpf");
+    let original = std::fs::read_to_string(bpf.join("process_records.ntsim")).unwrap();
+    let moved = original.replace(
+        "object process_records.o",
+        &format!("object {}", bpf.join("process_records.o").display()),
+    );
+    assert_ne!(moved, original, "the object line is there");
+    let file = dir.join("edited.ntsim");
+    std::fs::write(&file, edit(&moved)).unwrap();
+    file
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_its_place_the_expected_and_the_actual_value() {
+    let dir = temp_dir("wrong");
+    let file = edited_test_file(&dir, &|t| {
+        t.replace(
+            "expect record process_events@create:app[0].creator.pid = 0x1000",
+            "expect record process_events@create:app[0].creator.pid = 0x2000",
+        )
+        .replace(
+            "expect verdict create:odd denied STATUS_ACCESS_DENIED",
+            "expect verdict create:odd permitted",
+        )
+    });
+    let junit = dir.join("report.xml");
+    let out = ntsim(&[
+        "test",
+        "--driver",
+        path(&driver_image()),
+        "--junit",
+        path(&junit),
+        path(&file),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let f = file.display();
+    let expected = format!(
+        "test {f} ... FAILED\n\
+         {f}:18: expect verdict create:odd permitted\n    \
+         expected: permitted\n    \
+         actual:   denied 0xc0000022 (STATUS_ACCESS_DENIED)\n\
+         {f}:35: expect record process_events@create:app[0].creator.pid = 0x2000\n    \
+         expected: creator.pid = 8192\n    \
+         actual:   4096\n    \
+         2 of 29 expectation(s) failed\n\
+         1 test file(s): 0 passed, 1 failed\n"
+    );
+    assert_eq!(stdout, expected);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("tests=\"30\" failures=\"2\" errors=\"0\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "<failure message=\"{f}:35: expected creator.pid = 8192, actual 4096\">"
+        )),
+        "{xml}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_test_file_that_cannot_run_or_parse_fails_with_the_reason() {
+    let dir = temp_dir("broken");
+    let driver = driver_image();
+    let cases: [(&dyn Fn(&str) -> String, &str); 4] = [
+        (
+            &|t: &str| {
+                t.replace(
+                    "ringbuf process_events struct process_event",
+                    "ringbuf process_events struct nosuch",
+                )
+            },
+            "the object's BTF has no type \"struct nosuch\"",
+        ),
+        (
+            &|t: &str| t.replace("attach deny_foreign_creator record", "attach record nosuch"),
+            "has no program named \"nosuch\"",
+        ),
+        (
+            &|t: &str| {
+                t.replace(
+                    "create app image=C:\\Tools\\app.exe parent=broker pid=0x2000",
+                    "create app image=C:\\Tools\\app.exe parent=broker pid=0x1000",
+                )
+            },
+            "scenario line 12: create: pid=4096: a live process or thread has that id",
+        ),
+        (
+            &|t: &str| format!("{t}expect record process_events[0] ~ 1 2\n"),
+            ":53: expect record process_events[0] ~ 1 2: unexpected \"2\" at the end",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let file = edited_test_file(&dir, edit);
+        let out = ntsim(&["test", "--driver", path(&driver), path(&file)]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(
+            stdout.contains("... FAILED") && stdout.contains(needle),
+            "{needle:?} in:\n{stdout}"
+        );
+    }
+    // Usage errors exit with 2.
+    let out = ntsim(&["test"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("test: give at least one test FILE"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+const SCENARIO: &str = r#"
+account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1a2b3c
+create broker image=C:\Tools\broker.exe pid=0x1000 tid=0x1004 user=alice
+create app image=C:\Tools\app.exe parent=broker cmd="app -x"
+create odd image=C:\Tools\odd.exe parent=4 creator=broker
+exit app code=0xC0000005
+"#;
+
+fn run_records(dir: &Path, extra: &[&str]) -> Output {
+    let scenario = dir.join("scenario.txt");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let object = workspace_root().join("tests/bpf/process_records.o");
+    let driver = driver_image();
+    let mut args = vec![
+        "run",
+        "--driver",
+        path(&driver),
+        "--object",
+        path(&object),
+        "--program",
+        "deny_foreign_creator",
+        "--program",
+        "record",
+        "--scenario",
+        path(&scenario),
+        "--ringbuf",
+        "process_events=struct process_event",
+    ];
+    args.extend_from_slice(extra);
+    let out = ntsim(&args);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
+    let dir = temp_dir("json");
+    let out = run_records(&dir, &["--json"]);
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "start", "step", "record", "step", "record", "step", "step", "record", "map", "map",
+            "map", "map", "map", "end"
+        ]
+    );
+    let start = &lines[0];
+    assert_eq!(start["schema"], 1);
+    assert_eq!(
+        start["programs"],
+        serde_json::json!(["deny_foreign_creator", "record"])
+    );
+    assert_eq!(start["driver_entry_name"], "STATUS_SUCCESS");
+
+    let broker = &lines[1];
+    assert_eq!(
+        (
+            broker["keyword"].as_str(),
+            broker["name"].as_str(),
+            broker["line"].as_u64()
+        ),
+        (Some("create"), Some("broker"), Some(3))
+    );
+    assert_eq!(
+        (broker["pid"].as_u64(), broker["tid"].as_u64()),
+        (Some(0x1000), Some(0x1004))
+    );
+    assert_eq!(broker["token_logon_id"], 0x1a2b3c);
+    assert_eq!(broker["user_sid"], "S-1-5-21-10-20-30-1002");
+    assert_eq!(broker["verdict"], "permitted");
+    // The account as the program read it through the driver's helper.
+    assert_eq!(
+        broker["account"],
+        serde_json::json!({"domain": null, "name": "alice"})
+    );
+    assert_eq!(
+        broker["helpers"][1]["helper"],
+        "bpf_process_get_account_name"
+    );
+    assert_eq!(broker["helpers"][1]["result"], 10);
+
+    let record = &lines[2];
+    assert_eq!(record["step"], 1, "tied to the broker's creation");
+    assert_eq!(
+        (record["map"].as_str(), record["index"].as_u64()),
+        (Some("process_events"), Some(0))
+    );
+    assert_eq!(record["value_type"], "struct process_event");
+    assert_eq!(record["size"], 328);
+    let v = &record["value"];
+    assert_eq!(v["kind"], "EVENT_CREATE");
+    assert_eq!(v["process_id"], 0x1000);
+    assert_eq!(v["creator"], serde_json::json!({"pid": 4, "tid": 256}));
+    assert_eq!(v["image"], "\\??\\C:\\Tools\\broker.exe");
+    assert_eq!(v["tag"], "create");
+    assert_eq!(v["sid_bytes"], 28);
+    assert_eq!(record["data"].as_str().unwrap().len(), 2 * 328);
+
+    let app_record = &lines[4];
+    assert_eq!(
+        (
+            app_record["step"].as_u64(),
+            app_record["value"]["logon_id"].as_u64()
+        ),
+        (Some(2), Some(0x1a2b3c))
+    );
+    let odd = &lines[5];
+    assert_eq!(
+        (
+            odd["verdict"].as_str(),
+            odd["status_name"].as_str(),
+            odd["creator"]["pid"].as_u64()
+        ),
+        (Some("denied"), Some("STATUS_ACCESS_DENIED"), Some(0x1000))
+    );
+    assert_eq!(odd["account"], Value::Null, "no program read the account");
+    let exit = &lines[6];
+    assert_eq!(
+        (exit["event"].as_str(), exit["exit_code"].as_str()),
+        (Some("process_exit"), Some("0xc0000005"))
+    );
+    assert_eq!(lines[7]["value"]["exit_code"], -1073741819, "signed");
+
+    let children = lines
+        .iter()
+        .find(|l| l["type"] == "map" && l["map"] == "children_by_parent")
+        .expect("the map is dumped");
+    assert_eq!(
+        (
+            children["key_type"].as_str(),
+            children["value_type"].as_str()
+        ),
+        (Some("uint64_t"), Some("struct children"))
+    );
+    let entries = children["entries"].as_array().unwrap();
+    let broker_children = entries
+        .iter()
+        .find(|e| e["key"] == 0x1000)
+        .expect("key 0x1000");
+    assert_eq!(
+        broker_children["value"],
+        serde_json::json!({"created": 1, "exited": 1})
+    );
+    assert_eq!(broker_children["key_data"], "0010000000000000");
+    let scratch = lines.iter().find(|l| l["map"] == "scratch").unwrap();
+    assert_eq!(scratch["map_type"], "percpu_array");
+    assert_eq!(
+        scratch["entries"][0]["values"].as_array().map(Vec::len),
+        Some(2),
+        "one value per CPU"
+    );
+    let end = lines.last().unwrap();
+    assert_eq!(
+        (
+            end["ok"].as_bool(),
+            end["findings"].as_array().map(Vec::len)
+        ),
+        (Some(true), Some(0))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn text_output_uses_the_same_decoding() {
+    let dir = temp_dir("text");
+    let out = run_records(&dir, &[]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(
+        "[broker] CREATE pid 4096 | parent 4 | creator 4:256 | image \\??\\C:\\Tools\\broker.exe \
+         | account alice | created 2024-01-01 00:00:01.000 UTC | permitted\n    \
+         record process_events #0: {kind: EVENT_CREATE, exit_code: 0, process_id: 4096, \
+         parent_process_id: 4, creator: {pid: 4, tid: 256}, current: {pid: 4, tid: 256}, \
+         logon_id: 999, has_sid: 1, sid_bytes: 28, image_result: 46, tag: \"create\", \
+         image: \"\\\\??\\\\C:\\\\Tools\\\\broker.exe\", account: \"alice\"}\n"
+    ), "{stdout}");
+    assert!(stdout.contains(
+        "map children_by_parent (hash, key uint64_t, 8 B, value struct children, 8 B, max 64):\n  \
+         key 4096: {created: 1, exited: 1}\n"
+    ), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ringbuf_types_are_checked_against_the_object() {
+    let dir = temp_dir("ringbuf");
+    let scenario = dir.join("s.txt");
+    std::fs::write(&scenario, "create a image=C:\\a.exe\n").unwrap();
+    let object = workspace_root().join("tests/bpf/process_records.o");
+    let driver = driver_image();
+    for (spec, needle) in [
+        ("nosuch=struct process_event", "no map named \"nosuch\""),
+        (
+            "children_by_parent=struct children",
+            "is a hash map, not a ring buffer",
+        ),
+        (
+            "process_events=struct nosuch",
+            "has no type \"struct nosuch\"",
+        ),
+        ("process_events", "--ringbuf process_events: write MAP=TYPE"),
+    ] {
+        let out = ntsim(&[
+            "run",
+            "--driver",
+            path(&driver),
+            "--object",
+            path(&object),
+            "--program",
+            "record",
+            "--scenario",
+            path(&scenario),
+            "--ringbuf",
+            spec,
+        ]);
+        let stderr = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{spec}");
+        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
