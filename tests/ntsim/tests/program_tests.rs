@@ -103,7 +103,7 @@ fn a_wrong_expectation_fails_with_its_place_the_expected_and_the_actual_value() 
         .replace(
             "expect verdict create:odd denied STATUS_ACCESS_DENIED",
             "expect verdict create:odd permitted",
-        )
+        ) + "expect verdict create:odd denied STATUS_UNSUCCESSFUL\n"
     });
     let junit = dir.join("report.xml");
     let out = ntsim(&[
@@ -129,14 +129,17 @@ fn a_wrong_expectation_fails_with_its_place_the_expected_and_the_actual_value() 
          actual:   denied 0xc0000022 (STATUS_ACCESS_DENIED)\n\
          {f}:35: expect record process_events@create:app[0].creator.pid = 0x2000\n    \
          expected: creator.pid = 8192\n    \
-         actual:   4096\n    \
-         2 of 29 expectation(s) failed\n\
+         actual:   4096\n\
+         {f}:53: expect verdict create:odd denied STATUS_UNSUCCESSFUL\n    \
+         expected: denied 0xc0000001 (STATUS_UNSUCCESSFUL)\n    \
+         actual:   denied 0xc0000022 (STATUS_ACCESS_DENIED)\n    \
+         3 of 30 expectation(s) failed\n\
          1 test file(s): 0 passed, 1 failed\n"
     );
     assert_eq!(stdout, expected);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains("tests=\"30\" failures=\"2\" errors=\"0\""),
+        xml.contains("tests=\"31\" failures=\"3\" errors=\"0\""),
         "{xml}"
     );
     assert!(
