@@ -79,7 +79,7 @@ fn sample_programs_pass_their_test_files_with_a_junit_report() {
 
 /// process_records.ntsim with its object path made absolute, `edit`
 /// applied, in a temporary folder.
-fn edited_test_file(dir: &Path, edit: &dyn Fn(&str) -> String) -> PathBuf {
+fn edited_test_file(dir: &Path, edit: &Edit) -> PathBuf {
     let bpf = workspace_root().join("tests/bpf");
     let original = std::fs::read_to_string(bpf.join("process_records.ntsim")).unwrap();
     let moved = original.replace(
@@ -151,11 +151,14 @@ fn a_wrong_expectation_fails_with_its_place_the_expected_and_the_actual_value() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A change to a test file's text.
+type Edit = dyn Fn(&str) -> String;
+
 #[test]
 fn a_test_file_that_cannot_run_or_parse_fails_with_the_reason() {
     let dir = temp_dir("broken");
     let driver = driver_image();
-    let cases: [(&dyn Fn(&str) -> String, &str); 4] = [
+    let cases: [(&Edit, &str); 4] = [
         (
             &|t: &str| {
                 t.replace(

@@ -653,11 +653,14 @@ fn failure(expected: impl Into<String>, actual: impl Into<String>) -> Failure {
     }
 }
 
+/// A map entry: key and value bytes.
+type Entry = (Vec<u8>, Vec<u8>);
+
 fn lookup_entry<'m>(
     map: &'m MapReport,
     key: &Literal,
     decoder: &Decoder,
-) -> Result<Option<&'m (Vec<u8>, Vec<u8>)>, String> {
+) -> Result<Option<&'m Entry>, String> {
     for e in &map.entries {
         let k = decoder
             .key(&map.name, &e.0)
