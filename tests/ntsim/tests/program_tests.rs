@@ -432,3 +432,35 @@ fn ringbuf_types_are_checked_against_the_object() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_account_column_shows_what_the_helpers_returned_not_the_account_table() {
+    // The account table knows alice, but the first lookup fails: the
+    // driver's helper returns -ENOENT to the program, and that is what the
+    // event line shows; the next creation's lookup succeeds.
+    let dir = temp_dir("account");
+    let out = run_records(&dir, &["--fail", "SecLookupAccountSid"]);
+    let stdout = text(&out.stdout);
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("[broker] CREATE").contains("| account <helper error -2> |"),
+        "{stdout}"
+    );
+    assert!(
+        line("[app] CREATE").contains("| account tester |"),
+        "{stdout}"
+    );
+    // deny_foreign_creator denies odd before `record` could ask.
+    assert!(
+        line("[odd] CREATE")
+            .contains("| account not read (sid S-1-5-21-1111111111-2222222222-3333333333-1001) |"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
