@@ -158,7 +158,7 @@ type Edit = dyn Fn(&str) -> String;
 fn a_test_file_that_cannot_run_or_parse_fails_with_the_reason() {
     let dir = temp_dir("broken");
     let driver = driver_image();
-    let cases: [(&Edit, &str); 4] = [
+    let cases: [(&Edit, &str); 5] = [
         (
             &|t: &str| {
                 t.replace(
@@ -180,6 +180,10 @@ fn a_test_file_that_cannot_run_or_parse_fails_with_the_reason() {
                 )
             },
             "scenario line 12: create: pid=4096: a live process or thread has that id",
+        ),
+        (
+            &|t: &str| format!("{t}expect records parent_of = 1\n"),
+            "parent_of is a hash map: records are counted for ring buffers and perf event arrays",
         ),
         (
             &|t: &str| format!("{t}expect record process_events[0] ~ 1 2\n"),

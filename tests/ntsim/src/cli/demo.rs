@@ -445,6 +445,11 @@ pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), Str
 /// Runs a scenario in a fresh session, every event into `sink`. Err: a
 /// setup failure or a step the scenario asked for that cannot happen;
 /// findings are in the returned report.
+///
+/// Extension point: a step that needs the session rather than the kernel
+/// (a `test-run PROGRAM` step calls [`LoadedProgram::test_run`] of one of
+/// the session's loaded programs) is matched here before the [`Runner`],
+/// and reported as a [`StepReport`] like the others.
 pub(crate) fn run_scenario(
     setup: &Setup<'_>,
     scenario: &Scenario,

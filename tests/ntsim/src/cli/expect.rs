@@ -36,6 +36,7 @@
 use super::decode::{is_percpu, split_percpu, Decoder};
 use super::report::{Event, MapReport, RecordReport, StepReport};
 use crate::ebpf::btf_types::{PathPart, Value};
+use crate::ebpf::maps::map_type;
 use crate::kernel::status::{self, NTSTATUS};
 
 /// A comparison.
@@ -728,6 +729,20 @@ impl Expectation {
                 count,
             } => {
                 known_map(map)?;
+                let t = facts
+                    .maps
+                    .iter()
+                    .find(|m| m.name == *map)
+                    .map_or(0, |m| m.def.map_type);
+                if t != map_type::RINGBUF && t != map_type::PERF_EVENT_ARRAY {
+                    return Err(failure(
+                        format!("{} {count} record(s) of {map}", op.text()),
+                        format!(
+                            "{map} is a {} map: records are counted for ring buffers and perf event arrays",
+                            super::decode::map_type_name(t)
+                        ),
+                    ));
+                }
                 let n = facts
                     .records_of(map, step.as_ref())
                     .map_err(|e| failure(format!("{} {count} record(s)", op.text()), e))?
