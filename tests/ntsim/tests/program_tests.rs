@@ -258,8 +258,8 @@ fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
     assert_eq!(
         kinds,
         [
-            "start", "step", "record", "step", "record", "step", "step", "record", "map", "map",
-            "map", "map", "map", "end"
+            "start", "step", "record", "verdict", "step", "record", "verdict", "step", "verdict",
+            "step", "record", "verdict", "map", "map", "map", "map", "map", "end"
         ]
     );
     let start = &lines[0];
@@ -279,23 +279,13 @@ fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
         ),
         (Some("create"), Some("broker"), Some(3))
     );
+    assert_eq!(broker["event"], "process_create");
     assert_eq!(
         (broker["pid"].as_u64(), broker["tid"].as_u64()),
         (Some(0x1000), Some(0x1004))
     );
     assert_eq!(broker["token_logon_id"], 0x1a2b3c);
     assert_eq!(broker["user_sid"], "S-1-5-21-10-20-30-1002");
-    assert_eq!(broker["verdict"], "permitted");
-    // The account as the program read it through the driver's helper.
-    assert_eq!(
-        broker["account"],
-        serde_json::json!({"domain": null, "name": "alice"})
-    );
-    assert_eq!(
-        broker["helpers"][1]["helper"],
-        "bpf_process_get_account_name"
-    );
-    assert_eq!(broker["helpers"][1]["result"], 10);
 
     let record = &lines[2];
     assert_eq!(record["step"], 1, "tied to the broker's creation");
@@ -314,7 +304,24 @@ fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
     assert_eq!(v["sid_bytes"], 28);
     assert_eq!(record["data"].as_str().unwrap().len(), 2 * 328);
 
-    let app_record = &lines[4];
+    let verdict = &lines[3];
+    assert_eq!(
+        (verdict["step"].as_u64(), verdict["verdict"].as_str()),
+        (Some(1), Some("permitted"))
+    );
+    assert_eq!(verdict["status_name"], "STATUS_SUCCESS");
+    // The account as the program read it through the driver's helper.
+    assert_eq!(
+        verdict["account"],
+        serde_json::json!({"domain": null, "name": "alice"})
+    );
+    assert_eq!(
+        verdict["helpers"][1]["helper"],
+        "bpf_process_get_account_name"
+    );
+    assert_eq!(verdict["helpers"][1]["result"], 10);
+
+    let app_record = &lines[5];
     assert_eq!(
         (
             app_record["step"].as_u64(),
@@ -322,22 +329,39 @@ fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
         ),
         (Some(2), Some(0x1a2b3c))
     );
-    let odd = &lines[5];
+    let odd = &lines[7];
+    assert_eq!(odd["creator"]["pid"], 0x1000);
+    let odd_verdict = &lines[8];
     assert_eq!(
         (
-            odd["verdict"].as_str(),
-            odd["status_name"].as_str(),
-            odd["creator"]["pid"].as_u64()
+            odd_verdict["step"].as_u64(),
+            odd_verdict["verdict"].as_str(),
+            odd_verdict["status"].as_str(),
+            odd_verdict["status_name"].as_str()
         ),
-        (Some("denied"), Some("STATUS_ACCESS_DENIED"), Some(0x1000))
+        (
+            Some(3),
+            Some("denied"),
+            Some("0xc0000022"),
+            Some("STATUS_ACCESS_DENIED")
+        )
     );
-    assert_eq!(odd["account"], Value::Null, "no program read the account");
-    let exit = &lines[6];
+    assert_eq!(
+        odd_verdict["account"],
+        Value::Null,
+        "no program read the account"
+    );
+    let exit = &lines[9];
     assert_eq!(
         (exit["event"].as_str(), exit["exit_code"].as_str()),
         (Some("process_exit"), Some("0xc0000005"))
     );
-    assert_eq!(lines[7]["value"]["exit_code"], -1073741819, "signed");
+    assert_eq!(lines[10]["value"]["exit_code"], -1073741819, "signed");
+    assert_eq!(
+        (lines[11]["verdict"].as_str(), lines[11]["status"].as_str()),
+        (Some("none"), None),
+        "an exit has no verdict"
+    );
 
     let children = lines
         .iter()

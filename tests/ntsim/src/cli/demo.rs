@@ -252,14 +252,14 @@ impl Session {
         sink: &mut dyn Sink,
     ) -> Result<(), String> {
         let index = Some(report.index);
-        sink.emit(&Event::Step(report), &self.decoder)?;
+        sink.emit(&Event::Step(report.clone()), &self.decoder)?;
         for e in self.records(index, counts) {
             sink.emit(&e, &self.decoder)?;
         }
         for e in self.program_output(index) {
             sink.emit(&e, &self.decoder)?;
         }
-        Ok(())
+        sink.emit(&Event::Verdict(report), &self.decoder)
     }
 
     /// Detaches, unloads the programs and the driver, and reports what

@@ -4,7 +4,8 @@
 //!
 //! Every event a step caused (its records, trace lines, program errors)
 //! comes right after the step's own event and carries the step's number,
-//! so a record is tied to the event that produced it. The JSON schema is
+//! so a record is tied to the event that produced it; the step's verdict
+//! comes last. The JSON schema is
 //! documented in docs/ntsim.md ("JSON output"); its field names are
 //! stable: new fields may be added, none is renamed or removed.
 //!
@@ -242,7 +243,11 @@ pub struct EndReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Start(StartReport),
+    /// A step: the event and its inputs (first of the step's events).
     Step(StepReport),
+    /// The same step's verdict and what the programs obtained (last of
+    /// the step's events).
+    Verdict(StepReport),
     Record(RecordReport),
     /// A `bpf_trace_printk` line.
     Trace {
@@ -433,18 +438,11 @@ pub fn step_json(step: &StepReport) -> J {
             pid,
             tid,
             parent_pid,
-            status,
             spec,
             logon_id,
             ..
         } => {
             let (creator_pid, creator_tid) = spec.creating_thread.unwrap_or((0, 0));
-            let (code, name) = status_json(*status);
-            let account = match step.account_seen() {
-                AccountSeen::Read { domain, name } => json!({"domain": domain, "name": name}),
-                AccountSeen::Error(e) => json!({"error": e}),
-                AccountSeen::NotRead => J::Null,
-            };
             let creation_time = spec.creation_time.unwrap_or(0);
             m.extend([
                 ("event".into(), json!("process_create")),
@@ -464,17 +462,6 @@ pub fn step_json(step: &StepReport) -> J {
                 ("token_logon_id".into(), json!(logon_id)),
                 ("creation_time".into(), json!(creation_time)),
                 ("time".into(), json!(format_filetime(creation_time))),
-                (
-                    "verdict".into(),
-                    json!(if nt_success(*status) {
-                        "permitted"
-                    } else {
-                        "denied"
-                    }),
-                ),
-                ("status".into(), code),
-                ("status_name".into(), name),
-                ("account".into(), account),
             ]);
         }
         Outcome::Exited {
@@ -486,7 +473,6 @@ pub fn step_json(step: &StepReport) -> J {
                 ("exit_code".into(), json!(format!("{:#010x}", *code as u32))),
                 ("exit_time".into(), json!(time)),
                 ("time".into(), json!(format_filetime(*time))),
-                ("verdict".into(), J::Null),
             ]);
         }
         Outcome::NotRunning { .. } => {
@@ -496,10 +482,30 @@ pub fn step_json(step: &StepReport) -> J {
                     "reason".into(),
                     json!("the process is not running (its creation was denied)"),
                 ),
-                ("verdict".into(), J::Null),
             ]);
         }
     }
+    o
+}
+
+/// The JSON object of a step's verdict: what the programs decided and
+/// what they obtained from the driver's helpers.
+pub fn verdict_json(step: &StepReport) -> J {
+    let (verdict, code, name) = match step.verdict() {
+        Some(s) => {
+            let (code, name) = status_json(s);
+            let v = if nt_success(s) { "permitted" } else { "denied" };
+            (json!(v), code, name)
+        }
+        None => (json!("none"), J::Null, J::Null),
+    };
+    let account = match (&step.outcome, step.account_seen()) {
+        (Outcome::Created { .. }, AccountSeen::Read { domain, name }) => {
+            json!({"domain": domain, "name": name})
+        }
+        (Outcome::Created { .. }, AccountSeen::Error(e)) => json!({"error": e}),
+        _ => J::Null,
+    };
     let helpers: Vec<J> = step
         .helpers
         .iter()
@@ -513,8 +519,15 @@ pub fn step_json(step: &StepReport) -> J {
             })
         })
         .collect();
-    m.insert("helpers".into(), J::Array(helpers));
-    o
+    json!({
+        "type": "verdict",
+        "step": step.index,
+        "verdict": verdict,
+        "status": code,
+        "status_name": name,
+        "account": account,
+        "helpers": helpers,
+    })
 }
 
 /// A hex dump, 16 bytes a row with the offset; runs of all-zero rows after
@@ -759,6 +772,8 @@ impl Sink for TextSink<'_> {
                 Ok(())
             }
             Event::Step(s) => say!(out, "{}", step_text(s)),
+            // The step's line already ends with the verdict.
+            Event::Verdict(_) => Ok(()),
             Event::Record(r) => {
                 let (line, rows) = record_text(decoder, &r.map, &r.data);
                 let cpu = r.cpu.map_or_else(String::new, |c| format!(" (cpu {c})"));
@@ -798,6 +813,7 @@ pub fn event_json(event: &Event, decoder: &Decoder) -> J {
             })
         }
         Event::Step(s) => step_json(s),
+        Event::Verdict(s) => verdict_json(s),
         Event::Record(r) => json!({
             "type": "record",
             "step": r.step,
