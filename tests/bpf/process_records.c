@@ -48,6 +48,14 @@ struct
     __uint(max_entries, 64 * 1024);
 } process_events SEC(".maps");
 
+// Exits also go to a perf event array, on the current CPU.
+struct
+{
+    __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+    __uint(key_size, sizeof(uint32_t));
+    __uint(value_size, sizeof(uint32_t));
+} exits SEC(".maps");
+
 // Records are built here (a ring buffer's record type is not in the
 // object's BTF unless some declaration uses it: this map's value does).
 struct
@@ -108,6 +116,9 @@ record(process_md_t* ctx)
     }
     *slot = e;
     bpf_ringbuf_output(&process_events, slot, sizeof(*slot), 0);
+    if (e.kind == EVENT_EXIT) {
+        bpf_perf_event_output(ctx, &exits, BPF_F_CURRENT_CPU, slot, sizeof(*slot));
+    }
 
     uint64_t process_id = ctx->process_id;
     if (e.kind == EVENT_CREATE) {

@@ -130,16 +130,16 @@ fn a_wrong_expectation_fails_with_its_place_the_expected_and_the_actual_value() 
          {f}:35: expect record process_events@create:app[0].creator.pid = 0x2000\n    \
          expected: creator.pid = 8192\n    \
          actual:   4096\n\
-         {f}:53: expect verdict create:odd denied STATUS_UNSUCCESSFUL\n    \
+         {f}:60: expect verdict create:odd denied STATUS_UNSUCCESSFUL\n    \
          expected: denied 0xc0000001 (STATUS_UNSUCCESSFUL)\n    \
          actual:   denied 0xc0000022 (STATUS_ACCESS_DENIED)\n    \
-         3 of 30 expectation(s) failed\n\
+         3 of 33 expectation(s) failed\n\
          1 test file(s): 0 passed, 1 failed\n"
     );
     assert_eq!(stdout, expected);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains("tests=\"31\" failures=\"3\" errors=\"0\""),
+        xml.contains("tests=\"34\" failures=\"3\" errors=\"0\""),
         "{xml}"
     );
     assert!(
@@ -187,7 +187,7 @@ fn a_test_file_that_cannot_run_or_parse_fails_with_the_reason() {
         ),
         (
             &|t: &str| format!("{t}expect record process_events[0] ~ 1 2\n"),
-            ":53: expect record process_events[0] ~ 1 2: unexpected \"2\" at the end",
+            ":60: expect record process_events[0] ~ 1 2: unexpected \"2\" at the end",
         ),
     ];
     for (edit, needle) in cases {
@@ -259,7 +259,7 @@ fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
         kinds,
         [
             "start", "step", "record", "verdict", "step", "record", "verdict", "step", "verdict",
-            "step", "record", "verdict", "map", "map", "map", "map", "map", "end"
+            "step", "record", "record", "verdict", "map", "map", "map", "map", "map", "map", "end"
         ]
     );
     let start = &lines[0];
@@ -357,8 +357,24 @@ fn json_output_ties_decoded_records_to_their_step_and_ends_with_the_maps() {
         (Some("process_exit"), Some("0xc0000005"))
     );
     assert_eq!(lines[10]["value"]["exit_code"], -1073741819, "signed");
+    let perf = &lines[11];
     assert_eq!(
-        (lines[11]["verdict"].as_str(), lines[11]["status"].as_str()),
+        (
+            perf["map"].as_str(),
+            perf["map_type"].as_str(),
+            perf["cpu"].as_u64(),
+            perf["step"].as_u64()
+        ),
+        (Some("exits"), Some("perf_event_array"), Some(0), Some(4))
+    );
+    assert_eq!(
+        perf["value"],
+        Value::Null,
+        "no type given for exits: hex only"
+    );
+    assert_eq!(perf["data"], lines[10]["data"], "the same record");
+    assert_eq!(
+        (lines[12]["verdict"].as_str(), lines[12]["status"].as_str()),
         (Some("none"), None),
         "an exit has no verdict"
     );
