@@ -130,16 +130,16 @@ fn a_wrong_expectation_fails_with_its_place_the_expected_and_the_actual_value() 
          {f}:35: expect record process_events@create:app[0].creator.pid = 0x2000\n    \
          expected: creator.pid = 8192\n    \
          actual:   4096\n\
-         {f}:60: expect verdict create:odd denied STATUS_UNSUCCESSFUL\n    \
+         {f}:62: expect verdict create:odd denied STATUS_UNSUCCESSFUL\n    \
          expected: denied 0xc0000001 (STATUS_UNSUCCESSFUL)\n    \
          actual:   denied 0xc0000022 (STATUS_ACCESS_DENIED)\n    \
-         3 of 33 expectation(s) failed\n\
+         3 of 34 expectation(s) failed\n\
          1 test file(s): 0 passed, 1 failed\n"
     );
     assert_eq!(stdout, expected);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains("tests=\"34\" failures=\"3\" errors=\"0\""),
+        xml.contains("tests=\"35\" failures=\"3\" errors=\"0\""),
         "{xml}"
     );
     assert!(
@@ -187,7 +187,7 @@ fn a_test_file_that_cannot_run_or_parse_fails_with_the_reason() {
         ),
         (
             &|t: &str| format!("{t}expect record process_events[0] ~ 1 2\n"),
-            ":60: expect record process_events[0] ~ 1 2: unexpected \"2\" at the end",
+            ":62: expect record process_events[0] ~ 1 2: unexpected \"2\" at the end",
         ),
     ];
     for (edit, needle) in cases {
