@@ -24,6 +24,7 @@
 //!   decodable layout (void, functions, forward declarations) as bytes.
 
 use goblin::elf::Elf;
+use std::cell::Cell;
 use std::fmt;
 
 const KIND_INT: u32 = 1;
@@ -49,8 +50,11 @@ const KIND_ENUM64: u32 = 19;
 /// Longest typedef/qualifier chain or nesting followed before giving up
 /// (a malformed section may loop).
 const MAX_DEPTH: usize = 64;
-/// Most array elements decoded from one array (the rest are counted).
+/// Most array elements decoded from one array.
 pub const MAX_ARRAY_ELEMENTS: u64 = 4096;
+/// Most parts (members, elements) decoded from one value; past it the
+/// value is cut short.
+const MAX_DECODED_PARTS: usize = 100_000;
 
 /// Why a `.BTF` section could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -482,10 +486,23 @@ impl Types {
     /// ignored; a type larger than `bytes` decodes what is there and marks
     /// the rest [`Value::Missing`].
     pub fn decode(&self, id: u32, bytes: &[u8]) -> Value {
-        self.decode_at(id, bytes, 0, 0)
+        self.decode_at(id, bytes, 0, 0, &Cell::new(MAX_DECODED_PARTS))
     }
 
-    fn decode_at(&self, id: u32, bytes: &[u8], byte_offset: u64, depth: usize) -> Value {
+    fn decode_at(
+        &self,
+        id: u32,
+        bytes: &[u8],
+        byte_offset: u64,
+        depth: usize,
+        budget: &Cell<usize>,
+    ) -> Value {
+        // A malformed section can describe types that nest without end or
+        // multiply (a struct of structs of ...): both are cut.
+        if budget.get() == 0 {
+            return Value::Missing;
+        }
+        budget.set(budget.get() - 1);
         if depth > MAX_DEPTH {
             return Value::Missing;
         }
@@ -497,6 +514,12 @@ impl Types {
             let start = usize::try_from(byte_offset).ok()?;
             let end = start.checked_add(usize::try_from(len).ok()?)?;
             bytes.get(start..end)
+        };
+        // Up to `len` bytes from the offset: what the data has of them.
+        let available = |len: u64| -> Option<&[u8]> {
+            let start = usize::try_from(byte_offset).ok()?;
+            let rest = bytes.get(start..).filter(|r| !r.is_empty())?;
+            Some(&rest[..rest.len().min(usize::try_from(len).unwrap_or(usize::MAX))])
         };
         match self.get(rid) {
             Some(Type::Int {
@@ -510,13 +533,12 @@ impl Types {
                 let Some(b) = slice(*size as u64) else {
                     return Value::Missing;
                 };
-                let mut v = read_uint(b);
                 let width = if *bits > 0 && *bits < 128 {
                     *bits
                 } else {
-                    *size * 8
+                    size.saturating_mul(8)
                 };
-                v >>= bit_offset;
+                let v = read_uint(b).checked_shr(*bit_offset).unwrap_or(0);
                 let v = sign_extend(v, width, *signed);
                 if *bool {
                     Value::Bool(v != 0)
@@ -533,7 +555,7 @@ impl Types {
                 let Some(b) = slice(*size as u64) else {
                     return Value::Missing;
                 };
-                let v = sign_extend(read_uint(b), *size * 8, *signed);
+                let v = sign_extend(read_uint(b), size.saturating_mul(8), *signed);
                 match values.iter().find(|(_, x)| *x == v) {
                     Some((name, _)) => Value::Enum {
                         name: name.clone(),
@@ -560,20 +582,26 @@ impl Types {
                 let elem_size = self.size_of(*elem).unwrap_or(0);
                 match self.string_kind(*elem) {
                     Some(StringKind::Char) => {
-                        if let Some(b) = slice(*len as u64) {
-                            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-                            return Value::Str(String::from_utf8_lossy(&b[..end]).into_owned());
-                        }
+                        return match available(*len as u64) {
+                            Some(b) => {
+                                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                                Value::Str(String::from_utf8_lossy(&b[..end]).into_owned())
+                            }
+                            None => Value::Missing,
+                        };
                     }
                     Some(StringKind::Utf16) => {
-                        if let Some(b) = slice(*len as u64 * 2) {
-                            let units: Vec<u16> = b
-                                .chunks_exact(2)
-                                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                                .take_while(|&u| u != 0)
-                                .collect();
-                            return Value::Str(String::from_utf16_lossy(&units));
-                        }
+                        return match available(*len as u64 * 2) {
+                            Some(b) => {
+                                let units: Vec<u16> = b
+                                    .chunks_exact(2)
+                                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                                    .take_while(|&u| u != 0)
+                                    .collect();
+                                Value::Str(String::from_utf16_lossy(&units))
+                            }
+                            None => Value::Missing,
+                        };
                     }
                     None => {}
                 }
@@ -586,7 +614,7 @@ impl Types {
                     })
                 );
                 if byte_elem {
-                    return match slice(*len as u64) {
+                    return match available(*len as u64) {
                         Some(b) => Value::Bytes(b.to_vec()),
                         None => Value::Missing,
                     };
@@ -598,31 +626,42 @@ impl Types {
                     };
                 }
                 let shown = (*len as u64).min(MAX_ARRAY_ELEMENTS);
-                let mut items = Vec::with_capacity(shown as usize);
+                let mut items = Vec::new();
                 for i in 0..shown {
-                    items.push(self.decode_at(
-                        *elem,
-                        bytes,
-                        byte_offset + i * elem_size,
-                        depth + 1,
-                    ));
+                    if budget.get() == 0 {
+                        break;
+                    }
+                    let at = i
+                        .checked_mul(elem_size)
+                        .and_then(|o| o.checked_add(byte_offset))
+                        .filter(|&o| o < bytes.len() as u64);
+                    let Some(at) = at else {
+                        // The data ends here: one Missing for the rest.
+                        items.push(Value::Missing);
+                        break;
+                    };
+                    items.push(self.decode_at(*elem, bytes, at, depth + 1, budget));
                 }
                 Value::List(items)
             }
             Some(Type::Struct { members, .. }) => {
-                if slice(size.unwrap_or(0)).is_none() && byte_offset as usize >= bytes.len() {
+                if byte_offset >= bytes.len() as u64 {
                     return Value::Missing;
                 }
-                let mut fields = Vec::with_capacity(members.len());
+                let mut fields = Vec::with_capacity(members.len().min(64));
                 for m in members {
+                    if budget.get() == 0 {
+                        break;
+                    }
                     let value = if m.bit_size > 0 {
                         self.decode_bitfield(m, bytes, byte_offset)
                     } else {
                         self.decode_at(
                             m.type_id,
                             bytes,
-                            byte_offset + m.bit_offset as u64 / 8,
+                            byte_offset.saturating_add(m.bit_offset as u64 / 8),
                             depth + 1,
+                            budget,
                         )
                     };
                     // An anonymous struct or union member: its fields
@@ -642,7 +681,7 @@ impl Types {
     }
 
     fn decode_bitfield(&self, m: &Member, bytes: &[u8], byte_offset: u64) -> Value {
-        let first = byte_offset + m.bit_offset as u64 / 8;
+        let first = byte_offset.saturating_add(m.bit_offset as u64 / 8);
         let shift = m.bit_offset % 8;
         let need = (shift + m.bit_size).div_ceil(8) as usize;
         let Some(b) = usize::try_from(first)
@@ -651,7 +690,7 @@ impl Types {
         else {
             return Value::Missing;
         };
-        let raw = read_uint(b) >> shift;
+        let raw = read_uint(b).checked_shr(shift).unwrap_or(0);
         let signed = matches!(
             self.resolve(m.type_id).and_then(|t| self.get(t)),
             Some(Type::Int { signed: true, .. }) | Some(Type::Enum { signed: true, .. })
@@ -896,6 +935,23 @@ mod tests {
         );
     }
 
+    /// A BTF section from (name_off, info, size_or_type, extra words).
+    fn synthetic(types: &[(u32, u32, u32, Vec<u32>)]) -> Types {
+        let mut tb = Vec::new();
+        for (name, info, st, extra) in types {
+            for w in [*name, *info, *st].iter().chain(extra) {
+                tb.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        for w in [24u32, 0, tb.len() as u32, tb.len() as u32, 1] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&tb);
+        b.push(0);
+        Types::parse(&b).expect("a well-formed section")
+    }
+
     #[test]
     fn malformed_sections_are_errors_not_panics() {
         assert!(Types::parse(&[]).is_err());
@@ -919,6 +975,51 @@ mod tests {
             .unwrap_err()
             .0
             .contains("out of range"));
+        // Hostile types: an int with an out-of-range bit offset and size, a
+        // struct that contains itself many times over.
+        let t = synthetic(&[
+            // 1: int, size 0xffff_ffff, bit offset 200, 8 bits
+            (0, 1 << 24, 0xffff_ffff, vec![(200 << 16) | 8]),
+            // 2: struct of 3 members of type 2 and one of type 1
+            (
+                0,
+                (4 << 24) | 4,
+                64,
+                vec![0, 2, 0, 0, 2, 0, 0, 2, 0, 0, 1, 0],
+            ),
+            // 3: array of 0xffff_ffff structs 2
+            (0, 3 << 24, 0, vec![2, 1, 0xffff_ffff]),
+        ]);
+        assert_eq!(
+            t.decode(1, &[0xff; 64]),
+            Value::Missing,
+            "larger than the data"
+        );
+        // (anonymous members are inlined: the parts pile up in one struct)
+        let Value::Struct(fields) = t.decode(2, &[0xff; 64]) else {
+            panic!("a struct")
+        };
+        assert!(
+            fields.len() <= MAX_DECODED_PARTS,
+            "{} parts: the budget bounds the work",
+            fields.len()
+        );
+        assert_eq!(t.size_of(3), Some(64 * 0xffff_ffff));
+        let _ = t.decode(3, &[1; 100]).to_string();
+        // A huge array of ints: what the data holds, then one Missing.
+        let t = synthetic(&[
+            (0, 1 << 24, 4, vec![32]),
+            (0, 3 << 24, 0, vec![1, 1, 0xffff_ffff]),
+        ]);
+        assert_eq!(
+            t.decode(2, &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0]),
+            Value::List(vec![
+                Value::Int(1),
+                Value::Int(2),
+                Value::Missing,
+                Value::Missing
+            ])
+        );
         // Decoding never panics on any prefix of a real record.
         let p = sample("process_records.o");
         let id = p.find("process_event").unwrap();
