@@ -34,6 +34,7 @@ usage:
       on the built-in scenario; without --driver the driver is built with cargo
   ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
+            [--ringbuf MAP=TYPE ...] [--json]
       attach the named programs in order, raise the events, print verdicts,
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
