@@ -5,7 +5,13 @@
  * Include this header in eBPF programs (clang -target bpf) that attach to the
  * driver's hooks, and in applications that load them. It is source-compatible
  * with the header of Microsoft's ntosebpfext 0.7.0: the same type, field,
- * enumerator and helper names, with the same values.
+ * enumerator and helper names, with the same values, and the same split:
+ * the GUID objects applications need are in
+ * ebpf_ntos_program_attach_type_guids.h, not here.
+ *
+ * It may be included before or after eBPF for Windows' headers
+ * (bpf_helpers.h in programs, ebpf_structs.h / ebpf_api.h / libbpf headers in
+ * applications).
  */
 #ifndef EBPF_NTOS_HOOKS_H
 #define EBPF_NTOS_HOOKS_H
@@ -16,33 +22,17 @@
  * Identity of the process hook.
  *
  *   program type  EBPF_PROGRAM_TYPE_PROCESS  22ea7b37-1043-4d0d-b60d-cafa1c7b638e
- *                 BPF_PROG_TYPE_PROCESS = 6, ELF section "process"
+ *                 ELF section "process"
  *   attach type   EBPF_ATTACH_TYPE_PROCESS   66e20687-9805-4458-a0db-38e220d31685
- *                 BPF_ATTACH_TYPE_PROCESS = 11
+ *
+ * The GUID objects are in ebpf_ntos_program_attach_type_guids.h. The numeric
+ * types BPF_PROG_TYPE_PROCESS (6) and BPF_ATTACH_TYPE_PROCESS (11) are
+ * enumerators of eBPF for Windows' ebpf_structs.h (0.21 and later): this header
+ * does not declare them, so that it can sit beside that header in any order.
  */
-#define EBPF_PROGRAM_TYPE_PROCESS_GUID                                                 \
-    {                                                                                  \
-        0x22ea7b37, 0x1043, 0x4d0d, { 0xb6, 0x0d, 0xca, 0xfa, 0x1c, 0x7b, 0x63, 0x8e } \
-    }
-#define EBPF_ATTACH_TYPE_PROCESS_GUID                                                  \
-    {                                                                                  \
-        0x66e20687, 0x9805, 0x4458, { 0xa0, 0xdb, 0x38, 0xe2, 0x20, 0xd3, 0x16, 0x85 } \
-    }
-#define BPF_PROG_TYPE_PROCESS 6
-#define BPF_ATTACH_TYPE_PROCESS 11
 
-#if defined(_WIN32) && !defined(__BPF__) && !defined(__bpf__)
-/* For applications: the GUIDs as objects, one definition per image. */
-#include <guiddef.h>
-#ifdef __cplusplus
-extern "C" {
-#endif
-__declspec(selectany) GUID EBPF_PROGRAM_TYPE_PROCESS = EBPF_PROGRAM_TYPE_PROCESS_GUID;
-__declspec(selectany) GUID EBPF_ATTACH_TYPE_PROCESS = EBPF_ATTACH_TYPE_PROCESS_GUID;
-#ifdef __cplusplus
-}
-#endif
-#endif
+/* Bytes of the largest SID (SECURITY_MAX_SID_SIZE): the size of token_sid. */
+#define TOKEN_SID_MAX_SIZE 68
 
 /* What happened to the process. */
 typedef enum _process_operation
@@ -72,7 +62,7 @@ typedef struct _process_md
     uint32_t process_exit_code;      /* NTSTATUS exit code; DELETE only. */
     process_operation_t operation : 8;
     uint32_t token_sid_size;         /* CREATE only: bytes of token_sid in use (0: none). */
-    uint8_t token_sid[68];           /* CREATE only: user SID of the primary token. */
+    uint8_t token_sid[TOKEN_SID_MAX_SIZE]; /* CREATE only: user SID of the primary token. */
 } process_md_t;
 
 /*
@@ -95,8 +85,15 @@ typedef enum
     BPF_FUNC_process_get_account_domain = PROCESS_EXT_HELPER_FN_BASE + 3, /* 0x10002 */
 } ebpf_process_helper_id_t;
 
+/*
+ * EBPF_HELPER declares a helper's function-pointer type. eBPF for Windows'
+ * bpf_helpers.h defines it unconditionally; when this header comes first it
+ * defines its own for the three declarations below and removes it again, so
+ * that bpf_helpers.h can still define it afterwards.
+ */
 #ifndef EBPF_HELPER
 #define EBPF_HELPER(return_type, name, args) typedef return_type(*name##_t) args
+#define EBPF_NTOS_HOOKS_OWN_EBPF_HELPER
 #endif
 
 /*
@@ -116,6 +113,11 @@ EBPF_HELPER(int, bpf_process_get_account_name, (process_md_t * context, uint8_t*
 /* The domain of token_sid; same rules as bpf_process_get_account_name. */
 EBPF_HELPER(int, bpf_process_get_account_domain, (process_md_t * context, uint8_t* buffer, uint32_t length));
 
+#ifdef EBPF_NTOS_HOOKS_OWN_EBPF_HELPER
+#undef EBPF_HELPER
+#undef EBPF_NTOS_HOOKS_OWN_EBPF_HELPER
+#endif
+
 #ifndef __doxygen
 #define bpf_process_get_image_path ((bpf_process_get_image_path_t)BPF_FUNC_process_get_image_path)
 #define bpf_process_get_account_name ((bpf_process_get_account_name_t)BPF_FUNC_process_get_account_name)
@@ -123,31 +125,61 @@ EBPF_HELPER(int, bpf_process_get_account_domain, (process_md_t * context, uint8_
 #endif
 
 /*
- * bpf_prog_test_run for process programs.
+ * bpf_prog_test_run for process programs: the format of ntosebpfext 0.7.0,
+ * whose tools pass the driver's process notify context as ctx_in.
  *
- * ctx_in:  a process_md_t (at least sizeof(process_md_t) bytes; command_start and
- *          command_end are ignored and replaced). Optional: no ctx_in means an
- *          all-zero CREATE event. token_sid_size must be <= 68 and operation
- *          CREATE or DELETE, otherwise the run is refused.
- * data_in: the strings of the event, in this layout (little-endian):
- *
- *          offset 0   uint32_t command_line_bytes
- *          offset 4   uint32_t image_path_bytes
- *          offset 8   uint32_t account_name_bytes
- *          offset 12  uint32_t account_domain_bytes
- *          offset 16  the four strings, UTF-16LE, no terminators, in that order
- *
- *          data_size_in must be exactly 16 plus the four lengths, each length
- *          even, the account strings at most 512 bytes each; otherwise the run
- *          is refused (EBPF_INVALID_ARGUMENT) and nothing past data_size_in is
- *          read. An empty data_in means four empty strings. When an account
- *          name or domain is given, the account helpers return the given
- *          strings; otherwise they resolve token_sid as for a real event.
- * ctx_out: the process_md_t after the run, with command_start and command_end
- *          zeroed (kernel addresses); 0 bytes if ctx_out is smaller.
- * data_out: the strings after the run in the data_in layout (account strings
- *          as resolved); 0 bytes if data_out is too small.
+ * ctx_in:  a process_test_run_context_t (at least its 296 bytes; more is
+ *          ignored). Its four strings describe data_in: Length is the
+ *          string's size in bytes, MaximumLength the size of the buffer the
+ *          driver gives it (>= Length); Buffer, the header, process,
+ *          create_info, command_start and command_end are ignored.
+ * data_in: the four strings, UTF-16LE without terminators, packed back to
+ *          back in field order: command line, image path, account name,
+ *          account domain. Required (even when every Length is 0); at least
+ *          the sum of the four Lengths (more is ignored).
+ *          The run is refused (EBPF_INVALID_ARGUMENT) when ctx_in or
+ *          data_in is missing or too short, a Length exceeds its
+ *          MaximumLength, and, beyond 0.7.0, when a Length is odd,
+ *          operation is neither CREATE nor DELETE, or token_sid_size > 68.
+ *          Account strings: if account_lookup_done is non-zero they are
+ *          final (the helpers return them, or -ENOENT when either is
+ *          empty); if it is 0, the first account helper resolves
+ *          token_sid, into the given buffers when MaximumLength suffices,
+ *          else into buffers of the size the lookup reports; a failed
+ *          lookup (no SID, unknown SID) drops both strings.
+ * ctx_out: the same layout after the run (0 bytes if ctx_out is smaller
+ *          than 296): process_md as the program left it, each string's
+ *          Length and MaximumLength (0 and 0 for an empty or dropped one),
+ *          account_lookup_done 1 after a lookup; the header, every pointer
+ *          and the padding zero.
+ * data_out: the four strings after the run, packed as in data_in (0 bytes
+ *          if data_out is too small for all of them).
  */
-#define PROCESS_TEST_DATA_HEADER_SIZE 16
+
+/* A UNICODE_STRING as it sits in process_test_run_context_t (x64). */
+typedef struct _process_test_run_string
+{
+    uint16_t length;         /* offset 0: Length, bytes */
+    uint16_t maximum_length; /* offset 2: MaximumLength, bytes */
+    uint32_t reserved;       /* offset 4: padding */
+    uint64_t buffer;         /* offset 8: Buffer; ignored in, 0 out */
+} process_test_run_string_t;
+
+/* ctx_in / ctx_out of a process test run (296 bytes). */
+typedef struct _process_test_run_context
+{
+    uint64_t context_header[8];               /* offset 0: EBPF_CONTEXT_HEADER */
+    process_md_t process_md;                  /* offset 64 */
+    uint64_t process;                         /* offset 208: PEPROCESS, 0 */
+    uint64_t create_info;                     /* offset 216: PPS_CREATE_NOTIFY_INFO, 0 */
+    process_test_run_string_t command_line;   /* offset 224 */
+    process_test_run_string_t image_file_name; /* offset 240 */
+    process_test_run_string_t account_name;   /* offset 256 */
+    process_test_run_string_t account_domain; /* offset 272 */
+    uint8_t account_lookup_done;              /* offset 288: BOOLEAN */
+    uint8_t reserved[7];                      /* offset 289: padding */
+} process_test_run_context_t;
+
+#define PROCESS_TEST_RUN_CONTEXT_SIZE 296
 
 #endif /* EBPF_NTOS_HOOKS_H */

@@ -6,6 +6,9 @@ use core::fmt::Write;
 
 /// A fixed buffer that `core::fmt` writes into, truncating; keeps one byte
 /// for the terminating NUL.
+///
+/// # Invariants
+/// `len < N`: there is always room for the NUL.
 pub(crate) struct FixedBuf<const N: usize> {
     buf: [u8; N],
     len: usize,

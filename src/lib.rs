@@ -12,7 +12,9 @@ pub mod ebpf;
 pub mod hooks;
 pub mod nt;
 pub mod pool;
+pub mod store;
 pub mod sync;
+pub mod trace;
 
 #[cfg(windows)]
 pub mod driver;

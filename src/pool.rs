@@ -14,10 +14,11 @@ use core::ptr::NonNull;
 /// by `!pool`, `!poolused` and poolmon.
 pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Ntos");
 
-/// Status returned when an allocation fails (`STATUS_INSUFFICIENT_RESOURCES`).
-pub const NO_MEMORY: i32 = 0xC000_009Au32 as i32;
-
 /// An owned, pool-allocated `T`.
+///
+/// # Invariants
+/// `ptr` points to an initialized `T` allocated with `T`'s layout (or is
+/// dangling for a zero-sized `T`), owned by this box alone.
 pub struct PoolBox<T> {
     ptr: NonNull<T>,
 }
@@ -28,8 +29,12 @@ unsafe impl<T: Send> Send for PoolBox<T> {}
 unsafe impl<T: Sync> Sync for PoolBox<T> {}
 
 impl<T> PoolBox<T> {
-    /// Moves `value` to the pool; on failure gives it back with the status.
-    pub fn try_new(value: T) -> Result<PoolBox<T>, (i32, T)> {
+    /// Moves `value` to the pool.
+    ///
+    /// # Errors
+    /// When the pool is exhausted, gives `value` back (the caller reports
+    /// `Error::INSUFFICIENT_RESOURCES` or the ABI's equivalent).
+    pub fn try_new(value: T) -> Result<PoolBox<T>, T> {
         let layout = Layout::new::<T>();
         let ptr = if layout.size() == 0 {
             NonNull::dangling()
@@ -37,12 +42,13 @@ impl<T> PoolBox<T> {
             // SAFETY: the layout has a non-zero size.
             match NonNull::new(unsafe { alloc(layout) }.cast::<T>()) {
                 Some(p) => p,
-                None => return Err((NO_MEMORY, value)),
+                None => return Err(value),
             }
         };
         // SAFETY: ptr is valid for a write of T (fresh allocation of T's
         // layout, or dangling for a zero-sized T).
         unsafe { ptr.as_ptr().write(value) };
+        // INVARIANT: just allocated and initialized.
         Ok(PoolBox { ptr })
     }
 
@@ -58,6 +64,7 @@ impl<T> PoolBox<T> {
     /// # Safety
     /// `p` must come from `into_raw` and not have been taken back before.
     pub unsafe fn from_raw(p: *mut T) -> PoolBox<T> {
+        // INVARIANT: ownership of the allocation comes back (caller's contract).
         PoolBox {
             // SAFETY: into_raw never returns null.
             ptr: unsafe { NonNull::new_unchecked(p) },
@@ -67,13 +74,12 @@ impl<T> PoolBox<T> {
     /// Moves the value out and frees the memory.
     pub fn into_inner(b: PoolBox<T>) -> T {
         let p = PoolBox::into_raw(b);
-        // SAFETY: p holds an initialized T that we own; it is read once and
-        // the memory is freed without dropping it again.
-        unsafe {
-            let value = p.read();
-            free::<T>(p);
-            value
-        }
+        // SAFETY: p holds an initialized T that we own; it is read once.
+        let value = unsafe { p.read() };
+        // SAFETY: the value was moved out above; the memory is freed without
+        // dropping it again.
+        unsafe { free::<T>(p) };
+        value
     }
 }
 
@@ -104,11 +110,10 @@ impl<T> DerefMut for PoolBox<T> {
 
 impl<T> Drop for PoolBox<T> {
     fn drop(&mut self) {
-        // SAFETY: we own an initialized T: drop it, then free its memory.
-        unsafe {
-            core::ptr::drop_in_place(self.ptr.as_ptr());
-            free::<T>(self.ptr.as_ptr());
-        }
+        // SAFETY: we own an initialized T (invariant): drop it once.
+        unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
+        // SAFETY: its value was dropped just above; freed once.
+        unsafe { free::<T>(self.ptr.as_ptr()) };
     }
 }
 

@@ -81,17 +81,18 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         }
     };
     let text = msg.as_cstr_ptr();
-    // SAFETY: both strings are NUL-terminated and outlive the calls;
-    // KeBugCheckEx does not return, so `msg` stays on the stack for the dump.
+    // SAFETY: both strings are NUL-terminated and outlive the call.
     unsafe {
         nt::DbgPrintEx(
             nt::DPFLTR_IHVDRIVER_ID,
             nt::DPFLTR_ERROR_LEVEL,
             c"%s\n".as_ptr().cast(),
             text,
-        );
-        nt::KeBugCheckEx(BUGCHECK_RUST_PANIC, text as usize, line, column, 0)
-    }
+        )
+    };
+    // SAFETY: KeBugCheckEx does not return, so `msg` stays on the stack for
+    // the dump.
+    unsafe { nt::KeBugCheckEx(BUGCHECK_RUST_PANIC, text as usize, line, column, 0) }
 }
 
 // Two symbols the precompiled `core` references and the MSVC CRT would

@@ -1,11 +1,11 @@
 //! The driver's generic hook provider, driven by host-side hook clients
 //! (Rust NMR clients standing in for eBPF links), and the whole lifecycle
 //! under fault injection.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::LoadedProgram;
-use ntsim::ebpf::Object;
+use ntsim::ebpf::{store, Object, ObjectError};
 use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
 use ntsim::process as hook;
 use ntsim::ps::{self, ProcessSpec};
@@ -149,11 +149,10 @@ impl HostClient {
 
     fn deregister(&self) {
         let handle = self.handle.swap(0, Ordering::AcqRel);
-        // SAFETY: our registration, deregistered once and waited for.
-        unsafe {
-            if nmr::NmrDeregisterClient(handle) == STATUS_PENDING {
-                nmr::NmrWaitForClientDeregisterComplete(handle);
-            }
+        // SAFETY: our registration, deregistered once.
+        if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
+            // SAFETY: the same handle, whose deregistration is pending.
+            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
         }
     }
 }
@@ -336,29 +335,38 @@ fn unload_waits_for_an_invocation_in_flight() {
         })
         .creation_status
     });
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !client.entered.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the client was not invoked within 30 s of the process creation"
+        );
         std::thread::yield_now();
     }
-    // Opens the gate only once unload is blocked waiting for the hook
-    // provider's deregistration: the invocation holds the detach pending.
+    // Opens the gate once unload is blocked waiting for the hook provider's
+    // deregistration (the invocation holds the detach pending), or after a
+    // generous limit, so that a driver that does not wait fails the test
+    // instead of hanging it. Returns whether unload was seen waiting.
     let saw_unload_waiting = std::thread::spawn(move || {
         // SAFETY: the client outlives this thread (joined below).
         let client = unsafe { &*(client_addr as *const HostClient) };
-        loop {
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let waiting = loop {
             let waiting = nmr::registrations()
                 .iter()
                 .any(|r| r.npi_id == HOOK_NPI && r.waiting);
-            if waiting {
-                client.open();
-                return true;
+            if waiting || std::time::Instant::now() >= limit {
+                break waiting;
             }
             std::thread::yield_now();
-        }
+        };
+        client.open();
+        waiting
     });
     sim.unload_driver().unwrap();
     assert!(
         saw_unload_waiting.join().unwrap(),
-        "unload waited for the invocation"
+        "unload did not wait for the hook provider's deregistration while an invocation was in flight"
     );
     assert_eq!(event.join().unwrap(), 0);
     assert_eq!(nmr::provider_count(), 0);
@@ -379,28 +387,62 @@ fn every_fallible_call_of_load_attach_event_and_unload_fails_cleanly() {
         let context = format!("{injection:?}");
         let status = sim.load_driver(&image).unwrap();
         if status == 0 {
-            let object = Object::load(&object_bytes, &hook::section_map()).unwrap();
-            if let Ok(program) = LoadedProgram::load(object.program("monitor").unwrap().clone()) {
-                if let Ok(link) = program.attach(hook::ATTACH_TYPE, &[], 0) {
-                    let p = ps::create_process(&ProcessSpec {
-                        image_file_name: "\\??\\C:\\f.exe".into(),
-                        command_line: Some("f.exe".into()),
-                        user_sid: Some(ps::test_user_sid()),
-                        ..Default::default()
-                    });
-                    assert_eq!(
-                        p.creation_status, 0,
-                        "{context}: a failure inside an event fails open"
-                    );
-                    assert!(ps::exit_process(p.pid, 0, None));
-                    let records = object.map("events").unwrap().drain_ring();
-                    assert_eq!(
-                        records.len(),
-                        2,
-                        "{context}: both events reached the program"
-                    );
-                    drop(link);
+            let object = match Object::load(&object_bytes, &store::section_map()) {
+                Ok(object) => object,
+                // A failed store write leaves the section unregistered; the
+                // driver loaded and unloads cleanly all the same.
+                Err(ObjectError::UnknownSection { .. })
+                    if injection.is_some_and(|i| i.api.starts_with("Zw")) =>
+                {
+                    sim.unload_driver().unwrap();
+                    if let Err(findings) = sim.finish() {
+                        panic!("{context}: {findings}");
+                    }
+                    return;
                 }
+                Err(e) => panic!("{context}: {e}"),
+            };
+            // Loading and attaching may fail only because of the injected
+            // fault; whatever failed, nothing may stay registered.
+            let attached = match LoadedProgram::load(object.program("monitor").unwrap().clone()) {
+                Err(e) => {
+                    assert!(injection.is_some(), "{context}: the load failed: {e}");
+                    None
+                }
+                Ok(program) => match program.attach(hook::ATTACH_TYPE, &[], 0) {
+                    Err(e) => {
+                        assert!(injection.is_some(), "{context}: the attach failed: {e}");
+                        // A removal of the routine runs on a worker thread.
+                        ntsim::io::wait_idle();
+                        assert_eq!(
+                            ps::notify_routine_counts().process,
+                            0,
+                            "{context}: a failed attach left the notify routine registered"
+                        );
+                        None
+                    }
+                    Ok(link) => Some((program, link)),
+                },
+            };
+            if let Some((program, link)) = attached {
+                let p = ps::create_process(&ProcessSpec {
+                    image_file_name: "\\??\\C:\\f.exe".into(),
+                    command_line: Some("f.exe".into()),
+                    user_sid: Some(ps::test_user_sid()),
+                    ..Default::default()
+                });
+                assert_eq!(
+                    p.creation_status, 0,
+                    "{context}: a failure inside an event fails open"
+                );
+                assert!(ps::exit_process(p.pid, 0, None));
+                let records = object.map("events").unwrap().drain_ring();
+                assert_eq!(
+                    records.len(),
+                    2,
+                    "{context}: both events reached the program"
+                );
+                drop((link, program));
             }
             sim.unload_driver().unwrap();
         } else {
@@ -439,7 +481,7 @@ fn a_failed_notify_registration_fails_the_attach_with_its_status() {
     let sim = loaded();
     let object = Object::load(
         &std::fs::read(hook::sample_object_path()).unwrap(),
-        &hook::section_map(),
+        &store::section_map(),
     )
     .unwrap();
     let program = LoadedProgram::load(object.program("mark_a").unwrap().clone()).unwrap();
@@ -462,5 +504,219 @@ fn a_failed_notify_registration_fails_the_attach_with_its_status() {
         .expect("a second attach works");
     assert_eq!(ps::notify_routine_counts().process, 1);
     drop((link, program, object));
+    sim.finish().unwrap();
+}
+
+/// Waits (at most 10 s) until no I/O work item routine is queued or running.
+fn settle_work_items(what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ntsim::io::in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: a work item routine did not finish within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_client_attached_while_the_removal_is_queued_keeps_the_notify_routine() {
+    let sim = loaded();
+    let count = || ps::notify_routine_counts().process;
+    let hold = ntsim::io::hold();
+    let first = HostClient::new(|_| {});
+    assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
+    let queued = ntsim::io::queued_total();
+    first.deregister();
+    assert_eq!(
+        ntsim::io::queued_total(),
+        queued + 1,
+        "the last detach queues the removal"
+    );
+    // A program attaches right after the last detach, before the removal
+    // work runs: it must see events (anything else is a policy bypass).
+    let second = HostClient::new(|_| {});
+    assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
+    drop(hold);
+    settle_work_items("removal after a re-attach");
+    assert_eq!(count(), 1, "the routine stays while a client is attached");
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\after.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    assert_eq!(
+        second.invocations.load(Ordering::SeqCst),
+        1,
+        "the client attached after the last detach sees the event"
+    );
+    second.deregister();
+    settle_work_items("removal after the last detach");
+    assert_eq!(count(), 0, "removed once the last client left");
+    sim.finish().unwrap();
+}
+
+#[test]
+fn removal_requests_made_while_the_worker_runs_are_not_lost() {
+    let sim = loaded();
+    // Clients come and go on two threads, so a last detach often lands
+    // while the removal work of an earlier one is running. Whatever the
+    // interleaving, once everything has settled with no client attached the
+    // notify routine must be gone.
+    for round in 0..300 {
+        let other = std::thread::spawn(|| {
+            let c = HostClient::new(|_| {});
+            assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+            c.deregister();
+        });
+        let c = HostClient::new(|_| {});
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+        c.deregister();
+        other.join().unwrap();
+        settle_work_items(&format!("round {round}"));
+        assert_eq!(
+            ps::notify_routine_counts().process,
+            0,
+            "round {round}: a removal request was lost"
+        );
+    }
+    sim.finish().unwrap();
+}
+
+/// The client whose batch functions below run (one test uses them).
+static BATCH_CLIENT: AtomicUsize = AtomicUsize::new(0);
+/// Set by `batch_end` when the client's detach was already complete.
+static ENDED_AFTER_DETACH: AtomicBool = AtomicBool::new(false);
+static BATCH_ENDS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "win64" fn batch_begin(_size: usize, _state: *mut c_void) -> u32 {
+    0
+}
+
+unsafe extern "win64" fn batch_invoke(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn batch_end(_state: *mut c_void) -> u32 {
+    // SAFETY: the client outlives the test's event (it deregisters later).
+    let client = unsafe { &*(BATCH_CLIENT.load(Ordering::SeqCst) as *const HostClient) };
+    let still_pending = nmr::bindings().iter().any(|b| {
+        b.client_module == client.module_id.Guid
+            && matches!(
+                b.state,
+                nmr::BindingState::Detaching {
+                    provider: nmr::DetachState::Pending,
+                    ..
+                }
+            )
+    });
+    if !still_pending {
+        ENDED_AFTER_DETACH.store(true, Ordering::SeqCst);
+    }
+    BATCH_ENDS.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+#[test]
+fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() {
+    let sim = loaded();
+    let client = HostClient::new(|c| {
+        c.dispatch.count = 4;
+        c.dispatch.functions = [
+            host_invoke as *const () as usize,
+            batch_begin as *const () as usize,
+            batch_invoke as *const () as usize,
+            batch_end as *const () as usize,
+        ];
+        c.gate = Some((Mutex::new(false), Condvar::new()));
+    });
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    BATCH_CLIENT.store(&*client as *const HostClient as usize, Ordering::SeqCst);
+    let event = std::thread::spawn(|| {
+        ps::create_process(&ProcessSpec {
+            image_file_name: "\\??\\C:\\batch.exe".into(),
+            ..Default::default()
+        })
+        .creation_status
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !client.entered.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event never reached the client"
+        );
+        std::thread::yield_now();
+    }
+    // Detach while the invocation is in flight: the detach is pending until
+    // the event releases its reference.
+    let client_addr = &*client as *const HostClient as usize;
+    let detacher = std::thread::spawn(move || {
+        // SAFETY: the client outlives this thread (joined below).
+        let client = unsafe { &*(client_addr as *const HostClient) };
+        client.deregister();
+    });
+    while !nmr::bindings().iter().any(|b| {
+        b.client_module == client.module_id.Guid
+            && matches!(
+                b.state,
+                nmr::BindingState::Detaching {
+                    provider: nmr::DetachState::Pending,
+                    ..
+                }
+            )
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the provider's detach never became pending"
+        );
+        std::thread::yield_now();
+    }
+    client.open();
+    assert_eq!(event.join().unwrap(), 0);
+    detacher.join().unwrap();
+    assert_eq!(
+        BATCH_ENDS.load(Ordering::SeqCst),
+        1,
+        "one batch, ended once"
+    );
+    assert!(
+        !ENDED_AFTER_DETACH.load(Ordering::SeqCst),
+        "batch_end ran after the detach it held pending had completed"
+    );
+    sim.finish().unwrap();
+}
+
+#[test]
+fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
+    let sim = loaded();
+    // The invoke path takes clients 16 at a time; 37 spans three snapshots.
+    let clients: Vec<_> = (0..37).map(|_| HostClient::new(|_| {})).collect();
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\many.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    assert!(ps::exit_process(p.pid, 0, None));
+    let counts: Vec<u64> = clients
+        .iter()
+        .map(|c| c.invocations.load(Ordering::SeqCst))
+        .collect();
+    for c in &clients {
+        c.deregister();
+    }
+    assert_eq!(
+        counts,
+        vec![2; 37],
+        "CREATE and DELETE reach every client once"
+    );
     sim.finish().unwrap();
 }

@@ -2,7 +2,7 @@
 //! the code-integrity rules for drivers) require of a kernel driver. The
 //! checks themselves are in `pe_checks/` (the signed package image of
 //! `cargo xtask package` must pass them too).
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod pe_checks;
 
@@ -56,6 +56,27 @@ fn every_check_has_a_test() {
         assert!(
             source.contains(&format!("fn {name}()")),
             "pe_checks::{name} has no #[test] in tests/image.rs"
+        );
+    }
+}
+
+/// The ETW provider (src/trace.rs) is the kernel's: the image imports the
+/// provider functions from ntoskrnl.exe, not from a user-mode DLL.
+#[test]
+fn imports_the_kernel_etw_provider_functions() {
+    let bytes = image_bytes();
+    let pe = goblin::pe::PE::parse(&bytes).expect("a PE image");
+    for name in [
+        "EtwRegister",
+        "EtwSetInformation",
+        "EtwWriteTransfer",
+        "EtwUnregister",
+    ] {
+        assert!(
+            pe.imports
+                .iter()
+                .any(|i| i.name == name && i.dll.eq_ignore_ascii_case("ntoskrnl.exe")),
+            "ntoskrnl.exe!{name} is not imported"
         );
     }
 }

@@ -7,6 +7,9 @@
 //! replaced), with a small parser of the INF syntax written here: sections,
 //! `key = value, value` entries, `;` comments outside quotes, `\` line
 //! continuations and `%string%` substitution from `[Strings]`.
+//!
+//! Its down-level uninstall also deletes the eBPF store entries the driver
+//! writes at load (checked against what the driver writes in ntsim).
 
 use std::collections::BTreeMap;
 
@@ -439,7 +442,36 @@ fn check_uninstall(inf: &Inf) -> Result<(), String> {
             "DelService = {del:?}, expected the service NtosEbpfExt"
         ));
     }
-    Ok(())
+    store_keys(inf).map(|_| ())
+}
+
+/// The eBPF store keys the uninstall deletes (`DelReg`), relative to
+/// `HKLM\Software\eBPF\Providers`: each a whole key (no value name) under
+/// `ProgramData` or `SectionData`.
+fn store_keys(inf: &Inf) -> Result<Vec<String>, String> {
+    const PROVIDERS: &str = "Software\\eBPF\\Providers\\";
+    let uninstall = inf.section("DefaultUninstall.NTamd64")?;
+    let name = uninstall.value("DelReg")?;
+    let section = inf.section(name)?;
+    let mut keys = Vec::new();
+    for entry in &section.entries {
+        let at = format!("[{name}] line {}", entry.line);
+        if entry.key.is_some() || entry.values.len() != 2 || entry.values[0] != "HKLM" {
+            return Err(format!(
+                "{at}: expected HKLM,\"subkey\" (a whole key), got {:?}",
+                entry.values
+            ));
+        }
+        let rel = entry.values[1]
+            .strip_prefix(PROVIDERS)
+            .filter(|r| r.starts_with("ProgramData\\") || r.starts_with("SectionData\\"))
+            .ok_or_else(|| format!("{at}: {:?} is not a store entry", entry.values[1]))?;
+        keys.push(rel.to_string());
+    }
+    if keys.is_empty() {
+        return Err(format!("[{name}] deletes no store entry"));
+    }
+    Ok(keys)
 }
 
 #[test]
@@ -532,6 +564,16 @@ fn check_rejects_each_broken_requirement() {
             "LegacyUninstall",
         ),
         (
+            "DelReg          = NtosEbpfExt.Store",
+            "DelReg          = NtosEbpfExt.Nothing",
+            "[NtosEbpfExt.Nothing] is missing",
+        ),
+        (
+            "HKLM,\"Software\\eBPF\\Providers\\SectionData\\process\"",
+            "HKLM,\"Software\\eBPF\\Providers\\SectionData\\process\",Version",
+            "(a whole key)",
+        ),
+        (
             "ntosebpfext.sys = 1,,",
             "ntosebpfext.sys = 2,,",
             "not in [SourceDisksNames]",
@@ -601,4 +643,35 @@ fn parser_follows_inf_syntax() {
         Inf::parse("[Version\n").is_err(),
         "an unterminated section name"
     );
+}
+
+/// The uninstall deletes exactly the store keys the driver writes at load
+/// (found by loading the driver in ntsim), so a new program type or
+/// section cannot be forgotten here.
+#[test]
+fn uninstall_deletes_every_store_entry_the_driver_writes() {
+    use ntsim::ebpf::store::HKLM_STORE;
+    let mut sim = ntsim::Sim::new();
+    let status = sim
+        .load_driver(&ntsim::build::driver_image())
+        .expect("the image loads");
+    assert_eq!(status, 0);
+    let mut written: Vec<String> = ["ProgramData", "SectionData"]
+        .iter()
+        .flat_map(|parent| {
+            ntsim::registry::subkeys(&format!("{HKLM_STORE}\\{parent}"))
+                .into_iter()
+                .map(move |k| format!("{parent}\\{k}").to_lowercase())
+        })
+        .collect();
+    sim.finish().expect("nothing left behind");
+    let inf = Inf::parse(&stamp_amd64(INX)).unwrap();
+    let mut deleted: Vec<String> = store_keys(&inf)
+        .unwrap()
+        .iter()
+        .map(|k| k.to_lowercase())
+        .collect();
+    written.sort();
+    deleted.sort();
+    assert_eq!(deleted, written);
 }

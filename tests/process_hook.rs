@@ -1,11 +1,11 @@
 //! The process hook end to end: the real driver image in ntsim, real eBPF
 //! programs (tests/bpf/process_test.c) loaded and attached through ntsim's
 //! eBPF core, process events raised through the simulated kernel.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::{self, LoadedProgram};
-use ntsim::ebpf::Object;
+use ntsim::ebpf::{store, Object};
 use ntsim::process::{self as hook, from_utf16, utf16, ProcessRecord, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
 use ntsim::{nmr, violation, Sim};
@@ -22,7 +22,7 @@ fn setup() -> Env {
         .expect("the driver image loads");
     assert_eq!(status, 0, "DriverEntry failed");
     let bytes = std::fs::read(hook::sample_object_path()).expect("tests/bpf/process_test.o");
-    let object = Object::load(&bytes, &hook::section_map()).expect("process_test.o loads");
+    let object = Object::load(&bytes, &store::section_map()).expect("process_test.o loads");
     Env { sim, object }
 }
 
@@ -139,9 +139,14 @@ fn monitor_sees_every_field_of_create_and_delete() {
     let program = env.load("monitor");
     let link = program.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
 
+    // The parent and the creating process differ (as when a service
+    // creates a process on behalf of another, with an explicit parent).
     let parent = spawn("\\??\\C:\\Windows\\explorer.exe", None);
     assert_eq!(parent.creation_status, 0);
-    let creator_tid = ps::create_thread(parent.pid);
+    let creator = spawn("\\??\\C:\\Windows\\System32\\svchost.exe", None);
+    assert_eq!(creator.creation_status, 0);
+    let creator_tid = ps::create_thread(creator.pid);
+    assert_ne!(parent.pid, creator.pid);
     env.records();
 
     let image = "\\??\\C:\\Windows\\System32\\cmd.exe";
@@ -152,7 +157,7 @@ fn monitor_sees_every_field_of_create_and_delete() {
         image_file_name: image.into(),
         command_line: Some(command_line.into()),
         parent: Some(parent.pid),
-        creating_thread: Some((parent.pid, creator_tid)),
+        creating_thread: Some((creator.pid, creator_tid)),
         user_sid: Some(ps::test_user_sid()),
         creation_time: Some(creation_time),
         ..Default::default()
@@ -169,8 +174,11 @@ fn monitor_sees_every_field_of_create_and_delete() {
     let r = &records[0];
     assert_eq!(r.operation, 0, "CREATE");
     assert_eq!(r.process_id, child.pid as u64);
-    assert_eq!(r.parent_process_id, parent.pid as u64);
-    assert_eq!(r.creating_process_id, parent.pid as u64);
+    assert_eq!(r.parent_process_id, parent.pid as u64, "ParentProcessId");
+    assert_eq!(
+        r.creating_process_id, creator.pid as u64,
+        "CreatingThreadId.UniqueProcess"
+    );
     assert_eq!(r.creating_thread_id, creator_tid as u64);
     assert_eq!(r.creation_time, creation_time as u64);
     assert_eq!((r.exit_time, r.process_exit_code), (0, 0));
@@ -319,15 +327,18 @@ fn programs_run_in_attach_order_and_delete_ignores_verdicts() {
 }
 
 #[test]
-fn a_failing_program_fails_open() {
+fn a_program_stopped_by_an_error_returns_the_interpreters_minus_one() {
     let env = setup();
     let bad = env.load("read_past_packet");
     let a = env.load("mark_a");
     let lbad = bad.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
     let la = a.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
     let p = spawn("\\??\\C:\\x.exe", Some("x"));
-    assert_eq!(p.creation_status, 0, "an invoke error permits");
-    assert_eq!(env.marks(), "A", "and the next program still runs");
+    // eBPF for Windows' core returns EBPF_SUCCESS with result 0xFFFFFFFF
+    // for an interpreted program that stopped on an error: the driver sees
+    // a negative NTSTATUS, a denial, and stops there.
+    assert_eq!(p.creation_status, -1, "the interpreter's -1 is the verdict");
+    assert_eq!(env.marks(), "", "nothing runs after a denial");
     let errors = bad.take_errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].insn_offset.is_some());
@@ -405,29 +416,105 @@ fn unloading_with_programs_attached_detaches_them_first() {
     env.finish();
 }
 
+/// `small_record_t` of tests/bpf/process_test.c (`monitor_small`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SmallRecord {
+    process_id: u64,
+    parent_process_id: u64,
+    creating_process_id: u64,
+    creating_thread_id: u64,
+    logon_id: u64,
+    pid_tgid: u64,
+    operation: u32,
+    image_result: i32,
+    command_length: i32,
+    process_exit_code: u32,
+    image: Vec<u8>,
+    command: Vec<u8>,
+}
+
+impl SmallRecord {
+    const SIZE: usize = 192;
+
+    fn parse(b: &[u8]) -> SmallRecord {
+        assert_eq!(b.len(), Self::SIZE, "a whole small_record_t");
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let image_result = u32_at(52) as i32;
+        let command_length = u32_at(56) as i32;
+        SmallRecord {
+            process_id: u64_at(0),
+            parent_process_id: u64_at(8),
+            creating_process_id: u64_at(16),
+            creating_thread_id: u64_at(24),
+            logon_id: u64_at(32),
+            pid_tgid: u64_at(40),
+            operation: u32_at(48),
+            image_result,
+            command_length,
+            process_exit_code: u32_at(60),
+            image: b[64..64 + image_result.clamp(0, 64) as usize].to_vec(),
+            command: b[128..128 + command_length.clamp(0, 64) as usize].to_vec(),
+        }
+    }
+}
+
+fn small_records(object: &Object) -> Vec<SmallRecord> {
+    object
+        .map("small_events")
+        .unwrap()
+        .drain_ring()
+        .iter()
+        .map(|r| SmallRecord::parse(r))
+        .collect()
+}
+
+/// What one raiser thread did: (pid, image, command line, creating
+/// (pid, tid), exit code) per process.
+type Raised = Vec<(usize, String, String, (usize, usize), u32)>;
+
 #[test]
 fn attach_and_detach_while_events_fire_on_several_threads() {
     let env = setup();
     let a = env.load("mark_a");
-    let monitor = env.load("monitor");
+    let small = env.load("monitor_small");
+    // One link stays attached throughout: every event reaches it. The
+    // loop below attaches and detaches mark_a and a second monitor_small
+    // link, so each event has one or two records.
+    let steady = small.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drained = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ring = env.object.map("small_events").unwrap().clone();
+    let marks = env.object.map("marks").unwrap().clone();
     let raisers: Vec<_> = (0..3)
         .map(|i| {
             let stop = stop.clone();
+            let drained = drained.clone();
+            let ring = ring.clone();
+            let marks = marks.clone();
             std::thread::spawn(move || {
-                let mut n = 0u64;
+                let mut raised: Raised = Vec::new();
+                let creator = ps::current_ids();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let p = spawn(&format!("\\??\\C:\\t{i}.exe"), Some("t"));
+                    let n = raised.len();
+                    let image = format!("\\??\\C:\\t{i}.exe");
+                    let command = format!("t{i} {n}");
+                    let p = spawn(&image, Some(&command));
                     assert_eq!(p.creation_status, 0);
-                    assert!(ps::exit_process(p.pid, 0, None));
-                    n += 1;
+                    let code = (i * 1000 + n) as u32;
+                    assert!(ps::exit_process(p.pid, code as i32, None));
+                    raised.push((p.pid, image, command, creator, code));
+                    // Drain as we go: the rings never fill up, so no record
+                    // may be missing.
+                    drained.lock().unwrap().extend(ring.drain_ring());
+                    marks.drain_ring();
                 }
-                n
+                raised
             })
         })
         .collect();
     for i in 0..1500 {
-        let program = if i % 2 == 0 { &a } else { &monitor };
+        let program = if i % 2 == 0 { &a } else { &small };
         let link = program.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
         if i % 3 == 0 {
             std::thread::yield_now();
@@ -435,8 +522,12 @@ fn attach_and_detach_while_events_fire_on_several_threads() {
         drop(link);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let events: u64 = raisers.into_iter().map(|t| t.join().unwrap()).sum();
-    assert!(events > 0);
+    let raised: Raised = raisers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(!raised.is_empty());
+    drop(steady);
     ntsim::io::wait_idle();
     assert_eq!(ps::notify_routine_counts().process, 0);
     assert_eq!(
@@ -444,72 +535,280 @@ fn attach_and_detach_while_events_fire_on_several_threads() {
         vec![],
         "no call after detach, no IRQL violation"
     );
-    env.object.map("marks").unwrap().drain_ring();
-    env.records();
-    drop((a, monitor));
+
+    // Every event's records: one from the steady link, maybe one more, each
+    // with that event's fields.
+    let mut records: Vec<SmallRecord> = drained
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| SmallRecord::parse(r))
+        .collect();
+    records.extend(small_records(&env.object));
+    let mut by_event: std::collections::HashMap<(u64, u32), Vec<&SmallRecord>> =
+        std::collections::HashMap::new();
+    for r in &records {
+        by_event
+            .entry((r.process_id, r.operation))
+            .or_default()
+            .push(r);
+    }
+    for (pid, image, command, (creator_pid, creator_tid), code) in &raised {
+        for operation in [0u32, 1] {
+            let seen = by_event
+                .remove(&(*pid as u64, operation))
+                .unwrap_or_default();
+            assert!(
+                (1..=2).contains(&seen.len()),
+                "pid {pid} operation {operation}: {} records",
+                seen.len()
+            );
+            for r in seen {
+                if operation == 0 {
+                    assert_eq!(r.parent_process_id, 0, "{r:?}");
+                    assert_eq!(
+                        (r.creating_process_id, r.creating_thread_id),
+                        (*creator_pid as u64, *creator_tid as u64),
+                        "{r:?}"
+                    );
+                    assert_eq!(r.image, utf16(image), "{r:?}");
+                    assert_eq!(r.command, utf16(command), "{r:?}");
+                    assert_eq!(r.pid_tgid >> 32, *creator_pid as u64, "{r:?}");
+                } else {
+                    assert_eq!(r.process_exit_code, *code, "{r:?}");
+                    assert_eq!((r.image_result, r.command_length), (0, 0), "{r:?}");
+                    assert_eq!(r.pid_tgid >> 32, *pid as u64, "{r:?}");
+                }
+            }
+        }
+    }
+    assert!(
+        by_event.is_empty(),
+        "records of events nobody raised: {by_event:?}"
+    );
+    drop((a, small));
     env.finish();
 }
 
 #[test]
-fn test_run_round_trip() {
+fn bpf_get_current_logon_id_is_the_creating_threads_on_create_and_the_processs_on_exit() {
     let env = setup();
-    let monitor = env.load("monitor");
-    let (cmd, image, name, domain) = (
-        utf16("run.exe -x"),
-        utf16("C:\\run.exe"),
-        utf16("alice"),
-        utf16("CORP"),
-    );
-    let mut data = Vec::new();
-    for part in [&cmd, &image, &name, &domain] {
-        data.extend_from_slice(&(part.len() as u32).to_le_bytes());
-    }
-    for part in [&cmd, &image, &name, &domain] {
-        data.extend_from_slice(part);
-    }
-    let mut md = vec![0u8; 144];
-    md[16..24].copy_from_slice(&77u64.to_le_bytes()); // process_id
-    md[24..32].copy_from_slice(&5u64.to_le_bytes()); // parent_process_id
-    let out = monitor.test_run(&data, &md, 4096, 144).expect("test run");
-    assert_eq!(out.result, 0);
-    assert_eq!(out.context_out.len(), 144);
-    assert_eq!(&out.context_out[16..32], &md[16..32]);
+    let small = env.load("monitor_small");
+    let link = small.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let parent = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\Windows\\explorer.exe".into(),
+        user_sid: Some(ps::test_user_sid()),
+        logon_id: Some(0x1_0000_1111),
+        ..Default::default()
+    });
+    let creator_tid = ps::create_thread(parent.pid);
+    let child = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\Windows\\System32\\cmd.exe".into(),
+        parent: Some(parent.pid),
+        creating_thread: Some((parent.pid, creator_tid)),
+        user_sid: Some(ps::test_user_sid()),
+        logon_id: Some(0x2222),
+        ..Default::default()
+    });
+    assert!(ps::exit_process(child.pid, 0, None));
+    let records = small_records(&env.object);
+    let logons: Vec<_> = records
+        .iter()
+        .map(|r| (r.process_id, r.operation, r.logon_id))
+        .collect();
     assert_eq!(
-        &out.context_out[..16],
-        &[0u8; 16],
-        "command pointers are not handed out"
+        logons,
+        [
+            (parent.pid as u64, 0, ps::SYSTEM_LUID),
+            (child.pid as u64, 0, 0x1_0000_1111),
+            (child.pid as u64, 1, 0x2222),
+        ],
+        "CREATE runs in the creating thread (a System thread for the first)"
     );
-    assert_eq!(out.data_out, data, "strings come back in the same layout");
-    let r = &env.records()[0];
-    assert_eq!((r.process_id, r.parent_process_id), (77, 5));
-    assert_eq!(r.command, cmd);
-    assert_eq!(r.image, image);
     assert_eq!(
-        (from_utf16(&r.name), from_utf16(&r.domain)),
-        ("alice".into(), "CORP".into())
+        records[1].pid_tgid,
+        ((parent.pid as u64) << 32) | creator_tid as u64
+    );
+    drop((link, small));
+    env.finish();
+}
+
+#[test]
+fn the_programs_ntstatus_is_the_creation_status_and_only_negative_values_deny() {
+    let env = setup();
+    let judge = env.load("verdict_from_map");
+    let after = env.load("mark_a");
+    let l1 = judge.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let l2 = after.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let set = |v: i32| {
+        env.object
+            .map("verdict")
+            .unwrap()
+            .update(&0u32.to_le_bytes(), &v.to_le_bytes(), 0)
+            .unwrap()
+    };
+    for denial in [
+        0xC000_0001u32 as i32, // STATUS_UNSUCCESSFUL
+        STATUS_ACCESS_DENIED,
+        0xC000_0005u32 as i32, // STATUS_ACCESS_VIOLATION
+        0x8000_0005u32 as i32, // STATUS_BUFFER_OVERFLOW, a warning: negative
+        i32::MIN,
+        -1,
+    ] {
+        set(denial);
+        let p = spawn("\\??\\C:\\x.exe", Some("x"));
+        assert_eq!(
+            p.creation_status, denial,
+            "{denial:#x}: the creation fails with the program's own status"
+        );
+        assert!(ps::process(p.pid).is_none(), "{denial:#x}: not created");
+        assert_eq!(env.marks(), "", "{denial:#x}: nothing runs after a denial");
+    }
+    for permit in [0, 1, 0x103 /* STATUS_PENDING */, 0x4000_0000, i32::MAX] {
+        set(permit);
+        let p = spawn("\\??\\C:\\y.exe", Some("y"));
+        assert_eq!(p.creation_status, 0, "{permit:#x} permits");
+        assert!(ps::process(p.pid).is_some(), "{permit:#x}: created");
+        assert_eq!(env.marks(), "A", "{permit:#x}: the next program runs");
+        // DELETE ignores every verdict.
+        set(STATUS_ACCESS_DENIED);
+        assert!(ps::exit_process(p.pid, 0, None));
+        assert_eq!(env.marks(), "A", "DELETE runs every program");
+    }
+    drop((l1, l2, judge, after));
+    env.finish();
+}
+
+/// `fit_record_t` of tests/bpf/process_test.c (`image_fit`): results and
+/// the 16-byte and 15-byte buffers with their sentinels.
+fn fit_records(object: &Object) -> Vec<(i32, i32, Vec<u8>, Vec<u8>)> {
+    object
+        .map("fits")
+        .unwrap()
+        .drain_ring()
+        .iter()
+        .map(|b| {
+            assert_eq!(b.len(), 48, "a whole fit_record_t");
+            let i32_at = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+            (i32_at(0), i32_at(4), b[8..28].to_vec(), b[28..48].to_vec())
+        })
+        .collect()
+}
+
+/// The one record of the last event, after checking that the helper
+/// stayed inside the buffers (the guarded copies record a violation).
+fn one_fit(env: &Env) -> (i32, i32, Vec<u8>, Vec<u8>) {
+    let v = violation::peek();
+    assert!(v.is_empty(), "the helper went outside a buffer: {v:?}");
+    let mut records = fit_records(&env.object);
+    assert_eq!(records.len(), 1, "one record per event");
+    records.remove(0)
+}
+
+#[test]
+fn the_image_path_fills_an_exact_buffer_and_a_buffer_one_byte_short_is_refused() {
+    let env = setup();
+    let fit = env.load("image_fit");
+    let link = fit.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let sentinel = |n: usize| vec![0x5A; n];
+    let untouched = |n: usize| vec![0xAA; n];
+
+    // 16 bytes (8 UTF-16 units): fills the 16-byte buffer exactly, one
+    // byte too many for the 15-byte one.
+    spawn("C:\\a.exe", None);
+    let (exact, short, exact_buf, short_buf) = one_fit(&env);
+    assert_eq!(exact, 16, "an exact fit is accepted");
+    assert_eq!(exact_buf, [utf16("C:\\a.exe"), sentinel(4)].concat());
+    assert_eq!(short, -22, "a buffer one byte short: -EINVAL");
+    assert_eq!(
+        short_buf,
+        [untouched(15), sentinel(5)].concat(),
+        "nothing written"
     );
 
-    // Inconsistent or short inputs are refused without reading past them.
-    let mut short = data.clone();
-    short.pop();
-    assert!(
-        monitor.test_run(&short, &md, 4096, 144).is_err(),
-        "lengths exceed the data"
+    // 14 bytes: fits both, the rest of each buffer untouched.
+    spawn("C:\\a.ex", None);
+    let (exact, short, exact_buf, short_buf) = one_fit(&env);
+    assert_eq!((exact, short), (14, 14));
+    assert_eq!(
+        exact_buf,
+        [utf16("C:\\a.ex"), untouched(2), sentinel(4)].concat()
     );
-    assert!(
-        monitor.test_run(&data[..10], &md, 4096, 144).is_err(),
-        "shorter than the header"
+    assert_eq!(
+        short_buf,
+        [utf16("C:\\a.ex"), untouched(1), sentinel(5)].concat()
     );
-    assert!(
-        monitor.test_run(&data, &md[..100], 4096, 144).is_err(),
-        "context too small"
+
+    // 18 bytes: too long for both.
+    spawn("C:\\ab.exe", None);
+    let (exact, short, exact_buf, _) = one_fit(&env);
+    assert_eq!((exact, short), (-22, -22));
+    assert_eq!(exact_buf, [untouched(16), sentinel(4)].concat());
+    drop((link, fit));
+    env.finish();
+}
+
+#[test]
+fn a_sid_of_the_maximum_68_bytes_is_reported_and_resolved() {
+    let env = setup();
+    // 15 sub-authorities (SID_MAX_SUB_AUTHORITIES): 8 + 15 * 4 = 68 bytes.
+    let sid = ps::parse_sid("S-1-5-21-1-2-3-4-5-6-7-8-9-10-11-12-13-14").unwrap();
+    assert_eq!(sid.len(), ps::SECURITY_MAX_SID_SIZE);
+    let mut accounts = ps::default_accounts();
+    accounts.push(ps::Account {
+        sid: sid.clone(),
+        name: "maxsid".into(),
+        domain: "WIDE".into(),
+        use_: ps::SID_NAME_USE_USER,
+    });
+    ps::set_accounts(accounts);
+    let monitor = env.load("monitor");
+    let link = monitor.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\m.exe".into(),
+        user_sid: Some(sid.clone()),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    let r = &env.records()[0];
+    assert_eq!(r.token_sid_size, 68, "the whole 68-byte SID");
+    assert_eq!(r.token_sid, sid);
+    assert_eq!(
+        (from_utf16(&r.name), from_utf16(&r.domain)),
+        ("maxsid".into(), "WIDE".into())
     );
-    let mut bad_sid = md.clone();
-    bad_sid[72..76].copy_from_slice(&69u32.to_le_bytes());
-    assert!(
-        monitor.test_run(&data, &bad_sid, 4096, 144).is_err(),
-        "token_sid_size > 68"
-    );
-    drop(monitor);
+    drop((link, monitor));
+    env.finish();
+}
+
+#[test]
+fn the_longest_account_name_and_domain_the_driver_resolves_come_back_whole() {
+    // The driver resolves names and domains of up to 256 UTF-16 units
+    // (ACCOUNT_CAPACITY); a program with 512-byte buffers gets them whole.
+    let env = setup();
+    let name = "n".repeat(255) + "N";
+    let domain = "d".repeat(255) + "D";
+    let mut accounts = ps::default_accounts();
+    accounts.retain(|a| a.sid != ps::test_user_sid());
+    accounts.push(ps::Account {
+        sid: ps::test_user_sid(),
+        name: name.clone(),
+        domain: domain.clone(),
+        use_: ps::SID_NAME_USE_USER,
+    });
+    ps::set_accounts(accounts);
+    let program = env.load("long_account");
+    let link = program.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    spawn("\\??\\C:\\l.exe", None);
+    let records = env.object.map("accounts").unwrap().drain_ring();
+    assert_eq!(records.len(), 1);
+    let b = &records[0];
+    assert_eq!(b.len(), 1032, "a whole account_record_t");
+    let name_result = i32::from_le_bytes(b[0..4].try_into().unwrap());
+    let domain_result = i32::from_le_bytes(b[4..8].try_into().unwrap());
+    assert_eq!((name_result, domain_result), (512, 512));
+    assert_eq!(from_utf16(&b[8..520]), name);
+    assert_eq!(from_utf16(&b[520..1032]), domain);
+    drop((link, program));
     env.finish();
 }

@@ -19,6 +19,7 @@ macro_rules! dbg_log {
     };
 }
 
+/// The function behind [`dbg_log!`].
 #[doc(hidden)]
 pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
     use core::fmt::Write;
@@ -39,27 +40,34 @@ pub fn log(level: u32, args: core::fmt::Arguments<'_>) {
 }
 
 /// Everything DriverEntry does after the flavor-specific setup. `driver` is
-/// the DRIVER_OBJECT (it owns the driver's I/O work items).
+/// the DRIVER_OBJECT (it owns the driver's I/O work items). On failure
+/// everything is undone (by [`unload`], which tolerates partial setup).
+///
+/// # Errors
+/// The status of the first step that failed.
 ///
 /// # Safety
-/// `driver` must be this driver's DRIVER_OBJECT; PASSIVE_LEVEL.
-pub unsafe fn load(driver: *mut core::ffi::c_void) -> nt::NTSTATUS {
+/// `driver` must be this driver's DRIVER_OBJECT; PASSIVE_LEVEL; once.
+pub unsafe fn load(driver: *mut core::ffi::c_void) -> nt::NtResult {
+    // The provider first, so every later step can trace; without it the
+    // driver does not load (as the C driver).
+    crate::trace::register()?;
+    // Never fails the load (logged): see crate::store.
+    crate::store::update(&crate::hooks::STORE);
     // SAFETY: forwarded contract.
-    let status = unsafe { crate::hooks::process::kernel::load(driver) };
-    if nt::nt_success(status) {
-        dbg_log!(
-            nt::DPFLTR_INFO_LEVEL,
-            "loaded (version {})",
-            env!("CARGO_PKG_VERSION")
-        );
-    } else {
-        dbg_log!(nt::DPFLTR_ERROR_LEVEL, "load failed: {status:#x}");
+    let loaded = unsafe { crate::hooks::load(driver) };
+    crate::trace::driver_load(loaded);
+    if loaded.is_err() {
+        crate::hooks::unload();
+        crate::trace::unregister();
     }
-    status
+    loaded
 }
 
 /// Everything the unload routine does before the flavor-specific teardown.
+/// The ETW provider goes last, once nothing that logs can run.
 pub fn unload() {
-    crate::hooks::process::kernel::unload();
-    dbg_log!(nt::DPFLTR_INFO_LEVEL, "unloaded");
+    crate::hooks::unload();
+    crate::trace::driver_unload();
+    crate::trace::unregister();
 }

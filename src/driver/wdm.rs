@@ -12,13 +12,13 @@ pub unsafe extern "system" fn DriverEntry(
     _registry_path: *const nt::UNICODE_STRING,
 ) -> nt::NTSTATUS {
     // SAFETY: the I/O manager's driver object, at PASSIVE_LEVEL.
-    let status = unsafe { super::load(driver.cast()) };
-    if nt::nt_success(status) {
+    let loaded = unsafe { super::load(driver.cast()) };
+    if loaded.is_ok() {
         // SAFETY: the I/O manager passes a valid, writable driver object that
         // it owns for the driver's lifetime.
         unsafe { (*driver).DriverUnload = Some(driver_unload) };
     }
-    status
+    nt::into_status(loaded)
 }
 
 unsafe extern "system" fn driver_unload(_driver: *mut nt::DRIVER_OBJECT) {

@@ -3,7 +3,21 @@
 //! struct is `repr(C)` with its x64 size and field offsets asserted at
 //! compile time; headers are built by `const fn`s that fill version, size
 //! (bytes up to the end of the last field) and total_size (`sizeof`).
-#![allow(non_camel_case_types)]
+//!
+//! # Why ntsim has its own copy of these types
+//!
+//! ntsim (the simulated Windows kernel and eBPF core the tests run the
+//! driver image in) declares the same structures independently, from the
+//! upstream headers, and neither crate depends on the other. That is on
+//! purpose: ntsim is the judge of this driver, and a judge that read the
+//! driver's own declarations would accept any layout mistake the driver
+//! makes (a wrong offset here would be "right" there too). Two copies
+//! written from the source of truth can only agree by both being right; the
+//! test that compares them pairwise belongs outside both crates.
+//!
+//! Items mirror C declarations under their C names; the C name each one
+//! carries is its documentation (hence `missing_docs` is allowed here).
+#![allow(non_camel_case_types, missing_docs)]
 
 use crate::nt::GUID;
 use core::ffi::{c_char, c_void};
@@ -28,13 +42,53 @@ pub const EBPF_HOOK_EXTENSION_IID: GUID = GUID::new(
 /// Helper ids above this belong to a program type.
 pub const EBPF_MAX_GENERAL_HELPER_FUNCTION: u32 = 0xFFFF;
 
-/// `ebpf_result_t` values the driver produces or inspects.
+/// `ebpf_result_t` as the ABI passes it.
 pub type ebpf_result_t = u32;
+/// `EBPF_SUCCESS`.
 pub const EBPF_SUCCESS: ebpf_result_t = 0;
-pub const EBPF_INVALID_ARGUMENT: ebpf_result_t = 6;
-pub const EBPF_NO_MEMORY: ebpf_result_t = 12;
-pub const EBPF_EXTENSION_FAILED_TO_LOAD: ebpf_result_t = 23;
-pub const EBPF_INSUFFICIENT_BUFFER: ebpf_result_t = 24;
+
+/// A failed `ebpf_result_t`.
+///
+/// # Invariants
+/// The code is not `EBPF_SUCCESS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EbpfError(core::num::NonZeroU32);
+
+/// The result of an operation the eBPF core asked for.
+pub type EbpfResult<T = ()> = Result<T, EbpfError>;
+
+impl EbpfError {
+    /// `EBPF_INVALID_ARGUMENT`.
+    // INVARIANT: non-zero.
+    pub const INVALID_ARGUMENT: EbpfError = EbpfError(core::num::NonZeroU32::new(6).unwrap());
+    /// `EBPF_NO_MEMORY`.
+    // INVARIANT: non-zero.
+    pub const NO_MEMORY: EbpfError = EbpfError(core::num::NonZeroU32::new(12).unwrap());
+
+    /// The raw code, for the FFI edge.
+    pub const fn code(self) -> ebpf_result_t {
+        self.0.get()
+    }
+}
+
+/// Checks a result a client's function returned.
+#[inline]
+pub const fn ebpf_check(result: ebpf_result_t) -> EbpfResult {
+    match core::num::NonZeroU32::new(result) {
+        None => Ok(()),
+        // INVARIANT: non-zero.
+        Some(code) => Err(EbpfError(code)),
+    }
+}
+
+/// The raw result, for the FFI edge (`context_create`).
+#[inline]
+pub const fn into_ebpf_result(result: EbpfResult) -> ebpf_result_t {
+    match result {
+        Ok(()) => EBPF_SUCCESS,
+        Err(e) => e.code(),
+    }
+}
 
 /// `ebpf_return_type_t::EBPF_RETURN_TYPE_INTEGER`.
 pub const EBPF_RETURN_TYPE_INTEGER: u32 = 0;
@@ -92,6 +146,7 @@ pub const EBPF_PROGRAM_TYPE_DESCRIPTOR_SIZE: usize =
 
 /// `ebpf_helper_function_prototype_t` (72 bytes).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct ebpf_helper_function_prototype_t {
     pub header: ebpf_extension_header_t,
     pub helper_id: u32,
@@ -220,25 +275,12 @@ pub struct ebpf_execution_context_state_t {
     pub bytes: [u64; 8],
 }
 
-impl ebpf_execution_context_state_t {
-    pub const fn zeroed() -> Self {
-        ebpf_execution_context_state_t { bytes: [0; 8] }
-    }
-}
-
 /// `EBPF_CONTEXT_HEADER`: eight `u64` the core owns, placed immediately
 /// before every program context.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ebpf_context_header_t {
     pub context_header: [u64; 8],
-}
-
-/// A program context preceded by its core-owned header.
-#[repr(C)]
-pub struct WithHeader<T> {
-    pub header: ebpf_context_header_t,
-    pub context: T,
 }
 
 const _: () = {
@@ -280,21 +322,3 @@ const _: () = {
     assert!(size_of::<ebpf_execution_context_state_t>() == 64);
     assert!(size_of::<ebpf_context_header_t>() == 64);
 };
-
-/// Wrapper making a static ABI structure that holds raw pointers (to other
-/// statics) shareable.
-#[repr(transparent)]
-pub struct Static<T>(pub T);
-
-// SAFETY: used only for immutable statics whose pointers refer to other
-// immutable statics or to functions.
-unsafe impl<T> Sync for Static<T> {}
-
-/// A static C string from a Rust literal that ends in NUL.
-pub const fn c_str(s: &'static core::ffi::CStr) -> *const c_char {
-    s.as_ptr()
-}
-
-/// The helper function address type published to the core: the function's
-/// address as `u64`.
-pub type HelperAddress = u64;

@@ -3,21 +3,26 @@
 //! table. Pure functions over the raw structures, unit-tested on the host.
 
 use super::abi::*;
-use crate::nt::{NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED};
+use crate::nt::Error;
 use core::ffi::c_void;
 
 /// The client's functions, copied out of its dispatch table.
 #[derive(Clone, Copy)]
 pub struct ClientDispatch {
+    /// `function[0]`: invoke one program.
     pub invoke: ebpf_program_invoke_function_t,
+    /// `function[1..4]`, when the table has all three.
     pub batch: Option<BatchFunctions>,
 }
 
 /// Batch begin / invoke / end of one client.
 #[derive(Clone, Copy)]
 pub struct BatchFunctions {
+    /// `ebpf_program_batch_begin_invoke_function_t`.
     pub begin: ebpf_program_batch_begin_invoke_function_t,
+    /// `ebpf_program_batch_invoke_function_t`.
     pub invoke: ebpf_program_batch_invoke_function_t,
+    /// `ebpf_program_batch_end_invoke_function_t`.
     pub end: ebpf_program_batch_end_invoke_function_t,
 }
 
@@ -50,12 +55,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub fn status(self) -> NTSTATUS {
+    /// The status NMR reports for the refused attach.
+    pub fn status(self) -> Error {
         match self {
             ClientError::UnsupportedClientDataVersion | ClientError::UnsupportedDispatchVersion => {
-                STATUS_NOT_SUPPORTED
+                Error::NOT_SUPPORTED
             }
-            _ => STATUS_INVALID_PARAMETER,
+            _ => Error::INVALID_PARAMETER,
         }
     }
 }
@@ -83,7 +89,8 @@ pub unsafe fn validate_client(
         return Err(ClientError::ClientDataTooSmall);
     }
     // SAFETY: header.size covers `data` and `data_size` (checked above).
-    let (data, data_size) = unsafe { ((*client_data).data, (*client_data).data_size) };
+    let client_data = unsafe { &*client_data };
+    let (data, data_size) = (client_data.data, client_data.data_size);
     if data.is_null() != (data_size == 0) {
         return Err(ClientError::InconsistentAttachParameters);
     }
@@ -101,32 +108,37 @@ pub unsafe fn validate_client(
     }
     let functions = (dispatch as *const u8).wrapping_add(EBPF_DISPATCH_FUNCTIONS_OFFSET)
         as *const Option<unsafe extern "system" fn()>;
-    // SAFETY: the table holds `count` function slots (caller's contract);
-    // only slots below `count` are read.
-    let slot = |i: usize| unsafe { *functions.add(i) };
+    // SAFETY: the table holds `count` function slots after its header
+    // (caller's contract).
+    let functions = unsafe { core::slice::from_raw_parts(functions, count) };
+    let slot = |i: usize| functions[i];
     let invoke = slot(0).ok_or(ClientError::MissingInvoke)?;
     let batch = if count >= 4 {
         match (slot(1), slot(2), slot(3)) {
-            (Some(b), Some(i), Some(e)) => Some(
+            (Some(begin), Some(invoke), Some(end)) => Some(BatchFunctions {
                 // SAFETY: slots 1..3 of an eBPF program dispatch table have
                 // exactly these signatures (ebpf_extension.h).
-                unsafe {
-                    BatchFunctions {
-                        begin: core::mem::transmute::<
-                            unsafe extern "system" fn(),
-                            ebpf_program_batch_begin_invoke_function_t,
-                        >(b),
-                        invoke: core::mem::transmute::<
-                            unsafe extern "system" fn(),
-                            ebpf_program_batch_invoke_function_t,
-                        >(i),
-                        end: core::mem::transmute::<
-                            unsafe extern "system" fn(),
-                            ebpf_program_batch_end_invoke_function_t,
-                        >(e),
-                    }
+                begin: unsafe {
+                    core::mem::transmute::<
+                        unsafe extern "system" fn(),
+                        ebpf_program_batch_begin_invoke_function_t,
+                    >(begin)
                 },
-            ),
+                // SAFETY: as above.
+                invoke: unsafe {
+                    core::mem::transmute::<
+                        unsafe extern "system" fn(),
+                        ebpf_program_batch_invoke_function_t,
+                    >(invoke)
+                },
+                // SAFETY: as above.
+                end: unsafe {
+                    core::mem::transmute::<
+                        unsafe extern "system" fn(),
+                        ebpf_program_batch_end_invoke_function_t,
+                    >(end)
+                },
+            }),
             _ => None,
         }
     } else {
@@ -269,7 +281,11 @@ mod tests {
         assert!(check(&d, &partial_batch).unwrap().batch.is_none());
         assert_eq!(
             ClientError::MissingInvoke.status(),
-            STATUS_INVALID_PARAMETER
+            Error::INVALID_PARAMETER
+        );
+        assert_eq!(
+            ClientError::UnsupportedDispatchVersion.status(),
+            Error::NOT_SUPPORTED
         );
     }
 }

@@ -1,114 +1,212 @@
-//! The generic hook provider: the attach-type NMR provider every program
-//! type uses.
+//! The generic hook: the two NMR providers of one program type and its
+//! attach type ([`Hook`]), and the hook provider every attach type uses
+//! ([`HookProvider`]).
 //!
-//! Clients (eBPF links) are kept in attach order in a list guarded by a
-//! reader/writer spin lock. The invoke path ([`HookProvider::invoke`]) holds
-//! the lock in shared mode only long enough to step to the next client and
-//! take that client's [`InvokeRef`]; it runs programs with no lock held,
-//! allocates nothing and never waits. Detach never blocks: it closes the
-//! client's `InvokeRef`; with invocations in flight it answers
+//! A hook file (`src/hooks/<type>.rs`) declares its [`ProgramType`], its
+//! [`AttachType`], its [`EventSource`] (the Windows callback that produces
+//! events) and one `static` [`Hook`]; `src/hooks/mod.rs` lists the hooks the
+//! driver loads. Everything else is here.
+//!
+//! Clients (eBPF links) are kept in attach order in a [`ClientList`] behind
+//! a reader/writer spin lock. The invoke path ([`HookProvider::invoke`])
+//! takes the lock in shared mode once per [`Snapshot`] of up to
+//! [`SNAPSHOT_CAPACITY`](super::clients::SNAPSHOT_CAPACITY) clients, whose
+//! [`InvokeRef`](crate::sync::InvokeRef)s it takes, then runs their
+//! programs with no lock held (so the IRQL does not change between a
+//! batch's begin and end), ends the batch, and only then releases the
+//! references. It allocates nothing and never waits. Detach never blocks:
+//! it closes the client's `InvokeRef`; with invocations in flight it answers
 //! STATUS_PENDING and the last of them reports the detach complete. A
-//! client stays linked until NMR's cleanup, so a client an invocation holds
+//! client stays linked until NMR's cleanup, so a client a snapshot holds
 //! can always be stepped past.
 //!
-//! The kernel callback that produces events (for example the process notify
-//! routine) is registered when the first client attaches, through
-//! [`KernelHook`], and removed after the last one detaches. Removal waits
-//! for the callback's calls in flight, so it can happen neither in detach
-//! (which must not block, and may run at DISPATCH_LEVEL) nor in cleanup
-//! (which NMR may run inside the last invocation's completion, that is
-//! inside the callback itself: a deadlock). It runs on a system worker
-//! thread ([`PassiveWork`]), queued when the last client detaches; the
-//! callback does nothing while no client is attached.
+//! The event source is registered when the first client attaches and
+//! removed after the last one detaches. Removal waits for the callback's
+//! calls in flight, so it can happen neither in detach (which must not
+//! block, and may run at DISPATCH_LEVEL) nor in cleanup (which NMR may run
+//! inside the last invocation's completion, that is inside the callback
+//! itself: a deadlock). It runs on a system worker thread ([`PassiveWork`]),
+//! requested whenever the count of active clients drops to zero. The work
+//! routine removes the source only if, under the push lock that also
+//! serialises registration, no client is active: a client that attached
+//! in between keeps it. No request is lost: one made while the routine
+//! runs makes it run again. The callback does nothing while no client is
+//! attached.
 
 use super::abi::*;
 use super::client::{validate_client, BatchFunctions, ClientDispatch};
-use crate::nmr::{self, ClientAttach, Provider};
-use crate::nt::{self, HANDLE, NTSTATUS};
-use crate::sync::{Detach, InvokeRef, PassiveWork, PushLock, SpinRwLock};
-use core::cell::UnsafeCell;
+use super::clients::{ClientList, Entry, Snapshot};
+use super::context::ProgramContext;
+use super::program::{AttachType, ProgramType};
+use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessProvider};
+use crate::nt::{self, NtResult, HANDLE};
+use crate::sync::{Detach, PassiveOwner, PassiveWork, PushLock, SpinRwLock};
 use core::ffi::c_void;
+use core::mem::{size_of, MaybeUninit};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// The kernel callback behind a hook.
-pub trait KernelHook: Sync + 'static {
+/// The Windows callback behind a hook (a notify routine).
+pub trait EventSource: Sync + 'static {
     /// Registers the callback (PASSIVE_LEVEL). A failure fails the attach.
-    fn register(&self) -> NTSTATUS;
+    /// Reports the outcome with `crate::trace::callback_register`.
+    ///
+    /// # Errors
+    /// The status of the registration.
+    fn register(&self) -> NtResult;
     /// Removes the callback (PASSIVE_LEVEL). When this returns, no call of
-    /// the callback is in flight.
+    /// the callback is in flight. Reports the outcome with
+    /// `crate::trace::callback_remove`.
     fn unregister(&self);
 }
 
-/// One attached client.
-pub struct HookClient {
+/// `EBPF_PROGRAM_INFO_EXTENSION_IID`, as NMR reads it.
+static PROGRAM_INFO_NPI: nt::GUID = EBPF_PROGRAM_INFO_EXTENSION_IID;
+/// `EBPF_HOOK_EXTENSION_IID`, as NMR reads it.
+static HOOK_NPI: nt::GUID = EBPF_HOOK_EXTENSION_IID;
+
+/// One program type and its attach type: the program-information provider
+/// and the hook provider, registered and deregistered together.
+pub struct Hook {
+    program_info: ProviderRegistration<StatelessProvider>,
+    hook: ProviderRegistration<HookProvider>,
+}
+
+impl Hook {
+    /// The hook of `program` attached through `attach`, with events from
+    /// `source`.
+    pub const fn new<const HELPERS: usize>(
+        program: &'static ProgramType<HELPERS>,
+        attach: &'static AttachType,
+        source: &'static dyn EventSource,
+    ) -> Hook {
+        Hook {
+            program_info: ProviderRegistration::new(
+                &PROGRAM_INFO_NPI,
+                program.module_id(),
+                (program.data() as *const ebpf_program_data_t).cast(),
+                StatelessProvider,
+            ),
+            hook: ProviderRegistration::new(
+                &HOOK_NPI,
+                attach.module_id(),
+                (attach.data() as *const ebpf_attach_provider_data_t).cast(),
+                // `load` initializes the work item before this provider is
+                // registered, `unload` shuts it down after deregistering.
+                HookProvider::new(source),
+            ),
+        }
+    }
+
+    /// The hook provider (the event source's callback invokes through it).
+    pub fn provider(&'static self) -> &'static HookProvider {
+        self.hook.provider()
+    }
+
+    /// Registers the program type, then the attach type (DriverEntry,
+    /// PASSIVE_LEVEL). On failure the caller runs [`unload`](Self::unload).
+    ///
+    /// # Errors
+    /// The first failing step's status.
+    ///
+    /// # Safety
+    /// `driver` must be this driver's DRIVER_OBJECT; called once.
+    pub unsafe fn load(&'static self, driver: *mut c_void) -> NtResult {
+        // SAFETY: forwarded contract.
+        unsafe { self.provider().idle_work.init(driver) }.inspect_err(|e| {
+            crate::trace::api_failure(
+                crate::trace::keyword::EXTENSION,
+                c"ExAllocatePool2",
+                e.status(),
+            )
+        })?;
+        self.program_info.register().inspect_err(|e| {
+            crate::dbg_log!(
+                nt::DPFLTR_ERROR_LEVEL,
+                "registering a program type failed: {e:#x}"
+            )
+        })?;
+        self.hook.register().inspect_err(|e| {
+            crate::dbg_log!(
+                nt::DPFLTR_ERROR_LEVEL,
+                "registering an attach type failed: {e:#x}"
+            )
+        })
+    }
+
+    /// Deregisters both providers, waiting for every client to detach, then
+    /// removes the event source if it is still registered and releases the
+    /// work item (unload, PASSIVE_LEVEL). Undoes whatever part of
+    /// [`load`](Self::load) succeeded; does nothing the second time.
+    pub fn unload(&'static self) {
+        self.hook.deregister();
+        self.provider().shutdown();
+        self.program_info.deregister();
+    }
+}
+
+/// What the hook provider keeps of one attached client.
+///
+/// # Invariants
+/// `binding_handle` is NMR's handle of this client's binding; the
+/// functions in `dispatch` were validated at attach and stay callable with
+/// `binding_context` until the client's detach completes.
+pub struct Client {
     binding_handle: HANDLE,
+    /// The client's opaque binding context, only passed back to it.
     binding_context: *const c_void,
     dispatch: ClientDispatch,
-    refs: InvokeRef,
-    /// Next client in attach order; changed only under the exclusive lock.
-    next: UnsafeCell<*const HookClient>,
 }
 
-// SAFETY: the raw pointers are the client's opaque binding context (only
-// passed back to the client) and list links guarded by the provider's lock.
-unsafe impl Sync for HookClient {}
+// SAFETY: `binding_context` is never dereferenced by the driver; it is
+// passed back to the client's own functions, which accept it on any thread.
+unsafe impl Send for Client {}
 // SAFETY: as above.
-unsafe impl Send for HookClient {}
-
-#[derive(Clone, Copy)]
-struct ClientList {
-    head: *const HookClient,
-    tail: *const HookClient,
-}
-
-// SAFETY: the pointers are only followed under the provider's lock.
-unsafe impl Send for ClientList {}
-// SAFETY: as above.
-unsafe impl Sync for ClientList {}
+unsafe impl Sync for Client {}
 
 /// A hook provider for one attach type.
+///
+/// # Invariants
+/// `active` counts the clients attached (from `attach` until their detach
+/// begins); the event source is registered (`*registered`) whenever
+/// `active > 0`, and a removal request is outstanding whenever `active == 0`
+/// and it is registered. `idle_work` is initialized from before the NMR
+/// provider is registered until after it is deregistered.
 pub struct HookProvider {
-    clients: SpinRwLock<ClientList>,
-    /// Clients attached whose detach has not begun.
+    clients: SpinRwLock<ClientList<Client>>,
     active: AtomicUsize,
-    /// Whether the kernel callback is registered (PASSIVE_LEVEL state).
+    /// Whether the event source is registered (changed at PASSIVE_LEVEL).
     registered: PushLock<bool>,
-    kernel: &'static dyn KernelHook,
-    /// Removes the kernel callback once no client is active.
+    source: &'static dyn EventSource,
+    /// Removes the event source once no client is active.
     idle_work: PassiveWork,
 }
 
 /// What the caller of [`HookProvider::invoke`] decides after each program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
+    /// Run the next program.
     Continue,
+    /// Skip the remaining programs of this event.
     Stop,
 }
 
 impl HookProvider {
-    /// `on_idle` must call [`HookProvider::unregister_if_idle`] on this
-    /// provider (it runs on a worker thread once no client is active).
-    pub const fn new(kernel: &'static dyn KernelHook, on_idle: fn()) -> HookProvider {
+    /// A provider with no client.
+    ///
+    /// The work item is not yet initialized: only [`Hook`], which
+    /// initializes it before registering and shuts it down after
+    /// deregistering, constructs one.
+    const fn new(source: &'static dyn EventSource) -> HookProvider {
         HookProvider {
-            clients: SpinRwLock::new(ClientList {
-                head: ptr::null(),
-                tail: ptr::null(),
-            }),
+            clients: SpinRwLock::new(ClientList::new()),
             active: AtomicUsize::new(0),
             registered: PushLock::new(false),
-            kernel,
-            idle_work: PassiveWork::new(on_idle),
+            source,
+            // SAFETY: see `Hook::new` and the type's invariants: init
+            // before the first request, shutdown after the last.
+            idle_work: unsafe { PassiveWork::new() },
         }
-    }
-
-    /// Prepares the provider (DriverEntry, before NMR registration).
-    ///
-    /// # Safety
-    /// `driver` must be this driver's DRIVER_OBJECT.
-    pub unsafe fn init(&'static self, driver: *mut c_void) -> NTSTATUS {
-        // SAFETY: forwarded contract.
-        unsafe { self.idle_work.init(driver) }
     }
 
     /// Whether any client is attached (a cheap check for the event path).
@@ -117,62 +215,59 @@ impl HookProvider {
         self.active.load(Ordering::Acquire) != 0
     }
 
-    /// Runs every attached client's program on `context` (which must point
-    /// just after a 64-byte context header), in attach order. `on_result`
-    /// sees each program's 32-bit result and decides whether to go on; a
-    /// client whose invoke fails is skipped (fail-open).
-    pub fn invoke(&self, context: *mut c_void, mut on_result: impl FnMut(u32) -> Flow) {
-        let mut batch = Batch::new();
-        let mut current: *const HookClient = ptr::null();
+    /// Runs every attached client's program on `context`, in attach order.
+    /// `on_result` sees each program's 32-bit result and decides whether to
+    /// go on; a client whose invoke fails is skipped (fail-open). A client
+    /// whose detach began after this event took its reference is skipped
+    /// too.
+    pub fn invoke<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        mut on_result: impl FnMut(u32) -> Flow,
+    ) {
+        let program_context = context.as_program_context();
+        let mut snapshot = Snapshot::new();
+        self.clients.read().acquire_after(None, &mut snapshot);
         loop {
-            let next = self.next_client(current);
-            if !current.is_null() {
-                // SAFETY: `current` is held by the reference taken in
-                // next_client; released once, after the lock is dropped.
-                unsafe { release(current) };
+            let mut batch = Batch::new();
+            let mut flow = Flow::Continue;
+            for entry in snapshot.iter() {
+                if entry.refs().is_detaching() {
+                    continue;
+                }
+                let mut result = 0u32;
+                let status = batch.run(entry.value(), program_context, &mut result);
+                if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
+                    flow = Flow::Stop;
+                    break;
+                }
             }
-            if next.is_null() {
+            // The batch ends at the IRQL it began at (no lock is held while
+            // it is open) and before any reference is released: the core
+            // stays loaded while a link of it is referenced.
+            batch.end();
+            let last = match flow {
+                Flow::Continue => snapshot.last_if_full(),
+                Flow::Stop => None,
+            };
+            let Some(last) = last else {
+                release(&mut snapshot);
                 break;
-            }
-            current = next;
-            // SAFETY: `next` holds a reference: it stays alive and linked.
-            let client = unsafe { &*next };
-            let mut result = 0u32;
-            let status = batch.run(client, context, &mut result);
-            if status == EBPF_SUCCESS && on_result(result) == Flow::Stop {
-                // SAFETY: as above: the reference of `current`.
-                unsafe { release(current) };
-                break;
-            }
+            };
+            // More clients may follow: take them while `last` is still
+            // referenced (hence linked), then let the current ones go.
+            let mut next = Snapshot::new();
+            self.clients.read().acquire_after(Some(last), &mut next);
+            release(&mut snapshot);
+            snapshot = next;
         }
-        batch.end();
-    }
-
-    /// The first client after `after` (or the first of all) whose
-    /// reference can be taken.
-    fn next_client(&self, after: *const HookClient) -> *const HookClient {
-        let list = self.clients.read();
-        let mut c = if after.is_null() {
-            list.head
-        } else {
-            // SAFETY: `after` is referenced by the caller, hence linked; its
-            // link is read under the shared lock.
-            unsafe { *(*after).next.get() }
-        };
-        // SAFETY: every pointer in the list is a live client (unlinked only
-        // under the exclusive lock, before it is freed).
-        while !c.is_null() && !unsafe { &*c }.refs.try_acquire() {
-            // SAFETY: as above.
-            c = unsafe { *(*c).next.get() };
-        }
-        c
     }
 
     fn attach_client(
         &'static self,
         binding_handle: HANDLE,
         client: &ClientAttach<'_>,
-    ) -> Result<HookClient, NTSTATUS> {
+    ) -> NtResult<Entry<Client>> {
         // SAFETY: NMR passes the client's registration instance; an eBPF
         // link's NPI-specific characteristics are an ebpf_extension_data_t
         // and its dispatch table an eBPF program dispatch table.
@@ -183,215 +278,179 @@ impl HookProvider {
             )
         }
         .map_err(|e| {
-            crate::dbg_log!(nt::DPFLTR_WARNING_LEVEL, "refused a hook client: {e:?}");
+            crate::trace::client_refused(
+                &client.provider_module,
+                &client.client_module,
+                crate::trace::refusal_reason(e),
+                e.status().status(),
+            );
             e.status()
         })?;
         {
             let mut registered = self.registered.lock();
             if !*registered {
-                let status = self.kernel.register();
-                if !nt::nt_success(status) {
-                    crate::dbg_log!(
-                        nt::DPFLTR_ERROR_LEVEL,
-                        "registering the kernel callback failed: {status:#x}"
-                    );
-                    return Err(status);
-                }
+                // The source reports the outcome (crate::trace).
+                self.source.register()?;
+                // INVARIANT: registered before the client counts as active.
                 *registered = true;
             }
+            // INVARIANT: counted under the push lock, so the removal work
+            // (which checks the count under it) cannot remove the source
+            // from under this client.
             self.active.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(HookClient {
+        Ok(Entry::new(Client {
             binding_handle,
             binding_context: client.binding_context,
             dispatch,
-            refs: InvokeRef::new(),
-            next: UnsafeCell::new(ptr::null()),
-        })
+        }))
     }
 
-    /// Publishes a client at its final address: from now on events run it.
-    fn link(&self, client: &HookClient) {
-        let p: *const HookClient = client;
-        let mut list = self.clients.write();
-        if list.tail.is_null() {
-            list.head = p;
-        } else {
-            // SAFETY: the tail is a live client; links change under the
-            // exclusive lock held here.
-            unsafe { *(*list.tail).next.get() = p };
-        }
-        list.tail = p;
-    }
-
-    /// One client fewer is active: the last one schedules the removal of
-    /// the kernel callback.
+    /// One client fewer is active: at zero, request the removal of the
+    /// event source.
     fn deactivate(&'static self) {
+        // INVARIANT: the request follows the count reaching zero.
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle_work.request();
+            self.idle_work.request(self);
         }
     }
 
-    fn cleanup_client(&self, client: &HookClient) {
-        let p: *const HookClient = client;
-        {
-            let mut list = self.clients.write();
-            let mut prev: *const HookClient = ptr::null();
-            let mut c = list.head;
-            while !c.is_null() && c != p {
-                prev = c;
-                // SAFETY: list pointers are live clients (exclusive lock held).
-                c = unsafe { *(*c).next.get() };
-            }
-            if c == p {
-                // SAFETY: `p` is the live client being cleaned up.
-                let next = unsafe { *(*p).next.get() };
-                if prev.is_null() {
-                    list.head = next;
-                } else {
-                    // SAFETY: `prev` is a live client (exclusive lock held).
-                    unsafe { *(*prev).next.get() = next };
-                }
-                if list.tail == p {
-                    list.tail = prev;
-                }
-            }
-        }
-    }
-
-    /// Removes the kernel callback if no client is active (PASSIVE_LEVEL,
+    /// Removes the event source if no client is active (PASSIVE_LEVEL,
     /// outside any call of the callback).
-    pub fn unregister_if_idle(&self) {
+    fn unregister_if_idle(&self) {
         let mut registered = self.registered.lock();
         if *registered && self.active.load(Ordering::Acquire) == 0 {
-            self.kernel.unregister();
+            self.source.unregister();
+            // INVARIANT: removed while no client is active, under the lock
+            // attach registers under.
             *registered = false;
         }
     }
 
     /// At unload, after the NMR provider has been deregistered (so no client
-    /// remains): removes the kernel callback if still registered and waits
-    /// for the worker.
-    pub fn shutdown(&'static self) {
+    /// remains): removes the event source if still registered, waits for
+    /// the worker and releases the work item.
+    fn shutdown(&'static self) {
         self.unregister_if_idle();
         self.idle_work.shutdown();
     }
 }
 
-/// Releases a client's reference and, if that completes a pending detach,
-/// tells NMR.
-///
-/// # Safety
-/// `client` must hold a reference taken by `try_acquire`; the client must
-/// not be touched afterwards.
-unsafe fn release(client: *const HookClient) {
-    // SAFETY: the reference keeps the client alive until this release.
-    let c = unsafe { &*client };
-    let handle = c.binding_handle;
-    if c.refs.release() {
-        nmr::detach_complete(handle);
+impl PassiveOwner for HookProvider {
+    fn passive_work(&self) -> &PassiveWork {
+        &self.idle_work
+    }
+
+    fn run_passive(&'static self) {
+        self.unregister_if_idle();
     }
 }
 
-/// The batch in progress during one event.
+/// Releases a snapshot's references, reporting each detach they complete.
+fn release(snapshot: &mut Snapshot<Client>) {
+    snapshot.release(|client| {
+        // SAFETY: `release` calls this once for a client whose detach was
+        // pending (it returned `Detach::Pending`) and whose last reference
+        // this was; the handle is the one NMR gave its attach.
+        unsafe { nmr::detach_complete(client.binding_handle) }
+    });
+}
+
+/// The batch in progress during one snapshot.
+///
+/// # Invariants
+/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` (which
+/// it initialized) and `fns.end` has not been called for it yet.
 struct Batch {
     open: Option<BatchFunctions>,
-    state: ebpf_execution_context_state_t,
+    /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
+    state: MaybeUninit<ebpf_execution_context_state_t>,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             open: None,
-            state: ebpf_execution_context_state_t::zeroed(),
+            state: MaybeUninit::uninit(),
         }
     }
 
-    fn run(
-        &mut self,
-        client: &HookClient,
-        context: *mut c_void,
-        result: &mut u32,
-    ) -> ebpf_result_t {
-        match client.dispatch.batch {
-            Some(fns) => {
-                if !self.open.is_some_and(|open| open.same_as(&fns)) {
-                    self.end();
-                    // SAFETY: the client's batch begin, with our 64-byte state.
-                    let begun = unsafe {
-                        (fns.begin)(
-                            core::mem::size_of::<ebpf_execution_context_state_t>(),
-                            (&mut self.state as *mut ebpf_execution_context_state_t).cast(),
-                        )
-                    };
-                    if begun == EBPF_SUCCESS {
-                        self.open = Some(fns);
-                    } else {
-                        return plain_invoke(client, context, result);
-                    }
-                }
-                // SAFETY: a batch of these functions is open with our state;
-                // the client is referenced; context is the caller's.
-                unsafe {
-                    (fns.invoke)(
-                        client.binding_context,
-                        context,
-                        result,
-                        (&self.state as *const ebpf_execution_context_state_t).cast(),
-                    )
-                }
+    /// The core writes the state in begin, invoke and end: always hand it
+    /// a pointer made from a mutable borrow.
+    fn state_ptr(&mut self) -> *mut c_void {
+        self.state.as_mut_ptr().cast()
+    }
+
+    fn run(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
+        let Some(fns) = client.dispatch.batch else {
+            self.end();
+            return plain_invoke(client, context, result);
+        };
+        if !self.open.is_some_and(|open| open.same_as(&fns)) {
+            self.end();
+            let state = self.state_ptr();
+            // SAFETY: the client's batch begin, with our 64-byte state; the
+            // client is referenced by the caller's snapshot.
+            let begun = unsafe { (fns.begin)(size_of::<ebpf_execution_context_state_t>(), state) };
+            if ebpf_check(begun).is_err() {
+                return plain_invoke(client, context, result);
             }
-            None => {
-                self.end();
-                plain_invoke(client, context, result)
-            }
+            // INVARIANT: begun with `state`.
+            self.open = Some(fns);
         }
+        let state = self.state_ptr();
+        // SAFETY: a batch of these functions is open with our state; the
+        // client is referenced; context is the caller's.
+        unsafe { (fns.invoke)(client.binding_context, context, result, state) }
     }
 
     fn end(&mut self) {
         if let Some(fns) = self.open.take() {
-            // SAFETY: ends the batch begun with this state.
-            unsafe { (fns.end)((&mut self.state as *mut ebpf_execution_context_state_t).cast()) };
+            let state = self.state_ptr();
+            // SAFETY: ends the batch begun with this state (invariant); the
+            // client that began it is still referenced.
+            let _ = unsafe { (fns.end)(state) };
         }
     }
 }
 
-fn plain_invoke(client: &HookClient, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
+fn plain_invoke(client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
     // SAFETY: the client's invoke with its own binding context; the client
     // is referenced for the duration.
     unsafe { (client.dispatch.invoke)(client.binding_context, context, result) }
 }
 
 impl Provider for HookProvider {
-    type Binding = HookClient;
+    type Binding = Entry<Client>;
 
     fn attach(
         &'static self,
         binding_handle: HANDLE,
         client: &ClientAttach<'_>,
-    ) -> Result<(HookClient, *const c_void), NTSTATUS> {
+    ) -> NtResult<(Entry<Client>, *const c_void)> {
         self.attach_client(binding_handle, client)
             .map(|c| (c, ptr::null()))
     }
 
-    fn attached(&'static self, binding: &HookClient) {
-        self.link(binding);
+    fn attached(&'static self, binding: &Entry<Client>) {
+        // SAFETY: the binding stays at this address until it is dropped
+        // after `cleanup` (the `Provider::attached` contract), and `cleanup`
+        // unlinks it; the list lives in a static and never moves.
+        unsafe { self.clients.write().push(binding) };
     }
 
-    fn abandon(&'static self, _binding: HookClient) {
+    fn abandon(&'static self, _binding: Entry<Client>) {
         self.deactivate();
     }
 
-    fn detach(&'static self, binding: &HookClient) -> NTSTATUS {
-        let outcome = binding.refs.begin_detach();
+    fn detach(&'static self, binding: &Entry<Client>) -> Detach {
+        let outcome = binding.refs().begin_detach();
         self.deactivate();
-        match outcome {
-            Detach::Complete => nt::STATUS_SUCCESS,
-            Detach::Pending => nt::STATUS_PENDING,
-        }
+        outcome
     }
 
-    fn cleanup(&'static self, binding: &HookClient) {
-        self.cleanup_client(binding);
+    fn cleanup(&'static self, binding: &Entry<Client>) {
+        let unlinked = self.clients.write().unlink(binding);
+        debug_assert!(unlinked, "a cleaned-up client was linked");
     }
 }

@@ -1,3 +1,43 @@
-//! One module per program type.
+//! One module per program type, and the list of hooks the driver loads.
+//!
+//! A new hook is one file (its program type, attach type, event source and
+//! `static` [`Hook`](crate::ebpf::hook::Hook)) plus one line in [`HOOKS`].
 
 pub mod process;
+
+#[cfg(windows)]
+use crate::{ebpf::hook::Hook, nt::NtResult};
+
+/// Every hook, in load order (unloaded in reverse).
+#[cfg(windows)]
+static HOOKS: [&Hook; 1] = [&process::notify::HOOK];
+
+/// What the driver writes to the eBPF store: every program type with its
+/// sections.
+#[cfg(windows)]
+pub static STORE: [&crate::store::Provider; 1] = [&process::notify::STORE];
+
+/// Loads every hook (DriverEntry). On failure the caller runs [`unload`].
+///
+/// # Errors
+/// The first failing step's status.
+///
+/// # Safety
+/// `driver` must be this driver's DRIVER_OBJECT; called once.
+#[cfg(windows)]
+pub unsafe fn load(driver: *mut core::ffi::c_void) -> NtResult {
+    for hook in HOOKS {
+        // SAFETY: forwarded contract.
+        unsafe { hook.load(driver) }?;
+    }
+    Ok(())
+}
+
+/// Unloads every hook: undoes whatever [`load`] did, even partly;
+/// idempotent.
+#[cfg(windows)]
+pub fn unload() {
+    for hook in HOOKS.iter().rev() {
+        hook.unload();
+    }
+}

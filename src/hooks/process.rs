@@ -7,9 +7,11 @@
 //! copy the image path and the account name and domain of the creating
 //! token's user.
 //!
-//! The layout of the context, the test-run data format, and the string-copy
-//! rule of the helpers are target-independent and unit-tested on the host;
-//! everything that talks to the kernel is in [`kernel`] (Windows only).
+//! The layout of the context, the `bpf_prog_test_run` input format
+//! ([`process_test_run_context_t`] and the strings in `data_in`) and its
+//! checks are target-independent and unit-tested on the host;
+//! the process notify routine, the helpers and the test-run contexts are in
+//! [`notify`] (Windows only).
 
 use crate::nt::GUID;
 use core::mem::{offset_of, size_of};
@@ -33,13 +35,16 @@ pub const BPF_PROG_TYPE_PROCESS: u32 = 6;
 /// `BPF_ATTACH_TYPE_PROCESS`.
 pub const BPF_ATTACH_TYPE_PROCESS: u32 = 11;
 
-/// Helper ids (`0xFFFF + n`).
+/// `BPF_FUNC_process_get_image_path` (helper ids are `0xFFFF + n`).
 pub const BPF_FUNC_PROCESS_GET_IMAGE_PATH: u32 = 0x10000;
+/// `BPF_FUNC_process_get_account_name`.
 pub const BPF_FUNC_PROCESS_GET_ACCOUNT_NAME: u32 = 0x10001;
+/// `BPF_FUNC_process_get_account_domain`.
 pub const BPF_FUNC_PROCESS_GET_ACCOUNT_DOMAIN: u32 = 0x10002;
 
-/// `process_operation_t`.
+/// `PROCESS_OPERATION_CREATE` (`process_operation_t`).
 pub const PROCESS_OPERATION_CREATE: u8 = 0;
+/// `PROCESS_OPERATION_DELETE`.
 pub const PROCESS_OPERATION_DELETE: u8 = 1;
 
 /// Size of `token_sid` (`SECURITY_MAX_SID_SIZE`).
@@ -49,26 +54,36 @@ pub const TOKEN_SID_CAPACITY: usize = 68;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct process_md_t {
+    /// The command line (UTF-16LE, no NUL): the context's "packet" start.
     pub command_start: *mut u8,
+    /// One past the command line's last byte.
     pub command_end: *mut u8,
+    /// The process id.
     pub process_id: u64,
+    /// The parent's process id (CREATE).
     pub parent_process_id: u64,
+    /// The creating thread's process id (CREATE).
     pub creating_process_id: u64,
+    /// The creating thread's id (CREATE).
     pub creating_thread_id: u64,
+    /// Creation time (100 ns units since 1601).
     pub creation_time: u64,
+    /// Exit time (DELETE).
     pub exit_time: u64,
+    /// Exit status (DELETE).
     pub process_exit_code: u32,
     /// C bit field `process_operation_t operation : 8` in a 4-byte unit.
     pub operation: u8,
+    /// The rest of the bit field's unit.
     pub _operation_unit: [u8; 3],
+    /// Bytes of `token_sid` in use (0: no SID).
     pub token_sid_size: u32,
+    /// The user SID of the process's primary token (CREATE).
     pub token_sid: [u8; TOKEN_SID_CAPACITY],
 }
 
-#[allow(non_camel_case_types)]
-pub type process_md = process_md_t;
-
 impl process_md_t {
+    /// All zero, null packet.
     pub const fn zeroed() -> process_md_t {
         process_md_t {
             command_start: core::ptr::null_mut(),
@@ -103,128 +118,196 @@ const _: () = {
     assert!(offset_of!(process_md_t, token_sid) == 76);
 };
 
-/// errno values the helpers return (negated).
-pub const EINVAL: i64 = 22;
-pub const ENOENT: i64 = 2;
+/// UTF-16 units of each account string a real event resolves into without
+/// allocating (on the notifying thread's stack). A longer name or domain
+/// is resolved again into pool buffers of the size `SecLookupAccountSid`
+/// reports.
+pub const ACCOUNT_INLINE_UNITS: usize = 256;
 
-/// The helpers' copy rule: the whole string or nothing. Returns the bytes
-/// copied, or `-EINVAL` (nothing written) when `dst` is too small.
-pub fn copy_whole(src: &[u8], dst: &mut [u8]) -> i64 {
-    if dst.len() < src.len() {
-        return -EINVAL;
-    }
-    dst[..src.len()].copy_from_slice(src);
-    src.len() as i64
+/// A `UNICODE_STRING` as it sits in [`process_test_run_context_t`] (the x64
+/// layout: `Length`, `MaximumLength`, padding, `Buffer`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestRunString {
+    /// `Length`: bytes of the string (in `data_in`, in order).
+    pub length: u16,
+    /// `MaximumLength`: bytes of the buffer the driver gives the string
+    /// (at least `length`).
+    pub maximum_length: u16,
+    /// Padding before the pointer.
+    pub reserved: u32,
+    /// `Buffer`: ignored on input, 0 on output.
+    pub buffer: u64,
 }
 
-/// Longest account name or domain the driver resolves, in UTF-16 units
-/// (Windows names are at most 256 characters).
-pub const ACCOUNT_CAPACITY: usize = 256;
-
-/// The `data_in` / `data_out` layout of `bpf_prog_test_run` for this
-/// program type (documented in `include/ebpf_ntos_hooks.h`): a 16-byte
-/// header of four little-endian `u32` byte lengths (command line, image
-/// path, account name, account domain), then the four UTF-16LE strings in
-/// that order, without terminators. `data_size_in` must equal 16 plus the
-/// sum of the lengths; each length must be even. No data at all (size 0)
-/// means four empty strings.
-pub const TEST_DATA_HEADER_SIZE: usize = 16;
-
-/// The strings of a test run, as slices of `data_in`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct TestStrings<'a> {
-    pub command_line: &'a [u8],
-    pub image_path: &'a [u8],
-    pub account_name: &'a [u8],
-    pub account_domain: &'a [u8],
-}
-
-/// Why test-run input was refused.
+/// The `ctx_in` / `ctx_out` of `bpf_prog_test_run` for process programs
+/// (296 bytes, documented in `include/ebpf_ntos_hooks.h`): the layout of
+/// ntosebpfext 0.7.0's process notify context, which its test tools pass.
+/// The strings' contents come in `data_in`, packed back to back in field
+/// order, `length` bytes each.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TestDataError {
-    /// Shorter than the 16-byte header.
-    TooSmall,
-    /// A length is odd (not UTF-16).
+pub struct process_test_run_context_t {
+    /// `EBPF_CONTEXT_HEADER`: ignored on input, zero on output.
+    pub context_header: [u64; 8],
+    /// The context the program sees (`command_start`/`command_end`
+    /// ignored on input, zero on output).
+    pub process_md: process_md_t,
+    /// The `PEPROCESS` of a real event: ignored, zero on output.
+    pub process: u64,
+    /// The `PPS_CREATE_NOTIFY_INFO` of a real event: ignored, zero on output.
+    pub create_info: u64,
+    /// The command line (the packet).
+    pub command_line: TestRunString,
+    /// What `bpf_process_get_image_path` returns.
+    pub image_file_name: TestRunString,
+    /// The account name (see `account_lookup_done`).
+    pub account_name: TestRunString,
+    /// The account domain.
+    pub account_domain: TestRunString,
+    /// `BOOLEAN`: non-zero means the account strings are final (the
+    /// helpers return them, or `-ENOENT` if either is empty); zero means
+    /// the first account helper resolves `token_sid`, into the given
+    /// buffers if they are large enough.
+    pub account_lookup_done: u8,
+    /// Padding to the 8-byte alignment.
+    pub reserved: [u8; 7],
+}
+
+/// `sizeof(process_test_run_context_t)`: the least `ctx_in` and `ctx_out`
+/// the driver accepts.
+pub const TEST_RUN_CONTEXT_SIZE: usize = 296;
+
+const _: () = {
+    type C = process_test_run_context_t;
+    assert!(size_of::<TestRunString>() == 16);
+    assert!(size_of::<C>() == TEST_RUN_CONTEXT_SIZE);
+    assert!(offset_of!(C, process_md) == 64);
+    assert!(offset_of!(C, process) == 208);
+    assert!(offset_of!(C, create_info) == 216);
+    assert!(offset_of!(C, command_line) == 224);
+    assert!(offset_of!(C, image_file_name) == 240);
+    assert!(offset_of!(C, account_name) == 256);
+    assert!(offset_of!(C, account_domain) == 272);
+    assert!(offset_of!(C, account_lookup_done) == 288);
+};
+
+/// Why a test run's input was refused (`EBPF_INVALID_ARGUMENT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestRunInputError {
+    /// No `ctx_in`, or shorter than [`TEST_RUN_CONTEXT_SIZE`].
+    ContextTooSmall,
+    /// No `data_in`, or shorter than the four lengths together.
+    DataTooSmall,
+    /// A `length` above its `maximum_length`.
+    LengthAboveMaximum,
+    /// An odd `length` (not UTF-16).
     OddLength,
-    /// Header lengths do not add up to the data size.
-    SizeMismatch,
-    /// An account string is longer than the driver resolves.
-    AccountTooLong,
+    /// `operation` neither CREATE nor DELETE.
+    BadOperation,
+    /// `token_sid_size` above 68.
+    SidTooLarge,
 }
 
-/// Splits test-run data; never reads past `data`.
-pub fn parse_test_data(data: &[u8]) -> Result<TestStrings<'_>, TestDataError> {
-    if data.is_empty() {
-        return Ok(TestStrings::default());
+/// A checked test-run input: the context and the four strings (command
+/// line, image path, account name, account domain) as slices of `data_in`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunInput<'a> {
+    /// `ctx_in`'s first [`TEST_RUN_CONTEXT_SIZE`] bytes.
+    pub context: process_test_run_context_t,
+    /// The strings, in field order.
+    pub strings: [&'a [u8]; 4],
+}
+
+impl process_test_run_context_t {
+    /// The four string descriptors, in `data_in` order.
+    pub fn strings(&self) -> [TestRunString; 4] {
+        [
+            self.command_line,
+            self.image_file_name,
+            self.account_name,
+            self.account_domain,
+        ]
     }
-    if data.len() < TEST_DATA_HEADER_SIZE {
-        return Err(TestDataError::TooSmall);
-    }
-    let mut lens = [0usize; 4];
-    for (i, len) in lens.iter_mut().enumerate() {
-        let b = [
-            data[i * 4],
-            data[i * 4 + 1],
-            data[i * 4 + 2],
-            data[i * 4 + 3],
-        ];
-        *len = u32::from_le_bytes(b) as usize;
-        if *len % 2 != 0 {
-            return Err(TestDataError::OddLength);
+
+    /// Reads the context from the start of `bytes` (no alignment needed).
+    pub fn read(bytes: &[u8]) -> Option<process_test_run_context_t> {
+        if bytes.len() < TEST_RUN_CONTEXT_SIZE {
+            return None;
         }
+        // SAFETY: at least size_of::<Self>() readable bytes; every field is
+        // an integer, raw pointer or array of them, for which any bit
+        // pattern is valid; read unaligned.
+        Some(unsafe { bytes.as_ptr().cast::<Self>().read_unaligned() })
     }
-    let total = lens
-        .iter()
-        .try_fold(TEST_DATA_HEADER_SIZE, |acc, l| acc.checked_add(*l))
-        .ok_or(TestDataError::SizeMismatch)?;
-    if total != data.len() {
-        return Err(TestDataError::SizeMismatch);
+
+    /// The context's bytes (to write into `ctx_out`).
+    pub fn to_bytes(&self) -> [u8; TEST_RUN_CONTEXT_SIZE] {
+        let mut out = [0u8; TEST_RUN_CONTEXT_SIZE];
+        // SAFETY: `out` holds size_of::<Self>() bytes; written unaligned.
+        // The padding bytes of `self` are explicit fields, so every byte
+        // written is initialized.
+        unsafe { out.as_mut_ptr().cast::<Self>().write_unaligned(*self) };
+        out
     }
-    if lens[2] > ACCOUNT_CAPACITY * 2 || lens[3] > ACCOUNT_CAPACITY * 2 {
-        return Err(TestDataError::AccountTooLong);
-    }
-    let mut at = TEST_DATA_HEADER_SIZE;
-    let mut take = |n: usize| {
-        let s = &data[at..at + n];
-        at += n;
-        s
-    };
-    Ok(TestStrings {
-        command_line: take(lens[0]),
-        image_path: take(lens[1]),
-        account_name: take(lens[2]),
-        account_domain: take(lens[3]),
-    })
 }
 
-/// Size of the test-run data that carries `s`.
-pub fn test_data_size(s: &TestStrings<'_>) -> usize {
-    TEST_DATA_HEADER_SIZE
-        + s.command_line.len()
-        + s.image_path.len()
-        + s.account_name.len()
-        + s.account_domain.len()
+/// Checks a test run's input, in 0.7.0's order (context, then data, then
+/// each `Length` against its `MaximumLength`), then this driver's own
+/// checks (even lengths, a real operation, a SID that fits). Nothing
+/// beyond the given slices is read; bytes of `data_in` past the four
+/// strings are ignored.
+pub fn parse_test_run<'a>(
+    context_in: Option<&[u8]>,
+    data_in: Option<&'a [u8]>,
+) -> Result<TestRunInput<'a>, TestRunInputError> {
+    let context = context_in
+        .and_then(process_test_run_context_t::read)
+        .ok_or(TestRunInputError::ContextTooSmall)?;
+    let descriptors = context.strings();
+    let data = data_in.ok_or(TestRunInputError::DataTooSmall)?;
+    let total: usize = descriptors.iter().map(|s| s.length as usize).sum();
+    if data.len() < total {
+        return Err(TestRunInputError::DataTooSmall);
+    }
+    if descriptors.iter().any(|s| s.length > s.maximum_length) {
+        return Err(TestRunInputError::LengthAboveMaximum);
+    }
+    if descriptors.iter().any(|s| s.length % 2 != 0) {
+        return Err(TestRunInputError::OddLength);
+    }
+    let md = &context.process_md;
+    if md.operation != PROCESS_OPERATION_CREATE && md.operation != PROCESS_OPERATION_DELETE {
+        return Err(TestRunInputError::BadOperation);
+    }
+    if md.token_sid_size as usize > TOKEN_SID_CAPACITY {
+        return Err(TestRunInputError::SidTooLarge);
+    }
+    let mut strings: [&[u8]; 4] = [&[]; 4];
+    let mut at = 0;
+    for (s, d) in strings.iter_mut().zip(descriptors) {
+        *s = &data[at..at + d.length as usize];
+        at += d.length as usize;
+    }
+    Ok(TestRunInput { context, strings })
 }
 
-/// Writes `s` in the test-run layout into `out` (which must be at least
-/// [`test_data_size`] bytes).
-pub fn write_test_data(s: &TestStrings<'_>, out: &mut [u8]) {
-    let parts = [
-        s.command_line,
-        s.image_path,
-        s.account_name,
-        s.account_domain,
-    ];
-    let mut at = TEST_DATA_HEADER_SIZE;
-    for (i, p) in parts.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&(p.len() as u32).to_le_bytes());
-        out[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
+/// Packs `strings` back to back into `out` (the `data_out` layout, which
+/// is `data_in`'s). Returns the bytes written, or `None` (nothing written)
+/// when `out` is too small for all of them.
+pub fn write_test_run_data(strings: [&[u8]; 4], out: &mut [u8]) -> Option<usize> {
+    let total: usize = strings.iter().map(|s| s.len()).sum();
+    let out = out.get_mut(..total)?;
+    let mut at = 0;
+    for s in strings {
+        out[at..at + s.len()].copy_from_slice(s);
+        at += s.len();
     }
+    Some(total)
 }
 
 #[cfg(windows)]
-pub mod kernel;
+pub mod notify;
 
 #[cfg(test)]
 mod tests {
@@ -234,71 +317,87 @@ mod tests {
         s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
     }
 
-    #[test]
-    fn copy_is_whole_or_nothing() {
-        let src = utf16("C:\\Windows\\notepad.exe");
-        let mut exact = vec![0xAAu8; src.len()];
-        assert_eq!(copy_whole(&src, &mut exact), src.len() as i64);
-        assert_eq!(exact, src);
-        let mut short = vec![0xAAu8; src.len() - 1];
-        assert_eq!(copy_whole(&src, &mut short), -EINVAL);
-        assert!(
-            short.iter().all(|&b| b == 0xAA),
-            "nothing written on a short buffer"
-        );
-        let mut empty: [u8; 0] = [];
-        assert_eq!(copy_whole(&[], &mut empty), 0);
+    fn context(lengths: [u16; 4]) -> Vec<u8> {
+        let mut c = vec![0u8; TEST_RUN_CONTEXT_SIZE];
+        for (i, l) in lengths.iter().enumerate() {
+            let at = 224 + 16 * i;
+            c[at..at + 2].copy_from_slice(&l.to_le_bytes());
+            c[at + 2..at + 4].copy_from_slice(&l.to_le_bytes());
+        }
+        c
     }
 
     #[test]
-    fn test_data_round_trip() {
-        let (cmd, img, name, dom) = (
+    fn the_strings_are_cut_from_data_in_in_field_order() {
+        let parts = [
             utf16("a b"),
             utf16("C:\\a.exe"),
             utf16("alice"),
             utf16("CORP"),
+        ];
+        let lengths = parts.clone().map(|p| p.len() as u16);
+        let data: Vec<u8> = parts.concat();
+        let c = context(lengths);
+        let input = parse_test_run(Some(&c), Some(&data)).unwrap();
+        assert_eq!(
+            input.strings,
+            [&parts[0][..], &parts[1], &parts[2], &parts[3]]
         );
-        let s = TestStrings {
-            command_line: &cmd,
-            image_path: &img,
-            account_name: &name,
-            account_domain: &dom,
-        };
-        let mut buf = vec![0u8; test_data_size(&s)];
-        write_test_data(&s, &mut buf);
-        assert_eq!(&buf[..4], &(cmd.len() as u32).to_le_bytes());
-        assert_eq!(parse_test_data(&buf).unwrap(), s);
-        assert_eq!(parse_test_data(&[]).unwrap(), TestStrings::default());
+        assert_eq!(input.context.account_name.length, lengths[2]);
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(
+            write_test_run_data(input.strings, &mut out),
+            Some(data.len())
+        );
+        assert_eq!(out, data, "data_out has data_in's layout");
+        assert_eq!(
+            write_test_run_data(input.strings, &mut out[..data.len() - 1]),
+            None
+        );
+        assert_eq!(
+            process_test_run_context_t::read(&input.context.to_bytes()),
+            Some(input.context)
+        );
+        let mut longer = data.clone();
+        longer.push(7);
+        assert!(
+            parse_test_run(Some(&c), Some(&longer)).is_ok(),
+            "bytes after the strings are ignored"
+        );
     }
 
     #[test]
-    fn test_data_is_validated_without_reading_past_it() {
-        assert_eq!(parse_test_data(&[0; 15]), Err(TestDataError::TooSmall));
-        let mut h = [0u8; 16];
-        h[0] = 3;
-        assert_eq!(parse_test_data(&h), Err(TestDataError::OddLength));
-        let mut h = vec![0u8; 16];
-        h[0] = 4;
+    fn bad_input_is_refused_without_reading_past_it() {
+        use TestRunInputError::*;
+        let c = context([2, 0, 0, 0]);
+        let data = [1u8, 0];
+        assert_eq!(parse_test_run(None, Some(&data)), Err(ContextTooSmall));
         assert_eq!(
-            parse_test_data(&h),
-            Err(TestDataError::SizeMismatch),
-            "claims 4 bytes it lacks"
+            parse_test_run(Some(&c[..TEST_RUN_CONTEXT_SIZE - 1]), Some(&data)),
+            Err(ContextTooSmall)
         );
-        h.extend_from_slice(&[1, 0, 2, 0, 3, 0]);
+        assert_eq!(parse_test_run(Some(&c), None), Err(DataTooSmall));
         assert_eq!(
-            parse_test_data(&h),
-            Err(TestDataError::SizeMismatch),
-            "carries 2 bytes too many"
+            parse_test_run(Some(&c), Some(&data[..1])),
+            Err(DataTooSmall)
         );
-        let mut huge = vec![0u8; 16];
-        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes()[..]);
-        huge[0] = 0xFE;
-        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes()[..]);
-        huge[4] = 0xFE;
-        assert_eq!(parse_test_data(&huge), Err(TestDataError::SizeMismatch));
-        let mut long = vec![0u8; 16];
-        long[8..12].copy_from_slice(&(600u32).to_le_bytes());
-        long.resize(16 + 600, 0);
-        assert_eq!(parse_test_data(&long), Err(TestDataError::AccountTooLong));
+        let mut above = c.clone();
+        above[226] = 1; // command_line.MaximumLength 1 < Length 2
+        assert_eq!(
+            parse_test_run(Some(&above), Some(&data)),
+            Err(LengthAboveMaximum)
+        );
+        let odd = context([1, 0, 0, 0]);
+        assert_eq!(parse_test_run(Some(&odd), Some(&data)), Err(OddLength));
+        let mut op = c.clone();
+        op[64 + 68] = 2;
+        assert_eq!(parse_test_run(Some(&op), Some(&data)), Err(BadOperation));
+        let mut sid = c.clone();
+        sid[64 + 72] = 69;
+        assert_eq!(parse_test_run(Some(&sid), Some(&data)), Err(SidTooLarge));
+        sid[64 + 72] = 68;
+        assert!(parse_test_run(Some(&sid), Some(&data)).is_ok());
+        let huge = context([0xFFFE; 4]);
+        assert_eq!(parse_test_run(Some(&huge), Some(&data)), Err(DataTooSmall));
     }
 }

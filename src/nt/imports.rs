@@ -75,6 +75,48 @@ extern "system" {
     pub fn RtlLengthSid(Sid: PSID) -> u32;
     pub fn RtlCopySid(DestinationSidLength: u32, DestinationSid: PSID, SourceSid: PSID)
         -> NTSTATUS;
+
+    // The configuration registry (the eBPF store).
+    pub fn ZwCreateKey(
+        KeyHandle: *mut HANDLE,
+        DesiredAccess: u32,
+        ObjectAttributes: *const OBJECT_ATTRIBUTES,
+        TitleIndex: u32,
+        Class: *const UNICODE_STRING,
+        CreateOptions: u32,
+        Disposition: *mut u32,
+    ) -> NTSTATUS;
+    pub fn ZwOpenKey(
+        KeyHandle: *mut HANDLE,
+        DesiredAccess: u32,
+        ObjectAttributes: *const OBJECT_ATTRIBUTES,
+    ) -> NTSTATUS;
+    pub fn ZwSetValueKey(
+        KeyHandle: HANDLE,
+        ValueName: *const UNICODE_STRING,
+        TitleIndex: u32,
+        Type: u32,
+        Data: *const c_void,
+        DataSize: u32,
+    ) -> NTSTATUS;
+    pub fn ZwQueryValueKey(
+        KeyHandle: HANDLE,
+        ValueName: *const UNICODE_STRING,
+        KeyValueInformationClass: u32,
+        KeyValueInformation: *mut c_void,
+        Length: u32,
+        ResultLength: *mut u32,
+    ) -> NTSTATUS;
+    pub fn ZwEnumerateKey(
+        KeyHandle: HANDLE,
+        Index: u32,
+        KeyInformationClass: u32,
+        KeyInformation: *mut c_void,
+        Length: u32,
+        ResultLength: *mut u32,
+    ) -> NTSTATUS;
+    pub fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS;
+    pub fn ZwClose(Handle: HANDLE) -> NTSTATUS;
 }
 
 // The Network Module Registrar (netioddk.h).
@@ -114,4 +156,31 @@ extern "C" {
     pub fn memcmp(a: *const c_void, b: *const c_void, n: usize) -> i32;
     pub fn strlen(s: *const u8) -> usize;
     pub fn __chkstk();
+}
+
+// Event Tracing for Windows, the kernel-mode provider API (wdm.h), used by
+// the TraceLogging provider in src/trace.rs.
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+extern "system" {
+    pub fn EtwRegister(
+        ProviderId: *const GUID,
+        EnableCallback: PETWENABLECALLBACK,
+        CallbackContext: *mut c_void,
+        RegHandle: *mut REGHANDLE,
+    ) -> NTSTATUS;
+    pub fn EtwUnregister(RegHandle: REGHANDLE) -> NTSTATUS;
+    pub fn EtwSetInformation(
+        RegHandle: REGHANDLE,
+        InformationClass: u32,
+        EventInformation: *const c_void,
+        InformationLength: u32,
+    ) -> NTSTATUS;
+    pub fn EtwWriteTransfer(
+        RegHandle: REGHANDLE,
+        EventDescriptor: *const EVENT_DESCRIPTOR,
+        ActivityId: *const GUID,
+        RelatedActivityId: *const GUID,
+        UserDataCount: u32,
+        UserData: *const EVENT_DATA_DESCRIPTOR,
+    ) -> NTSTATUS;
 }

@@ -7,7 +7,6 @@ pub type HANDLE = usize;
 pub type KIRQL = u8;
 
 pub const PASSIVE_LEVEL: KIRQL = 0;
-pub const APC_LEVEL: KIRQL = 1;
 pub const DISPATCH_LEVEL: KIRQL = 2;
 
 pub const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
@@ -17,7 +16,6 @@ pub const POOL_FLAG_NON_PAGED: u64 = 0x40;
 pub const DPFLTR_IHVDRIVER_ID: u32 = 77;
 pub const DPFLTR_ERROR_LEVEL: u32 = 0;
 pub const DPFLTR_WARNING_LEVEL: u32 = 1;
-pub const DPFLTR_TRACE_LEVEL: u32 = 2;
 pub const DPFLTR_INFO_LEVEL: u32 = 3;
 
 #[repr(C)]
@@ -225,3 +223,122 @@ const _: () = {
     assert!(core::mem::size_of::<DRIVER_OBJECT>() == 0x150);
     assert!(core::mem::offset_of!(DRIVER_OBJECT, DriverUnload) == 104);
 };
+
+// The configuration registry (wdm.h).
+
+/// `OBJECT_ATTRIBUTES` (x64, 48 bytes).
+#[repr(C)]
+pub struct OBJECT_ATTRIBUTES {
+    pub Length: u32,
+    pub RootDirectory: HANDLE,
+    pub ObjectName: *const UNICODE_STRING,
+    pub Attributes: u32,
+    pub SecurityDescriptor: *mut c_void,
+    pub SecurityQualityOfService: *mut c_void,
+}
+
+pub const OBJ_CASE_INSENSITIVE: u32 = 0x40;
+pub const OBJ_KERNEL_HANDLE: u32 = 0x200;
+
+pub const DELETE: u32 = 0x0001_0000;
+pub const KEY_QUERY_VALUE: u32 = 0x0001;
+pub const KEY_SET_VALUE: u32 = 0x0002;
+pub const KEY_CREATE_SUB_KEY: u32 = 0x0004;
+pub const KEY_ENUMERATE_SUB_KEYS: u32 = 0x0008;
+
+pub const REG_OPTION_NON_VOLATILE: u32 = 0;
+pub const REG_SZ: u32 = 1;
+pub const REG_BINARY: u32 = 3;
+pub const REG_DWORD: u32 = 4;
+
+/// `KEY_INFORMATION_CLASS::KeyBasicInformation`.
+pub const KeyBasicInformation: u32 = 0;
+/// `KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation`.
+pub const KeyValuePartialInformation: u32 = 2;
+
+/// `KEY_BASIC_INFORMATION` without its variable-length `Name` (which
+/// follows at offset 16).
+#[repr(C)]
+pub struct KEY_BASIC_INFORMATION {
+    pub LastWriteTime: i64,
+    pub TitleIndex: u32,
+    pub NameLength: u32,
+}
+
+/// `KEY_VALUE_PARTIAL_INFORMATION` without its variable-length `Data`
+/// (which follows at offset 12).
+#[repr(C)]
+pub struct KEY_VALUE_PARTIAL_INFORMATION {
+    pub TitleIndex: u32,
+    pub Type: u32,
+    pub DataLength: u32,
+}
+
+pub const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034u32 as i32;
+pub const STATUS_NO_MORE_ENTRIES: NTSTATUS = 0x8000_001Au32 as i32;
+
+const _: () = {
+    assert!(core::mem::size_of::<OBJECT_ATTRIBUTES>() == 48);
+    assert!(core::mem::offset_of!(OBJECT_ATTRIBUTES, ObjectName) == 16);
+    assert!(core::mem::offset_of!(OBJECT_ATTRIBUTES, Attributes) == 24);
+    assert!(core::mem::size_of::<KEY_BASIC_INFORMATION>() == 16);
+    assert!(core::mem::size_of::<KEY_VALUE_PARTIAL_INFORMATION>() == 12);
+};
+
+// Event Tracing for Windows (wdm.h, evntprov.h).
+
+/// `REGHANDLE`: an ETW provider registration.
+pub type REGHANDLE = u64;
+
+/// `EVENT_DESCRIPTOR` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EVENT_DESCRIPTOR {
+    pub Id: u16,
+    pub Version: u8,
+    pub Channel: u8,
+    pub Level: u8,
+    pub Opcode: u8,
+    pub Task: u16,
+    pub Keyword: u64,
+}
+
+/// `EVENT_DATA_DESCRIPTOR` (16 bytes). `Type`: 0 event data, 1 TraceLogging
+/// event metadata, 2 TraceLogging provider metadata (the traits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EVENT_DATA_DESCRIPTOR {
+    pub Ptr: u64,
+    pub Size: u32,
+    pub Type: u8,
+    pub Reserved1: u8,
+    pub Reserved2: u16,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<EVENT_DESCRIPTOR>() == 16);
+    assert!(core::mem::offset_of!(EVENT_DESCRIPTOR, Keyword) == 8);
+    assert!(core::mem::size_of::<EVENT_DATA_DESCRIPTOR>() == 16);
+    assert!(core::mem::offset_of!(EVENT_DATA_DESCRIPTOR, Type) == 12);
+};
+
+/// `ETWENABLECALLBACK`: a session enabled (1), disabled (0) or asked for
+/// the state of (2) the provider.
+pub type PETWENABLECALLBACK = Option<
+    unsafe extern "system" fn(
+        SourceId: *const GUID,
+        ControlCode: u32,
+        Level: u8,
+        MatchAnyKeyword: u64,
+        MatchAllKeyword: u64,
+        FilterData: *const c_void,
+        CallbackContext: *mut c_void,
+    ),
+>;
+
+/// `EVENT_CONTROL_CODE_DISABLE_PROVIDER`.
+pub const EVENT_CONTROL_CODE_DISABLE_PROVIDER: u32 = 0;
+/// `EVENT_CONTROL_CODE_ENABLE_PROVIDER`.
+pub const EVENT_CONTROL_CODE_ENABLE_PROVIDER: u32 = 1;
+/// `EventProviderSetTraits` (`EVENT_INFO_CLASS`).
+pub const EventProviderSetTraits: u32 = 2;

@@ -4,6 +4,11 @@
 # Reproducible from any checkout path: the source directory is mapped to "."
 # in the debug information.
 #
+# Every program is also compiled (syntax only) with the driver's
+# ebpf_ntos_hooks.h included before anything else, i.e. before the stand-in
+# for eBPF for Windows' bpf_helpers.h / ebpf_structs.h (include/), so that the
+# header is proven to work in either include order.
+#
 #   tests/bpf/build.sh           rebuild the committed objects
 #   tests/bpf/build.sh --check   rebuild into a temporary directory and fail
 #                                if any committed object differs
@@ -25,6 +30,10 @@ for src in *.c; do
     "$clang" -O2 -g -target bpf -ffreestanding -Wall -Werror \
         -fdebug-prefix-map="$here"=. -Iinclude -I../../include \
         -c "$src" -o "$out/$obj"
+    "$clang" -O2 -target bpf -ffreestanding -Wall -Werror \
+        -Iinclude -I../../include -include ebpf_ntos_hooks.h \
+        -fsyntax-only "$src" ||
+        { echo "tests/bpf/$src does not compile with ebpf_ntos_hooks.h included first" >&2; exit 1; }
 done
 
 if [ "$mode" = --check ]; then

@@ -1,17 +1,29 @@
 //! `cargo xtask <command>`: the project's commands.
 //!
 //! - `build`: builds the portable driver image,
-//!   `target/x86_64-pc-windows-msvc/release/ntosebpfext.sys` (and its PDB).
+//!   `target/x86_64-pc-windows-msvc/release/ntosebpfext.sys` (and its PDB),
+//!   first adding the `x86_64-pc-windows-msvc` target to the toolchain with
+//!   rustup if it is missing ([`target::ensure_installed`]).
 //! - `demo`: builds the image, then runs the sample process monitor and
 //!   policy (`tests/bpf/process_test.o`) against it in ntsim, printing the
 //!   events the monitor reports, the verdicts, and the leak report
 //!   ([`ntsim::demo::run`]).
 //! - `package`: builds the image and writes a test-signed driver package,
 //!   `target/package/` ([`package`]).
+//! - `fuzz [--seconds N] [TARGET]`: runs ntsim's fuzz targets for a bounded
+//!   time ([`fuzz`]).
+//!
+//! They work in the checkout they are run in: the workspace is found at run
+//! time ([`ntsim::build::find_workspace_root`]: cargo's `CARGO_MANIFEST_DIR`
+//! when run through cargo, else the current directory), not where this
+//! binary was compiled.
 
 mod package;
 
 use std::process::ExitCode;
+
+mod fuzz;
+mod target;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +38,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("fuzz") => fuzz::main(&args[1..]),
         Some("demo") => match demo() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -35,15 +48,19 @@ fn main() -> ExitCode {
         },
         Some("package") => package::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help]");
+            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET]");
             ExitCode::from(2)
         }
     }
 }
 
+/// Builds the image in the workspace found at run time (a moved or copied
+/// checkout builds in its own tree), after adding the Windows target to the
+/// toolchain if it is missing.
 fn build() -> Result<std::path::PathBuf, String> {
-    let target_dir = ntsim::build::workspace_root().join("target");
-    ntsim::build::build_driver(&target_dir)
+    let root = ntsim::build::find_workspace_root()?;
+    target::ensure_installed(&root, ntsim::build::DRIVER_TARGET)?;
+    ntsim::build::build_driver(&root.join("target"))
 }
 
 fn demo() -> Result<(), String> {

@@ -120,10 +120,10 @@ pub fn main(args: &[String]) -> ExitCode {
 
 fn package(o: &Options) -> Result<(), String> {
     let tools = ensure_tools(!o.no_install)?;
-    let root = ntsim::build::workspace_root();
+    let root = ntsim::build::find_workspace_root()?;
     let image = match &o.image {
         Some(p) => p.clone(),
-        None => ntsim::build::build_driver(&root.join("target"))?,
+        None => crate::build()?,
     };
     let pdb = image.with_extension("pdb");
     for f in [&image, &pdb] {

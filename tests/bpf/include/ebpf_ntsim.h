@@ -4,6 +4,9 @@
  * differ from Linux); the map declaration macros follow the libbpf BTF
  * convention that eBPF for Windows also reads.
  *
+ * It stands in for eBPF for Windows' bpf_helpers.h (which tests/bpf/include
+ * also provides under that name).
+ *
  * Build with: clang -O2 -g -target bpf -I tests/bpf/include -c prog.c
  */
 #ifndef EBPF_NTSIM_H
@@ -11,6 +14,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* The program and attach type enumerations, as bpf_helpers.h brings them. */
+#include "ebpf_structs.h"
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int(*name)[val]
@@ -98,10 +104,15 @@ static int (*bpf_perf_event_output)(const void* ctx, void* map, uint64_t flags, 
 static uint64_t (*bpf_get_current_process_start_key)(void) = (void*)33;
 static int64_t (*bpf_get_current_thread_create_time)(void) = (void*)34;
 
+/* How eBPF for Windows' bpf_helpers.h declares helper types (unconditionally:
+ * a header included before it must not leave its own definition behind). */
+#define EBPF_HELPER(return_type, name, args) typedef return_type(*const name##_t) args
+
 /* Under clang, these C library names become the helpers (as upstream does). */
 #define memcpy(dst, src, n) bpf_memcpy_s((dst), (n), (src), (n))
 #define memmove(dst, src, n) bpf_memmove_s((dst), (n), (src), (n))
 #define memcmp(a, b, n) bpf_memcmp_s((a), (n), (b), (n))
 #define memset(p, v, n) bpf_memset((p), (n), (v))
+#define memcpy_s bpf_memcpy_s
 
 #endif

@@ -4,8 +4,9 @@
 //! ntsim demo [--driver PATH]
 //! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
-//!           [--ringbuf MAP=TYPE ...] [--json]
+//!           [--ringbuf MAP=TYPE ...] [--json] [--etw]
 //! ntsim test [--driver PATH] [--junit FILE] FILE...
+//! ntsim store --driver PATH
 //! ```
 //!
 //! `demo` runs the sample process monitor and policy against the driver
@@ -15,8 +16,14 @@
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
 //! lines, dumps the object's maps, and reports leaks and violations
-//! (`--json`: one JSON object a line). `test` runs test files
-//! (`ntsim::cli::testfile`) and reports each expectation that failed.
+//! (`--json`: one JSON object a line). `--etw` plays a trace session of the
+//! driver's ETW provider (every level and keyword) and prints each event it
+//! writes, decoded, one line each on stderr
+//! (`ntsim: etw NtosEbpfExtProvider/<Event> level=.. Field=value ..`); with
+//! `--json` the events are also JSON objects of type `etw` on stdout.
+//! `test` runs test files (`ntsim::cli::testfile`) and reports each
+//! expectation that failed. `store` loads the driver and prints the eBPF
+//! store it wrote in the form of `reg query HKLM\Software\eBPF\Providers /s`.
 //!
 //! Exit status: 0 when everything ran and the driver left nothing behind
 //! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
@@ -34,23 +41,36 @@ usage:
       on the built-in scenario; without --driver the driver is built with cargo
   ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
-            [--ringbuf MAP=TYPE ...] [--json]
+            [--ringbuf MAP=TYPE ...] [--json] [--etw]
       attach the named programs in order, raise the events, print verdicts,
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
       (allocations: ExAllocatePool2); --ringbuf decodes MAP's records as the
       BTF type TYPE of the object (\"struct event\", a typedef name); --json
-      prints one JSON object a line (schema: docs/ntsim.md, JSON output)
+      prints one JSON object a line (schema: docs/ntsim.md, JSON output);
+      --etw prints the driver's ETW events (NtosEbpfExtProvider, every level
+      and keyword) one line each on stderr
   ntsim test [--driver PATH] [--junit FILE] FILE...
       run test files (scenario + object + programs + expect lines), print
       every failed expectation with FILE:LINE, expected and actual; exit 1
       if any failed; --junit writes a JUnit XML report
+  ntsim store --driver PATH
+      load the driver and print the eBPF store it wrote, as
+      `reg query HKLM\\Software\\eBPF\\Providers /s` prints it
   ntsim help
 scenario files: see the documentation of ntsim::scenario (one step a line:
   `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [creator=NAME|PID:TID]
      [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`,
   `exit NAME [code=STATUS] [at=SECONDS]`,
-  `account NAME domain=DOMAIN sid=S-1-... [logon=0xHEX]`)";
+  `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`)";
+
+/// `NtosEbpfExtProvider`, the driver's ETW provider (`--etw`).
+const DRIVER_ETW_PROVIDER: ntsim::types::GUID = ntsim::types::GUID {
+    data1: 0xd15cc421,
+    data2: 0xe9e4,
+    data3: 0x459b,
+    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+};
 
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
@@ -73,11 +93,15 @@ enum Command {
         faults: Vec<(String, u64)>,
         ringbuf: Vec<(String, String)>,
         json: bool,
+        etw: bool,
     },
     Test {
         driver: Option<PathBuf>,
         junit: Option<PathBuf>,
         files: Vec<PathBuf>,
+    },
+    Store {
+        driver: PathBuf,
     },
     Help,
 }
@@ -93,6 +117,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut faults = Vec::new();
     let mut ringbuf = Vec::new();
     let mut json = false;
+    let mut etw = false;
     let mut junit = None;
     let mut files = Vec::new();
     let mut rest = args[1..].iter();
@@ -110,6 +135,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 sources.push(Source::File(PathBuf::from(value("a file")?)))
             }
             "--builtin" if command == "run" => sources.push(Source::Builtin),
+            "--etw" if command == "run" => etw = true,
             "--fail" if command == "run" => {
                 let v = value("API or API:N")?;
                 let (api, n) = match v.split_once(':') {
@@ -166,6 +192,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 faults,
                 ringbuf,
                 json,
+                etw,
             })
         }
         "test" => {
@@ -178,6 +205,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 files,
             })
         }
+        "store" => Ok(Command::Store {
+            driver: driver.ok_or("store: --driver PATH is required")?,
+        }),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -191,6 +221,7 @@ fn execute(command: Command) -> Result<(), String> {
             println!("{USAGE}");
             Ok(())
         }
+        Command::Store { driver } => ntsim::cli::store::run(&driver, &mut out),
         Command::Demo { driver } => {
             let driver = driver.unwrap_or_else(ntsim::build::driver_image);
             demo::run(&driver, &mut out)
@@ -203,7 +234,14 @@ fn execute(command: Command) -> Result<(), String> {
             faults,
             ringbuf,
             json,
+            etw,
         } => {
+            if etw {
+                // A session running before the driver loads, as
+                // `wpr -start` before `sc start`: the load is traced too.
+                ntsim::log::set_etw_echo(true);
+                ntsim::log::etw_enable_standing(&DRIVER_ETW_PROVIDER, 5, u64::MAX, 0);
+            }
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
                 Source::Live(d) => Events::Live(d),

@@ -4,7 +4,9 @@
 //! no context), so a `Sim` holds a process-wide lock: tests in one binary
 //! that use the kernel run one after another, each on freshly reset state.
 
-use crate::kernel::{fault, io, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation};
+use crate::kernel::{
+    fault, io, irql, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation,
+};
 use std::sync::{Mutex, MutexGuard};
 
 static MACHINE: Mutex<()> = Mutex::new(());
@@ -139,6 +141,7 @@ fn outstanding_all() -> Vec<String> {
     all.extend(io::outstanding());
     all.extend(rtl::outstanding());
     all.extend(time::outstanding());
+    all.extend(irql::outstanding());
     // Pool last: the other services' leftovers often explain pool leaks.
     all.extend(pool::outstanding());
     all
@@ -153,6 +156,7 @@ fn reset_services() {
     // Work items first: their routines may still be running driver code.
     io::reset();
     violation::reset();
+    irql::reset();
     nmr::reset();
     ps::reset();
     log::reset();

@@ -294,7 +294,8 @@ fn errors_name_the_problem() {
         &["cannot read the scenario", "none.txt"],
     );
 
-    // A section this driver does not provide a program type for.
+    // A section the driver did not register in the eBPF store: refused,
+    // naming it and listing what is registered.
     let maps = object.with_file_name("maps.o");
     assert_fails(
         &run(&[
@@ -305,7 +306,10 @@ fn errors_name_the_problem() {
             "--builtin",
         ]),
         1,
-        &["loading program \"maps_test\"", "no program type"],
+        &[
+            "section \"sample\" is not in the eBPF store",
+            "(registered sections: process)",
+        ],
     );
 
     // DriverEntry fails when its first allocation fails: its status is shown.
@@ -444,5 +448,99 @@ fn live_replays_host_processes() {
     assert_eq!(
         rest.last().map(String::as_str),
         Some("no leaks, no violations")
+    );
+}
+
+#[test]
+fn store_prints_what_the_driver_registered_as_reg_query_does() {
+    let out = ntsim(&["store", "--driver", path(&driver_image())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let root = "HKEY_LOCAL_MACHINE\\Software\\eBPF\\Providers";
+    assert!(stdout.starts_with(&format!("{root}\n")), "{stdout}");
+    let section = format!("{root}\\SectionData\\process\n");
+    let at = stdout.find(&section).unwrap_or_else(|| panic!("{stdout}"));
+    let block: Vec<&str> = stdout[at + section.len()..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        block,
+        [
+            "    Version    REG_DWORD    0x1",
+            "    Size    REG_DWORD    0x38",
+            "    AttachType    REG_BINARY    8706E26605985844A0DB38E220D31685",
+            "    BpfProgType    REG_DWORD    0x6",
+            "    BpfAttachType    REG_DWORD    0xb",
+            "    ProgramType    REG_BINARY    377BEA2243100D4DB60DCAFA1C7B638E",
+        ]
+    );
+    assert!(stdout.contains(
+        "\\ProgramData\\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}\\TypeDescriptor\n    \
+         Version    REG_DWORD    0x1\n    Size    REG_DWORD    0x3d\n    \
+         Name    REG_SZ    process\n"
+    ));
+    assert_fails(&ntsim(&["store"]), 2, &["store: --driver PATH is required"]);
+}
+
+#[test]
+fn run_with_etw_prints_the_drivers_events_one_line_each() {
+    let (driver, object) = (driver_image(), sample_object_path());
+    let args = [
+        "run",
+        "--driver",
+        path(&driver),
+        "--object",
+        path(&object),
+        "--program",
+        "deny_notepad",
+        "--builtin",
+    ];
+    let quiet = ntsim(&args);
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains("ntsim: etw"),
+        "no ETW lines without --etw"
+    );
+
+    let out = ntsim(&[&args[..], &["--etw"]].concat());
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ntsim: etw NtosEbpfExtProvider/"))
+        .collect();
+    let named = |name: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.split(' ').next() == Some(name))
+            .collect()
+    };
+    assert_eq!(
+        named("DriverLoad"),
+        ["DriverLoad level=4 keyword=0x2 Version=\"0.1.0\" Status=0x00000000"]
+    );
+    assert_eq!(named("ProviderRegister").len(), 2, "{stderr}");
+    assert_eq!(named("ClientAttach").len(), 2, "{stderr}");
+    assert_eq!(
+        named("CallbackRegister"),
+        ["CallbackRegister level=4 keyword=0x80 Hook=\"process\" Status=0x00000000"]
+    );
+    // One per scenario step that reached the driver: five creations, two
+    // exits; the denied one carries STATUS_ACCESS_DENIED.
+    let events = named("HookEvent");
+    assert_eq!(events.len(), 7, "{stderr}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|l| l.ends_with("ProgramsRun=1 Verdict=-1073741790"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        lines.last().map(|l| l.split(' ').next()),
+        Some(Some("DriverUnload"))
     );
 }

@@ -6,13 +6,13 @@
 //! tests/bpf/include/ntsim_test.h.
 
 use ntsim::ebpf::abi::*;
-use ntsim::ebpf::core::{CoreError, Link, LoadedProgram};
+use ntsim::ebpf::core::{CoreError, Link, LoadedProgram, INTERPRETER_ERROR_RESULT};
 use ntsim::ebpf::validate::{
     self, AttachProviderInfo, AttachRefusal, Finding, HelperFunction, HelperPrototype, HelperSet,
     HelperSpec, Issue, OwnedProgramData, ProgramDataBuilder, ProgramInfo, ProgramTypeDescriptor,
     Rule, ValidationError,
 };
-use ntsim::ebpf::{ExecEnv, KernelInfo, Object, SectionMap};
+use ntsim::ebpf::{store, ExecEnv, KernelInfo, Object};
 use ntsim::nmr::{
     self, NmrDeregisterProvider, NmrProviderDetachClientComplete, NmrRegisterProvider,
     NmrWaitForProviderDeregisterComplete, MIT_GUID, NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS,
@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex};
 
 #[path = "core/running.rs"]
 mod running;
+
+#[path = "core/batches.rs"]
+mod batches;
 
 // ---------------------------------------------------------------------------
 // The test program type
@@ -81,16 +84,18 @@ struct Framed {
 const _: () = assert!(std::mem::size_of::<TestCtx>() == 40);
 const _: () = assert!(std::mem::offset_of!(Framed, ctx) == EBPF_CONTEXT_HEADER_SIZE);
 
-fn sections() -> SectionMap {
-    let mut s = SectionMap::new();
-    s.add("sample", program_type(), attach_type());
-    s
+/// Registers the host-side program type in the eBPF store (as its
+/// installer would), so that `core_test.o`'s `sample` sections resolve.
+/// The caller holds the `Sim` (the store is in its registry).
+fn register_store() {
+    store::register(&builder(program_type()).store_entry(&[("sample", attach_type(), 0)]));
 }
 
 fn load_object() -> Object {
     let path = format!("{}/../bpf/core_test.o", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    Object::load(&bytes, &sections()).unwrap_or_else(|e| panic!("core_test.o: {e}"))
+    register_store();
+    Object::load(&bytes, &store::section_map()).unwrap_or_else(|e| panic!("core_test.o: {e}"))
 }
 
 fn load(object: &Object, name: &str) -> LoadedProgram {

@@ -106,6 +106,7 @@ impl Harness {
             ExtensionHelper {
                 address: ext_add as *const () as usize,
                 implicit_context: false,
+                arguments: [0; 5],
             },
         );
         helpers.insert(
@@ -113,6 +114,7 @@ impl Harness {
             ExtensionHelper {
                 address: ext_ctx_id as *const () as usize,
                 implicit_context: true,
+                arguments: [0; 5],
             },
         );
         Harness {
@@ -597,5 +599,129 @@ fn prog_test_run_through_context_create_and_destroy() {
     // A context of the wrong size is refused by context_create.
     let e = unsafe { p.test_run(&env, &DESC, &hooks, &[10], &ctx_bytes[..8], 16, 40) }.unwrap_err();
     assert!(matches!(e, TestRunError::ContextCreate(6)), "{e}");
+    sim.finish().unwrap();
+}
+
+/// Bytes the fill helper writes past the size it was given.
+static FILL_EXTRA: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "win64" fn ext_fill(buf: u64, size: u64, _: u64, _: u64, _: u64) -> u64 {
+    let n = size as usize + FILL_EXTRA.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..n {
+        // SAFETY: deliberately trusts `size` plus the test's overrun; the
+        // guarded copy has room for the canary bytes the test reaches.
+        unsafe { *((buf as usize + i) as *mut u8) = (i + 1) as u8 };
+    }
+    0
+}
+
+extern "win64" fn ext_read_and_scribble(buf: u64, size: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: the buffer has `size` bytes; writing it breaks the read-only
+    // contract on purpose.
+    let b = unsafe { std::slice::from_raw_parts_mut(buf as usize as *mut u8, size as usize) };
+    let sum = b.iter().map(|x| *x as u64).sum();
+    b[0] = 0xFF;
+    sum
+}
+
+fn guard_harness() -> Harness {
+    use ntsim::ebpf::abi::{
+        EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+        EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+    };
+    let mut h = Harness::new();
+    h.helpers.insert(
+        0x10004,
+        ExtensionHelper {
+            address: ext_fill as *const () as usize,
+            implicit_context: false,
+            arguments: [
+                EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+                EBPF_ARGUMENT_TYPE_CONST_SIZE,
+                0,
+                0,
+                0,
+            ],
+        },
+    );
+    h.helpers.insert(
+        0x10005,
+        ExtensionHelper {
+            address: ext_read_and_scribble as *const () as usize,
+            implicit_context: false,
+            arguments: [
+                EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+                EBPF_ARGUMENT_TYPE_CONST_SIZE,
+                0,
+                0,
+                0,
+            ],
+        },
+    );
+    h
+}
+
+#[test]
+fn extension_helpers_get_guarded_copies_of_the_programs_buffers() {
+    let sim = ntsim::Sim::new();
+    let object = load("guard");
+    let h = guard_harness();
+    let mut ctx = TestCtx::default();
+
+    // Within the buffer: the copy comes back, the sentinel after it is
+    // untouched.
+    FILL_EXTRA.store(0, std::sync::atomic::Ordering::SeqCst);
+    let fill = object.program("fill").unwrap();
+    assert_eq!(h.run(fill, &mut ctx).unwrap(), (1..=16).sum::<u64>());
+    assert_eq!(ntsim::violation::take(), vec![]);
+
+    // One byte past the buffer: caught (the program's sentinel would not
+    // have been reached: the helper writes into the copy's canary).
+    for extra in [1usize, 7, 64] {
+        FILL_EXTRA.store(extra, std::sync::atomic::Ordering::SeqCst);
+        let err = h
+            .run(fill, &mut ctx)
+            .expect_err("the overrun stops the program");
+        assert!(
+            err.message.contains(&format!(
+                "extension helper 0x10004 wrote {extra} byte(s) past the end of its 16-byte \
+                 buffer (argument 1)"
+            )),
+            "{err:?}"
+        );
+        let call_at = err.insn_offset.expect("the call instruction");
+        let v = ntsim::violation::take();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message
+                .contains(&format!("called at instruction {call_at} of program fill")),
+            "{}",
+            v[0].message
+        );
+    }
+    FILL_EXTRA.store(0, std::sync::atomic::Ordering::SeqCst);
+
+    // A write into a read-only buffer.
+    let err = h
+        .run(object.program("read").unwrap(), &mut ctx)
+        .expect_err("writing a PTR_TO_READABLE_MEM buffer stops the program");
+    assert!(
+        err.message.contains(
+            "extension helper 0x10005 wrote into its read-only buffer (argument 1, 8 bytes)"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(ntsim::violation::take().len(), 1);
+
+    // A buffer the program does not own is refused before the call.
+    let err = h
+        .run(object.program("outside").unwrap(), &mut ctx)
+        .expect_err("a buffer past the stack is refused");
+    assert!(
+        err.message.contains("argument 1") && err.message.contains("+600) is not writable memory"),
+        "{err:?}"
+    );
+    assert_eq!(ntsim::violation::take(), vec![], "refused, not overrun");
+    drop(object);
     sim.finish().unwrap();
 }

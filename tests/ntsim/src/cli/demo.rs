@@ -21,7 +21,7 @@ use crate::cli::report::{
 use crate::cli::scenario::{self, Outcome, Runner, Scenario};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
-use crate::ebpf::Object;
+use crate::ebpf::{store, Object};
 use crate::hook::process::{self as hook, ProcessRecord, RECORD_SIZE};
 use crate::kernel::status::{self, nt_success};
 use crate::kernel::{io, time};
@@ -123,21 +123,6 @@ impl Session {
         }
         let bytes = std::fs::read(object_path)
             .map_err(|e| format!("cannot read {}: {e}", object_path.display()))?;
-        let object = Object::load(&bytes, &hook::section_map())
-            .map_err(|e| format!("cannot load {}: {e}", object_path.display()))?;
-        for name in names {
-            if object.program(name).is_none() {
-                let have: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
-                return Err(format!(
-                    "{} has no program named {name:?} (it has: {})",
-                    object_path.display(),
-                    have.join(", ")
-                ));
-            }
-        }
-        let decoder = Decoder::new(&bytes, &object, setup.ringbuf)
-            .map_err(|e| format!("{}: {e}", object_path.display()))?;
-
         let mut sim = Sim::new();
         // Times the driver reads are the same on every run.
         time::set_deterministic(scenario::SCENARIO_EPOCH, 1);
@@ -154,6 +139,22 @@ impl Session {
                 status::describe(status)
             ));
         }
+        // Section names resolve through the store the driver just wrote,
+        // as ebpfapi.dll resolves them.
+        let object = Object::load(&bytes, &store::section_map())
+            .map_err(|e| format!("cannot load {}: {e}", object_path.display()))?;
+        for name in names {
+            if object.program(name).is_none() {
+                let have: Vec<&str> = object.programs.iter().map(|p| p.name.as_str()).collect();
+                return Err(format!(
+                    "{} has no program named {name:?} (it has: {})",
+                    object_path.display(),
+                    have.join(", ")
+                ));
+            }
+        }
+        let decoder = Decoder::new(&bytes, &object, setup.ringbuf)
+            .map_err(|e| format!("{}: {e}", object_path.display()))?;
         let mut session = Session {
             links: Vec::new(),
             programs: Vec::new(),
@@ -172,12 +173,8 @@ impl Session {
         };
         for name in names {
             let program = session.object.program(name).expect("checked above").clone();
-            let loaded = LoadedProgram::load(program).map_err(|e| {
-                format!(
-                    "loading program {name:?} into the eBPF core failed: {e} \
-                         (this driver provides the program type of section \"process\")"
-                )
-            })?;
+            let loaded = LoadedProgram::load(program)
+                .map_err(|e| format!("loading program {name:?} into the eBPF core failed: {e}"))?;
             session.programs.push((name.clone(), loaded));
         }
         before_attach();
@@ -305,15 +302,17 @@ impl Session {
         findings_result(&report)
     }
 
-    /// The maps, then the end report, through `sink`.
-    pub(crate) fn finish(self, sink: &mut dyn Sink) -> Result<EndReport, String> {
+    /// The maps, then the end report, through `sink`. Returns the report
+    /// and the object's decoder (which outlives the machine: expectations
+    /// decode with it after the driver is gone).
+    pub(crate) fn finish(mut self, sink: &mut dyn Sink) -> Result<(EndReport, Decoder), String> {
         for map in &self.object.maps {
             sink.emit(&Event::Map(MapReport::take(map)), &self.decoder)?;
         }
-        let decoder = Decoder::default();
+        let decoder = std::mem::take(&mut self.decoder);
         let report = self.end_report();
-        sink.emit(&Event::End(report.clone()), &decoder)?;
-        Ok(report)
+        sink.emit(&Event::End(report.clone()), &Decoder::default())?;
+        Ok((report, decoder))
     }
 }
 
@@ -435,7 +434,7 @@ pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), Str
     };
     match &options.events {
         Events::Scenario(scenario) => {
-            let report = run_scenario(&setup, scenario, sink)?;
+            let (report, _) = run_scenario(&setup, scenario, sink)?;
             findings_result(&report)
         }
         Events::Live(duration) => run_live(&setup, *duration, sink),
@@ -444,7 +443,7 @@ pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), Str
 
 /// Runs a scenario in a fresh session, every event into `sink`. Err: a
 /// setup failure or a step the scenario asked for that cannot happen;
-/// findings are in the returned report.
+/// findings are in the returned report, returned with the object's decoder.
 ///
 /// Extension point: a step that needs the session rather than the kernel
 /// (a `test-run PROGRAM` step calls [`LoadedProgram::test_run`] of one of
@@ -454,7 +453,7 @@ pub(crate) fn run_scenario(
     setup: &Setup<'_>,
     scenario: &Scenario,
     sink: &mut dyn Sink,
-) -> Result<EndReport, String> {
+) -> Result<(EndReport, Decoder), String> {
     let mut session = Session::start(setup, &mut || {})?;
     session.start.steps = Some(scenario.steps.len());
     sink.emit(&Event::Start(session.start.clone()), &session.decoder)?;
@@ -524,7 +523,7 @@ fn run_live(setup: &Setup<'_>, duration: Duration, sink: &mut dyn Sink) -> Resul
     }
     drop(watch);
     sink.note(&format!("{count} event(s) from the host"))?;
-    let report = session.finish(sink)?;
+    let (report, _) = session.finish(sink)?;
     findings_result(&report)
 }
 

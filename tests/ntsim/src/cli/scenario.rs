@@ -15,14 +15,15 @@
 //! exit con code=0x1
 //! ```
 //!
-//! - `account NAME domain=DOMAIN sid=S-1-... [logon=0xHEX]`: adds an
-//!   account to the table `SecLookupAccountSid` resolves against (the
-//!   defaults stay: `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester`
-//!   for [`crate::kernel::ps::test_user_sid`]). Accounts are set up before
-//!   any event. `logon` is the logon session (LUID, hex) of the tokens of
-//!   processes created with `user=NAME`: what `bpf_get_current_logon_id`
-//!   returns for code running in them (in a creation callback that is the
-//!   *creator's* token). Default: `0x3e7` (the System logon session).
+//! - `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`: adds an account
+//!   to the table `SecLookupAccountSid` resolves against (the defaults stay:
+//!   `NT AUTHORITY\SYSTEM` for S-1-5-18 and `NTSIM\tester` for
+//!   [`crate::kernel::ps::test_user_sid`]). Accounts are set up before any
+//!   event. `logon` (decimal or `0x` hex) is the logon session of the
+//!   account's processes: their tokens' `AuthenticationId`, which
+//!   `bpf_get_current_logon_id` returns in code they run (in a creation
+//!   callback that is the *creator's* token). Default: 0x3e7, the SYSTEM
+//!   session, as for every process of an account without it.
 //! - `create NAME image=PATH [cmd=TEXT] [parent=NAME|PID] [creator=NAME|PID:TID]
 //!   [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`: creates a process,
 //!   called NAME in later lines.
@@ -131,7 +132,7 @@ pub struct Create {
     pub creator: Option<Creator>,
     /// Binary SID; None: a token without a user.
     pub user_sid: Option<Vec<u8>>,
-    /// The token's logon id (from the user's `account ... logon=`).
+    /// The user's `logon=` (None: the SYSTEM session).
     pub logon_id: Option<u64>,
     /// Exact process id and initial thread id.
     pub pid: Option<usize>,
@@ -189,8 +190,6 @@ impl Step {
 pub struct Scenario {
     /// Accounts to add to the default table.
     pub accounts: Vec<Account>,
-    /// Logon ids of accounts (`account ... logon=`), by binary SID.
-    pub logon_ids: Vec<(Vec<u8>, u64)>,
     pub steps: Vec<Step>,
 }
 
@@ -232,6 +231,14 @@ fn words(text: &str) -> Result<Vec<String>, String> {
             }
         }
         out.push(word);
+    }
+}
+
+/// A `logon=` value: decimal or `0x` hex, 64 bits.
+fn parse_logon(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
     }
 }
 
@@ -297,15 +304,6 @@ fn parse_id(key: &str, value: &str) -> Result<usize, String> {
     }
 }
 
-/// `logon=0xHEX`: a 64-bit LUID.
-fn parse_logon(value: &str) -> Result<u64, String> {
-    value
-        .strip_prefix("0x")
-        .or_else(|| value.strip_prefix("0X"))
-        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        .ok_or_else(|| format!("logon={value}: not a logon id (0x followed by hex digits)"))
-}
-
 /// `creator=NAME` (a running scenario process) or `creator=PID:TID`.
 fn parse_creator(value: &str, names: &HashMap<String, bool>) -> Result<Creator, String> {
     if let Some((p, t)) = value.split_once(':') {
@@ -339,6 +337,8 @@ fn parse_at(value: &str) -> Result<i64, String> {
 pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     let mut scenario = Scenario::default();
     let mut accounts = ps::default_accounts();
+    // SID -> the logon= of its account line.
+    let mut logons: HashMap<Vec<u8>, u64> = HashMap::new();
     // Names created so far, and whether each is still running.
     let mut names: HashMap<String, bool> = HashMap::new();
     let mut clock = SCENARIO_EPOCH;
@@ -395,8 +395,12 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 use_: SID_NAME_USE_USER,
             };
             if let Some(v) = fields.get("logon") {
-                let id = parse_logon(v).map_err(err)?;
-                scenario.logon_ids.push((account.sid.clone(), id));
+                let logon = parse_logon(v).ok_or_else(|| {
+                    err(format!(
+                        "account: logon={v}: not a logon session id (decimal or 0x hex, 64 bits)"
+                    ))
+                })?;
+                logons.insert(account.sid.clone(), logon);
             }
             accounts.push(account.clone());
             scenario.accounts.push(account);
@@ -418,6 +422,17 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             } else {
                 image.to_string()
             };
+            let command_line = fields.get("cmd").map(|c| c.to_string());
+            for (key, text) in [("image", Some(&image)), ("cmd", command_line.as_ref())] {
+                let units = text.map_or(0, |t| t.encode_utf16().count());
+                if units > ps::MAX_UNICODE_STRING_UNITS {
+                    return Err(err(format!(
+                        "create: {key}= is {units} UTF-16 units long; a UNICODE_STRING holds at \
+                         most {}",
+                        ps::MAX_UNICODE_STRING_UNITS
+                    )));
+                }
+            }
             let parent = match fields.get("parent") {
                 None => Parent::Pid(SYSTEM_PID),
                 Some(p) => match p.parse::<usize>() {
@@ -453,20 +468,13 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                     "create: pid= and tid= must differ (one id space)".into()
                 ));
             }
-            let logon_id = user_sid.as_ref().and_then(|sid| {
-                scenario
-                    .logon_ids
-                    .iter()
-                    .rev()
-                    .find(|(s, _)| s == sid)
-                    .map(|(_, id)| *id)
-            });
+            let logon_id = user_sid.as_ref().and_then(|sid| logons.get(sid).copied());
             names.insert(name.clone(), true);
             scenario.steps.push(Step::Create(Create {
                 line,
                 name: name.clone(),
                 image,
-                command_line: fields.get("cmd").map(|c| c.to_string()),
+                command_line,
                 parent,
                 creator,
                 user_sid,
@@ -522,7 +530,7 @@ pub enum Outcome {
         /// `CreationStatus` after every routine ran.
         status: NTSTATUS,
         /// `creating_thread` is always set: the (pid, tid) that created it.
-        spec: ProcessSpec,
+        spec: Box<ProcessSpec>,
         /// The logon id of the new process's token.
         logon_id: u64,
         /// `DOMAIN\name` of the user, as the account table resolves it
@@ -644,14 +652,12 @@ impl Runner {
                     parent: Some(parent_pid),
                     creating_thread: Some(creating_thread),
                     user_sid: c.user_sid.clone(),
+                    logon_id: c.logon_id,
+                    pid: c.pid,
                     creation_time: Some(c.time),
                     ..Default::default()
                 };
-                let extras = ps::ProcessExtras {
-                    pid: c.pid,
-                    logon_id: c.logon_id,
-                };
-                let created = ps::create_process_ex(&spec, &extras);
+                let created = ps::create_process(&spec);
                 let tid = if nt_success(created.creation_status) {
                     let tid = ps::create_thread_with_id(created.pid, c.tid);
                     self.running.insert(c.name.clone(), (created.pid, tid));
@@ -665,9 +671,9 @@ impl Runner {
                     tid,
                     parent_pid,
                     status: created.creation_status,
-                    logon_id: c.logon_id.unwrap_or(ps::SYSTEM_LOGON_ID),
+                    logon_id: c.logon_id.unwrap_or(ps::SYSTEM_LUID),
                     account: account_name(&self.accounts, spec.user_sid.as_deref()),
-                    spec,
+                    spec: Box::new(spec),
                 }
             }
             Step::Exit(e) => match self.running.remove(&e.name) {
@@ -766,7 +772,7 @@ pub mod live {
             .and_then(|u| u.parse().ok())?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
-            .map(|p| p.display().to_string());
+            .map(|p| fit_unicode_string(p.display().to_string()));
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .map(|b| {
@@ -776,7 +782,8 @@ pub mod live {
                     .collect::<Vec<_>>()
                     .join(" ")
             })
-            .filter(|c| !c.is_empty());
+            .filter(|c| !c.is_empty())
+            .map(fit_unicode_string);
         Some(Seen {
             pid,
             start,
@@ -786,6 +793,19 @@ pub mod live {
             exe,
             cmdline,
         })
+    }
+
+    /// Shortens a host string to what a UNICODE_STRING holds (32767 UTF-16
+    /// units; Linux command lines can be longer).
+    fn fit_unicode_string(mut s: String) -> String {
+        let mut units = 0;
+        if let Some((cut, _)) = s.char_indices().find(|(_, c)| {
+            units += c.len_utf16();
+            units > ps::MAX_UNICODE_STRING_UNITS
+        }) {
+            s.truncate(cut);
+        }
+        s
     }
 
     /// Every process in `/proc`, oldest first (parents before children).
@@ -920,11 +940,11 @@ pub mod live {
                 name: label,
                 pid: created.pid,
                 tid: initial,
-                logon_id: ps::SYSTEM_LOGON_ID,
+                logon_id: ps::SYSTEM_LUID,
                 parent_pid: spec.parent.unwrap_or(0),
                 status: created.creation_status,
                 account: account_name(&self.accounts, spec.user_sid.as_deref()),
-                spec,
+                spec: Box::new(spec),
             }
         }
 
@@ -1041,6 +1061,37 @@ mod tests {
     }
 
     #[test]
+    fn an_accounts_logon_session_goes_to_its_processes_tokens() {
+        let _sim = crate::Sim::new();
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1234\n\
+             account bob sid=S-1-5-21-10-20-30-1003 logon=77\n\
+             create a image=C:\\a.exe user=alice\n\
+             create b image=C:\\b.exe user=bob\n\
+             create t image=C:\\t.exe\n",
+        )
+        .unwrap();
+        let logons: Vec<_> = s
+            .steps
+            .iter()
+            .map(|st| match st {
+                Step::Create(c) => c.logon_id,
+                Step::Exit(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(logons, [Some(0x1234), Some(77), None]);
+        let mut runner = Runner::new(&s);
+        let mut tokens = Vec::new();
+        for st in &s.steps {
+            let Outcome::Created { pid, .. } = runner.step(st) else {
+                panic!("created");
+            };
+            tokens.push(ps::process(pid).unwrap().logon_id);
+        }
+        assert_eq!(tokens, [0x1234, 77, ps::SYSTEM_LUID]);
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_problem() {
         let cases = [
             ("create a\n", 1, "image= is required"),
@@ -1061,8 +1112,19 @@ mod tests {
             ("create image=x\n", 1, "a name must follow"),
             ("create a image=x image=y\n", 1, "image= given twice"),
             ("create a image=x\ncreate a image=y\n", 2, "is running"),
+            (
+                "account a sid=S-1-5-18 logon=zz\n",
+                1,
+                "logon=zz: not a logon",
+            ),
         ];
-        for (text, line, needle) in cases {
+        let long_cmd = format!("create a image=x cmd={}\n", "y".repeat(32768));
+        let long_image = format!("create a image={}\n", "y".repeat(32768));
+        let long = [
+            (long_cmd.as_str(), 1, "cmd= is 32768 UTF-16 units long"),
+            (long_image.as_str(), 1, "image= is 32768 UTF-16 units long"),
+        ];
+        for (text, line, needle) in cases.into_iter().chain(long) {
             let e = parse(text).expect_err(text);
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
@@ -1130,8 +1192,6 @@ mod tests {
              create other image=o.exe parent=broker creator=4:0x2000 user=tester\n",
         )
         .unwrap();
-        let sid = ps::parse_sid("S-1-5-21-10-20-30-1002").unwrap();
-        assert_eq!(s.logon_ids, [(sid, 0x1a2b3c)]);
         let Step::Create(b) = &s.steps[0] else {
             panic!()
         };
@@ -1165,8 +1225,8 @@ mod tests {
             ),
             ("create a image=x creator=4:7\n", "TID is not a thread id"),
             (
-                "account a sid=S-1-5-18 logon=12\n",
-                "logon=12: not a logon id",
+                "account a sid=S-1-5-18 logon=0x1g\n",
+                "logon=0x1g: not a logon session id",
             ),
         ];
         for (text, needle) in cases {
@@ -1195,7 +1255,7 @@ mod tests {
         };
         assert_eq!((pid, tid, logon_id), (0x1000, Some(0x1004), 0x1a2b3c));
         assert_eq!(ps::thread_process(0x1004), Some(0x1000));
-        assert_eq!(ps::logon_id(0x1000), Some(0x1a2b3c));
+        assert_eq!(ps::process(0x1000).unwrap().logon_id, 0x1a2b3c);
         let app = runner.try_step(&s.steps[1]).unwrap();
         let Outcome::Created {
             pid,
@@ -1213,7 +1273,7 @@ mod tests {
             Some((0x1000, 0x1004)),
             "created by the broker"
         );
-        assert_eq!(logon_id, ps::SYSTEM_LOGON_ID);
+        assert_eq!(logon_id, ps::SYSTEM_LUID);
         let e = runner.try_step(&s.steps[2]).expect_err("pid in use");
         assert_eq!(e.line, 4);
         assert!(e.message.contains("pid=4096: a live process"), "{e}");

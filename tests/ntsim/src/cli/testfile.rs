@@ -30,12 +30,10 @@
 //! expected and the actual value; `--junit FILE` writes a JUnit XML report
 //! (one test case per expectation, plus one for the run itself).
 
-use super::decode::Decoder;
 use super::demo::{run_scenario, Setup};
 use super::expect::{self, Expectation, Failure, RunFacts};
 use super::report::Collect;
 use super::scenario;
-use crate::ebpf::Object;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -226,23 +224,8 @@ pub fn run_file(path: &Path, driver: Option<&Path>) -> FileResult {
         ringbuf: &file.ringbuf,
     };
     let mut events = Collect::default();
-    let end = match run_scenario(&setup, &file.scenario, &mut events) {
-        Ok(end) => end,
-        Err(e) => {
-            result.error = Some(e);
-            return result;
-        }
-    };
-    // The session's decoder is gone with the session: decode again.
-    let decoder = std::fs::read(&file.object)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            let object = Object::load(&bytes, &crate::hook::process::section_map())
-                .map_err(|e| e.to_string())?;
-            Decoder::new(&bytes, &object, &file.ringbuf)
-        });
-    let decoder = match decoder {
-        Ok(d) => d,
+    let (end, decoder) = match run_scenario(&setup, &file.scenario, &mut events) {
+        Ok(done) => done,
         Err(e) => {
             result.error = Some(e);
             return result;

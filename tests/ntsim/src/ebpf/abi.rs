@@ -93,9 +93,8 @@ pub const EBPF_CANCELED: ebpf_result_t = 30;
 pub const EBPF_INVALID_POINTER: ebpf_result_t = 31;
 pub const EBPF_TIMEOUT: ebpf_result_t = 32;
 pub const EBPF_STALE_ID: ebpf_result_t = 33;
+/// The last value in every release of eBPF for Windows up to 1.5.
 pub const EBPF_INVALID_STATE: ebpf_result_t = 34;
-/// Present in newer upstream releases than the spec page covers.
-pub const EBPF_TRY_AGAIN: ebpf_result_t = 35;
 
 /// `ebpf_return_type_t` (a C enum, from the verifier's `ebpf_base.h`).
 pub type ebpf_return_type_t = u32;
@@ -130,7 +129,7 @@ pub const EBPF_ARGUMENT_TYPE_PTR_TO_STACK: ebpf_argument_type_t = 12;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_STACK_OR_NULL: ebpf_argument_type_t = 13;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL: ebpf_argument_type_t = 14;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL: ebpf_argument_type_t = 15;
-pub const EBPF_ARGUMENT_TYPE_UNSUPPORTED: ebpf_argument_type_t = 16;
+// 16 is unused in the verifier that eBPF for Windows 1.4 and 1.5 pin.
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_BTF_ID_SOCK_COMMON: ebpf_argument_type_t = 17;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_SPIN_LOCK: ebpf_argument_type_t = 18;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_SOCK_COMMON: ebpf_argument_type_t = 19;
@@ -147,6 +146,8 @@ pub const EBPF_ARGUMENT_TYPE_PTR_TO_READONLY_MEM: ebpf_argument_type_t = 29;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_READONLY_MEM_OR_NULL: ebpf_argument_type_t = 30;
 pub const EBPF_ARGUMENT_TYPE_PTR_TO_UNINIT_MAP_VALUE: ebpf_argument_type_t = 31;
 pub const EBPF_ARGUMENT_TYPE_CONST_PTR_TO_MAP: ebpf_argument_type_t = 32;
+/// 33 in the verifier that eBPF for Windows 1.4 and 1.5 pin.
+pub const EBPF_ARGUMENT_TYPE_UNSUPPORTED: ebpf_argument_type_t = 33;
 
 /// `enum bpf_link_type` (ebpf_structs.h).
 pub type bpf_link_type = u32;

@@ -23,6 +23,15 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
+/// How deep arrays of arrays may nest when computing a size.
+const MAX_NESTING: usize = 32;
+
+/// `b[base + off .. base + off + len]`, None if out of range or overflowing.
+fn sub_range(b: &[u8], base: usize, off: usize, len: usize) -> Option<&[u8]> {
+    let start = base.checked_add(off)?;
+    b.get(start..start.checked_add(len)?)
+}
+
 struct Type {
     name_off: u32,
     kind: u32,
@@ -42,7 +51,7 @@ fn bad(s: impl Into<String>) -> ObjectError {
 }
 
 fn u32_at(b: &[u8], off: usize) -> Result<u32, ObjectError> {
-    b.get(off..off + 4)
+    b.get(off..off.checked_add(4).ok_or_else(|| bad("truncated"))?)
         .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
         .ok_or_else(|| bad("truncated"))
 }
@@ -57,12 +66,16 @@ impl<'a> Btf<'a> {
         let type_len = u32_at(b, 12)? as usize;
         let str_off = u32_at(b, 16)? as usize;
         let str_len = u32_at(b, 20)? as usize;
-        let tb = b
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or_else(|| bad("type section out of range"))?;
-        let strings = b
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or_else(|| bad("string section out of range"))?;
+        let tb = sub_range(b, hdr_len, type_off, type_len).ok_or_else(|| {
+            bad(format!(
+                "type section ({type_len} bytes at {hdr_len} + {type_off}) out of range"
+            ))
+        })?;
+        let strings = sub_range(b, hdr_len, str_off, str_len).ok_or_else(|| {
+            bad(format!(
+                "string section ({str_len} bytes at {hdr_len} + {str_off}) out of range"
+            ))
+        })?;
         let mut types = vec![Type {
             name_off: 0,
             kind: 0,
@@ -129,20 +142,33 @@ impl<'a> Btf<'a> {
         Err(bad("type chain too long"))
     }
 
+    /// A type's size in bytes. Arrays nest at most [`MAX_NESTING`] deep (an
+    /// array may name itself as its element type) and a size that does not
+    /// fit 32 bits is an error.
     fn size(&self, id: u32) -> Result<u32, ObjectError> {
+        self.size_at(id, 0)
+    }
+
+    fn size_at(&self, id: u32, depth: usize) -> Result<u32, ObjectError> {
+        if depth > MAX_NESTING {
+            return Err(bad(format!("type {id}: arrays nested too deep")));
+        }
         let t = self.resolve(id)?;
         match t.kind {
             KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT
             | KIND_DATASEC => Ok(t.size_or_type),
             KIND_PTR => Ok(8),
-            KIND_ARRAY => Ok(self.size(t.extra[0])? * t.extra[2]),
+            KIND_ARRAY => self
+                .size_at(t.extra[0], depth + 1)?
+                .checked_mul(t.extra[2])
+                .ok_or_else(|| bad(format!("type {id}: array size overflows 32 bits"))),
             k => Err(bad(format!("type of kind {k} has no size"))),
         }
     }
 }
 
 /// Map definitions by variable name, from the `.maps` data section.
-pub(crate) fn map_defs(bytes: &[u8]) -> Result<HashMap<String, MapDef>, ObjectError> {
+pub fn map_defs(bytes: &[u8]) -> Result<HashMap<String, MapDef>, ObjectError> {
     let btf = Btf::parse(bytes)?;
     let mut out = HashMap::new();
     for sec in btf
@@ -206,4 +232,101 @@ pub(crate) fn map_defs(bytes: &[u8]) -> Result<HashMap<String, MapDef>, ObjectEr
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRINGS: &[u8] = b"\0.maps\0m\0value\0int\0";
+    const DOT_MAPS: u32 = 1;
+    const M: u32 = 7;
+    const VALUE: u32 = 9;
+    const INT: u32 = 15;
+
+    fn info(kind: u32, vlen: u32) -> u32 {
+        (kind << 24) | vlen
+    }
+
+    /// A BTF blob: header, `types` (each its words), STRINGS.
+    fn blob(types: &[&[u32]]) -> Vec<u8> {
+        let words: Vec<u8> = types
+            .iter()
+            .flat_map(|t| t.iter())
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        for w in [
+            24,
+            0,
+            words.len() as u32,
+            words.len() as u32,
+            STRINGS.len() as u32,
+        ] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&words);
+        b.extend_from_slice(STRINGS);
+        b
+    }
+
+    /// A map `m` with `__type(value, T)`, T = type 2 (an array given by
+    /// `array`: element type, count); type 6 is `int[count6]` for nesting.
+    fn map_with_value_array(array: [u32; 2], count6: u32) -> Vec<u8> {
+        blob(&[
+            &[INT, info(KIND_INT, 0), 4, 0x20],                  // 1: int
+            &[0, info(KIND_ARRAY, 0), 0, array[0], 1, array[1]], // 2: array
+            &[0, info(KIND_PTR, 0), 2],                          // 3: T *
+            &[0, info(KIND_STRUCT, 1), 8, VALUE, 3, 0],          // 4: { T *value; }
+            &[M, info(KIND_VAR, 0), 4, 1],                       // 5: m
+            &[0, info(KIND_ARRAY, 0), 0, 1, 1, count6],          // 6: int[count6]
+            &[DOT_MAPS, info(KIND_DATASEC, 1), 8, 5, 0, 8],      // 7: .maps
+        ])
+    }
+
+    #[test]
+    fn a_well_formed_value_array_has_its_size() {
+        let defs = map_defs(&map_with_value_array([6, 3], 5)).unwrap();
+        assert_eq!(defs["m"].value_size, 3 * 5 * 4);
+    }
+
+    /// An array that is its own element type recursed without end (a stack
+    /// overflow aborts the process).
+    #[test]
+    fn a_self_containing_array_is_an_error() {
+        let e = map_defs(&map_with_value_array([2, 1], 1)).unwrap_err();
+        assert_eq!(
+            e,
+            ObjectError::Malformed("BTF: type 2: arrays nested too deep".into())
+        );
+    }
+
+    /// `size * count` overflowed u32 (a panic in a debug build, a wrong
+    /// small size in a release one).
+    #[test]
+    fn an_array_size_over_32_bits_is_an_error() {
+        let e = map_defs(&map_with_value_array([6, 0x10000], 0x10000)).unwrap_err();
+        assert_eq!(
+            e,
+            ObjectError::Malformed("BTF: type 2: array size overflows 32 bits".into())
+        );
+    }
+
+    #[test]
+    fn section_offsets_past_the_end_are_errors() {
+        let good = map_with_value_array([6, 3], 5);
+        for (field, value, what) in [
+            (8, u32::MAX, "type section"),
+            (12, u32::MAX, "type section"),
+            (16, u32::MAX, "string section"),
+            (20, 1000, "string section"),
+        ] {
+            let mut b = good.clone();
+            b[field..field + 4].copy_from_slice(&value.to_le_bytes());
+            match map_defs(&b) {
+                Err(ObjectError::Malformed(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("header field {field}: {other:?}"),
+            }
+        }
+    }
 }

@@ -37,13 +37,16 @@ use crate::kernel::status::{
 };
 use crate::kernel::types::{GUID, HANDLE};
 use crate::kernel::violation;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// `EBPF_FAILED`: what invoke returns when the program stopped on an error.
-pub const EBPF_FAILED: ebpf_result_t = 17;
+/// The 32-bit result of an invocation whose program stopped on an error:
+/// eBPF for Windows' core returns EBPF_SUCCESS with the interpreter's -1
+/// (`ubpf_exec` failing) for an interpreted program; the error itself is in
+/// [`LoadedProgram::take_errors`].
+pub const INTERPRETER_ERROR_RESULT: u32 = 0xFFFF_FFFF;
 
 /// Why the core refused to load or attach.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +173,7 @@ impl KernelInfo for SimKernelInfo {
         let (pid, tid) = crate::kernel::ps::current_ids();
         ((pid as u64) << 32) | (tid as u64 & 0xFFFF_FFFF)
     }
+
     fn current_logon_id(&self) -> u64 {
         crate::kernel::ps::current_logon_id()
     }
@@ -210,6 +214,7 @@ impl LoadedProgram {
                 std::ptr::null(),
                 pi_attach,
                 pi_detach,
+                None,
             );
         }
         // SAFETY: characteristics and context live in the Arc until drop,
@@ -423,13 +428,14 @@ fn client_characteristics(
     specific: *const c_void,
     attach: nmr::ClientAttachProviderFn,
     detach: nmr::ClientDetachProviderFn,
+    cleanup: Option<nmr::ClientCleanupBindingContextFn>,
 ) -> NPI_CLIENT_CHARACTERISTICS {
     NPI_CLIENT_CHARACTERISTICS {
         Version: 0,
         Length: std::mem::size_of::<NPI_CLIENT_CHARACTERISTICS>() as u16,
         ClientAttachProvider: Some(attach),
         ClientDetachProvider: Some(detach),
-        ClientCleanupBindingContext: None,
+        ClientCleanupBindingContext: cleanup,
         ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
             Version: 0,
             Size: std::mem::size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
@@ -509,6 +515,7 @@ unsafe extern "win64" fn pi_attach(
                     .or_insert(ExtensionHelper {
                         address: a as usize,
                         implicit_context: h.prototype.implicit_context,
+                        arguments: h.prototype.arguments,
                     });
             }
         }
@@ -564,6 +571,9 @@ struct LinkState {
     /// their ProviderAttachClient.
     provider_failures: Mutex<Vec<NTSTATUS>>,
     findings: Mutex<Vec<Finding>>,
+    /// Threads that made their one in-flight invocation after the
+    /// provider's detach began ([`check_may_invoke`]).
+    late_invokers: Mutex<HashSet<std::thread::ThreadId>>,
 }
 
 // SAFETY: as for ProgramState: the characteristics point into this same
@@ -605,6 +615,7 @@ impl Link {
             refusals: Mutex::new(Vec::new()),
             provider_failures: Mutex::new(Vec::new()),
             findings: Mutex::new(Vec::new()),
+            late_invokers: Mutex::new(HashSet::new()),
         });
         let st = Arc::as_ptr(&state) as *mut LinkState;
         // SAFETY: no other reference is in use yet; everything pointed to
@@ -616,6 +627,7 @@ impl Link {
                 (*st).extension_data.as_ptr().cast(),
                 link_attach,
                 link_detach,
+                Some(link_cleanup),
             );
         }
         // SAFETY: as above.
@@ -758,6 +770,65 @@ pub fn batches_begun() -> u64 {
 const BATCH_MAGIC: u64 = 0x6e74_7369_6d42_6174; // "ntsimBat"
 const BATCH_IRQL_OFFSET: usize = 40;
 
+/// A batch between `batch_begin` and `batch_end`, keyed by the address of
+/// its execution state.
+struct OpenBatch {
+    thread: String,
+    irql: u8,
+    /// [`nmr::clock`] at begin: invocations in it are in flight for a detach
+    /// that began later.
+    begun_at: u64,
+    pin: irql::PinId,
+    /// Links invoked in the batch: (binding handle, already reported as
+    /// released while the batch was open).
+    links: Vec<(HANDLE, bool)>,
+}
+
+static OPEN_BATCHES: Mutex<BTreeMap<usize, OpenBatch>> = Mutex::new(BTreeMap::new());
+
+fn open_batches() -> std::sync::MutexGuard<'static, BTreeMap<usize, OpenBatch>> {
+    OPEN_BATCHES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn thread_name() -> String {
+    let t = std::thread::current();
+    t.name()
+        .map_or_else(|| format!("{:?}", t.id()), str::to_string)
+}
+
+/// The open batch of `state`, if it belongs to the current machine (a
+/// reset closes every batch's IRQL pin; such entries are forgotten here).
+fn live_batch(open: &mut BTreeMap<usize, OpenBatch>, state: usize) -> Option<&mut OpenBatch> {
+    if open.get(&state).is_some_and(|b| !irql::pin_open(b.pin)) {
+        open.remove(&state);
+    }
+    open.get_mut(&state)
+}
+
+/// Whether the provider has completed its detach of `binding` (released its
+/// last reference to the link): the binding is gone, cleaning up, or the
+/// provider's side is done.
+fn provider_released(binding: HANDLE) -> bool {
+    use crate::kernel::nmr::{BindingState, DetachState};
+    match nmr::binding(binding) {
+        None => true,
+        Some(b) => match b.state {
+            BindingState::CleaningUp => true,
+            BindingState::Detaching { provider, .. } => provider == DetachState::Done,
+            BindingState::Attaching | BindingState::Bound => false,
+        },
+    }
+}
+
+fn released_message(api: &str, binding: HANDLE) -> String {
+    format!(
+        "{api}: the hook provider completed its detach of link binding {binding:#x} (released \
+         its last reference to the link) while a batch that invoked the link was still open; \
+         batch_end calls into the eBPF core, which may be unloaded by then: end the batch \
+         before releasing the last reference"
+    )
+}
+
 unsafe extern "win64" fn link_batch_begin(state_size: usize, state: *mut c_void) -> ebpf_result_t {
     if state.is_null() || state_size < std::mem::size_of::<ebpf_execution_context_state_t>() {
         violation::record(
@@ -774,6 +845,28 @@ unsafe extern "win64" fn link_batch_begin(state_size: usize, state: *mut c_void)
         *words.add(4) = crate::kernel::ps::current_ids().1 as u64;
         *(state as *mut u8).add(BATCH_IRQL_OFFSET) = irql::current();
     }
+    let level = irql::current();
+    let pin = irql::pin(format!("an eBPF batch (state {state:p})"));
+    let stale = open_batches().insert(
+        state as usize,
+        OpenBatch {
+            thread: thread_name(),
+            irql: level,
+            begun_at: nmr::clock(),
+            pin,
+            links: Vec::new(),
+        },
+    );
+    if let Some(old) = stale.filter(|old| irql::unpin(old.pin)) {
+        violation::record(
+            "ebpf",
+            format!(
+                "batch_begin on state {state:p}, whose batch begun on thread '{}' was never \
+                 ended (every batch_begin must be followed by batch_end)",
+                old.thread
+            ),
+        );
+    }
     BATCHES_BEGUN.fetch_add(1, Ordering::Relaxed);
     EBPF_SUCCESS
 }
@@ -786,19 +879,15 @@ unsafe fn check_batch(api: &str, state: *const c_void) -> bool {
         return false;
     }
     // SAFETY: the extension passes the 64-byte state it gave batch_begin.
-    let (magic, begun_irql) = unsafe {
-        (
-            *(state as *const u64),
-            *(state as *const u8).add(BATCH_IRQL_OFFSET),
-        )
-    };
-    if magic != BATCH_MAGIC {
+    let magic = unsafe { *(state as *const u64) };
+    let begun_irql = live_batch(&mut open_batches(), state as usize).map(|b| b.irql);
+    let Some(begun_irql) = begun_irql.filter(|_| magic == BATCH_MAGIC) else {
         violation::record(
             "ebpf",
             format!("{api} outside a batch (batch_begin was not called, or batch_end was)"),
         );
         return false;
-    }
+    };
     let now = irql::current();
     if now != begun_irql {
         violation::record(
@@ -814,6 +903,15 @@ unsafe extern "win64" fn link_batch_end(state: *mut c_void) -> ebpf_result_t {
     // SAFETY: see check_batch.
     if !unsafe { check_batch("batch_end", state) } {
         return EBPF_INVALID_ARGUMENT;
+    }
+    let Some(batch) = open_batches().remove(&(state as usize)) else {
+        return EBPF_INVALID_ARGUMENT;
+    };
+    irql::unpin(batch.pin);
+    for (binding, reported) in batch.links {
+        if !reported && provider_released(binding) {
+            violation::record("ebpf", released_message("batch_end", binding));
+        }
     }
     // SAFETY: a begun state: 64 writable bytes.
     unsafe { *(state as *mut u64) = 0 };
@@ -832,8 +930,19 @@ unsafe extern "win64" fn link_batch_invoke(
     }
     // SAFETY: the binding context is the LinkState this link gave NMR.
     let link = unsafe { &*(client_binding_context as *const LinkState) };
+    let binding = link.binding.load(Ordering::Acquire);
+    let begun_at = {
+        let mut open = open_batches();
+        let Some(b) = live_batch(&mut open, state as usize) else {
+            return EBPF_INVALID_ARGUMENT;
+        };
+        if !b.links.iter().any(|&(h, _)| h == binding) {
+            b.links.push((binding, false));
+        }
+        b.begun_at
+    };
     // SAFETY: forwarded per invoke's contract.
-    unsafe { run(link, context, result, state) }
+    unsafe { run(link, context, result, state, begun_at) }
 }
 
 unsafe extern "win64" fn link_invoke(
@@ -856,24 +965,90 @@ unsafe extern "win64" fn link_invoke(
     }
 }
 
-/// Whether a provider may still invoke the link of `binding`: until its
-/// detach has completed, invocations it began earlier are in flight (that is
-/// what STATUS_PENDING is for).
-fn provider_may_still_invoke(binding: HANDLE) -> bool {
-    use crate::kernel::nmr::{BindingState, DetachState};
-    nmr::bindings()
-        .iter()
-        .find(|b| b.handle == binding)
-        .is_some_and(|b| match b.state {
-            BindingState::Bound | BindingState::Attaching => true,
-            BindingState::Detaching { provider, .. } => {
-                matches!(
-                    provider,
-                    DetachState::NotCalled | DetachState::InCallback | DetachState::Pending
-                )
+/// The link's cleanup callback: the provider and the core have both
+/// detached. A batch still open that invoked the link means the provider
+/// released its last reference before ending the batch.
+unsafe extern "win64" fn link_cleanup(client_binding_context: *mut c_void) {
+    // SAFETY: the binding context is the LinkState given at attach, alive
+    // until the deregistration wait (which this cleanup precedes) returns.
+    let link = unsafe { &*(client_binding_context as *const LinkState) };
+    let binding = link.binding.load(Ordering::Acquire);
+    let mut found = false;
+    for b in open_batches()
+        .values_mut()
+        .filter(|b| irql::pin_open(b.pin))
+    {
+        for (h, reported) in &mut b.links {
+            if *h == binding && !*reported {
+                *reported = true;
+                found = true;
             }
-            _ => false,
-        })
+        }
+    }
+    if found {
+        violation::record(
+            "ebpf",
+            released_message("NmrProviderDetachClientComplete", binding),
+        );
+    }
+}
+
+/// Whether an invocation of `link` that is entering now is one the provider
+/// may still make: before its ProviderDetachClient was called, any; after
+/// it (while the detach is pending), only invocations in flight, that is
+/// in a batch begun before the detach, or, since ntsim cannot see when the
+/// provider took its reference, the first invocation of the link by a
+/// thread after the detach began. Records a violation otherwise.
+fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
+    use crate::kernel::nmr::{BindingState, DetachState};
+    let binding = link.binding.load(Ordering::Acquire);
+    let Some(b) = nmr::binding(binding) else {
+        violation::record(
+            "ebpf",
+            format!(
+                "invoke of link binding {binding:#x} after the hook provider completed its detach \
+                 and the binding was cleaned up"
+            ),
+        );
+        return false;
+    };
+    let detach_at = match b.state {
+        BindingState::Attaching | BindingState::Bound => return true,
+        BindingState::CleaningUp
+        | BindingState::Detaching {
+            provider: DetachState::Done,
+            ..
+        } => {
+            violation::record(
+                "ebpf",
+                "invoke of a link after the hook provider completed its detach (ProviderDetachClient \
+                 returned STATUS_SUCCESS or it called NmrProviderDetachClientComplete)",
+            );
+            return false;
+        }
+        BindingState::Detaching {
+            provider: DetachState::NotCalled,
+            ..
+        } => return true,
+        BindingState::Detaching { .. } => b.provider_detach_at.unwrap_or(0),
+    };
+    if batch_begun_at < detach_at {
+        return true;
+    }
+    let me = std::thread::current().id();
+    let mut late = link.late_invokers.lock().unwrap();
+    if late.insert(me) {
+        return true;
+    }
+    violation::record(
+        "ebpf",
+        format!(
+            "a new invocation of link binding {binding:#x} after its ProviderDetachClient was \
+             called (this thread already made its in-flight invocation since then): after the \
+             detach callback a provider must not start calls into the client"
+        ),
+    );
+    false
 }
 
 /// Runs the link's program on `context`.
@@ -886,19 +1061,13 @@ unsafe fn run(
     context: *mut c_void,
     result: *mut u32,
     state: *const c_void,
+    batch_begun_at: u64,
 ) -> ebpf_result_t {
     if result.is_null() || context.is_null() {
         violation::record("ebpf", "invoke with a null context or result pointer");
         return EBPF_INVALID_ARGUMENT;
     }
-    if !link.attached.load(Ordering::Acquire)
-        && !provider_may_still_invoke(link.binding.load(Ordering::Acquire))
-    {
-        violation::record(
-            "ebpf",
-            "invoke of a link after the hook provider completed its detach (ProviderDetachClient returned \
-             STATUS_SUCCESS or it called NmrProviderDetachClientComplete)",
-        );
+    if !check_may_invoke(link, batch_begun_at) {
         return EBPF_EXTENSION_FAILED_TO_LOAD;
     }
     let prog = &link.program;
@@ -949,9 +1118,15 @@ unsafe fn run(
                 EBPF_SUCCESS
             }
             Err(e) => {
+                // As the real core does for an interpreted program
+                // (ebpf_program_invoke): the run "succeeds" with the
+                // interpreter's -1 as the 32-bit result. The error stays
+                // observable in the program's error log.
                 eprintln!("ntsim: program {} stopped: {e}", prog.program.name);
                 prog.errors.lock().unwrap().push(e);
-                EBPF_FAILED
+                // SAFETY: checked non-null above; the extension's pointer.
+                unsafe { *result = INTERPRETER_ERROR_RESULT };
+                EBPF_SUCCESS
             }
         }
     })();

@@ -131,6 +131,41 @@ pub struct Map {
     inner: Mutex<Inner>,
 }
 
+/// The most memory one map may declare, and all maps of one object together
+/// (64 MiB). eBPF for Windows refuses a map above 128 GB
+/// (`EBPF_MAP_MAXIMUM_ALLOCATION`); ntsim, which allocates array values up
+/// front in the test process, refuses far less with a clear error, so a
+/// malformed or hostile object cannot exhaust the host's memory.
+pub const MAP_MEMORY_LIMIT: u64 = 64 << 20;
+
+/// Bookkeeping counted per value block (its allocation and index entry).
+const ENTRY_OVERHEAD: u64 = 64;
+
+impl MapDef {
+    /// The memory this definition may take at most, as counted against
+    /// [`MAP_MEMORY_LIMIT`]: every value block (one per entry and CPU) with
+    /// its key and [`ENTRY_OVERHEAD`]; a ring buffer's size in bytes. Saturates
+    /// instead of overflowing.
+    pub fn declared_memory(&self) -> u64 {
+        use map_type::*;
+        let entries = u64::from(self.max_entries);
+        let block = |key: u32, value: u32| {
+            u64::from(key)
+                .saturating_add(u64::from(value))
+                .saturating_add(ENTRY_OVERHEAD)
+        };
+        match self.map_type {
+            PERCPU_ARRAY | PERCPU_HASH | LRU_PERCPU_HASH => entries
+                .saturating_mul(u64::from(CPU_COUNT))
+                .saturating_mul(block(self.key_size, self.value_size)),
+            RINGBUF => entries,
+            PROG_ARRAY => entries.saturating_mul(block(0, 8)),
+            PERF_EVENT_ARRAY => 0,
+            _ => entries.saturating_mul(block(self.key_size, self.value_size)),
+        }
+    }
+}
+
 /// Rounds a per-CPU value up to 8 bytes, as user-mode per-CPU buffers are laid out.
 fn percpu_stride(value_size: u32) -> usize {
     (value_size as usize).div_ceil(8) * 8
@@ -150,6 +185,14 @@ impl Map {
             retired: Vec::new(),
         };
         let keyed = |d: &MapDef| d.key_size > 0 && d.value_size > 0 && d.max_entries > 0;
+        let declared = def.declared_memory();
+        if declared > MAP_MEMORY_LIMIT {
+            return Err(format!(
+                "map {name}: declares {declared} bytes (type {}, key {}, value {}, \
+                 max_entries {}), over ntsim's limit of {MAP_MEMORY_LIMIT} bytes per map",
+                def.map_type, def.key_size, def.value_size, def.max_entries
+            ));
+        }
         inner.kind = match def.map_type {
             ARRAY | PERCPU_ARRAY => {
                 if !keyed(&def) {
@@ -163,7 +206,7 @@ impl Map {
                     1
                 };
                 let zero = vec![0u8; def.value_size as usize];
-                let values = (0..def.max_entries * cpus)
+                let values = (0..def.max_entries as usize * cpus as usize)
                     .map(|_| inner.alloc(&zero))
                     .collect();
                 Kind::Array(values)
@@ -285,9 +328,9 @@ impl Map {
     fn array_index(&self, key: &[u8]) -> Result<usize, EbpfResult> {
         // eBPF for Windows reads the first four bytes of any array key.
         let k = u32::from_le_bytes(
-            key[..4]
-                .try_into()
-                .map_err(|_| EbpfResult::InvalidArgument)?,
+            key.get(..4)
+                .and_then(|k| k.try_into().ok())
+                .ok_or(EbpfResult::InvalidArgument)?,
         );
         if k >= self.def.max_entries {
             return Err(EbpfResult::InvalidArgument);
@@ -475,9 +518,10 @@ impl Map {
                 Ok(())
             }
             Kind::Hash { entries, .. } => {
-                let e = entries
-                    .remove(&key[..self.def.key_size as usize])
-                    .ok_or(EbpfResult::KeyNotFound)?;
+                let key = key
+                    .get(..self.def.key_size as usize)
+                    .ok_or(EbpfResult::InvalidArgument)?;
+                let e = entries.remove(key).ok_or(EbpfResult::KeyNotFound)?;
                 inner.retired.extend(e.values);
                 Ok(())
             }
@@ -708,5 +752,67 @@ impl std::fmt::Debug for Map {
             .field("name", &self.name)
             .field("def", &self.def)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapDef {
+        MapDef {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            ..MapDef::default()
+        }
+    }
+
+    /// Fuzzing found a BTF map asking for tens of GB aborting the process: every
+    /// map type is refused above the cap with a message naming the map.
+    #[test]
+    fn maps_over_the_memory_limit_are_refused_with_a_clear_error() {
+        use map_type::*;
+        for d in [
+            def(PROG_ARRAY, 4, 4, u32::MAX),
+            def(ARRAY, 4, 8, u32::MAX),
+            def(ARRAY, 4, u32::MAX, 1),
+            def(PERCPU_ARRAY, 4, 8 << 20, 4),
+            def(HASH, 4, 8, 1 << 20),
+            def(QUEUE, 0, 1 << 20, 100),
+            def(RINGBUF, 0, 0, (MAP_MEMORY_LIMIT + 1) as u32),
+        ] {
+            let e = Map::new("big", d.clone()).expect_err(&format!("{d:?}"));
+            assert!(
+                e.starts_with("map big: declares ") && e.contains("over ntsim's limit"),
+                "{d:?}: {e}"
+            );
+        }
+        // At the limit exactly: accepted (and the array is really there).
+        // 64 entries of exactly 1 MiB each (key, value and bookkeeping).
+        let value = (1 << 20) - 4 - ENTRY_OVERHEAD as u32;
+        let m = Map::new("fits", def(ARRAY, 4, value, 64)).expect("at the limit");
+        assert_eq!(m.def().declared_memory(), MAP_MEMORY_LIMIT);
+        assert_eq!(
+            m.lookup(&63u32.to_le_bytes()).map(|v| v.len()),
+            Some(value as usize)
+        );
+        Map::new("over", def(ARRAY, 4, value + 1, 64)).expect_err("one byte per entry over");
+        Map::new("ring", def(RINGBUF, 0, 0, MAP_MEMORY_LIMIT as u32)).expect("ring at the limit");
+    }
+
+    #[test]
+    fn short_keys_are_invalid_arguments_not_panics() {
+        let a = Map::new("a", def(map_type::ARRAY, 4, 8, 2)).unwrap();
+        assert_eq!(a.lookup(&[1]), None);
+        assert_eq!(a.delete(&[1, 0]), Err(EbpfResult::InvalidArgument));
+        assert_eq!(
+            a.update(&[0], &[0; 8], BPF_ANY),
+            Err(EbpfResult::InvalidArgument)
+        );
+        let h = Map::new("h", def(map_type::HASH, 8, 8, 2)).unwrap();
+        assert_eq!(h.delete(&[1, 2, 3]), Err(EbpfResult::InvalidArgument));
+        assert_eq!(h.lookup(&[1, 2, 3]), None);
     }
 }

@@ -4,8 +4,7 @@
 //! # Using it
 //!
 //! ```text
-//! let mut sections = SectionMap::new();
-//! sections.add("process", PROCESS_PROGRAM_TYPE, PROCESS_ATTACH_TYPE);
+//! let sections = store::section_map();                 // what the store holds
 //! let object = Object::load(&bytes, &sections)?;       // ObjectError
 //! let program = object.program("my_prog").unwrap();     // Arc<Program>
 //! let env = ExecEnv { helpers: &ext_helpers, kernel: &DefaultKernelInfo,
@@ -16,6 +15,9 @@
 //!
 //! * [`object`]: ELF parsing and linking ([`Object::load`], [`SectionMap`]
 //!   for the section-prefix -> (program type, attach type) table).
+//! * [`store`]: the eBPF store as `ebpfapi.dll` reads it from the registry
+//!   (the section table, program information), a writer for host-side
+//!   providers, and `reg query`-style output.
 //! * [`maps`]: [`Map`] with the host-side API (`lookup`, `update`, `delete`,
 //!   `keys`, `push`/`pop`, `drain_ring`, `drain_perf`, `set_program`).
 //! * [`program`]: [`Program::run`] (tail calls included),
@@ -53,10 +55,12 @@ pub mod abi;
 pub mod btf;
 pub mod btf_types;
 pub mod core;
+pub mod guard;
 pub mod helpers;
 pub mod maps;
 pub mod object;
 pub mod program;
+pub mod store;
 pub mod validate;
 pub mod vm;
 

@@ -14,7 +14,7 @@
 //! address (the `Arc<Map>` pointer) and global-data references the address
 //! inside the data map's value, so the interpreter needs no map table.
 
-use super::maps::{map_type, Map, MapDef};
+use super::maps::{map_type, Map, MapDef, MAP_MEMORY_LIMIT};
 use super::program::Program;
 use super::vm::{self, Insn, OP_CALL, OP_LDDW, PSEUDO_CALL};
 use crate::kernel::types::GUID;
@@ -35,6 +35,13 @@ pub enum ObjectError {
     Malformed(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A program section no registered prefix matches (`registered`: the
+    /// prefixes of the section table, in order).
+    #[error("section \"{section}\" is not in the eBPF store (registered sections: {})", if registered.is_empty() { "none".to_string() } else { registered.join(", ") })]
+    UnknownSection {
+        section: String,
+        registered: Vec<String>,
+    },
 }
 
 fn malformed(s: impl Into<String>) -> ObjectError {
@@ -60,6 +67,11 @@ impl SectionMap {
         self
     }
 
+    /// The registered prefixes, in the order they were added.
+    pub fn prefixes(&self) -> Vec<String> {
+        self.entries.iter().map(|(p, _, _)| p.clone()).collect()
+    }
+
     /// The types for a section: the entry with the longest prefix of `section`.
     pub fn resolve(&self, section: &str) -> Option<(GUID, GUID)> {
         self.entries
@@ -78,9 +90,9 @@ pub struct Object {
 }
 
 impl Object {
-    /// Parses and links an object. Program types come from `sections`; a
-    /// program whose section matches no prefix has no type (`None`): the
-    /// caller decides whether that is an error.
+    /// Parses and links an object. Program types come from `sections` (as
+    /// `ebpfapi.dll` takes them from the eBPF store); a program section that
+    /// matches no prefix fails the load ([`ObjectError::UnknownSection`]).
     pub fn load(bytes: &[u8], sections: &SectionMap) -> Result<Object, ObjectError> {
         Loader::new(bytes)?.load(sections)
     }
@@ -175,6 +187,7 @@ impl<'a> Loader<'a> {
                     .filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_OBJECT)
                 {
                     let mname = self.sym_name(&s).to_string();
+                    symbol_range(&s, shdr.sh_size, &mname)?;
                     let def = defs
                         .get(&mname)
                         .ok_or_else(|| malformed(format!("map {mname} has no BTF definition")))?;
@@ -191,10 +204,11 @@ impl<'a> Loader<'a> {
                     .filter(|s| s.st_shndx == idx && s.st_type() == sym::STT_OBJECT)
                 {
                     let mname = self.sym_name(&s).to_string();
-                    let off = s.st_value as usize;
+                    let (off, _) = symbol_range(&s, data.len() as u64, &mname)?;
                     let field = |i: usize| -> Result<u32, ObjectError> {
-                        data.get(off + i * 4..off + i * 4 + 4)
-                            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+                        off.checked_add(i * 4)
+                            .and_then(|at| data.get(at..at.checked_add(4)?))
+                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                             .ok_or_else(|| malformed(format!("legacy map {mname} truncated")))
                     };
                     if s.st_size < 16 {
@@ -248,10 +262,25 @@ impl<'a> Loader<'a> {
             }
         }
 
+        let total = maps
+            .iter()
+            .fold(0u64, |sum, m| sum.saturating_add(m.def().declared_memory()));
+        if total > MAP_MEMORY_LIMIT {
+            return Err(ObjectError::Unsupported(format!(
+                "the object's maps declare {total} bytes together, over ntsim's limit of \
+                 {MAP_MEMORY_LIMIT} bytes"
+            )));
+        }
+
         // Relocations by target section.
         let mut relocs: HashMap<usize, Vec<goblin::elf::Reloc>> = HashMap::new();
         for (rel_idx, rs) in &self.elf.shdr_relocs {
-            let target = self.elf.section_headers[*rel_idx].sh_info as usize;
+            let target = self
+                .elf
+                .section_headers
+                .get(*rel_idx)
+                .ok_or_else(|| malformed(format!("relocation section {rel_idx}")))?
+                .sh_info as usize;
             relocs.entry(target).or_default().extend(rs.iter());
         }
 
@@ -272,7 +301,15 @@ impl<'a> Loader<'a> {
                 continue;
             }
             let code = decode(self.section_data(idx)?, sname)?;
-            let types = sections.resolve(sname);
+            let types =
+                Some(
+                    sections
+                        .resolve(sname)
+                        .ok_or_else(|| ObjectError::UnknownSection {
+                            section: sname.to_string(),
+                            registered: sections.prefixes(),
+                        })?,
+                );
             let mut funcs: Vec<sym::Sym> = self
                 .elf
                 .syms
@@ -290,13 +327,8 @@ impl<'a> Loader<'a> {
                 )));
             }
             for f in &funcs {
-                let start = (f.st_value / 8) as usize;
-                let len = if f.st_size > 0 {
-                    (f.st_size / 8) as usize
-                } else {
-                    code.len() - start
-                };
                 let name = self.sym_name(f).to_string();
+                let (start, len) = function_range(f, code.len(), &name, sname)?;
                 let resolve =
                     |r: &goblin::elf::Reloc| self.reloc_target(r, &map_by_sym, &data_maps);
                 let insns = self.link(
@@ -441,12 +473,15 @@ impl<'a> Loader<'a> {
                         let addr = match resolve(r)? {
                             Target::Map(m) => Arc::as_ptr(&maps[m]) as u64,
                             Target::Data(m, base) => {
-                                let off = base + out[i].imm as u32 as u64;
-                                if off >= maps[m].def().value_size as u64 {
-                                    return Err(malformed(format!(
-                                        "{name}: global data offset {off} out of range"
-                                    )));
-                                }
+                                let off = base
+                                    .checked_add(out[i].imm as u32 as u64)
+                                    .filter(|&off| off < maps[m].def().value_size as u64)
+                                    .ok_or_else(|| {
+                                        malformed(format!(
+                                            "{name}: global data offset {base} + {} out of range",
+                                            out[i].imm as u32
+                                        ))
+                                    })?;
                                 maps[m]
                                     .data_address()
                                     .ok_or_else(|| malformed("data map"))?
@@ -468,14 +503,21 @@ impl<'a> Loader<'a> {
                             .syms
                             .get(r.r_sym)
                             .ok_or_else(|| malformed("call symbol"))?;
-                        let Some((t, _)) = text.filter(|(t, _)| *t == s.st_shndx) else {
+                        let Some((_, tcode)) = text.filter(|(t, _)| *t == s.st_shndx) else {
                             return Err(ObjectError::Unsupported(format!(
                                 "{name}: call to {} outside .text",
                                 self.sym_name(&s)
                             )));
                         };
-                        let _ = t;
+                        // st_value / 8 < 2^61: no overflow in i64.
                         let target = (s.st_value / 8) as i64 + out[i].imm as i64 + 1;
+                        if target < 0 || target >= tcode.len() as i64 {
+                            return Err(malformed(format!(
+                                "{name}: call at instruction {i} to {target}, outside .text \
+                                 ({} instructions)",
+                                tcode.len()
+                            )));
+                        }
                         let target_out = text_base as i64 + target;
                         out[i].imm = i32::try_from(target_out - (i as i64 + 1))
                             .map_err(|_| malformed("call offset"))?;
@@ -492,6 +534,64 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// The byte range `[st_value, st_value + st_size)` of a data symbol, checked
+/// to lie inside its section of `section_size` bytes.
+fn symbol_range(
+    s: &sym::Sym,
+    section_size: u64,
+    name: &str,
+) -> Result<(usize, usize), ObjectError> {
+    s.st_value
+        .checked_add(s.st_size)
+        .filter(|&end| end <= section_size)
+        .map(|_| (s.st_value as usize, s.st_size as usize))
+        .ok_or_else(|| {
+            malformed(format!(
+                "symbol {name} ({} bytes at {:#x}) lies outside its section ({section_size} bytes)",
+                s.st_size, s.st_value
+            ))
+        })
+}
+
+/// A function symbol's instructions `(first, count)` in its section of
+/// `insns` instructions: 8-byte aligned and inside the section. A symbol
+/// without a size runs to the end of the section.
+fn function_range(
+    f: &sym::Sym,
+    insns: usize,
+    name: &str,
+    section: &str,
+) -> Result<(usize, usize), ObjectError> {
+    let outside = || {
+        malformed(format!(
+            "function {name} ({} bytes at {:#x}) lies outside section {section} ({} bytes)",
+            f.st_size,
+            f.st_value,
+            insns * 8
+        ))
+    };
+    if !f.st_value.is_multiple_of(8) || !f.st_size.is_multiple_of(8) {
+        return Err(malformed(format!(
+            "function {name}: offset {:#x} or size {} is not a whole number of instructions",
+            f.st_value, f.st_size
+        )));
+    }
+    let start = usize::try_from(f.st_value / 8).map_err(|_| outside())?;
+    let rest = insns.checked_sub(start).ok_or_else(outside)?;
+    let len = if f.st_size > 0 {
+        usize::try_from(f.st_size / 8)
+            .ok()
+            .filter(|&n| n <= rest)
+            .ok_or_else(outside)?
+    } else {
+        rest
+    };
+    if len == 0 {
+        return Err(malformed(format!("function {name} has no instructions")));
+    }
+    Ok((start, len))
+}
+
 fn decode(bytes: &[u8], section: &str) -> Result<Vec<Insn>, ObjectError> {
     if !bytes.len().is_multiple_of(8) {
         return Err(malformed(format!(
@@ -499,4 +599,132 @@ fn decode(bytes: &[u8], section: &str) -> Result<Vec<Insn>, ObjectError> {
         )));
     }
     Ok(bytes.chunks_exact(8).map(Insn::decode).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEGACY_MAPS: &[u8] = include_bytes!("../../../bpf/legacy_maps.o");
+    const TAIL_CALL: &[u8] = include_bytes!("../../../bpf/tail_call.o");
+
+    /// The sections of the test objects (`SEC("sample...")`), registered as
+    /// an extension would register them in the store.
+    fn sections() -> SectionMap {
+        let mut s = SectionMap::new();
+        s.add("sample", GUID::default(), GUID::default());
+        s
+    }
+
+    /// A copy of `object` with symbol `name`'s st_value and st_size replaced.
+    fn patch_symbol(object: &[u8], name: &str, value: u64, size: u64) -> Vec<u8> {
+        let elf = Elf::parse(object).unwrap();
+        let symtab = elf
+            .section_headers
+            .iter()
+            .find(|s| s.sh_type == sh::SHT_SYMTAB)
+            .expect("a symbol table");
+        let index = elf
+            .syms
+            .iter()
+            .position(|s| elf.strtab.get_at(s.st_name) == Some(name))
+            .unwrap_or_else(|| panic!("no symbol {name}"));
+        // Elf64_Sym: st_name 4, st_info 1, st_other 1, st_shndx 2, st_value 8, st_size 8.
+        let at = symtab.sh_offset as usize + index * 24;
+        let mut out = object.to_vec();
+        out[at + 8..at + 16].copy_from_slice(&value.to_le_bytes());
+        out[at + 16..at + 24].copy_from_slice(&size.to_le_bytes());
+        out
+    }
+
+    /// A copy of `object` whose one BTF array type of `from` elements
+    /// (`__uint(x, from)`) has `to` elements.
+    fn patch_btf_array(object: &[u8], from: u32, to: u32) -> Vec<u8> {
+        let elf = Elf::parse(object).unwrap();
+        let btf = elf
+            .section_headers
+            .iter()
+            .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".BTF"))
+            .expect("a .BTF section");
+        let (start, end) = (
+            btf.sh_offset as usize,
+            (btf.sh_offset + btf.sh_size) as usize,
+        );
+        // An anonymous ARRAY type: name_off 0, info (kind 3 << 24), size 0,
+        // element type, index type, element count.
+        let head = [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0];
+        let hits: Vec<usize> = (start..end - 24)
+            .filter(|&i| object[i..i + 12] == head && object[i + 20..i + 24] == from.to_le_bytes())
+            .collect();
+        assert_eq!(hits.len(), 1, "one array of {from} elements in the BTF");
+        let mut out = object.to_vec();
+        out[hits[0] + 20..hits[0] + 24].copy_from_slice(&to.to_le_bytes());
+        out
+    }
+
+    fn malformed_message(result: Result<Object, ObjectError>) -> String {
+        match result {
+            Err(ObjectError::Malformed(m)) => m,
+            other => panic!("expected a Malformed error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_unpatched_objects_load() {
+        Object::load(LEGACY_MAPS, &sections()).expect("legacy_maps.o");
+        Object::load(TAIL_CALL, &sections()).expect("tail_call.o");
+    }
+
+    /// Fuzzing found this: a function symbol without a size whose st_value
+    /// lies far past its section made `code.len() - start` overflow (a
+    /// panic in a debug build, a huge slice in a release one).
+    #[test]
+    fn function_symbol_far_outside_its_section_is_malformed() {
+        for (value, size) in [
+            (0xffff_ffff_ffff_fff8, 0),
+            (0x8000, 0),
+            (0x8000, 8),
+            (0xffff_ffff_ffff_fff8, 0xffff_ffff_ffff_fff8),
+            (0, 0x1000),
+        ] {
+            let bad = patch_symbol(LEGACY_MAPS, "count", value, size);
+            let m = malformed_message(Object::load(&bad, &sections()));
+            assert!(
+                m.contains("function count") && m.contains("lies outside section sample"),
+                "{value:#x}/{size}: {m}"
+            );
+        }
+        let bad = patch_symbol(LEGACY_MAPS, "count", 4, 0);
+        let m = malformed_message(Object::load(&bad, &sections()));
+        assert!(m.contains("not a whole number of instructions"), "{m}");
+    }
+
+    /// The same for a legacy map definition: `off + i * 4` overflowed.
+    #[test]
+    fn legacy_map_symbol_outside_its_section_is_malformed() {
+        for (value, size) in [(0xffff_ffff_ffff_fffc, 32), (8, 32), (0, u64::MAX)] {
+            let bad = patch_symbol(LEGACY_MAPS, "counters", value, size);
+            let m = malformed_message(Object::load(&bad, &sections()));
+            assert!(
+                m.contains("symbol counters") && m.contains("outside its section"),
+                "{value:#x}/{size}: {m}"
+            );
+        }
+    }
+
+    /// Fuzzing found this: a BTF map definition with `max_entries`
+    /// 0xffffffff made ntsim allocate a 34 GB program array (issue 9 says
+    /// ~37 GB), and the allocation failure aborted the process. It is
+    /// refused by the map memory limit, naming the map.
+    #[test]
+    fn btf_max_entries_over_the_map_memory_limit_is_refused() {
+        let bad = patch_btf_array(TAIL_CALL, 4, u32::MAX);
+        match Object::load(&bad, &sections()) {
+            Err(ObjectError::Unsupported(m)) => assert!(
+                m.starts_with("map progs: declares ") && m.contains("over ntsim's limit"),
+                "{m}"
+            ),
+            other => panic!("expected the map limit error, got {other:?}"),
+        }
+    }
 }

@@ -2,10 +2,10 @@
 //! helpers and calls into the extension's helpers, and
 //! [`Program::test_run`] (`bpf_prog_test_run`).
 
-use super::helpers;
 use super::maps::{EbpfResult, Map};
 use super::vm::{self, HelperOutcome, Insn, Machine};
 use super::ProgramError;
+use super::{guard, helpers};
 use crate::kernel::types::{GUID, KIRQL};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,13 +22,17 @@ pub struct ContextDescriptor {
     pub meta: i32,
 }
 
-/// One extension (program-type) helper: its address and whether the core
-/// passes the context as a sixth argument.
+/// One extension (program-type) helper: its address, whether the core
+/// passes the context as a sixth argument, and its prototype's argument
+/// types (buffer arguments are passed as guarded copies, see
+/// [`super::guard`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtensionHelper {
     /// Address of an `extern "win64" fn(u64, u64, u64, u64, u64[, u64]) -> u64`.
     pub address: usize,
     pub implicit_context: bool,
+    /// `ebpf_argument_type_t` of each argument.
+    pub arguments: [u32; 5],
 }
 
 /// Facts about the current thread the simulated kernel supplies to the
@@ -199,22 +203,18 @@ impl Machine for Vm<'_, '_> {
             return Err(format!("helper {id:#x} is not provided by the extension"));
         }
         if let Some(h) = extension {
-            // SAFETY: the extension published this address for helper `id`
-            // in its program data, with the prototype of a win64 function
-            // taking five integer arguments (six with implicit_context).
-            let r = unsafe {
-                if h.implicit_context {
-                    let f: extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64 =
-                        std::mem::transmute(h.address);
-                    f(args[0], args[1], args[2], args[3], args[4], self.run.ctx)
-                } else {
-                    let f: extern "win64" fn(u64, u64, u64, u64, u64) -> u64 =
-                        std::mem::transmute(h.address);
-                    f(args[0], args[1], args[2], args[3], args[4])
-                }
+            let on_stack = |addr: u64, len: u64| {
+                stack
+                    .iter()
+                    .any(|&(s, l)| addr >= s && addr.checked_add(len).is_some_and(|e| e <= s + l))
             };
-            observe_call(self.run, id, &args, r, stack);
-            return Ok(HelperOutcome::Return(r));
+            let outcome = guard::call_extension(self.run, id, h, args, on_stack)?;
+            if let HelperOutcome::Return(r) = outcome {
+                // After the guarded copies went back into the program's
+                // buffers: the observer sees what the program will read.
+                observe_call(self.run, id, &args, r, &on_stack);
+            }
+            return Ok(outcome);
         }
         self.run.stack = stack.to_vec();
         let r = helpers::call(self.run, id, args);
@@ -244,7 +244,13 @@ pub fn observe_extension_calls(observer: Option<ExtensionCallObserver>) {
     OBSERVER.with(|o| *o.borrow_mut() = observer);
 }
 
-fn observe_call(run: &Run<'_>, id: u32, args: &[u64; 5], result: u64, stack: &[(u64, u64)]) {
+fn observe_call(
+    run: &Run<'_>,
+    id: u32,
+    args: &[u64; 5],
+    result: u64,
+    on_stack: &dyn Fn(u64, u64) -> bool,
+) {
     OBSERVER.with(|o| {
         let Ok(observer) = o.try_borrow() else {
             return;
@@ -252,12 +258,10 @@ fn observe_call(run: &Run<'_>, id: u32, args: &[u64; 5], result: u64, stack: &[(
         let Some(observer) = observer.as_ref() else {
             return;
         };
+        // The same ownership rule as the guarded copies (guard.rs): a live
+        // stack frame of the program, or a region it may read.
         let read = |addr: u64, len: u64| -> Option<Vec<u8>> {
-            let end = addr.checked_add(len)?;
-            let in_stack = stack
-                .iter()
-                .any(|&(start, size)| addr >= start && end <= start.saturating_add(size));
-            if len > 1 << 20 || !(in_stack || run.region_ok(addr, len, false)) {
+            if len > 1 << 20 || !(on_stack(addr, len) || run.region_ok(addr, len, false)) {
                 return None;
             }
             // SAFETY: [addr, addr + len) lies inside one region the running
@@ -332,10 +336,11 @@ impl Program {
             tail_calls = run.tail_calls;
             match (r, next) {
                 (Err(e), _) => {
+                    guard::report(&e, &current.name);
                     break Err(ProgramError {
                         message: format!("{} (program {})", e.message, current.name),
                         ..e
-                    })
+                    });
                 }
                 (Ok(_), Some(next)) => current = next,
                 (Ok(v), None) => break Ok(v),
@@ -352,7 +357,9 @@ impl Program {
     /// `bpf_prog_test_run`: builds a context with the extension's
     /// `context_create` at `required_irql`, runs the program, and takes the
     /// outputs back with `context_destroy`. `data_out_capacity` and
-    /// `context_out_capacity` size the output buffers.
+    /// `context_out_capacity` size the output buffers. As in eBPF for
+    /// Windows' core, an empty input or a zero-sized output is passed as a
+    /// null pointer.
     ///
     /// # Safety
     /// `context_create` / `context_destroy` must be the extension's
@@ -368,18 +375,27 @@ impl Program {
         data_out_capacity: usize,
         context_out_capacity: usize,
     ) -> Result<TestRunOutput, TestRunError> {
+        // The buffers the extension sees end against a guard page (special
+        // pool), so reading or writing one byte past them faults.
+        let data_in = EdgeBuffer::copy_of(data_in);
+        let context_in = EdgeBuffer::copy_of(context_in);
         crate::kernel::irql::at(hooks.required_irql, || {
             let mut ctx: *mut u8 = std::ptr::null_mut();
             // SAFETY: the extension's context_create reads the two input
             // buffers (valid for their lengths) and writes one pointer.
             let status = unsafe {
                 (hooks.context_create)(
-                    data_in.as_ptr(),
-                    data_in.len(),
-                    if context_in.is_empty() {
+                    // As the real core: an empty buffer is a null pointer.
+                    if data_in.len() == 0 {
                         std::ptr::null()
                     } else {
-                        context_in.as_ptr()
+                        data_in.ptr()
+                    },
+                    data_in.len(),
+                    if context_in.len() == 0 {
+                        std::ptr::null()
+                    } else {
+                        context_in.ptr()
                     },
                     context_in.len(),
                     &mut ctx,
@@ -396,8 +412,8 @@ impl Program {
             // SAFETY: the extension created a context of its descriptor's
             // size, with its packet pointers (if any) into its own copy of data_in.
             let result = unsafe { self.run(ctx, desc, env) };
-            let mut data_out = vec![0u8; data_out_capacity];
-            let mut context_out = vec![0u8; context_out_capacity];
+            let data_out = EdgeBuffer::zeroed(data_out_capacity);
+            let context_out = EdgeBuffer::zeroed(context_out_capacity);
             let mut data_size = data_out_capacity;
             let mut context_size = context_out_capacity;
             // SAFETY: context_destroy frees the context it created and
@@ -405,9 +421,17 @@ impl Program {
             unsafe {
                 (hooks.context_destroy)(
                     ctx,
-                    data_out.as_mut_ptr(),
+                    if data_out_capacity == 0 {
+                        std::ptr::null_mut()
+                    } else {
+                        data_out.ptr()
+                    },
                     &mut data_size,
-                    context_out.as_mut_ptr(),
+                    if context_out_capacity == 0 {
+                        std::ptr::null_mut()
+                    } else {
+                        context_out.ptr()
+                    },
                     &mut context_size,
                 )
             };
@@ -417,6 +441,8 @@ impl Program {
                      more than the buffers ({data_out_capacity} / {context_out_capacity})"
                 )));
             }
+            let mut data_out = data_out.to_vec();
+            let mut context_out = context_out.to_vec();
             data_out.truncate(data_size);
             context_out.truncate(context_size);
             let result = result.map_err(TestRunError::Program)?;
@@ -426,6 +452,63 @@ impl Program {
                 context_out,
             })
         })
+    }
+}
+
+/// A buffer handed to extension code during a test run: a pool block
+/// (special pool unless the machine turned it off) in which the buffer's
+/// last byte is the block's last byte, against the guard page, so an
+/// over-read or over-write by even one byte faults at once (and the crash
+/// report names the block, tagged `TRun`).
+struct EdgeBuffer {
+    block: *mut std::ffi::c_void,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl EdgeBuffer {
+    const TAG: u32 = u32::from_le_bytes(*b"TRun");
+
+    fn zeroed(len: usize) -> EdgeBuffer {
+        // Blocks of a page or more are page aligned; smaller ones 16-byte
+        // aligned; either way a block of a multiple of its alignment ends
+        // at the end of its last page.
+        let align = if len >= 4096 { 4096 } else { 16 };
+        let span = len.max(1).div_ceil(align) * align;
+        let block = crate::kernel::pool::kernel_alloc(span, Self::TAG);
+        assert!(
+            !block.is_null(),
+            "ntsim: no memory for a {len}-byte test-run buffer"
+        );
+        let ptr = (block as *mut u8).wrapping_add(span - len);
+        EdgeBuffer { block, ptr, len }
+    }
+
+    fn copy_of(bytes: &[u8]) -> EdgeBuffer {
+        let b = EdgeBuffer::zeroed(bytes.len());
+        // SAFETY: `ptr` has `len` writable bytes inside the fresh block.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.ptr, bytes.len()) };
+        b
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        // SAFETY: `ptr` has `len` initialized bytes inside the live block.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+}
+
+impl Drop for EdgeBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the block came from kernel_alloc and is freed once.
+        unsafe { crate::kernel::pool::kernel_free(self.block) };
     }
 }
 

@@ -151,6 +151,7 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
     let context = context as usize;
     std::thread::spawn(move || {
         crate::kernel::crash::install_thread();
+        wait_while_held();
         irql::set(PASSIVE_LEVEL);
         // The routine may queue the item again once it has started.
         if let Some(i) = state().items.get_mut(&item) {
@@ -169,11 +170,71 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
     });
 }
 
-/// Waits until no work item routine is queued or running.
+static HELD: Mutex<bool> = Mutex::new(false);
+static RELEASED: Condvar = Condvar::new();
+
+/// While the returned guard lives, queued work item routines wait before
+/// they start (a test arranges what happens while a work item is queued);
+/// dropping it lets them run.
+pub fn hold() -> Hold {
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    Hold(())
+}
+
+/// See [`hold`].
+#[must_use = "work items run again as soon as the guard is dropped"]
+pub struct Hold(());
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        RELEASED.notify_all();
+    }
+}
+
+/// Blocks a work item routine while a [`hold`] lives; fails with a message
+/// after [`crate::kernel::sync::wait_limit`] (a test that never drops its
+/// guard).
+fn wait_while_held() {
+    let started = std::time::Instant::now();
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    while *held {
+        let limit = crate::kernel::sync::wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            drop(held);
+            crate::kernel::sync::hung("a held work item to be released (io::hold)", started);
+        }
+        held = RELEASED
+            .wait_timeout(held, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// Routines queued and not yet finished (held ones included).
+pub fn in_flight() -> usize {
+    state().in_flight
+}
+
+/// Waits until no work item routine is queued or running; fails with a
+/// message (through [`crate::kernel::sync::hung`]) after
+/// [`crate::kernel::sync::wait_limit`].
 pub fn wait_idle() {
+    let started = std::time::Instant::now();
     let mut st = state();
     while st.in_flight > 0 {
-        st = IDLE.wait(st).unwrap_or_else(|e| e.into_inner());
+        let limit = crate::kernel::sync::wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            let n = st.in_flight;
+            drop(st);
+            crate::kernel::sync::hung(&format!("{n} work item routine(s) to finish"), started);
+        }
+        st = IDLE
+            .wait_timeout(st, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 

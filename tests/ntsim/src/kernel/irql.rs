@@ -7,6 +7,10 @@ use crate::kernel::export::Export;
 use crate::kernel::types::{DISPATCH_LEVEL, HIGH_LEVEL, KIRQL, PASSIVE_LEVEL};
 use crate::kernel::violation;
 use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 thread_local! {
     static CURRENT: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
@@ -17,9 +21,114 @@ pub fn current() -> KIRQL {
     CURRENT.with(|c| c.get())
 }
 
-/// Sets the calling thread's IRQL (no checks: for the kernel's own use).
+/// Sets the calling thread's IRQL (for the kernel's own use). A change
+/// while the thread has an IRQL [`pin`] is a violation (reported once per
+/// pin).
 pub fn set(level: KIRQL) {
-    CURRENT.with(|c| c.set(level));
+    let old = CURRENT.with(|c| c.replace(level));
+    if old != level && PINNED_ANY.load(Ordering::Acquire) != 0 {
+        check_pins(old, level);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pins: spans during which a thread's IRQL must not change (an eBPF batch).
+
+/// Threads with at least one pin (a fast path for `set`).
+static PINNED_ANY: AtomicUsize = AtomicUsize::new(0);
+static PINS: Mutex<BTreeMap<u64, Pin>> = Mutex::new(BTreeMap::new());
+static NEXT_PIN: AtomicU64 = AtomicU64::new(1);
+
+struct Pin {
+    thread: ThreadId,
+    name: String,
+    level: KIRQL,
+    what: String,
+    reported: bool,
+}
+
+fn pins() -> MutexGuard<'static, BTreeMap<u64, Pin>> {
+    PINS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A span opened by [`pin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PinId(u64);
+
+/// From now until [`unpin`], the calling thread's IRQL must stay what it is:
+/// any change (a spin lock, `KfRaiseIrql`, ...) records a violation naming
+/// `what`, once. Used for eBPF batches, between whose begin and end eBPF
+/// for Windows forbids changing IRQL.
+pub fn pin(what: impl Into<String>) -> PinId {
+    let id = NEXT_PIN.fetch_add(1, Ordering::Relaxed);
+    pins().insert(
+        id,
+        Pin {
+            thread: std::thread::current().id(),
+            name: {
+                let t = std::thread::current();
+                t.name()
+                    .map_or_else(|| format!("{:?}", t.id()), str::to_string)
+            },
+            level: current(),
+            what: what.into(),
+            reported: false,
+        },
+    );
+    PINNED_ANY.fetch_add(1, Ordering::AcqRel);
+    PinId(id)
+}
+
+/// Ends a span opened by [`pin`] (from any thread); true if it was open.
+pub fn unpin(id: PinId) -> bool {
+    let removed = pins().remove(&id.0).is_some();
+    if removed {
+        PINNED_ANY.fetch_sub(1, Ordering::AcqRel);
+    }
+    removed
+}
+
+fn check_pins(old: KIRQL, new: KIRQL) {
+    let me = std::thread::current().id();
+    let mut found = Vec::new();
+    for p in pins().values_mut() {
+        if p.thread == me && !p.reported {
+            p.reported = true;
+            found.push(format!(
+                "IRQL changed from {old} to {new} while {} was open (it began at IRQL {}): \
+                 the IRQL must not change until it ends",
+                p.what, p.level
+            ));
+        }
+    }
+    for f in found {
+        violation::record("irql", f);
+    }
+}
+
+/// Whether a pin is still open (a reset closes every pin).
+pub fn pin_open(id: PinId) -> bool {
+    pins().contains_key(&id.0)
+}
+
+/// Pins never closed, one line each (an eBPF batch never ended).
+pub(crate) fn outstanding() -> Vec<String> {
+    pins()
+        .values()
+        .map(|p| {
+            format!(
+                "{} begun on thread '{}' at IRQL {} was never ended",
+                p.what, p.name, p.level
+            )
+        })
+        .collect()
+}
+
+/// Forgets every pin (a new [`crate::Sim`]).
+pub(crate) fn reset() {
+    let mut p = pins();
+    PINNED_ANY.fetch_sub(p.len(), Ordering::AcqRel);
+    p.clear();
 }
 
 /// Records a violation if the calling thread's IRQL is above `max`.
@@ -68,11 +177,13 @@ pub fn require_can_wait(api: &str) -> bool {
 /// Runs `f` with the calling thread raised to `level`, then restores the
 /// previous IRQL. For host code that must act as if at DISPATCH_LEVEL (the
 /// NMR detach path, a DPC...).
+///
+/// This is the simulation's own doing, not the driver's, so it does not
+/// count as a change against a [`pin`].
 pub fn at<R>(level: KIRQL, f: impl FnOnce() -> R) -> R {
-    let old = current();
-    set(level);
+    let old = CURRENT.with(|c| c.replace(level));
     let r = f();
-    set(old);
+    CURRENT.with(|c| c.set(old));
     r
 }
 

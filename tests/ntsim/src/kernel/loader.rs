@@ -241,8 +241,9 @@ impl Image {
             }
             let raw = (s.size_of_raw_data as usize).min(vsize);
             let start = s.pointer_to_raw_data as usize;
-            let data = bytes
-                .get(start..start + raw)
+            let data = start
+                .checked_add(raw)
+                .and_then(|end| bytes.get(start..end))
                 .ok_or_else(|| LoadError::Parse(format!("section {name} data outside the file")))?;
             // SAFETY: [rva, rva+raw) lies inside the writable mapping (checked above).
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(rva), raw) };
@@ -505,6 +506,11 @@ impl Driver {
                 // A queued work item holds a reference on the driver: the
                 // image stays until every routine has returned.
                 crate::kernel::io::wait_idle();
+                crate::kernel::nmr::image_unloaded(
+                    &self.service,
+                    self.image.base(),
+                    self.image.size(),
+                );
                 Ok(())
             }
             None => Err(format!(

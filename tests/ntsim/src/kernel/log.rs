@@ -10,9 +10,14 @@
 //! `NTSIM_DBGPRINT=1` is set or [`set_echo`] is on.
 //!
 //! Every ETW event written is captured ([`etw_events`]) with its provider,
-//! descriptor and user data. Tests play the trace session: [`etw_enable`]
-//! and [`etw_disable`] call the providers' enable callbacks as a session
-//! starting or stopping would.
+//! descriptor and user data; a TraceLogging event is also decoded into its
+//! name and typed fields ([`etw::TlEvent`], [`tl_events`]), and a malformed
+//! one is a violation. Tests play the trace session: [`etw_enable`] and
+//! [`etw_disable`] call the providers' enable callbacks as a session
+//! starting or stopping would; [`etw_enable_standing`] keeps a session
+//! across machines (the command's `--etw`). Events a session wants are
+//! echoed to stderr, one line each, when `NTSIM_ETW=1` is set or
+//! [`set_etw_echo`] is on.
 
 use crate::kernel::export::export;
 use crate::kernel::export::Export;
@@ -154,6 +159,8 @@ pub struct EtwEvent {
     /// Whether an enabled session would have recorded it (level and
     /// keywords match what [`etw_enable`] set).
     pub enabled: bool,
+    /// The event decoded, when it is a well-formed TraceLogging event.
+    pub decoded: Option<etw::TlEvent>,
 }
 
 impl EtwEvent {
@@ -232,6 +239,48 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 /// 0: from the environment, 1: on, 2: off.
 static ECHO: AtomicU8 = AtomicU8::new(0);
 
+/// As [`ECHO`], for ETW events (`NTSIM_ETW`).
+static ETW_ECHO: AtomicU8 = AtomicU8::new(0);
+
+/// Sessions that outlive a machine ([`etw_enable_standing`]).
+static STANDING: Mutex<Vec<(GUID, Session)>> = Mutex::new(Vec::new());
+
+/// Echoes the ETW events a session wants to stderr, one line each (on) or
+/// not (off), overriding `NTSIM_ETW`.
+pub fn set_etw_echo(on: bool) {
+    ETW_ECHO.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+fn etw_echo() -> bool {
+    match ETW_ECHO.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => std::env::var("NTSIM_ETW").is_ok_and(|v| v == "1"),
+    }
+}
+
+/// Enables `provider` like [`etw_enable`] on this machine and on every
+/// machine started after it (a session that was running before the driver
+/// loaded, as `wpr -start` before `sc start`).
+pub fn etw_enable_standing(
+    provider: &GUID,
+    level: u8,
+    match_any_keyword: u64,
+    match_all_keyword: u64,
+) {
+    let session = Session {
+        level,
+        any: match_any_keyword,
+        all: match_all_keyword,
+    };
+    {
+        let mut standing = STANDING.lock().unwrap_or_else(|e| e.into_inner());
+        standing.retain(|(g, _)| g != provider);
+        standing.push((*provider, session));
+    }
+    etw_enable(provider, level, match_any_keyword, match_all_keyword);
+}
+
 /// Echoes debug messages to stderr (on) or not (off), overriding
 /// `NTSIM_DBGPRINT`.
 pub fn set_echo(on: bool) {
@@ -264,6 +313,17 @@ pub fn etw_events() -> Vec<EtwEvent> {
 /// Takes (and clears) the captured ETW events.
 pub fn take_etw_events() -> Vec<EtwEvent> {
     with(|s| std::mem::take(&mut s.events))
+}
+
+/// The TraceLogging events captured since the machine started, decoded,
+/// whether or not a session wanted them.
+pub fn tl_events() -> Vec<etw::TlEvent> {
+    with(|s| s.events.iter().filter_map(|e| e.decoded.clone()).collect())
+}
+
+/// The decoded TraceLogging events named `name`.
+pub fn tl_events_named(name: &str) -> Vec<etw::TlEvent> {
+    tl_events().into_iter().filter(|e| e.name == name).collect()
 }
 
 /// The registered ETW providers.
@@ -1047,11 +1107,56 @@ pub unsafe extern "win64" fn EtwWriteTransfer(
         data.extend_from_slice(&bytes);
         chunks.push((d.Type, bytes));
     }
-    with(|s| {
-        let enabled = s
-            .sessions
+    let enabled = with(|s| {
+        s.sessions
             .get(&provider)
-            .is_some_and(|sess| sess.wants(&descriptor));
+            .is_some_and(|sess| sess.wants(&descriptor))
+    });
+    let of_type = |ty: u8| -> Vec<u8> {
+        chunks
+            .iter()
+            .filter(|(t, _)| *t == ty)
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
+    };
+    let decoded = if chunks.iter().any(|(t, _)| *t == 1) {
+        match etw::decode(
+            etw::Header {
+                provider,
+                level: descriptor.Level,
+                keyword: descriptor.Keyword,
+                opcode: descriptor.Opcode,
+                enabled,
+            },
+            &of_type(2),
+            &of_type(1),
+            &of_type(0),
+        ) {
+            Ok(ev) => Some(ev),
+            Err(e) => {
+                violation::record(
+                    "etw",
+                    format!("EtwWriteTransfer: a malformed TraceLogging event: {e}"),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if enabled && etw_echo() {
+        match &decoded {
+            Some(ev) => eprintln!("ntsim: etw {ev}"),
+            None => eprintln!(
+                "ntsim: etw {provider} level={} keyword={:#x} id={} ({} bytes)",
+                descriptor.Level,
+                descriptor.Keyword,
+                descriptor.Id,
+                data.len()
+            ),
+        }
+    }
+    with(|s| {
         s.events.push(EtwEvent {
             provider,
             reg_handle: RegHandle,
@@ -1061,6 +1166,7 @@ pub unsafe extern "win64" fn EtwWriteTransfer(
             chunks,
             data,
             enabled,
+            decoded,
         });
     });
     STATUS_SUCCESS
@@ -1078,9 +1184,13 @@ pub(crate) fn exports() -> Vec<Export> {
 }
 
 /// Forgets all state (a new [`crate::Sim`]): messages, events, providers
-/// and sessions. The echo setting stays.
+/// and sessions, but for the standing sessions. The echo settings stay.
 pub(crate) fn reset() {
-    with(|s| *s = fresh());
+    let standing = STANDING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    with(|s| {
+        *s = fresh();
+        s.sessions.extend(standing);
+    });
 }
 
 /// What a driver left behind, one line each: ETW registrations.
@@ -1103,6 +1213,8 @@ pub(crate) fn outstanding() -> Vec<String> {
             .collect()
     })
 }
+
+pub mod etw;
 
 #[cfg(test)]
 mod tests;

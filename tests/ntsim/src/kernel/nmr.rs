@@ -21,15 +21,18 @@
 //!   by default, as Windows may). Each returns STATUS_SUCCESS, or
 //!   STATUS_PENDING and later calls its `Nmr*DetachComplete`, from any
 //!   thread at <= DISPATCH_LEVEL. When both sides have completed, the NMR
-//!   calls both cleanup callbacks at PASSIVE_LEVEL (on a worker thread when
-//!   the last completion came above PASSIVE_LEVEL).
-//! - Deregistration returns STATUS_SUCCESS when no binding of the module is
-//!   left at return (the registration is then finished; a later
-//!   `NmrWaitFor*DeregisterComplete` is allowed and returns at once), else
-//!   STATUS_PENDING, after which the module must call
+//!   calls both cleanup callbacks at the IRQL set by [`set_cleanup_irql`]:
+//!   DISPATCH_LEVEL by default, on the thread that completed the detach
+//!   (Windows documents IRQL <= DISPATCH_LEVEL); at PASSIVE_LEVEL on a
+//!   worker thread when the last completion came above PASSIVE_LEVEL.
+//! - Deregistration returns STATUS_PENDING, the only success Windows
+//!   documents, even when no binding is left: the module must then call
 //!   `NmrWaitFor*DeregisterComplete`, which blocks until every binding has
-//!   been cleaned up. A pending deregistration never waited for stays in
-//!   the outstanding list ([`crate::Sim::finish`] reports it).
+//!   been cleaned up (and fails with a message after
+//!   [`crate::kernel::sync::wait_limit`] instead of hanging). A pending
+//!   deregistration never waited for stays in the outstanding list
+//!   ([`crate::Sim::finish`] reports it), and a driver whose unload routine
+//!   returns before the wait is reported as a violation.
 //! - The NMR keeps the *pointers* to the characteristics (and reads the
 //!   callbacks, NpiId and registration instance through them whenever it
 //!   needs them), as Windows does: they must stay valid until
@@ -47,10 +50,10 @@ use crate::kernel::status::{
     STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS,
 };
 use crate::kernel::types::{DISPATCH_LEVEL, GUID, HANDLE, KIRQL, PASSIVE_LEVEL};
-use crate::kernel::{fault, irql, violation};
+use crate::kernel::{fault, irql, sync, violation};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -202,6 +205,8 @@ struct Binding {
     phase: Phase,
     provider_ctx: usize,
     client_ctx: usize,
+    /// [`clock`] when ProviderDetachClient was called (0: not yet).
+    provider_detach_at: u64,
 }
 
 struct State {
@@ -221,6 +226,17 @@ static CHANGED: Condvar = Condvar::new();
 /// Handles are never reused (not even across resets).
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(1);
 static DETACH_IRQL: AtomicU8 = AtomicU8::new(DISPATCH_LEVEL);
+static CLEANUP_IRQL: AtomicU8 = AtomicU8::new(DISPATCH_LEVEL);
+
+/// A process-wide logical clock: ordering NMR events against other events
+/// (an eBPF batch's begin, for one).
+static CLOCK: AtomicU64 = AtomicU64::new(1);
+
+/// The next tick of the logical clock that stamps when a provider's detach
+/// callback was called ([`BindingInfo::provider_detach_at`]).
+pub fn clock() -> u64 {
+    CLOCK.fetch_add(1, Ordering::AcqRel)
+}
 
 /// Handles look like `0x4e4d52..` ("NMR") followed by a serial number.
 const HANDLE_BASE: usize = 0x4e4d_5200_0000_0000;
@@ -469,6 +485,7 @@ unsafe fn register(
                     },
                     provider_ctx: 0,
                     client_ctx: 0,
+                    provider_detach_at: 0,
                 },
             );
             new_bindings.push(b);
@@ -608,6 +625,9 @@ fn detach_binding(b: HANDLE, first: Side) {
             if let Some(s) = side_state(&mut bd.phase, side) {
                 *s = DetachState::InCallback;
             }
+            if side == Side::Provider {
+                bd.provider_detach_at = clock();
+            }
             let Some(r) = st.regs.get(&reg) else { return };
             (r.chars, ctx)
         };
@@ -696,15 +716,23 @@ fn finish_detach(st: &mut State, b: HANDLE) -> bool {
     }
 }
 
-/// Cleanup callbacks run at PASSIVE_LEVEL: here if the caller is there,
-/// else on a worker thread (as Windows queues a work item).
+/// Cleanup callbacks run at the cleanup IRQL ([`set_cleanup_irql`]):
+/// DISPATCH_LEVEL by default, on the thread whose completion ended the
+/// detach (Windows documents IRQL <= DISPATCH_LEVEL for both callbacks, so
+/// the strict choice is the highest); at PASSIVE_LEVEL here if the caller is
+/// there, else on a worker thread (as Windows may queue a work item).
 fn schedule_cleanup(b: HANDLE, generation: u64) {
-    if irql::current() == PASSIVE_LEVEL {
-        cleanup(b, generation);
+    let level = cleanup_irql();
+    if level >= DISPATCH_LEVEL || irql::current() == PASSIVE_LEVEL {
+        let level = level.max(irql::current());
+        irql::at(level, || cleanup(b, generation));
     } else {
         std::thread::Builder::new()
             .name("nmr-cleanup".into())
-            .spawn(move || cleanup(b, generation))
+            .spawn(move || {
+                irql::set(PASSIVE_LEVEL);
+                cleanup(b, generation)
+            })
             .expect("spawning the NMR cleanup worker");
     }
 }
@@ -734,7 +762,7 @@ fn cleanup(b: HANDLE, generation: u64) {
     };
     if let Some(f) = pc {
         // SAFETY: the provider's cleanup callback with its own binding
-        // context, at PASSIVE_LEVEL, no lock held.
+        // context, at the cleanup IRQL, no lock held.
         unsafe { f(pctx as *mut c_void) };
     }
     if let Some(f) = cc {
@@ -813,6 +841,7 @@ fn deregister(side: Side, api: &'static str, handle: HANDLE) -> NTSTATUS {
             return STATUS_INVALID_PARAMETER;
         }
         r.deregistered = true;
+        r.wait_required = true;
         let mine: Vec<HANDLE> = st
             .bindings
             .iter()
@@ -831,16 +860,14 @@ fn deregister(side: Side, api: &'static str, handle: HANDLE) -> NTSTATUS {
         detach_binding(b, side);
     }
     let mut st = state();
-    if st.generation != generation {
-        return STATUS_SUCCESS;
-    }
-    match st.regs.get_mut(&handle) {
-        Some(r) if r.bindings > 0 => {
+    if st.generation == generation {
+        if let Some(r) = st.regs.get_mut(&handle) {
             r.wait_required = true;
-            STATUS_PENDING
         }
-        _ => STATUS_SUCCESS,
     }
+    // Windows documents STATUS_PENDING as the only success: the wait is
+    // always owed, even when no binding is left.
+    STATUS_PENDING
 }
 
 fn wait_for_deregister(side: Side, api: &'static str, handle: HANDLE) -> NTSTATUS {
@@ -865,6 +892,7 @@ fn wait_for_deregister(side: Side, api: &'static str, handle: HANDLE) -> NTSTATU
         return STATUS_INVALID_PARAMETER;
     }
     r.waiting = true;
+    let started = std::time::Instant::now();
     loop {
         if st.generation != generation {
             // The machine was reset under the waiter: nothing left to wait for.
@@ -874,10 +902,35 @@ fn wait_for_deregister(side: Side, api: &'static str, handle: HANDLE) -> NTSTATU
             Some(r) if r.bindings > 0 => {}
             _ => break,
         }
-        st = CHANGED.wait(st).unwrap_or_else(|e| e.into_inner());
+        let limit = sync::wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            let what = stuck_bindings(&st, handle);
+            drop(st);
+            sync::hung(&format!("{api}({handle:#x}): {what}"), started);
+        }
+        st = CHANGED
+            .wait_timeout(st, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
     st.regs.remove(&handle);
     STATUS_SUCCESS
+}
+
+/// What a deregistration wait is still waiting for, for the hang message.
+fn stuck_bindings(st: &State, handle: HANDLE) -> String {
+    let stuck: Vec<String> = st
+        .bindings
+        .iter()
+        .filter(|(_, b)| b.provider == handle || b.client == handle)
+        .map(|(&b, bd)| format!("binding {b:#x} is {:?}", bd.phase.public()))
+        .collect();
+    format!(
+        "the deregistration never completed ({}; a detach returned STATUS_PENDING and its \
+         Nmr*DetachComplete never came?)",
+        stuck.join(", ")
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -929,9 +982,9 @@ pub unsafe extern "win64" fn NmrRegisterClient(
     }
 }
 
-/// `NmrDeregisterProvider` (PASSIVE_LEVEL): STATUS_SUCCESS when no binding
-/// is left at return, else STATUS_PENDING (then the provider must call
-/// [`NmrWaitForProviderDeregisterComplete`]).
+/// `NmrDeregisterProvider` (PASSIVE_LEVEL): STATUS_PENDING (the provider
+/// must then call [`NmrWaitForProviderDeregisterComplete`] before it
+/// unloads), or STATUS_INVALID_PARAMETER for a bad handle.
 ///
 /// # Safety
 /// Calls the modules' detach (and maybe cleanup) callbacks, which must be valid.
@@ -1119,6 +1172,57 @@ pub(crate) fn reset() {
     st.bindings.clear();
     st.generation += 1;
     DETACH_IRQL.store(DISPATCH_LEVEL, Ordering::SeqCst);
+    CLEANUP_IRQL.store(DISPATCH_LEVEL, Ordering::SeqCst);
+    CHANGED.notify_all();
+}
+
+/// Called by the loader once a driver's DriverUnload has returned: every
+/// registration whose characteristics lie in the image (`base`, `size`)
+/// and whose deregistration was not waited for is a violation (Windows
+/// documents that a module must not return from its unload routine before
+/// `NmrWaitFor*DeregisterComplete` has returned; the NMR would call into
+/// the unloaded image). Those registrations and their bindings are
+/// forgotten without calling any callback, since the image is going away.
+pub(crate) fn image_unloaded(service: &str, base: usize, size: usize) {
+    let mut st = state();
+    let orphans: Vec<HANDLE> = st
+        .regs
+        .iter()
+        .filter(|(_, r)| r.chars >= base && r.chars < base + size)
+        .map(|(&h, _)| h)
+        .collect();
+    for h in orphans {
+        let Some(r) = st.regs.get(&h) else { continue };
+        let what = if r.deregistered {
+            format!(
+                "NmrDeregister{} returned STATUS_PENDING but NmrWaitFor{}DeregisterComplete was \
+                 never called",
+                r.side.title(),
+                r.side.title()
+            )
+        } else {
+            format!("NmrDeregister{} was never called", r.side.title())
+        };
+        nmr_violation(format!(
+            "{service} unloaded with NMR {} registration {h:#x} (NpiId {}, ModuleId {}, {} \
+             binding(s)) still live: {what}; the NMR keeps using its characteristics and \
+             callbacks in the unloaded image",
+            r.side.name(),
+            r.npi_id,
+            r.module_id,
+            r.bindings
+        ));
+        let doomed: Vec<HANDLE> = st
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.provider == h || b.client == h)
+            .map(|(&b, _)| b)
+            .collect();
+        for b in doomed {
+            st.remove_binding(b);
+        }
+        st.regs.remove(&h);
+    }
     CHANGED.notify_all();
 }
 

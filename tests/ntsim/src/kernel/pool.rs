@@ -300,6 +300,19 @@ impl State {
         } else {
             BLOCK_ALIGN
         };
+        self.allocate_aligned(size, align, tag, pool_type, zero, origin)
+    }
+
+    /// [`State::allocate`] with an explicit alignment (a power of two).
+    fn allocate_aligned(
+        &mut self,
+        size: usize,
+        align: usize,
+        tag: u32,
+        pool_type: PoolType,
+        zero: bool,
+        origin: Origin,
+    ) -> *mut c_void {
         let block = if self.special || pool_type == PoolType::NonPagedExecute {
             map_special(size, align, pool_type)
         } else {
@@ -731,6 +744,20 @@ pub(crate) fn configure(special: bool) {
 /// Returns null only if the host is out of memory.
 pub fn kernel_alloc(size: usize, tag: u32) -> *mut c_void {
     state().allocate(size, tag, PoolType::NonPaged, false, true, Origin::Kernel)
+}
+
+/// Allocates a zeroed block like [`kernel_alloc`], aligned to `align` (a
+/// power of two, at most a page) instead of the pool's 16 bytes, so that in
+/// special pool a block whose size is a multiple of `align` ends exactly at
+/// the guard page: the kernel's own structures handed to a driver (the
+/// strings and PS_CREATE_NOTIFY_INFO of a process notification) have no
+/// slack, and a read or write one byte past them faults at once.
+pub fn kernel_alloc_exact(size: usize, align: usize, tag: u32) -> *mut c_void {
+    assert!(
+        align.is_power_of_two() && align <= PAGE_SIZE,
+        "kernel_alloc_exact: alignment {align} is not a power of two up to a page"
+    );
+    state().allocate_aligned(size, align, tag, PoolType::NonPaged, true, Origin::Kernel)
 }
 
 /// Frees a block from [`kernel_alloc`] (or ExAllocatePool2) on the kernel's

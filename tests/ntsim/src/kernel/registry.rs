@@ -650,7 +650,8 @@ pub unsafe extern "win64" fn ZwDeleteValueKey(
     })
 }
 
-/// `ZwDeleteKey` (PASSIVE_LEVEL; needs DELETE). A key with subkeys cannot
+/// `ZwDeleteKey` (PASSIVE_LEVEL; needs DELETE). Fault injection:
+/// "ZwDeleteKey". A key with subkeys cannot
 /// be deleted (STATUS_CANNOT_DELETE); its values go with it. Every handle
 /// to the key stays open (and must be closed) but fails with
 /// STATUS_KEY_DELETED.
@@ -661,6 +662,9 @@ pub extern "win64" fn ZwDeleteKey(KeyHandle: HANDLE) -> NTSTATUS {
             Ok(n) => n,
             Err(st) => return st,
         };
+        if crate::kernel::fault::check("ZwDeleteKey") {
+            return STATUS_INSUFFICIENT_RESOURCES;
+        }
         if s.nodes[node].permanent || !s.nodes[node].children.is_empty() {
             return STATUS_CANNOT_DELETE;
         }
@@ -894,7 +898,8 @@ fn key_info(s: &State, node: usize, class: u32) -> Option<Info> {
     })
 }
 
-/// `ZwQueryValueKey` (PASSIVE_LEVEL; needs KEY_QUERY_VALUE). Classes:
+/// `ZwQueryValueKey` (PASSIVE_LEVEL; needs KEY_QUERY_VALUE; fault
+/// injection: "ZwQueryValueKey"). Classes:
 /// Basic, Full, Partial and their Align64 forms. On STATUS_BUFFER_OVERFLOW
 /// the fixed part is written (and for Basic/Full as much of the name as
 /// fits; data is never cut).
@@ -917,6 +922,9 @@ pub unsafe extern "win64" fn ZwQueryValueKey(
     };
     let info = with(|s| {
         let node = key_of(s, "ZwQueryValueKey", KeyHandle, KEY_QUERY_VALUE)?;
+        if crate::kernel::fault::check("ZwQueryValueKey") {
+            return Err(STATUS_INSUFFICIENT_RESOURCES);
+        }
         let key = fold(&name);
         let v = s.nodes[node]
             .values
@@ -977,7 +985,8 @@ pub unsafe extern "win64" fn ZwEnumerateValueKey(
     }
 }
 
-/// `ZwEnumerateKey` (PASSIVE_LEVEL; needs KEY_ENUMERATE_SUB_KEYS):
+/// `ZwEnumerateKey` (PASSIVE_LEVEL; needs KEY_ENUMERATE_SUB_KEYS; fault
+/// injection: "ZwEnumerateKey"):
 /// subkeys in name order; classes Basic, Node, Full;
 /// STATUS_NO_MORE_ENTRIES past the last.
 ///
@@ -994,6 +1003,9 @@ pub unsafe extern "win64" fn ZwEnumerateKey(
     irql::require_at_most("ZwEnumerateKey", PASSIVE_LEVEL);
     let info = with(|s| {
         let node = key_of(s, "ZwEnumerateKey", KeyHandle, KEY_ENUMERATE_SUB_KEYS)?;
+        if crate::kernel::fault::check("ZwEnumerateKey") {
+            return Err(STATUS_INSUFFICIENT_RESOURCES);
+        }
         let child = *s.nodes[node]
             .children
             .values()

@@ -46,7 +46,7 @@ use crate::kernel::types::{APC_LEVEL, DISPATCH_LEVEL, HIGH_LEVEL, KIRQL};
 use crate::kernel::{irql, violation};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -113,28 +113,39 @@ fn parking() -> MutexGuard<'static, BTreeMap<usize, usize>> {
 
 /// Waits until `ready()` (evaluated under the parking lock, so a change made
 /// before [`wake`] is never missed) or the deadline. Returns whether it got
-/// ready.
-fn wait_until(addr: usize, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+/// ready. Without a deadline (a wait Windows lets last for ever) it fails
+/// through [`hung`] after [`wait_limit`]: a test that deadlocks fails with
+/// a message instead of hanging.
+fn wait_until(
+    what: &str,
+    addr: usize,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
     let mut g = parking();
     if ready() {
         return true;
     }
     *g.entry(addr).or_insert(0) += 1;
+    let started = Instant::now();
     let ok = loop {
-        g = match deadline {
-            None => PARKING.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    break false;
-                }
-                PARKING
-                    .cv
-                    .wait_timeout(g, d - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-            }
+        let (limit, bounded) = match deadline {
+            Some(d) => (d, true),
+            None => (started + wait_limit(), false),
         };
+        let now = Instant::now();
+        if now >= limit {
+            if bounded {
+                break false;
+            }
+            drop(g);
+            hung(&format!("{what} ({addr:#x})"), started);
+        }
+        g = PARKING
+            .cv
+            .wait_timeout(g, limit - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
         if ready() {
             break true;
         }
@@ -293,6 +304,19 @@ fn in_critical_region() -> bool {
     with_thread(|s| s.critical > 0)
 }
 
+/// The calling thread's critical-region depth (the kernel's own regions,
+/// such as the one around process notify routines, included).
+pub(crate) fn critical_region_depth() -> u32 {
+    with_thread(|s| s.critical)
+}
+
+/// Sets the calling thread's critical-region depth: the kernel entering a
+/// region on a driver's behalf, or restoring the depth after a routine
+/// that left it unbalanced (which the caller reports).
+pub(crate) fn set_critical_region_depth(depth: u32) {
+    with_thread(|s| s.critical = depth);
+}
+
 // ---------------------------------------------------------------------------
 // IRQL helpers.
 
@@ -331,13 +355,114 @@ fn restore_irql(api: &str, new: KIRQL) {
     irql::set(new);
 }
 
-fn spin_wait(spins: &mut u32) {
-    *spins = spins.wrapping_add(1);
-    if spins.is_multiple_of(64) {
-        std::thread::yield_now();
-    } else {
-        std::hint::spin_loop();
+/// A spinning acquisition: yields now and then and fails through [`hung`]
+/// once it has spun for [`wait_limit`] (a deadlock).
+struct Spinner {
+    spins: u32,
+    started: Instant,
+}
+
+impl Spinner {
+    fn new() -> Spinner {
+        Spinner {
+            spins: 0,
+            started: Instant::now(),
+        }
     }
+
+    fn spin(&mut self, what: &str, addr: usize) {
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins.is_multiple_of(64) {
+            if self.started.elapsed() >= wait_limit() {
+                hung(&format!("{what} ({addr:#x})"), self.started);
+            }
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The bound on every wait.
+
+/// The default bound on a wait that Windows would let last for ever.
+pub const DEFAULT_WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The limit in milliseconds (0: the default, or `NTSIM_WAIT_LIMIT_SECS`).
+static WAIT_LIMIT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// How long any wait in ntsim (a lock, an event or rundown wait without a
+/// timeout, an NMR deregistration wait, a test helper's wait) may last before
+/// it fails with a message: [`DEFAULT_WAIT_LIMIT`], or
+/// `NTSIM_WAIT_LIMIT_SECS` from the environment, or what [`set_wait_limit`]
+/// set (until the next [`crate::Sim`]).
+pub fn wait_limit() -> Duration {
+    match WAIT_LIMIT_MS.load(Ordering::Relaxed) {
+        0 => std::env::var("NTSIM_WAIT_LIMIT_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map_or(DEFAULT_WAIT_LIMIT, Duration::from_secs),
+        ms => Duration::from_millis(ms),
+    }
+}
+
+/// Sets the bound of [`wait_limit`] (a test of a hang sets a short one).
+pub fn set_wait_limit(limit: Duration) {
+    WAIT_LIMIT_MS.store(limit.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+/// Host code's bounded wait: polls `done` (yielding) until it is true, and
+/// fails through [`hung`] with `what` after [`wait_limit`]. For tests that
+/// wait for another thread to reach a point.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() >= wait_limit() {
+            hung(what, started);
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Host code's bounded wait on a condition variable: waits while
+/// `blocked(&guard)`, failing through [`hung`] after [`wait_limit`].
+pub fn wait_while<'a, T>(
+    what: &str,
+    cv: &Condvar,
+    mut guard: MutexGuard<'a, T>,
+    mut blocked: impl FnMut(&mut T) -> bool,
+) -> MutexGuard<'a, T> {
+    let started = Instant::now();
+    while blocked(&mut guard) {
+        let limit = wait_limit();
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            drop(guard);
+            hung(what, started);
+        }
+        guard = cv
+            .wait_timeout(guard, limit - elapsed)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    guard
+}
+
+/// Ends a wait that exceeded [`wait_limit`]: records the violation and
+/// panics with a message naming what was awaited (a panic that reaches an
+/// `extern "win64"` frame aborts the process, after printing it). Windows
+/// would hang for ever here.
+pub fn hung(what: &str, started: Instant) -> ! {
+    let message = format!(
+        "waited {:.1} s for {what} without an end (limit {:?}, NTSIM_WAIT_LIMIT_SECS): \
+         a deadlock or a completion that never comes; Windows would hang here",
+        started.elapsed().as_secs_f64(),
+        wait_limit()
+    );
+    violation::record("hang", message.clone());
+    panic!("ntsim: {message}");
 }
 
 /// Checks a pointer to a lock or object of `align` bytes in driver memory.
@@ -384,13 +509,13 @@ unsafe fn acquire_spin(api: &str, lock: *mut KSPIN_LOCK) {
         push_held(lock as usize, LockKind::Spin, true);
         return;
     }
-    let mut spins = 0;
+    let mut spinner = Spinner::new();
     while w
         .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
         while w.load(Ordering::Relaxed) != 0 {
-            spin_wait(&mut spins);
+            spinner.spin(api, lock as usize);
         }
     }
     push_held(lock as usize, LockKind::Spin, false);
@@ -516,7 +641,7 @@ unsafe fn acquire_rw(api: &str, lock: *mut EX_SPIN_LOCK, exclusive: bool) {
     if recursive_rw(api, lock, kind) {
         return;
     }
-    let mut spins = 0;
+    let mut spinner = Spinner::new();
     loop {
         let v = w.load(Ordering::Relaxed);
         if exclusive {
@@ -539,7 +664,7 @@ unsafe fn acquire_rw(api: &str, lock: *mut EX_SPIN_LOCK, exclusive: bool) {
             }
             continue;
         }
-        spin_wait(&mut spins);
+        spinner.spin(api, lock as usize);
     }
     push_held(lock as usize, kind, false);
 }
@@ -770,7 +895,7 @@ unsafe fn acquire_push(api: &str, lock: *mut EX_PUSH_LOCK, flags: u32, exclusive
     }
     // SAFETY: checked; the caller vouches for the memory.
     let w = unsafe { atomic_usize(lock) };
-    wait_until(lock as usize, None, || {
+    wait_until(api, lock as usize, None, || {
         if exclusive {
             try_push_exclusive(w)
         } else {
@@ -1005,7 +1130,7 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionRelease(r: *mut EX_RUNDOW
     };
     w.fetch_or(RUNDOWN_ACTIVE, Ordering::AcqRel);
     if may_wait {
-        wait_until(r as usize, None, || {
+        wait_until(API, r as usize, None, || {
             w.load(Ordering::Acquire) == RUNDOWN_ACTIVE
         });
     }
@@ -1050,6 +1175,7 @@ pub(crate) fn exports() -> Vec<Export> {
 /// Forgets all state (a new [`crate::Sim`]): per-thread bookkeeping and the
 /// set of initialized events. Locks live in driver memory and need nothing.
 pub(crate) fn reset() {
+    WAIT_LIMIT_MS.store(0, Ordering::Relaxed);
     THREADS.lock().unwrap_or_else(|e| e.into_inner()).clear();
     events().clear();
 }

@@ -126,6 +126,34 @@ impl ProgramDataBuilder {
         self
     }
 
+    /// What eBPF for Windows' store helper writes for this program type
+    /// with `sections` (prefix, attach type, `bpf_attach_type`), for
+    /// [`store::register`](crate::ebpf::store::register): a host-side
+    /// provider registers its own store entries.
+    pub fn store_entry(&self, sections: &[(&str, GUID, u32)]) -> crate::ebpf::store::HostProvider {
+        let c = &self.context_descriptor;
+        crate::ebpf::store::HostProvider {
+            program_type: self.program_type,
+            name: self.name.clone(),
+            context: crate::ebpf::program::ContextDescriptor {
+                size: c.size,
+                data: c.data,
+                end: c.end,
+                meta: c.meta,
+            },
+            bpf_prog_type: self.bpf_prog_type,
+            helpers: self
+                .type_specific
+                .iter()
+                .map(|h| (h.name.clone(), h.helper_id, h.return_type, h.arguments))
+                .collect(),
+            sections: sections
+                .iter()
+                .map(|(p, a, b)| (p.to_string(), *a, *b))
+                .collect(),
+        }
+    }
+
     /// Sets context_create, context_destroy and required_irql together.
     pub fn context_functions(
         mut self,

@@ -299,7 +299,8 @@ fn etw_register_traits_write_and_unregister() {
         Task: 9,
         Keyword: 0x10,
     };
-    let meta = [0xAAu8, 0xBB];
+    // TraceLogging metadata: event "E" with one UINT32 field "V".
+    let meta = [8u8, 0, 0, b'E', 0, b'V', 0, 8];
     let payload = 0x0102_0304u32.to_le_bytes();
     let empty = [0u8; 0];
     let descs = [
@@ -311,7 +312,7 @@ fn etw_register_traits_write_and_unregister() {
         },
         EVENT_DATA_DESCRIPTOR {
             Ptr: meta.as_ptr() as u64,
-            Size: 2,
+            Size: meta.len() as u32,
             Type: 1,
             ..Default::default()
         },
@@ -350,6 +351,11 @@ fn etw_register_traits_write_and_unregister() {
     assert_eq!(ev[0].provider, guid);
     assert_eq!(ev[0].activity_id, Some(act));
     assert_eq!(ev[0].related_activity_id, None);
+    let decoded = ev[0].decoded.as_ref().expect("a TraceLogging event");
+    assert_eq!(decoded.provider_name, "Ntos.Test");
+    assert_eq!(decoded.name, "E");
+    assert_eq!(decoded.uint("V"), Some(0x0102_0304));
+    assert!(violation::peek().is_empty(), "{:?}", violation::peek());
     assert!(!ev[0].enabled);
     assert!(ev[1].enabled, "level 4 <= 5 and keyword 0x10 matches");
     // An event above the session's level is not what it asked for.

@@ -86,6 +86,9 @@ pub struct BindingInfo {
     pub provider_module: GUID,
     pub client_module: GUID,
     pub state: BindingState,
+    /// When the provider's detach callback was called ([`clock`] tick), if
+    /// it was.
+    pub provider_detach_at: Option<u64>,
 }
 
 /// One registration the NMR still holds.
@@ -110,9 +113,36 @@ pub fn set_detach_irql(level: KIRQL) {
     DETACH_IRQL.store(level, Ordering::SeqCst);
 }
 
+/// Sets the IRQL at which the NMR calls cleanup callbacks from now on:
+/// DISPATCH_LEVEL after every reset (the highest Windows documents), or
+/// PASSIVE_LEVEL for a test that needs it.
+pub fn set_cleanup_irql(level: KIRQL) {
+    CLEANUP_IRQL.store(level, Ordering::SeqCst);
+}
+
+/// The IRQL at which cleanup callbacks run.
+pub fn cleanup_irql() -> KIRQL {
+    CLEANUP_IRQL.load(Ordering::SeqCst)
+}
+
 /// The IRQL at which detach callbacks run.
 pub fn detach_irql() -> KIRQL {
     DETACH_IRQL.load(Ordering::SeqCst)
+}
+
+fn info(st: &State, handle: HANDLE, b: &Binding) -> BindingInfo {
+    let p = st.regs.get(&b.provider);
+    let c = st.regs.get(&b.client);
+    BindingInfo {
+        handle,
+        npi_id: p.map(|r| r.npi_id).unwrap_or_default(),
+        provider: b.provider,
+        client: b.client,
+        provider_module: p.map(|r| r.module_id).unwrap_or_default(),
+        client_module: c.map(|r| r.module_id).unwrap_or_default(),
+        state: b.phase.public(),
+        provider_detach_at: (b.provider_detach_at != 0).then_some(b.provider_detach_at),
+    }
 }
 
 /// Every binding, in creation order.
@@ -120,20 +150,14 @@ pub fn bindings() -> Vec<BindingInfo> {
     let st = state();
     st.bindings
         .iter()
-        .map(|(&handle, b)| {
-            let p = st.regs.get(&b.provider);
-            let c = st.regs.get(&b.client);
-            BindingInfo {
-                handle,
-                npi_id: p.map(|r| r.npi_id).unwrap_or_default(),
-                provider: b.provider,
-                client: b.client,
-                provider_module: p.map(|r| r.module_id).unwrap_or_default(),
-                client_module: c.map(|r| r.module_id).unwrap_or_default(),
-                state: b.phase.public(),
-            }
-        })
+        .map(|(&handle, b)| info(&st, handle, b))
         .collect()
+}
+
+/// One binding, if it still exists (not yet cleaned up).
+pub fn binding(handle: HANDLE) -> Option<BindingInfo> {
+    let st = state();
+    st.bindings.get(&handle).map(|b| info(&st, handle, b))
 }
 
 /// Every registration the NMR holds (until its deregistration has been

@@ -223,13 +223,11 @@ impl Module {
         }
     }
 
-    /// Deregisters and waits if needed; returns the Deregister status.
+    /// Deregisters (always STATUS_PENDING, as Windows documents) and waits;
+    /// returns the wait's status.
     fn unregister(&self) -> NTSTATUS {
-        let s = self.deregister();
-        if s == STATUS_PENDING {
-            assert_eq!(self.wait(), STATUS_SUCCESS);
-        }
-        s
+        assert_eq!(self.deregister(), STATUS_PENDING);
+        self.wait()
     }
 
     /// (detach calls, cleanup calls) of each binding context, in creation order.
@@ -536,7 +534,7 @@ fn provider_first_then_client_then_provider_deregisters() {
     assert_eq!((provider_count(), client_count()), (1, 1));
 
     // Both detach synchronously: everything is done when Deregister returns.
-    assert_eq!(p.deregister(), STATUS_SUCCESS);
+    assert_eq!(p.deregister(), STATUS_PENDING);
     assert_eq!(
         take_log(&log),
         [
@@ -549,13 +547,18 @@ fn provider_first_then_client_then_provider_deregisters() {
     assert!(bindings().is_empty());
     assert_eq!(p.counts(), [(1, 1)]);
     assert_eq!(c.counts(), [(1, 1)]);
-    assert_eq!(*lock(&p.cleanup_irqls), [PASSIVE_LEVEL]);
+    // Cleanup callbacks run at DISPATCH_LEVEL by default (Windows documents
+    // IRQL <= DISPATCH_LEVEL).
+    assert_eq!(*lock(&p.cleanup_irqls), [DISPATCH_LEVEL]);
     assert_eq!((provider_count(), client_count()), (0, 1));
-    // A wait after STATUS_SUCCESS is allowed and returns at once.
+    // Nothing is left to wait for, yet the wait is owed: it returns at once.
+    assert!(!sim.outstanding().is_empty(), "the wait is owed");
     assert_eq!(p.wait(), STATUS_SUCCESS);
-    // The client has no binding left: STATUS_SUCCESS, and no wait is owed.
-    assert_eq!(c.deregister(), STATUS_SUCCESS);
+    // The client has no binding left: STATUS_PENDING all the same, and the
+    // wait is still owed.
+    assert_eq!(c.deregister(), STATUS_PENDING);
     assert!(take_log(&log).is_empty());
+    assert_eq!(c.wait(), STATUS_SUCCESS);
     assert!(sim.outstanding().is_empty(), "{:?}", sim.outstanding());
     sim.finish().unwrap();
 }
@@ -575,7 +578,7 @@ fn client_first_then_provider_then_client_deregisters() {
     );
     assert_eq!(states(), [BindingState::Bound]);
     // The deregistering side detaches first.
-    assert_eq!(c.deregister(), STATUS_SUCCESS);
+    assert_eq!(c.deregister(), STATUS_PENDING);
     assert_eq!(
         take_log(&log),
         [
@@ -692,7 +695,7 @@ fn a_declining_client_or_provider_makes_no_binding() {
     assert!(bindings().is_empty());
     // Nothing to detach or clean up anywhere.
     for m in [&p, &c2, &c3, &c4] {
-        assert_eq!(m.deregister(), STATUS_SUCCESS);
+        assert_eq!(m.unregister(), STATUS_SUCCESS);
     }
     assert!(take_log(&log).is_empty());
     sim.finish().unwrap();
@@ -726,13 +729,13 @@ fn pending_detach_completed_from_another_thread_releases_the_waiter() {
         });
         // Until the waiter is blocked inside the NMR (no timing involved:
         // the NMR reports the waiting registration).
-        while !registrations().iter().any(|r| r.handle == ph && r.waiting) {
+        crate::kernel::sync::wait_for("the deregistration waiter to block", || {
             assert!(
                 !waiter.is_finished(),
                 "the wait returned before the detach completed"
             );
-            std::thread::yield_now();
-        }
+            registrations().iter().any(|r| r.handle == ph && r.waiting)
+        });
         assert!(lock(&log).is_empty());
         s.spawn(|| {
             lock(&log).push("complete".into());
@@ -752,9 +755,9 @@ fn pending_detach_completed_from_another_thread_releases_the_waiter() {
             "wait returned"
         ]
     );
-    // Cleanup ran at PASSIVE_LEVEL although the completion came at DISPATCH.
-    assert_eq!(*lock(&p.cleanup_irqls), [PASSIVE_LEVEL]);
-    assert_eq!(*lock(&c.cleanup_irqls), [PASSIVE_LEVEL]);
+    // Cleanup ran at DISPATCH_LEVEL, on the completing thread.
+    assert_eq!(*lock(&p.cleanup_irqls), [DISPATCH_LEVEL]);
+    assert_eq!(*lock(&c.cleanup_irqls), [DISPATCH_LEVEL]);
     assert_eq!((p.counts(), c.counts()), (vec![(1, 1)], vec![(1, 1)]));
     assert!(
         registrations().iter().all(|r| r.handle != ph),
@@ -806,7 +809,7 @@ fn completing_inside_the_detach_callback_then_pending_is_fine() {
     assert_eq!(p.register(), STATUS_SUCCESS);
     assert_eq!(c.register(), STATUS_SUCCESS);
     take_log(&log);
-    assert_eq!(p.deregister(), STATUS_SUCCESS);
+    assert_eq!(p.deregister(), STATUS_PENDING);
     assert_eq!(
         take_log(&log),
         [
@@ -816,6 +819,7 @@ fn completing_inside_the_detach_callback_then_pending_is_fine() {
             "C2 cleanup P1"
         ]
     );
+    assert_eq!(p.wait(), STATUS_SUCCESS);
     assert_eq!(c.unregister(), STATUS_SUCCESS);
     sim.finish().unwrap();
 }
@@ -903,7 +907,7 @@ fn unfinished_registrations_are_outstanding() {
     // A pending deregistration completed but never waited for stays outstanding.
     assert_eq!(p.deregister(), STATUS_PENDING);
     p.complete_pending();
-    assert_eq!(c.deregister(), STATUS_SUCCESS);
+    assert_eq!(c.unregister(), STATUS_SUCCESS);
     let o = sim.outstanding();
     assert_eq!(o.len(), 1, "{o:?}");
     assert!(
@@ -1015,4 +1019,100 @@ fn concurrent_deregistration_and_completion() {
         );
     }
     sim.finish().unwrap();
+}
+
+#[test]
+fn cleanup_runs_at_passive_level_when_a_test_asks_for_it() {
+    let sim = Sim::new();
+    set_cleanup_irql(PASSIVE_LEVEL);
+    let log = new_log();
+    let p = Module::provider(1, 7, &log).with_detach(Detach::Pending);
+    let c = Module::client(2, 7, &log);
+    assert_eq!(p.register(), STATUS_SUCCESS);
+    assert_eq!(c.register(), STATUS_SUCCESS);
+    assert_eq!(c.deregister(), STATUS_PENDING);
+    let binding = lock(&p.pending)[0];
+    // Completed at DISPATCH_LEVEL: the cleanup goes to a worker thread at
+    // PASSIVE_LEVEL, and the client's wait returns after it.
+    irql::at(DISPATCH_LEVEL, || complete(Side::Provider, binding));
+    lock(&p.pending).clear();
+    assert_eq!(c.wait(), STATUS_SUCCESS);
+    assert_eq!(*lock(&p.cleanup_irqls), [PASSIVE_LEVEL]);
+    assert_eq!(*lock(&c.cleanup_irqls), [PASSIVE_LEVEL]);
+    assert_eq!(p.unregister(), STATUS_SUCCESS);
+    sim.finish().unwrap();
+}
+
+#[test]
+fn a_module_unloaded_without_the_deregistration_wait_is_a_violation() {
+    let sim = Sim::new();
+    let log = new_log();
+    let p = Module::provider(1, 7, &log);
+    let c = Module::client(2, 7, &log);
+    assert_eq!(p.register(), STATUS_SUCCESS);
+    assert_eq!(c.register(), STATUS_SUCCESS);
+    // The provider deregisters (STATUS_PENDING, even with every detach
+    // synchronous) and its image goes away without the wait.
+    assert_eq!(p.deregister(), STATUS_PENDING);
+    let chars = &*p.pchars as *const NPI_PROVIDER_CHARACTERISTICS as usize;
+    image_unloaded(
+        "host.sys",
+        chars,
+        std::mem::size_of::<NPI_PROVIDER_CHARACTERISTICS>(),
+    );
+    let v = violation::take();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].message
+            .contains("host.sys unloaded with NMR provider registration")
+            && v[0].message.contains(
+                "NmrDeregisterProvider returned STATUS_PENDING but \
+                 NmrWaitForProviderDeregisterComplete was never called"
+            ),
+        "{}",
+        v[0]
+    );
+    // The registration is forgotten: nothing calls into the unloaded image.
+    assert!(registrations().iter().all(|r| r.side != Side::Provider));
+    // A module that never deregistered at all is reported too.
+    let chars = &*c.cchars as *const NPI_CLIENT_CHARACTERISTICS as usize;
+    image_unloaded("host.sys", chars, 1);
+    let v = violation::take();
+    assert!(
+        v.len() == 1
+            && v[0]
+                .message
+                .contains("NmrDeregisterClient was never called"),
+        "{v:?}"
+    );
+    assert!(registrations().is_empty());
+    sim.finish().unwrap();
+}
+
+#[test]
+fn a_deregistration_wait_that_never_completes_fails_with_a_message() {
+    const NAME: &str =
+        "kernel::nmr::tests::a_deregistration_wait_that_never_completes_fails_with_a_message";
+    if crate::child::is_child(NAME) {
+        let _sim = Sim::new();
+        crate::kernel::sync::set_wait_limit(std::time::Duration::from_millis(300));
+        let log = new_log();
+        let p = Module::provider(1, 7, &log).with_detach(Detach::Pending);
+        let c = Module::client(2, 7, &log);
+        assert_eq!(p.register(), STATUS_SUCCESS);
+        assert_eq!(c.register(), STATUS_SUCCESS);
+        // The provider never completes its pending detach.
+        c.unregister();
+        unreachable!("the wait returned");
+    }
+    let out = crate::child::run_test_in_child(NAME);
+    assert!(!out.status.success(), "the child must fail: {out:?}");
+    assert!(
+        out.stderr.contains("waited")
+            && out.stderr.contains("NmrWaitForClientDeregisterComplete(")
+            && out.stderr.contains("the deregistration never completed")
+            && out.stderr.contains("Windows would hang here"),
+        "{}",
+        out.stderr
+    );
 }

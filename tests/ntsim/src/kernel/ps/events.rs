@@ -7,10 +7,10 @@ use super::notify::{
     LoadImageNotifyRoutine, ThreadVariant, PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE,
 };
 use super::{current_ids, enter_context, filetime_now, sid, state, IDLE_PID, SYSTEM_PID};
-use crate::kernel::irql;
 use crate::kernel::status::{nt_success, NTSTATUS, STATUS_SUCCESS};
-use crate::kernel::types::{OwnedUnicodeString, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
+use crate::kernel::types::{HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
 use crate::kernel::violation;
+use crate::kernel::{irql, pool};
 use std::ffi::c_void;
 
 /// `CLIENT_ID` (16 bytes).
@@ -81,6 +81,106 @@ const _: () = {
     assert!(std::mem::offset_of!(IMAGE_INFO_EX, FileObject) == 48);
 };
 
+/// Longest string a `UNICODE_STRING` holds, in UTF-16 units: `Length` is a
+/// byte count in a `u16` and always even, so at most 65534 bytes. Windows
+/// limits a command line to 32767 characters for the same reason.
+pub const MAX_UNICODE_STRING_UNITS: usize = 32767;
+
+/// Pool tag of the structures the kernel hands to notify routines ('PsNt').
+const NOTIFY_TAG: u32 = u32::from_le_bytes(*b"PsNt");
+
+/// A `UNICODE_STRING` the kernel hands to a notify routine, as exact as the
+/// contract allows: `MaximumLength == Length` (even), no terminator, and
+/// the header and the characters each in an exact-size kernel pool block,
+/// so in special pool a read one byte past either faults at once. The
+/// routine gets a `PCUNICODE_STRING`: a change to either block is recorded
+/// as a violation when the string is freed after the routines returned.
+struct NotifyString {
+    header: *mut UNICODE_STRING,
+    /// The characters' block (null for an empty string).
+    buffer: *mut u16,
+    /// What the routines must still see when they return.
+    units: Vec<u16>,
+    what: &'static str,
+}
+
+impl NotifyString {
+    /// Panics if `text` is longer than [`MAX_UNICODE_STRING_UNITS`].
+    fn new(text: &str, what: &'static str) -> NotifyString {
+        let units: Vec<u16> = text.encode_utf16().collect();
+        assert!(
+            units.len() <= MAX_UNICODE_STRING_UNITS,
+            "the {what} is {} UTF-16 units long; a UNICODE_STRING holds at most \
+             {MAX_UNICODE_STRING_UNITS}",
+            units.len()
+        );
+        let bytes = units.len() * 2;
+        let buffer = if bytes == 0 {
+            std::ptr::null_mut()
+        } else {
+            let b = pool::kernel_alloc_exact(bytes, 2, NOTIFY_TAG).cast::<u16>();
+            assert!(!b.is_null(), "out of host memory for the {what}");
+            // SAFETY: `b` is a fresh pool block of `bytes` bytes, 2-aligned.
+            unsafe { std::ptr::copy_nonoverlapping(units.as_ptr(), b, units.len()) };
+            b
+        };
+        let header = pool::kernel_alloc_exact(size_of::<UNICODE_STRING>(), 8, NOTIFY_TAG)
+            .cast::<UNICODE_STRING>();
+        assert!(!header.is_null(), "out of host memory for the {what}");
+        // SAFETY: a fresh pool block the size of a UNICODE_STRING, 8-aligned.
+        unsafe {
+            header.write(UNICODE_STRING {
+                Length: bytes as u16,
+                MaximumLength: bytes as u16,
+                Buffer: buffer,
+            })
+        };
+        NotifyString {
+            header,
+            buffer,
+            units,
+            what,
+        }
+    }
+
+    fn as_ptr(&self) -> *mut UNICODE_STRING {
+        self.header
+    }
+}
+
+impl Drop for NotifyString {
+    fn drop(&mut self) {
+        // SAFETY: `header` is the live pool block written in `new`; the
+        // routines have returned, nothing else uses it.
+        let us = unsafe { self.header.read() };
+        let bytes = self.units.len() * 2;
+        let unchanged = us.Length as usize == bytes
+            && us.MaximumLength as usize == bytes
+            && us.Buffer == self.buffer
+            && (self.buffer.is_null()
+                // SAFETY: the live block of `units.len()` units from `new`.
+                || unsafe { std::slice::from_raw_parts(self.buffer, self.units.len()) }
+                    == self.units.as_slice());
+        if !unchanged {
+            violation::record(
+                "ps",
+                format!(
+                    "a notify routine modified the {} it was handed (a PCUNICODE_STRING: read only)",
+                    self.what
+                ),
+            );
+        }
+        // SAFETY: both blocks came from kernel_alloc_exact in `new` and are
+        // freed once, here.
+        unsafe {
+            pool::kernel_free(self.header.cast());
+            if !self.buffer.is_null() {
+                pool::kernel_free(self.buffer.cast());
+            }
+        }
+    }
+}
+
 /// A process to create with [`create_process`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessSpec {
@@ -100,6 +200,13 @@ pub struct ProcessSpec {
     /// with STATUS_NO_TOKEN (Windows tokens always have one; this lets tests
     /// take the "no SID" paths).
     pub user_sid: Option<Vec<u8>>,
+    /// `AuthenticationId` (logon session LUID) of the new process's primary
+    /// token, what `bpf_get_current_logon_id` returns for code running in
+    /// it. None: [`super::SYSTEM_LUID`] (0x3e7).
+    pub logon_id: Option<u64>,
+    /// The process id: a non-zero multiple of 4 that no live process or
+    /// thread has (see [`super::id_in_use`]). None: the next free id.
+    pub pid: Option<usize>,
     /// FILETIME; None: now.
     pub creation_time: Option<i64>,
     /// `IsSubsystemProcess` flag.
@@ -187,28 +294,9 @@ impl Drop for PassiveScope {
 /// after one denied (a later routine sees the failure status).
 ///
 /// Panics if `creating_thread` names a process that is not live, a tid of
-/// another process, or `user_sid` is not a valid SID.
+/// another process, `user_sid` is not a valid SID, or `pid` is not a
+/// non-zero multiple of 4 or is in use.
 pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
-    create_process_ex(spec, &ProcessExtras::default())
-}
-
-/// What [`create_process_ex`] sets beyond a [`ProcessSpec`]: an exact
-/// process id and the logon session of the new process's token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProcessExtras {
-    /// The process id (a non-zero multiple of 4 that no live process or
-    /// thread has, see [`id_in_use`]); None: the next free id.
-    pub pid: Option<usize>,
-    /// `AuthenticationId` of the primary token (the LUID
-    /// `bpf_get_current_logon_id` reads for code running in the process);
-    /// None: [`super::SYSTEM_LOGON_ID`].
-    pub logon_id: Option<u64>,
-}
-
-/// [`create_process`] with an exact pid and a token logon id. Panics as
-/// [`create_process`] does, and if `extras.pid` is not a non-zero multiple
-/// of 4 or is in use.
-pub fn create_process_ex(spec: &ProcessSpec, extras: &ProcessExtras) -> CreatedProcess {
     let _irql = PassiveScope::enter("process creation");
     if let Some(sid) = &spec.user_sid {
         assert!(
@@ -225,7 +313,7 @@ pub fn create_process_ex(spec: &ProcessSpec, extras: &ProcessExtras) -> CreatedP
     };
     let (pid, eprocess) = {
         let mut s = state();
-        let pid = match extras.pid {
+        let pid = match spec.pid {
             None => s.alloc_cid(),
             Some(pid) => {
                 assert!(
@@ -237,23 +325,16 @@ pub fn create_process_ex(spec: &ProcessSpec, extras: &ProcessExtras) -> CreatedP
                 pid
             }
         };
-        let addr = s.insert_process(
-            pid,
-            spec.parent.unwrap_or(0),
-            &spec.image_file_name,
-            spec.command_line.clone(),
-            spec.creation_time.unwrap_or_else(filetime_now),
-            spec.user_sid.clone(),
-        );
-        if let Some(logon_id) = extras.logon_id {
-            s.set_logon_id(addr, logon_id);
-        }
+        let addr = s.insert_process(pid, spec, spec.creation_time.unwrap_or_else(filetime_now));
         (pid, addr)
     };
-    let image = OwnedUnicodeString::new(&spec.image_file_name);
-    let command_line = spec.command_line.as_deref().map(OwnedUnicodeString::new);
-    let mut info = Box::new(PS_CREATE_NOTIFY_INFO {
-        Size: std::mem::size_of::<PS_CREATE_NOTIFY_INFO>(),
+    let image = NotifyString::new(&spec.image_file_name, "ImageFileName");
+    let command_line = spec
+        .command_line
+        .as_deref()
+        .map(|c| NotifyString::new(c, "CommandLine"));
+    let info = NotifyInfo::new(PS_CREATE_NOTIFY_INFO {
+        Size: size_of::<PS_CREATE_NOTIFY_INFO>(),
         Flags: spec.file_open_name_available as u32 | (spec.subsystem as u32) << 1,
         ParentProcessId: spec.parent.unwrap_or(0),
         CreatingThreadId: CLIENT_ID {
@@ -267,7 +348,7 @@ pub fn create_process_ex(spec: &ProcessSpec, extras: &ProcessExtras) -> CreatedP
             .map_or(std::ptr::null(), |c| c.as_ptr()),
         CreationStatus: STATUS_SUCCESS,
     });
-    let info_ptr: *mut PS_CREATE_NOTIFY_INFO = &mut *info;
+    let info_ptr = info.0;
     {
         let _ctx = enter_context(creator_pid, creator_tid);
         notify::call_each(
@@ -287,16 +368,66 @@ pub fn create_process_ex(spec: &ProcessSpec, extras: &ProcessExtras) -> CreatedP
             },
         );
     }
-    // SAFETY: `info_ptr` still points into `info`, alive until the end of
-    // this function; the routines have returned.
-    let creation_status = unsafe { (*info_ptr).CreationStatus };
-    drop(info);
+    let creation_status = info.finish();
+    drop((image, command_line));
     if !nt_success(creation_status) {
         state().remove_process(pid);
     }
     CreatedProcess {
         pid,
         creation_status,
+    }
+}
+
+/// The PS_CREATE_NOTIFY_INFO of one creation, in its own exact-size kernel
+/// pool block (72 bytes, nothing after it in special pool), and the bytes
+/// it started with.
+struct NotifyInfo(*mut PS_CREATE_NOTIFY_INFO, Vec<u8>);
+
+impl NotifyInfo {
+    fn new(info: PS_CREATE_NOTIFY_INFO) -> NotifyInfo {
+        let size = size_of::<PS_CREATE_NOTIFY_INFO>();
+        let p = pool::kernel_alloc_exact(size, 8, NOTIFY_TAG).cast::<PS_CREATE_NOTIFY_INFO>();
+        assert!(
+            !p.is_null(),
+            "out of host memory for a PS_CREATE_NOTIFY_INFO"
+        );
+        // SAFETY: a fresh zeroed block the size of the structure, 8-aligned;
+        // its padding stays zero, so all its bytes are initialized.
+        let original = unsafe {
+            p.write(info);
+            std::slice::from_raw_parts(p.cast::<u8>(), size).to_vec()
+        };
+        NotifyInfo(p, original)
+    }
+
+    /// After the routines: the CreationStatus they left, the only member a
+    /// routine may write; a change to any other byte is a violation.
+    fn finish(&self) -> NTSTATUS {
+        const STATUS_AT: usize = std::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CreationStatus);
+        // SAFETY: the live block from `new`; the routines have returned.
+        let now = unsafe { std::slice::from_raw_parts(self.0.cast::<u8>(), self.1.len()) };
+        let changed = (0..now.len())
+            .filter(|i| !(STATUS_AT..STATUS_AT + 4).contains(i))
+            .find(|&i| now[i] != self.1[i]);
+        if let Some(at) = changed {
+            violation::record(
+                "ps",
+                format!(
+                    "a process notify routine wrote PS_CREATE_NOTIFY_INFO at offset {at}: only \
+                     CreationStatus (offset {STATUS_AT}) is the routine's to write"
+                ),
+            );
+        }
+        // SAFETY: as above.
+        unsafe { (*self.0).CreationStatus }
+    }
+}
+
+impl Drop for NotifyInfo {
+    fn drop(&mut self) {
+        // SAFETY: the block from `new`, freed once.
+        unsafe { pool::kernel_free(self.0.cast()) };
     }
 }
 
@@ -465,7 +596,7 @@ pub fn load_image(pid: usize, full_name: Option<&str>, info: &ImageInfoSpec) {
         );
         (pid, s.some_thread_of(pid))
     };
-    let name = full_name.map(OwnedUnicodeString::new);
+    let name = full_name.map(|n| NotifyString::new(n, "FullImageName"));
     let mut ex = Box::new(IMAGE_INFO_EX {
         Size: std::mem::size_of::<IMAGE_INFO_EX>(),
         ImageInfo: IMAGE_INFO {
@@ -484,9 +615,7 @@ pub fn load_image(pid: usize, full_name: Option<&str>, info: &ImageInfoSpec) {
     } else {
         &mut *bare
     };
-    let name_ptr = name
-        .as_ref()
-        .map_or(std::ptr::null_mut(), |n| n.as_ptr() as *mut UNICODE_STRING);
+    let name_ptr = name.as_ref().map_or(std::ptr::null_mut(), |n| n.as_ptr());
     let mismatch = info.machine_type_mismatch;
     let _ctx = enter_context(cp, ct);
     notify::call_each(

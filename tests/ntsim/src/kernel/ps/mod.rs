@@ -40,9 +40,9 @@ mod sid;
 mod tests;
 
 pub use events::{
-    create_process, create_process_ex, create_thread, create_thread_with_id, exit_process,
-    exit_thread, load_image, CreatedProcess, ImageInfoSpec, ProcessExtras, ProcessSpec, CLIENT_ID,
-    IMAGE_INFO, IMAGE_INFO_EX, PS_CREATE_NOTIFY_INFO,
+    create_process, create_thread, create_thread_with_id, exit_process, exit_thread, load_image,
+    CreatedProcess, ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX,
+    MAX_UNICODE_STRING_UNITS, PS_CREATE_NOTIFY_INFO,
 };
 pub use notify::{
     notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,
@@ -85,13 +85,14 @@ pub const STATUS_INVALID_SID: NTSTATUS = 0xC000_0078u32 as i32;
 pub const STATUS_PROCEDURE_NOT_FOUND: NTSTATUS = 0xC000_007Au32 as i32;
 pub const STATUS_NO_TOKEN: NTSTATUS = 0xC000_007Cu32 as i32;
 
+/// `SYSTEM_LUID`: the logon session of the System account (and of every
+/// process whose [`ProcessSpec::logon_id`] is None).
+pub const SYSTEM_LUID: u64 = 0x3e7;
+
 /// Process id of the System process.
 pub const SYSTEM_PID: usize = 4;
 /// Process id of the Idle process.
 pub const IDLE_PID: usize = 0;
-/// `SYSTEM_LUID`: the logon session of the System account, and the
-/// logon id of every token a scenario does not give another.
-pub const SYSTEM_LOGON_ID: u64 = 0x3e7;
 /// First id handed out to processes and threads (ids share one space and
 /// are multiples of 4, as on Windows).
 const FIRST_CID: usize = 0x100;
@@ -158,7 +159,7 @@ enum ObjData {
     Token {
         pid: usize,
         user_sid: Option<Vec<u8>>,
-        /// `AuthenticationId` (TokenStatistics): the logon session LUID.
+        /// `AuthenticationId`: the LUID of the logon session.
         logon_id: u64,
     },
 }
@@ -231,8 +232,20 @@ impl State {
         };
         let boot = filetime_now();
         let system_sid = Some(SYSTEM_SID.to_vec());
-        s.insert_process(IDLE_PID, 0, "Idle", None, boot, system_sid.clone());
-        s.insert_process(SYSTEM_PID, 0, "System", None, boot, system_sid);
+        let (idle, system) = (
+            ProcessSpec {
+                image_file_name: "Idle".into(),
+                user_sid: system_sid.clone(),
+                ..ProcessSpec::default()
+            },
+            ProcessSpec {
+                image_file_name: "System".into(),
+                user_sid: system_sid,
+                ..ProcessSpec::default()
+            },
+        );
+        s.insert_process(IDLE_PID, &idle, boot);
+        s.insert_process(SYSTEM_PID, &system, boot);
         s
     }
 
@@ -260,31 +273,24 @@ impl State {
         addr
     }
 
-    /// Adds a process (with its primary token) to the process table.
-    fn insert_process(
-        &mut self,
-        pid: usize,
-        parent: usize,
-        image: &str,
-        command_line: Option<String>,
-        creation_time: i64,
-        user_sid: Option<Vec<u8>>,
-    ) -> usize {
+    /// Adds a process (with its primary token) to the process table: its
+    /// image, command line, parent, user SID and logon session from `spec`.
+    fn insert_process(&mut self, pid: usize, spec: &ProcessSpec, creation_time: i64) -> usize {
         let token = self.new_object(
             ObjectKind::Token,
             ObjData::Token {
                 pid,
-                user_sid,
-                logon_id: SYSTEM_LOGON_ID,
+                user_sid: spec.user_sid.clone(),
+                logon_id: spec.logon_id.unwrap_or(SYSTEM_LUID),
             },
         );
         let addr = self.new_object(
             ObjectKind::Process,
             ObjData::Process(ProcData {
                 pid,
-                parent,
-                image_file_name: image.to_string(),
-                command_line,
+                parent: spec.parent.unwrap_or(0),
+                image_file_name: spec.image_file_name.clone(),
+                command_line: spec.command_line.clone(),
                 creation_time,
                 exit_time: 0,
                 exit_status: STATUS_PENDING,
@@ -295,18 +301,6 @@ impl State {
         );
         self.processes.insert(pid, addr);
         addr
-    }
-
-    /// Sets the logon id of a process's primary token.
-    fn set_logon_id(&mut self, process: usize, id: u64) {
-        let token = self.proc_data(process).token;
-        if let Some(Obj {
-            data: ObjData::Token { logon_id, .. },
-            ..
-        }) = self.objects.get_mut(&token)
-        {
-            *logon_id = id;
-        }
     }
 
     /// Whether a live process or thread has this id (they share one space).
@@ -576,6 +570,8 @@ pub struct ProcessSnapshot {
     /// None while running.
     pub exit_status: Option<NTSTATUS>,
     pub user_sid: Option<Vec<u8>>,
+    /// The primary token's `AuthenticationId` (logon session LUID).
+    pub logon_id: u64,
     pub threads: Vec<usize>,
     /// The EPROCESS pointer value.
     pub eprocess: usize,
@@ -590,9 +586,11 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
     let s = state();
     let addr = s.process_by_pid(pid)?;
     let p = s.proc_data(addr);
-    let user_sid = match &s.objects[&p.token].data {
-        ObjData::Token { user_sid, .. } => user_sid.clone(),
-        _ => None,
+    let (user_sid, logon_id) = match &s.objects[&p.token].data {
+        ObjData::Token {
+            user_sid, logon_id, ..
+        } => (user_sid.clone(), *logon_id),
+        _ => (None, 0),
     };
     Some(ProcessSnapshot {
         pid: p.pid,
@@ -603,6 +601,7 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
         exit_time: p.exit_time,
         exit_status: (p.exit_status != STATUS_PENDING).then_some(p.exit_status),
         user_sid,
+        logon_id,
         threads: p.threads.clone(),
         eprocess: addr,
         token: p.token,
@@ -616,32 +615,20 @@ pub fn id_in_use(id: usize) -> bool {
     state().id_in_use(id)
 }
 
-/// The logon id (token `AuthenticationId`) of the calling thread's
-/// current process: what eBPF for Windows' `bpf_get_current_logon_id`
-/// returns for code running there.
+/// The `AuthenticationId` (logon session LUID) of the calling thread's
+/// token, which is its process's primary token (ntsim models no
+/// impersonation): what `bpf_get_current_logon_id` returns. During a
+/// process creation the current thread is the creating thread, so this is
+/// the creator's logon session, not the new process's.
 pub fn current_logon_id() -> u64 {
     let (pid, _) = current_ids();
     let s = state();
-    let Some(addr) = s.process_by_pid(pid) else {
-        return SYSTEM_LOGON_ID;
-    };
-    match s.objects.get(&s.proc_data(addr).token) {
-        Some(Obj {
-            data: ObjData::Token { logon_id, .. },
-            ..
-        }) => *logon_id,
-        _ => SYSTEM_LOGON_ID,
-    }
-}
-
-/// The logon id of a live process's primary token.
-pub fn logon_id(pid: usize) -> Option<u64> {
-    let s = state();
-    let addr = s.process_by_pid(pid)?;
-    match &s.objects.get(&s.proc_data(addr).token)?.data {
-        ObjData::Token { logon_id, .. } => Some(*logon_id),
-        _ => None,
-    }
+    s.process_by_pid(pid)
+        .and_then(|addr| match &s.objects[&s.proc_data(addr).token].data {
+            ObjData::Token { logon_id, .. } => Some(*logon_id),
+            _ => None,
+        })
+        .unwrap_or(SYSTEM_LUID)
 }
 
 /// Pids of the live processes, ascending.

@@ -25,6 +25,7 @@ use crate::kernel::status::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
     STATUS_INVALID_PARAMETER_2, STATUS_SUCCESS,
 };
+use crate::kernel::sync;
 use crate::kernel::types::{APC_LEVEL, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
 use crate::kernel::violation;
 use std::cell::RefCell;
@@ -255,7 +256,11 @@ impl Drop for InFlight<'_> {
 
 /// Calls `call` for each registered routine of `kind` that `filter`
 /// accepts, in slot order, at PASSIVE_LEVEL; a routine that returns at
-/// another IRQL is a violation.
+/// another IRQL is a violation. Process notify routines run inside a
+/// critical region (normal kernel APCs disabled), as Windows documents for
+/// them; one that returns with the region depth changed (a
+/// KeLeaveCriticalRegion without its KeEnterCriticalRegion, or the other
+/// way round) is a violation.
 pub(crate) fn call_each(
     kind: Kind,
     event: &str,
@@ -269,7 +274,23 @@ pub(crate) fn call_each(
         IN_CALLOUT.with(|c| c.borrow_mut().push(Arc::as_ptr(&callout) as usize));
         let _in_flight = InFlight(&callout);
         irql::set(PASSIVE_LEVEL);
+        let depth = sync::critical_region_depth();
+        let inside = depth + u32::from(kind == Kind::Process);
+        sync::set_critical_region_depth(inside);
         call(&callout);
+        let depth_after = sync::critical_region_depth();
+        if depth_after != inside {
+            violation::record(
+                "sync",
+                format!(
+                    "{event} notify routine {} returned at critical-region depth {depth_after}; \
+                     it was called at depth {inside} and must leave every region it enters and \
+                     no other",
+                    describe(callout.routine)
+                ),
+            );
+        }
+        sync::set_critical_region_depth(depth);
         let after = irql::current();
         if after != PASSIVE_LEVEL {
             violation::record(

@@ -148,6 +148,7 @@ unsafe fn read_sid(p: *const u8) -> Result<Vec<u8>, (u8, u8)> {
 /// # Safety
 /// `sid` must be NULL or readable as a SID.
 pub unsafe extern "win64" fn RtlValidSid(sid: *const c_void) -> u8 {
+    irql::require_at_most("RtlValidSid", APC_LEVEL);
     if sid.is_null() {
         return 0;
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod strings;
 mod tokens;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,8 +153,11 @@ fn create_and_exit_deliver_every_field() {
         creation_time: Some(created_at),
         subsystem: true,
         file_open_name_available: true,
+        logon_id: Some(0x5555),
+        pid: None,
     });
     assert_eq!(r.creation_status, STATUS_SUCCESS);
+    assert_eq!(process(r.pid).unwrap().logon_id, 0x5555);
     assert!(r.pid.is_multiple_of(4) && r.pid > parent, "pid {}", r.pid);
     let snap = process(r.pid).expect("the process is live");
     let parent_snap = process(parent).unwrap();

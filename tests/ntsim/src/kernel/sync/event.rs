@@ -144,18 +144,32 @@ pub(super) fn deadline(timeout: i64) -> Instant {
 /// reset by the satisfied wait), STATUS_TIMEOUT when the timeout expires.
 /// Only events are dispatcher objects here; anything else is a violation
 /// (STATUS_INVALID_PARAMETER). No APC is ever delivered, so an alertable
-/// wait never returns STATUS_ALERTED or STATUS_USER_APC.
+/// wait never returns STATUS_ALERTED or STATUS_USER_APC. Inside a critical
+/// region (normal kernel APCs disabled, as in a process notify routine) a
+/// UserMode or alertable wait is a violation: Windows then delivers neither
+/// user APCs nor thread termination, so the wait the caller asked to be
+/// interruptible cannot be interrupted.
 ///
 /// # Safety
 /// `object` points to a KEVENT; `timeout` is null or points to an i64.
 pub unsafe extern "win64" fn KeWaitForSingleObject(
     object: *mut c_void,
     _wait_reason: i32,
-    _wait_mode: i8,
-    _alertable: BOOLEAN,
+    wait_mode: i8,
+    alertable: BOOLEAN,
     timeout: *const i64,
 ) -> NTSTATUS {
     const API: &str = "KeWaitForSingleObject";
+    if (wait_mode != 0 || alertable != 0) && in_critical_region() {
+        violation::record(
+            "sync",
+            format!(
+                "{API}: {} wait inside a critical region (normal kernel APCs disabled, as in a \
+                 process notify routine): neither user APCs nor thread termination can interrupt it",
+                if alertable != 0 { "an alertable" } else { "a UserMode" }
+            ),
+        );
+    }
     // SAFETY: the caller passes null or a valid LARGE_INTEGER.
     let timeout = (!timeout.is_null()).then(|| unsafe { timeout.read_unaligned() });
     let may_block = if timeout == Some(0) {
@@ -187,7 +201,12 @@ pub unsafe extern "win64" fn KeWaitForSingleObject(
         }
     };
     let satisfied = if may_block {
-        wait_until(ev as usize, timeout.map(deadline), try_satisfy)
+        wait_until(
+            "KeWaitForSingleObject",
+            ev as usize,
+            timeout.map(deadline),
+            try_satisfy,
+        )
     } else {
         try_satisfy()
     };

@@ -398,9 +398,9 @@ fn rundown_wait_returns_only_after_the_last_release() {
         })
     };
     // Once the wait has started, new acquisitions fail.
-    while r.load(Ordering::SeqCst) & RUNDOWN_ACTIVE == 0 {
-        std::thread::yield_now();
-    }
+    wait_for("the rundown wait to start", || {
+        r.load(Ordering::SeqCst) & RUNDOWN_ACTIVE != 0
+    });
     // SAFETY: as above.
     assert_eq!(unsafe { ExAcquireRundownProtection(rp) }, 0);
     released.store(1, Ordering::SeqCst);
@@ -572,9 +572,7 @@ fn event_wait_wakes_on_set_and_synchronization_releases_one() {
     let sp = *sev as *mut KEVENT;
     // SAFETY: as above.
     unsafe { KeSetEvent(sp, 0, 0) };
-    while woken.load(Ordering::SeqCst) == 0 {
-        std::thread::yield_now();
-    }
+    wait_for("a waiter to wake", || woken.load(Ordering::SeqCst) != 0);
     // The satisfied wait consumed the signal: the other waiter stays.
     // SAFETY: as above.
     assert_eq!(unsafe { KeReadStateEvent(sp) }, 0);

@@ -1,0 +1,635 @@
+//! The driver's ETW tracing (src/trace.rs): the real image in ntsim, which
+//! plays the trace session (enable callbacks with a level and keywords)
+//! and decodes every TraceLogging event into its name and typed fields.
+#![cfg(unix)]
+
+use ntsim::build::driver_image;
+use ntsim::ebpf::abi::{EBPF_HOOK_EXTENSION_IID, EBPF_PROGRAM_INFO_EXTENSION_IID};
+use ntsim::ebpf::core::LoadedProgram;
+use ntsim::ebpf::Object;
+use ntsim::log::{self, etw::TlEvent};
+use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
+use ntsim::process::{self as hook, STATUS_ACCESS_DENIED};
+use ntsim::ps::{self, ProcessSpec};
+use ntsim::status::{STATUS_PENDING, STATUS_SUCCESS};
+use ntsim::types::{GUID, HANDLE};
+use ntsim::{fault, Sim};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// `NtosEbpfExtProvider`, the C driver's GUID.
+const PROVIDER: GUID = GUID {
+    data1: 0xd15cc421,
+    data2: 0xe9e4,
+    data3: 0x459b,
+    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+};
+const VERBOSE: u8 = 5;
+const KEYWORD_BASE: u64 = 0x2;
+const KEYWORD_EXTENSION: u64 = 0x4;
+const KEYWORD_PROCESS: u64 = 0x80;
+const KEYWORD_HOOK_EVENTS: u64 = 0x1_0000_0000;
+/// Every keyword but the per-event records.
+const ALL_BUT_HOOK_EVENTS: u64 = !KEYWORD_HOOK_EVENTS;
+const STATUS_INSUFFICIENT_RESOURCES: i32 = 0xC000_009Au32 as i32;
+
+fn load(sim: &mut Sim) {
+    assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0, "DriverEntry");
+}
+
+fn object() -> Object {
+    let bytes = std::fs::read(hook::sample_object_path()).unwrap();
+    Object::load(&bytes, &ntsim::ebpf::store::section_map()).unwrap()
+}
+
+fn program(object: &Object, name: &str) -> LoadedProgram {
+    LoadedProgram::load(object.program(name).unwrap().clone()).unwrap()
+}
+
+/// The one event named `name` (fails when there are none or several).
+fn one(name: &str) -> TlEvent {
+    let mut found = log::tl_events_named(name);
+    assert_eq!(found.len(), 1, "exactly one {name}: {found:#?}");
+    found.remove(0)
+}
+
+fn names() -> Vec<String> {
+    log::tl_events().into_iter().map(|e| e.name).collect()
+}
+
+/// Waits (at most 10 s) until no work item is queued or running.
+fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ntsim::io::in_flight() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "work items still running after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+
+    let providers = log::etw_providers();
+    assert_eq!(providers.len(), 1, "{providers:?}");
+    assert_eq!(providers[0].guid, PROVIDER);
+    assert_eq!(providers[0].name.as_deref(), Some("NtosEbpfExtProvider"));
+
+    let load = one("DriverLoad");
+    assert_eq!(load.provider_name, "NtosEbpfExtProvider");
+    assert_eq!(load.str("Version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(load.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((load.level, load.keyword), (4, KEYWORD_BASE));
+    assert!(load.enabled);
+    let registered = log::tl_events_named("ProviderRegister");
+    let ids: Vec<(GUID, GUID, Option<i32>)> = registered
+        .iter()
+        .map(|e| {
+            (
+                e.guid("NpiId").unwrap(),
+                e.guid("ModuleId").unwrap(),
+                e.status("Status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (EBPF_PROGRAM_INFO_EXTENSION_IID, hook::PROGRAM_TYPE, Some(0)),
+            (EBPF_HOOK_EXTENSION_IID, hook::ATTACH_TYPE, Some(0)),
+        ]
+    );
+    assert_eq!(registered[0].keyword, KEYWORD_EXTENSION);
+    log::take_etw_events();
+
+    let object = object();
+    let deny = program(&object, "deny_notepad");
+    let link = deny.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let hook_binding = nmr::bindings()
+        .into_iter()
+        .find(|b| b.npi_id == EBPF_HOOK_EXTENSION_IID)
+        .expect("the link's binding");
+    let attaches = log::tl_events_named("ClientAttach");
+    let attach = attaches
+        .iter()
+        .find(|e| e.guid("NpiId") == Some(EBPF_HOOK_EXTENSION_IID))
+        .unwrap_or_else(|| panic!("a hook ClientAttach: {attaches:#?}"));
+    assert_eq!(attach.guid("ModuleId"), Some(hook::ATTACH_TYPE));
+    assert_eq!(
+        attach.guid("ClientModuleId"),
+        Some(hook_binding.client_module)
+    );
+    assert_eq!(attach.uint("Binding"), Some(hook_binding.handle as u64));
+    assert_eq!(attach.status("Status"), Some(STATUS_SUCCESS));
+    assert!(
+        attaches
+            .iter()
+            .any(|e| e.guid("ModuleId") == Some(hook::PROGRAM_TYPE)),
+        "the program's program-information attach: {attaches:#?}"
+    );
+    let callback = one("CallbackRegister");
+    assert_eq!(callback.str("Hook"), Some("process"));
+    assert_eq!(callback.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!(callback.keyword, KEYWORD_PROCESS);
+
+    // Per-event records: not written at all while their keyword is off.
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\Windows\\notepad.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, STATUS_ACCESS_DENIED);
+    assert_eq!(log::tl_events_named("HookEvent"), []);
+    assert!(
+        log::etw_events()
+            .iter()
+            .all(|e| e.descriptor.Keyword != KEYWORD_HOOK_EVENTS),
+        "no per-event write reached ETW"
+    );
+
+    // With it: one verbose record per event, with its verdict.
+    log::etw_enable(&PROVIDER, VERBOSE, KEYWORD_HOOK_EVENTS, 0);
+    let denied = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\Windows\\notepad.exe".into(),
+        ..Default::default()
+    });
+    let allowed = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\a.exe".into(),
+        ..Default::default()
+    });
+    assert!(ps::exit_process(allowed.pid, 3, None));
+    let records = log::tl_events_named("HookEvent");
+    let seen: Vec<(u64, u64, u64, i64)> = records
+        .iter()
+        .map(|e| {
+            assert_eq!((e.level, e.keyword), (VERBOSE, KEYWORD_HOOK_EVENTS));
+            assert_eq!(e.str("Hook"), Some("process"));
+            (
+                e.uint("Operation").unwrap(),
+                e.uint("Id").unwrap(),
+                e.uint("ProgramsRun").unwrap(),
+                e.int("Verdict").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, denied.pid as u64, 1, STATUS_ACCESS_DENIED as i64),
+            (0, allowed.pid as u64, 1, 0),
+            (1, allowed.pid as u64, 1, 0),
+        ]
+    );
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    log::take_etw_events();
+
+    drop(link);
+    settle();
+    let detach = one("ClientDetach");
+    assert_eq!(detach.guid("ModuleId"), Some(hook::ATTACH_TYPE));
+    assert_eq!(
+        detach.guid("ClientModuleId"),
+        Some(hook_binding.client_module)
+    );
+    assert_eq!(detach.uint("Binding"), Some(hook_binding.handle as u64));
+    assert_eq!(
+        detach.status("Status"),
+        Some(STATUS_SUCCESS),
+        "completed at once"
+    );
+    let cleanup = one("ClientCleanup");
+    assert_eq!(cleanup.uint("Binding"), Some(hook_binding.handle as u64));
+    let removed = one("CallbackRemove");
+    assert_eq!(removed.str("Hook"), Some("process"));
+    assert_eq!(removed.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!(log::tl_events_named("ClientDetachComplete"), []);
+    drop((deny, object));
+    log::take_etw_events();
+
+    sim.unload_driver().unwrap();
+    let deregistered = log::tl_events_named("ProviderDeregister");
+    assert_eq!(deregistered.len(), 2, "{deregistered:#?}");
+    assert!(deregistered.iter().all(|e| e.status("Status") == Some(0)));
+    assert_eq!(
+        names().last().map(String::as_str),
+        Some("DriverUnload"),
+        "the last event before the provider goes"
+    );
+    assert_eq!(
+        one("DriverUnload").str("Version"),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert!(log::etw_providers().is_empty(), "unregistered at unload");
+    sim.finish().unwrap();
+}
+
+#[test]
+fn nothing_is_written_while_no_session_listens() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    let object = object();
+    let deny = program(&object, "deny_notepad");
+    let link = deny.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\Windows\\notepad.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, STATUS_ACCESS_DENIED);
+    drop((link, deny, object));
+    settle();
+    sim.unload_driver().unwrap();
+    assert_eq!(
+        log::etw_events(),
+        [],
+        "no EtwWriteTransfer without a session"
+    );
+    sim.finish().unwrap();
+}
+
+#[test]
+fn a_session_gets_only_the_levels_and_keywords_it_asked_for() {
+    let mut sim = Sim::new();
+    // Errors only, every keyword: a clean load writes nothing.
+    log::etw_enable(&PROVIDER, 2, u64::MAX, 0);
+    load(&mut sim);
+    assert_eq!(names(), Vec::<String>::new());
+    // Info, BASE only: the NMR events (EXTENSION) stay off.
+    log::etw_enable(&PROVIDER, 4, KEYWORD_BASE, 0);
+    let object = object();
+    let deny = program(&object, "deny_notepad");
+    let link = deny.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    assert_eq!(names(), Vec::<String>::new());
+    // Disabled: nothing, even for BASE at unload.
+    drop((link, deny, object));
+    settle();
+    log::etw_disable(&PROVIDER);
+    sim.unload_driver().unwrap();
+    assert_eq!(log::etw_events(), []);
+    sim.finish().unwrap();
+}
+
+#[test]
+fn api_failures_are_traced_with_the_api_name_and_status() {
+    // A failed notify registration fails the attach.
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    let object = object();
+    let mark = program(&object, "mark_a");
+    log::take_etw_events();
+    fault::fail_nth("PsSetCreateProcessNotifyRoutineEx", 1);
+    assert!(mark.attach(hook::ATTACH_TYPE, &[], 0).is_err());
+    let failure = one("ApiFailure");
+    assert_eq!(
+        failure.str("Api"),
+        Some("PsSetCreateProcessNotifyRoutineEx")
+    );
+    assert_eq!(
+        failure.status("Status"),
+        Some(STATUS_INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!((failure.level, failure.keyword), (2, KEYWORD_PROCESS));
+    let callback = one("CallbackRegister");
+    assert_eq!(
+        callback.status("Status"),
+        Some(STATUS_INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!(callback.level, 2);
+    let attach = log::tl_events_named("ClientAttach")
+        .into_iter()
+        .find(|e| e.guid("ModuleId") == Some(hook::ATTACH_TYPE))
+        .expect("the hook attach");
+    assert_eq!(attach.status("Status"), Some(STATUS_INSUFFICIENT_RESOURCES));
+    let dbg: Vec<String> = log::dbg_messages().into_iter().map(|m| m.text).collect();
+    assert!(
+        dbg.iter()
+            .any(|t| t.contains("registering the process callback failed: 0xc000009a")),
+        "the DbgPrintEx line says the same: {dbg:?}"
+    );
+    drop((mark, object));
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+
+    // A failed NMR registration fails the load; the provider still goes.
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    fault::fail_nth("NmrRegisterProvider", 2);
+    assert_eq!(
+        sim.load_driver(&driver_image()).unwrap(),
+        STATUS_INSUFFICIENT_RESOURCES
+    );
+    let failure = one("ApiFailure");
+    assert_eq!(failure.str("Api"), Some("NmrRegisterProvider"));
+    assert_eq!(
+        failure.status("Status"),
+        Some(STATUS_INSUFFICIENT_RESOURCES)
+    );
+    let registered = log::tl_events_named("ProviderRegister");
+    assert_eq!(registered.len(), 2, "{registered:#?}");
+    assert_eq!(registered[1].guid("ModuleId"), Some(hook::ATTACH_TYPE));
+    assert_eq!(
+        registered[1].status("Status"),
+        Some(STATUS_INSUFFICIENT_RESOURCES)
+    );
+    let load = one("DriverLoad");
+    assert_eq!(load.status("Status"), Some(STATUS_INSUFFICIENT_RESOURCES));
+    assert_eq!(load.level, 2);
+    assert!(
+        log::etw_providers().is_empty(),
+        "unregistered after the failed load"
+    );
+    sim.finish().unwrap();
+}
+
+// ---- host clients: a refused attach and a pending detach.
+
+/// `ebpf_extension_data_t`.
+#[repr(C)]
+struct ExtensionData {
+    version: u16,
+    size: usize,
+    total_size: usize,
+    data: *const c_void,
+    data_size: usize,
+    prog_attach_flags: u64,
+}
+
+/// `{u16 version; u16 count; fn function[4]}`.
+#[repr(C)]
+struct Dispatch {
+    version: u16,
+    count: u16,
+    functions: [usize; 4],
+}
+
+/// A Rust NMR client of the hook NPI standing in for an eBPF link; its
+/// invoke blocks until the gate opens.
+struct HostClient {
+    npi_id: GUID,
+    module_id: NPI_MODULEID,
+    data: ExtensionData,
+    dispatch: Dispatch,
+    characteristics: NPI_CLIENT_CHARACTERISTICS,
+    handle: AtomicUsize,
+    attach_status: Mutex<Option<i32>>,
+    gate: (Mutex<bool>, Condvar),
+    entered: AtomicBool,
+}
+
+impl HostClient {
+    fn new(module: u32, dispatch_version: u16) -> Box<HostClient> {
+        let mut c = Box::new(HostClient {
+            npi_id: EBPF_HOOK_EXTENSION_IID,
+            module_id: NPI_MODULEID {
+                Length: 24,
+                Type: nmr::MIT_GUID,
+                Guid: GUID {
+                    data1: 0x6574_7731,
+                    data2: 0,
+                    data3: 0,
+                    data4: (module as u64).to_be_bytes(),
+                },
+            },
+            data: ExtensionData {
+                version: 1,
+                size: 48,
+                total_size: 48,
+                data: std::ptr::null(),
+                data_size: 0,
+                prog_attach_flags: 0,
+            },
+            dispatch: Dispatch {
+                version: dispatch_version,
+                count: 1,
+                functions: [host_invoke as *const () as usize, 0, 0, 0],
+            },
+            characteristics: NPI_CLIENT_CHARACTERISTICS {
+                Version: 0,
+                Length: 0,
+                ClientAttachProvider: None,
+                ClientDetachProvider: None,
+                ClientCleanupBindingContext: None,
+                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                    Version: 0,
+                    Size: 0,
+                    NpiId: std::ptr::null(),
+                    ModuleId: std::ptr::null(),
+                    Number: 0,
+                    NpiSpecificCharacteristics: std::ptr::null(),
+                },
+            },
+            handle: AtomicUsize::new(0),
+            attach_status: Mutex::new(None),
+            gate: (Mutex::new(false), Condvar::new()),
+            entered: AtomicBool::new(false),
+        });
+        c.characteristics = NPI_CLIENT_CHARACTERISTICS {
+            Version: 0,
+            Length: 72,
+            ClientAttachProvider: Some(host_attach),
+            ClientDetachProvider: Some(host_detach),
+            ClientCleanupBindingContext: None,
+            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                Version: 0,
+                Size: 40,
+                NpiId: &c.npi_id,
+                ModuleId: &c.module_id,
+                Number: 0,
+                NpiSpecificCharacteristics: (&c.data as *const ExtensionData).cast(),
+            },
+        };
+        let mut handle: HANDLE = 0;
+        // SAFETY: the characteristics and context live in the Box until
+        // the client is deregistered (each test waits for that).
+        let status = unsafe {
+            nmr::NmrRegisterClient(
+                &c.characteristics,
+                (&*c as *const HostClient).cast_mut().cast(),
+                &mut handle,
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        c.handle.store(handle, Ordering::Release);
+        c
+    }
+
+    fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+}
+
+unsafe extern "win64" fn host_attach(
+    binding: HANDLE,
+    context: *mut c_void,
+    _provider: *const NPI_REGISTRATION_INSTANCE,
+) -> i32 {
+    // SAFETY: the context registered with this client.
+    let c = unsafe { &*(context as *const HostClient) };
+    let mut pbc: *mut c_void = std::ptr::null_mut();
+    let mut pd: *const c_void = std::ptr::null();
+    let dispatch = (&c.dispatch as *const Dispatch).cast();
+    // SAFETY: inside ClientAttachProvider with NMR's binding handle.
+    let status =
+        unsafe { nmr::NmrClientAttachProvider(binding, context, dispatch, &mut pbc, &mut pd) };
+    *c.attach_status.lock().unwrap() = Some(status);
+    status
+}
+
+unsafe extern "win64" fn host_detach(_context: *mut c_void) -> i32 {
+    STATUS_SUCCESS
+}
+
+unsafe extern "win64" fn host_invoke(
+    context: *const c_void,
+    _program_context: *mut c_void,
+    result: *mut u32,
+) -> u32 {
+    // SAFETY: the binding context is the HostClient.
+    let c = unsafe { &*(context as *const HostClient) };
+    c.entered.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut open = c.gate.0.lock().unwrap();
+    while !*open {
+        assert!(Instant::now() < deadline, "the gate stayed shut for 30 s");
+        open = c
+            .gate
+            .1
+            .wait_timeout(open, Duration::from_millis(50))
+            .unwrap()
+            .0;
+    }
+    // SAFETY: the driver passes a valid result pointer.
+    unsafe { *result = 0 };
+    0
+}
+
+#[test]
+fn a_refused_client_is_traced_with_its_reason() {
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    log::take_etw_events();
+    // Dispatch table version 0: refused with STATUS_NOT_SUPPORTED.
+    let client = HostClient::new(1, 0);
+    let status = client.attach_status.lock().unwrap().expect("attach ran");
+    assert!(status < 0, "refused: {status:#x}");
+    let refused = one("ClientRefused");
+    assert_eq!(refused.str("Reason"), Some("UnsupportedDispatchVersion"));
+    assert_eq!(refused.status("Status"), Some(status));
+    assert_eq!(refused.guid("ModuleId"), Some(hook::ATTACH_TYPE));
+    assert_eq!(refused.guid("ClientModuleId"), Some(client.module_id.Guid));
+    assert_eq!((refused.level, refused.keyword), (3, KEYWORD_EXTENSION));
+    assert_eq!(one("ClientAttach").status("Status"), Some(status));
+    let dbg: Vec<String> = log::dbg_messages().into_iter().map(|m| m.text).collect();
+    assert!(
+        dbg.iter()
+            .any(|t| t.contains("refused a hook client: UnsupportedDispatchVersion")),
+        "the DbgPrintEx line names the same reason: {dbg:?}"
+    );
+    let handle = client.handle.swap(0, Ordering::AcqRel);
+    // SAFETY: our registration, deregistered once; nothing is bound.
+    // NMR answers STATUS_PENDING, after which the wait is mandatory.
+    assert_eq!(unsafe { nmr::NmrDeregisterClient(handle) }, STATUS_PENDING);
+    // SAFETY: the handle deregistered just above, waited for once.
+    unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+#[test]
+fn a_pending_detach_is_traced_begun_pending_and_completed() {
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    let client = HostClient::new(2, 1);
+    assert_eq!(*client.attach_status.lock().unwrap(), Some(STATUS_SUCCESS));
+    let binding = nmr::bindings()
+        .into_iter()
+        .find(|b| b.client_module == client.module_id.Guid)
+        .expect("bound");
+    let event = std::thread::spawn(|| {
+        ps::create_process(&ProcessSpec {
+            image_file_name: "\\??\\C:\\slow.exe".into(),
+            ..Default::default()
+        })
+        .creation_status
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.entered.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the invocation did not start in 10 s"
+        );
+        std::thread::yield_now();
+    }
+    log::take_etw_events();
+    // Detach while the invocation is in flight: pending.
+    let handle = client.handle.swap(0, Ordering::AcqRel);
+    // SAFETY: our registration, deregistered once.
+    let status = unsafe { nmr::NmrDeregisterClient(handle) };
+    assert_eq!(status, STATUS_PENDING);
+    let detach = one("ClientDetach");
+    assert_eq!(detach.status("Status"), Some(STATUS_PENDING));
+    assert_eq!(detach.guid("ClientModuleId"), Some(client.module_id.Guid));
+    assert_eq!(detach.uint("Binding"), Some(binding.handle as u64));
+    assert_eq!(log::tl_events_named("ClientDetachComplete"), []);
+    client.open();
+    assert_eq!(event.join().unwrap(), 0);
+    // SAFETY: the same handle, whose deregistration is pending.
+    unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+    let complete = one("ClientDetachComplete");
+    assert_eq!(complete.uint("Binding"), Some(binding.handle as u64));
+    let order = names();
+    let at = |n: &str| order.iter().position(|x| x == n).unwrap();
+    assert!(
+        at("ClientDetachComplete") < at("ClientCleanup"),
+        "{order:?}"
+    );
+    settle();
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+#[test]
+fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    let written = one("StoreRegister");
+    assert_eq!(written.str("Key"), Some("ProgramData"));
+    assert_eq!(written.guid("Id"), Some(hook::PROGRAM_TYPE));
+    assert_eq!(written.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((written.level, written.keyword), (4, KEYWORD_EXTENSION));
+    assert!(log::tl_events_named("ApiFailure").is_empty());
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+
+    // A failed value write: the load goes on, the failure names the call.
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    fault::fail_nth("ZwSetValueKey", 1);
+    load(&mut sim);
+    let failure = one("ApiFailure");
+    assert_eq!(failure.str("Api"), Some("ZwSetValueKey"));
+    assert_eq!(
+        failure.status("Status"),
+        Some(STATUS_INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!((failure.level, failure.keyword), (2, KEYWORD_EXTENSION));
+    let written = one("StoreRegister");
+    assert_eq!(written.guid("Id"), Some(hook::PROGRAM_TYPE));
+    assert_eq!(
+        written.status("Status"),
+        Some(STATUS_INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!(written.level, 2);
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}

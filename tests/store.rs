@@ -1,0 +1,580 @@
+//! The eBPF store the driver writes at load (src/store.rs), checked byte
+//! for byte against what eBPF for Windows' store helper writes, read back
+//! the way `ebpfapi.dll` reads it, and used to load programs.
+//!
+//! The expected keys and values are written out here from the documented
+//! layout (`ebpf_store_helper.c`, `ebpf_windows.h`, docs/abi.md), not from
+//! the driver's code.
+
+use ntsim::build::driver_image;
+use ntsim::ebpf::core::LoadedProgram;
+use ntsim::ebpf::store::{self, Store, HKLM_STORE};
+use ntsim::ebpf::{Object, ObjectError};
+use ntsim::process as hook;
+use ntsim::ps::{self, ProcessSpec};
+use ntsim::registry::{self, REG_BINARY, REG_DWORD, REG_SZ};
+use ntsim::{fault, log, sim, Sim};
+use std::collections::BTreeMap;
+
+const PROCESS_TYPE_KEY: &str = "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}";
+/// `EBPF_PROGRAM_TYPE_PROCESS` as the 16 bytes of its `GUID`.
+const PROCESS_TYPE_BYTES: [u8; 16] = [
+    0x37, 0x7b, 0xea, 0x22, 0x43, 0x10, 0x0d, 0x4d, 0xb6, 0x0d, 0xca, 0xfa, 0x1c, 0x7b, 0x63, 0x8e,
+];
+/// `EBPF_ATTACH_TYPE_PROCESS` (66e20687-9805-4458-a0db-38e220d31685).
+const PROCESS_ATTACH_BYTES: [u8; 16] = [
+    0x87, 0x06, 0xe2, 0x66, 0x05, 0x98, 0x58, 0x44, 0xa0, 0xdb, 0x38, 0xe2, 0x20, 0xd3, 0x16, 0x85,
+];
+
+/// A key's values (name -> (type, data)) and its subkey names.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct KeyContent {
+    values: BTreeMap<String, (u32, Vec<u8>)>,
+    subkeys: Vec<String>,
+}
+
+/// Every key under `root` (paths relative to it, "" for the root).
+fn tree(root: &str) -> BTreeMap<String, KeyContent> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let path = if rel.is_empty() {
+            root.to_string()
+        } else {
+            format!("{root}\\{rel}")
+        };
+        let mut content = KeyContent::default();
+        for v in registry::values(&path) {
+            content.values.insert(v.name, (v.ty, v.data));
+        }
+        for k in registry::subkeys(&path) {
+            todo.push(if rel.is_empty() {
+                k.clone()
+            } else {
+                format!("{rel}\\{k}")
+            });
+            content.subkeys.push(k);
+        }
+        content.subkeys.sort();
+        out.insert(rel, content);
+    }
+    out
+}
+
+fn dw(v: u32) -> (u32, Vec<u8>) {
+    (REG_DWORD, v.to_le_bytes().to_vec())
+}
+
+fn bin(b: &[u8]) -> (u32, Vec<u8>) {
+    (REG_BINARY, b.to_vec())
+}
+
+fn key(values: &[(&str, (u32, Vec<u8>))], subkeys: &[&str]) -> KeyContent {
+    let mut subkeys: Vec<String> = subkeys.iter().map(|s| s.to_string()).collect();
+    subkeys.sort();
+    KeyContent {
+        values: values
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect(),
+        subkeys,
+    }
+}
+
+fn le32s(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// What eBPF for Windows' store helper writes for ntosebpfext's process
+/// program type and its `process` section, under `Providers`.
+fn expected_tree() -> BTreeMap<String, KeyContent> {
+    let program = format!("ProgramData\\{PROCESS_TYPE_KEY}");
+    // REG_SZ "process": UTF-16LE with the terminating NUL.
+    let name: Vec<u8> = "process\0"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    // ebpf_context_descriptor_t { sizeof(process_md_t) = 144,
+    // offsetof(command_start) = 0, offsetof(command_end) = 8, -1 }.
+    let context = le32s(&[144, 0, 8, u32::MAX]);
+    let mut t = BTreeMap::new();
+    t.insert(String::new(), key(&[], &["ProgramData", "SectionData"]));
+    t.insert("ProgramData".into(), key(&[], &[PROCESS_TYPE_KEY]));
+    t.insert(
+        program.clone(),
+        key(
+            // EBPF_PROGRAM_INFORMATION_CURRENT_VERSION(_SIZE): 1, 64.
+            &[("Version", dw(1)), ("Size", dw(64)), ("HelperCount", dw(3))],
+            &["TypeDescriptor", "Helpers"],
+        ),
+    );
+    t.insert(
+        format!("{program}\\TypeDescriptor"),
+        key(
+            // EBPF_PROGRAM_TYPE_DESCRIPTOR_CURRENT_VERSION(_SIZE): 1, 61.
+            &[
+                ("Version", dw(1)),
+                ("Size", dw(61)),
+                ("Name", (REG_SZ, name)),
+                ("ContextDescriptor", bin(&context)),
+                ("BpfProgType", dw(6)),
+                ("IsPrivileged", dw(0)),
+            ],
+            &[],
+        ),
+    );
+    let helpers = [
+        ("bpf_process_get_image_path", 0x10000u32),
+        ("bpf_process_get_account_name", 0x10001),
+        ("bpf_process_get_account_domain", 0x10002),
+    ];
+    t.insert(
+        format!("{program}\\Helpers"),
+        key(&[], &helpers.map(|(n, _)| n)),
+    );
+    for (helper, id) in helpers {
+        // helper_id, EBPF_RETURN_TYPE_INTEGER, (PTR_TO_CTX,
+        // PTR_TO_WRITABLE_MEM, CONST_SIZE, DONTCARE, DONTCARE).
+        let prototype = le32s(&[id, 0, 4, 11, 2, 0, 0]);
+        assert_eq!(prototype.len(), 28);
+        t.insert(
+            format!("{program}\\Helpers\\{helper}"),
+            key(
+                // EBPF_HELPER_FUNCTION_PROTOTYPE_CURRENT_VERSION(_SIZE): 1, 66
+                // (it includes flags, so ReallocatePacket is written).
+                &[
+                    ("Version", dw(1)),
+                    ("Size", dw(66)),
+                    ("Prototype", bin(&prototype)),
+                    ("ReallocatePacket", dw(0)),
+                ],
+                &[],
+            ),
+        );
+    }
+    t.insert("SectionData".into(), key(&[], &["process"]));
+    t.insert(
+        "SectionData\\process".into(),
+        key(
+            // EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION(_SIZE): 1, 56;
+            // BPF_PROG_TYPE_PROCESS 6, BPF_ATTACH_TYPE_PROCESS 11.
+            &[
+                ("Version", dw(1)),
+                ("Size", dw(56)),
+                ("ProgramType", bin(&PROCESS_TYPE_BYTES)),
+                ("AttachType", bin(&PROCESS_ATTACH_BYTES)),
+                ("BpfProgType", dw(6)),
+                ("BpfAttachType", dw(11)),
+            ],
+            &[],
+        ),
+    );
+    t
+}
+
+fn assert_store_is_expected(context: &str) {
+    let actual = tree(HKLM_STORE);
+    let expected = expected_tree();
+    for (path, content) in &expected {
+        assert_eq!(
+            actual.get(path),
+            Some(content),
+            "{context}: key Providers\\{path}"
+        );
+    }
+    let extra: Vec<&String> = actual
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    assert!(extra.is_empty(), "{context}: unexpected keys {extra:?}");
+}
+
+fn load(sim: &mut Sim) {
+    let status = sim.load_driver(&driver_image()).expect("the image loads");
+    assert_eq!(status, 0, "DriverEntry failed");
+}
+
+#[test]
+fn the_store_holds_exactly_what_the_store_helper_writes() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    assert_store_is_expected("after load");
+    assert!(log::dbg_messages()
+        .iter()
+        .any(|m| m.text.contains("eBPF store updated")));
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+#[test]
+fn load_unload_and_reload_rewrite_the_same_store_and_unload_leaves_it() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    let first = store::dump(HKLM_STORE);
+    sim.unload_driver().unwrap();
+    assert_store_is_expected("after unload (offline tools need the store)");
+    load(&mut sim);
+    assert_store_is_expected("after reload");
+    assert_eq!(
+        store::dump(HKLM_STORE),
+        first,
+        "the reload rewrote the same store"
+    );
+    assert!(
+        registry::open_handles().is_empty(),
+        "every key handle closed"
+    );
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+/// What an older driver (or a partial write) left under the driver's own
+/// keys, and what another extension owns.
+fn write_stale_entries() {
+    let program = format!("{HKLM_STORE}\\ProgramData\\{PROCESS_TYPE_KEY}");
+    // A helper the driver no longer provides, nested junk, a value no
+    // longer written.
+    let old = format!("{program}\\Helpers\\bpf_process_removed_helper");
+    registry::set_value(&old, "Version", REG_DWORD, &1u32.to_le_bytes());
+    registry::set_value(&old, "Prototype", REG_BINARY, &[0; 28]);
+    registry::create_key(&format!("{program}\\Helpers\\junk\\deeper\\deepest"));
+    registry::set_value(
+        &format!("{program}\\TypeDescriptor"),
+        "Obsolete",
+        REG_DWORD,
+        &7u32.to_le_bytes(),
+    );
+    registry::set_value(&program, "HelperCount", REG_DWORD, &4u32.to_le_bytes());
+    // A section renamed since (points at our type): removed.
+    let renamed = format!("{HKLM_STORE}\\SectionData\\process_old");
+    registry::set_value(&renamed, "ProgramType", REG_BINARY, &PROCESS_TYPE_BYTES);
+    registry::set_value(&renamed, "AttachType", REG_BINARY, &PROCESS_ATTACH_BYTES);
+    registry::create_key(&format!("{renamed}\\child"));
+    // Our section with a stale value: rewritten.
+    registry::set_value(
+        &format!("{HKLM_STORE}\\SectionData\\process"),
+        "Stale",
+        REG_SZ,
+        &registry::sz("x"),
+    );
+    write_foreign_entries();
+}
+
+/// Another extension's entries: never touched.
+fn write_foreign_entries() {
+    let other = format!("{HKLM_STORE}\\SectionData\\xdp");
+    registry::set_value(&other, "ProgramType", REG_BINARY, &[0x11; 16]);
+    registry::set_value(&other, "AttachType", REG_BINARY, &[0x22; 16]);
+    let not_guid = format!("{HKLM_STORE}\\SectionData\\weird");
+    registry::set_value(&not_guid, "ProgramType", REG_BINARY, &[1; 20]);
+    let other_type = format!("{HKLM_STORE}\\ProgramData\\{{11111111-1111-1111-1111-111111111111}}");
+    registry::set_value(&other_type, "Version", REG_DWORD, &1u32.to_le_bytes());
+}
+
+fn foreign_keys() -> [String; 3] {
+    [
+        "SectionData\\xdp".to_string(),
+        "SectionData\\weird".to_string(),
+        "ProgramData\\{11111111-1111-1111-1111-111111111111}".to_string(),
+    ]
+}
+
+#[test]
+fn stale_entries_under_the_drivers_keys_are_removed_and_others_kept() {
+    let mut sim = Sim::new();
+    write_stale_entries();
+    load(&mut sim);
+    let mut actual = tree(HKLM_STORE);
+    for k in foreign_keys() {
+        assert!(
+            actual.remove(&k).is_some(),
+            "{k} is another extension's: kept"
+        );
+    }
+    for parent in ["SectionData", "ProgramData"] {
+        actual.get_mut(parent).unwrap().subkeys.retain(|s| {
+            !foreign_keys()
+                .iter()
+                .any(|f| f.ends_with(&format!("\\{s}")))
+        });
+    }
+    assert_eq!(actual, expected_tree());
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+/// The store read back as ebpfapi.dll would read it holds nothing wrong:
+/// every section and program type it accepts is exactly the driver's.
+fn assert_nothing_misread(context: &str) {
+    let store = Store::read_root(HKLM_STORE);
+    for s in &store.sections {
+        match s.prefix.as_str() {
+            "process" => {
+                assert_eq!(
+                    store::guid_bytes(&s.program_type),
+                    PROCESS_TYPE_BYTES,
+                    "{context}"
+                );
+                assert_eq!(
+                    store::guid_bytes(&s.attach_type),
+                    PROCESS_ATTACH_BYTES,
+                    "{context}"
+                );
+                assert_eq!((s.bpf_prog_type, s.bpf_attach_type), (6, 11), "{context}");
+            }
+            // The complete entry an older driver wrote, not yet removed.
+            "process_old" => {
+                assert_eq!(
+                    store::guid_bytes(&s.program_type),
+                    PROCESS_TYPE_BYTES,
+                    "{context}"
+                );
+                assert_eq!((s.bpf_prog_type, s.bpf_attach_type), (0, 0), "{context}");
+            }
+            "xdp" => {}
+            other => panic!("{context}: section {other:?} read"),
+        }
+    }
+    for p in &store.programs {
+        assert_eq!(
+            store::guid_key_name(&p.program_type),
+            PROCESS_TYPE_KEY,
+            "{context}"
+        );
+        assert_eq!(p.name, "process", "{context}");
+        assert_eq!((p.version, p.size), (1, 64), "{context}");
+        assert_eq!(p.helpers.len(), 3, "{context}");
+        assert_eq!(p.context.size, 144, "{context}");
+    }
+}
+
+/// One driver load in a sweep: its status, whether the planned failure
+/// fired during it, and whether the store failure was logged.
+fn sweep_load(sim: &mut Sim, image: &std::path::Path) -> (i32, bool, bool) {
+    let before = fault::fired().len();
+    log::take_dbg_messages();
+    let status = sim.load_driver(image).expect("the image loads");
+    let fired = fault::fired().len() > before;
+    let logged = log::dbg_messages()
+        .iter()
+        .any(|m| m.text.contains("writing the eBPF store failed: 0xc000009a"));
+    (status, fired, logged)
+}
+
+#[test]
+fn every_registry_failure_is_logged_and_leaves_nothing_misread() {
+    let image = driver_image();
+    for stale in [false, true] {
+        let covered = sim::sweep(|injection| {
+            let mut sim = Sim::new();
+            if stale {
+                write_stale_entries();
+            }
+            if let Some(i) = injection {
+                fault::fail_nth(&i.api, i.call);
+            }
+            let zw = injection.is_some_and(|i| i.api.starts_with("Zw"));
+            // A first load, then a second one (which repairs whatever a
+            // failure in the first left); the planned failure happens in
+            // one of them at most.
+            for round in ["load", "reload"] {
+                let context = format!("stale {stale}, {injection:?}, {round}");
+                let (status, fired, logged) = sweep_load(&mut sim, &image);
+                if status < 0 {
+                    assert!(fired && !zw, "{context}: DriverEntry failed: {status:#x}");
+                    continue;
+                }
+                assert_eq!(logged, fired && zw, "{context}: the failure is logged");
+                assert_nothing_misread(&context);
+                if !(fired && zw) {
+                    assert_store_is_expected_with_foreign(&context, stale);
+                }
+                sim.unload_driver().unwrap();
+            }
+            if let Err(findings) = sim.finish() {
+                panic!("stale {stale}, {injection:?}: {findings}");
+            }
+        });
+        let apis: Vec<&str> = covered.iter().map(|i| i.api.as_str()).collect();
+        for api in [
+            "ZwCreateKey",
+            "ZwOpenKey",
+            "ZwSetValueKey",
+            "ZwDeleteKey",
+            "ZwEnumerateKey",
+        ] {
+            assert!(
+                apis.contains(&api),
+                "stale {stale}: {api} not covered: {apis:?}"
+            );
+        }
+        // Only a section the driver does not provide is queried.
+        assert_eq!(apis.contains(&"ZwQueryValueKey"), stale, "{apis:?}");
+    }
+}
+
+fn assert_store_is_expected_with_foreign(context: &str, foreign: bool) {
+    if !foreign {
+        assert_store_is_expected(context);
+        return;
+    }
+    let mut actual = tree(HKLM_STORE);
+    for k in foreign_keys() {
+        assert!(actual.remove(&k).is_some(), "{context}: {k} kept");
+    }
+    for parent in ["SectionData", "ProgramData"] {
+        actual.get_mut(parent).unwrap().subkeys.retain(|s| {
+            !foreign_keys()
+                .iter()
+                .any(|f| f.ends_with(&format!("\\{s}")))
+        });
+    }
+    assert_eq!(actual, expected_tree(), "{context}");
+}
+
+#[test]
+fn a_program_loads_purely_through_the_store() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    let object = Object::load(
+        &std::fs::read(hook::sample_object_path()).unwrap(),
+        &store::section_map(),
+    )
+    .expect("process_test.o's section resolves through the store");
+    let program = object.program("monitor").unwrap().clone();
+    let program_type = program.program_type.expect("resolved");
+    let attach_type = program.attach_type.expect("resolved");
+    assert_eq!(store::guid_bytes(&program_type), PROCESS_TYPE_BYTES);
+    let loaded = LoadedProgram::load(program).expect("the driver provides the type");
+    let published = loaded.program_info().expect("bound");
+    let link = loaded.attach(attach_type, &[], 0).expect("attached");
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\store.exe".into(),
+        command_line: Some("store.exe".into()),
+        user_sid: Some(ps::test_user_sid()),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    assert_eq!(object.map("events").unwrap().drain_ring().len(), 1);
+    drop(link);
+    drop(loaded);
+    ntsim::io::wait_idle();
+    sim.unload_driver().unwrap();
+
+    // With the extension gone, program information comes from the store:
+    // the same as what the driver published through NMR.
+    let store = Store::read();
+    let info = store.program_info(&program_type).expect("in the store");
+    let d = &published.type_descriptor;
+    assert_eq!(info.name, d.name);
+    assert_eq!(info.bpf_prog_type, d.bpf_prog_type);
+    assert_eq!(info.is_privileged, d.is_privileged);
+    let c = &d.context_descriptor;
+    assert_eq!(
+        (
+            info.context.size,
+            info.context.data,
+            info.context.end,
+            info.context.meta
+        ),
+        (c.size, c.data, c.end, c.meta)
+    );
+    let mut from_nmr: Vec<_> = published
+        .type_specific_helpers
+        .iter()
+        .map(|h| {
+            let p = &h.prototype;
+            (
+                p.name.clone(),
+                p.helper_id,
+                p.return_type,
+                p.arguments,
+                p.reallocate_packet,
+            )
+        })
+        .collect();
+    let mut from_store: Vec<_> = info
+        .helpers
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                h.helper_id,
+                h.return_type,
+                h.arguments,
+                h.reallocate_packet,
+            )
+        })
+        .collect();
+    from_nmr.sort();
+    from_store.sort();
+    assert_eq!(from_store, from_nmr);
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+#[test]
+fn an_unknown_section_is_refused_naming_it_and_the_registered_ones() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    let maps = hook::sample_object_path().with_file_name("maps.o");
+    let err = Object::load(&std::fs::read(maps).unwrap(), &store::section_map()).unwrap_err();
+    assert_eq!(
+        err,
+        ObjectError::UnknownSection {
+            section: "sample".into(),
+            registered: vec!["process".into()],
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "section \"sample\" is not in the eBPF store (registered sections: process)"
+    );
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+#[test]
+fn an_hkcu_store_hides_the_drivers_hklm_store() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    let bytes = std::fs::read(hook::sample_object_path()).unwrap();
+    assert!(Object::load(&bytes, &store::section_map()).is_ok());
+    // What the old export tool leaves for the user who ran it: an HKCU
+    // store (here empty of our section). eBPF for Windows then reads only
+    // HKCU.
+    registry::create_key(&format!("{}\\SectionData", store::hkcu_store()));
+    let store = Store::read();
+    assert_eq!(store.root, store::hkcu_store());
+    assert!(matches!(
+        Object::load(&bytes, &store.section_map()),
+        Err(ObjectError::UnknownSection { registered, .. }) if registered.is_empty()
+    ));
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+#[test]
+fn the_reader_skips_what_upstream_skips() {
+    let _sim = Sim::new();
+    let s = format!("{HKLM_STORE}\\SectionData");
+    // ProgramType missing (a write that stopped before its last value).
+    registry::set_value(&format!("{s}\\half"), "AttachType", REG_BINARY, &[1; 16]);
+    // Longer than 37 characters.
+    let long = "a".repeat(38);
+    registry::set_value(&format!("{s}\\{long}"), "ProgramType", REG_BINARY, &[1; 16]);
+    registry::set_value(&format!("{s}\\{long}"), "AttachType", REG_BINARY, &[1; 16]);
+    // Complete, BpfProgType/BpfAttachType absent: read as 0.
+    registry::set_value(&format!("{s}\\ok"), "ProgramType", REG_BINARY, &[1; 16]);
+    registry::set_value(&format!("{s}\\ok"), "AttachType", REG_BINARY, &[2; 16]);
+    // A program type whose HelperCount is missing.
+    let p = format!("{HKLM_STORE}\\ProgramData\\{PROCESS_TYPE_KEY}");
+    registry::set_value(&p, "Version", REG_DWORD, &1u32.to_le_bytes());
+    registry::set_value(&p, "Size", REG_DWORD, &64u32.to_le_bytes());
+    let store = Store::read();
+    let prefixes: Vec<&str> = store.sections.iter().map(|s| s.prefix.as_str()).collect();
+    assert_eq!(prefixes, ["ok"]);
+    assert_eq!(
+        (
+            store.sections[0].bpf_prog_type,
+            store.sections[0].bpf_attach_type
+        ),
+        (0, 0)
+    );
+    assert!(store.programs.is_empty());
+    assert_eq!(store.skipped.len(), 3, "{:?}", store.skipped);
+}
