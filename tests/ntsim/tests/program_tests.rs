@@ -508,3 +508,198 @@ fn the_account_column_shows_what_the_helpers_returned_not_the_account_table() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// test_run.ntsim's steps, without its directives and expectations.
+fn test_run_scenario(dir: &Path) -> PathBuf {
+    let original =
+        std::fs::read_to_string(workspace_root().join("tests/bpf/test_run.ntsim")).unwrap();
+    let steps: String = original
+        .lines()
+        .filter(|l| l.starts_with("test-run "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(steps.lines().count(), 4, "{steps}");
+    let file = dir.join("test_run.txt");
+    std::fs::write(&file, steps).unwrap();
+    file
+}
+
+fn run_test_runs(dir: &Path, extra: &[&str]) -> String {
+    let scenario = test_run_scenario(dir);
+    let object = workspace_root().join("tests/bpf/test_run.o");
+    let driver = driver_image();
+    let mut args = vec![
+        "run",
+        "--driver",
+        path(&driver),
+        "--object",
+        path(&object),
+        "--program",
+        "ProcessMonitor",
+        "--scenario",
+        path(&scenario),
+    ];
+    args.extend_from_slice(extra);
+    let out = ntsim(&args);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn a_test_run_step_prints_the_result_and_the_output_context() {
+    let dir = temp_dir("test_run_text");
+    let stdout = run_test_runs(&dir, &[]);
+    let runs: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("[test-run ProcessMonitor]"))
+        .collect();
+    assert_eq!(runs.len(), 4, "{stdout}");
+    assert!(
+        runs[0].starts_with(
+            "[test-run ProcessMonitor] result 0 (0x0) | ctx_out process_id 1234, \
+             parent_process_id 4567, creating_process_id 8910, creating_thread_id 1112, "
+        ),
+        "{}",
+        runs[0]
+    );
+    assert!(
+        runs[0].contains("token_sid \"S-1-5-18\", account_lookup_done 1 | data_out command_line \"notepad.exe test.txt\""),
+        "{}",
+        runs[0]
+    );
+    // The account resolved by the driver's second lookup.
+    assert!(
+        runs[1].ends_with("account_name \"SYSTEM\", account_domain \"NT AUTHORITY\""),
+        "{}",
+        runs[1]
+    );
+    assert_eq!(
+        runs[2],
+        "[test-run ProcessMonitor] FAILED: test run: context_create failed with ebpf_result_t 6"
+    );
+    assert!(
+        runs[3].contains("process_exit_code 259, operation 1,"),
+        "{}",
+        runs[3]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_test_run_step_in_json_has_its_input_then_its_result() {
+    let dir = temp_dir("test_run_json");
+    let stdout = run_test_runs(&dir, &["--json"]);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let steps: Vec<&Value> = lines.iter().filter(|l| l["type"] == "step").collect();
+    let verdicts: Vec<&Value> = lines.iter().filter(|l| l["type"] == "verdict").collect();
+    assert_eq!((steps.len(), verdicts.len()), (4, 4), "{stdout}");
+    let s = steps[0];
+    assert_eq!(s["keyword"], "test-run");
+    assert_eq!(s["event"], "test_run");
+    assert_eq!(s["program"], "ProcessMonitor");
+    assert_eq!(s["input"]["process_id"], 1234);
+    assert_eq!(s["input"]["creating_thread_id"], 1112);
+    assert_eq!(s["input"]["token_sid"], "S-1-5-18");
+    assert_eq!(s["input"]["strings"]["account_name"], "SYSTEM");
+    assert_eq!(s["input"]["account_lookup_done"], 1);
+    let v = verdicts[0];
+    assert_eq!(v["verdict"], "none");
+    let run = &v["test_run"];
+    assert_eq!(run["result"], 0);
+    assert_eq!(run["context"]["process_id"], 1234);
+    assert_eq!(run["context"]["command_line"]["length"], 40);
+    assert_eq!(
+        run["strings"]["image_path"],
+        "C:\\Windows\\System32\\notepad.exe"
+    );
+    assert_eq!(verdicts[1]["test_run"]["strings"]["account_name"], "SYSTEM");
+    assert_eq!(
+        verdicts[1]["test_run"]["context"]["account_name"]["maximum_length"],
+        12
+    );
+    assert_eq!(
+        verdicts[2]["test_run"],
+        serde_json::json!({"error": "test run: context_create failed with ebpf_result_t 6"})
+    );
+    assert_eq!(verdicts[3]["test_run"]["context"]["operation"], 1);
+    // The run's record belongs to its step.
+    let record = lines.iter().find(|l| l["type"] == "record").unwrap();
+    assert_eq!(record["step"], 1);
+    // Other steps' verdicts have no test run.
+    let dir2 = temp_dir("test_run_json_other");
+    let other = run_records(&dir2, &["--json"]);
+    let other = text(&other.stdout);
+    for l in other.lines().filter(|l| l.contains("\"type\":\"verdict\"")) {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["test_run"], Value::Null, "{l}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dir2);
+}
+
+#[test]
+fn a_wrong_test_run_expectation_fails_with_the_expected_and_the_actual_value() {
+    let dir = temp_dir("test_run_wrong");
+    let bpf = workspace_root().join("tests/bpf");
+    let original = std::fs::read_to_string(bpf.join("test_run.ntsim")).unwrap();
+    let edited = original
+        .replace(
+            "object test_run.o",
+            &format!("object {}", bpf.join("test_run.o").display()),
+        )
+        .replace(
+            "expect test-run test-run:ProcessMonitor context.process_id = 1234",
+            "expect test-run test-run:ProcessMonitor context.process_id = 1235",
+        )
+        .replace(
+            "expect test-run test-run:ProcessMonitor strings.account_name = \"SYSTEM\"",
+            "expect test-run test-run:ProcessMonitor strings.account_name = \"X\"",
+        )
+        .replace(
+            "expect test-run test-run:ProcessMonitor error ~ \"context_create failed\"",
+            "expect test-run test-run:ProcessMonitor result = 0",
+        );
+    let file = dir.join("edited.ntsim");
+    std::fs::write(&file, &edited).unwrap();
+    // The last line that reads so (the edited one: `result = 0` is also
+    // written, rightly, under the steps above it).
+    let lines: Vec<&str> = edited.lines().collect();
+    let line_of = |needle: &str| lines.iter().rposition(|l| *l == needle).unwrap() + 1;
+    let out = ntsim(&["test", "--driver", path(&driver_image()), path(&file)]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let f = file.display();
+    for (needle, expected, actual) in [
+        (
+            "expect test-run test-run:ProcessMonitor context.process_id = 1235",
+            "context.process_id = 1235",
+            "1234".to_string(),
+        ),
+        (
+            "expect test-run test-run:ProcessMonitor strings.account_name = \"X\"",
+            "strings.account_name = \"X\"",
+            "\"SYSTEM\"".to_string(),
+        ),
+        (
+            "expect test-run test-run:ProcessMonitor result = 0",
+            "result = 0",
+            "no member result in {error: \"test run: context_create failed with ebpf_result_t 6\"} (members: error)".to_string(),
+        ),
+    ] {
+        let block = format!(
+            "{f}:{}: {needle}\n    expected: {expected}\n    actual:   {actual}\n",
+            line_of(needle)
+        );
+        assert!(stdout.contains(&block), "{block:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("3 of 24 expectation(s) failed"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -18,7 +18,7 @@ use crate::cli::report::{
     self, EndReport, Event, HelperWatch, JsonSink, MapReport, RecordReport, Sink, StartReport,
     StepReport, TextSink,
 };
-use crate::cli::scenario::{self, Outcome, Runner, Scenario};
+use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step, TestRun};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::{store, Object};
@@ -186,6 +186,36 @@ impl Session {
             session.links.push(link);
         }
         Ok(session)
+    }
+
+    /// A `test-run` step: `bpf_prog_test_run` of an attached program with
+    /// the step's input. A run the core or the driver refuses is reported
+    /// (its error is the outcome); Err only when no attached program has
+    /// that name.
+    fn test_run(&self, t: &TestRun) -> Result<Outcome, String> {
+        let Some((_, program)) = self.programs.iter().find(|(n, _)| *n == t.program) else {
+            let have: Vec<&str> = self.programs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "scenario line {}: test-run {}: not an attached program (attached: {})",
+                t.line,
+                t.program,
+                have.join(", ")
+            ));
+        };
+        let (ctx_in, data_in) = hook::test_run_input(&t.input);
+        let output = program
+            .test_run(
+                &data_in,
+                &ctx_in,
+                t.data_out.unwrap_or(data_in.len()),
+                ctx_in.len(),
+            )
+            .map_err(|e| e.to_string());
+        Ok(Outcome::TestRun {
+            program: t.program.clone(),
+            input: t.input.clone(),
+            output,
+        })
     }
 
     /// The programs' trace_printk lines and errors since the last call.
@@ -445,10 +475,10 @@ pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), Str
 /// setup failure or a step the scenario asked for that cannot happen;
 /// findings are in the returned report, returned with the object's decoder.
 ///
-/// Extension point: a step that needs the session rather than the kernel
-/// (a `test-run PROGRAM` step calls [`LoadedProgram::test_run`] of one of
-/// the session's loaded programs) is matched here before the [`Runner`],
-/// and reported as a [`StepReport`] like the others.
+/// A step that needs the session rather than the kernel (a `test-run
+/// PROGRAM` step calls [`LoadedProgram::test_run`] of one of the session's
+/// programs) is matched here before the [`Runner`], and reported as a
+/// [`StepReport`] like the others.
 pub(crate) fn run_scenario(
     setup: &Setup<'_>,
     scenario: &Scenario,
@@ -461,7 +491,10 @@ pub(crate) fn run_scenario(
     let mut counts = HashMap::new();
     let watch = HelperWatch::start();
     for (i, step) in scenario.steps.iter().enumerate() {
-        let outcome = runner.try_step(step).map_err(|e| format!("scenario {e}"))?;
+        let outcome = match step {
+            Step::TestRun(t) => session.test_run(t)?,
+            _ => runner.try_step(step).map_err(|e| format!("scenario {e}"))?,
+        };
         let report = StepReport {
             index: i + 1,
             line: Some(step.line()),
@@ -508,6 +541,7 @@ fn run_live(setup: &Setup<'_>, duration: Duration, sink: &mut dyn Sink) -> Resul
                 Outcome::Exited { name, .. } | Outcome::NotRunning { name, .. } => {
                     ("exit", name.clone())
                 }
+                Outcome::TestRun { program, .. } => ("test-run", program.clone()),
             };
             let report = StepReport {
                 index: count,

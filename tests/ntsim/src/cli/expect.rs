@@ -9,6 +9,7 @@
 //! expect record MAP@STEP[N][.PATH] OP VALUE
 //! expect map MAP[KEY] present|absent
 //! expect map MAP[KEY][.PATH] OP VALUE
+//! expect test-run STEP PATH OP VALUE
 //! ```
 //!
 //! - STEP names a scenario step as `KEYWORD:NAME` (`create:editor`,
@@ -22,6 +23,11 @@
 //!   type; raw bytes compare as a little-endian number or `hex:`) equals
 //!   KEY, in the maps as they are at the end of the run. A per-CPU map's
 //!   value is the list of every CPU's value (`[0].field`).
+//! - `test-run` checks what a `test-run PROGRAM` step (STEP is
+//!   `test-run:PROGRAM`) returned, as [`test_run_value`] shows it: PATH is
+//!   `result`, `error` (the run failed), `context.FIELD` (the decoded
+//!   `ctx_out`: `context.process_id`, `context.account_name.length`, ...),
+//!   `strings.NAME` (the strings of `data_out`) or `data_out`.
 //! - OP is `=`, `!=`, `<`, `<=`, `>`, `>=` or `~` (contains: a substring
 //!   of a string, a byte sequence of bytes, an element of a list).
 //! - VALUE is a number (decimal, negative, or `0x` hex), `true`/`false`, a
@@ -29,12 +35,12 @@
 //!   `hex:0a0b` (bytes), or `utf16:"text"` (the UTF-16LE bytes of text;
 //!   equal to a byte array whose bytes up to the first 0 unit are those).
 //!
-//! Extension point: a new expectation (for example the result of a test
-//! run step) is one [`Subject`] variant, its arm in [`parse`] and in
-//! [`Expectation::check`].
+//! Extension point: a new expectation is one [`Subject`] variant, its arm
+//! in [`parse`] and in [`Expectation::check`].
 
 use super::decode::{is_percpu, split_percpu, Decoder};
-use super::report::{Event, MapReport, RecordReport, StepReport};
+use super::report::{test_run_value, Event, MapReport, RecordReport, StepReport};
+use super::scenario::Outcome;
 use crate::ebpf::btf_types::{PathPart, Value};
 use crate::ebpf::maps::map_type;
 use crate::kernel::status::{self, NTSTATUS};
@@ -147,6 +153,13 @@ pub enum Subject {
     EntryValue {
         map: String,
         key: Literal,
+        path: Vec<PathPart>,
+        op: Op,
+        value: Literal,
+    },
+    /// A part of what a test-run step returned.
+    TestRun {
+        step: StepRef,
         path: Vec<PathPart>,
         op: Op,
         value: Literal,
@@ -483,12 +496,37 @@ pub fn parse(
                 }
             }
         }
+        Some("test-run") => {
+            let s = step(
+                w.get(1)
+                    .ok_or("test-run: a step (test-run:PROGRAM) is missing")?,
+            )?;
+            if !s.text.starts_with("test-run:") {
+                return Err(format!(
+                    "test-run {}: name a test-run step (test-run:PROGRAM)",
+                    s.text
+                ));
+            }
+            let p = w.get(2).ok_or(
+                "test-run: what to check is missing (result, context.FIELD, strings.NAME, error)",
+            )?;
+            let path = parse_path(&format!(".{p}"))?;
+            let o = op(w.get(3))?;
+            let v = value(w.get(4))?;
+            arity(5)?;
+            Subject::TestRun {
+                step: s,
+                path,
+                op: o,
+                value: v,
+            }
+        }
         Some(other) => {
             return Err(format!(
-                "expect {other}: unknown (expected verdict, records, record or map)"
+                "expect {other}: unknown (expected verdict, records, record, map or test-run)"
             ))
         }
-        None => return Err("expect: what? (verdict, records, record or map)".into()),
+        None => return Err("expect: what? (verdict, records, record, map or test-run)".into()),
     };
     Ok(Expectation {
         line,
@@ -830,6 +868,24 @@ impl Expectation {
                     .ok_or_else(|| failure(&expected, format!("no entry for key {key}")))?;
                 self.check_value(&entry_value(m, v, decoder), path, *op, value, &expected)
             }
+            Subject::TestRun {
+                step,
+                path,
+                op,
+                value,
+            } => {
+                let expected = format!("{} {} {value}", path_text(path), op.text());
+                let s = facts
+                    .step(step)
+                    .ok_or_else(|| failure(&expected, format!("step {} did not run", step.text)))?;
+                let Outcome::TestRun { output, .. } = &s.outcome else {
+                    return Err(failure(
+                        expected,
+                        format!("{} is not a test run", step.text),
+                    ));
+                };
+                self.check_value(&test_run_value(output), path, *op, value, &expected)
+            }
         }
     }
 
@@ -928,7 +984,9 @@ mod tests {
 
     #[test]
     fn lines_parse_and_errors_say_why() {
-        let steps = |k: &str, n: &str| (k == "create" && n == "a").then_some(3);
+        let steps = |k: &str, n: &str| {
+            ((k == "create" && n == "a") || (k == "test-run" && n == "m")).then_some(3)
+        };
         let e = parse(9, "record ev@create:a[1].x.y[2] >= 0x10", &steps).unwrap();
         assert_eq!(
             e.subject,
@@ -946,6 +1004,28 @@ mod tests {
                 ],
                 op: Op::Ge,
                 value: Literal::Int(16)
+            }
+        );
+        let t = parse(
+            4,
+            "test-run test-run:m context.account_name.length >= 2",
+            &steps,
+        )
+        .unwrap();
+        assert_eq!(
+            t.subject,
+            Subject::TestRun {
+                step: StepRef {
+                    text: "test-run:m".into(),
+                    line: 3
+                },
+                path: vec![
+                    PathPart::Field("context".into()),
+                    PathPart::Field("account_name".into()),
+                    PathPart::Field("length".into())
+                ],
+                op: Op::Ge,
+                value: Literal::Int(2)
             }
         );
         let m = parse(1, "map m[\"k]\"] absent", &no_steps).unwrap();
@@ -977,6 +1057,15 @@ mod tests {
             ("map m[1].f present", "applies to the entry"),
             ("frobnicate", "unknown"),
             ("verdict create:a denied NOPE", "not a status"),
+            ("test-run create:a result = 0", "name a test-run step"),
+            (
+                "test-run test-run:b result = 0",
+                "no `test-run b` step above",
+            ),
+            ("test-run test-run:m", "what to check is missing"),
+            ("test-run test-run:m result", "operator"),
+            ("test-run test-run:m result = 0 x", "unexpected"),
+            ("test-run test-run:m context.[x] = 0", "member name"),
         ] {
             let e = parse(1, text, &steps).expect_err(text);
             assert!(e.contains(needle), "{text}: {e}");

@@ -16,9 +16,13 @@
 
 use super::decode::{self, hex, is_percpu, map_type_key, map_type_name, split_percpu, Decoder};
 use crate::cli::scenario::Outcome;
+use crate::ebpf::btf_types::{PathPart, Value};
 use crate::ebpf::maps::map_type;
+use crate::ebpf::TestRunOutput;
 use crate::ebpf::{Map, MapDef};
-use crate::hook::process::{self as hook, from_utf16, ProcessRecord, RECORD_SIZE};
+use crate::hook::process::{
+    self as hook, from_utf16, ProcessRecord, TestRunContextOut, RECORD_SIZE, TOKEN_SID_MAX_SIZE,
+};
 use crate::kernel::status::{self, nt_success, NTSTATUS};
 use crate::kernel::{ps, time};
 use serde_json::{json, Value as J};
@@ -413,7 +417,118 @@ pub fn step_text(step: &StepReport) -> String {
         Outcome::NotRunning { name, line } => format!(
             "[{name}] exit skipped (line {line}): the process is not running (its creation was denied)"
         ),
+        Outcome::TestRun { program, output, .. } => test_run_text(program, output),
     }
+}
+
+/// The four strings of a process test run, in `data_in` order, as
+/// [`test_run_value`] names them.
+const TEST_RUN_STRINGS: [&str; 4] = [
+    "command_line",
+    "image_path",
+    "account_name",
+    "account_domain",
+];
+
+/// What a test run returned, as a value expectations and the JSON output
+/// read: `result` (r0 as the program left it, 64 bits), `data_out` (bytes), `context` (the decoded
+/// `ctx_out`: the `process_md_t` fields, `token_sid` as text, each
+/// string's `length` and `maximum_length`, `account_lookup_done`) and
+/// `strings` (the four strings of `data_out`, split by the lengths in
+/// `ctx_out`); or `error` when the run failed.
+pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
+    let out = match output {
+        Ok(out) => out,
+        Err(e) => return Value::Struct(vec![("error".into(), Value::Str(e.clone()))]),
+    };
+    let int = |v: u64| Value::Int(v as i128);
+    let mut fields = vec![
+        ("result".into(), int(out.result)),
+        ("data_out".into(), Value::Bytes(out.data_out.clone())),
+    ];
+    match TestRunContextOut::parse(&out.context_out) {
+        Some(c) => {
+            let md = &c.md;
+            let sid = &md.token_sid[..(md.token_sid_size as usize).min(TOKEN_SID_MAX_SIZE)];
+            let mut context = vec![
+                ("process_id".into(), int(md.process_id)),
+                ("parent_process_id".into(), int(md.parent_process_id)),
+                ("creating_process_id".into(), int(md.creating_process_id)),
+                ("creating_thread_id".into(), int(md.creating_thread_id)),
+                ("creation_time".into(), int(md.creation_time)),
+                ("exit_time".into(), int(md.exit_time)),
+                ("process_exit_code".into(), int(md.process_exit_code as u64)),
+                ("operation".into(), int(md.operation as u64)),
+                ("token_sid_size".into(), int(md.token_sid_size as u64)),
+                (
+                    "token_sid".into(),
+                    ps::sid_to_string(sid).map_or_else(|| Value::Bytes(sid.to_vec()), Value::Str),
+                ),
+            ];
+            for (name, st) in TEST_RUN_STRINGS.iter().zip(&c.strings) {
+                context.push((
+                    (*name).into(),
+                    Value::Struct(vec![
+                        ("length".into(), int(st.length as u64)),
+                        ("maximum_length".into(), int(st.maximum_length as u64)),
+                    ]),
+                ));
+            }
+            context.push((
+                "account_lookup_done".into(),
+                int(c.account_lookup_done as u64),
+            ));
+            fields.push(("context".into(), Value::Struct(context)));
+            let mut at = 0usize;
+            let mut strings = Vec::new();
+            for (name, st) in TEST_RUN_STRINGS.iter().zip(&c.strings) {
+                let end = at + st.length as usize;
+                let text = out
+                    .data_out
+                    .get(at..end)
+                    .map_or(Value::Missing, |b| Value::Str(from_utf16(b)));
+                strings.push(((*name).into(), text));
+                at = end;
+            }
+            fields.push(("strings".into(), Value::Struct(strings)));
+        }
+        None => fields.push(("context".into(), Value::Bytes(out.context_out.clone()))),
+    }
+    Value::Struct(fields)
+}
+
+/// One line for a test-run step.
+fn test_run_text(program: &str, output: &Result<TestRunOutput, String>) -> String {
+    let out = match output {
+        Ok(out) => out,
+        Err(e) => return format!("[test-run {program}] FAILED: {e}"),
+    };
+    let mut parts = vec![format!(
+        "[test-run {program}] result {} ({:#x})",
+        out.result as u32 as i32, out.result
+    )];
+    let value = test_run_value(output);
+    match value.at(&[PathPart::Field("context".into())]) {
+        Some(Value::Struct(c)) => {
+            let text: Vec<String> = c
+                .iter()
+                .filter(|(n, _)| !TEST_RUN_STRINGS.contains(&n.as_str()))
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect();
+            parts.push(format!("ctx_out {}", text.join(", ")));
+        }
+        _ => parts.push(format!(
+            "ctx_out {} bytes (not a process_test_run_context_t)",
+            out.context_out.len()
+        )),
+    }
+    if let Some(Value::Struct(strings)) = value.at(&[PathPart::Field("strings".into())]) {
+        let text: Vec<String> = strings.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        parts.push(format!("data_out {}", text.join(", ")));
+    } else {
+        parts.push(format!("data_out {} bytes", out.data_out.len()));
+    }
+    parts.join(" | ")
 }
 
 fn status_json(s: NTSTATUS) -> (J, J) {
@@ -475,6 +590,35 @@ pub fn step_json(step: &StepReport) -> J {
                 ("time".into(), json!(format_filetime(*time))),
             ]);
         }
+        Outcome::TestRun { program, input, .. } => {
+            let md = &input.md;
+            let sid = &md.token_sid[..(md.token_sid_size as usize).min(TOKEN_SID_MAX_SIZE)];
+            let strings: serde_json::Map<String, J> = TEST_RUN_STRINGS
+                .iter()
+                .zip(input.strings())
+                .map(|(n, b)| ((*n).to_string(), json!(from_utf16(b))))
+                .collect();
+            m.extend([
+                ("event".into(), json!("test_run")),
+                ("program".into(), json!(program)),
+                (
+                    "input".into(),
+                    json!({
+                        "process_id": md.process_id,
+                        "parent_process_id": md.parent_process_id,
+                        "creating_process_id": md.creating_process_id,
+                        "creating_thread_id": md.creating_thread_id,
+                        "creation_time": md.creation_time,
+                        "exit_time": md.exit_time,
+                        "process_exit_code": md.process_exit_code,
+                        "operation": md.operation,
+                        "token_sid": (!sid.is_empty()).then(|| ps::sid_to_string(sid).unwrap_or_else(|| hex(sid))),
+                        "strings": strings,
+                        "account_lookup_done": input.account_lookup_done,
+                    }),
+                ),
+            ]);
+        }
         Outcome::NotRunning { .. } => {
             m.extend([
                 ("event".into(), json!("skipped")),
@@ -519,6 +663,10 @@ pub fn verdict_json(step: &StepReport) -> J {
             })
         })
         .collect();
+    let test_run = match &step.outcome {
+        Outcome::TestRun { output, .. } => decode::to_json(&test_run_value(output)),
+        _ => J::Null,
+    };
     json!({
         "type": "verdict",
         "step": step.index,
@@ -527,6 +675,7 @@ pub fn verdict_json(step: &StepReport) -> J {
         "status_name": name,
         "account": account,
         "helpers": helpers,
+        "test_run": test_run,
     })
 }
 

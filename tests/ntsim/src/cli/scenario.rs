@@ -47,6 +47,20 @@
 //!     for a token without a user. Default: `tester`.
 //! - `exit NAME [code=STATUS] [at=SECONDS]`: ends a process created
 //!   earlier; `code` is its exit status (decimal or `0x` hex, default 0).
+//! - `test-run PROGRAM [operation=create|delete] [pid=N] [parent=N]
+//!   [creator=PID:TID] [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT]
+//!   [image=PATH] [account=NAME] [domain=DOMAIN] [lookup_done=0|1]
+//!   [data_out=N] [at=SECONDS]`: runs the attached program PROGRAM once
+//!   through `bpf_prog_test_run` with a process test-run input
+//!   ([`crate::hook::process::test_run_input`]): the `process_md_t` fields
+//!   (operation default `create`; the step's time is the creation time of a
+//!   create, the exit time of a delete; `code` the exit code), the SID
+//!   (`user` resolves as for `create`; default: none), and the four strings
+//!   packed in `data_in` (command line, image path, account name, account
+//!   domain; `image` is passed as written). `lookup_done=1` makes the given
+//!   account strings final. `data_out` is the capacity of `data_out`
+//!   (default: the size of `data_in`). Only the session that attached the
+//!   programs can run it (`ntsim run`, `ntsim test`), not [`Runner`].
 //!
 //! Every step happens at a point of the scenario's clock, which starts at
 //! [`SCENARIO_EPOCH`] (2024-01-01 00:00:00 UTC): `at=SECONDS` (decimal, may
@@ -59,6 +73,8 @@
 //! (so `"C:\Users\x"` needs no doubling). Errors name the line:
 //! `line 3: exit: no process named "foo" was created`.
 
+use crate::ebpf::TestRunOutput;
+use crate::hook::process::{utf16, TestRunInput, TOKEN_SID_MAX_SIZE};
 use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER, SYSTEM_PID};
 use crate::kernel::status::{nt_success, NTSTATUS};
 use std::collections::HashMap;
@@ -156,6 +172,7 @@ pub struct Exit {
 pub enum Step {
     Create(Create),
     Exit(Exit),
+    TestRun(TestRun),
 }
 
 impl Step {
@@ -165,6 +182,7 @@ impl Step {
         match self {
             Step::Create(_) => "create",
             Step::Exit(_) => "exit",
+            Step::TestRun(_) => "test-run",
         }
     }
 
@@ -173,6 +191,7 @@ impl Step {
         match self {
             Step::Create(c) => &c.name,
             Step::Exit(e) => &e.name,
+            Step::TestRun(t) => &t.program,
         }
     }
 
@@ -181,8 +200,20 @@ impl Step {
         match self {
             Step::Create(c) => c.line,
             Step::Exit(e) => e.line,
+            Step::TestRun(t) => t.line,
         }
     }
+}
+
+/// One `test-run` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    pub line: usize,
+    /// The attached program to run.
+    pub program: String,
+    pub input: Box<TestRunInput>,
+    /// Capacity of `data_out` (None: the size of `data_in`).
+    pub data_out: Option<usize>,
 }
 
 /// A parsed scenario.
@@ -324,6 +355,102 @@ fn parse_creator(value: &str, names: &HashMap<String, bool>) -> Result<Creator, 
     }
 }
 
+/// The largest `data_out=` of a `test-run` line (the four strings at most
+/// fill 4 * 65535 bytes).
+pub const MAX_TEST_RUN_DATA_OUT: usize = 1 << 20;
+
+/// A number of a `test-run` field: decimal or `0x` hex, 64 bits.
+fn parse_u64(key: &str, value: &str) -> Result<u64, String> {
+    match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => value.parse().ok(),
+    }
+    .ok_or_else(|| format!("test-run: {key}={value}: not a 64-bit number (decimal or 0x hex)"))
+}
+
+/// The test-run input of a `test-run` line's fields, at `time`.
+fn parse_test_run(
+    fields: &HashMap<&str, &str>,
+    time: i64,
+    accounts: &[Account],
+) -> Result<TestRunInput, String> {
+    let mut input = TestRunInput::default();
+    let md = &mut input.md;
+    let delete = match fields.get("operation").copied() {
+        None | Some("create") => false,
+        Some("delete") => true,
+        Some(other) => {
+            return Err(format!(
+                "test-run: operation={other}: write create or delete"
+            ))
+        }
+    };
+    md.operation = u8::from(delete);
+    if delete {
+        md.exit_time = time as u64;
+    } else {
+        md.creation_time = time as u64;
+    }
+    md.process_id = fields.get("pid").map_or(Ok(0), |v| parse_u64("pid", v))?;
+    md.parent_process_id = fields
+        .get("parent")
+        .map_or(Ok(0), |v| parse_u64("parent", v))?;
+    if let Some(c) = fields.get("creator") {
+        let (p, t) = c
+            .split_once(':')
+            .ok_or_else(|| format!("test-run: creator={c}: write PID:TID"))?;
+        md.creating_process_id = parse_u64("creator", p)?;
+        md.creating_thread_id = parse_u64("creator", t)?;
+    }
+    if let Some(c) = fields.get("code") {
+        md.process_exit_code = parse_status(c)? as u32;
+    }
+    let sid = match (fields.get("sid"), fields.get("user")) {
+        (Some(_), Some(_)) => return Err("test-run: give sid= or user=, not both".into()),
+        (Some(s), None) => {
+            Some(ps::parse_sid(s).ok_or_else(|| format!("test-run: sid={s}: not a valid SID"))?)
+        }
+        (None, Some(u)) => resolve_user(u, accounts)?,
+        (None, None) => None,
+    };
+    if let Some(sid) = sid {
+        if sid.len() > TOKEN_SID_MAX_SIZE {
+            return Err(format!(
+                "test-run: the SID is {} bytes; process_md_t holds {TOKEN_SID_MAX_SIZE}",
+                sid.len()
+            ));
+        }
+        md.set_sid(&sid);
+    }
+    for (key, slot) in [
+        ("cmd", &mut input.command_line),
+        ("image", &mut input.image_path),
+        ("account", &mut input.account_name),
+        ("domain", &mut input.account_domain),
+    ] {
+        if let Some(text) = fields.get(key) {
+            let bytes = utf16(text);
+            if bytes.len() > u16::MAX as usize {
+                return Err(format!(
+                    "test-run: {key}= is {} bytes in UTF-16; a UNICODE_STRING holds at most {}",
+                    bytes.len(),
+                    u16::MAX - 1
+                ));
+            }
+            *slot = bytes;
+        }
+    }
+    input.account_lookup_done = match fields.get("lookup_done").copied() {
+        None | Some("0") | Some("false") => 0,
+        Some("1") | Some("true") => 1,
+        Some(other) => return Err(format!("test-run: lookup_done={other}: write 0 or 1")),
+    };
+    Ok(input)
+}
+
 fn parse_at(value: &str) -> Result<i64, String> {
     let seconds: f64 = value
         .parse()
@@ -369,9 +496,25 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 "image", "cmd", "parent", "creator", "user", "pid", "tid", "at",
             ],
             "exit" => &["code", "at"],
+            "test-run" => &[
+                "operation",
+                "pid",
+                "parent",
+                "creator",
+                "code",
+                "sid",
+                "user",
+                "cmd",
+                "image",
+                "account",
+                "domain",
+                "lookup_done",
+                "data_out",
+                "at",
+            ],
             other => {
                 return Err(err(format!(
-                    "unknown step `{other}` (expected create, exit or account)"
+                    "unknown step `{other}` (expected create, exit, test-run or account)"
                 )))
             }
         };
@@ -410,6 +553,31 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             Some(v) => parse_at(v).map_err(err)?,
             None => clock + TICKS_PER_SECOND,
         };
+        if keyword == "test-run" {
+            let input = parse_test_run(&fields, clock, &accounts).map_err(err)?;
+            let data_out = fields
+                .get("data_out")
+                .map(|v| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= MAX_TEST_RUN_DATA_OUT)
+                        .ok_or_else(|| {
+                            format!(
+                                "test-run: data_out={v}: not a byte count (at most \
+                                 {MAX_TEST_RUN_DATA_OUT})"
+                            )
+                        })
+                })
+                .transpose()
+                .map_err(err)?;
+            scenario.steps.push(Step::TestRun(TestRun {
+                line,
+                program: name.clone(),
+                input: Box::new(input),
+                data_out,
+            }));
+            continue;
+        }
         if keyword == "create" {
             if names.get(name.as_str()) == Some(&true) {
                 return Err(err(format!("create: a process named {name:?} is running")));
@@ -545,6 +713,13 @@ pub enum Outcome {
     },
     /// An exit of a process that is not running (its creation was denied).
     NotRunning { name: String, line: usize },
+    /// A `bpf_prog_test_run` of an attached program.
+    TestRun {
+        program: String,
+        input: Box<TestRunInput>,
+        /// What the run returned, or why it failed.
+        output: Result<TestRunOutput, String>,
+    },
 }
 
 impl Outcome {
@@ -692,6 +867,13 @@ impl Runner {
                     line: e.line,
                 },
             },
+            Step::TestRun(t) => {
+                return Err(err(format!(
+                    "test-run {}: a test run needs the attached programs (ntsim run, ntsim \
+                     test), not the kernel alone",
+                    t.program
+                )))
+            }
         })
     }
 }
@@ -1076,7 +1258,7 @@ mod tests {
             .iter()
             .map(|st| match st {
                 Step::Create(c) => c.logon_id,
-                Step::Exit(_) => unreachable!(),
+                other => panic!("only creations: {other:?}"),
             })
             .collect();
         assert_eq!(logons, [Some(0x1234), Some(77), None]);
@@ -1277,5 +1459,106 @@ mod tests {
         let e = runner.try_step(&s.steps[2]).expect_err("pid in use");
         assert_eq!(e.line, 4);
         assert!(e.message.contains("pid=4096: a live process"), "{e}");
+    }
+
+    #[test]
+    fn test_run_lines_build_the_process_test_run_input() {
+        let s = parse(
+            "account alice domain=CORP sid=S-1-5-21-10-20-30-1002\n\
+             test-run mon pid=0x10 parent=4 creator=8:12 user=alice cmd=\"a b\" image=C:\\a.exe \
+             account=x domain=D lookup_done=1 data_out=64 at=2\n\
+             test-run mon operation=delete code=0x103 sid=S-1-5-18\n",
+        )
+        .unwrap();
+        let Step::TestRun(t) = &s.steps[0] else {
+            panic!("{:?}", s.steps[0])
+        };
+        assert_eq!(
+            (t.program.as_str(), t.line, t.data_out),
+            ("mon", 2, Some(64))
+        );
+        assert_eq!(
+            (s.steps[0].keyword(), s.steps[0].name()),
+            ("test-run", "mon")
+        );
+        let md = &t.input.md;
+        assert_eq!(
+            (
+                md.process_id,
+                md.parent_process_id,
+                md.creating_process_id,
+                md.creating_thread_id,
+                md.operation
+            ),
+            (0x10, 4, 8, 12, 0)
+        );
+        assert_eq!(
+            md.creation_time,
+            (SCENARIO_EPOCH + 2 * TICKS_PER_SECOND) as u64
+        );
+        assert_eq!(md.exit_time, 0);
+        let alice = ps::parse_sid("S-1-5-21-10-20-30-1002").unwrap();
+        assert_eq!(&md.token_sid[..alice.len()], alice.as_slice());
+        assert_eq!(md.token_sid_size as usize, alice.len());
+        assert_eq!(t.input.command_line, utf16("a b"));
+        assert_eq!(t.input.image_path, utf16("C:\\a.exe"), "passed as written");
+        assert_eq!(t.input.account_name, utf16("x"));
+        assert_eq!(t.input.account_domain, utf16("D"));
+        assert_eq!(t.input.account_lookup_done, 1);
+        let Step::TestRun(d) = &s.steps[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                d.input.md.operation,
+                d.input.md.process_exit_code,
+                d.data_out
+            ),
+            (1, 0x103, None)
+        );
+        assert_eq!(
+            d.input.md.exit_time,
+            (SCENARIO_EPOCH + 3 * TICKS_PER_SECOND) as u64
+        );
+        assert_eq!(d.input.md.creation_time, 0);
+        assert_eq!(d.input.md.token_sid_size, 12);
+
+        for (text, needle) in [
+            (
+                "test-run m operation=start\n",
+                "operation=start: write create or delete",
+            ),
+            ("test-run m pid=x\n", "pid=x: not a 64-bit number"),
+            ("test-run m creator=8\n", "creator=8: write PID:TID"),
+            (
+                "test-run m sid=S-1-5-18 user=SYSTEM\n",
+                "sid= or user=, not both",
+            ),
+            ("test-run m sid=S-9\n", "sid=S-9: not a valid SID"),
+            ("test-run m lookup_done=2\n", "lookup_done=2: write 0 or 1"),
+            ("test-run m data_out=-1\n", "data_out=-1: not a byte count"),
+            ("test-run m tid=4\n", "unknown field tid="),
+            ("test-run pid=4\n", "a name must follow"),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+        }
+        let long = format!("test-run m cmd={}\n", "y".repeat(32768));
+        let e = parse(&long).expect_err("too long");
+        assert!(
+            e.to_string().contains("cmd= is 65536 bytes in UTF-16"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_runner_alone_cannot_run_a_test_run() {
+        let _sim = crate::Sim::new();
+        let s = parse("test-run mon pid=4\n").unwrap();
+        let e = Runner::new(&s)
+            .try_step(&s.steps[0])
+            .expect_err("needs a session");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("needs the attached programs"), "{e}");
     }
 }
