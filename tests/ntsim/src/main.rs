@@ -64,14 +64,6 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
   `exit NAME [code=STATUS] [at=SECONDS]`,
   `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`)";
 
-/// `NtosEbpfExtProvider`, the driver's ETW provider (`--etw`).
-const DRIVER_ETW_PROVIDER: ntsim::types::GUID = ntsim::types::GUID {
-    data1: 0xd15cc421,
-    data2: 0xe9e4,
-    data3: 0x459b,
-    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
-};
-
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
 
@@ -237,10 +229,9 @@ fn execute(command: Command) -> Result<(), String> {
             etw,
         } => {
             if etw {
-                // A session running before the driver loads, as
-                // `wpr -start` before `sc start`: the load is traced too.
+                // Each event on stderr as the driver writes it; the run
+                // starts the session (and reports the events with --json).
                 ntsim::log::set_etw_echo(true);
-                ntsim::log::etw_enable_standing(&DRIVER_ETW_PROVIDER, 5, u64::MAX, 0);
             }
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
@@ -262,6 +253,7 @@ fn execute(command: Command) -> Result<(), String> {
                     faults,
                     ringbuf,
                     json,
+                    etw,
                 },
                 &mut out,
             )

@@ -703,3 +703,83 @@ fn a_wrong_test_run_expectation_fails_with_the_expected_and_the_actual_value() {
     assert!(stdout.contains("3 of 24 expectation(s) failed"), "{stdout}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn json_with_etw_reports_the_drivers_events_with_the_step_that_caused_them() {
+    let dir = temp_dir("etw_json");
+    let out = run_records(&dir, &["--json", "--etw"]);
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let etw: Vec<(usize, &Value)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l["type"] == "etw")
+        .collect();
+    assert!(!etw.is_empty(), "no etw objects");
+    for (_, e) in &etw {
+        assert_eq!(e["provider"], "NtosEbpfExtProvider", "{e}");
+        assert_eq!(
+            e["provider_id"], "{d15cc421-e9e4-459b-87a6-b45b7d84e9a8}",
+            "{e}"
+        );
+    }
+    let position = |pred: &dyn Fn(&Value) -> bool| {
+        lines
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("not found in {lines:#?}"))
+    };
+    let first_step = position(&|l| l["type"] == "step");
+    let end = position(&|l| l["type"] == "end");
+    let load = position(&|l| l["type"] == "etw" && l["event"] == "DriverLoad");
+    assert!(load < first_step, "the load comes before the first step");
+    assert_eq!(lines[load]["step"], Value::Null);
+    assert_eq!(lines[load]["fields"]["Status"], "0x00000000");
+    assert_eq!(lines[load]["level"], 4);
+    let unload = position(&|l| l["type"] == "etw" && l["event"] == "DriverUnload");
+    assert!(unload < end && lines[unload]["step"] == Value::Null);
+    // One verbose per-event record per process event, inside its step
+    // (after the step object, before its verdict), with its fields.
+    let steps: Vec<&Value> = lines.iter().filter(|l| l["type"] == "step").collect();
+    let hook_events: Vec<&Value> = etw
+        .iter()
+        .map(|(_, e)| *e)
+        .filter(|e| e["event"] == "HookEvent")
+        .collect();
+    assert_eq!(hook_events.len(), steps.len(), "{hook_events:#?}");
+    for (i, step) in steps.iter().enumerate() {
+        let n = step["step"].as_u64().unwrap();
+        let at = position(&|l| l["type"] == "etw" && l["event"] == "HookEvent" && l["step"] == n);
+        let step_at = position(&|l| l["type"] == "step" && l["step"] == n);
+        let verdict_at = position(&|l| l["type"] == "verdict" && l["step"] == n);
+        assert!(step_at < at && at < verdict_at, "step {n}");
+        let e = hook_events[i];
+        assert_eq!(e["step"], n);
+        assert_eq!(e["level"], 5);
+        assert_eq!(e["fields"]["Hook"], "process");
+        assert_eq!(e["fields"]["Id"], step["pid"], "{e}");
+    }
+    // The denied creation (`odd`) is in its record too.
+    let odd = steps.iter().find(|s| s["name"] == "odd").unwrap();
+    let odd_event = hook_events
+        .iter()
+        .find(|e| e["step"] == odd["step"])
+        .unwrap();
+    assert_eq!(
+        odd_event["fields"]["Verdict"], 0xC000_0022u32 as i32,
+        "{odd_event}"
+    );
+    // Each event also went to stderr, one line each.
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("ntsim: etw NtosEbpfExtProvider/"))
+            .count(),
+        etw.len(),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

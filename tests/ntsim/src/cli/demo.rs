@@ -24,7 +24,7 @@ use crate::ebpf::maps::map_type;
 use crate::ebpf::{store, Object};
 use crate::hook::process::{self as hook, ProcessRecord, RECORD_SIZE};
 use crate::kernel::status::{self, nt_success};
-use crate::kernel::{io, time};
+use crate::kernel::{io, log, time};
 use crate::Sim;
 use std::collections::HashMap;
 use std::io::Write;
@@ -62,7 +62,22 @@ pub struct RunOptions<'a> {
     pub ringbuf: Vec<(String, String)>,
     /// One JSON object a line instead of text.
     pub json: bool,
+    /// A trace session of the driver's ETW provider ([`DRIVER_ETW_PROVIDER`],
+    /// every level and keyword) from before the driver loads; its events
+    /// are reported ([`Event::Etw`]) with the step that caused them.
+    pub etw: bool,
 }
+
+/// `NtosEbpfExtProvider`, the driver's ETW provider.
+pub const DRIVER_ETW_PROVIDER: crate::kernel::types::GUID = crate::kernel::types::GUID {
+    data1: 0xd15cc421,
+    data2: 0xe9e4,
+    data3: 0x459b,
+    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+};
+
+/// `TRACE_LEVEL_VERBOSE`: the session's level (every event).
+const ETW_LEVEL_VERBOSE: u8 = 5;
 
 pub use crate::cli::report::{
     describe_record, format_filetime, shorten, verdict, MAX_COMMAND_LINE_SHOWN,
@@ -85,6 +100,8 @@ pub(crate) struct Session {
     pub(crate) decoder: Decoder,
     pub(crate) start: StartReport,
     faults: Vec<(String, u64)>,
+    /// Whether the driver's ETW events are reported.
+    etw: bool,
     sim: Sim,
 }
 
@@ -106,6 +123,8 @@ pub(crate) struct Setup<'a> {
     pub faults: &'a [(String, u64)],
     /// (map, BTF type name) of ring buffers whose records to decode.
     pub ringbuf: &'a [(String, String)],
+    /// Trace the driver's ETW provider and report its events.
+    pub etw: bool,
 }
 
 impl Session {
@@ -128,6 +147,13 @@ impl Session {
         time::set_deterministic(scenario::SCENARIO_EPOCH, 1);
         for (api, n) in setup.faults {
             crate::kernel::fault::fail_nth(api, *n);
+        }
+        if setup.etw {
+            // A session running before the driver loads, as `wpr -start`
+            // before `sc start`: the load is traced too.
+            // This machine only: later machines in the process are not
+            // traced.
+            log::etw_enable(&DRIVER_ETW_PROVIDER, ETW_LEVEL_VERBOSE, u64::MAX, 0);
         }
         let status = sim
             .load_driver(driver)
@@ -169,6 +195,7 @@ impl Session {
                 steps: None,
             },
             faults: setup.faults.to_vec(),
+            etw: setup.etw,
             sim,
         };
         for name in names {
@@ -216,6 +243,15 @@ impl Session {
             input: t.input.clone(),
             output,
         })
+    }
+
+    /// The driver's ETW events the session recorded since the last call
+    /// (none unless the session traces).
+    fn etw_events(&self, step: Option<usize>) -> Vec<Event> {
+        if !self.etw {
+            return Vec::new();
+        }
+        take_driver_etw(step)
     }
 
     /// The programs' trace_printk lines and errors since the last call.
@@ -286,17 +322,22 @@ impl Session {
         for e in self.program_output(index) {
             sink.emit(&e, &self.decoder)?;
         }
+        for e in self.etw_events(index) {
+            sink.emit(&e, &self.decoder)?;
+        }
         sink.emit(&Event::Verdict(report), &self.decoder)
     }
 
     /// Detaches, unloads the programs and the driver, and reports what
-    /// [`Sim::finish`] found.
-    fn end_report(self) -> EndReport {
+    /// [`Sim::finish`] found, with the driver's ETW events from the detach
+    /// and unload (when the session traces).
+    fn end_report(self) -> (EndReport, Vec<Event>) {
         let Session {
             links,
             programs,
             object,
             faults,
+            etw,
             mut sim,
             ..
         } = self;
@@ -307,6 +348,11 @@ impl Session {
         drop(programs);
         let unloaded = sim.unload_driver();
         drop(object);
+        let etw_events = if etw {
+            take_driver_etw(None)
+        } else {
+            Vec::new()
+        };
         let fired = crate::kernel::fault::fired();
         let unfired = faults
             .iter()
@@ -317,17 +363,18 @@ impl Session {
         if let Err(f) = sim.finish() {
             findings.extend(f.lines().map(str::to_string));
         }
-        EndReport {
+        let report = EndReport {
             programs: names,
             unload_error: unloaded.err(),
             unfired,
             findings,
-        }
+        };
+        (report, etw_events)
     }
 
     /// [`Session::end_report`] printed as text; Err lists the findings.
     fn end(self, out: &mut dyn Write) -> Result<(), String> {
-        let report = self.end_report();
+        let (report, _) = self.end_report();
         report::end_text(out, &report)?;
         findings_result(&report)
     }
@@ -340,10 +387,26 @@ impl Session {
             sink.emit(&Event::Map(MapReport::take(map)), &self.decoder)?;
         }
         let decoder = std::mem::take(&mut self.decoder);
-        let report = self.end_report();
+        let (report, etw) = self.end_report();
+        for e in etw {
+            sink.emit(&e, &decoder)?;
+        }
         sink.emit(&Event::End(report.clone()), &Decoder::default())?;
         Ok((report, decoder))
     }
+}
+
+/// Takes the ETW events the driver's provider wrote to an enabled session
+/// since the last take, as [`Event::Etw`]s of `step`.
+fn take_driver_etw(step: Option<usize>) -> Vec<Event> {
+    log::take_etw_events()
+        .into_iter()
+        .filter(|e| e.enabled && e.provider == DRIVER_ETW_PROVIDER)
+        .map(|event| Event::Etw {
+            step,
+            event: Box::new(event),
+        })
+        .collect()
 }
 
 /// Err listing the findings of a run, if any.
@@ -383,6 +446,7 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
             programs: &names,
             faults: &[],
             ringbuf: &[],
+            etw: false,
         },
         &mut || {},
     )?;
@@ -461,6 +525,7 @@ pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), Str
         programs: &options.programs,
         faults: &options.faults,
         ringbuf: &options.ringbuf,
+        etw: options.etw,
     };
     match &options.events {
         Events::Scenario(scenario) => {
@@ -487,6 +552,9 @@ pub(crate) fn run_scenario(
     let mut session = Session::start(setup, &mut || {})?;
     session.start.steps = Some(scenario.steps.len());
     sink.emit(&Event::Start(session.start.clone()), &session.decoder)?;
+    for e in session.etw_events(None) {
+        sink.emit(&e, &session.decoder)?;
+    }
     let mut runner = Runner::new(scenario);
     let mut counts = HashMap::new();
     let watch = HelperWatch::start();
@@ -522,6 +590,9 @@ fn run_live(setup: &Setup<'_>, duration: Duration, sink: &mut dyn Sink) -> Resul
         (None, e) => return Err(e.unwrap_or_else(|| "mirroring /proc failed".into())),
     };
     sink.emit(&Event::Start(session.start.clone()), &session.decoder)?;
+    for e in session.etw_events(None) {
+        sink.emit(&e, &session.decoder)?;
+    }
     // The host's processes start and end at host times.
     time::set_real();
     sink.note(&format!(
@@ -620,6 +691,7 @@ mod tests {
                 programs: &names,
                 faults: &[],
                 ringbuf: &[],
+                etw: false,
             },
             &mut || {},
         )

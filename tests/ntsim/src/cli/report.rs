@@ -23,6 +23,8 @@ use crate::ebpf::{Map, MapDef};
 use crate::hook::process::{
     self as hook, from_utf16, ProcessRecord, TestRunContextOut, RECORD_SIZE, TOKEN_SID_MAX_SIZE,
 };
+use crate::kernel::log::etw::Value as EtwValue;
+use crate::kernel::log::EtwEvent;
 use crate::kernel::status::{self, nt_success, NTSTATUS};
 use crate::kernel::{ps, time};
 use serde_json::{json, Value as J};
@@ -266,6 +268,12 @@ pub enum Event {
         text: String,
     },
     Map(MapReport),
+    /// An ETW event of the driver's provider (`--etw`): during a step, or
+    /// at the load (before the first step) or the unload (before the end).
+    Etw {
+        step: Option<usize>,
+        event: Box<EtwEvent>,
+    },
     End(EndReport),
 }
 
@@ -939,6 +947,8 @@ impl Sink for TextSink<'_> {
                 say!(out, "    error {program}: {text}")
             }
             Event::Map(m) => map_text(out, m, decoder),
+            // Printed on stderr as the driver writes them (`--etw`).
+            Event::Etw { .. } => Ok(()),
             Event::End(e) => end_text(out, e),
         }
     }
@@ -996,6 +1006,7 @@ pub fn event_json(event: &Event, decoder: &Decoder) -> J {
             "text": text,
         }),
         Event::Map(m) => map_json(m, decoder),
+        Event::Etw { step, event } => etw_json(*step, event),
         Event::End(e) => json!({
             "type": "end",
             "ok": e.findings.is_empty(),
@@ -1005,6 +1016,69 @@ pub fn event_json(event: &Event, decoder: &Decoder) -> J {
             "findings": e.findings,
         }),
     }
+}
+
+/// A decoded ETW field's value in JSON: numbers as numbers, hexadecimal
+/// and NTSTATUS fields as `"0x..."` strings, GUIDs as `"{...}"`, binary
+/// as hex, arrays as lists.
+fn etw_value_json(v: &EtwValue) -> J {
+    match v {
+        EtwValue::I8(x) => json!(x),
+        EtwValue::U8(x) => json!(x),
+        EtwValue::I16(x) => json!(x),
+        EtwValue::U16(x) => json!(x),
+        EtwValue::I32(x) => json!(x),
+        EtwValue::U32(x) => json!(x),
+        EtwValue::I64(x) => json!(x),
+        EtwValue::U64(x) => json!(x),
+        EtwValue::Hex32(x) => json!(format!("{x:#x}")),
+        EtwValue::Hex64(x) => json!(format!("{x:#x}")),
+        EtwValue::Bool(x) => json!(x),
+        EtwValue::NtStatus(x) => json!(format!("{x:#010x}")),
+        EtwValue::Guid(g) => json!(format!("{{{g}}}")),
+        EtwValue::Str(s) => json!(s),
+        EtwValue::Binary(b) => json!(hex(b)),
+        EtwValue::Array(items) => J::Array(items.iter().map(etw_value_json).collect()),
+    }
+}
+
+/// The JSON object of an ETW event: the decoded TraceLogging event
+/// (provider name, event name, fields by name), or for an event that is
+/// not TraceLogging, its descriptor and data.
+fn etw_json(step: Option<usize>, e: &EtwEvent) -> J {
+    let d = &e.descriptor;
+    let mut o = json!({
+        "type": "etw",
+        "step": step,
+        "provider_id": format!("{{{}}}", e.provider),
+        "level": d.Level,
+        "keyword": format!("{:#x}", d.Keyword),
+        "opcode": d.Opcode,
+    });
+    let m = o.as_object_mut().expect("an object");
+    match &e.decoded {
+        Some(ev) => {
+            let fields: serde_json::Map<String, J> = ev
+                .fields
+                .iter()
+                .map(|f| (f.name.clone(), etw_value_json(&f.value)))
+                .collect();
+            m.extend([
+                ("provider".into(), json!(ev.provider_name)),
+                ("event".into(), json!(ev.name)),
+                ("fields".into(), J::Object(fields)),
+            ]);
+        }
+        None => {
+            m.extend([
+                ("provider".into(), J::Null),
+                ("event".into(), J::Null),
+                ("id".into(), json!(d.Id)),
+                ("data".into(), json!(hex(&e.data))),
+            ]);
+        }
+    }
+    o
 }
 
 fn map_json(m: &MapReport, decoder: &Decoder) -> J {

@@ -222,6 +222,7 @@ pub fn run_file(path: &Path, driver: Option<&Path>) -> FileResult {
         programs: &file.programs,
         faults: &file.faults,
         ringbuf: &file.ringbuf,
+        etw: false,
     };
     let mut events = Collect::default();
     let (end, decoder) = match run_scenario(&setup, &file.scenario, &mut events) {
