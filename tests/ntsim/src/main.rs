@@ -62,7 +62,10 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
   `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [creator=NAME|PID:TID]
      [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`,
   `exit NAME [code=STATUS] [at=SECONDS]`,
-  `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`)";
+  `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`,
+  `test-run PROGRAM [pid=N] [parent=N] [creator=PID:TID] [operation=create|delete]
+     [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT] [image=PATH] [account=NAME]
+     [domain=DOMAIN] [lookup_done=0|1] [data_out=N] [at=SECONDS]`)";
 
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
