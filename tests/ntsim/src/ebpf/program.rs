@@ -208,13 +208,70 @@ impl Machine for Vm<'_, '_> {
                     .iter()
                     .any(|&(s, l)| addr >= s && addr.checked_add(len).is_some_and(|e| e <= s + l))
             };
-            return guard::call_extension(self.run, id, h, args, on_stack);
+            let outcome = guard::call_extension(self.run, id, h, args, on_stack)?;
+            if let HelperOutcome::Return(r) = outcome {
+                // After the guarded copies went back into the program's
+                // buffers: the observer sees what the program will read.
+                observe_call(self.run, id, &args, r, &on_stack);
+            }
+            return Ok(outcome);
         }
         self.run.stack = stack.to_vec();
         let r = helpers::call(self.run, id, args);
         self.run.stack.clear();
         r
     }
+}
+
+/// Reads `len` bytes at `addr` of a running program's memory, if the
+/// program may read them (`None` otherwise).
+pub type MemoryReader<'a> = &'a dyn Fn(u64, u64) -> Option<Vec<u8>>;
+
+/// Watches the extension helper calls of programs run on this thread:
+/// program name, helper id, arguments, result, and a reader of the
+/// program's memory valid during the call (to see what the helper wrote).
+pub type ExtensionCallObserver = Box<dyn Fn(&str, u32, &[u64; 5], u64, MemoryReader<'_>)>;
+
+thread_local! {
+    static OBSERVER: std::cell::RefCell<Option<ExtensionCallObserver>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or clears, with None) this thread's [`ExtensionCallObserver`].
+/// The `ntsim` command uses it to show what the extension's helpers
+/// returned to the programs (the account a program could read).
+pub fn observe_extension_calls(observer: Option<ExtensionCallObserver>) {
+    OBSERVER.with(|o| *o.borrow_mut() = observer);
+}
+
+fn observe_call(
+    run: &Run<'_>,
+    id: u32,
+    args: &[u64; 5],
+    result: u64,
+    on_stack: &dyn Fn(u64, u64) -> bool,
+) {
+    OBSERVER.with(|o| {
+        let Ok(observer) = o.try_borrow() else {
+            return;
+        };
+        let Some(observer) = observer.as_ref() else {
+            return;
+        };
+        // The same ownership rule as the guarded copies (guard.rs): a live
+        // stack frame of the program, or a region it may read.
+        let read = |addr: u64, len: u64| -> Option<Vec<u8>> {
+            if len > 1 << 20 || !(on_stack(addr, len) || run.region_ok(addr, len, false)) {
+                return None;
+            }
+            // SAFETY: [addr, addr + len) lies inside one region the running
+            // program may read (a live stack frame, its context or packet,
+            // a live map value or global data: checked above), which stays
+            // alive for the duration of this helper call.
+            Some(unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }.to_vec())
+        };
+        observer(&run.program.name, id, args, result, &read);
+    });
 }
 
 impl Program {

@@ -31,6 +31,8 @@ pub struct ThreadStep {
     /// The creating process.
     pub by: ProcessRef,
     pub start: usize,
+    /// The exact thread id (None: the next free id).
+    pub tid: Option<usize>,
 }
 
 /// One `thread-exit` line.
@@ -113,6 +115,17 @@ pub(super) fn parse_hook_step(
                 Some(v) => parse_number("start", v)?,
                 None => 0,
             };
+            let tid = match fields.get("tid") {
+                Some(v) => match v.parse::<usize>() {
+                    Ok(t) if t != 0 && t.is_multiple_of(4) => Some(t),
+                    _ => {
+                        return Err(format!(
+                            "thread: tid={v}: not a thread id (a non-zero multiple of 4)"
+                        ))
+                    }
+                },
+                None => None,
+            };
             threads.insert(name.to_string(), true);
             Ok(Some(Step::Thread(ThreadStep {
                 line,
@@ -120,6 +133,7 @@ pub(super) fn parse_hook_step(
                 process,
                 by,
                 start,
+                tid,
             })))
         }
         "thread-exit" => {
@@ -189,18 +203,34 @@ impl Runner {
                 line: t.line,
             };
         };
-        let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
-            process: pid,
-            creator: Some(creator),
-            creating_thread,
-            start_address: t.start,
-        });
+        // The creating thread: the named process's first thread, else the
+        // creator's most recent thread (as create_thread picks it).
+        let creating_thread = creating_thread
+            .or_else(|| ps::process(creator).and_then(|p| p.threads.last().copied()));
+        if let Some(tid) = t.tid {
+            if ps::id_in_use(tid) {
+                return Outcome::Skipped {
+                    what: format!("thread {} (tid={tid} is in use)", t.name),
+                    line: t.line,
+                };
+            }
+        }
+        let tid = ps::thread::create_thread_with_id(
+            &ps::thread::ThreadSpec {
+                process: pid,
+                creator: Some(creator),
+                creating_thread,
+                start_address: t.start,
+            },
+            t.tid,
+        );
         self.threads.insert(t.name.clone(), tid);
         Outcome::ThreadCreated {
             name: t.name.clone(),
             pid,
             tid,
             creator_pid: creator,
+            creator_tid: creating_thread.unwrap_or(0),
             start: t.start,
         }
     }
@@ -242,18 +272,22 @@ impl Runner {
 
 /// What Windows raises after a process's creation: its first thread,
 /// created by the creating thread (or the calling thread), then its main
-/// image. Returns the first thread's id.
-pub fn first_thread_and_main_image(pid: usize, spec: &ProcessSpec) -> usize {
+/// image. `tid` is the first thread's exact id (None: the next free id).
+/// Returns the first thread's id.
+pub fn first_thread_and_main_image(pid: usize, spec: &ProcessSpec, tid: Option<usize>) -> usize {
     let (creator, creating_thread) = match spec.creating_thread {
         Some((p, t)) => (Some(p), Some(t)),
         None => (None, None),
     };
-    let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
-        process: pid,
-        creator,
-        creating_thread,
-        start_address: FIRST_THREAD_START,
-    });
+    let tid = ps::thread::create_thread_with_id(
+        &ps::thread::ThreadSpec {
+            process: pid,
+            creator,
+            creating_thread,
+            start_address: FIRST_THREAD_START,
+        },
+        tid,
+    );
     ps::image::load_user_image(
         pid,
         &ps::image::ImageSpec {
@@ -290,6 +324,7 @@ mod tests {
                 process: ProcessRef::Named("p".into()),
                 by: ProcessRef::Named("q".into()),
                 start: 0x1000,
+                tid: None,
             })
         );
         let Step::Thread(system) = &s.steps[3] else {

@@ -138,6 +138,13 @@ pub struct ThreadSpec {
 /// PsCreateThreadNotifyNonSystem: on the new thread). Returns its id. Panics
 /// if the process or the creator is not live.
 pub fn create_thread(spec: &ThreadSpec) -> usize {
+    create_thread_with_id(spec, None)
+}
+
+/// [`create_thread`] with an exact thread id (None: the next free id).
+/// Panics as [`create_thread`] does, and if `tid` is not a non-zero
+/// multiple of 4 or is in use.
+pub fn create_thread_with_id(spec: &ThreadSpec, tid: Option<usize>) -> usize {
     let old = irql::current();
     if old != PASSIVE_LEVEL {
         violation::record(
@@ -175,7 +182,18 @@ pub fn create_thread(spec: &ThreadSpec) -> usize {
             "create_thread: process {} is not live",
             spec.process
         );
-        let tid = s.alloc_cid();
+        let tid = match tid {
+            None => s.alloc_cid(),
+            Some(tid) => {
+                assert!(
+                    tid != 0 && tid.is_multiple_of(4),
+                    "thread ids are non-zero multiples of 4, not {tid}"
+                );
+                assert!(!s.id_in_use(tid), "id {tid} is in use");
+                s.next_cid = s.next_cid.max(tid + 4);
+                tid
+            }
+        };
         s.insert_thread(spec.process, tid);
         tid
     };
