@@ -82,6 +82,17 @@ struct
     __uint(max_entries, 1024);
 } first_thread_creator SEC(".maps");
 
+// Never used by the programs: declares thread_record_t in the object's BTF
+// (a type is there only if a declaration uses it), so that `ntsim test` and
+// `ntsim run --ringbuf threads=thread_record_t` can decode the records.
+struct
+{
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, uint32_t);
+    __type(value, thread_record_t);
+    __uint(max_entries, 1);
+} thread_record_type SEC(".maps");
+
 // Image records are larger than the 512-byte stack.
 struct
 {

@@ -116,8 +116,8 @@ pub(super) fn parse_hook_step(
                 None => 0,
             };
             let tid = match fields.get("tid") {
-                Some(v) => match v.parse::<usize>() {
-                    Ok(t) if t != 0 && t.is_multiple_of(4) => Some(t),
+                Some(v) => match parse_number("tid", v)? {
+                    t if t != 0 && t.is_multiple_of(4) => Some(t),
                     _ => {
                         return Err(format!(
                             "thread: tid={v}: not a thread id (a non-zero multiple of 4)"
@@ -358,6 +358,8 @@ mod tests {
             ("thread t in=8", "a pid names only System"),
             ("thread t", "in= is required"),
             ("thread t in=4 start=zz", "start=zz: not a number"),
+            ("thread t in=4 tid=6", "tid=6: not a thread id"),
+            ("thread t in=4 tid=0", "tid=0: not a thread id"),
             ("thread-exit t", "no thread named \"t\""),
             (
                 "thread t in=4\nthread t in=4",
