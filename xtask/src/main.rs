@@ -5,9 +5,10 @@
 //!   first adding the `x86_64-pc-windows-msvc` target to the toolchain with
 //!   rustup if it is missing ([`target::ensure_installed`]).
 //! - `demo`: builds the image, then runs the sample process monitor and
-//!   policy (`tests/bpf/process_test.o`) against it in ntsim, printing the
-//!   events the monitor reports, the verdicts, and the leak report
-//!   ([`ntsim::demo::run`]).
+//!   policy (`tests/bpf/process_test.o`) and the Sysmon-style thread and
+//!   image-load monitors (`tests/bpf/sysmon.o`) against it in ntsim,
+//!   printing the events the monitors report, the verdicts, and the leak
+//!   report ([`ntsim::demo::run`]).
 //! - `package`: builds the image and writes a test-signed driver package,
 //!   `target/package/` ([`package`]).
 //! - `fuzz [--seconds N] [TARGET]`: runs ntsim's fuzz targets for a bounded

@@ -34,10 +34,12 @@
 #![allow(non_camel_case_types, clippy::upper_case_acronyms)]
 
 mod events;
+pub mod image;
 mod notify;
 mod sid;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 pub use events::{
     create_process, create_thread, create_thread_with_id, exit_process, exit_thread, load_image,
@@ -900,6 +902,7 @@ pub(crate) fn exports() -> Vec<Export> {
     ];
     v.extend(notify::exports());
     v.extend(sid::exports());
+    v.extend(thread::exports());
     v
 }
 
@@ -907,6 +910,7 @@ pub(crate) fn exports() -> Vec<Export> {
 /// no notify routine is registered, the account table is the default one.
 pub(crate) fn reset() {
     notify::reset();
+    thread::reset();
     let mut s = state();
     s.free_all();
     let generation = s.generation + 1;
@@ -918,6 +922,7 @@ pub(crate) fn reset() {
 /// registered, references to processes, threads and tokens not released.
 pub(crate) fn outstanding() -> Vec<String> {
     let mut out = notify::outstanding();
+    out.extend(thread::outstanding());
     let s = state();
     let mut refs: Vec<_> = s
         .objects

@@ -125,7 +125,9 @@ impl Callout {
         }
     }
 
-    /// Closes the gate and waits for the calls in flight to return.
+    /// Closes the gate and waits for the calls in flight to return (at most
+    /// `sync::wait_limit()`: a call that never returns is a hang, reported
+    /// with the API and the routine).
     fn close_and_wait(self: &Arc<Callout>, api: &str) {
         let mut g = self.gate();
         g.closed = true;
@@ -141,9 +143,11 @@ impl Callout {
             );
             return;
         }
-        while g.active > 0 {
-            g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
+        let what = format!(
+            "{api} to see the calls in flight of {} return",
+            describe(self.routine)
+        );
+        drop(sync::wait_while(&what, &self.idle, g, |g| g.active > 0));
     }
 }
 
