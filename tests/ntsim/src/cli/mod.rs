@@ -4,6 +4,7 @@
 //! driver writes). `src/main.rs` parses the command line and
 //! calls into these.
 
+pub mod bench;
 pub mod demo;
 pub mod scenario;
 pub mod store;
