@@ -20,12 +20,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// `NtosEbpfExtProvider`, the C driver's GUID.
-const PROVIDER: GUID = GUID {
-    data1: 0xd15cc421,
-    data2: 0xe9e4,
-    data3: 0x459b,
-    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
-};
+const PROVIDER: GUID = ntsim::hook::ETW_PROVIDER;
 const VERBOSE: u8 = 5;
 const KEYWORD_BASE: u64 = 0x2;
 const KEYWORD_EXTENSION: u64 = 0x4;

@@ -24,11 +24,15 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
 fn demo_prints_every_event_with_its_verdict_and_ends_clean() {
     let text = demo_output();
     // The policy is attached before the monitor: the denied creation is
-    // reported from the kernel's side, with the status the program chose.
+    // reported from the kernel's side, with the status the program chose;
+    // no program read the account through the driver's helpers, so the
+    // line says so (and shows the token's SID, which the context carries).
     assert_eq!(
         line_starting(&text, "[notepad] CREATE"),
-        "[notepad] CREATE pid 276 | parent 268 | image \\??\\C:\\Windows\\System32\\notepad.exe \
-         | command line notepad.exe C:\\Users\\tester\\notes.txt | account NTSIM\\tester \
+        "[notepad] CREATE pid 276 | parent 268 | creator 268:272 \
+         | image \\??\\C:\\Windows\\System32\\notepad.exe \
+         | command line notepad.exe C:\\Users\\tester\\notes.txt \
+         | account not read (sid S-1-5-21-1111111111-2222222222-3333333333-1001) \
          | created 2024-01-01 00:00:03.000 UTC | DENIED 0xc0000022 (STATUS_ACCESS_DENIED) \
          (the monitor did not run: the policy before it denied the creation)"
     );
@@ -145,26 +149,45 @@ fn run_feeds_a_scenario_file_and_dumps_the_maps() {
         .ends_with("| DENIED 0xc0000022 (STATUS_ACCESS_DENIED)"));
     assert!(line_starting(&stdout, "[tool] CREATE").ends_with("| permitted"));
     assert!(line_starting(&stdout, "[tool] DELETE").contains("| exit code 0xc0000005 |"));
-    // The maps after the run: the monitor's records decoded (the driver
-    // resolved alice through the account table), the marks as hex: mark_a
-    // ran for the two permitted creations and the exit, not for the denied
-    // creation (nothing runs after a denial).
-    let events = stdout
-        .split("map events (ring buffer")
+    // Each record comes under the step that produced it: the monitor's
+    // records decoded, the marks in hex. mark_a ran for the two permitted
+    // creations and the exit, not for the denied creation (nothing runs
+    // after a denial).
+    let shell = stdout
+        .split("[shell] CREATE")
         .nth(1)
-        .expect("the events map is dumped");
-    assert!(events.contains("  3 record(s)"), "{events}");
-    assert!(events.contains(
-        "#0: CREATE pid 260 | parent 4 | creator 4:256 | image \\??\\C:\\Windows\\explorer.exe \
-         | account CORP\\alice | sid S-1-5-21-10-20-30-1002 | created 2024-01-01 00:00:01.000 UTC"
-    ), "{events}");
-    assert!(events.contains("#2: DELETE pid"), "{events}");
-    let marks = stdout
-        .split("map marks (ring buffer")
+        .expect("the shell's step")
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        shell.contains(
+            "    record events #0: CREATE pid 260 | parent 4 | creator 4:256 \
+         | image \\??\\C:\\Windows\\explorer.exe | account CORP\\alice \
+         | sid S-1-5-21-10-20-30-1002 | created 2024-01-01 00:00:01.000 UTC"
+        ),
+        "{shell}"
+    );
+    assert!(
+        shell.contains("    record marks #0: 1 bytes\n      0000: 41"),
+        "{shell}"
+    );
+    let ed = stdout
+        .split("[ed] CREATE")
         .nth(1)
-        .expect("the marks map is dumped");
-    assert!(marks.contains("  3 record(s)"), "{marks}");
-    assert_eq!(marks.matches("    0000: 41\n").count(), 3, "{marks}");
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        !ed.contains("record"),
+        "a denied creation reaches no later program: {ed}"
+    );
+    let exit = stdout.split("[tool] DELETE").nth(1).unwrap();
+    assert!(exit.contains("    record events #2: DELETE pid"), "{exit}");
+    assert_eq!(stdout.matches("      0000: 41\n").count(), 3, "{stdout}");
+    assert!(stdout
+        .contains("map events (ring buffer, key 0 B, value 0 B, max 65536):\n  0 record(s) left"));
     assert!(stdout.contains("map scratch (per-CPU array"));
     assert_eq!(stdout.lines().last(), Some("no leaks, no violations"));
     let _ = std::fs::remove_dir_all(dir);

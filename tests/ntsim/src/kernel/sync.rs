@@ -20,6 +20,10 @@
 //! Waiting threads (push locks, rundown waits, events) sleep on a condition
 //! variable keyed by the object's address; whoever changes the object wakes
 //! the waiters of that address. Spin locks spin (yielding now and then).
+//! No wait lasts for ever: after [`wait_limit`] one that Windows would let
+//! hang fails through [`hung`] with a message (a deadlock in a test fails
+//! instead of hanging the suite); [`wait_for`] and [`wait_while`] give host
+//! code the same bound.
 //!
 //! IRQL: spin locks raise to DISPATCH_LEVEL and restore; each API checks the
 //! IRQL the WDK documents for it, and a wait at DISPATCH_LEVEL or above

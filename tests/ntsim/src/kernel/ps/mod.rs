@@ -40,9 +40,9 @@ mod sid;
 mod tests;
 
 pub use events::{
-    create_process, create_thread, exit_process, exit_thread, load_image, CreatedProcess,
-    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, MAX_UNICODE_STRING_UNITS,
-    PS_CREATE_NOTIFY_INFO,
+    create_process, create_thread, create_thread_with_id, exit_process, exit_thread, load_image,
+    CreatedProcess, ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX,
+    MAX_UNICODE_STRING_UNITS, PS_CREATE_NOTIFY_INFO,
 };
 pub use notify::{
     notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,
@@ -308,6 +308,11 @@ impl State {
         );
         self.processes.insert(pid, addr);
         addr
+    }
+
+    /// Whether a live process or thread has this id (they share one space).
+    fn id_in_use(&self, id: usize) -> bool {
+        self.processes.contains_key(&id) || self.threads.contains_key(&id)
     }
 
     fn proc_data(&self, addr: usize) -> &ProcData {
@@ -609,6 +614,12 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
         token: p.token,
         driver_references: s.objects[&addr].driver_refs,
     })
+}
+
+/// Whether a live process or thread has this id (process and thread ids
+/// share one space, as on Windows).
+pub fn id_in_use(id: usize) -> bool {
+    state().id_in_use(id)
 }
 
 /// The `AuthenticationId` (logon session LUID) of the calling thread's

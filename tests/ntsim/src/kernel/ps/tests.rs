@@ -154,6 +154,7 @@ fn create_and_exit_deliver_every_field() {
         subsystem: true,
         file_open_name_available: true,
         logon_id: Some(0x5555),
+        pid: None,
     });
     assert_eq!(r.creation_status, STATUS_SUCCESS);
     assert_eq!(process(r.pid).unwrap().logon_id, 0x5555);
