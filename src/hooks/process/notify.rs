@@ -331,7 +331,10 @@ impl AccountCache {
 struct EventState {
     image_path: *const u8,
     image_path_len: usize,
-    account: UnsafeCell<AccountCache>,
+    /// Made on first use: only the account helpers need it, and making it
+    /// zeroes its inline buffers (over 1 KB), which an event that no
+    /// program asks the account of (every DELETE) does not pay for.
+    account: UnsafeCell<Option<AccountCache>>,
 }
 
 /// A process event as the core receives it.
@@ -359,7 +362,7 @@ fn new_event(md: process_md_t) -> ProcessContext {
         EventState {
             image_path: ptr::null(),
             image_path_len: 0,
-            account: UnsafeCell::new(AccountCache::new()),
+            account: UnsafeCell::new(None),
         },
     )
 }
@@ -380,7 +383,7 @@ impl EventState {
     fn account(&self, md: &process_md_t) -> &AccountCache {
         // SAFETY: see above: single-threaded per event; the mutable borrow
         // ends before the shared one is returned.
-        let cache = unsafe { &mut *self.account.get() };
+        let cache = unsafe { &mut *self.account.get() }.get_or_insert_with(AccountCache::new);
         if cache.state == AccountState::Unresolved {
             cache.state = cache.resolve(md);
         }
@@ -418,9 +421,8 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
         let sid = unsafe { (*(info as *const nt::SID_AND_ATTRIBUTES)).Sid };
         // SAFETY: the SID lives in the TOKEN_USER block.
         if !sid.is_null() && unsafe { nt::RtlValidSid(sid) } != 0 {
-            // SAFETY: as above.
-            let len = unsafe { nt::RtlLengthSid(sid) } as usize;
-            // SAFETY: destination is our 68-byte array, its size passed.
+            // SAFETY: destination is our 68-byte array, its size passed;
+            // RtlCopySid fails (copying nothing) when the SID is longer.
             let copied = unsafe {
                 nt::RtlCopySid(
                     TOKEN_SID_CAPACITY as u32,
@@ -428,8 +430,15 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
                     sid,
                 )
             };
-            if len <= TOKEN_SID_CAPACITY && nt::check(copied).is_ok() {
-                md.token_sid_size = len as u32;
+            if nt::check(copied).is_ok() {
+                // What RtlLengthSid computes, read from our valid copy (one
+                // kernel call fewer per event): the 8-byte header
+                // (revision, count, authority) and 4 bytes per
+                // sub-authority, the count being byte 1.
+                let len = 8 + 4 * usize::from(md.token_sid[1]);
+                if len <= TOKEN_SID_CAPACITY {
+                    md.token_sid_size = len as u32;
+                }
             }
         }
         // SAFETY: the block SeQueryInformationToken allocated.
@@ -685,7 +694,7 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
     // long as the context and is not changed again.
     private.image_path = owned.image_path.as_ptr();
     private.image_path_len = owned.image_path.len();
-    let cache = private.account.get_mut();
+    let cache = private.account.get_mut().insert(AccountCache::new());
     cache.name = given_account(name, c.account_name, &mut cache.name_inline)?;
     cache.domain = given_account(domain, c.account_domain, &mut cache.domain_inline)?;
     if c.account_lookup_done != 0 {
@@ -698,6 +707,10 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
     }
     Ok(run)
 }
+
+/// The cache of a test run that has none (`context_create` always makes
+/// one, so this is never reported).
+static UNRESOLVED: AccountCache = AccountCache::new();
 
 /// `context_destroy`: writes `ctx_out` (a whole
 /// [`process_test_run_context_t`] or nothing) and `data_out` (all four
@@ -720,7 +733,9 @@ unsafe extern "system" fn context_destroy(
     let run = unsafe { TestRun::from_raw(context) };
     let private = &run.event.private;
     // SAFETY: the run is over: nothing else borrows the cache.
-    let account = unsafe { &*private.account.get() };
+    let account = unsafe { &*private.account.get() }
+        .as_ref()
+        .unwrap_or(&UNRESOLVED);
     let strings = [
         &run.owned.command_line[..],
         &run.owned.image_path[..],

@@ -10,7 +10,7 @@ use crate::kernel::{fault, pool};
 use crate::Sim;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod strings;
