@@ -648,6 +648,7 @@ fn parser_follows_inf_syntax() {
 /// The uninstall deletes exactly the store keys the driver writes at load
 /// (found by loading the driver in ntsim), so a new program type or
 /// section cannot be forgotten here.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[test]
 fn uninstall_deletes_every_store_entry_the_driver_writes() {
     use ntsim::ebpf::store::HKLM_STORE;

@@ -16,6 +16,7 @@
 mod pe_checks;
 
 use goblin::pe::PE;
+use ntsim::child::{output_within, LIMIT};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,7 +84,7 @@ fn xtask(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
 }
 
 fn run(mut cmd: Command) -> Output {
-    let out = cmd.output().expect("cannot run the xtask binary");
+    let out = output_within(&mut cmd, LIMIT).expect("cannot run the xtask binary");
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}{}",
@@ -671,16 +672,18 @@ fn missing_tools_are_a_clear_error() {
     }
 
     // Installing allowed, but no apt-get on the PATH: say so.
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("package")
-        .arg("--image")
-        .arg(&p.image)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PATH", &empty)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("package")
+            .arg("--image")
+            .arg(&p.image)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("PATH", &empty)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+    .unwrap();
     assert!(!out.status.success());
     let msg = text(&out);
     assert!(
@@ -806,19 +809,21 @@ fn missing_tools_are_installed_with_apt_get() {
     script("id", format!("exec '{id}' \"$@\"\n"));
 
     let out_dir = scratch().join("package-apt");
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("package")
-        .arg("--image")
-        .arg(&p.image)
-        .arg("--signing-dir")
-        .arg(&p.signing)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PATH", &bin)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("package")
+            .arg("--image")
+            .arg(&p.image)
+            .arg("--signing-dir")
+            .arg(&p.signing)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("PATH", &bin)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ntsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ntsim"))
-        .args(args)
-        .output()
-        .expect("the ntsim binary runs")
+    ntsim::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ntsim")).args(args),
+        ntsim::child::LIMIT,
+    )
+    .expect("the ntsim binary runs")
 }
 
 fn text(b: &[u8]) -> String {
