@@ -482,7 +482,8 @@ fn ringbuf_types_are_checked_against_the_object() {
 fn the_account_column_shows_what_the_helpers_returned_not_the_account_table() {
     // The account table knows alice, but the first lookup fails: the
     // driver's helper returns -ENOENT to the program, and that is what the
-    // event line shows; the next creation's lookup succeeds.
+    // event line shows; the next creation's lookup succeeds (app, created
+    // by broker without `user=`, runs with broker's token: alice).
     let dir = temp_dir("account");
     let out = run_records(&dir, &["--fail", "SecLookupAccountSid"]);
     let stdout = text(&out.stdout);
@@ -498,7 +499,7 @@ fn the_account_column_shows_what_the_helpers_returned_not_the_account_table() {
         "{stdout}"
     );
     assert!(
-        line("[app] CREATE").contains("| account tester |"),
+        line("[app] CREATE").contains("| account alice |"),
         "{stdout}"
     );
     // deny_foreign_creator denies odd before `record` could ask.

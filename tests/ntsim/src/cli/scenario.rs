@@ -44,7 +44,9 @@
 //!     free ids.
 //!   - `user`: an account name (`tester`, `SYSTEM`, an `account` line's
 //!     NAME, optionally as `DOMAIN\NAME`), a SID (`S-1-5-...`), or `none`
-//!     for a token without a user. Default: `tester`.
+//!     for a token without a user. Default: the parent's user and logon
+//!     session (a copy of its token, as on Windows) when the parent is a
+//!     process of the scenario; otherwise `tester`.
 //! - `exit NAME [code=STATUS] [at=SECONDS]`: ends a process created
 //!   earlier; `code` is its exit status (decimal or `0x` hex, default 0).
 //! - `thread NAME in=PROCESS [by=PROCESS] [start=ADDRESS] [tid=TID] [at=SECONDS]`:
@@ -510,6 +512,10 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     let mut logons: HashMap<Vec<u8>, u64> = HashMap::new();
     // Names created so far, and whether each is still running.
     let mut names: HashMap<String, bool> = HashMap::new();
+    // The token (user SID, logon id) of each process created so far, by
+    // name and by its `pid=`: what a child created without `user=` inherits.
+    let mut tokens: HashMap<String, (Option<Vec<u8>>, Option<u64>)> = HashMap::new();
+    let mut tokens_by_pid: HashMap<usize, (Option<Vec<u8>>, Option<u64>)> = HashMap::new();
     let mut clock = SCENARIO_EPOCH;
     // Threads created so far, and whether each is still running.
     let mut thread_names: HashMap<String, bool> = HashMap::new();
@@ -675,9 +681,25 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                     }
                 },
             };
-            let user_sid = match fields.get("user") {
-                None => Some(ps::test_user_sid()),
-                Some(u) => resolve_user(u, &accounts).map_err(err)?,
+            // Without `user=`, the new process gets a copy of its parent's
+            // primary token, as on Windows, when the parent is a process of
+            // the scenario; otherwise the test user's.
+            let inherited = match &parent {
+                Parent::Named(p) => tokens.get(p).cloned(),
+                Parent::Pid(pid) => tokens_by_pid.get(pid).cloned(),
+            };
+            let (user_sid, logon_id) = match (fields.get("user"), inherited) {
+                (Some(u), _) => {
+                    let sid = resolve_user(u, &accounts).map_err(err)?;
+                    let logon = sid.as_ref().and_then(|sid| logons.get(sid).copied());
+                    (sid, logon)
+                }
+                (None, Some(token)) => token,
+                (None, None) => {
+                    let sid = ps::test_user_sid();
+                    let logon = logons.get(&sid).copied();
+                    (Some(sid), logon)
+                }
             };
             let creator = match fields.get("creator") {
                 None => None,
@@ -698,8 +720,11 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                     "create: pid= and tid= must differ (one id space)".into()
                 ));
             }
-            let logon_id = user_sid.as_ref().and_then(|sid| logons.get(sid).copied());
             names.insert(name.clone(), true);
+            tokens.insert(name.clone(), (user_sid.clone(), logon_id));
+            if let Some(pid) = pid {
+                tokens_by_pid.insert(pid as usize, (user_sid.clone(), logon_id));
+            }
             scenario.steps.push(Step::Create(Create {
                 line,
                 name: name.clone(),

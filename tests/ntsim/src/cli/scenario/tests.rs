@@ -101,6 +101,50 @@ fn an_accounts_logon_session_goes_to_its_processes_tokens() {
 }
 
 #[test]
+fn a_child_without_user_inherits_its_parents_user_and_logon_session() {
+    let _sim = crate::Sim::new();
+    let s = parse(
+        "account alice domain=CORP sid=S-1-5-21-10-20-30-1002 logon=0x1a2b3c\n\
+         create shell image=C:\\shell.exe pid=0x1000 user=alice\n\
+         create child image=C:\\child.exe parent=shell\n\
+         create by_pid image=C:\\c2.exe parent=4096\n\
+         create grandchild image=C:\\g.exe parent=child\n\
+         create as_system image=C:\\s.exe parent=shell user=SYSTEM\n\
+         create orphan image=C:\\o.exe\n",
+    )
+    .unwrap();
+    let alice = ps::parse_sid("S-1-5-21-10-20-30-1002").unwrap();
+    let tokens: Vec<_> = s
+        .steps
+        .iter()
+        .map(|st| match st {
+            Step::Create(c) => (c.user_sid.clone(), c.logon_id),
+            other => panic!("only creations: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            (Some(alice.clone()), Some(0x1a2b3c)),
+            (Some(alice.clone()), Some(0x1a2b3c)),
+            (Some(alice.clone()), Some(0x1a2b3c)),
+            (Some(alice), Some(0x1a2b3c)),
+            (Some(ps::SYSTEM_SID.to_vec()), None),
+            (Some(ps::test_user_sid()), None),
+        ]
+    );
+    // What the kernel's process gets: the logon session the helper returns.
+    let mut runner = Runner::new(&s);
+    let Outcome::Created { .. } = runner.step(&s.steps[0]) else {
+        panic!("created");
+    };
+    let Outcome::Created { pid, .. } = runner.step(&s.steps[1]) else {
+        panic!("created");
+    };
+    assert_eq!(ps::process(pid).unwrap().logon_id, 0x1a2b3c);
+}
+
+#[test]
 fn errors_name_the_line_and_the_problem() {
     let cases = [
         ("create a\n", 1, "image= is required"),
