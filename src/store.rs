@@ -774,17 +774,7 @@ mod kernel {
     /// Writes the store entries of `providers` (DriverEntry, PASSIVE_LEVEL).
     /// A failure is logged with its status and does not fail the load.
     pub fn update(providers: &[&Provider]) {
-        match write_all(providers) {
-            Ok(()) => crate::dbg_log!(
-                nt::DPFLTR_INFO_LEVEL,
-                "eBPF store updated ({} program types)",
-                providers.len()
-            ),
-            Err(e) => crate::dbg_log!(
-                nt::DPFLTR_ERROR_LEVEL,
-                "writing the eBPF store failed: {e:#x} (programs can still be loaded by program type)"
-            ),
-        }
+        crate::trace::store_update(providers.len(), write_all(providers));
     }
 }
 

@@ -603,6 +603,9 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
     assert_eq!(written.status("Status"), Some(STATUS_SUCCESS));
     assert_eq!((written.level, written.keyword), (4, KEYWORD_EXTENSION));
     assert!(log::tl_events_named("ApiFailure").is_empty());
+    let types = ntsim::ebpf::store::Store::read().programs.len() as u64;
+    assert!(types > 0, "the driver wrote its program types");
+    store_update_agrees_with_dbg(STATUS_SUCCESS, types);
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 
@@ -625,6 +628,85 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
         Some(STATUS_INSUFFICIENT_RESOURCES)
     );
     assert_eq!(written.level, 2);
+    store_update_agrees_with_dbg(STATUS_INSUFFICIENT_RESOURCES, types);
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+
+    // A failure before any program type: no StoreRegister, but the update's
+    // event and line still say it failed.
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    fault::fail_nth("ZwCreateKey", 1);
+    load(&mut sim);
+    assert!(log::tl_events_named("StoreRegister").is_empty());
+    assert_eq!(one("ApiFailure").str("Api"), Some("ZwCreateKey"));
+    store_update_agrees_with_dbg(STATUS_INSUFFICIENT_RESOURCES, types);
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+/// The one `StoreUpdate` event has `status` and counts the `types` program
+/// types the driver registers, and the DbgPrintEx line from the same call
+/// says the same.
+fn store_update_agrees_with_dbg(status: i32, types: u64) {
+    let update = one("StoreUpdate");
+    assert_eq!(update.status("Status"), Some(status));
+    let level = if status == STATUS_SUCCESS { 4 } else { 2 };
+    assert_eq!((update.level, update.keyword), (level, KEYWORD_EXTENSION));
+    assert_eq!(update.uint("ProgramTypes"), Some(types));
+    let line = if status == STATUS_SUCCESS {
+        format!("eBPF store updated ({types} program types)")
+    } else {
+        format!("writing the eBPF store failed: {:#x}", status as u32)
+    };
+    let dbg: Vec<String> = log::dbg_messages().into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        dbg.iter().filter(|t| t.contains(&line)).count(),
+        1,
+        "exactly one {line:?}: {dbg:?}"
+    );
+}
+
+#[test]
+fn a_refused_test_run_is_traced_with_its_hook_and_reason() {
+    use ntsim::ebpf::core::CoreError;
+    use ntsim::ebpf::TestRunError;
+    const EBPF_INVALID_ARGUMENT: u32 = 6;
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    let object = object();
+    let deny = program(&object, "deny_notepad");
+    let (ctx, data) = hook::test_run_input(&hook::TestRunInput::default());
+    // Two different refusals: each names its own check.
+    for (data_in, ctx_in, reason) in [
+        (&data[..], &[][..], "ContextTooSmall"),
+        (&[][..], &ctx[..], "DataTooSmall"),
+    ] {
+        log::take_etw_events();
+        let dbg_before = log::dbg_messages().len();
+        match deny.test_run(data_in, ctx_in, 1024, 296) {
+            Err(CoreError::TestRun(TestRunError::ContextCreate(EBPF_INVALID_ARGUMENT))) => {}
+            other => panic!("{reason}: expected a refusal, got {other:?}"),
+        }
+        let refused = one("TestRunRefused");
+        assert_eq!(refused.str("Hook"), Some("process"));
+        assert_eq!(refused.str("Reason"), Some(reason));
+        assert_eq!(refused.uint("Result"), Some(EBPF_INVALID_ARGUMENT as u64));
+        assert_eq!((refused.level, refused.keyword), (3, KEYWORD_PROCESS));
+        let dbg: Vec<String> = log::dbg_messages()
+            .into_iter()
+            .skip(dbg_before)
+            .map(|m| m.text)
+            .collect();
+        let line = format!("process test run refused: {reason}");
+        assert_eq!(
+            dbg.iter().filter(|t| t.contains(&line)).count(),
+            1,
+            "one DbgPrintEx line with the same reason: {dbg:?}"
+        );
+    }
+    drop((deny, object));
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }
