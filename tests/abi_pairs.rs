@@ -14,9 +14,11 @@
 //!   kernel-owned object as opaque bytes ([`Rule::SizeAlign`], with the
 //!   reason), or only the head of a structure ([`Rule::DriverPrefix`]).
 //!   Structures ntsim has only as byte offsets (`process_md_t`, the
-//!   `bpf_prog_test_run` context) are compared through their bytes: each
-//!   side writes a value with a distinct number in every field and the
-//!   other side decodes it ([`process_md_and_test_run_context_bytes`]).
+//!   `bpf_prog_test_run` context, `thread_md_t`, `image_load_md_t`) are
+//!   compared through their bytes: each side writes a value with a
+//!   distinct number in every field and the other side decodes it
+//!   ([`process_md_and_test_run_context_bytes`],
+//!   [`thread_and_image_load_md_bytes`]).
 //! - **Constants** ([`constants`]): GUIDs, helper ids, `ebpf_result_t`,
 //!   argument and return type values, NPI ids, header sizes, NTSTATUS,
 //!   registry, pool, debug-print and ETW constants that both sides use,
@@ -208,6 +210,11 @@ fn pairs() -> Vec<Pair> {
         same!(drv::nt::PS_CREATE_NOTIFY_INFO, sim::ps::PS_CREATE_NOTIFY_INFO;
             Size, Flags, ParentProcessId, CreatingThreadId, FileObject, ImageFileName,
             CommandLine, CreationStatus),
+        same!(drv::nt::IMAGE_INFO, sim::ps::IMAGE_INFO;
+            Properties, ImageBase, ImageSelector, ImageSize, ImageSectionNumber),
+        same!(drv::nt::IMAGE_INFO_EX, sim::ps::IMAGE_INFO_EX; Size, ImageInfo, FileObject),
+        same!(drv::nt::THREAD_BASIC_INFORMATION, sim::ps::thread::THREAD_BASIC_INFORMATION;
+            ExitStatus, TebBaseAddress, ClientId, AffinityMask, Priority, BasePriority),
         same!(drv::nt::OBJECT_ATTRIBUTES, sim::registry::OBJECT_ATTRIBUTES;
             Length, RootDirectory, ObjectName, Attributes, SecurityDescriptor,
             SecurityQualityOfService),
@@ -416,7 +423,9 @@ macro_rules! constants {
 fn constants() -> Vec<Constant> {
     use drv::ebpf::abi as da;
     use drv::ebpf::abi::EbpfError;
+    use drv::hooks::image_load as di;
     use drv::hooks::process as dp;
+    use drv::hooks::thread as dt;
     use drv::nt as dn;
     use drv::nt::Error;
     use sim::ebpf::abi as sa;
@@ -429,6 +438,30 @@ fn constants() -> Vec<Constant> {
         dp::EBPF_PROGRAM_TYPE_PROCESS => sim::process::PROGRAM_TYPE,
         dp::EBPF_ATTACH_TYPE_PROCESS => sim::process::ATTACH_TYPE,
         drv::trace::PROVIDER_GUID => sim::hook::ETW_PROVIDER,
+        // The thread and image-load program types: identity, enums, flags
+        // and context sizes (the contexts themselves:
+        // thread_and_image_load_md_bytes).
+        dt::EBPF_PROGRAM_TYPE_THREAD => sim::hook::thread::PROGRAM_TYPE,
+        dt::EBPF_ATTACH_TYPE_THREAD => sim::hook::thread::ATTACH_TYPE,
+        di::EBPF_PROGRAM_TYPE_IMAGE_LOAD => sim::hook::image_load::PROGRAM_TYPE,
+        di::EBPF_ATTACH_TYPE_IMAGE_LOAD => sim::hook::image_load::ATTACH_TYPE,
+        dt::THREAD_OPERATION_CREATE => sim::hook::thread::OPERATION_CREATE,
+        dt::THREAD_OPERATION_EXIT => sim::hook::thread::OPERATION_EXIT,
+        dt::THREAD_FLAG_REMOTE => sim::hook::thread::FLAG_REMOTE,
+        dt::THREAD_FLAG_SYSTEM => sim::hook::thread::FLAG_SYSTEM,
+        size_of::<dt::thread_md_t>() => sim::hook::thread::CONTEXT_SIZE,
+        di::IMAGE_LOAD_FLAG_SYSTEM_MODE => sim::hook::image_load::FLAG_SYSTEM_MODE,
+        di::IMAGE_LOAD_FLAG_MAPPED_TO_ALL_PIDS => sim::hook::image_load::FLAG_MAPPED_TO_ALL_PIDS,
+        di::IMAGE_LOAD_FLAG_PARTIAL_MAP => sim::hook::image_load::FLAG_PARTIAL_MAP,
+        di::IMAGE_LOAD_FLAG_MACHINE_TYPE_MISMATCH
+            => sim::hook::image_load::FLAG_MACHINE_TYPE_MISMATCH,
+        size_of::<di::image_load_md_t>() => sim::hook::image_load::CONTEXT_SIZE,
+        // Thread queries and image notification.
+        dn::ThreadQuerySetWin32StartAddress => sim::ps::thread::THREAD_QUERY_SET_WIN32_START_ADDRESS,
+        dn::ThreadBasicInformation => sim::ps::thread::THREAD_BASIC_INFORMATION_CLASS,
+        dn::THREAD_QUERY_INFORMATION => sim::ps::thread::THREAD_QUERY_INFORMATION,
+        dn::PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE
+            => sim::ps::PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE,
         // ebpf_result_t.
         da::EBPF_SUCCESS => sa::EBPF_SUCCESS,
         EbpfError::INVALID_ARGUMENT.code() => sa::EBPF_INVALID_ARGUMENT,
@@ -483,6 +516,7 @@ fn constants() -> Vec<Constant> {
         Error::NOT_SUPPORTED.status() => ss::STATUS_NOT_SUPPORTED,
         // IRQLs, pool, debug print, NMR, security, events.
         dn::PASSIVE_LEVEL => sim::types::PASSIVE_LEVEL,
+        dn::APC_LEVEL => sim::types::APC_LEVEL,
         dn::DISPATCH_LEVEL => sim::types::DISPATCH_LEVEL,
         dn::POOL_FLAG_UNINITIALIZED => sim::pool::POOL_FLAG_UNINITIALIZED,
         dn::POOL_FLAG_NON_PAGED => sim::pool::POOL_FLAG_NON_PAGED,
@@ -697,6 +731,140 @@ fn process_md_and_test_run_context_bytes() {
     );
 }
 
+/// The bytes of a plain `#[repr(C)]` value.
+fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: `v` is a live, initialised `T` of size_of::<T>() bytes; the
+    // types passed here have no padding (their layouts are asserted in the
+    // driver), so every byte is initialised.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+/// A `T` read from the first size_of::<T>() bytes of `b`.
+fn from_bytes<T: Copy>(b: &[u8]) -> T {
+    assert!(
+        b.len() >= size_of::<T>(),
+        "{} bytes, need {}",
+        b.len(),
+        size_of::<T>()
+    );
+    // SAFETY: `b` holds at least size_of::<T>() bytes (checked above); the
+    // read is unaligned; the types read here are integers and raw pointers,
+    // valid for any bit pattern.
+    unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) }
+}
+
+/// `thread_md_t` and `image_load_md_t` (also the `bpf_prog_test_run`
+/// context of their program types: the context in and out is the md
+/// structure itself) against ntsim's byte codecs, both ways.
+#[test]
+fn thread_and_image_load_md_bytes() {
+    use drv::hooks::image_load::image_load_md_t;
+    use drv::hooks::thread::thread_md_t;
+    use sim::hook::image_load::ImageRecord;
+    use sim::hook::thread::ThreadRecord;
+
+    // Driver -> ntsim (struct literals: a new field does not compile until
+    // it is given a value here).
+    let md = thread_md_t {
+        process_id: mark(1),
+        thread_id: mark(2),
+        creating_process_id: mark(3),
+        creating_thread_id: mark(4),
+        start_address: mark(5),
+        exit_status: 0xC000_0005,
+        operation: 1,
+        flags: 3,
+        reserved: 0xAB,
+    };
+    let bytes = bytes_of(&md);
+    let parsed = ThreadRecord::parse(&bytes).expect("ntsim decodes a thread_md_t");
+    // No `..`: a field ntsim adds must be compared here.
+    let ThreadRecord {
+        process_id,
+        thread_id,
+        creating_process_id,
+        creating_thread_id,
+        start_address,
+        exit_status,
+        operation,
+        flags,
+        reserved,
+        alert,
+        initial,
+    } = parsed;
+    assert_eq!(
+        [
+            process_id,
+            thread_id,
+            creating_process_id,
+            creating_thread_id,
+            start_address
+        ],
+        [mark(1), mark(2), mark(3), mark(4), mark(5)],
+        "thread ids and start address"
+    );
+    assert_eq!(
+        (exit_status, operation, flags, reserved),
+        (0xC000_0005, 1, 3, 0xAB)
+    );
+    assert_eq!((alert, initial), (0, 0), "record-only fields");
+    // ntsim -> driver: ntsim's test-run context, the driver's structure.
+    let back: thread_md_t = from_bytes(&parsed.context_bytes());
+    assert_eq!(back, md, "thread_md_t round trip through ntsim's encoder");
+    assert_eq!(parsed.context_bytes(), bytes);
+
+    let md = image_load_md_t {
+        image_path_start: std::ptr::without_provenance_mut(mark(10) as usize),
+        image_path_end: std::ptr::without_provenance_mut(mark(11) as usize),
+        process_id: mark(12),
+        thread_id: mark(13),
+        image_base: mark(14),
+        image_size: mark(15),
+        flags: 0xF,
+        signature_level: 0xC,
+        signature_type: 0x5,
+        reserved: 0xBEEF,
+    };
+    let bytes = bytes_of(&md);
+    assert_eq!(
+        bytes[..16],
+        [mark(10).to_le_bytes(), mark(11).to_le_bytes()].concat(),
+        "the packet pointers come first"
+    );
+    let parsed = ImageRecord::from_fields(&bytes[16..]);
+    let ImageRecord {
+        process_id,
+        thread_id,
+        image_base,
+        image_size,
+        flags,
+        signature_level,
+        signature_type,
+        reserved,
+        path_length,
+        path,
+    } = parsed.clone();
+    assert_eq!(
+        [process_id, thread_id, image_base, image_size],
+        [mark(12), mark(13), mark(14), mark(15)]
+    );
+    assert_eq!(
+        (flags, signature_level, signature_type, reserved),
+        (0xF, 0xC, 0x5, 0xBEEF)
+    );
+    assert_eq!((path_length, path), (0, Vec::new()), "record-only fields");
+    let back: image_load_md_t = from_bytes(&parsed.context_bytes());
+    assert_eq!(
+        back,
+        image_load_md_t {
+            image_path_start: std::ptr::null_mut(),
+            image_path_end: std::ptr::null_mut(),
+            ..md
+        },
+        "image_load_md_t round trip (ntsim's test-run context has null packet pointers)"
+    );
+}
+
 /// Source files that declare each side's ABI (paths from the repository
 /// root); a directory stands for every `.rs` file directly in it.
 const DRIVER_SOURCES: &[&str] = &[
@@ -715,6 +883,8 @@ const NTSIM_SOURCES: &[&str] = &[
     "tests/ntsim/src/kernel/status.rs",
     "tests/ntsim/src/kernel/nmr.rs",
     "tests/ntsim/src/kernel/ps/events.rs",
+    "tests/ntsim/src/kernel/ps/image.rs",
+    "tests/ntsim/src/kernel/ps/thread.rs",
     "tests/ntsim/src/kernel/ps/notify.rs",
     "tests/ntsim/src/kernel/ps/sid.rs",
     "tests/ntsim/src/kernel/sync.rs",
@@ -725,11 +895,14 @@ const NTSIM_SOURCES: &[&str] = &[
 ];
 
 /// Driver structures compared through their bytes
-/// ([`process_md_and_test_run_context_bytes`]).
+/// ([`process_md_and_test_run_context_bytes`],
+/// [`thread_and_image_load_md_bytes`]).
 const DRIVER_BYTE_COMPARED: &[&str] = &[
     "process_md_t",
     "process_test_run_context_t",
     "TestRunString",
+    "thread_md_t",
+    "image_load_md_t",
 ];
 
 /// `#[repr(C)]` structures only the driver declares, and why.
@@ -769,8 +942,6 @@ const NTSIM_ONLY: &[(&str, &str)] = &[
         "NPI_CLIENT_CHARACTERISTICS",
         "the driver is an NMR provider only",
     ),
-    ("IMAGE_INFO", "the driver has no image-load hook yet"),
-    ("IMAGE_INFO_EX", "the driver has no image-load hook yet"),
     (
         "EVENT_FILTER_DESCRIPTOR",
         "the driver's enable callback ignores filter data",

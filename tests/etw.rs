@@ -11,7 +11,7 @@ use ntsim::log::{self, etw::TlEvent};
 use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
 use ntsim::process::{self as hook, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
-use ntsim::status::{STATUS_PENDING, STATUS_SUCCESS};
+use ntsim::status::{STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS};
 use ntsim::types::{GUID, HANDLE};
 use ntsim::{fault, Sim};
 use std::ffi::c_void;
@@ -99,6 +99,22 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
         [
             (EBPF_PROGRAM_INFO_EXTENSION_IID, hook::PROGRAM_TYPE, Some(0)),
             (EBPF_HOOK_EXTENSION_IID, hook::ATTACH_TYPE, Some(0)),
+            (
+                EBPF_PROGRAM_INFO_EXTENSION_IID,
+                ntsim::thread::PROGRAM_TYPE,
+                Some(0)
+            ),
+            (EBPF_HOOK_EXTENSION_IID, ntsim::thread::ATTACH_TYPE, Some(0)),
+            (
+                EBPF_PROGRAM_INFO_EXTENSION_IID,
+                ntsim::image_load::PROGRAM_TYPE,
+                Some(0)
+            ),
+            (
+                EBPF_HOOK_EXTENSION_IID,
+                ntsim::image_load::ATTACH_TYPE,
+                Some(0)
+            ),
         ]
     );
     assert_eq!(registered[0].keyword, KEYWORD_EXTENSION);
@@ -209,7 +225,7 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
 
     sim.unload_driver().unwrap();
     let deregistered = log::tl_events_named("ProviderDeregister");
-    assert_eq!(deregistered.len(), 2, "{deregistered:#?}");
+    assert_eq!(deregistered.len(), 6, "two per hook: {deregistered:#?}");
     assert!(deregistered.iter().all(|e| e.status("Status") == Some(0)));
     assert_eq!(
         names().last().map(String::as_str),
@@ -373,6 +389,8 @@ struct HostClient {
     characteristics: NPI_CLIENT_CHARACTERISTICS,
     handle: AtomicUsize,
     attach_status: Mutex<Option<i32>>,
+    /// The one hook provider (attach type) this client binds to.
+    attach_type: GUID,
     gate: (Mutex<bool>, Condvar),
     entered: AtomicBool,
 }
@@ -421,6 +439,7 @@ impl HostClient {
             },
             handle: AtomicUsize::new(0),
             attach_status: Mutex::new(None),
+            attach_type: hook::ATTACH_TYPE,
             gate: (Mutex::new(false), Condvar::new()),
             entered: AtomicBool::new(false),
         });
@@ -463,10 +482,17 @@ impl HostClient {
 unsafe extern "win64" fn host_attach(
     binding: HANDLE,
     context: *mut c_void,
-    _provider: *const NPI_REGISTRATION_INSTANCE,
+    provider: *const NPI_REGISTRATION_INSTANCE,
 ) -> i32 {
     // SAFETY: the context registered with this client.
     let c = unsafe { &*(context as *const HostClient) };
+    // One hook provider per attach type: bind to one, as an eBPF link does.
+    // SAFETY: NMR passes the provider's live registration instance.
+    let module_id = unsafe { (*provider).ModuleId };
+    // SAFETY: its module id lives as long as the registration.
+    if unsafe { (*module_id).Guid } != c.attach_type {
+        return STATUS_NOINTERFACE;
+    }
     let mut pbc: *mut c_void = std::ptr::null_mut();
     let mut pd: *const c_void = std::ptr::null();
     let dispatch = (&c.dispatch as *const Dispatch).cast();
@@ -597,11 +623,22 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
     let mut sim = Sim::new();
     log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
     load(&mut sim);
-    let written = one("StoreRegister");
-    assert_eq!(written.str("Key"), Some("ProgramData"));
-    assert_eq!(written.guid("Id"), Some(hook::PROGRAM_TYPE));
-    assert_eq!(written.status("Status"), Some(STATUS_SUCCESS));
-    assert_eq!((written.level, written.keyword), (4, KEYWORD_EXTENSION));
+    // One per program type, in the order of the driver's hooks.
+    let written = log::tl_events_named("StoreRegister");
+    let ids: Vec<Option<GUID>> = written.iter().map(|e| e.guid("Id")).collect();
+    assert_eq!(
+        ids,
+        [
+            Some(hook::PROGRAM_TYPE),
+            Some(ntsim::thread::PROGRAM_TYPE),
+            Some(ntsim::image_load::PROGRAM_TYPE)
+        ]
+    );
+    for w in &written {
+        assert_eq!(w.str("Key"), Some("ProgramData"));
+        assert_eq!(w.status("Status"), Some(STATUS_SUCCESS));
+        assert_eq!((w.level, w.keyword), (4, KEYWORD_EXTENSION));
+    }
     assert!(log::tl_events_named("ApiFailure").is_empty());
     let types = ntsim::ebpf::store::Store::read().programs.len() as u64;
     assert!(types > 0, "the driver wrote its program types");
@@ -677,20 +714,48 @@ fn a_refused_test_run_is_traced_with_its_hook_and_reason() {
     load(&mut sim);
     let object = object();
     let deny = program(&object, "deny_notepad");
+    let sysmon = Object::load(
+        &std::fs::read(ntsim::thread::sample_object_path()).unwrap(),
+        &ntsim::ebpf::store::section_map(),
+    )
+    .unwrap();
+    let thread_echo = program(&sysmon, "thread_echo");
+    let image_echo = program(&sysmon, "image_echo");
     let (ctx, data) = hook::test_run_input(&hook::TestRunInput::default());
-    // Two different refusals: each names its own check.
-    for (data_in, ctx_in, reason) in [
-        (&data[..], &[][..], "ContextTooSmall"),
-        (&[][..], &ctx[..], "DataTooSmall"),
-    ] {
+    let thread_ctx = vec![0u8; 56];
+    let mut bad_operation = thread_ctx.clone();
+    bad_operation[44] = 2;
+    // Each hook, and different refusals of one hook: each names its check.
+    let cases: [(&LoadedProgram, &[u8], &[u8], &str, &str); 7] = [
+        (&deny, &data, &[], "process", "ContextTooSmall"),
+        (&deny, &[], &ctx, "process", "DataTooSmall"),
+        (&thread_echo, &[1, 2], &thread_ctx, "thread", "DataNotEmpty"),
+        (
+            &thread_echo,
+            &[],
+            &thread_ctx[..55],
+            "thread",
+            "InvalidBuffers",
+        ),
+        (
+            &thread_echo,
+            &[],
+            &bad_operation,
+            "thread",
+            "InvalidContext",
+        ),
+        (&image_echo, &[1, 2, 3], &[], "image_load", "InvalidInput"),
+        (&image_echo, &[], &[0; 7], "image_load", "InvalidBuffers"),
+    ];
+    for (program, data_in, ctx_in, hook_name, reason) in cases {
         log::take_etw_events();
         let dbg_before = log::dbg_messages().len();
-        match deny.test_run(data_in, ctx_in, 1024, 296) {
+        match program.test_run(data_in, ctx_in, 1024, 296) {
             Err(CoreError::TestRun(TestRunError::ContextCreate(EBPF_INVALID_ARGUMENT))) => {}
-            other => panic!("{reason}: expected a refusal, got {other:?}"),
+            other => panic!("{hook_name} {reason}: expected a refusal, got {other:?}"),
         }
         let refused = one("TestRunRefused");
-        assert_eq!(refused.str("Hook"), Some("process"));
+        assert_eq!(refused.str("Hook"), Some(hook_name));
         assert_eq!(refused.str("Reason"), Some(reason));
         assert_eq!(refused.uint("Result"), Some(EBPF_INVALID_ARGUMENT as u64));
         assert_eq!((refused.level, refused.keyword), (3, KEYWORD_PROCESS));
@@ -699,14 +764,18 @@ fn a_refused_test_run_is_traced_with_its_hook_and_reason() {
             .skip(dbg_before)
             .map(|m| m.text)
             .collect();
-        let line = format!("process test run refused: {reason}");
+        let line = format!("{hook_name} test run refused: {reason}");
         assert_eq!(
             dbg.iter().filter(|t| t.contains(&line)).count(),
             1,
             "one DbgPrintEx line with the same reason: {dbg:?}"
         );
     }
-    drop((deny, object));
+    // An accepted run says nothing.
+    log::take_etw_events();
+    thread_echo.test_run(&[], &thread_ctx, 0, 56).unwrap();
+    assert!(log::tl_events_named("TestRunRefused").is_empty());
+    drop((deny, thread_echo, image_echo, object, sysmon));
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }

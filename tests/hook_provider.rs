@@ -10,7 +10,8 @@ use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATIO
 use ntsim::process as hook;
 use ntsim::ps::{self, ProcessSpec};
 use ntsim::status::{
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_NOT_SUPPORTED, STATUS_PENDING,
+    STATUS_SUCCESS,
 };
 use ntsim::types::{GUID, HANDLE};
 use ntsim::{fault, sim, Sim};
@@ -47,6 +48,8 @@ struct Dispatch {
 /// A host-side hook client: attaches to the driver's hook provider with the
 /// characteristics and dispatch table a test gives it.
 struct HostClient {
+    /// The one attach type (hook provider) this client binds to.
+    attach_type: GUID,
     npi_id: GUID,
     module_id: NPI_MODULEID,
     data: ExtensionData,
@@ -73,6 +76,7 @@ impl HostClient {
     fn new(edit: impl FnOnce(&mut HostClient)) -> Box<HostClient> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut c = Box::new(HostClient {
+            attach_type: hook::ATTACH_TYPE,
             npi_id: HOOK_NPI,
             module_id: NPI_MODULEID {
                 Length: 24,
@@ -187,10 +191,18 @@ fn unsafe_zeroed_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
 unsafe extern "win64" fn host_attach(
     binding: HANDLE,
     context: *mut c_void,
-    _provider: *const NPI_REGISTRATION_INSTANCE,
+    provider: *const NPI_REGISTRATION_INSTANCE,
 ) -> i32 {
     // SAFETY: the context registered with this client.
     let c = unsafe { &*(context as *const HostClient) };
+    // A host client binds to one hook (the driver has one hook provider per
+    // attach type; an eBPF link attaches to one).
+    // SAFETY: NMR passes the provider's live registration instance.
+    let module_id = unsafe { (*provider).ModuleId };
+    // SAFETY: its module id lives as long as the registration.
+    if unsafe { (*module_id).Guid } != c.attach_type {
+        return STATUS_NOINTERFACE;
+    }
     let dispatch: *const c_void = if c.null_dispatch {
         std::ptr::null()
     } else if c.dispatch_at != 0 {
@@ -315,20 +327,51 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
             STATUS_INVALID_PARAMETER,
         ),
     ];
-    for (what, edit, expected) in cases {
+    // Every hook validates its clients with the same generic code.
+    let hooks = [
+        ("process", hook::ATTACH_TYPE),
+        ("thread", ntsim::thread::ATTACH_TYPE),
+        ("image_load", ntsim::image_load::ATTACH_TYPE),
+    ];
+    for (name, attach_type) in hooks {
+        for (what, edit, expected) in &cases {
+            let sim = loaded();
+            let client = HostClient::new(|c| {
+                c.attach_type = attach_type;
+                edit(c);
+            });
+            assert_eq!(client.attach_status(), Some(*expected), "{name}: {what}");
+            assert!(!binding_of(&client), "{name}: {what}: no binding");
+            ntsim::io::wait_idle();
+            assert_eq!(
+                ps::notify_routine_counts(),
+                ps::NotifyCounts::default(),
+                "{name}: {what}: no notify routine registered"
+            );
+            client.deregister();
+            if let Err(findings) = sim.finish() {
+                panic!("{name}: {what}: {findings}");
+            }
+        }
+        // A well-formed client of this hook attaches and registers its
+        // routine only.
         let sim = loaded();
-        let client = HostClient::new(edit);
-        assert_eq!(client.attach_status(), Some(expected), "{what}");
-        assert!(!binding_of(&client), "{what}: no binding");
-        ntsim::io::wait_idle();
+        let client = HostClient::new(|c| c.attach_type = attach_type);
+        assert_eq!(client.attach_status(), Some(STATUS_SUCCESS), "{name}");
+        let counts = ps::notify_routine_counts();
         assert_eq!(
-            ps::notify_routine_counts().process,
-            0,
-            "{what}: no notify routine registered"
+            (counts.process, counts.thread, counts.image),
+            match name {
+                "process" => (1, 0, 0),
+                "thread" => (0, 1, 0),
+                _ => (0, 0, 1),
+            },
+            "{name}"
         );
         client.deregister();
+        ntsim::io::wait_idle();
         if let Err(findings) = sim.finish() {
-            panic!("{what}: {findings}");
+            panic!("{name}: {findings}");
         }
     }
 }

@@ -9,9 +9,9 @@
 //! ntsim store --driver PATH
 //! ```
 //!
-//! `demo` runs the sample process monitor and policy against the driver
-//! (built with cargo when `--driver` is not given) on the built-in
-//! scenario. `run` loads the driver, attaches the named programs of an eBPF
+//! `demo` runs the sample process monitor and policy, and the Sysmon-style
+//! thread and image-load monitors, against the driver (built with cargo
+//! when `--driver` is not given) on the demo scenario. `run` loads the driver, attaches the named programs of an eBPF
 //! object in order, raises the events (a scenario file in the format of
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
@@ -38,7 +38,9 @@ const USAGE: &str = "\
 usage:
   ntsim demo [--driver PATH]
       the sample process monitor (tests/bpf/process_test.o: deny_notepad, monitor)
-      on the built-in scenario; without --driver the driver is built with cargo
+      and Sysmon-style monitors (tests/bpf/sysmon.o: watch_lsass, thread_monitor,
+      image_monitor) on the demo scenario; without --driver the driver is built
+      with cargo
   ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
             [--ringbuf MAP=TYPE ...] [--json] [--etw]
@@ -63,6 +65,10 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
      [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`,
   `exit NAME [code=STATUS] [at=SECONDS]`,
   `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`,
+  `thread NAME in=PROCESS [by=PROCESS] [start=ADDRESS] [tid=TID] [at=SECONDS]`,
+  `thread-exit NAME [code=STATUS] [at=SECONDS]`,
+  `image PROCESS path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
+  `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
   `test-run PROGRAM [pid=N] [parent=N] [creator=PID:TID] [operation=create|delete]
      [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT] [image=PATH] [account=NAME]
      [domain=DOMAIN] [lookup_done=0|1] [data_out=N] [at=SECONDS]`)";

@@ -783,3 +783,122 @@ fn json_with_etw_reports_the_drivers_events_with_the_step_that_caused_them() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn thread_image_and_driver_steps_in_json_carry_their_inputs_records_and_no_verdict() {
+    let dir = temp_dir("sysmon_json");
+    let scenario = dir.join("sysmon.scenario");
+    std::fs::write(
+        &scenario,
+        "create lsass image=C:\\Windows\\System32\\lsass.exe parent=4 user=SYSTEM pid=0x300 tid=0x304\n\
+         create injector image=C:\\Tools\\injector.exe pid=0x400 tid=0x404\n\
+         thread inject in=lsass by=injector start=0x7ffb12340000 tid=0x500\n\
+         image injector path=C:\\x.dll base=0x10000 size=0x2000\n\
+         driver path=\\SystemRoot\\d.sys base=0xfffff80000000000 size=0x9000\n\
+         thread-exit inject code=0xC0000005\n",
+    )
+    .unwrap();
+    let object = workspace_root().join("tests/bpf/sysmon.o");
+    let driver = driver_image();
+    let out = ntsim(&[
+        "run",
+        "--driver",
+        path(&driver),
+        "--object",
+        path(&object),
+        "--program",
+        "watch_lsass",
+        "--program",
+        "thread_monitor",
+        "--program",
+        "image_monitor",
+        "--ringbuf",
+        "threads=thread_record_t",
+        "--scenario",
+        path(&scenario),
+        "--json",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let step = |keyword: &str| {
+        lines
+            .iter()
+            .find(|l| l["type"] == "step" && l["keyword"] == keyword)
+            .unwrap_or_else(|| panic!("no {keyword} step:\n{stdout}"))
+    };
+    let t = step("thread");
+    assert_eq!(
+        (&t["event"], &t["name"], &t["pid"], &t["tid"]),
+        (
+            &Value::from("thread_create"),
+            &Value::from("inject"),
+            &Value::from(0x300),
+            &Value::from(0x500)
+        )
+    );
+    assert_eq!(
+        t["creator"],
+        serde_json::json!({"pid": 0x400, "tid": 0x404})
+    );
+    assert_eq!(t["start_address"], 0x7ffb12340000u64);
+    assert_eq!(t["remote"], true);
+    let i = step("image");
+    assert_eq!(
+        (
+            &i["event"],
+            &i["pid"],
+            &i["path"],
+            &i["image_base"],
+            &i["image_size"]
+        ),
+        (
+            &Value::from("image_load"),
+            &Value::from(0x400),
+            &Value::from("C:\\x.dll"),
+            &Value::from(0x10000),
+            &Value::from(0x2000)
+        )
+    );
+    let d = step("driver");
+    assert_eq!(
+        (&d["event"], &d["pid"], &d["name"], &d["flags"]),
+        (
+            &Value::from("driver_load"),
+            &Value::from(0),
+            &Value::from("\\SystemRoot\\d.sys"),
+            &Value::from(1)
+        )
+    );
+    let e = step("thread-exit");
+    assert_eq!(
+        (&e["event"], &e["tid"], &e["exit_status"]),
+        (
+            &Value::from("thread_exit"),
+            &Value::from(0x500),
+            &Value::from("0xc0000005")
+        )
+    );
+    // Each record belongs to its step, decoded through the BTF type; thread
+    // and image steps have the verdict `none`.
+    let n = t["step"].as_u64().unwrap();
+    let records: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "record" && l["step"] == n)
+        .collect();
+    assert_eq!(records.len(), 1, "{stdout}");
+    assert_eq!(records[0]["map"], "threads");
+    assert_eq!(records[0]["value"]["alert"], 1);
+    assert_eq!(records[0]["value"]["thread_id"], 0x500);
+    for s in [t, i, d, e] {
+        let v = lines
+            .iter()
+            .find(|l| l["type"] == "verdict" && l["step"] == s["step"])
+            .unwrap();
+        assert_eq!(v["verdict"], "none", "{v}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,9 +3,11 @@
 //! decided, then check that the driver left nothing behind.
 //!
 //! - [`run`]: the demo (`cargo xtask demo`, `ntsim demo`): the sample
-//!   process monitor and policy of `tests/bpf/process_test.c` against the
-//!   built-in scenario ([`crate::cli::scenario::BUILTIN`]), one line per event
-//!   from the monitor's records. The output is the same on every run.
+//!   process monitor and policy of `tests/bpf/process_test.c` and the
+//!   Sysmon-style programs of `tests/bpf/sysmon.c` against the demo
+//!   scenario ([`crate::cli::scenario::BUILTIN`] and [`DEMO_SCENARIO_EXTRA`]),
+//!   one line per event from the monitors' records. The output is the same
+//!   on every run.
 //! - [`run_object`]: any object, programs and events (`ntsim run`): a
 //!   scenario, or the host's live process activity ([`Events::Live`]).
 //!
@@ -22,7 +24,9 @@ use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step, TestRun};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::{store, Object};
+use crate::hook::image_load::ImageRecord;
 use crate::hook::process::{self as hook, ProcessRecord, RECORD_SIZE};
+use crate::hook::thread::{self, ThreadRecord};
 use crate::kernel::status::{self, nt_success};
 use crate::kernel::{io, log, time};
 use crate::Sim;
@@ -75,7 +79,8 @@ pub const DRIVER_ETW_PROVIDER: crate::kernel::types::GUID = crate::hook::ETW_PRO
 const ETW_LEVEL_VERBOSE: u8 = 5;
 
 pub use crate::cli::report::{
-    describe_record, format_filetime, shorten, verdict, MAX_COMMAND_LINE_SHOWN,
+    describe_image_record, describe_record, describe_thread_record, format_filetime, shorten,
+    verdict, MAX_COMMAND_LINE_SHOWN,
 };
 
 fn w(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), String> {
@@ -422,17 +427,43 @@ fn file_name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
+/// The Sysmon-style programs of `tests/bpf/sysmon.c` the demo attaches
+/// beside the process monitor, in order.
+pub const SYSMON_PROGRAMS: [&str; 3] = ["watch_lsass", "thread_monitor", "image_monitor"];
+
+/// The demo's scenario: the built-in one, then an injector opening a remote
+/// thread in lsass.exe, a local thread, a DLL and a driver load.
+pub const DEMO_SCENARIO_EXTRA: &str = r#"
+create wininit image=C:\Windows\System32\wininit.exe cmd="wininit.exe" parent=4 user=SYSTEM
+create lsass image=C:\Windows\System32\lsass.exe cmd="C:\Windows\system32\lsass.exe" parent=wininit user=SYSTEM
+create mimikatz image=C:\Users\tester\Downloads\mimikatz.exe cmd="mimikatz.exe sekurlsa::logonpasswords" parent=explorer
+thread worker in=explorer start=0x7ff6abcd1000
+thread inject in=lsass by=mimikatz start=0x7ffb12340000
+image mimikatz path=\Device\HarddiskVolume3\Windows\System32\vaultcli.dll base=0x7ffb20000000 size=0x5a000
+driver path=\SystemRoot\System32\drivers\mimidrv.sys base=0xfffff80612340000 size=0x9000
+thread-exit inject code=0
+"#;
+
+/// The demo's scenario, parsed.
+pub fn demo_scenario() -> Scenario {
+    scenario::parse(&format!("{}{}", scenario::BUILTIN, DEMO_SCENARIO_EXTRA))
+        .expect("the demo scenario parses")
+}
+
 /// The demo: the driver image at `driver` in a fresh simulated machine, the
-/// sample programs `deny_notepad` then `monitor` attached, the built-in
-/// scenario raised, one line per event; then detach, unload and the leak
-/// and violation report. Err: setup failures, or the findings.
+/// sample programs `deny_notepad` then `monitor` attached to the process
+/// hook, and the Sysmon-style programs of `tests/bpf/sysmon.c` to the
+/// process, thread and image-load hooks; the demo scenario raised, one line
+/// per event each program reported; then detach, unload and the leak and
+/// violation report. Err: setup failures, or the findings.
 pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     let object_path = hook::sample_object_path();
     let names: Vec<String> = DEMO_PROGRAMS.iter().map(|s| s.to_string()).collect();
-    let scenario = scenario::builtin();
+    let scenario = demo_scenario();
     say!(
         out,
-        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy"
+        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy, \
+         and Sysmon-style thread and image-load monitors"
     )?;
     let session = Session::start(
         &Setup {
@@ -447,22 +478,62 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     )?;
     let decoder = Decoder::default();
     TextSink(out).emit(&Event::Start(session.start.clone()), &decoder)?;
+    let sysmon_path = thread::sample_object_path();
+    let bytes = std::fs::read(&sysmon_path)
+        .map_err(|e| format!("cannot read {}: {e}", sysmon_path.display()))?;
+    // Through the store the driver wrote, as ebpfapi.dll resolves them.
+    let sysmon = Object::load(&bytes, &store::section_map())
+        .map_err(|e| format!("cannot load {}: {e}", sysmon_path.display()))?;
+    let mut sysmon_programs = Vec::new();
+    let mut sysmon_links = Vec::new();
+    for name in SYSMON_PROGRAMS {
+        let program = sysmon
+            .program(name)
+            .ok_or_else(|| format!("sysmon.o has no program {name}"))?
+            .clone();
+        let attach_type = program
+            .attach_type
+            .ok_or_else(|| format!("{name} has no attach type"))?;
+        let loaded = LoadedProgram::load(program)
+            .map_err(|e| format!("loading program {name:?} failed: {e}"))?;
+        let link = loaded
+            .attach(attach_type, &[], 0)
+            .map_err(|e| format!("attaching program {name:?} failed: {e}"))?;
+        sysmon_programs.push(loaded);
+        sysmon_links.push(link);
+    }
     say!(
         out,
-        "events ({} steps of the built-in scenario):",
+        "object {}: attached {} (in this order)",
+        file_name(&sysmon_path),
+        SYSMON_PROGRAMS.join(", ")
+    )?;
+    say!(
+        out,
+        "events ({} steps of the demo scenario):",
         scenario.steps.len()
     )?;
     let mut runner = Runner::new(&scenario);
-    let events = session
-        .object
-        .map("events")
-        .ok_or("process_test.o has no `events` map")?
-        .clone();
+    let map = |object: &Object, name: &str| {
+        object
+            .map(name)
+            .cloned()
+            .ok_or_else(|| format!("no `{name}` map"))
+    };
+    let events = map(&session.object, "events")?;
+    let thread_events = map(&sysmon, "threads")?;
+    let image_events = map(&sysmon, "images")?;
     let watch = HelperWatch::start();
     for (i, step) in scenario.steps.iter().enumerate() {
         let outcome = runner.try_step(step).map_err(|e| format!("scenario {e}"))?;
         let records = events.drain_ring();
-        let name = step.name();
+        let threads = thread_events.drain_ring();
+        let images = image_events.drain_ring();
+        // A driver step's name is its path; its lines say `[driver]`.
+        let name = match step {
+            Step::Image(i) if i.process.is_none() => "driver",
+            _ => step.name(),
+        };
         let report = StepReport {
             index: i + 1,
             line: Some(step.line()),
@@ -471,16 +542,17 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
             helpers: watch.take(),
             outcome,
         };
-        if records.is_empty() {
+        if records.is_empty() && threads.is_empty() && images.is_empty() {
             // The monitor did not run: the policy, attached before it,
             // denied the creation.
             let note = if report.verdict().is_none_or(nt_success) {
-                " (the monitor reported nothing)"
+                " (the monitors reported nothing)"
             } else {
                 " (the monitor did not run: the policy before it denied the creation)"
             };
             say!(out, "{}{note}", report::step_text(&report))?;
         }
+        let mut process_lines = Vec::new();
         for r in &records {
             let record = ProcessRecord::parse(r).ok_or_else(|| {
                 format!("a monitor record of {} bytes, not {RECORD_SIZE}", r.len())
@@ -489,13 +561,39 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
                 Some(status) => verdict(status),
                 None => "exit (no verdict)".into(),
             };
-            say!(out, "[{name}] {} | {decision}", describe_record(&record))?;
+            process_lines.push(format!(
+                "[{name}] {} | {decision}",
+                describe_record(&record)
+            ));
+        }
+        let mut thread_lines = Vec::new();
+        for r in &threads {
+            let record = ThreadRecord::parse(r)
+                .ok_or_else(|| format!("a thread record of {} bytes", r.len()))?;
+            thread_lines.push(format!("[{name}] {}", describe_thread_record(&record)));
+        }
+        // In the order the kernel raised them: a process's threads end
+        // before it does; a creation comes before its first thread.
+        if matches!(step, Step::Exit(_)) {
+            std::mem::swap(&mut process_lines, &mut thread_lines);
+        }
+        for line in process_lines.iter().chain(&thread_lines) {
+            say!(out, "{line}")?;
+        }
+        for r in &images {
+            let record = ImageRecord::parse(r)
+                .ok_or_else(|| format!("an image record of {} bytes", r.len()))?;
+            say!(out, "[{name}] {}", describe_image_record(&record))?;
         }
         for e in session.program_output(Some(i + 1)) {
             TextSink(out).emit(&e, &decoder)?;
         }
     }
     drop(watch);
+    drop(sysmon_links);
+    io::wait_idle();
+    drop(sysmon_programs);
+    drop(sysmon);
     session.end(out)
 }
 
@@ -608,6 +706,13 @@ fn run_live(setup: &Setup<'_>, duration: Duration, sink: &mut dyn Sink) -> Resul
                     ("exit", name.clone())
                 }
                 Outcome::TestRun { program, .. } => ("test-run", program.clone()),
+                Outcome::ThreadCreated { name, .. } => ("thread", name.clone()),
+                Outcome::ThreadExited { name, .. } => ("thread-exit", name.clone()),
+                Outcome::ImageLoaded {
+                    process: Some(p), ..
+                } => ("image", p.clone()),
+                Outcome::ImageLoaded { path, .. } => ("driver", path.clone()),
+                Outcome::Skipped { what, .. } => ("skipped", what.clone()),
             };
             let report = StepReport {
                 index: count,

@@ -5,7 +5,10 @@
 //! [`testfile`] and [`expect`] (`ntsim test`: test files and their
 //! expectations) and [`store`] (print the eBPF store the driver writes).
 //! `src/main.rs` parses the command line and calls into these.
+//! [`bench`] is the hot-path benchmark's workload (`src/bin/ntsim-hotpath.rs`,
+//! run by `cargo xtask bench`).
 
+pub mod bench;
 pub mod decode;
 pub mod demo;
 pub mod expect;

@@ -20,9 +20,11 @@ use crate::ebpf::btf_types::{PathPart, Value};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::TestRunOutput;
 use crate::ebpf::{Map, MapDef};
+use crate::hook::image_load::{self, ImageRecord};
 use crate::hook::process::{
     self as hook, from_utf16, ProcessRecord, TestRunContextOut, RECORD_SIZE, TOKEN_SID_MAX_SIZE,
 };
+use crate::hook::thread::{self, ThreadRecord};
 use crate::kernel::log::etw::Value as EtwValue;
 use crate::kernel::log::EtwEvent;
 use crate::kernel::status::{self, nt_success, NTSTATUS};
@@ -425,6 +427,34 @@ pub fn step_text(step: &StepReport) -> String {
         Outcome::NotRunning { name, line } => format!(
             "[{name}] exit skipped (line {line}): the process is not running (its creation was denied)"
         ),
+        Outcome::ThreadCreated {
+            name,
+            pid,
+            tid,
+            creator_pid,
+            creator_tid,
+            start,
+        } => format!(
+            "[{name}] THREAD CREATE tid {tid} in pid {pid} | creator {creator_pid}:{creator_tid} | \
+             start {start:#x} | no verdict"
+        ),
+        Outcome::ThreadExited { name, tid, code } => format!(
+            "[{name}] THREAD EXIT tid {tid} | exit status {:#010x} | no verdict",
+            *code as u32
+        ),
+        Outcome::ImageLoaded {
+            process,
+            pid,
+            path,
+            base,
+            size,
+        } => format!(
+            "[{}] IMAGE pid {pid} | {path} | base {base:#x} | size {size:#x} | no verdict",
+            process.as_deref().unwrap_or("driver")
+        ),
+        Outcome::Skipped { what, line } => {
+            format!("[{what}] skipped (line {line}): the process or thread is not running")
+        }
         Outcome::TestRun { program, output, .. } => test_run_text(program, output),
     }
 }
@@ -627,6 +657,65 @@ pub fn step_json(step: &StepReport) -> J {
                 ),
             ]);
         }
+        Outcome::ThreadCreated {
+            pid,
+            tid,
+            creator_pid,
+            creator_tid,
+            start,
+            ..
+        } => {
+            m.extend([
+                ("event".into(), json!("thread_create")),
+                ("pid".into(), json!(pid)),
+                ("tid".into(), json!(tid)),
+                (
+                    "creator".into(),
+                    json!({"pid": creator_pid, "tid": creator_tid}),
+                ),
+                ("start_address".into(), json!(start)),
+                ("remote".into(), json!(creator_pid != pid)),
+            ]);
+        }
+        Outcome::ThreadExited { tid, code, .. } => {
+            m.extend([
+                ("event".into(), json!("thread_exit")),
+                ("tid".into(), json!(tid)),
+                (
+                    "exit_status".into(),
+                    json!(format!("{:#010x}", *code as u32)),
+                ),
+            ]);
+        }
+        Outcome::ImageLoaded {
+            process,
+            pid,
+            path,
+            base,
+            size,
+        } => {
+            let (event, flags) = match process {
+                Some(_) => ("image_load", 0),
+                None => ("driver_load", image_load::FLAG_SYSTEM_MODE),
+            };
+            m.extend([
+                ("event".into(), json!(event)),
+                ("pid".into(), json!(pid)),
+                ("path".into(), json!(path)),
+                ("image_base".into(), json!(base)),
+                ("image_size".into(), json!(size)),
+                ("flags".into(), json!(flags)),
+            ]);
+        }
+        Outcome::Skipped { .. } => {
+            m.extend([
+                ("event".into(), json!("skipped")),
+                (
+                    "reason".into(),
+                    json!("the process or thread is not running (a creation was denied)"),
+                ),
+            ]);
+        }
         Outcome::NotRunning { .. } => {
             m.extend([
                 ("event".into(), json!("skipped")),
@@ -776,16 +865,85 @@ pub fn describe_record(r: &ProcessRecord) -> String {
     parts.join(" | ")
 }
 
-/// A record as text: decoded with its type, or a `monitor` record, or hex
+/// One line describing a `thread_monitor` record (`tests/bpf/sysmon.c`).
+pub fn describe_thread_record(r: &ThreadRecord) -> String {
+    let mut parts = Vec::new();
+    match r.operation {
+        thread::OPERATION_CREATE => {
+            parts.push(format!(
+                "THREAD CREATE tid {} in pid {}",
+                r.thread_id, r.process_id
+            ));
+            parts.push(format!(
+                "creator {}:{}",
+                r.creating_process_id, r.creating_thread_id
+            ));
+        }
+        thread::OPERATION_EXIT => {
+            parts.push(format!(
+                "THREAD EXIT tid {} in pid {}",
+                r.thread_id, r.process_id
+            ));
+            parts.push(format!("exit status {:#010x}", r.exit_status));
+        }
+        n => parts.push(format!("THREAD operation {n} tid {}", r.thread_id)),
+    }
+    parts.push(format!("start {:#x}", r.start_address));
+    let mut flags = Vec::new();
+    if r.flags & thread::FLAG_REMOTE != 0 {
+        flags.push("REMOTE");
+    }
+    if r.flags & thread::FLAG_SYSTEM != 0 {
+        flags.push("SYSTEM");
+    }
+    if !flags.is_empty() {
+        parts.push(flags.join(","));
+    }
+    if r.initial != 0 {
+        parts.push("first thread".into());
+    }
+    if r.alert != 0 {
+        parts.push("ALERT: remote thread into a watched process (Sysmon event 8)".into());
+    }
+    parts.join(" | ")
+}
+
+/// One line describing an `image_monitor` record (`tests/bpf/sysmon.c`).
+pub fn describe_image_record(r: &ImageRecord) -> String {
+    let mut parts = vec![if r.flags & image_load::FLAG_SYSTEM_MODE != 0 {
+        "DRIVER LOAD (Sysmon event 6)".to_string()
+    } else {
+        format!("IMAGE LOAD pid {} (Sysmon event 7)", r.process_id)
+    }];
+    parts.push(format!("thread {}", r.thread_id));
+    parts.push(if r.path_length > 0 {
+        from_utf16(&r.path)
+    } else {
+        "<no name>".into()
+    });
+    parts.push(format!("base {:#x} size {:#x}", r.image_base, r.image_size));
+    parts.push(format!(
+        "signature level {} type {}",
+        r.signature_level, r.signature_type
+    ));
+    parts.join(" | ")
+}
+
+/// A record as text: decoded with its type, or a `monitor`,
+/// `thread_monitor` or `image_monitor` record, or hex
 /// (the first line; hex rows follow in `rows`).
 fn record_text(decoder: &Decoder, map: &str, data: &[u8]) -> (String, bool) {
     if let Some(v) = decoder.record(map, data) {
         return (v.to_string(), false);
     }
-    if data.len() == RECORD_SIZE {
-        if let Some(p) = ProcessRecord::parse(data) {
-            return (describe_record(&p), false);
-        }
+    let described = match data.len() {
+        RECORD_SIZE => ProcessRecord::parse(data).map(|p| describe_record(&p)),
+        thread::RECORD_SIZE => ThreadRecord::parse(data).map(|t| describe_thread_record(&t)),
+        image_load::RECORD_SIZE => ImageRecord::parse(data).map(|i| describe_image_record(&i)),
+        _ => None,
+    };
+    if let Some(text) = described {
+        return (text, false);
     }
     (format!("{} bytes", data.len()), true)
 }

@@ -1,5 +1,5 @@
-//! Process scenarios: a small line format describing process creations and
-//! exits, its parser, and a [`Runner`] that raises the events in the
+//! Scenarios: a small line format describing process creations and exits,
+//! threads, image and driver loads, its parser, and a [`Runner`] that raises the events in the
 //! simulated kernel ([`crate::kernel::ps`]).
 //!
 //! # The format
@@ -47,6 +47,28 @@
 //!     for a token without a user. Default: `tester`.
 //! - `exit NAME [code=STATUS] [at=SECONDS]`: ends a process created
 //!   earlier; `code` is its exit status (decimal or `0x` hex, default 0).
+//! - `thread NAME in=PROCESS [by=PROCESS] [start=ADDRESS] [tid=TID] [at=SECONDS]`:
+//!   creates a thread, called NAME in later lines, in a running process
+//!   (a scenario name, or `4` for System), created by a thread of `by`
+//!   (default: the same process; another process makes it a remote
+//!   thread); `start` is its Win32 start address (default 0); `tid` its
+//!   exact thread id (a non-zero multiple of 4 not in use; default: the
+//!   next free id).
+//! - `thread-exit NAME [code=STATUS] [at=SECONDS]`: ends a thread created
+//!   by a `thread` line with that exit status (default 0).
+//! - `image PROCESS path=PATH base=ADDRESS size=BYTES [at=SECONDS]`: maps an
+//!   image (a DLL) into a running process.
+//! - `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`: loads a driver
+//!   into system space (process id 0, on a System thread).
+//!
+//! As on Windows, a created process also gets its first thread (created by
+//! the creating thread, so it is a remote thread of the creator, start
+//! address [`FIRST_THREAD_START`]) and its main image (the process's image
+//! name, mapped at [`MAIN_IMAGE_BASE`], [`MAIN_IMAGE_SIZE`] bytes), raised in
+//! that order after the process notification (the order Process Monitor
+//! shows). An `exit` ends the process's threads first (each with an exit
+//! notification carrying the process's exit status), then the process.
+//! Addresses and sizes are decimal or `0x` hex.
 //! - `test-run PROGRAM [operation=create|delete] [pid=N] [parent=N]
 //!   [creator=PID:TID] [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT]
 //!   [image=PATH] [account=NAME] [domain=DOMAIN] [lookup_done=0|1]
@@ -76,9 +98,16 @@
 use crate::ebpf::TestRunOutput;
 use crate::hook::process::{utf16, TestRunInput, TOKEN_SID_MAX_SIZE};
 use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER, SYSTEM_PID};
+
+mod steps;
 use crate::kernel::status::{nt_success, NTSTATUS};
 use std::collections::HashMap;
 use std::fmt;
+use steps::parse_hook_step;
+pub use steps::{
+    first_thread_and_main_image, ImageStep, ProcessRef, ThreadExitStep, ThreadStep,
+    FIRST_THREAD_START, MAIN_IMAGE_BASE, MAIN_IMAGE_SIZE,
+};
 
 /// FILETIME of 2024-01-01 00:00:00 UTC, where a scenario's clock starts.
 pub const SCENARIO_EPOCH: i64 = 133_485_408_000_000_000;
@@ -172,6 +201,9 @@ pub struct Exit {
 pub enum Step {
     Create(Create),
     Exit(Exit),
+    Thread(ThreadStep),
+    ThreadExit(ThreadExitStep),
+    Image(ImageStep),
     TestRun(TestRun),
 }
 
@@ -182,6 +214,10 @@ impl Step {
         match self {
             Step::Create(_) => "create",
             Step::Exit(_) => "exit",
+            Step::Thread(_) => "thread",
+            Step::ThreadExit(_) => "thread-exit",
+            Step::Image(i) if i.process.is_none() => "driver",
+            Step::Image(_) => "image",
             Step::TestRun(_) => "test-run",
         }
     }
@@ -191,6 +227,9 @@ impl Step {
         match self {
             Step::Create(c) => &c.name,
             Step::Exit(e) => &e.name,
+            Step::Thread(t) => &t.name,
+            Step::ThreadExit(t) => &t.name,
+            Step::Image(i) => i.process.as_deref().unwrap_or(&i.path),
             Step::TestRun(t) => &t.program,
         }
     }
@@ -200,6 +239,9 @@ impl Step {
         match self {
             Step::Create(c) => c.line,
             Step::Exit(e) => e.line,
+            Step::Thread(t) => t.line,
+            Step::ThreadExit(t) => t.line,
+            Step::Image(i) => i.line,
             Step::TestRun(t) => t.line,
         }
     }
@@ -469,6 +511,8 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     // Names created so far, and whether each is still running.
     let mut names: HashMap<String, bool> = HashMap::new();
     let mut clock = SCENARIO_EPOCH;
+    // Threads created so far, and whether each is still running.
+    let mut thread_names: HashMap<String, bool> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |message: String| ParseError { line, message };
@@ -478,11 +522,19 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
         }
         let words = words(trimmed).map_err(err)?;
         let keyword = words[0].as_str();
-        let Some(name) = words.get(1).filter(|n| !n.contains('=')) else {
-            return Err(err(format!("{keyword}: a name must follow the keyword")));
+        // `driver` is the one step without a name.
+        let unnamed = keyword == "driver";
+        let no_name = String::new();
+        let name = if unnamed {
+            &no_name
+        } else {
+            let Some(name) = words.get(1).filter(|n| !n.contains('=')) else {
+                return Err(err(format!("{keyword}: a name must follow the keyword")));
+            };
+            name
         };
         let mut fields: HashMap<&str, &str> = HashMap::new();
-        for w in &words[2..] {
+        for w in &words[if unnamed { 1 } else { 2 }..] {
             let Some((k, v)) = w.split_once('=') else {
                 return Err(err(format!("{keyword}: `{w}` is not key=value")));
             };
@@ -496,6 +548,9 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
                 "image", "cmd", "parent", "creator", "user", "pid", "tid", "at",
             ],
             "exit" => &["code", "at"],
+            "thread" => &["in", "by", "start", "tid", "at"],
+            "thread-exit" => &["code", "at"],
+            "image" | "driver" => &["path", "base", "size", "at"],
             "test-run" => &[
                 "operation",
                 "pid",
@@ -514,7 +569,8 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             ],
             other => {
                 return Err(err(format!(
-                    "unknown step `{other}` (expected create, exit, test-run or account)"
+                    "unknown step `{other}` (expected create, exit, thread, thread-exit, \
+                     image, driver, test-run or account)"
                 )))
             }
         };
@@ -553,6 +609,12 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             Some(v) => parse_at(v).map_err(err)?,
             None => clock + TICKS_PER_SECOND,
         };
+        if let Some(step) =
+            parse_hook_step(keyword, name, &fields, line, &names, &mut thread_names).map_err(err)?
+        {
+            scenario.steps.push(step);
+            continue;
+        }
         if keyword == "test-run" {
             let input = parse_test_run(&fields, clock, &accounts).map_err(err)?;
             let data_out = fields
@@ -713,6 +775,31 @@ pub enum Outcome {
     },
     /// An exit of a process that is not running (its creation was denied).
     NotRunning { name: String, line: usize },
+    ThreadCreated {
+        name: String,
+        pid: usize,
+        tid: usize,
+        creator_pid: usize,
+        /// The creating thread.
+        creator_tid: usize,
+        start: usize,
+    },
+    ThreadExited {
+        name: String,
+        tid: usize,
+        code: NTSTATUS,
+    },
+    /// An image mapped into `pid` (0: a driver).
+    ImageLoaded {
+        process: Option<String>,
+        pid: usize,
+        path: String,
+        base: usize,
+        size: usize,
+    },
+    /// A thread or image step naming a process or thread that is not
+    /// running (a creation was denied).
+    Skipped { what: String, line: usize },
     /// A `bpf_prog_test_run` of an attached program.
     TestRun {
         program: String,
@@ -739,6 +826,8 @@ impl Outcome {
 pub struct Runner {
     /// Scenario name -> (pid, its initial thread) of running processes.
     running: HashMap<String, (usize, usize)>,
+    /// Scenario thread name -> tid of running threads.
+    threads: HashMap<String, usize>,
     accounts: Vec<Account>,
 }
 
@@ -752,6 +841,7 @@ impl Runner {
         }
         Runner {
             running: HashMap::new(),
+            threads: HashMap::new(),
             accounts,
         }
     }
@@ -834,7 +924,7 @@ impl Runner {
                 };
                 let created = ps::create_process(&spec);
                 let tid = if nt_success(created.creation_status) {
-                    let tid = ps::create_thread_with_id(created.pid, c.tid);
+                    let tid = first_thread_and_main_image(created.pid, &spec, c.tid);
                     self.running.insert(c.name.clone(), (created.pid, tid));
                     Some(tid)
                 } else {
@@ -853,7 +943,7 @@ impl Runner {
             }
             Step::Exit(e) => match self.running.remove(&e.name) {
                 Some((pid, _)) => {
-                    let exited = ps::exit_process(pid, e.code, Some(e.time));
+                    let exited = ps::thread::exit_process(pid, e.code, Some(e.time));
                     debug_assert!(exited, "a running scenario process is live");
                     Outcome::Exited {
                         name: e.name.clone(),
@@ -867,6 +957,23 @@ impl Runner {
                     line: e.line,
                 },
             },
+            Step::Thread(t) => self.thread(t),
+            Step::ThreadExit(t) => match self.threads.remove(&t.name) {
+                Some(tid) => {
+                    let exited = ps::thread::exit_thread(tid, t.code);
+                    debug_assert!(exited, "a running scenario thread is live");
+                    Outcome::ThreadExited {
+                        name: t.name.clone(),
+                        tid,
+                        code: t.code,
+                    }
+                }
+                None => Outcome::Skipped {
+                    what: format!("thread-exit {}", t.name),
+                    line: t.line,
+                },
+            },
+            Step::Image(i) => self.image(i),
             Step::TestRun(t) => {
                 return Err(err(format!(
                     "test-run {}: a test run needs the attached programs (ntsim run, ntsim \
@@ -893,8 +1000,19 @@ impl Runner {
 /// creation time the host's, its user `S-1-22-1-UID` (the "Unix User" SIDs
 /// Samba maps uids to), named after `/etc/passwd`.
 ///
-/// Limits: a process that starts and ends between two polls is not seen;
-/// Linux tells only a parent how a process ended, so exits carry code 0.
+/// Each mirrored process also gets its first thread and main image as a
+/// scenario `create` does, and, best effort, its host threads
+/// (`/proc/PID/task`: a new task is a local thread of its process, start
+/// address 0; a task that ends exits with status 0) and its executable file
+/// mappings (`/proc/PID/maps` lines with `x` permission and a path: one
+/// image load per file, based at the file's lowest mapping and as large as
+/// its mappings span), at most [`live::MAX_THREADS`] threads and [`live::MAX_IMAGES`]
+/// images per process; mappings are rescanned every [`live::MAPS_EVERY`] polls.
+///
+/// Limits: a process, thread or mapping that starts and ends between two
+/// polls is not seen; Linux tells only a parent how a process ended, so
+/// exits carry code 0; the creator of a host thread is taken to be its own
+/// process (Linux does not record it).
 #[cfg(target_os = "linux")]
 pub mod live {
     use super::{account_name, Outcome};
@@ -920,12 +1038,73 @@ pub mod live {
         pid: usize,
         tid: usize,
         label: String,
+        /// Host task id -> simulated thread id (the main task is `tid`).
+        threads: HashMap<u32, usize>,
+        /// Paths of the images raised for this process.
+        images: HashSet<String>,
+    }
+
+    /// Threads mirrored per process at most.
+    pub const MAX_THREADS: usize = 64;
+    /// Images mirrored per process at most.
+    pub const MAX_IMAGES: usize = 256;
+    /// Polls between two scans of the processes' mappings.
+    pub const MAPS_EVERY: u64 = 5;
+
+    /// The host tasks of process `pid`, sorted.
+    fn tasks(pid: u32) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        let mut t: Vec<u32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    /// The executable files mapped by process `pid`: (path, lowest start,
+    /// span), in order of address.
+    fn executable_mappings(pid: u32) -> Vec<(String, usize, usize)> {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return Vec::new();
+        };
+        // path -> (lowest start, highest end, any executable mapping)
+        let mut files: HashMap<String, (usize, usize, bool)> = HashMap::new();
+        for line in maps.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let Some(path) = f.nth(3).filter(|p| p.starts_with('/')) else {
+                continue;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
+            let e = files.entry(path.to_string()).or_insert((a, b, false));
+            e.0 = e.0.min(a);
+            e.1 = e.1.max(b);
+            e.2 |= perms.as_bytes().get(2) == Some(&b'x');
+        }
+        let mut out: Vec<(String, usize, usize)> = files
+            .into_iter()
+            .filter(|(_, (_, _, x))| *x)
+            .map(|(p, (a, b, _))| (p, a, b - a))
+            .collect();
+        out.sort_by_key(|(_, a, _)| *a);
+        out
     }
 
     /// Host processes mirrored into the simulated kernel.
     #[derive(Debug)]
     pub struct Host {
         known: HashMap<(u32, u64), Mirrored>,
+        polls: u64,
         /// Processes whose creation a program denied (not raised again).
         denied: HashSet<(u32, u64)>,
         uids: HashSet<u32>,
@@ -1038,6 +1217,7 @@ pub mod live {
             let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
             let mut host = Host {
                 known: HashMap::new(),
+                polls: 0,
                 denied: HashSet::new(),
                 uids: HashSet::new(),
                 accounts: ps::default_accounts(),
@@ -1047,6 +1227,12 @@ pub mod live {
             };
             for seen in scan()? {
                 host.create(&seen);
+            }
+            let mut keys: Vec<(u32, u64)> = host.known.keys().copied().collect();
+            keys.sort();
+            for key in keys {
+                host.threads_of(key);
+                host.images_of(key);
             }
             Ok(host)
         }
@@ -1105,7 +1291,7 @@ pub mod live {
             let key = (seen.pid, seen.start);
             let mut initial = None;
             if nt_success(created.creation_status) {
-                let tid = ps::create_thread(created.pid);
+                let tid = super::first_thread_and_main_image(created.pid, &spec, None);
                 initial = Some(tid);
                 self.known.insert(
                     key,
@@ -1113,6 +1299,8 @@ pub mod live {
                         pid: created.pid,
                         tid,
                         label: label.clone(),
+                        threads: HashMap::from([(seen.pid, tid)]),
+                        images: HashSet::from([spec.image_file_name.clone()]),
                     },
                 );
             } else {
@@ -1130,18 +1318,118 @@ pub mod live {
             }
         }
 
+        /// Creates the host tasks of `key` that are new, exits those that
+        /// ended (at most [`live::MAX_THREADS`] mirrored).
+        fn threads_of(&mut self, key: (u32, u64)) -> Vec<Outcome> {
+            let Some(m) = self.known.get_mut(&key) else {
+                return Vec::new();
+            };
+            let now = tasks(key.0);
+            let mut out = Vec::new();
+            let mut ended: Vec<u32> = m
+                .threads
+                .keys()
+                .filter(|t| **t != key.0 && now.binary_search(t).is_err())
+                .copied()
+                .collect();
+            ended.sort_unstable();
+            for host_tid in ended {
+                let tid = m.threads.remove(&host_tid).expect("a known task");
+                if ps::thread::exit_thread(tid, 0) {
+                    out.push(Outcome::ThreadExited {
+                        name: format!("{}/task {host_tid}", m.label),
+                        tid,
+                        code: 0,
+                    });
+                }
+            }
+            for host_tid in now {
+                if m.threads.len() >= MAX_THREADS {
+                    break;
+                }
+                if m.threads.contains_key(&host_tid) {
+                    continue;
+                }
+                let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
+                    process: m.pid,
+                    creator: Some(m.pid),
+                    creating_thread: Some(m.tid),
+                    start_address: 0,
+                });
+                m.threads.insert(host_tid, tid);
+                out.push(Outcome::ThreadCreated {
+                    name: format!("{}/task {host_tid}", m.label),
+                    pid: m.pid,
+                    tid,
+                    creator_pid: m.pid,
+                    creator_tid: m.tid,
+                    start: 0,
+                });
+            }
+            out
+        }
+
+        /// Loads the executable files `key` mapped since the last scan (at
+        /// most [`MAX_IMAGES`] per process).
+        fn images_of(&mut self, key: (u32, u64)) -> Vec<Outcome> {
+            let Some(m) = self.known.get_mut(&key) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for (path, base, size) in executable_mappings(key.0) {
+                if m.images.len() >= MAX_IMAGES {
+                    break;
+                }
+                if !m.images.insert(path.clone()) {
+                    continue;
+                }
+                ps::image::load_user_image(
+                    m.pid,
+                    &ps::image::ImageSpec {
+                        path: path.clone(),
+                        base,
+                        size,
+                        ..Default::default()
+                    },
+                );
+                out.push(Outcome::ImageLoaded {
+                    process: Some(m.label.clone()),
+                    pid: m.pid,
+                    path,
+                    base,
+                    size,
+                });
+            }
+            out
+        }
+
         /// Raises what changed on the host since the last call: creations
-        /// (oldest first), then exits.
+        /// (oldest first), then threads and images of every mirrored
+        /// process, then exits.
         pub fn poll(&mut self) -> Vec<Outcome> {
             let Ok(now) = scan() else {
                 return Vec::new();
             };
+            self.polls += 1;
             let mut outcomes = Vec::new();
             let current: HashSet<(u32, u64)> = now.iter().map(|s| (s.pid, s.start)).collect();
             for seen in &now {
                 let key = (seen.pid, seen.start);
                 if !self.known.contains_key(&key) && !self.denied.contains(&key) {
                     outcomes.push(self.create(seen));
+                }
+            }
+            let mut keys: Vec<(u32, u64)> = self
+                .known
+                .keys()
+                .filter(|k| current.contains(k))
+                .copied()
+                .collect();
+            keys.sort();
+            for key in keys {
+                outcomes.extend(self.threads_of(key));
+                if self.polls.is_multiple_of(MAPS_EVERY) {
+                    outcomes.extend(self.images_of(key));
                 }
             }
             let mut gone: Vec<(u32, u64)> = self
@@ -1154,7 +1442,7 @@ pub mod live {
             for key in gone {
                 let m = self.known.remove(&key).expect("a known process");
                 let time = ps::filetime_now();
-                if ps::exit_process(m.pid, 0, Some(time)) {
+                if ps::thread::exit_process(m.pid, 0, Some(time)) {
                     outcomes.push(Outcome::Exited {
                         name: m.label,
                         pid: m.pid,

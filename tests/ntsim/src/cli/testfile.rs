@@ -22,8 +22,10 @@
 //! Directives (anywhere in the file, one a line): `object PATH`
 //! (required), `attach NAME...` (required, may repeat), `ringbuf MAP
 //! TYPE`, `fail API[:N]`, `driver PATH` (the driver image; the command's
-//! `--driver` wins). Every other line is a scenario line. Paths are
-//! relative to the test file's folder.
+//! `--driver` wins). Every other line is a scenario line, among them the
+//! driver load step `driver path=PATH base=... size=...` (a `driver` line
+//! whose first word has a `=`). Paths are relative to the test file's
+//! folder.
 //!
 //! A test passes when every expectation holds and the run ends with no
 //! leak or violation. Failures print `FILE:LINE: expect ...`, then the
@@ -80,6 +82,20 @@ impl TestFile {
             let t = raw.trim();
             let (keyword, rest) = t.split_once(char::is_whitespace).unwrap_or((t, ""));
             let rest = rest.trim();
+            // `driver path=PATH base=... size=...` is the scenario's driver
+            // load step; `driver PATH` (no `=` in its first word) is the
+            // directive naming the driver image.
+            let keyword = match keyword {
+                "driver"
+                    if rest
+                        .split_whitespace()
+                        .next()
+                        .is_some_and(|w| w.contains('=')) =>
+                {
+                    "driver-load step"
+                }
+                k => k,
+            };
             match keyword {
                 "object" | "driver" => {
                     if rest.is_empty() {

@@ -991,10 +991,10 @@ unsafe extern "win64" fn link_cleanup(client_binding_context: *mut c_void) {
     let link = unsafe { &*(client_binding_context as *const LinkState) };
     let binding = link.binding.load(Ordering::Acquire);
     let mut found = false;
-    for b in open_batches()
-        .values_mut()
-        .filter(|b| irql::pin_open(b.pin))
-    {
+    // The violation is recorded under the batches' lock: `batch_end`, which
+    // skips a link marked reported, must find it recorded once it returns.
+    let mut open = open_batches();
+    for b in open.values_mut().filter(|b| irql::pin_open(b.pin)) {
         for (h, reported) in &mut b.links {
             if *h == binding && !*reported {
                 *reported = true;
@@ -1008,6 +1008,7 @@ unsafe extern "win64" fn link_cleanup(client_binding_context: *mut c_void) {
             released_message("NmrProviderDetachClientComplete", binding),
         );
     }
+    drop(open);
 }
 
 /// Whether an invocation of `link` that is entering now is one the provider

@@ -5,7 +5,9 @@
 //! [`crate::kernel`]; the eBPF side (program types, contexts) in
 //! [`crate::ebpf`].
 
+pub mod image_load;
 pub mod process;
+pub mod thread;
 
 use crate::kernel::types::GUID;
 

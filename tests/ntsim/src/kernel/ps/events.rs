@@ -501,7 +501,7 @@ pub fn exit_process(pid: usize, exit_status: NTSTATUS, exit_time: Option<i64>) -
     true
 }
 
-fn call_thread_routines(pid: usize, tid: usize, create: bool, creator: (usize, usize)) {
+pub(super) fn call_thread_routines(pid: usize, tid: usize, create: bool, creator: (usize, usize)) {
     notify::call_each(
         Kind::Thread,
         if create {
