@@ -49,8 +49,10 @@
 //! it (offline tools need it).
 //!
 //! eBPF for Windows reads `HKCU\Software\eBPF\Providers` when that key
-//! exists and `HKLM` only otherwise; a kernel driver can only write HKLM
-//! (docs/installing.md says what a stale HKCU store does).
+//! exists and `HKLM` only otherwise, and its MSI gives the installing user
+//! an HKCU store; the driver writes HKLM only, so copying its keys into
+//! HKCU is an install step (docs/installing.md, which also says why the
+//! driver does not write user hives).
 
 use crate::ebpf::abi::*;
 use crate::ebpf::program::{AttachType, ProgramType};
