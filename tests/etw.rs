@@ -726,7 +726,9 @@ fn a_refused_test_run_is_traced_with_its_hook_and_reason() {
     let mut bad_operation = thread_ctx.clone();
     bad_operation[44] = 2;
     // Each hook, and different refusals of one hook: each names its check.
-    let cases: [(&LoadedProgram, &[u8], &[u8], &str, &str); 7] = [
+    /// Program, data_in, ctx_in, hook, reason.
+    type Case<'a> = (&'a LoadedProgram, &'a [u8], &'a [u8], &'a str, &'a str);
+    let cases: [Case; 7] = [
         (&deny, &data, &[], "process", "ContextTooSmall"),
         (&deny, &[], &ctx, "process", "DataTooSmall"),
         (&thread_echo, &[1, 2], &thread_ctx, "thread", "DataNotEmpty"),
