@@ -723,7 +723,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             names.insert(name.clone(), true);
             tokens.insert(name.clone(), (user_sid.clone(), logon_id));
             if let Some(pid) = pid {
-                tokens_by_pid.insert(pid as usize, (user_sid.clone(), logon_id));
+                tokens_by_pid.insert(pid, (user_sid.clone(), logon_id));
             }
             scenario.steps.push(Step::Create(Create {
                 line,
