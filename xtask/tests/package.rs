@@ -645,7 +645,7 @@ fn own_pfx_certificate_signs_instead_of_the_test_certificate() {
     let dir = scratch().join("own");
     std::fs::create_dir_all(&dir).unwrap();
     let ok = |cmd: &mut Command| {
-        let out = cmd.output().unwrap();
+        let out = output_within(cmd, LIMIT).unwrap();
         assert!(out.status.success(), "{cmd:?}: {}", text(&out));
     };
     ok(Command::new("openssl")
