@@ -449,13 +449,13 @@ fn live_replays_host_processes() {
             "--program",
             "monitor",
             "--live",
-            "3",
+            "5",
         ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let child = Watched::new(child, "ntsim run --live 3", LIMIT);
+    let child = Watched::new(child, "ntsim run --live 5", LIMIT);
     // Start a host process once ntsim is watching.
     let mut seen = Vec::new();
     for line in lines.by_ref() {
@@ -470,8 +470,8 @@ fn live_replays_host_processes() {
         seen.last().is_some_and(|l| l.starts_with("watching")),
         "{seen:?}"
     );
-    let host = Command::new("sleep").arg("0.4321").spawn().unwrap();
-    let host = Watched::new(host, "sleep 0.4321", LIMIT);
+    let host = Command::new("sleep").arg("1.4321").spawn().unwrap();
+    let host = Watched::new(host, "sleep 1.4321", LIMIT);
     let host_pid = host.id();
     let status = host.wait();
     assert!(status.success());
@@ -479,7 +479,7 @@ fn live_replays_host_processes() {
     assert!(child.wait().success(), "{rest:?}");
     let text = rest.join("\n");
     let create = line_starting(&text, &format!("[sleep/{host_pid}] CREATE"));
-    assert!(create.contains("| command line sleep 0.4321 |"), "{create}");
+    assert!(create.contains("| command line sleep 1.4321 |"), "{create}");
     assert!(create.ends_with("| permitted"), "{create}");
     assert!(
         line_starting(&text, &format!("[sleep/{host_pid}] DELETE")).contains("exit code"),
@@ -487,7 +487,7 @@ fn live_replays_host_processes() {
     );
     // The monitor reported it too (its record in the dumped events map).
     assert!(
-        text.contains("| command line sleep 0.4321 | account "),
+        text.contains("| command line sleep 1.4321 | account "),
         "{text}"
     );
     assert_eq!(
@@ -510,9 +510,9 @@ fn live_thread_helper() {
     if std::env::var_os(LIVE_HELPER).is_none() {
         return;
     }
-    let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(600)));
+    let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(1500)));
     t.join().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(600));
 }
 
 #[cfg(target_os = "linux")]
@@ -533,13 +533,13 @@ fn live_mirrors_host_threads_and_executable_mappings() {
             "--program",
             "image_monitor",
             "--live",
-            "3",
+            "5",
         ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let child = Watched::new(child, "ntsim run --live 3", LIMIT);
+    let child = Watched::new(child, "ntsim run --live 5", LIMIT);
     for line in lines.by_ref() {
         if line.unwrap().starts_with("watching the host's processes") {
             break;
