@@ -12,6 +12,8 @@
 //!   `target/package/` ([`package`]).
 //! - `fuzz [--seconds N] [TARGET]`: runs ntsim's fuzz targets for a bounded
 //!   time ([`fuzz`]).
+//! - `mutants [--file GLOB] [--shard K/N] ...`: mutation testing of the
+//!   driver's logic with cargo-mutants, with a summary ([`mutants`]).
 //!
 //! They work in the checkout they are run in: the workspace is found at run
 //! time ([`ntsim::build::find_workspace_root`]: cargo's `CARGO_MANIFEST_DIR`
@@ -23,6 +25,7 @@ mod package;
 use std::process::ExitCode;
 
 mod fuzz;
+mod mutants;
 mod target;
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
             }
         },
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("mutants") => mutants::main(&args[1..]),
         Some("demo") => match demo() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
         },
         Some("package") => package::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET]");
+            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET] | cargo xtask mutants [--help]");
             ExitCode::from(2)
         }
     }
