@@ -720,3 +720,70 @@ fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
     );
     sim.finish().unwrap();
 }
+
+/// A client whose detach begins while an event is running the clients
+/// before it (the event already holds its reference) is skipped by that
+/// event: nothing runs a program whose link is going away.
+#[test]
+fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
+    let mut sim = loaded();
+    let first = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
+    let second = HostClient::new(|_| {});
+    assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
+    assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
+    let second_module = second.module_id.Guid;
+    let detach_began = || {
+        nmr::bindings()
+            .iter()
+            .find(|b| b.client_module == second_module)
+            .is_none_or(|b| b.provider_detach_at.is_some())
+    };
+    std::thread::scope(|s| {
+        let event = s.spawn(|| {
+            ps::create_process(&ProcessSpec {
+                image_file_name: "\\??\\C:\\between.exe".into(),
+                ..Default::default()
+            })
+            .creation_status
+        });
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !first.entered.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < limit,
+                "the first client was not invoked within 30 s of the process creation"
+            );
+            std::thread::yield_now();
+        }
+        // The event holds both clients now; detach the second meanwhile
+        // (deregistration waits for the event, so on a thread of its own).
+        let handle = second.handle.swap(0, Ordering::AcqRel);
+        let detacher = s.spawn(move || {
+            // SAFETY: the second client's registration, deregistered once;
+            // its context outlives the wait.
+            if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
+                // SAFETY: the same handle, whose deregistration is pending.
+                unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+            }
+        });
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !detach_began() {
+            if std::time::Instant::now() >= limit {
+                first.open();
+                panic!("the second client's detach did not begin within 30 s");
+            }
+            std::thread::yield_now();
+        }
+        first.open();
+        assert_eq!(event.join().unwrap(), 0);
+        detacher.join().unwrap();
+    });
+    assert_eq!(first.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        second.invocations.load(Ordering::SeqCst),
+        0,
+        "the event invoked a client whose detach had begun"
+    );
+    first.deregister();
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
