@@ -621,9 +621,15 @@ mod tests {
                 })
             };
             let mut runs_done = 0;
+            // Each request causes at most one more run: a routine that
+            // keeps running (requests never consumed, or never idle) fails
+            // instead of hanging the test.
             let run_all = |runs_done: &mut u64| {
                 while *runs_done < queued.load(Ordering::Acquire) {
+                    let mut runs = 0;
                     loop {
+                        runs += 1;
+                        assert!(runs <= 1000, "the routine never went idle");
                         w.begin_run();
                         seen.store(value.load(Ordering::Relaxed), Ordering::Relaxed);
                         if w.end_run() {

@@ -46,7 +46,7 @@ pub const UNRELATED_TESTS: &[&str] = &["inf", "wprp", "ntsim_host"];
 const IMAGE_BUILD_FAILED: &str = "building the driver failed";
 
 /// Default seconds a mutant's tests may run (they build the image first).
-const DEFAULT_TIMEOUT: u64 = 300;
+const DEFAULT_TIMEOUT: u64 = 120;
 /// Default seconds a mutant's host build may take (the first build in a
 /// fresh copy of the tree builds every dependency).
 const DEFAULT_BUILD_TIMEOUT: u64 = 1200;
