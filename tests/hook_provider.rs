@@ -787,3 +787,92 @@ fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }
+
+/// The batch calls of `clients_differing_in_one_batch_function_each_get_their_own_batch`.
+static BATCH_CALLS: Mutex<Vec<&str>> = Mutex::new(Vec::new());
+
+unsafe extern "win64" fn batch_begin_1(_size: usize, _state: *mut c_void) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("begin1");
+    0
+}
+
+unsafe extern "win64" fn batch_begin_2(_size: usize, _state: *mut c_void) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("begin2");
+    0
+}
+
+unsafe extern "win64" fn batch_invoke_1(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("invoke1");
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn batch_invoke_2(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("invoke2");
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn batch_end_1(_state: *mut c_void) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("end1");
+    0
+}
+
+/// Consecutive clients share one batch only when all three batch functions
+/// are the same: a client differing from the open batch in its invoke
+/// function only, or in its begin function only, gets a batch of its own
+/// (its invoke never runs with state another begin prepared).
+#[test]
+fn clients_differing_in_one_batch_function_each_get_their_own_batch() {
+    let sim = loaded();
+    let with = |begin: usize, invoke: usize, end: usize| {
+        HostClient::new(move |c| {
+            c.dispatch.count = 4;
+            c.dispatch.functions = [host_invoke as *const () as usize, begin, invoke, end];
+        })
+    };
+    let (b1, b2) = (
+        batch_begin_1 as *const () as usize,
+        batch_begin_2 as *const () as usize,
+    );
+    let (i1, i2) = (
+        batch_invoke_1 as *const () as usize,
+        batch_invoke_2 as *const () as usize,
+    );
+    let e1 = batch_end_1 as *const () as usize;
+    // Attach order is invocation order.
+    let clients = [with(b1, i1, e1), with(b1, i2, e1), with(b2, i2, e1)];
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    BATCH_CALLS.lock().unwrap().clear();
+    let created = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\batches.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(created.creation_status, 0);
+    assert_eq!(
+        *BATCH_CALLS.lock().unwrap(),
+        [
+            "begin1", "invoke1", "end1", // the first client
+            "begin1", "invoke2", "end1", // same begin and end, another invoke
+            "begin2", "invoke2", "end1", // same invoke and end, another begin
+        ],
+        "each client's invoke runs in a batch begun for its own functions"
+    );
+    for c in &clients {
+        assert_eq!(c.invocations.load(Ordering::SeqCst), 1);
+        c.deregister();
+    }
+    sim.finish().unwrap();
+}
