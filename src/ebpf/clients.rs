@@ -388,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a snapshot dropped without release")]
+    fn a_snapshot_dropped_holding_references_is_reported_in_debug_builds() {
+        let entry = Entry::new(7u32);
+        let mut list = ClientList::new();
+        // SAFETY: as in the tests above.
+        unsafe { list.push(&entry) };
+        let mut s = Snapshot::new();
+        list.acquire_after(None, &mut s);
+        list.unlink(&entry);
+        drop(s);
+    }
+
+    #[test]
     fn snapshots_are_bounded_and_continue_after_their_last_entry() {
         let entries: Vec<Entry<u32>> = (0..40).map(Entry::new).collect();
         let mut list = ClientList::new();
