@@ -17,6 +17,9 @@
 //!   unviable, though cargo-mutants counts it as caught (every image test
 //!   fails): the summary reads each caught mutant's log and counts it as
 //!   unviable when the image build failed.
+//! - ntsim's wait limit is lowered to 30 s (`NTSIM_WAIT_LIMIT_SECS`), so
+//!   a mutant that makes the driver wait forever fails with ntsim's hang
+//!   report instead of running into the per-mutant timeout.
 //! - cargo-mutants is installed (`cargo install --locked cargo-mutants`) if
 //!   missing. Output: `target/mutants/mutants.out/`.
 
@@ -47,6 +50,9 @@ const IMAGE_BUILD_FAILED: &str = "building the driver failed";
 
 /// Default seconds a mutant's tests may run (they build the image first).
 const DEFAULT_TIMEOUT: u64 = 120;
+/// ntsim's wait limit for mutants (`NTSIM_WAIT_LIMIT_SECS`, unless set):
+/// well below [`DEFAULT_TIMEOUT`], far above any wait of a correct driver.
+const MUTANT_WAIT_LIMIT_SECS: u64 = 30;
 /// Default seconds a mutant's host build may take (the first build in a
 /// fresh copy of the tree builds every dependency).
 const DEFAULT_BUILD_TIMEOUT: u64 = 1200;
@@ -201,6 +207,12 @@ fn run(args: &[String]) -> Result<bool, String> {
     cmd.args(&args.extra);
     // The image build inside the tests must not inherit host flags.
     cmd.env_remove("RUSTFLAGS");
+    // A mutant that makes the driver wait forever fails through ntsim's
+    // wait limit (a violation naming the wait) well before the per-mutant
+    // timeout, instead of counting as a timeout.
+    if std::env::var_os("NTSIM_WAIT_LIMIT_SECS").is_none() {
+        cmd.env("NTSIM_WAIT_LIMIT_SECS", MUTANT_WAIT_LIMIT_SECS.to_string());
+    }
     eprintln!("xtask mutants: {cmd:?}");
     let start = Instant::now();
     let status = cmd
