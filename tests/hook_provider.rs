@@ -876,3 +876,53 @@ fn clients_differing_in_one_batch_function_each_get_their_own_batch() {
     }
     sim.finish().unwrap();
 }
+
+/// While the notify routine is still registered but no client is attached
+/// (the last one left, the removal not run yet), an event is not processed:
+/// no program runs and no per-event record is traced.
+#[test]
+fn an_event_while_no_client_is_attached_is_not_processed() {
+    // `NtosEbpfExtProvider` and its per-event keyword.
+    const PROVIDER: GUID = GUID {
+        data1: 0xd15cc421,
+        data2: 0xe9e4,
+        data3: 0x459b,
+        data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+    };
+    const KEYWORD_HOOK_EVENTS: u64 = 0x1_0000_0000;
+    let sim = loaded();
+    ntsim::log::etw_enable(&PROVIDER, 5, KEYWORD_HOOK_EVENTS, 0);
+    let hold = ntsim::io::hold();
+    let client = HostClient::new(|_| {});
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    let create = |name: &str| {
+        let p = ps::create_process(&ProcessSpec {
+            image_file_name: format!("\\??\\C:\\{name}.exe"),
+            ..Default::default()
+        });
+        assert_eq!(p.creation_status, 0);
+    };
+    create("attached");
+    assert_eq!(
+        ntsim::log::tl_events_named("HookEvent").len(),
+        1,
+        "an event with a client attached is traced"
+    );
+    client.deregister();
+    assert_eq!(
+        ps::notify_routine_counts().process,
+        1,
+        "the removal is held: the routine is still registered"
+    );
+    create("detached");
+    assert_eq!(client.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        ntsim::log::tl_events_named("HookEvent").len(),
+        1,
+        "an event with no client attached was processed"
+    );
+    drop(hold);
+    settle_work_items("removal after the last detach");
+    assert_eq!(ps::notify_routine_counts().process, 0);
+    sim.finish().unwrap();
+}
