@@ -182,4 +182,103 @@ typedef struct _process_test_run_context
 
 #define PROCESS_TEST_RUN_CONTEXT_SIZE 296
 
+/*
+ * Identity of the thread and image-load hooks (this driver's own program
+ * types; not in ntosebpfext 0.7.0). As eBpfExtensions.md asks of new program
+ * types, they have no BPF_PROG_TYPE_* / BPF_ATTACH_TYPE_* number (both are 0)
+ * and are named by GUID; the driver registers them in the eBPF store.
+ *
+ *   program type  EBPF_PROGRAM_TYPE_THREAD      2878b65e-750b-48f4-9ab4-b5eadc377d67
+ *                 ELF section "thread"
+ *   attach type   EBPF_ATTACH_TYPE_THREAD       2138225a-7ce0-434d-8ef1-6b44c68afa9e
+ *   program type  EBPF_PROGRAM_TYPE_IMAGE_LOAD  e7e70e3a-ba71-489f-9e22-b31f6f61a623
+ *                 ELF section "image_load"
+ *   attach type   EBPF_ATTACH_TYPE_IMAGE_LOAD   5a0c97f6-dfbb-48fc-b5f2-170da0357c31
+ */
+
+/* What happened to the thread. */
+typedef enum _thread_operation
+{
+    THREAD_OPERATION_CREATE, /* The thread was created (it has not run yet). */
+    THREAD_OPERATION_EXIT,   /* The thread is exiting. */
+} thread_operation_t;
+
+/* thread_md_t.flags */
+#define THREAD_FLAG_REMOTE 0x1 /* CREATE: the creating thread belongs to another process. */
+#define THREAD_FLAG_SYSTEM 0x2 /* A thread of the System process (process id 4). */
+
+/*
+ * The context of a thread program (56 bytes). It has no packet. See
+ * docs/thread-hook.md for when each field is set.
+ */
+typedef struct _thread_md
+{
+    uint64_t process_id;          /* The process that owns the thread. */
+    uint64_t thread_id;           /* The thread. */
+    uint64_t creating_process_id; /* CREATE: process of the creating thread; 0 on EXIT. */
+    uint64_t creating_thread_id;  /* CREATE: the creating thread; 0 on EXIT. */
+    uint64_t start_address;       /* The thread's Win32 start address; 0 if it cannot be read. */
+    uint32_t exit_status;         /* EXIT: the thread's exit status (NTSTATUS); 0 on CREATE. */
+    thread_operation_t operation; /* CREATE or EXIT. */
+    uint32_t flags;               /* THREAD_FLAG_*. */
+    uint32_t reserved;            /* 0. */
+} thread_md_t;
+
+/* A thread program. The result is ignored: thread creation cannot be denied. */
+typedef int
+thread_hook_t(thread_md_t* context);
+
+/* image_load_md_t.flags (from IMAGE_INFO) */
+#define IMAGE_LOAD_FLAG_SYSTEM_MODE 0x1           /* SystemModeImage: a driver. */
+#define IMAGE_LOAD_FLAG_MAPPED_TO_ALL_PIDS 0x2    /* ImageMappedToAllPids. */
+#define IMAGE_LOAD_FLAG_PARTIAL_MAP 0x4           /* ImagePartialMap. */
+#define IMAGE_LOAD_FLAG_MACHINE_TYPE_MISMATCH 0x8 /* MachineTypeMismatch. */
+
+/*
+ * The context of an image_load program (56 bytes). image_path_start..
+ * image_path_end is the packet: the full image name, UTF-16LE, without a
+ * terminator (empty when Windows gives no name). See docs/image-load-hook.md.
+ */
+typedef struct _image_load_md
+{
+    uint8_t* image_path_start; /* Start of the image name (UTF-16LE bytes). */
+    uint8_t* image_path_end;   /* One past its last byte. */
+    uint64_t process_id;       /* The process the image is mapped into; 0 for a driver. */
+    uint64_t thread_id;        /* The thread that maps it. */
+    uint64_t image_base;       /* IMAGE_INFO.ImageBase. */
+    uint64_t image_size;       /* IMAGE_INFO.ImageSize in bytes. */
+    uint32_t flags;            /* IMAGE_LOAD_FLAG_*. */
+    uint8_t signature_level;   /* IMAGE_INFO.ImageSignatureLevel (SE_SIGNING_LEVEL_*). */
+    uint8_t signature_type;    /* IMAGE_INFO.ImageSignatureType (SE_IMAGE_SIGNATURE_TYPE). */
+    uint16_t reserved;         /* 0. */
+} image_load_md_t;
+
+/* An image_load program. The result is ignored: a load cannot be denied. */
+typedef int
+image_load_hook_t(image_load_md_t* context);
+
+/*
+ * bpf_prog_test_run for thread programs.
+ *
+ * ctx_in:  a thread_md_t (at least sizeof(thread_md_t) bytes). Optional: no
+ *          ctx_in means an all-zero CREATE event. operation must be CREATE or
+ *          EXIT, flags only THREAD_FLAG_* bits, reserved 0; otherwise the run
+ *          is refused (EBPF_INVALID_ARGUMENT).
+ * data_in: none (data_size_in must be 0).
+ * ctx_out: the thread_md_t after the run; 0 bytes if ctx_out is smaller.
+ * data_out: 0 bytes.
+ *
+ * bpf_prog_test_run for image_load programs.
+ *
+ * ctx_in:  an image_load_md_t (at least sizeof(image_load_md_t) bytes;
+ *          image_path_start/end are ignored and replaced). Optional: no ctx_in
+ *          means all zero. flags only IMAGE_LOAD_FLAG_* bits, signature_level
+ *          <= 15, signature_type <= 7, reserved 0; otherwise refused.
+ * data_in: the image name, UTF-16LE, no terminator (an even number of bytes,
+ *          at most 65534); it becomes the packet. Empty means an empty name.
+ * ctx_out: the image_load_md_t after the run with image_path_start/end zeroed;
+ *          0 bytes if ctx_out is smaller.
+ * data_out: the image name; 0 bytes if data_out is too small.
+ */
+
 #endif /* EBPF_NTOS_HOOKS_H */

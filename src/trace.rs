@@ -723,9 +723,12 @@ mod events {
     /// `HookEvent` {Hook, Operation, Id, ProgramsRun, Verdict} (verbose,
     /// HOOK_EVENTS): one kernel event went through the attached programs.
     /// `Operation` and `Id` are the hook's (process: 0 create / 1 delete
-    /// and the process id), `ProgramsRun` counts the programs that returned
-    /// a result, `Verdict` is what the driver did with them (process
-    /// create: the status it set, 0 when allowed).
+    /// and the process id; thread: 0 create / 1 exit and the thread id;
+    /// image_load: 0 and the process id, 0 for a driver), `ProgramsRun`
+    /// counts the programs that returned a result, `Verdict` is what the
+    /// driver did with them (process create: the status it set, 0 when
+    /// allowed; always 0 for thread and image_load, whose results are
+    /// ignored).
     #[inline(always)]
     pub fn hook_event(
         hook: &'static CStr,

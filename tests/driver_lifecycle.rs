@@ -12,6 +12,10 @@ const PROGRAM_INFO_NPI: &str = "2934ad50-2154-44b6-9622-6c528c068411";
 const HOOK_NPI: &str = "5d564054-2736-406d-8b22-12bcffaf0a9f";
 const PROCESS_PROGRAM_TYPE: &str = "22ea7b37-1043-4d0d-b60d-cafa1c7b638e";
 const PROCESS_ATTACH_TYPE: &str = "66e20687-9805-4458-a0db-38e220d31685";
+const THREAD_PROGRAM_TYPE: &str = "2878b65e-750b-48f4-9ab4-b5eadc377d67";
+const THREAD_ATTACH_TYPE: &str = "2138225a-7ce0-434d-8ef1-6b44c68afa9e";
+const IMAGE_LOAD_PROGRAM_TYPE: &str = "e7e70e3a-ba71-489f-9e22-b31f6f61a623";
+const IMAGE_LOAD_ATTACH_TYPE: &str = "5a0c97f6-dfbb-48fc-b5f2-170da0357c31";
 
 fn guid(s: &str) -> GUID {
     GUID::parse(s).unwrap()
@@ -27,23 +31,24 @@ fn loads_registers_both_providers_and_unloads_cleanly() {
         .into_iter()
         .filter(|r| r.side == Side::Provider && !r.deregistering)
         .collect();
+    let expected = [
+        (PROGRAM_INFO_NPI, PROCESS_PROGRAM_TYPE),
+        (HOOK_NPI, PROCESS_ATTACH_TYPE),
+        (PROGRAM_INFO_NPI, THREAD_PROGRAM_TYPE),
+        (HOOK_NPI, THREAD_ATTACH_TYPE),
+        (PROGRAM_INFO_NPI, IMAGE_LOAD_PROGRAM_TYPE),
+        (HOOK_NPI, IMAGE_LOAD_ATTACH_TYPE),
+    ];
+    let seen: Vec<_> = providers.iter().map(|p| (p.npi_id, p.module_id)).collect();
+    let expected: Vec<_> = expected.iter().map(|(n, m)| (guid(n), guid(m))).collect();
     assert_eq!(
-        providers.len(),
-        2,
-        "expected the program-information and hook providers: {providers:?}"
+        seen, expected,
+        "each hook registers its program information, then its attach type, in load order"
     );
     assert_eq!(
-        providers[0].npi_id,
-        guid(PROGRAM_INFO_NPI),
-        "program information registers first"
-    );
-    assert_eq!(providers[0].module_id, guid(PROCESS_PROGRAM_TYPE));
-    assert_eq!(providers[1].npi_id, guid(HOOK_NPI));
-    assert_eq!(providers[1].module_id, guid(PROCESS_ATTACH_TYPE));
-    assert_eq!(
-        ps::notify_routine_counts().process,
-        0,
-        "no process notify routine while no program is attached"
+        ps::notify_routine_counts(),
+        ps::NotifyCounts::default(),
+        "no notify routine while no program is attached"
     );
     let loaded = log::dbg_messages()
         .iter()

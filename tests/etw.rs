@@ -11,7 +11,7 @@ use ntsim::log::{self, etw::TlEvent};
 use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
 use ntsim::process::{self as hook, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
-use ntsim::status::{STATUS_PENDING, STATUS_SUCCESS};
+use ntsim::status::{STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS};
 use ntsim::types::{GUID, HANDLE};
 use ntsim::{fault, Sim};
 use std::ffi::c_void;
@@ -20,12 +20,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// `NtosEbpfExtProvider`, the C driver's GUID.
-const PROVIDER: GUID = GUID {
-    data1: 0xd15cc421,
-    data2: 0xe9e4,
-    data3: 0x459b,
-    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
-};
+const PROVIDER: GUID = ntsim::hook::ETW_PROVIDER;
 const VERBOSE: u8 = 5;
 const KEYWORD_BASE: u64 = 0x2;
 const KEYWORD_EXTENSION: u64 = 0x4;
@@ -104,6 +99,22 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
         [
             (EBPF_PROGRAM_INFO_EXTENSION_IID, hook::PROGRAM_TYPE, Some(0)),
             (EBPF_HOOK_EXTENSION_IID, hook::ATTACH_TYPE, Some(0)),
+            (
+                EBPF_PROGRAM_INFO_EXTENSION_IID,
+                ntsim::thread::PROGRAM_TYPE,
+                Some(0)
+            ),
+            (EBPF_HOOK_EXTENSION_IID, ntsim::thread::ATTACH_TYPE, Some(0)),
+            (
+                EBPF_PROGRAM_INFO_EXTENSION_IID,
+                ntsim::image_load::PROGRAM_TYPE,
+                Some(0)
+            ),
+            (
+                EBPF_HOOK_EXTENSION_IID,
+                ntsim::image_load::ATTACH_TYPE,
+                Some(0)
+            ),
         ]
     );
     assert_eq!(registered[0].keyword, KEYWORD_EXTENSION);
@@ -214,7 +225,7 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
 
     sim.unload_driver().unwrap();
     let deregistered = log::tl_events_named("ProviderDeregister");
-    assert_eq!(deregistered.len(), 2, "{deregistered:#?}");
+    assert_eq!(deregistered.len(), 6, "two per hook: {deregistered:#?}");
     assert!(deregistered.iter().all(|e| e.status("Status") == Some(0)));
     assert_eq!(
         names().last().map(String::as_str),
@@ -378,6 +389,8 @@ struct HostClient {
     characteristics: NPI_CLIENT_CHARACTERISTICS,
     handle: AtomicUsize,
     attach_status: Mutex<Option<i32>>,
+    /// The one hook provider (attach type) this client binds to.
+    attach_type: GUID,
     gate: (Mutex<bool>, Condvar),
     entered: AtomicBool,
 }
@@ -426,6 +439,7 @@ impl HostClient {
             },
             handle: AtomicUsize::new(0),
             attach_status: Mutex::new(None),
+            attach_type: hook::ATTACH_TYPE,
             gate: (Mutex::new(false), Condvar::new()),
             entered: AtomicBool::new(false),
         });
@@ -468,10 +482,17 @@ impl HostClient {
 unsafe extern "win64" fn host_attach(
     binding: HANDLE,
     context: *mut c_void,
-    _provider: *const NPI_REGISTRATION_INSTANCE,
+    provider: *const NPI_REGISTRATION_INSTANCE,
 ) -> i32 {
     // SAFETY: the context registered with this client.
     let c = unsafe { &*(context as *const HostClient) };
+    // One hook provider per attach type: bind to one, as an eBPF link does.
+    // SAFETY: NMR passes the provider's live registration instance.
+    let module_id = unsafe { (*provider).ModuleId };
+    // SAFETY: its module id lives as long as the registration.
+    if unsafe { (*module_id).Guid } != c.attach_type {
+        return STATUS_NOINTERFACE;
+    }
     let mut pbc: *mut c_void = std::ptr::null_mut();
     let mut pd: *const c_void = std::ptr::null();
     let dispatch = (&c.dispatch as *const Dispatch).cast();
@@ -602,11 +623,22 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
     let mut sim = Sim::new();
     log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
     load(&mut sim);
-    let written = one("StoreRegister");
-    assert_eq!(written.str("Key"), Some("ProgramData"));
-    assert_eq!(written.guid("Id"), Some(hook::PROGRAM_TYPE));
-    assert_eq!(written.status("Status"), Some(STATUS_SUCCESS));
-    assert_eq!((written.level, written.keyword), (4, KEYWORD_EXTENSION));
+    // One per program type, in the order of the driver's hooks.
+    let written = log::tl_events_named("StoreRegister");
+    let ids: Vec<Option<GUID>> = written.iter().map(|e| e.guid("Id")).collect();
+    assert_eq!(
+        ids,
+        [
+            Some(hook::PROGRAM_TYPE),
+            Some(ntsim::thread::PROGRAM_TYPE),
+            Some(ntsim::image_load::PROGRAM_TYPE)
+        ]
+    );
+    for w in &written {
+        assert_eq!(w.str("Key"), Some("ProgramData"));
+        assert_eq!(w.status("Status"), Some(STATUS_SUCCESS));
+        assert_eq!((w.level, w.keyword), (4, KEYWORD_EXTENSION));
+    }
     assert!(log::tl_events_named("ApiFailure").is_empty());
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
@@ -630,6 +662,229 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
         Some(STATUS_INSUFFICIENT_RESOURCES)
     );
     assert_eq!(written.level, 2);
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+// ---- the thread and image-load hooks.
+
+fn sysmon() -> Object {
+    let bytes = std::fs::read(ntsim::thread::sample_object_path()).unwrap();
+    Object::load(&bytes, &ntsim::ebpf::store::section_map()).unwrap()
+}
+
+fn spawn(name: &str) -> usize {
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: format!("\\??\\C:\\{name}"),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, STATUS_SUCCESS);
+    p.pid
+}
+
+fn new_thread(pid: usize) -> usize {
+    ps::thread::create_thread(&ps::thread::ThreadSpec {
+        process: pid,
+        creator: None,
+        creating_thread: None,
+        start_address: 0x7ff6_1000,
+    })
+}
+
+fn image(path: &str) -> ps::image::ImageSpec {
+    ps::image::ImageSpec {
+        path: path.into(),
+        base: 0x7ffd_0000_0000,
+        size: 0x1000,
+        ..Default::default()
+    }
+}
+
+/// One user image into `pid` and one driver.
+fn load_images(pid: usize) {
+    ps::image::load_user_image(pid, &image("\\Device\\HarddiskVolume3\\a.dll"));
+    ps::image::load_driver(&image("\\SystemRoot\\System32\\drivers\\x.sys"));
+}
+
+#[test]
+fn thread_and_image_hooks_trace_their_callbacks_and_each_event() {
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    let object = sysmon();
+    let threads = program(&object, "thread_monitor");
+    let images = program(&object, "image_monitor");
+    log::take_etw_events();
+
+    let thread_link = threads.attach(ntsim::thread::ATTACH_TYPE, &[], 0).unwrap();
+    let registered = one("CallbackRegister");
+    assert_eq!(registered.str("Hook"), Some("thread"));
+    assert_eq!(registered.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((registered.level, registered.keyword), (4, KEYWORD_PROCESS));
+    log::take_etw_events();
+    let image_link = images
+        .attach(ntsim::image_load::ATTACH_TYPE, &[], 0)
+        .unwrap();
+    let registered = one("CallbackRegister");
+    assert_eq!(registered.str("Hook"), Some("image_load"));
+    assert_eq!(registered.status("Status"), Some(STATUS_SUCCESS));
+
+    // Per-event records: nothing while their keyword is off.
+    let pid = spawn("quiet.exe");
+    let tid = new_thread(pid);
+    assert!(ps::thread::exit_thread(tid, 5));
+    load_images(pid);
+    assert_eq!(log::tl_events_named("HookEvent"), []);
+    assert!(
+        log::etw_events()
+            .iter()
+            .all(|e| e.descriptor.Keyword != KEYWORD_HOOK_EVENTS),
+        "no per-event write reached ETW"
+    );
+    assert_eq!(
+        log::tl_events_named("ApiFailure"),
+        [],
+        "every query of the events succeeded"
+    );
+
+    // With it: one record per thread and image event.
+    log::etw_enable(&PROVIDER, VERBOSE, KEYWORD_HOOK_EVENTS, 0);
+    let pid = spawn("loud.exe");
+    let tid = new_thread(pid);
+    assert!(ps::thread::exit_thread(tid, 5));
+    load_images(pid);
+    let seen: Vec<(String, u64, u64, u64, i64)> = log::tl_events_named("HookEvent")
+        .iter()
+        .map(|e| {
+            assert_eq!((e.level, e.keyword), (VERBOSE, KEYWORD_HOOK_EVENTS));
+            (
+                e.str("Hook").unwrap().to_string(),
+                e.uint("Operation").unwrap(),
+                e.uint("Id").unwrap(),
+                e.uint("ProgramsRun").unwrap(),
+                e.int("Verdict").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("thread".to_string(), 0, tid as u64, 1, 0),
+            ("thread".to_string(), 1, tid as u64, 1, 0),
+            ("image_load".to_string(), 0, pid as u64, 1, 0),
+            ("image_load".to_string(), 0, 0, 1, 0),
+        ]
+    );
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    log::take_etw_events();
+
+    // Each hook's routine goes with its own last link.
+    drop(thread_link);
+    settle();
+    let removed = one("CallbackRemove");
+    assert_eq!(removed.str("Hook"), Some("thread"));
+    assert_eq!(removed.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((removed.level, removed.keyword), (4, KEYWORD_PROCESS));
+    log::take_etw_events();
+    drop(image_link);
+    settle();
+    let removed = one("CallbackRemove");
+    assert_eq!(removed.str("Hook"), Some("image_load"));
+    assert_eq!(removed.status("Status"), Some(STATUS_SUCCESS));
+    drop((threads, images, object));
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+/// The next call of `api` (calls are counted since the Sim began).
+fn fail_next(api: &str) {
+    fault::fail_nth(api, fault::counts().get(api).copied().unwrap_or(0) + 1);
+}
+
+#[test]
+fn thread_and_image_hook_api_failures_are_traced_with_name_and_status() {
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    load(&mut sim);
+    let object = sysmon();
+
+    // A failed notify registration fails the attach, traced and printed.
+    for (name, attach_type, api, hook_name) in [
+        (
+            "thread_monitor",
+            ntsim::thread::ATTACH_TYPE,
+            "PsSetCreateThreadNotifyRoutine",
+            "thread",
+        ),
+        (
+            "image_monitor",
+            ntsim::image_load::ATTACH_TYPE,
+            "PsSetLoadImageNotifyRoutineEx",
+            "image_load",
+        ),
+    ] {
+        let p = program(&object, name);
+        log::take_etw_events();
+        log::take_dbg_messages();
+        fail_next(api);
+        assert!(p.attach(attach_type, &[], 0).is_err(), "{name}");
+        let failure = one("ApiFailure");
+        assert_eq!(failure.str("Api"), Some(api));
+        assert_eq!(
+            failure.status("Status"),
+            Some(STATUS_INSUFFICIENT_RESOURCES)
+        );
+        assert_eq!((failure.level, failure.keyword), (2, KEYWORD_PROCESS));
+        let callback = one("CallbackRegister");
+        assert_eq!(callback.str("Hook"), Some(hook_name));
+        assert_eq!(
+            (callback.status("Status"), callback.level),
+            (Some(STATUS_INSUFFICIENT_RESOURCES), 2)
+        );
+        let line = format!("registering the {hook_name} callback failed: 0xc000009a");
+        assert!(
+            log::dbg_messages().iter().any(|m| m.text.contains(&line)),
+            "the DbgPrintEx line says the same: {:?}",
+            log::dbg_messages()
+        );
+        assert_eq!(
+            log::tl_events_named("CallbackRemove"),
+            [],
+            "nothing to remove"
+        );
+    }
+
+    // The per-event queries of the thread hook: each failure is traced
+    // with the call and its status, and the start address stays 0.
+    let threads = program(&object, "thread_monitor");
+    let link = threads.attach(ntsim::thread::ATTACH_TYPE, &[], 0).unwrap();
+    let pid = spawn("q.exe");
+    for (api, status) in [
+        ("PsLookupThreadByThreadId", ps::STATUS_INVALID_CID),
+        ("ObOpenObjectByPointer", STATUS_INSUFFICIENT_RESOURCES),
+        ("ZwQueryInformationThread", STATUS_INSUFFICIENT_RESOURCES),
+    ] {
+        log::take_etw_events();
+        object.map("threads").unwrap().drain_ring();
+        fail_next(api);
+        let tid = new_thread(pid);
+        let failure = one("ApiFailure");
+        assert_eq!(failure.str("Api"), Some(api));
+        assert_eq!(failure.status("Status"), Some(status), "{api}");
+        assert_eq!((failure.level, failure.keyword), (2, KEYWORD_PROCESS));
+        let records = object.map("threads").unwrap().drain_ring();
+        assert_eq!(records.len(), 1, "{api}: the event still ran");
+        let record = ntsim::thread::ThreadRecord::parse(&records[0]).unwrap();
+        assert_eq!(
+            (record.thread_id, record.start_address),
+            (tid as u64, 0),
+            "{api}"
+        );
+        assert!(ps::thread::exit_thread(tid, 0));
+    }
+    drop(link);
+    settle();
+    drop((threads, object));
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }

@@ -10,13 +10,14 @@ use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATIO
 use ntsim::process as hook;
 use ntsim::ps::{self, ProcessSpec};
 use ntsim::status::{
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_NOT_SUPPORTED, STATUS_PENDING,
+    STATUS_SUCCESS,
 };
 use ntsim::types::{GUID, HANDLE};
 use ntsim::{fault, sim, Sim};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 const HOOK_NPI: GUID = GUID {
     data1: 0x5d564054,
@@ -47,6 +48,8 @@ struct Dispatch {
 /// A host-side hook client: attaches to the driver's hook provider with the
 /// characteristics and dispatch table a test gives it.
 struct HostClient {
+    /// The one attach type (hook provider) this client binds to.
+    attach_type: GUID,
     npi_id: GUID,
     module_id: NPI_MODULEID,
     data: ExtensionData,
@@ -60,6 +63,11 @@ struct HostClient {
     /// When set, invoke blocks until `open` is called.
     gate: Option<(Mutex<bool>, Condvar)>,
     entered: AtomicBool,
+    /// When non-zero, the dispatch table / client data handed to NMR
+    /// instead of `dispatch` / `data` (a copy that ends against a guard
+    /// page, see [`EdgeCopy`]).
+    dispatch_at: usize,
+    data_at: usize,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -68,6 +76,7 @@ impl HostClient {
     fn new(edit: impl FnOnce(&mut HostClient)) -> Box<HostClient> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut c = Box::new(HostClient {
+            attach_type: hook::ATTACH_TYPE,
             npi_id: HOOK_NPI,
             module_id: NPI_MODULEID {
                 Length: 24,
@@ -100,10 +109,14 @@ impl HostClient {
             invocations: AtomicU64::new(0),
             gate: None,
             entered: AtomicBool::new(false),
+            dispatch_at: 0,
+            data_at: 0,
         });
         edit(&mut c);
         let specific: *const c_void = if c.null_data {
             std::ptr::null()
+        } else if c.data_at != 0 {
+            c.data_at as *const c_void
         } else {
             (&c.data as *const ExtensionData).cast()
         };
@@ -178,12 +191,22 @@ fn unsafe_zeroed_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
 unsafe extern "win64" fn host_attach(
     binding: HANDLE,
     context: *mut c_void,
-    _provider: *const NPI_REGISTRATION_INSTANCE,
+    provider: *const NPI_REGISTRATION_INSTANCE,
 ) -> i32 {
     // SAFETY: the context registered with this client.
     let c = unsafe { &*(context as *const HostClient) };
+    // A host client binds to one hook (the driver has one hook provider per
+    // attach type; an eBPF link attaches to one).
+    // SAFETY: NMR passes the provider's live registration instance.
+    let module_id = unsafe { (*provider).ModuleId };
+    // SAFETY: its module id lives as long as the registration.
+    if unsafe { (*module_id).Guid } != c.attach_type {
+        return STATUS_NOINTERFACE;
+    }
     let dispatch: *const c_void = if c.null_dispatch {
         std::ptr::null()
+    } else if c.dispatch_at != 0 {
+        c.dispatch_at as *const c_void
     } else {
         (&c.dispatch as *const Dispatch).cast()
     };
@@ -210,10 +233,12 @@ unsafe extern "win64" fn host_invoke(
     c.invocations.fetch_add(1, Ordering::SeqCst);
     c.entered.store(true, Ordering::SeqCst);
     if let Some((m, cv)) = &c.gate {
-        let mut open = m.lock().unwrap();
-        while !*open {
-            open = cv.wait(open).unwrap();
-        }
+        drop(ntsim::sync::wait_while(
+            "the test to open the client's gate",
+            cv,
+            m.lock().unwrap(),
+            |open| !*open,
+        ));
     }
     // SAFETY: the driver passes a valid result pointer.
     unsafe { *result = 0 };
@@ -224,6 +249,21 @@ fn loaded() -> Sim {
     let mut sim = Sim::new();
     assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0);
     sim
+}
+
+/// Whether the client's binding is detaching with the provider's side
+/// pending (its ProviderDetachClient returned STATUS_PENDING).
+fn provider_detach_pending(client: &HostClient) -> bool {
+    nmr::bindings().iter().any(|b| {
+        b.client_module == client.module_id.Guid
+            && matches!(
+                b.state,
+                nmr::BindingState::Detaching {
+                    provider: nmr::DetachState::Pending,
+                    ..
+                }
+            )
+    })
 }
 
 fn binding_of(client: &HostClient) -> bool {
@@ -287,20 +327,51 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
             STATUS_INVALID_PARAMETER,
         ),
     ];
-    for (what, edit, expected) in cases {
+    // Every hook validates its clients with the same generic code.
+    let hooks = [
+        ("process", hook::ATTACH_TYPE),
+        ("thread", ntsim::thread::ATTACH_TYPE),
+        ("image_load", ntsim::image_load::ATTACH_TYPE),
+    ];
+    for (name, attach_type) in hooks {
+        for (what, edit, expected) in &cases {
+            let sim = loaded();
+            let client = HostClient::new(|c| {
+                c.attach_type = attach_type;
+                edit(c);
+            });
+            assert_eq!(client.attach_status(), Some(*expected), "{name}: {what}");
+            assert!(!binding_of(&client), "{name}: {what}: no binding");
+            ntsim::io::wait_idle();
+            assert_eq!(
+                ps::notify_routine_counts(),
+                ps::NotifyCounts::default(),
+                "{name}: {what}: no notify routine registered"
+            );
+            client.deregister();
+            if let Err(findings) = sim.finish() {
+                panic!("{name}: {what}: {findings}");
+            }
+        }
+        // A well-formed client of this hook attaches and registers its
+        // routine only.
         let sim = loaded();
-        let client = HostClient::new(edit);
-        assert_eq!(client.attach_status(), Some(expected), "{what}");
-        assert!(!binding_of(&client), "{what}: no binding");
-        ntsim::io::wait_idle();
+        let client = HostClient::new(|c| c.attach_type = attach_type);
+        assert_eq!(client.attach_status(), Some(STATUS_SUCCESS), "{name}");
+        let counts = ps::notify_routine_counts();
         assert_eq!(
-            ps::notify_routine_counts().process,
-            0,
-            "{what}: no notify routine registered"
+            (counts.process, counts.thread, counts.image),
+            match name {
+                "process" => (1, 0, 0),
+                "thread" => (0, 1, 0),
+                _ => (0, 0, 1),
+            },
+            "{name}"
         );
         client.deregister();
+        ntsim::io::wait_idle();
         if let Err(findings) = sim.finish() {
-            panic!("{what}: {findings}");
+            panic!("{name}: {findings}");
         }
     }
 }
@@ -328,45 +399,51 @@ fn unload_waits_for_an_invocation_in_flight() {
     assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
     let client_addr = &*client as *const HostClient as usize;
 
-    let event = std::thread::spawn(|| {
-        ps::create_process(&ProcessSpec {
-            image_file_name: "\\??\\C:\\slow.exe".into(),
-            ..Default::default()
+    let event_done = Arc::new(AtomicBool::new(false));
+    let event = {
+        let event_done = event_done.clone();
+        std::thread::spawn(move || {
+            let status = ps::create_process(&ProcessSpec {
+                image_file_name: "\\??\\C:\\slow.exe".into(),
+                ..Default::default()
+            })
+            .creation_status;
+            event_done.store(true, Ordering::SeqCst);
+            status
         })
-        .creation_status
+    };
+    ntsim::sync::wait_for("the event to reach the client", || {
+        client.entered.load(Ordering::SeqCst)
     });
-    let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !client.entered.load(Ordering::SeqCst) {
-        assert!(
-            std::time::Instant::now() < limit,
-            "the client was not invoked within 30 s of the process creation"
-        );
-        std::thread::yield_now();
-    }
-    // Opens the gate once unload is blocked waiting for the hook provider's
-    // deregistration (the invocation holds the detach pending), or after a
-    // generous limit, so that a driver that does not wait fails the test
-    // instead of hanging it. Returns whether unload was seen waiting.
-    let saw_unload_waiting = std::thread::spawn(move || {
-        // SAFETY: the client outlives this thread (joined below).
-        let client = unsafe { &*(client_addr as *const HostClient) };
-        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let waiting = loop {
-            let waiting = nmr::registrations()
-                .iter()
-                .any(|r| r.npi_id == HOOK_NPI && r.waiting);
-            if waiting || std::time::Instant::now() >= limit {
-                break waiting;
-            }
-            std::thread::yield_now();
-        };
-        client.open();
-        waiting
-    });
+    // Opens the gate only once unload is blocked waiting for the hook
+    // provider's deregistration; reports whether, at that moment, the
+    // binding's provider side was still pending (the invocation in flight
+    // holding the detach) and the event had not returned.
+    let opener = {
+        let event_done = event_done.clone();
+        std::thread::spawn(move || {
+            // SAFETY: the client outlives this thread (joined below).
+            let client = unsafe { &*(client_addr as *const HostClient) };
+            ntsim::sync::wait_for(
+                "unload to wait for the hook provider's deregistration",
+                || {
+                    nmr::registrations()
+                        .iter()
+                        .any(|r| r.npi_id == HOOK_NPI && r.waiting)
+                },
+            );
+            let pending = provider_detach_pending(client);
+            let in_flight = !event_done.load(Ordering::SeqCst);
+            client.open();
+            (pending, in_flight)
+        })
+    };
     sim.unload_driver().unwrap();
+    let (pending, in_flight) = opener.join().unwrap();
     assert!(
-        saw_unload_waiting.join().unwrap(),
-        "unload did not wait for the hook provider's deregistration while an invocation was in flight"
+        pending && in_flight,
+        "unload waited while the invocation was in flight and the detach pending \
+         (pending {pending}, in flight {in_flight})"
     );
     assert_eq!(event.join().unwrap(), 0);
     assert_eq!(nmr::provider_count(), 0);
@@ -924,5 +1001,214 @@ fn an_event_while_no_client_is_attached_is_not_processed() {
     drop(hold);
     settle_work_items("removal after the last detach");
     assert_eq!(ps::notify_routine_counts().process, 0);
+    sim.finish().unwrap();
+}
+
+/// A copy of some bytes in a pool block (special pool) whose last byte is
+/// the block's last byte, against the guard page: the driver reading one
+/// byte past the end faults at once.
+struct EdgeCopy {
+    block: *mut c_void,
+    at: usize,
+}
+
+impl EdgeCopy {
+    fn new(bytes: &[u8]) -> EdgeCopy {
+        // A block of a multiple of 16 bytes ends at the end of its page.
+        let span = bytes.len().div_ceil(16).max(1) * 16;
+        let block = ntsim::pool::kernel_alloc(span, u32::from_le_bytes(*b"Edge"));
+        assert!(!block.is_null());
+        let at = block as usize + span - bytes.len();
+        // SAFETY: `bytes.len()` bytes from `at` lie inside the fresh block.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) };
+        EdgeCopy { block, at }
+    }
+}
+
+impl Drop for EdgeCopy {
+    fn drop(&mut self) {
+        // SAFETY: the block from kernel_alloc, freed once.
+        unsafe { ntsim::pool::kernel_free(self.block) };
+    }
+}
+
+/// `{u16 version; u16 count; fn function[count]}`, exactly that long.
+fn dispatch_bytes(functions: &[usize]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&(functions.len() as u16).to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    for f in functions {
+        b.extend_from_slice(&f.to_le_bytes());
+    }
+    b
+}
+
+/// An `ebpf_extension_data_t` of `size` bytes (no attach parameters).
+fn client_data_bytes(size: usize) -> Vec<u8> {
+    let mut b = vec![0u8; 48];
+    b[0..2].copy_from_slice(&1u16.to_le_bytes());
+    b[8..16].copy_from_slice(&size.to_le_bytes());
+    b[16..24].copy_from_slice(&size.to_le_bytes());
+    b.truncate(size);
+    b
+}
+
+static COUNTED_BEGINS: AtomicU64 = AtomicU64::new(0);
+static COUNTED_INVOKES: AtomicU64 = AtomicU64::new(0);
+static COUNTED_ENDS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "win64" fn counted_begin(size: usize, state: *mut c_void) -> u32 {
+    assert!(size >= 64 && !state.is_null());
+    COUNTED_BEGINS.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+unsafe extern "win64" fn counted_invoke(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    COUNTED_INVOKES.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn counted_end(_state: *mut c_void) -> u32 {
+    COUNTED_ENDS.fetch_add(1, Ordering::SeqCst);
+    0
+}
+
+fn counted() -> [u64; 3] {
+    [
+        COUNTED_BEGINS.swap(0, Ordering::SeqCst),
+        COUNTED_INVOKES.swap(0, Ordering::SeqCst),
+        COUNTED_ENDS.swap(0, Ordering::SeqCst),
+    ]
+}
+
+fn create(name: &str) -> i32 {
+    ps::create_process(&ProcessSpec {
+        image_file_name: format!("\\??\\C:\\{name}.exe"),
+        ..Default::default()
+    })
+    .creation_status
+}
+
+#[test]
+fn dispatch_tables_of_one_to_four_entries_are_read_within_their_count() {
+    let all = [
+        host_invoke as *const () as usize,
+        counted_begin as *const () as usize,
+        counted_invoke as *const () as usize,
+        counted_end as *const () as usize,
+    ];
+    for count in 1..=4 {
+        let sim = loaded();
+        counted();
+        // The table ends against a guard page: reading slot `count` faults.
+        let table = EdgeCopy::new(&dispatch_bytes(&all[..count]));
+        let client = HostClient::new(|c| c.dispatch_at = table.at);
+        assert_eq!(
+            client.attach_status(),
+            Some(STATUS_SUCCESS),
+            "count {count}"
+        );
+        assert_eq!(create("a"), 0);
+        assert_eq!(create("b"), 0);
+        assert_eq!(
+            client.invocations.load(Ordering::SeqCst),
+            2,
+            "count {count}: invoked once per event"
+        );
+        let expected = if count == 4 { [2, 2, 2] } else { [0, 0, 0] };
+        assert_eq!(
+            counted(),
+            expected,
+            "count {count}: batch begin/invoke/end used only with all four entries, \
+             and every batch begun is ended"
+        );
+        client.deregister();
+        drop(table);
+        if let Err(findings) = sim.finish() {
+            panic!("count {count}: {findings}");
+        }
+    }
+}
+
+#[test]
+fn client_data_of_the_minimum_size_is_accepted_and_one_byte_less_is_refused() {
+    // ebpf_extension_data_t up to and including data_size: 40 bytes.
+    for (size, expected) in [(40, STATUS_SUCCESS), (39, STATUS_INVALID_PARAMETER)] {
+        let sim = loaded();
+        // The data ends against a guard page: reading past `size` faults.
+        let data = EdgeCopy::new(&client_data_bytes(size));
+        let client = HostClient::new(|c| c.data_at = data.at);
+        assert_eq!(client.attach_status(), Some(expected), "size {size}");
+        assert_eq!(
+            binding_of(&client),
+            expected == STATUS_SUCCESS,
+            "size {size}"
+        );
+        assert_eq!(create("a"), 0);
+        assert_eq!(
+            client.invocations.load(Ordering::SeqCst),
+            u64::from(expected == STATUS_SUCCESS),
+            "size {size}"
+        );
+        client.deregister();
+        drop(data);
+        if let Err(findings) = sim.finish() {
+            panic!("size {size}: {findings}");
+        }
+    }
+}
+
+#[test]
+fn a_client_is_not_invoked_after_its_detach_began() {
+    let sim = loaded();
+    let client = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    // Another client keeps the hook active, so later events invoke clients.
+    let other = HostClient::new(|_| {});
+    assert_eq!(other.attach_status(), Some(STATUS_SUCCESS));
+    let client_addr = &*client as *const HostClient as usize;
+    // An event in flight holds the client...
+    let first = std::thread::spawn(|| create("first"));
+    ntsim::sync::wait_for("the first event to reach the client", || {
+        client.entered.load(Ordering::SeqCst)
+    });
+    // ...while the client deregisters: the provider's detach is pending.
+    let detacher = std::thread::spawn(move || {
+        // SAFETY: the client outlives this thread (joined below).
+        let client = unsafe { &*(client_addr as *const HostClient) };
+        client.deregister();
+    });
+    ntsim::sync::wait_for("the provider's detach to become pending", || {
+        provider_detach_pending(&client)
+    });
+    // A new event now must not reach the client (it would block on the
+    // closed gate, so this bounded wait fails if the driver calls it).
+    let second = std::thread::spawn(|| create("second"));
+    ntsim::sync::wait_for("the second event to finish without the client", || {
+        second.is_finished()
+    });
+    assert_eq!(second.join().unwrap(), 0);
+    assert_eq!(
+        client.invocations.load(Ordering::SeqCst),
+        1,
+        "only the invocation in flight"
+    );
+    client.open();
+    assert_eq!(first.join().unwrap(), 0);
+    detacher.join().unwrap();
+    assert!(!binding_of(&client));
+    assert_eq!(
+        other.invocations.load(Ordering::SeqCst),
+        2,
+        "the other client saw both events"
+    );
+    other.deregister();
     sim.finish().unwrap();
 }

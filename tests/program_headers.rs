@@ -88,7 +88,16 @@ fn expected_app_output() -> String {
          operation_delete 1\n\
          test_run_context {} {} {} {} {} {} {} {} {}\n\
          test_run_string {} {} {}\n\
-         helper_ids 0x10000 0x10001 0x10002\n",
+         helper_ids 0x10000 0x10001 0x10002\n\
+         thread_program_type {}\n\
+         thread_attach_type {}\n\
+         image_load_program_type {}\n\
+         image_load_attach_type {}\n\
+         sizeof_thread_md 56 start_address 32 exit_status 40 operation 44 flags 48\n\
+         thread_values 0 1 1 2\n\
+         sizeof_image_load_md 56 process_id 16 image_base 32 image_size 40 flags 48 \
+         signature_level 52 signature_type 53\n\
+         image_load_flags 1 2 4 8\n",
         hook::PROGRAM_TYPE,
         hook::ATTACH_TYPE,
         size_of::<C>(),
@@ -103,6 +112,10 @@ fn expected_app_output() -> String {
         size_of::<S>(),
         offset_of!(S, maximum_length),
         offset_of!(S, buffer),
+        ntsim::thread::PROGRAM_TYPE,
+        ntsim::thread::ATTACH_TYPE,
+        ntsim::image_load::PROGRAM_TYPE,
+        ntsim::image_load::ATTACH_TYPE,
     )
 }
 

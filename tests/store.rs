@@ -26,6 +26,25 @@ const PROCESS_ATTACH_BYTES: [u8; 16] = [
     0x87, 0x06, 0xe2, 0x66, 0x05, 0x98, 0x58, 0x44, 0xa0, 0xdb, 0x38, 0xe2, 0x20, 0xd3, 0x16, 0x85,
 ];
 
+const THREAD_TYPE_KEY: &str = "{2878b65e-750b-48f4-9ab4-b5eadc377d67}";
+/// `EBPF_PROGRAM_TYPE_THREAD` as the 16 bytes of its `GUID`.
+const THREAD_TYPE_BYTES: [u8; 16] = [
+    0x5e, 0xb6, 0x78, 0x28, 0x0b, 0x75, 0xf4, 0x48, 0x9a, 0xb4, 0xb5, 0xea, 0xdc, 0x37, 0x7d, 0x67,
+];
+/// `EBPF_ATTACH_TYPE_THREAD` (2138225a-7ce0-434d-8ef1-6b44c68afa9e).
+const THREAD_ATTACH_BYTES: [u8; 16] = [
+    0x5a, 0x22, 0x38, 0x21, 0xe0, 0x7c, 0x4d, 0x43, 0x8e, 0xf1, 0x6b, 0x44, 0xc6, 0x8a, 0xfa, 0x9e,
+];
+const IMAGE_LOAD_TYPE_KEY: &str = "{e7e70e3a-ba71-489f-9e22-b31f6f61a623}";
+/// `EBPF_PROGRAM_TYPE_IMAGE_LOAD` as the 16 bytes of its `GUID`.
+const IMAGE_LOAD_TYPE_BYTES: [u8; 16] = [
+    0x3a, 0x0e, 0xe7, 0xe7, 0x71, 0xba, 0x9f, 0x48, 0x9e, 0x22, 0xb3, 0x1f, 0x6f, 0x61, 0xa6, 0x23,
+];
+/// `EBPF_ATTACH_TYPE_IMAGE_LOAD` (5a0c97f6-dfbb-48fc-b5f2-170da0357c31).
+const IMAGE_LOAD_ATTACH_BYTES: [u8; 16] = [
+    0xf6, 0x97, 0x0c, 0x5a, 0xbb, 0xdf, 0xfc, 0x48, 0xb5, 0xf2, 0x17, 0x0d, 0xa0, 0x35, 0x7c, 0x31,
+];
+
 /// A key's values (name -> (type, data)) and its subkey names.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct KeyContent {
@@ -85,21 +104,96 @@ fn le32s(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
-/// What eBPF for Windows' store helper writes for ntosebpfext's process
-/// program type and its `process` section, under `Providers`.
+/// REG_SZ data: UTF-16LE with the terminating NUL.
+fn sz(text: &str) -> Vec<u8> {
+    text.encode_utf16()
+        .chain([0])
+        .flat_map(|u| u.to_le_bytes())
+        .collect()
+}
+
+/// The `SectionData\<name>` key of a section (no BPF numbers: 0).
+fn section_key(program_type: &[u8; 16], attach_type: &[u8; 16], numbers: (u32, u32)) -> KeyContent {
+    // EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION(_SIZE): 1, 56.
+    key(
+        &[
+            ("Version", dw(1)),
+            ("Size", dw(56)),
+            ("ProgramType", bin(program_type)),
+            ("AttachType", bin(attach_type)),
+            ("BpfProgType", dw(numbers.0)),
+            ("BpfAttachType", dw(numbers.1)),
+        ],
+        &[],
+    )
+}
+
+/// The keys of a program type without helpers (the thread and image-load
+/// types): `HelperCount` 0 and no `Helpers` key, as the store helper writes
+/// when `count_of_program_type_specific_helpers` is 0.
+fn insert_helperless_type(
+    t: &mut BTreeMap<String, KeyContent>,
+    type_key: &str,
+    name: &str,
+    context: [u32; 4],
+) {
+    let program = format!("ProgramData\\{type_key}");
+    t.insert(
+        program.clone(),
+        key(
+            &[("Version", dw(1)), ("Size", dw(64)), ("HelperCount", dw(0))],
+            &["TypeDescriptor"],
+        ),
+    );
+    t.insert(
+        format!("{program}\\TypeDescriptor"),
+        key(
+            &[
+                ("Version", dw(1)),
+                ("Size", dw(61)),
+                ("Name", (REG_SZ, sz(name))),
+                ("ContextDescriptor", bin(&le32s(&context))),
+                // bpf_prog_type 0: a type eBPF for Windows does not number.
+                ("BpfProgType", dw(0)),
+                ("IsPrivileged", dw(0)),
+            ],
+            &[],
+        ),
+    );
+}
+
+/// What eBPF for Windows' store helper writes for ntosebpfext's three
+/// program types (process, thread, image_load) and their sections, under
+/// `Providers`.
 fn expected_tree() -> BTreeMap<String, KeyContent> {
     let program = format!("ProgramData\\{PROCESS_TYPE_KEY}");
-    // REG_SZ "process": UTF-16LE with the terminating NUL.
-    let name: Vec<u8> = "process\0"
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
+    let name = sz("process");
     // ebpf_context_descriptor_t { sizeof(process_md_t) = 144,
     // offsetof(command_start) = 0, offsetof(command_end) = 8, -1 }.
     let context = le32s(&[144, 0, 8, u32::MAX]);
     let mut t = BTreeMap::new();
     t.insert(String::new(), key(&[], &["ProgramData", "SectionData"]));
-    t.insert("ProgramData".into(), key(&[], &[PROCESS_TYPE_KEY]));
+    t.insert(
+        "ProgramData".into(),
+        key(
+            &[],
+            &[PROCESS_TYPE_KEY, THREAD_TYPE_KEY, IMAGE_LOAD_TYPE_KEY],
+        ),
+    );
+    // thread_md_t: 56 bytes, no packet.
+    insert_helperless_type(
+        &mut t,
+        THREAD_TYPE_KEY,
+        "thread",
+        [56, u32::MAX, u32::MAX, u32::MAX],
+    );
+    // image_load_md_t: 56 bytes, the image path at 0..8 is the packet.
+    insert_helperless_type(
+        &mut t,
+        IMAGE_LOAD_TYPE_KEY,
+        "image_load",
+        [56, 0, 8, u32::MAX],
+    );
     t.insert(
         program.clone(),
         key(
@@ -152,22 +246,22 @@ fn expected_tree() -> BTreeMap<String, KeyContent> {
             ),
         );
     }
-    t.insert("SectionData".into(), key(&[], &["process"]));
+    t.insert(
+        "SectionData".into(),
+        key(&[], &["process", "thread", "image_load"]),
+    );
+    // BPF_PROG_TYPE_PROCESS 6, BPF_ATTACH_TYPE_PROCESS 11.
     t.insert(
         "SectionData\\process".into(),
-        key(
-            // EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION(_SIZE): 1, 56;
-            // BPF_PROG_TYPE_PROCESS 6, BPF_ATTACH_TYPE_PROCESS 11.
-            &[
-                ("Version", dw(1)),
-                ("Size", dw(56)),
-                ("ProgramType", bin(&PROCESS_TYPE_BYTES)),
-                ("AttachType", bin(&PROCESS_ATTACH_BYTES)),
-                ("BpfProgType", dw(6)),
-                ("BpfAttachType", dw(11)),
-            ],
-            &[],
-        ),
+        section_key(&PROCESS_TYPE_BYTES, &PROCESS_ATTACH_BYTES, (6, 11)),
+    );
+    t.insert(
+        "SectionData\\thread".into(),
+        section_key(&THREAD_TYPE_BYTES, &THREAD_ATTACH_BYTES, (0, 0)),
+    );
+    t.insert(
+        "SectionData\\image_load".into(),
+        section_key(&IMAGE_LOAD_TYPE_BYTES, &IMAGE_LOAD_ATTACH_BYTES, (0, 0)),
     );
     t
 }
@@ -248,6 +342,14 @@ fn write_stale_entries() {
     registry::set_value(&renamed, "ProgramType", REG_BINARY, &PROCESS_TYPE_BYTES);
     registry::set_value(&renamed, "AttachType", REG_BINARY, &PROCESS_ATTACH_BYTES);
     registry::create_key(&format!("{renamed}\\child"));
+    // The same for a type without helpers: a renamed section, and a
+    // Helpers key (with a helper) that the type no longer has.
+    let renamed = format!("{HKLM_STORE}\\SectionData\\image_old");
+    registry::set_value(&renamed, "ProgramType", REG_BINARY, &IMAGE_LOAD_TYPE_BYTES);
+    registry::set_value(&renamed, "AttachType", REG_BINARY, &IMAGE_LOAD_ATTACH_BYTES);
+    let thread_helper =
+        format!("{HKLM_STORE}\\ProgramData\\{THREAD_TYPE_KEY}\\Helpers\\bpf_thread_removed_helper");
+    registry::set_value(&thread_helper, "Prototype", REG_BINARY, &[0; 28]);
     // Our section with a stale value: rewritten.
     registry::set_value(
         &format!("{HKLM_STORE}\\SectionData\\process"),
@@ -319,13 +421,30 @@ fn assert_nothing_misread(context: &str) {
                 );
                 assert_eq!((s.bpf_prog_type, s.bpf_attach_type), (6, 11), "{context}");
             }
-            // The complete entry an older driver wrote, not yet removed.
-            "process_old" => {
+            "thread" | "image_load" => {
+                let expected = if s.prefix == "thread" {
+                    (THREAD_TYPE_BYTES, THREAD_ATTACH_BYTES)
+                } else {
+                    (IMAGE_LOAD_TYPE_BYTES, IMAGE_LOAD_ATTACH_BYTES)
+                };
                 assert_eq!(
-                    store::guid_bytes(&s.program_type),
-                    PROCESS_TYPE_BYTES,
+                    (
+                        store::guid_bytes(&s.program_type),
+                        store::guid_bytes(&s.attach_type)
+                    ),
+                    expected,
                     "{context}"
                 );
+                assert_eq!((s.bpf_prog_type, s.bpf_attach_type), (0, 0), "{context}");
+            }
+            // The complete entries an older driver wrote, not yet removed.
+            "process_old" | "image_old" => {
+                let expected = if s.prefix == "process_old" {
+                    PROCESS_TYPE_BYTES
+                } else {
+                    IMAGE_LOAD_TYPE_BYTES
+                };
+                assert_eq!(store::guid_bytes(&s.program_type), expected, "{context}");
                 assert_eq!((s.bpf_prog_type, s.bpf_attach_type), (0, 0), "{context}");
             }
             "xdp" => {}
@@ -333,15 +452,16 @@ fn assert_nothing_misread(context: &str) {
         }
     }
     for p in &store.programs {
-        assert_eq!(
-            store::guid_key_name(&p.program_type),
-            PROCESS_TYPE_KEY,
-            "{context}"
-        );
-        assert_eq!(p.name, "process", "{context}");
+        let (name, helpers, size, data) = match store::guid_key_name(&p.program_type).as_str() {
+            PROCESS_TYPE_KEY => ("process", 3, 144, 0),
+            THREAD_TYPE_KEY => ("thread", 0, 56, -1),
+            IMAGE_LOAD_TYPE_KEY => ("image_load", 0, 56, 0),
+            other => panic!("{context}: program type {other} read"),
+        };
+        assert_eq!(p.name, name, "{context}");
         assert_eq!((p.version, p.size), (1, 64), "{context}");
-        assert_eq!(p.helpers.len(), 3, "{context}");
-        assert_eq!(p.context.size, 144, "{context}");
+        assert_eq!(p.helpers.len(), helpers, "{context}: {name}");
+        assert_eq!((p.context.size, p.context.data), (size, data), "{context}");
     }
 }
 
@@ -460,8 +580,18 @@ fn a_program_loads_purely_through_the_store() {
 
     // With the extension gone, program information comes from the store:
     // the same as what the driver published through NMR.
+    assert_store_matches_nmr(&program_type, &published);
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+/// The store's program information of `program_type` is what the driver
+/// published through NMR (`published`).
+fn assert_store_matches_nmr(
+    program_type: &ntsim::types::GUID,
+    published: &ntsim::ebpf::validate::ProgramInfo,
+) {
     let store = Store::read();
-    let info = store.program_info(&program_type).expect("in the store");
+    let info = store.program_info(program_type).expect("in the store");
     let d = &published.type_descriptor;
     assert_eq!(info.name, d.name);
     assert_eq!(info.bpf_prog_type, d.bpf_prog_type);
@@ -505,7 +635,93 @@ fn a_program_loads_purely_through_the_store() {
         .collect();
     from_nmr.sort();
     from_store.sort();
-    assert_eq!(from_store, from_nmr);
+    assert_eq!(from_store, from_nmr, "{}", info.name);
+}
+
+#[test]
+fn thread_and_image_load_programs_load_purely_through_the_store() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    let object = Object::load(
+        &std::fs::read(ntsim::thread::sample_object_path()).unwrap(),
+        &store::section_map(),
+    )
+    .expect("sysmon.o's sections resolve through the store");
+    let mut published = Vec::new();
+    let mut kept = Vec::new();
+    for (name, program_type, attach_type, type_bytes, attach_bytes) in [
+        (
+            "thread_monitor",
+            ntsim::thread::PROGRAM_TYPE,
+            ntsim::thread::ATTACH_TYPE,
+            THREAD_TYPE_BYTES,
+            THREAD_ATTACH_BYTES,
+        ),
+        (
+            "image_monitor",
+            ntsim::image_load::PROGRAM_TYPE,
+            ntsim::image_load::ATTACH_TYPE,
+            IMAGE_LOAD_TYPE_BYTES,
+            IMAGE_LOAD_ATTACH_BYTES,
+        ),
+    ] {
+        let program = object.program(name).unwrap().clone();
+        let resolved = (
+            program.program_type.expect("resolved"),
+            program.attach_type.expect("resolved"),
+        );
+        assert_eq!(resolved, (program_type, attach_type), "{name}");
+        assert_eq!(
+            (
+                store::guid_bytes(&resolved.0),
+                store::guid_bytes(&resolved.1)
+            ),
+            (type_bytes, attach_bytes),
+            "{name}"
+        );
+        let loaded = LoadedProgram::load(program).expect("the driver provides the type");
+        published.push((program_type, loaded.program_info().expect("bound")));
+        let link = loaded.attach(attach_type, &[], 0).expect("attached");
+        kept.push((loaded, link));
+    }
+    let p = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\store.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0);
+    let tid = ps::thread::create_thread(&ps::thread::ThreadSpec {
+        process: p.pid,
+        creator: None,
+        creating_thread: None,
+        start_address: 0x1000,
+    });
+    assert!(ps::thread::exit_thread(tid, 0));
+    ps::image::load_user_image(
+        p.pid,
+        &ps::image::ImageSpec {
+            path: "\\Device\\HarddiskVolume3\\store.exe".into(),
+            base: 0x7ff6_0000_0000,
+            size: 0x1000,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        object.map("threads").unwrap().drain_ring().len(),
+        2,
+        "thread_monitor saw the create and the exit"
+    );
+    assert_eq!(
+        object.map("images").unwrap().drain_ring().len(),
+        1,
+        "image_monitor saw the image"
+    );
+    assert!(ps::exit_process(p.pid, 0, None));
+    drop(kept);
+    ntsim::io::wait_idle();
+    sim.unload_driver().unwrap();
+    for (program_type, info) in &published {
+        assert_store_matches_nmr(program_type, info);
+    }
     sim.finish().expect("nothing left behind, no violation");
 }
 
@@ -519,12 +735,13 @@ fn an_unknown_section_is_refused_naming_it_and_the_registered_ones() {
         err,
         ObjectError::UnknownSection {
             section: "sample".into(),
-            registered: vec!["process".into()],
+            registered: vec!["image_load".into(), "process".into(), "thread".into()],
         }
     );
     assert_eq!(
         err.to_string(),
-        "section \"sample\" is not in the eBPF store (registered sections: process)"
+        "section \"sample\" is not in the eBPF store \
+         (registered sections: image_load, process, thread)"
     );
     sim.finish().expect("nothing left behind, no violation");
 }

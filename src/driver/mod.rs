@@ -53,7 +53,7 @@ pub unsafe fn load(driver: *mut core::ffi::c_void) -> nt::NtResult {
     // driver does not load (as the C driver).
     crate::trace::register()?;
     // Never fails the load (logged): see crate::store.
-    crate::store::update(&crate::hooks::STORE);
+    crate::store::update(&crate::hooks::store());
     // SAFETY: forwarded contract.
     let loaded = unsafe { crate::hooks::load(driver) };
     crate::trace::driver_load(loaded);

@@ -13,7 +13,8 @@
 //! driver's own declarations would accept any layout mistake the driver
 //! makes (a wrong offset here would be "right" there too). Two copies
 //! written from the source of truth can only agree by both being right; the
-//! test that compares them pairwise belongs outside both crates.
+//! test that compares them pairwise (sizes, alignments, field offsets,
+//! GUIDs, constants) is outside both crates: `tests/abi_pairs.rs`.
 //!
 //! Items mirror C declarations under their C names; the C name each one
 //! carries is its documentation (hence `missing_docs` is allowed here).

@@ -149,6 +149,163 @@ impl Packet {
     }
 }
 
+/// What `context_create` received: the caller's `data_in` and `context_in`
+/// as slices (`None` for a null pointer, which the core passes for an empty
+/// buffer). Each program type parses its own format from them.
+pub struct TestRunBuffers<'a> {
+    /// `data_in`.
+    pub data: Option<&'a [u8]>,
+    /// `context_in`.
+    pub context: Option<&'a [u8]>,
+}
+
+/// Checks `context_create`'s arguments, as every program type's test run
+/// does: `*context` is set to null first; a null `context`, or a null
+/// buffer with a non-zero size, is `EBPF_INVALID_ARGUMENT`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` as above.
+///
+/// # Safety
+/// Each buffer pointer is null or valid for its size for `'a`; `context`
+/// is null or writable (`context_create`'s contract).
+pub unsafe fn test_run_buffers<'a>(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> super::abi::EbpfResult<TestRunBuffers<'a>> {
+    use super::abi::EbpfError;
+    if context.is_null() {
+        return Err(EbpfError::INVALID_ARGUMENT);
+    }
+    // SAFETY: non-null and writable (caller's contract).
+    unsafe { *context = ptr::null_mut() };
+    /// # Safety
+    /// `p` is null or readable for `len` bytes for `'b`.
+    unsafe fn slice<'b>(p: *const u8, len: usize) -> super::abi::EbpfResult<Option<&'b [u8]>> {
+        if p.is_null() {
+            return if len == 0 {
+                Ok(None)
+            } else {
+                Err(EbpfError::INVALID_ARGUMENT)
+            };
+        }
+        if len == 0 {
+            return Ok(Some(&[]));
+        }
+        // SAFETY: non-null and readable for len bytes (caller's contract).
+        Ok(Some(unsafe { core::slice::from_raw_parts(p, len) }))
+    }
+    Ok(TestRunBuffers {
+        // SAFETY: forwarded contract.
+        data: unsafe { slice(data_in, data_size_in) }?,
+        // SAFETY: forwarded contract.
+        context: unsafe { slice(context_in, context_size_in) }?,
+    })
+}
+
+/// A test-run input whose `context_in` is the program context itself:
+/// the data bytes and the caller's context, if any.
+pub struct TestRunInput<'a, C> {
+    /// `data_in` (empty when the caller passed none).
+    pub data: &'a [u8],
+    /// A copy of `context_in` (None when the caller passed none).
+    pub context: Option<C>,
+}
+
+/// [`test_run_buffers`] for a program type whose `context_in` is a `C`:
+/// a `context_in` smaller than `C` is also `EBPF_INVALID_ARGUMENT`.
+/// `context_in` is read unaligned (the caller's buffer has no alignment
+/// guarantee).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` as above.
+///
+/// # Safety
+/// As [`test_run_buffers`]; `C` is plain data (any bytes are a valid `C`).
+pub unsafe fn test_run_input<'a, C: Copy>(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> super::abi::EbpfResult<TestRunInput<'a, C>> {
+    // SAFETY: forwarded contract.
+    let buffers =
+        unsafe { test_run_buffers(data_in, data_size_in, context_in, context_size_in, context) }?;
+    let context = match buffers.context {
+        None => None,
+        Some(bytes) if bytes.len() < core::mem::size_of::<C>() => {
+            return Err(super::abi::EbpfError::INVALID_ARGUMENT)
+        }
+        // SAFETY: at least size_of::<C>() readable bytes; C is plain data.
+        Some(bytes) => Some(unsafe { bytes.as_ptr().cast::<C>().read_unaligned() }),
+    };
+    Ok(TestRunInput {
+        data: buffers.data.unwrap_or(&[]),
+        context,
+    })
+}
+
+/// `context_destroy`'s context output: writes `context` when the caller's
+/// buffer holds a whole `C`, and stores the bytes written (0 otherwise).
+/// Nothing happens when `size_out` is null.
+///
+/// # Safety
+/// `size_out` is null or readable and writable; `out` is null or writable
+/// for `*size_out` bytes (`context_destroy`'s contract); `C` has no
+/// implicit padding (every byte written is a field's, so nothing of the
+/// driver's stack reaches the caller).
+pub unsafe fn write_test_run_context<C: Copy>(context: C, out: *mut u8, size_out: *mut usize) {
+    if size_out.is_null() {
+        return;
+    }
+    // SAFETY: caller's contract.
+    let room = unsafe { *size_out };
+    let size = core::mem::size_of::<C>();
+    let written = if !out.is_null() && room >= size {
+        // SAFETY: room for a whole C.
+        unsafe { out.cast::<C>().write_unaligned(context) };
+        size
+    } else {
+        0
+    };
+    // SAFETY: caller's contract.
+    unsafe { *size_out = written };
+}
+
+/// `context_destroy`'s data output: when the caller's buffer holds `need`
+/// bytes, `write` fills exactly those; stores the bytes written (0 when it
+/// is too small). Nothing happens when `size_out` is null.
+///
+/// # Safety
+/// As [`write_test_run_context`].
+pub unsafe fn write_test_run_data(
+    need: usize,
+    out: *mut u8,
+    size_out: *mut usize,
+    write: impl FnOnce(&mut [u8]),
+) {
+    if size_out.is_null() {
+        return;
+    }
+    // SAFETY: caller's contract.
+    let room = unsafe { *size_out };
+    let written = if !out.is_null() && room >= need {
+        if need != 0 {
+            // SAFETY: room >= need bytes writable.
+            write(unsafe { core::slice::from_raw_parts_mut(out, need) });
+        }
+        need
+    } else {
+        0
+    };
+    // SAFETY: caller's contract.
+    unsafe { *size_out = written };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +326,62 @@ mod tests {
         assert_eq!((back.event.private, back.owned), ([1, 2, 3], 9));
         let p = Packet::of(b"abc");
         assert_eq!(p.end as usize - p.start as usize, 3);
+    }
+
+    #[test]
+    fn test_run_input_and_output_follow_the_core_contract() {
+        let mut out: *mut c_void = ptr::dangling_mut();
+        let ctx = 0x1122_3344_5566_7788u64.to_le_bytes();
+        // SAFETY: every pointer is valid for its size.
+        let input = unsafe { test_run_input::<u64>(b"xy".as_ptr(), 2, ctx.as_ptr(), 8, &mut out) }
+            .ok()
+            .unwrap();
+        assert!(out.is_null(), "*context is nulled first");
+        assert_eq!(
+            (input.data, input.context),
+            (&b"xy"[..], Some(0x1122_3344_5566_7788))
+        );
+        // SAFETY: as above.
+        let short = unsafe { test_run_input::<u64>(ptr::null(), 0, ctx.as_ptr(), 7, &mut out) };
+        assert!(short.is_err(), "a context smaller than C is refused");
+        // SAFETY: as above.
+        let null_data = unsafe { test_run_input::<u64>(ptr::null(), 1, ptr::null(), 0, &mut out) };
+        assert!(null_data.is_err(), "null data with a size is refused");
+        // SAFETY: as above.
+        let buffers = unsafe { test_run_buffers(ptr::null(), 0, ctx.as_ptr(), 0, &mut out) }
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (buffers.data, buffers.context),
+            (None, Some(&[][..])),
+            "null stays None, an empty non-null buffer is an empty slice"
+        );
+        // SAFETY: a null `context`.
+        let no_out = unsafe { test_run_buffers(ptr::null(), 0, ptr::null(), 0, ptr::null_mut()) };
+        assert!(no_out.is_err(), "a null context pointer is refused");
+        out = ptr::dangling_mut();
+        // SAFETY: as above.
+        let null_ctx = unsafe { test_run_buffers(b"x".as_ptr(), 1, ptr::null(), 8, &mut out) };
+        assert!(
+            null_ctx.is_err() && out.is_null(),
+            "null context_in with a size"
+        );
+        let mut buf = [0xAAu8; 9];
+        let mut size = 7usize;
+        // SAFETY: buf holds 9 bytes, size says 7.
+        unsafe { write_test_run_context(5u64, buf.as_mut_ptr(), &mut size) };
+        assert_eq!((size, buf[0]), (0, 0xAA), "too small: nothing written");
+        size = 9;
+        // SAFETY: as above.
+        unsafe { write_test_run_context(5u64, buf.as_mut_ptr(), &mut size) };
+        assert_eq!((size, buf[0]), (8, 5));
+        size = 2;
+        // SAFETY: as above.
+        unsafe { write_test_run_data(3, buf.as_mut_ptr(), &mut size, |o| o.fill(1)) };
+        assert_eq!(size, 0);
+        size = 3;
+        // SAFETY: as above.
+        unsafe { write_test_run_data(3, buf.as_mut_ptr(), &mut size, |o| o.fill(1)) };
+        assert_eq!((size, &buf[..4]), (3, &[1, 1, 1, 0][..]));
     }
 }

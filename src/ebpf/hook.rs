@@ -3,9 +3,11 @@
 //! ([`HookProvider`]).
 //!
 //! A hook file (`src/hooks/<type>.rs`) declares its [`ProgramType`], its
-//! [`AttachType`], its [`EventSource`] (the Windows callback that produces
+//! [`AttachType`], the ELF sections that select them (its eBPF store
+//! entries), its [`EventSource`] (the Windows callback that produces
 //! events) and one `static` [`Hook`]; `src/hooks/mod.rs` lists the hooks the
-//! driver loads. Everything else is here.
+//! driver loads, and the store entries it writes are taken from that list.
+//! Everything else is here.
 //!
 //! Clients (eBPF links) are kept in attach order in a [`ClientList`] behind
 //! a reader/writer spin lock. The invoke path ([`HookProvider::invoke`])
@@ -40,6 +42,7 @@ use super::context::ProgramContext;
 use super::program::{AttachType, ProgramType};
 use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessProvider};
 use crate::nt::{self, NtResult, HANDLE};
+use crate::store;
 use crate::sync::{Detach, PassiveOwner, PassiveWork, PushLock, SpinRwLock};
 use core::ffi::c_void;
 use core::mem::{size_of, MaybeUninit};
@@ -66,21 +69,26 @@ static PROGRAM_INFO_NPI: nt::GUID = EBPF_PROGRAM_INFO_EXTENSION_IID;
 static HOOK_NPI: nt::GUID = EBPF_HOOK_EXTENSION_IID;
 
 /// One program type and its attach type: the program-information provider
-/// and the hook provider, registered and deregistered together.
+/// and the hook provider, registered and deregistered together, and the
+/// program type's eBPF store entries.
 pub struct Hook {
     program_info: ProviderRegistration<StatelessProvider>,
     hook: ProviderRegistration<HookProvider>,
+    store: store::Provider,
 }
 
 impl Hook {
-    /// The hook of `program` attached through `attach`, with events from
-    /// `source`.
+    /// The hook of `program` attached through `attach`, selected by the ELF
+    /// `sections` (each must attach programs of this type: checked at
+    /// compile time in a `static`), with events from `source`.
     pub const fn new<const HELPERS: usize>(
         program: &'static ProgramType<HELPERS>,
         attach: &'static AttachType,
+        sections: &'static [store::Section],
         source: &'static dyn EventSource,
     ) -> Hook {
         Hook {
+            store: store::Provider::new(program, sections),
             program_info: ProviderRegistration::new(
                 &PROGRAM_INFO_NPI,
                 program.module_id(),
@@ -101,6 +109,11 @@ impl Hook {
     /// The hook provider (the event source's callback invokes through it).
     pub fn provider(&'static self) -> &'static HookProvider {
         self.hook.provider()
+    }
+
+    /// What the driver writes to the eBPF store for this program type.
+    pub fn store(&'static self) -> &'static store::Provider {
+        &self.store
     }
 
     /// Registers the program type, then the attach type (DriverEntry,

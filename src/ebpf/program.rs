@@ -154,7 +154,13 @@ impl<const HELPERS: usize> ProgramType<HELPERS> {
                 ),
                 program_type_descriptor: &this.descriptor,
                 count_of_program_type_specific_helpers: HELPERS as u32,
-                program_type_specific_helper_prototype: this.prototypes.as_ptr(),
+                // The core refuses a prototype array or an address table
+                // that holds no helper: a type without helpers has neither.
+                program_type_specific_helper_prototype: if HELPERS == 0 {
+                    ptr::null()
+                } else {
+                    this.prototypes.as_ptr()
+                },
                 count_of_global_helpers: 0,
                 global_helper_prototype: ptr::null(),
             },
@@ -164,7 +170,11 @@ impl<const HELPERS: usize> ProgramType<HELPERS> {
                     size_of::<ebpf_program_data_t>(),
                 ),
                 program_info: &this.info,
-                program_type_specific_helper_function_addresses: &this.helper_addresses,
+                program_type_specific_helper_function_addresses: if HELPERS == 0 {
+                    ptr::null()
+                } else {
+                    &this.helper_addresses
+                },
                 global_helper_function_addresses: ptr::null(),
                 context_create: Some(spec.context_create),
                 context_destroy: Some(spec.context_destroy),
@@ -288,6 +298,37 @@ mod tests {
             required_irql: 0,
         },
     );
+
+    static NONE: ProgramType<0> = ProgramType::new(
+        &NONE,
+        ProgramTypeSpec {
+            name: c"none",
+            program_type: GUID_T,
+            bpf_prog_type: 0,
+            context: ebpf_context_descriptor_t {
+                size: 8,
+                data: -1,
+                end: -1,
+                meta: -1,
+            },
+            helpers: [],
+            context_create: create,
+            context_destroy: destroy,
+            required_irql: 0,
+        },
+    );
+
+    #[test]
+    fn a_type_without_helpers_publishes_no_helper_tables() {
+        let data = NONE.data();
+        assert!(data
+            .program_type_specific_helper_function_addresses
+            .is_null());
+        // SAFETY: the pointers are into the static (its invariant).
+        let info = unsafe { &*data.program_info };
+        assert_eq!(info.count_of_program_type_specific_helpers, 0);
+        assert!(info.program_type_specific_helper_prototype.is_null());
+    }
 
     #[test]
     fn counts_sizes_and_pointers_are_derived_from_the_declaration() {

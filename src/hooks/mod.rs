@@ -1,21 +1,27 @@
 //! One module per program type, and the list of hooks the driver loads.
 //!
-//! A new hook is one file (its program type, attach type, event source and
-//! `static` [`Hook`](crate::ebpf::hook::Hook)) plus one line in [`HOOKS`].
+//! A new hook is one file (its program type, attach type, sections, event
+//! source and `static` [`Hook`](crate::ebpf::hook::Hook)) plus one line in
+//! `HOOKS`; its NMR providers and its eBPF store entries follow from that
+//! line.
 
+pub mod image_load;
 pub mod process;
+pub mod thread;
 
 #[cfg(windows)]
 use crate::{ebpf::hook::Hook, nt::NtResult};
 
 /// Every hook, in load order (unloaded in reverse).
 #[cfg(windows)]
-static HOOKS: [&Hook; 1] = [&process::notify::HOOK];
+static HOOKS: [&Hook; 3] = [&process::notify::HOOK, &thread::HOOK, &image_load::HOOK];
 
-/// What the driver writes to the eBPF store: every program type with its
-/// sections.
+/// What the driver writes to the eBPF store: every hook's program type with
+/// its sections, in [`HOOKS`] order.
 #[cfg(windows)]
-pub static STORE: [&crate::store::Provider; 1] = [&process::notify::STORE];
+pub fn store() -> [&'static crate::store::Provider; HOOKS.len()] {
+    HOOKS.map(|hook| hook.store())
+}
 
 /// Loads every hook (DriverEntry). On failure the caller runs [`unload`].
 ///

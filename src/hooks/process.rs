@@ -295,7 +295,7 @@ pub fn parse_test_run<'a>(
 /// Packs `strings` back to back into `out` (the `data_out` layout, which
 /// is `data_in`'s). Returns the bytes written, or `None` (nothing written)
 /// when `out` is too small for all of them.
-pub fn write_test_run_data(strings: [&[u8]; 4], out: &mut [u8]) -> Option<usize> {
+pub fn pack_test_run_strings(strings: [&[u8]; 4], out: &mut [u8]) -> Option<usize> {
     let total: usize = strings.iter().map(|s| s.len()).sum();
     let out = out.get_mut(..total)?;
     let mut at = 0;
@@ -346,12 +346,12 @@ mod tests {
         assert_eq!(input.context.account_name.length, lengths[2]);
         let mut out = vec![0u8; data.len()];
         assert_eq!(
-            write_test_run_data(input.strings, &mut out),
+            pack_test_run_strings(input.strings, &mut out),
             Some(data.len())
         );
         assert_eq!(out, data, "data_out has data_in's layout");
         assert_eq!(
-            write_test_run_data(input.strings, &mut out[..data.len() - 1]),
+            pack_test_run_strings(input.strings, &mut out[..data.len() - 1]),
             None
         );
         assert_eq!(

@@ -71,6 +71,38 @@ extern "system" {
         TokenInformationClass: u32,
         TokenInformation: *mut *mut c_void,
     ) -> NTSTATUS;
+    pub fn PsGetCurrentProcessId() -> HANDLE;
+    pub fn PsGetCurrentThreadId() -> HANDLE;
+
+    // Threads and images.
+    pub fn PsSetCreateThreadNotifyRoutine(NotifyRoutine: PCREATE_THREAD_NOTIFY_ROUTINE)
+        -> NTSTATUS;
+    pub fn PsRemoveCreateThreadNotifyRoutine(
+        NotifyRoutine: PCREATE_THREAD_NOTIFY_ROUTINE,
+    ) -> NTSTATUS;
+    pub fn PsSetLoadImageNotifyRoutineEx(
+        NotifyRoutine: PLOAD_IMAGE_NOTIFY_ROUTINE,
+        Flags: usize,
+    ) -> NTSTATUS;
+    pub fn PsRemoveLoadImageNotifyRoutine(NotifyRoutine: PLOAD_IMAGE_NOTIFY_ROUTINE) -> NTSTATUS;
+    pub fn PsLookupThreadByThreadId(ThreadId: HANDLE, Thread: *mut PETHREAD) -> NTSTATUS;
+    pub fn ObOpenObjectByPointer(
+        Object: *mut c_void,
+        HandleAttributes: u32,
+        PassedAccessState: *mut c_void,
+        DesiredAccess: u32,
+        ObjectType: *mut c_void,
+        AccessMode: i8,
+        Handle: *mut HANDLE,
+    ) -> NTSTATUS;
+    pub fn ObfDereferenceObject(Object: *mut c_void) -> isize;
+    pub fn ZwQueryInformationThread(
+        ThreadHandle: HANDLE,
+        ThreadInformationClass: u32,
+        ThreadInformation: *mut c_void,
+        ThreadInformationLength: u32,
+        ReturnLength: *mut u32,
+    ) -> NTSTATUS;
     pub fn RtlValidSid(Sid: PSID) -> u8;
     pub fn RtlLengthSid(Sid: PSID) -> u32;
     pub fn RtlCopySid(DestinationSidLength: u32, DestinationSid: PSID, SourceSid: PSID)

@@ -7,6 +7,7 @@ pub type HANDLE = usize;
 pub type KIRQL = u8;
 
 pub const PASSIVE_LEVEL: KIRQL = 0;
+pub const APC_LEVEL: KIRQL = 1;
 pub const DISPATCH_LEVEL: KIRQL = 2;
 
 pub const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
@@ -160,8 +161,65 @@ pub type PCREATE_PROCESS_NOTIFY_ROUTINE_EX = unsafe extern "system" fn(
     CreateInfo: *mut PS_CREATE_NOTIFY_INFO,
 );
 
+/// `PCREATE_THREAD_NOTIFY_ROUTINE`: `Create` is a BOOLEAN.
+pub type PCREATE_THREAD_NOTIFY_ROUTINE =
+    unsafe extern "system" fn(ProcessId: HANDLE, ThreadId: HANDLE, Create: u8);
+
+/// `IMAGE_INFO` (40 bytes). `Properties` is the C bit field: bits 0-7
+/// ImageAddressingMode, 8 SystemModeImage, 9 ImageMappedToAllPids, 10
+/// ExtendedInfoPresent, 11 MachineTypeMismatch, 12-15 ImageSignatureLevel,
+/// 16-18 ImageSignatureType, 19 ImagePartialMap.
+#[repr(C)]
+pub struct IMAGE_INFO {
+    pub Properties: u32,
+    pub ImageBase: *mut c_void,
+    pub ImageSelector: u32,
+    pub ImageSize: usize,
+    pub ImageSectionNumber: u32,
+}
+
+/// `IMAGE_INFO_EX` (56 bytes): when `ExtendedInfoPresent` is set, the
+/// `IMAGE_INFO` a load-image routine receives is this structure's
+/// `ImageInfo` member.
+#[repr(C)]
+pub struct IMAGE_INFO_EX {
+    pub Size: usize,
+    pub ImageInfo: IMAGE_INFO,
+    pub FileObject: *mut c_void,
+}
+
+/// `PLOAD_IMAGE_NOTIFY_ROUTINE`.
+pub type PLOAD_IMAGE_NOTIFY_ROUTINE = unsafe extern "system" fn(
+    FullImageName: *mut UNICODE_STRING,
+    ProcessId: HANDLE,
+    ImageInfo: *mut IMAGE_INFO,
+);
+
+/// `PsSetLoadImageNotifyRoutineEx` flag: also notify images whose machine
+/// type differs from the system's (for example x86 images of WoW64).
+pub const PS_IMAGE_NOTIFY_CONFLICTING_ARCHITECTURE: usize = 0x1;
+
+/// `THREADINFOCLASS::ThreadQuerySetWin32StartAddress`.
+pub const ThreadQuerySetWin32StartAddress: u32 = 9;
+/// `THREADINFOCLASS::ThreadBasicInformation`.
+pub const ThreadBasicInformation: u32 = 0;
+/// `THREAD_QUERY_INFORMATION` access right.
+pub const THREAD_QUERY_INFORMATION: u32 = 0x0040;
+
+/// `THREAD_BASIC_INFORMATION` (48 bytes).
+#[repr(C)]
+pub struct THREAD_BASIC_INFORMATION {
+    pub ExitStatus: NTSTATUS,
+    pub TebBaseAddress: *mut c_void,
+    pub ClientId: CLIENT_ID,
+    pub AffinityMask: usize,
+    pub Priority: i32,
+    pub BasePriority: i32,
+}
+
 /// Opaque kernel objects.
 pub type PEPROCESS = *mut c_void;
+pub type PETHREAD = *mut c_void;
 pub type PACCESS_TOKEN = *mut c_void;
 pub type PSID = *mut c_void;
 
@@ -219,6 +277,12 @@ const _: () = {
     assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CommandLine) == 56);
     assert!(core::mem::offset_of!(PS_CREATE_NOTIFY_INFO, CreationStatus) == 64);
     assert!(core::mem::size_of::<UNICODE_STRING>() == 16);
+    assert!(core::mem::size_of::<THREAD_BASIC_INFORMATION>() == 48);
+    assert!(core::mem::size_of::<IMAGE_INFO>() == 40);
+    assert!(core::mem::offset_of!(IMAGE_INFO, ImageBase) == 8);
+    assert!(core::mem::offset_of!(IMAGE_INFO, ImageSize) == 24);
+    assert!(core::mem::size_of::<IMAGE_INFO_EX>() == 56);
+    assert!(core::mem::offset_of!(IMAGE_INFO_EX, ImageInfo) == 8);
     assert!(core::mem::size_of::<KEVENT>() == 24);
     assert!(core::mem::size_of::<DRIVER_OBJECT>() == 0x150);
     assert!(core::mem::offset_of!(DRIVER_OBJECT, DriverUnload) == 104);

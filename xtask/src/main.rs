@@ -5,13 +5,18 @@
 //!   first adding the `x86_64-pc-windows-msvc` target to the toolchain with
 //!   rustup if it is missing ([`target::ensure_installed`]).
 //! - `demo`: builds the image, then runs the sample process monitor and
-//!   policy (`tests/bpf/process_test.o`) against it in ntsim, printing the
-//!   events the monitor reports, the verdicts, and the leak report
-//!   ([`ntsim::demo::run`]).
+//!   policy (`tests/bpf/process_test.o`) and the Sysmon-style thread and
+//!   image-load monitors (`tests/bpf/sysmon.o`) against it in ntsim,
+//!   printing the events the monitors report, the verdicts, and the leak
+//!   report ([`ntsim::demo::run`]).
 //! - `package`: builds the image and writes a test-signed driver package,
 //!   `target/package/` ([`package`]).
 //! - `fuzz [--seconds N] [TARGET]`: runs ntsim's fuzz targets for a bounded
 //!   time ([`fuzz`]).
+//! - `bench [--quick]`: the hot-path benchmark: driver instructions,
+//!   kernel calls and allocations per event under callgrind, wall-clock
+//!   ns per event on one and two threads; writes
+//!   `target/bench/hotpath.json` ([`bench`], docs/performance.md).
 //! - `mutants [--file GLOB] [--shard K/N] ...`: mutation testing of the
 //!   driver's logic with cargo-mutants, with a summary ([`mutants`]).
 //!
@@ -24,6 +29,7 @@ mod package;
 
 use std::process::ExitCode;
 
+mod bench;
 mod fuzz;
 mod mutants;
 mod target;
@@ -42,6 +48,7 @@ fn main() -> ExitCode {
             }
         },
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("mutants") => mutants::main(&args[1..]),
         Some("demo") => match demo() {
             Ok(()) => ExitCode::SUCCESS,
@@ -52,7 +59,7 @@ fn main() -> ExitCode {
         },
         Some("package") => package::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET] | cargo xtask mutants [--help]");
+            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET] | cargo xtask bench [--quick] | cargo xtask mutants [--help]");
             ExitCode::from(2)
         }
     }

@@ -6,7 +6,10 @@
 
 use super::*;
 use crate::ebpf::abi::*;
-use crate::ebpf::context::{unicode_bytes, Packet, ProgramContext, TestRunContext};
+use crate::ebpf::context::{
+    test_run_buffers, unicode_bytes, write_test_run_context, write_test_run_data, Packet,
+    ProgramContext, TestRunContext,
+};
 use crate::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
 use crate::ebpf::hook::{EventSource, Flow, Hook};
 use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
@@ -84,11 +87,9 @@ static ATTACH: AttachType = AttachType::new(
 /// The section programs of this type use: `SEC("process")`.
 static SECTIONS: [store::Section; 1] = [store::Section::new("process", &ATTACH)];
 
-/// What the driver writes to the eBPF store for this program type.
-pub static STORE: store::Provider = store::Provider::new(&PROGRAM, &SECTIONS);
-
-/// The process hook: both providers, fed by the process notify routine.
-pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &ProcessNotify);
+/// The process hook: both providers and the store entries, fed by the
+/// process notify routine.
+pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &ProcessNotify);
 
 /// The kernel function behind the process hook's callback.
 const NOTIFY_API: &core::ffi::CStr = c"PsSetCreateProcessNotifyRoutineEx";
@@ -330,7 +331,10 @@ impl AccountCache {
 struct EventState {
     image_path: *const u8,
     image_path_len: usize,
-    account: UnsafeCell<AccountCache>,
+    /// Made on first use: only the account helpers need it, and making it
+    /// zeroes its inline buffers (over 1 KB), which an event that no
+    /// program asks the account of (every DELETE) does not pay for.
+    account: UnsafeCell<Option<AccountCache>>,
 }
 
 /// A process event as the core receives it.
@@ -358,7 +362,7 @@ fn new_event(md: process_md_t) -> ProcessContext {
         EventState {
             image_path: ptr::null(),
             image_path_len: 0,
-            account: UnsafeCell::new(AccountCache::new()),
+            account: UnsafeCell::new(None),
         },
     )
 }
@@ -379,7 +383,7 @@ impl EventState {
     fn account(&self, md: &process_md_t) -> &AccountCache {
         // SAFETY: see above: single-threaded per event; the mutable borrow
         // ends before the shared one is returned.
-        let cache = unsafe { &mut *self.account.get() };
+        let cache = unsafe { &mut *self.account.get() }.get_or_insert_with(AccountCache::new);
         if cache.state == AccountState::Unresolved {
             cache.state = cache.resolve(md);
         }
@@ -417,9 +421,8 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
         let sid = unsafe { (*(info as *const nt::SID_AND_ATTRIBUTES)).Sid };
         // SAFETY: the SID lives in the TOKEN_USER block.
         if !sid.is_null() && unsafe { nt::RtlValidSid(sid) } != 0 {
-            // SAFETY: as above.
-            let len = unsafe { nt::RtlLengthSid(sid) } as usize;
-            // SAFETY: destination is our 68-byte array, its size passed.
+            // SAFETY: destination is our 68-byte array, its size passed;
+            // RtlCopySid fails (copying nothing) when the SID is longer.
             let copied = unsafe {
                 nt::RtlCopySid(
                     TOKEN_SID_CAPACITY as u32,
@@ -427,8 +430,15 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
                     sid,
                 )
             };
-            if len <= TOKEN_SID_CAPACITY && nt::check(copied).is_ok() {
-                md.token_sid_size = len as u32;
+            if nt::check(copied).is_ok() {
+                // What RtlLengthSid computes, read from our valid copy (one
+                // kernel call fewer per event): the 8-byte header
+                // (revision, count, authority) and 4 bytes per
+                // sub-authority, the count being byte 1.
+                let len = 8 + 4 * usize::from(md.token_sid[1]);
+                if len <= TOKEN_SID_CAPACITY {
+                    md.token_sid_size = len as u32;
+                }
             }
         }
         // SAFETY: the block SeQueryInformationToken allocated.
@@ -574,21 +584,6 @@ unsafe extern "system" fn get_account_domain(ctx: u64, buf: u64, len: u64, _: u6
 // ---------------------------------------------------------------------------
 // bpf_prog_test_run.
 
-/// A caller's buffer as a slice (`None` for a null pointer).
-///
-/// # Safety
-/// `p` is null or readable for `len` bytes for `'a`.
-unsafe fn input<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
-    if p.is_null() {
-        None
-    } else if len == 0 {
-        Some(&[])
-    } else {
-        // SAFETY: non-null and readable for len bytes (caller's contract).
-        Some(unsafe { core::slice::from_raw_parts(p, len) })
-    }
-}
-
 /// `context_create`: `ctx_in` is a [`process_test_run_context_t`],
 /// `data_in` its four strings (see [`parse_test_run`]).
 ///
@@ -602,16 +597,14 @@ unsafe extern "system" fn context_create(
     context_size_in: usize,
     context: *mut *mut c_void,
 ) -> ebpf_result_t {
-    if context.is_null() {
-        return EbpfError::INVALID_ARGUMENT.code();
-    }
-    // SAFETY: the caller guarantees context is writable.
-    unsafe { *context = ptr::null_mut() };
-    // SAFETY: null or valid for its size (caller's contract).
-    let data = unsafe { input(data_in, data_size_in) };
-    // SAFETY: as above.
-    let ctx = unsafe { input(context_in, context_size_in) };
-    let parsed = match parse_test_run(ctx, data) {
+    // SAFETY: forwarded contract.
+    let buffers = match unsafe {
+        test_run_buffers(data_in, data_size_in, context_in, context_size_in, context)
+    } {
+        Ok(buffers) => buffers,
+        Err(e) => return e.code(),
+    };
+    let parsed = match parse_test_run(buffers.context, buffers.data) {
         Ok(parsed) => parsed,
         Err(e) => {
             crate::dbg_log!(nt::DPFLTR_ERROR_LEVEL, "process test run refused: {e:?}");
@@ -619,7 +612,7 @@ unsafe extern "system" fn context_create(
         }
     };
     into_ebpf_result(create_test_run(&parsed).map(|run| {
-        // SAFETY: the caller guarantees context is writable.
+        // SAFETY: checked writable by test_run_buffers.
         unsafe { *context = TestRun::into_raw(run) };
     }))
 }
@@ -701,7 +694,7 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
     // long as the context and is not changed again.
     private.image_path = owned.image_path.as_ptr();
     private.image_path_len = owned.image_path.len();
-    let cache = private.account.get_mut();
+    let cache = private.account.get_mut().insert(AccountCache::new());
     cache.name = given_account(name, c.account_name, &mut cache.name_inline)?;
     cache.domain = given_account(domain, c.account_domain, &mut cache.domain_inline)?;
     if c.account_lookup_done != 0 {
@@ -714,6 +707,10 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
     }
     Ok(run)
 }
+
+/// The cache of a test run that has none (`context_create` always makes
+/// one, so this is never reported).
+static UNRESOLVED: AccountCache = AccountCache::new();
 
 /// `context_destroy`: writes `ctx_out` (a whole
 /// [`process_test_run_context_t`] or nothing) and `data_out` (all four
@@ -736,67 +733,51 @@ unsafe extern "system" fn context_destroy(
     let run = unsafe { TestRun::from_raw(context) };
     let private = &run.event.private;
     // SAFETY: the run is over: nothing else borrows the cache.
-    let account = unsafe { &*private.account.get() };
+    let account = unsafe { &*private.account.get() }
+        .as_ref()
+        .unwrap_or(&UNRESOLVED);
     let strings = [
         &run.owned.command_line[..],
         &run.owned.image_path[..],
         account.name(),
         account.domain(),
     ];
-    if !context_size_out.is_null() {
-        let string = |s: &[u8], max: u16| TestRunString {
-            length: s.len() as u16,
-            maximum_length: max,
-            reserved: 0,
-            buffer: 0,
-        };
-        let mut md = run.event.context;
-        // Kernel addresses mean nothing to the caller.
-        md.command_start = ptr::null_mut();
-        md.command_end = ptr::null_mut();
-        let looked_up = run.owned.lookup_done_in == 0 && account.state != AccountState::Unresolved;
-        let out = process_test_run_context_t {
-            context_header: [0; 8],
-            process_md: md,
-            process: 0,
-            create_info: 0,
-            command_line: string(strings[0], run.owned.command_line_max),
-            image_file_name: string(strings[1], run.owned.image_path_max),
-            account_name: string(strings[2], account.name.max),
-            account_domain: string(strings[3], account.domain.max),
-            account_lookup_done: if looked_up {
-                1
-            } else {
-                run.owned.lookup_done_in
-            },
-            reserved: [0; 7],
-        };
-        // SAFETY: caller's contract.
-        let room = unsafe { *context_size_out };
-        let written = if !context_out.is_null() && room >= TEST_RUN_CONTEXT_SIZE {
-            // SAFETY: room for the whole context at context_out.
-            let dst =
-                unsafe { core::slice::from_raw_parts_mut(context_out, TEST_RUN_CONTEXT_SIZE) };
-            dst.copy_from_slice(&out.to_bytes());
-            TEST_RUN_CONTEXT_SIZE
+    let string = |s: &[u8], max: u16| TestRunString {
+        length: s.len() as u16,
+        maximum_length: max,
+        reserved: 0,
+        buffer: 0,
+    };
+    let mut md = run.event.context;
+    // Kernel addresses mean nothing to the caller.
+    md.command_start = ptr::null_mut();
+    md.command_end = ptr::null_mut();
+    let looked_up = run.owned.lookup_done_in == 0 && account.state != AccountState::Unresolved;
+    let out = process_test_run_context_t {
+        context_header: [0; 8],
+        process_md: md,
+        process: 0,
+        create_info: 0,
+        command_line: string(strings[0], run.owned.command_line_max),
+        image_file_name: string(strings[1], run.owned.image_path_max),
+        account_name: string(strings[2], account.name.max),
+        account_domain: string(strings[3], account.domain.max),
+        account_lookup_done: if looked_up {
+            1
         } else {
-            0
-        };
-        // SAFETY: caller's contract.
-        unsafe { *context_size_out = written };
-    }
-    if !data_size_out.is_null() {
-        // SAFETY: caller's contract.
-        let room = unsafe { *data_size_out };
-        let written = if data_out.is_null() {
-            0
-        } else {
-            // SAFETY: data_out is writable for room bytes (caller's contract).
-            let out = unsafe { core::slice::from_raw_parts_mut(data_out, room) };
-            write_test_run_data(strings, out).unwrap_or(0)
-        };
-        // SAFETY: caller's contract.
-        unsafe { *data_size_out = written };
-    }
+            run.owned.lookup_done_in
+        },
+        reserved: [0; 7],
+    };
+    // SAFETY: forwarded contract; every byte of the context is a field
+    // (its padding is explicit).
+    unsafe { write_test_run_context(out, context_out, context_size_out) };
+    let need = strings.iter().map(|s| s.len()).sum();
+    // SAFETY: forwarded contract.
+    unsafe {
+        write_test_run_data(need, data_out, data_size_out, |out| {
+            pack_test_run_strings(strings, out);
+        })
+    };
     drop(run);
 }

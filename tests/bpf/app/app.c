@@ -72,5 +72,38 @@ main(void)
         (unsigned)BPF_FUNC_process_get_image_path,
         (unsigned)BPF_FUNC_process_get_account_name,
         (unsigned)BPF_FUNC_process_get_account_domain);
+    print_guid("thread_program_type", &EBPF_PROGRAM_TYPE_THREAD);
+    print_guid("thread_attach_type", &EBPF_ATTACH_TYPE_THREAD);
+    print_guid("image_load_program_type", &EBPF_PROGRAM_TYPE_IMAGE_LOAD);
+    print_guid("image_load_attach_type", &EBPF_ATTACH_TYPE_IMAGE_LOAD);
+    printf(
+        "sizeof_thread_md %zu start_address %zu exit_status %zu operation %zu flags %zu\n",
+        sizeof(thread_md_t),
+        offsetof(thread_md_t, start_address),
+        offsetof(thread_md_t, exit_status),
+        offsetof(thread_md_t, operation),
+        offsetof(thread_md_t, flags));
+    printf(
+        "thread_values %d %d %d %d\n",
+        (int)THREAD_OPERATION_CREATE,
+        (int)THREAD_OPERATION_EXIT,
+        THREAD_FLAG_REMOTE,
+        THREAD_FLAG_SYSTEM);
+    printf(
+        "sizeof_image_load_md %zu process_id %zu image_base %zu image_size %zu flags %zu "
+        "signature_level %zu signature_type %zu\n",
+        sizeof(image_load_md_t),
+        offsetof(image_load_md_t, process_id),
+        offsetof(image_load_md_t, image_base),
+        offsetof(image_load_md_t, image_size),
+        offsetof(image_load_md_t, flags),
+        offsetof(image_load_md_t, signature_level),
+        offsetof(image_load_md_t, signature_type));
+    printf(
+        "image_load_flags %d %d %d %d\n",
+        IMAGE_LOAD_FLAG_SYSTEM_MODE,
+        IMAGE_LOAD_FLAG_MAPPED_TO_ALL_PIDS,
+        IMAGE_LOAD_FLAG_PARTIAL_MAP,
+        IMAGE_LOAD_FLAG_MACHINE_TYPE_MISMATCH);
     return 0;
 }

@@ -44,7 +44,7 @@ pub mod sim;
 mod layout;
 
 pub use cli::{demo, scenario};
-pub use hook::process;
+pub use hook::{image_load, process, thread};
 pub use kernel::{
     crash, exports, fault, io, irql, loader, log, nmr, pool, ps, registry, rtl, status, sync, time,
     types, violation,

@@ -4,22 +4,26 @@
 //! ntsim demo [--driver PATH]
 //! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
-//!           [--etw]
+//!           [--ringbuf MAP=TYPE ...] [--json] [--etw]
+//! ntsim test [--driver PATH] [--junit FILE] FILE...
 //! ntsim store --driver PATH
 //! ```
 //!
-//! `demo` runs the sample process monitor and policy against the driver
-//! (built with cargo when `--driver` is not given) on the built-in
-//! scenario. `run` loads the driver, attaches the named programs of an eBPF
+//! `demo` runs the sample process monitor and policy, and the Sysmon-style
+//! thread and image-load monitors, against the driver (built with cargo
+//! when `--driver` is not given) on the demo scenario. `run` loads the driver, attaches the named programs of an eBPF
 //! object in order, raises the events (a scenario file in the format of
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
-//! lines, dumps the object's maps, and reports leaks and violations.
-//! `store` loads the driver and prints the eBPF store it wrote in the form
-//! of `reg query HKLM\Software\eBPF\Providers /s`.
-//! `--etw` plays a trace session of the driver's ETW provider (every level
-//! and keyword) and prints each event it writes, decoded, one line each on
-//! stderr (`ntsim: etw NtosEbpfExtProvider/<Event> level=.. Field=value ..`).
+//! lines, dumps the object's maps, and reports leaks and violations
+//! (`--json`: one JSON object a line). `--etw` plays a trace session of the
+//! driver's ETW provider (every level and keyword) and prints each event it
+//! writes, decoded, one line each on stderr
+//! (`ntsim: etw NtosEbpfExtProvider/<Event> level=.. Field=value ..`); with
+//! `--json` the events are also JSON objects of type `etw` on stdout.
+//! `test` runs test files (`ntsim::cli::testfile`) and reports each
+//! expectation that failed. `store` loads the driver and prints the eBPF
+//! store it wrote in the form of `reg query HKLM\Software\eBPF\Providers /s`.
 //!
 //! Exit status: 0 when everything ran and the driver left nothing behind
 //! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
@@ -34,31 +38,40 @@ const USAGE: &str = "\
 usage:
   ntsim demo [--driver PATH]
       the sample process monitor (tests/bpf/process_test.o: deny_notepad, monitor)
-      on the built-in scenario; without --driver the driver is built with cargo
+      and Sysmon-style monitors (tests/bpf/sysmon.o: watch_lsass, thread_monitor,
+      image_monitor) on the demo scenario; without --driver the driver is built
+      with cargo
   ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
-            [--etw]
+            [--ringbuf MAP=TYPE ...] [--json] [--etw]
       attach the named programs in order, raise the events, print verdicts,
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
-      (allocations: ExAllocatePool2)
+      (allocations: ExAllocatePool2); --ringbuf decodes MAP's records as the
+      BTF type TYPE of the object (\"struct event\", a typedef name); --json
+      prints one JSON object a line (schema: docs/ntsim.md, JSON output);
+      --etw prints the driver's ETW events (NtosEbpfExtProvider, every level
+      and keyword) one line each on stderr
+  ntsim test [--driver PATH] [--junit FILE] FILE...
+      run test files (scenario + object + programs + expect lines), print
+      every failed expectation with FILE:LINE, expected and actual; exit 1
+      if any failed; --junit writes a JUnit XML report
   ntsim store --driver PATH
       load the driver and print the eBPF store it wrote, as
       `reg query HKLM\\Software\\eBPF\\Providers /s` prints it
-      (allocations: ExAllocatePool2); --etw prints the driver's ETW events
-      (NtosEbpfExtProvider, every level and keyword) one line each on stderr
   ntsim help
 scenario files: see the documentation of ntsim::scenario (one step a line:
-  `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [user=USER] [at=SECONDS]`,
-  `exit NAME [code=STATUS] [at=SECONDS]`, `account NAME domain=DOMAIN sid=S-1-...`)";
-
-/// `NtosEbpfExtProvider`, the driver's ETW provider (`--etw`).
-const DRIVER_ETW_PROVIDER: ntsim::types::GUID = ntsim::types::GUID {
-    data1: 0xd15cc421,
-    data2: 0xe9e4,
-    data3: 0x459b,
-    data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
-};
+  `create NAME image=PATH [cmd=\"TEXT\"] [parent=NAME|PID] [creator=NAME|PID:TID]
+     [user=USER] [pid=PID] [tid=TID] [at=SECONDS]`,
+  `exit NAME [code=STATUS] [at=SECONDS]`,
+  `account NAME domain=DOMAIN sid=S-1-... [logon=LUID]`,
+  `thread NAME in=PROCESS [by=PROCESS] [start=ADDRESS] [tid=TID] [at=SECONDS]`,
+  `thread-exit NAME [code=STATUS] [at=SECONDS]`,
+  `image PROCESS path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
+  `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
+  `test-run PROGRAM [pid=N] [parent=N] [creator=PID:TID] [operation=create|delete]
+     [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT] [image=PATH] [account=NAME]
+     [domain=DOMAIN] [lookup_done=0|1] [data_out=N] [at=SECONDS]`)";
 
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;
@@ -79,7 +92,14 @@ enum Command {
         programs: Vec<String>,
         source: Source,
         faults: Vec<(String, u64)>,
+        ringbuf: Vec<(String, String)>,
+        json: bool,
         etw: bool,
+    },
+    Test {
+        driver: Option<PathBuf>,
+        junit: Option<PathBuf>,
+        files: Vec<PathBuf>,
     },
     Store {
         driver: PathBuf,
@@ -96,7 +116,11 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut programs = Vec::new();
     let mut sources = Vec::new();
     let mut faults = Vec::new();
+    let mut ringbuf = Vec::new();
+    let mut json = false;
     let mut etw = false;
+    let mut junit = None;
+    let mut files = Vec::new();
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
         let mut value = |what: &str| {
@@ -134,6 +158,17 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     })?;
                 sources.push(Source::Live(Duration::from_secs_f64(secs)));
             }
+            "--ringbuf" if command == "run" => {
+                let v = value("MAP=TYPE")?;
+                let (map, ty) = v
+                    .split_once('=')
+                    .filter(|(m, t)| !m.is_empty() && !t.trim().is_empty())
+                    .ok_or_else(|| format!("--ringbuf {v}: write MAP=TYPE"))?;
+                ringbuf.push((map.to_string(), ty.trim().to_string()));
+            }
+            "--json" if command == "run" => json = true,
+            "--junit" if command == "test" => junit = Some(PathBuf::from(value("a file")?)),
+            f if command == "test" && !f.starts_with("--") => files.push(PathBuf::from(f)),
             other => return Err(format!("{command}: unexpected argument {other:?}")),
         }
     }
@@ -156,7 +191,19 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 programs,
                 source: sources.pop().expect("one source"),
                 faults,
+                ringbuf,
+                json,
                 etw,
+            })
+        }
+        "test" => {
+            if files.is_empty() {
+                return Err("test: give at least one test FILE".into());
+            }
+            Ok(Command::Test {
+                driver,
+                junit,
+                files,
             })
         }
         "store" => Ok(Command::Store {
@@ -186,13 +233,14 @@ fn execute(command: Command) -> Result<(), String> {
             programs,
             source,
             faults,
+            ringbuf,
+            json,
             etw,
         } => {
             if etw {
-                // A session running before the driver loads, as
-                // `wpr -start` before `sc start`: the load is traced too.
+                // Each event on stderr as the driver writes it; the run
+                // starts the session (and reports the events with --json).
                 ntsim::log::set_etw_echo(true);
-                ntsim::log::etw_enable_standing(&DRIVER_ETW_PROVIDER, 5, u64::MAX, 0);
             }
             let events = match source {
                 Source::Builtin => Events::Scenario(scenario::builtin()),
@@ -212,9 +260,29 @@ fn execute(command: Command) -> Result<(), String> {
                     programs,
                     events,
                     faults,
+                    ringbuf,
+                    json,
+                    etw,
                 },
                 &mut out,
             )
+        }
+        Command::Test {
+            driver,
+            junit,
+            files,
+        } => {
+            let all_passed = ntsim::cli::testfile::run_files(
+                &files,
+                driver.as_deref(),
+                junit.as_deref(),
+                &mut out,
+            )?;
+            if all_passed {
+                Ok(())
+            } else {
+                Err("some test files failed".into())
+            }
         }
     }
 }

@@ -24,11 +24,15 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
 fn demo_prints_every_event_with_its_verdict_and_ends_clean() {
     let text = demo_output();
     // The policy is attached before the monitor: the denied creation is
-    // reported from the kernel's side, with the status the program chose.
+    // reported from the kernel's side, with the status the program chose;
+    // no program read the account through the driver's helpers, so the
+    // line says so (and shows the token's SID, which the context carries).
     assert_eq!(
         line_starting(&text, "[notepad] CREATE"),
-        "[notepad] CREATE pid 276 | parent 268 | image \\??\\C:\\Windows\\System32\\notepad.exe \
-         | command line notepad.exe C:\\Users\\tester\\notes.txt | account NTSIM\\tester \
+        "[notepad] CREATE pid 276 | parent 268 | creator 268:272 \
+         | image \\??\\C:\\Windows\\System32\\notepad.exe \
+         | command line notepad.exe C:\\Users\\tester\\notes.txt \
+         | account not read (sid S-1-5-21-1111111111-2222222222-3333333333-1001) \
          | created 2024-01-01 00:00:03.000 UTC | DENIED 0xc0000022 (STATUS_ACCESS_DENIED) \
          (the monitor did not run: the policy before it denied the creation)"
     );
@@ -53,11 +57,52 @@ fn demo_prints_every_event_with_its_verdict_and_ends_clean() {
          | exited 2024-01-01 00:00:10.500 UTC | exit code 0x00000001 | exit (no verdict)"
     );
     assert!(line_starting(&text, "[calc] DELETE").contains("| exit code 0x00000000 |"));
-    let events = text.lines().filter(|l| l.starts_with('[')).count();
+    let processes = text
+        .lines()
+        .filter(|l| l.starts_with('[') && (l.contains("] CREATE ") || l.contains("] DELETE ")))
+        .count();
     assert_eq!(
-        events, 7,
-        "one line per event of the built-in scenario:\n{text}"
+        processes, 10,
+        "one line per process event of the demo scenario:\n{text}"
     );
+    // The thread and image-load hooks: every created process's first
+    // thread (created by its creator, hence remote, and recognised) and
+    // main image; the remote thread into lsass.exe raises the alert.
+    assert_eq!(
+        line_starting(&text, "[lsass] THREAD CREATE"),
+        "[lsass] THREAD CREATE tid 308 in pid 304 | creator 296:300 | start 0x7ff600001000 \
+         | REMOTE | first thread"
+    );
+    assert_eq!(
+        line_starting(&text, "[inject] THREAD CREATE"),
+        "[inject] THREAD CREATE tid 324 in pid 304 | creator 312:316 | start 0x7ffb12340000 \
+         | REMOTE | ALERT: remote thread into a watched process (Sysmon event 8)"
+    );
+    assert_eq!(text.matches("ALERT").count(), 1, "{text}");
+    assert_eq!(
+        line_starting(&text, "[worker] THREAD CREATE"),
+        "[worker] THREAD CREATE tid 320 in pid 260 | creator 260:264 | start 0x7ff6abcd1000",
+        "a local thread"
+    );
+    assert_eq!(
+        line_starting(&text, "[inject] THREAD EXIT"),
+        "[inject] THREAD EXIT tid 324 in pid 304 | exit status 0x00000000 | start 0x7ffb12340000"
+    );
+    assert!(
+        line_starting(&text, "[cmd] THREAD EXIT").contains("| exit status 0x00000001 |"),
+        "a process's threads end with its exit status"
+    );
+    assert_eq!(
+        line_starting(&text, "[driver] DRIVER LOAD"),
+        "[driver] DRIVER LOAD (Sysmon event 6) | thread 256 \
+         | \\SystemRoot\\System32\\drivers\\mimidrv.sys | base 0xfffff80612340000 size 0x9000 \
+         | signature level 0 type 0"
+    );
+    assert!(
+        line_starting(&text, "[mimikatz] IMAGE LOAD pid 312 (Sysmon event 7)")
+            .contains("| \\??\\C:\\Users\\tester\\Downloads\\mimikatz.exe |")
+    );
+    assert!(text.contains("vaultcli.dll | base 0x7ffb20000000 size 0x5a000"));
     assert_eq!(text.lines().last(), Some("no leaks, no violations"));
     assert!(text.contains("DriverEntry returned 0x00000000 (STATUS_SUCCESS)"));
 }
@@ -145,26 +190,45 @@ fn run_feeds_a_scenario_file_and_dumps_the_maps() {
         .ends_with("| DENIED 0xc0000022 (STATUS_ACCESS_DENIED)"));
     assert!(line_starting(&stdout, "[tool] CREATE").ends_with("| permitted"));
     assert!(line_starting(&stdout, "[tool] DELETE").contains("| exit code 0xc0000005 |"));
-    // The maps after the run: the monitor's records decoded (the driver
-    // resolved alice through the account table), the marks as hex: mark_a
-    // ran for the two permitted creations and the exit, not for the denied
-    // creation (nothing runs after a denial).
-    let events = stdout
-        .split("map events (ring buffer")
+    // Each record comes under the step that produced it: the monitor's
+    // records decoded, the marks in hex. mark_a ran for the two permitted
+    // creations and the exit, not for the denied creation (nothing runs
+    // after a denial).
+    let shell = stdout
+        .split("[shell] CREATE")
         .nth(1)
-        .expect("the events map is dumped");
-    assert!(events.contains("  3 record(s)"), "{events}");
-    assert!(events.contains(
-        "#0: CREATE pid 260 | parent 4 | creator 4:256 | image \\??\\C:\\Windows\\explorer.exe \
-         | account CORP\\alice | sid S-1-5-21-10-20-30-1002 | created 2024-01-01 00:00:01.000 UTC"
-    ), "{events}");
-    assert!(events.contains("#2: DELETE pid"), "{events}");
-    let marks = stdout
-        .split("map marks (ring buffer")
+        .expect("the shell's step")
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        shell.contains(
+            "    record events #0: CREATE pid 260 | parent 4 | creator 4:256 \
+         | image \\??\\C:\\Windows\\explorer.exe | account CORP\\alice \
+         | sid S-1-5-21-10-20-30-1002 | created 2024-01-01 00:00:01.000 UTC"
+        ),
+        "{shell}"
+    );
+    assert!(
+        shell.contains("    record marks #0: 1 bytes\n      0000: 41"),
+        "{shell}"
+    );
+    let ed = stdout
+        .split("[ed] CREATE")
         .nth(1)
-        .expect("the marks map is dumped");
-    assert!(marks.contains("  3 record(s)"), "{marks}");
-    assert_eq!(marks.matches("    0000: 41\n").count(), 3, "{marks}");
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    assert!(
+        !ed.contains("record"),
+        "a denied creation reaches no later program: {ed}"
+    );
+    let exit = stdout.split("[tool] DELETE").nth(1).unwrap();
+    assert!(exit.contains("    record events #2: DELETE pid"), "{exit}");
+    assert_eq!(stdout.matches("      0000: 41\n").count(), 3, "{stdout}");
+    assert!(stdout
+        .contains("map events (ring buffer, key 0 B, value 0 B, max 65536):\n  0 record(s) left"));
     assert!(stdout.contains("map scratch (per-CPU array"));
     assert_eq!(stdout.lines().last(), Some("no leaks, no violations"));
     let _ = std::fs::remove_dir_all(dir);
@@ -285,7 +349,7 @@ fn errors_name_the_problem() {
         1,
         &[
             "section \"sample\" is not in the eBPF store",
-            "(registered sections: process)",
+            "(registered sections: image_load, process, thread)",
         ],
     );
 
@@ -428,6 +492,97 @@ fn live_replays_host_processes() {
     );
 }
 
+/// Set for the copy of this binary that `live_mirrors_host_threads_and_
+/// executable_mappings` starts as a host process.
+#[cfg(target_os = "linux")]
+const LIVE_HELPER: &str = "NTSIM_CLI_LIVE_HELPER";
+
+/// Not a test on its own: in the host process started by the test below
+/// (with LIVE_HELPER set), runs a second thread for 0.6 s, then lives 0.3 s
+/// more; otherwise does nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn live_thread_helper() {
+    if std::env::var_os(LIVE_HELPER).is_none() {
+        return;
+    }
+    let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(600)));
+    t.join().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn live_mirrors_host_threads_and_executable_mappings() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let sysmon = ntsim::thread::sample_object_path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ntsim"))
+        .args([
+            "run",
+            "--driver",
+            path(&driver_image()),
+            "--object",
+            path(&sysmon),
+            "--program",
+            "thread_monitor",
+            "--program",
+            "image_monitor",
+            "--live",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("watching the host's processes") {
+            break;
+        }
+    }
+    // A host process with a second thread, alive long enough for a scan of
+    // its mappings: this test binary, running `live_thread_helper`.
+    let host = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "live_thread_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LIVE_HELPER, "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_pid = host.id();
+    assert!({ host }.wait().unwrap().success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let text = rest.join("\n");
+    let label = |l: &&String| l.contains(&format!("/{host_pid}"));
+    let ours: Vec<&String> = rest.iter().filter(label).collect();
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("] THREAD CREATE ") && l.contains("/task ")),
+        "the second thread is created:\n{text}"
+    );
+    assert!(
+        ours.iter().any(|l| l.contains("] THREAD EXIT ")),
+        "and exits:\n{text}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.contains("] IMAGE pid ") && l.contains("libc")),
+        "libc is mapped executable:\n{text}"
+    );
+    // The programs saw them: decoded records in the dumped rings.
+    assert!(text.contains("IMAGE LOAD pid"), "{text}");
+    assert!(text.contains("THREAD CREATE tid"), "{text}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("no leaks, no violations")
+    );
+}
+
 #[test]
 fn store_prints_what_the_driver_registered_as_reg_query_does() {
     let out = ntsim(&["store", "--driver", path(&driver_image())]);
@@ -457,6 +612,30 @@ fn store_prints_what_the_driver_registered_as_reg_query_does() {
          Version    REG_DWORD    0x1\n    Size    REG_DWORD    0x3d\n    \
          Name    REG_SZ    process\n"
     ));
+    // The thread and image-load types: no helpers, no BPF numbers.
+    for (section, program_type) in [
+        ("thread", "5EB678280B75F4489AB4B5EADC377D67"),
+        ("image_load", "3A0EE7E771BA9F489E22B31F6F61A623"),
+    ] {
+        let head = format!("{root}\\SectionData\\{section}\n");
+        let at = stdout.find(&head).unwrap_or_else(|| panic!("{stdout}"));
+        let block = &stdout[at + head.len()..];
+        let block = &block[..block.find("\n\n").unwrap_or(block.len())];
+        assert!(
+            block.contains(&format!("    ProgramType    REG_BINARY    {program_type}"))
+                && block.contains("    BpfProgType    REG_DWORD    0x0")
+                && block.contains("    BpfAttachType    REG_DWORD    0x0"),
+            "{section}:\n{block}"
+        );
+    }
+    assert!(
+        stdout.contains(
+            "\\ProgramData\\{2878b65e-750b-48f4-9ab4-b5eadc377d67}\n    \
+         Version    REG_DWORD    0x1\n    Size    REG_DWORD    0x40\n    \
+         HelperCount    REG_DWORD    0x0\n"
+        ),
+        "{stdout}"
+    );
     assert_fails(&ntsim(&["store"]), 2, &["store: --driver PATH is required"]);
 }
 
@@ -498,7 +677,7 @@ fn run_with_etw_prints_the_drivers_events_one_line_each() {
         named("DriverLoad"),
         ["DriverLoad level=4 keyword=0x2 Version=\"0.1.0\" Status=0x00000000"]
     );
-    assert_eq!(named("ProviderRegister").len(), 2, "{stderr}");
+    assert_eq!(named("ProviderRegister").len(), 6, "two per hook: {stderr}");
     assert_eq!(named("ClientAttach").len(), 2, "{stderr}");
     assert_eq!(
         named("CallbackRegister"),

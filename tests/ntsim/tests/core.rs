@@ -1053,7 +1053,12 @@ fn dropping_a_link_waits_for_a_pending_provider_detach() {
     assert_eq!(binding, client.binding);
     // The provider has not completed: the dropping thread must end up
     // blocked in NmrWaitForClientDeregisterComplete, never returned.
+    let started = std::time::Instant::now();
     loop {
+        assert!(
+            started.elapsed() < ntsim::sync::wait_limit(),
+            "the dropping thread never blocked in NmrWaitForClientDeregisterComplete"
+        );
         match returned_rx.try_recv() {
             Err(mpsc::TryRecvError::Empty) => {}
             Ok(()) => panic!("Link::detach returned while the provider's detach was pending"),

@@ -3,9 +3,11 @@
 //! decided, then check that the driver left nothing behind.
 //!
 //! - [`run`]: the demo (`cargo xtask demo`, `ntsim demo`): the sample
-//!   process monitor and policy of `tests/bpf/process_test.c` against the
-//!   built-in scenario ([`crate::cli::scenario::BUILTIN`]), one line per event
-//!   from the monitor's records. The output is the same on every run.
+//!   process monitor and policy of `tests/bpf/process_test.c` and the
+//!   Sysmon-style programs of `tests/bpf/sysmon.c` against the demo
+//!   scenario ([`crate::cli::scenario::BUILTIN`] and [`DEMO_SCENARIO_EXTRA`]),
+//!   one line per event from the monitors' records. The output is the same
+//!   on every run.
 //! - [`run_object`]: any object, programs and events (`ntsim run`): a
 //!   scenario, or the host's live process activity ([`Events::Live`]).
 //!
@@ -13,14 +15,22 @@
 //! or an error listing what the driver left behind and which rules it
 //! broke.
 
-use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step};
+use crate::cli::decode::Decoder;
+use crate::cli::report::{
+    self, EndReport, Event, HelperWatch, JsonSink, MapReport, RecordReport, Sink, StartReport,
+    StepReport, TextSink,
+};
+use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step, TestRun};
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::maps::map_type;
-use crate::ebpf::{store, Map, Object};
-use crate::hook::process::{self as hook, from_utf16, ProcessRecord, RECORD_SIZE};
-use crate::kernel::status::{self, nt_success, NTSTATUS};
-use crate::kernel::{io, ps, time};
+use crate::ebpf::{store, Object};
+use crate::hook::image_load::ImageRecord;
+use crate::hook::process::{self as hook, ProcessRecord, RECORD_SIZE};
+use crate::hook::thread::{self, ThreadRecord};
+use crate::kernel::status::{self, nt_success};
+use crate::kernel::{io, log, time};
 use crate::Sim;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -52,7 +62,26 @@ pub struct RunOptions<'a> {
     /// ([`crate::kernel::fault::fail_nth`]; allocations are `ExAllocatePool2`),
     /// planned before the driver loads.
     pub faults: Vec<(String, u64)>,
+    /// `--ringbuf MAP=TYPE`: decode MAP's records as the BTF type TYPE.
+    pub ringbuf: Vec<(String, String)>,
+    /// One JSON object a line instead of text.
+    pub json: bool,
+    /// A trace session of the driver's ETW provider ([`DRIVER_ETW_PROVIDER`],
+    /// every level and keyword) from before the driver loads; its events
+    /// are reported ([`Event::Etw`]) with the step that caused them.
+    pub etw: bool,
 }
+
+/// `NtosEbpfExtProvider`, the driver's ETW provider.
+pub const DRIVER_ETW_PROVIDER: crate::kernel::types::GUID = crate::hook::ETW_PROVIDER;
+
+/// `TRACE_LEVEL_VERBOSE`: the session's level (every event).
+const ETW_LEVEL_VERBOSE: u8 = 5;
+
+pub use crate::cli::report::{
+    describe_image_record, describe_record, describe_thread_record, format_filetime, shorten,
+    verdict, MAX_COMMAND_LINE_SHOWN,
+};
 
 fn w(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), String> {
     writeln!(out, "{line}").map_err(|e| format!("cannot write the output: {e}"))
@@ -62,294 +91,17 @@ macro_rules! say {
     ($out:expr, $($arg:tt)*) => { w($out, format_args!($($arg)*)) };
 }
 
-/// A FILETIME (100 ns units since 1601-01-01 UTC) as
-/// `2024-01-01 00:00:02.000 UTC`.
-pub fn format_filetime(filetime: i64) -> String {
-    let unix = filetime - time::UNIX_EPOCH_AS_FILETIME;
-    let (secs, ticks) = (unix.div_euclid(10_000_000), unix.rem_euclid(10_000_000));
-    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since 1970-01-01 to a proleptic Gregorian date, counting in
-    // 400-year eras that start on March 1st (so the leap day ends a year).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03} UTC",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60,
-        ticks / 10_000
-    )
-}
-
-/// A helper result of the monitor: the UTF-16 string, or the error.
-fn helper_text(result: i32, bytes: &[u8]) -> String {
-    if result < 0 {
-        format!("<error {result}>")
-    } else {
-        from_utf16(bytes)
-    }
-}
-
-/// One line describing a `monitor` record (`tests/bpf/process_test.c`):
-/// what the program saw of the event.
-pub fn describe_record(r: &ProcessRecord) -> String {
-    let mut parts = Vec::new();
-    let create = r.operation == 0;
-    parts.push(format!(
-        "{} pid {}",
-        match r.operation {
-            0 => "CREATE".to_string(),
-            1 => "DELETE".to_string(),
-            n => format!("operation {n}"),
-        },
-        r.process_id
-    ));
-    // The context of a DELETE has no parent (0).
-    if create || r.parent_process_id != 0 {
-        parts.push(format!("parent {}", r.parent_process_id));
-    }
-    if create {
-        parts.push(format!(
-            "creator {}:{}",
-            r.creating_process_id, r.creating_thread_id
-        ));
-    }
-    if r.image_result != 0 {
-        parts.push(format!("image {}", helper_text(r.image_result, &r.image)));
-    }
-    if r.command_length > 0 {
-        parts.push(format!("command line {}", from_utf16(&r.command)));
-    }
-    if create {
-        let account = if r.name_result < 0 || r.domain_result < 0 {
-            format!("<error {}/{}>", r.domain_result, r.name_result)
-        } else {
-            format!("{}\\{}", from_utf16(&r.domain), from_utf16(&r.name))
-        };
-        parts.push(format!("account {account}"));
-        if r.token_sid_size > 0 {
-            parts.push(format!(
-                "sid {}",
-                ps::sid_to_string(&r.token_sid).unwrap_or_else(|| hex(&r.token_sid))
-            ));
-        }
-    }
-    if r.creation_time != 0 {
-        parts.push(format!(
-            "created {}",
-            format_filetime(r.creation_time as i64)
-        ));
-    }
-    if !create {
-        if r.exit_time != 0 {
-            parts.push(format!("exited {}", format_filetime(r.exit_time as i64)));
-        }
-        parts.push(format!("exit code {:#010x}", r.process_exit_code));
-    }
-    parts.join(" | ")
-}
-
-/// What the programs decided: `permitted` or `DENIED 0xc0000022
-/// (STATUS_ACCESS_DENIED)`.
-pub fn verdict(status: NTSTATUS) -> String {
-    if nt_success(status) {
-        "permitted".into()
-    } else {
-        format!("DENIED {}", status::describe(status))
-    }
-}
-
-/// One line for a step from what the kernel knows (used when no monitor
-/// record describes it).
-pub fn describe_outcome(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Created {
-            name,
-            pid,
-            parent_pid,
-            status,
-            spec,
-            account,
-        } => {
-            let mut parts = vec![
-                format!("[{name}] CREATE pid {pid}"),
-                format!("parent {parent_pid}"),
-                format!("image {}", spec.image_file_name),
-            ];
-            if let Some(cmd) = &spec.command_line {
-                parts.push(format!("command line {}", shorten(cmd)));
-            }
-            parts.push(format!("account {account}"));
-            if let Some(t) = spec.creation_time {
-                parts.push(format!("created {}", format_filetime(t)));
-            }
-            parts.push(verdict(*status));
-            parts.join(" | ")
-        }
-        Outcome::Exited {
-            name,
-            pid,
-            code,
-            time,
-        } => format!(
-            "[{name}] DELETE pid {pid} | exited {} | exit code {:#010x} | exit (no verdict)",
-            format_filetime(*time),
-            *code as u32
-        ),
-        Outcome::NotRunning { name, line } => {
-            format!("[{name}] exit skipped (line {line}): the process is not running (its creation was denied)")
-        }
-    }
-}
-
-/// Command lines longer than this many characters are shortened in event
-/// lines (host command lines can run to pages).
-pub const MAX_COMMAND_LINE_SHOWN: usize = 200;
-
-fn shorten(s: &str) -> String {
-    let n = s.chars().count();
-    if n <= MAX_COMMAND_LINE_SHOWN {
-        s.to_string()
-    } else {
-        let head: String = s.chars().take(MAX_COMMAND_LINE_SHOWN).collect();
-        format!("{head}... ({n} characters)")
-    }
-}
-
-/// Lower-case hex, bytes separated by nothing.
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A hex dump, 16 bytes a row with the offset; runs of all-zero rows after
-/// the first are shown as one `*` (as hexdump does).
-fn hex_dump(out: &mut dyn Write, indent: &str, b: &[u8]) -> Result<(), String> {
-    let mut starred = false;
-    for (i, row) in b.chunks(16).enumerate() {
-        let zero = row.iter().all(|&x| x == 0);
-        if zero && i > 0 && b[(i - 1) * 16..i * 16].iter().all(|&x| x == 0) {
-            if !starred {
-                say!(out, "{indent}*")?;
-                starred = true;
-            }
-            continue;
-        }
-        starred = false;
-        let bytes: Vec<String> = row.iter().map(|x| format!("{x:02x}")).collect();
-        say!(out, "{indent}{:04x}: {}", i * 16, bytes.join(" "))?;
-    }
-    if starred || b.is_empty() {
-        say!(out, "{indent}({} bytes)", b.len())?;
-    }
-    Ok(())
-}
-
-fn map_type_name(t: u32) -> &'static str {
-    match t {
-        map_type::HASH => "hash",
-        map_type::ARRAY => "array",
-        map_type::PROG_ARRAY => "program array",
-        map_type::PERCPU_HASH => "per-CPU hash",
-        map_type::PERCPU_ARRAY => "per-CPU array",
-        map_type::HASH_OF_MAPS => "hash of maps",
-        map_type::ARRAY_OF_MAPS => "array of maps",
-        map_type::LRU_HASH => "LRU hash",
-        map_type::LPM_TRIE => "LPM trie",
-        map_type::QUEUE => "queue",
-        map_type::LRU_PERCPU_HASH => "LRU per-CPU hash",
-        map_type::STACK => "stack",
-        map_type::RINGBUF => "ring buffer",
-        map_type::PERF_EVENT_ARRAY => "perf event array",
-        _ => "map",
-    }
-}
-
-/// Prints (and, for ring buffers, perf arrays, queues and stacks, takes)
-/// the contents of a map. Ring-buffer records of the size of a monitor
-/// record are decoded.
-pub fn dump_map(out: &mut dyn Write, map: &Map) -> Result<(), String> {
-    let def = map.def();
-    say!(
-        out,
-        "map {} ({}, key {} B, value {} B, max {}):",
-        map.name(),
-        map_type_name(def.map_type),
-        def.key_size,
-        def.value_size,
-        def.max_entries
-    )?;
-    match def.map_type {
-        map_type::RINGBUF => {
-            let records = map.drain_ring();
-            say!(out, "  {} record(s)", records.len())?;
-            for (i, r) in records.iter().enumerate() {
-                match (r.len() == RECORD_SIZE)
-                    .then(|| ProcessRecord::parse(r))
-                    .flatten()
-                {
-                    Some(p) => say!(out, "  #{i}: {}", describe_record(&p))?,
-                    None => {
-                        say!(out, "  #{i}: {} bytes", r.len())?;
-                        hex_dump(out, "    ", r)?;
-                    }
-                }
-            }
-        }
-        map_type::PERF_EVENT_ARRAY => {
-            let records = map.drain_perf();
-            say!(out, "  {} record(s)", records.len())?;
-            for (i, r) in records.iter().enumerate() {
-                say!(out, "  #{i}: cpu {}, {} bytes", r.cpu, r.data.len())?;
-                hex_dump(out, "    ", &r.data)?;
-            }
-        }
-        map_type::QUEUE | map_type::STACK => {
-            let mut n = 0;
-            while let Ok(v) = map.pop(true) {
-                say!(out, "  #{n}:")?;
-                hex_dump(out, "    ", &v)?;
-                n += 1;
-            }
-            say!(out, "  {n} element(s)")?;
-        }
-        map_type::PROG_ARRAY => say!(out, "  (program slots are not listed)")?,
-        _ => {
-            let keys = map.keys();
-            let mut zero = 0;
-            for k in &keys {
-                let Some(v) = map.lookup(k) else { continue };
-                let is_array = matches!(def.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY);
-                if is_array && v.iter().all(|&x| x == 0) {
-                    zero += 1;
-                    continue;
-                }
-                say!(out, "  key {}:", hex(k))?;
-                hex_dump(out, "    ", &v)?;
-            }
-            say!(
-                out,
-                "  {} key(s), {zero} all-zero value(s) not shown",
-                keys.len()
-            )?;
-        }
-    }
-    Ok(())
-}
-
 /// A loaded driver, object and attached programs. Field order is drop
 /// order: links, programs, object, then the machine.
-struct Session {
+pub(crate) struct Session {
     links: Vec<Link>,
     programs: Vec<(String, LoadedProgram)>,
     object: Object,
+    pub(crate) decoder: Decoder,
+    pub(crate) start: StartReport,
     faults: Vec<(String, u64)>,
+    /// Whether the driver's ETW events are reported.
+    etw: bool,
     sim: Sim,
 }
 
@@ -363,17 +115,26 @@ fn check_file(what: &str, path: &Path) -> Result<(), String> {
     }
 }
 
+/// What [`Session::start`] loads.
+pub(crate) struct Setup<'a> {
+    pub driver: &'a Path,
+    pub object: &'a Path,
+    pub programs: &'a [String],
+    pub faults: &'a [(String, u64)],
+    /// (map, BTF type name) of ring buffers whose records to decode.
+    pub ringbuf: &'a [(String, String)],
+    /// Trace the driver's ETW provider and report its events.
+    pub etw: bool,
+}
+
 impl Session {
     /// Loads the driver and the object, loads every program, runs
     /// `before_attach`, then attaches the programs in order.
-    fn start(
-        driver: &Path,
-        object_path: &Path,
-        names: &[String],
-        faults: &[(String, u64)],
-        out: &mut dyn Write,
+    pub(crate) fn start(
+        setup: &Setup<'_>,
         before_attach: &mut dyn FnMut(),
     ) -> Result<Session, String> {
+        let (driver, object_path, names) = (setup.driver, setup.object, setup.programs);
         check_file("driver image", driver)?;
         check_file("eBPF object", object_path)?;
         if names.is_empty() {
@@ -384,9 +145,15 @@ impl Session {
         let mut sim = Sim::new();
         // Times the driver reads are the same on every run.
         time::set_deterministic(scenario::SCENARIO_EPOCH, 1);
-        for (api, n) in faults {
+        for (api, n) in setup.faults {
             crate::kernel::fault::fail_nth(api, *n);
-            say!(out, "fault injection: call #{n} of {api} will fail")?;
+        }
+        if setup.etw {
+            // A session running before the driver loads, as `wpr -start`
+            // before `sc start`: the load is traced too.
+            // This machine only: later machines in the process are not
+            // traced.
+            log::etw_enable(&DRIVER_ETW_PROVIDER, ETW_LEVEL_VERBOSE, u64::MAX, 0);
         }
         let status = sim
             .load_driver(driver)
@@ -398,12 +165,6 @@ impl Session {
                 status::describe(status)
             ));
         }
-        say!(
-            out,
-            "driver {}: DriverEntry returned {}",
-            file_name(driver),
-            status::describe(status)
-        )?;
         // Section names resolve through the store the driver just wrote,
         // as ebpfapi.dll resolves them.
         let object = Object::load(&bytes, &store::section_map())
@@ -418,11 +179,23 @@ impl Session {
                 ));
             }
         }
+        let decoder = Decoder::new(&bytes, &object, setup.ringbuf)
+            .map_err(|e| format!("{}: {e}", object_path.display()))?;
         let mut session = Session {
             links: Vec::new(),
             programs: Vec::new(),
             object,
-            faults: faults.to_vec(),
+            decoder,
+            start: StartReport {
+                driver: file_name(driver),
+                driver_entry: status,
+                object: file_name(object_path),
+                programs: names.to_vec(),
+                faults: setup.faults.to_vec(),
+                steps: None,
+            },
+            faults: setup.faults.to_vec(),
+            etw: setup.etw,
             sim,
         };
         for name in names {
@@ -439,79 +212,213 @@ impl Session {
                 .map_err(|e| format!("attaching program {name:?} failed: {e}"))?;
             session.links.push(link);
         }
-        say!(
-            out,
-            "object {}: attached {} (in this order)",
-            file_name(object_path),
-            names.join(", ")
-        )?;
         Ok(session)
     }
 
-    /// Prints the programs' trace_printk lines and errors since the last
-    /// call.
-    fn program_output(&self, out: &mut dyn Write) -> Result<(), String> {
+    /// A `test-run` step: `bpf_prog_test_run` of an attached program with
+    /// the step's input. A run the core or the driver refuses is reported
+    /// (its error is the outcome); Err only when no attached program has
+    /// that name.
+    fn test_run(&self, t: &TestRun) -> Result<Outcome, String> {
+        let Some((_, program)) = self.programs.iter().find(|(n, _)| *n == t.program) else {
+            let have: Vec<&str> = self.programs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "scenario line {}: test-run {}: not an attached program (attached: {})",
+                t.line,
+                t.program,
+                have.join(", ")
+            ));
+        };
+        let (ctx_in, data_in) = hook::test_run_input(&t.input);
+        let output = program
+            .test_run(
+                &data_in,
+                &ctx_in,
+                t.data_out.unwrap_or(data_in.len()),
+                ctx_in.len(),
+            )
+            .map_err(|e| e.to_string());
+        Ok(Outcome::TestRun {
+            program: t.program.clone(),
+            input: t.input.clone(),
+            output,
+        })
+    }
+
+    /// The driver's ETW events the session recorded since the last call
+    /// (none unless the session traces).
+    fn etw_events(&self, step: Option<usize>) -> Vec<Event> {
+        if !self.etw {
+            return Vec::new();
+        }
+        take_driver_etw(step)
+    }
+
+    /// The programs' trace_printk lines and errors since the last call.
+    fn program_output(&self, step: Option<usize>) -> Vec<Event> {
+        let mut events = Vec::new();
         for (name, p) in &self.programs {
             for line in p.take_trace() {
-                say!(out, "    trace {name}: {}", line.trim_end())?;
+                events.push(Event::Trace {
+                    step,
+                    program: name.clone(),
+                    text: line.trim_end().to_string(),
+                });
             }
             for e in p.take_errors() {
-                say!(out, "    error {name}: {e}")?;
+                events.push(Event::ProgramError {
+                    step,
+                    program: name.clone(),
+                    text: e.to_string(),
+                });
             }
         }
-        Ok(())
+        events
+    }
+
+    /// The ring-buffer and perf records written since the last call
+    /// (taken from the maps), numbered per map.
+    fn records(&self, step: Option<usize>, counts: &mut HashMap<String, usize>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for map in &self.object.maps {
+            let t = map.def().map_type;
+            let records: Vec<(Option<u32>, Vec<u8>)> = match t {
+                map_type::RINGBUF => map.drain_ring().into_iter().map(|r| (None, r)).collect(),
+                map_type::PERF_EVENT_ARRAY => map
+                    .drain_perf()
+                    .into_iter()
+                    .map(|r| (Some(r.cpu), r.data))
+                    .collect(),
+                _ => continue,
+            };
+            for (cpu, data) in records {
+                let n = counts.entry(map.name().to_string()).or_default();
+                events.push(Event::Record(RecordReport {
+                    step,
+                    map: map.name().to_string(),
+                    map_type: t,
+                    index: *n,
+                    cpu,
+                    data,
+                }));
+                *n += 1;
+            }
+        }
+        events
+    }
+
+    /// Everything one step caused, after the step's own event.
+    fn after_step(
+        &self,
+        report: StepReport,
+        counts: &mut HashMap<String, usize>,
+        sink: &mut dyn Sink,
+    ) -> Result<(), String> {
+        let index = Some(report.index);
+        sink.emit(&Event::Step(report.clone()), &self.decoder)?;
+        for e in self.records(index, counts) {
+            sink.emit(&e, &self.decoder)?;
+        }
+        for e in self.program_output(index) {
+            sink.emit(&e, &self.decoder)?;
+        }
+        for e in self.etw_events(index) {
+            sink.emit(&e, &self.decoder)?;
+        }
+        sink.emit(&Event::Verdict(report), &self.decoder)
     }
 
     /// Detaches, unloads the programs and the driver, and reports what
-    /// [`Sim::finish`] found.
-    fn end(self, out: &mut dyn Write) -> Result<(), String> {
+    /// [`Sim::finish`] found, with the driver's ETW events from the detach
+    /// and unload (when the session traces).
+    fn end_report(self) -> (EndReport, Vec<Event>) {
         let Session {
             links,
             programs,
             object,
             faults,
+            etw,
             mut sim,
+            ..
         } = self;
         let names: Vec<String> = programs.iter().map(|(n, _)| n.clone()).collect();
         drop(links);
         // The driver removes its notify routine on a system worker thread.
         io::wait_idle();
         drop(programs);
-        say!(out, "detached and unloaded {}", names.join(", "))?;
         let unloaded = sim.unload_driver();
-        match &unloaded {
-            Ok(()) => say!(out, "driver unloaded")?,
-            Err(e) => say!(out, "driver unload failed: {e}")?,
-        }
         drop(object);
+        let etw_events = if etw {
+            take_driver_etw(None)
+        } else {
+            Vec::new()
+        };
         let fired = crate::kernel::fault::fired();
-        for (api, n) in &faults {
-            let happened = fired.iter().any(|(a, k)| a == api && k == n);
-            if !happened {
-                say!(
-                    out,
-                    "fault injection: {api} was never called {n} time(s); nothing failed"
-                )?;
-            }
-        }
-        let mut findings: Vec<String> = unloaded.err().into_iter().collect();
+        let unfired = faults
+            .iter()
+            .filter(|(api, n)| !fired.iter().any(|(a, k)| a == api && k == n))
+            .cloned()
+            .collect();
+        let mut findings: Vec<String> = unloaded.clone().err().into_iter().collect();
         if let Err(f) = sim.finish() {
             findings.extend(f.lines().map(str::to_string));
         }
-        if findings.is_empty() {
-            say!(out, "no leaks, no violations")?;
-            Ok(())
-        } else {
-            say!(out, "{} finding(s):", findings.len())?;
-            for f in &findings {
-                say!(out, "  {f}")?;
-            }
-            Err(format!(
-                "{} finding(s) (leaks or violations):\n{}",
-                findings.len(),
-                findings.join("\n")
-            ))
+        let report = EndReport {
+            programs: names,
+            unload_error: unloaded.err(),
+            unfired,
+            findings,
+        };
+        (report, etw_events)
+    }
+
+    /// [`Session::end_report`] printed as text; Err lists the findings.
+    fn end(self, out: &mut dyn Write) -> Result<(), String> {
+        let (report, _) = self.end_report();
+        report::end_text(out, &report)?;
+        findings_result(&report)
+    }
+
+    /// The maps, then the end report, through `sink`. Returns the report
+    /// and the object's decoder (which outlives the machine: expectations
+    /// decode with it after the driver is gone).
+    pub(crate) fn finish(mut self, sink: &mut dyn Sink) -> Result<(EndReport, Decoder), String> {
+        for map in &self.object.maps {
+            sink.emit(&Event::Map(MapReport::take(map)), &self.decoder)?;
         }
+        let decoder = std::mem::take(&mut self.decoder);
+        let (report, etw) = self.end_report();
+        for e in etw {
+            sink.emit(&e, &decoder)?;
+        }
+        sink.emit(&Event::End(report.clone()), &Decoder::default())?;
+        Ok((report, decoder))
+    }
+}
+
+/// Takes the ETW events the driver's provider wrote to an enabled session
+/// since the last take, as [`Event::Etw`]s of `step`.
+fn take_driver_etw(step: Option<usize>) -> Vec<Event> {
+    log::take_etw_events()
+        .into_iter()
+        .filter(|e| e.enabled && e.provider == DRIVER_ETW_PROVIDER)
+        .map(|event| Event::Etw {
+            step,
+            event: Box::new(event),
+        })
+        .collect()
+}
+
+/// Err listing the findings of a run, if any.
+pub(crate) fn findings_result(report: &EndReport) -> Result<(), String> {
+    if report.findings.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} finding(s) (leaks or violations):\n{}",
+            report.findings.len(),
+            report.findings.join("\n")
+        ))
     }
 }
 
@@ -520,153 +427,320 @@ fn file_name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
+/// The Sysmon-style programs of `tests/bpf/sysmon.c` the demo attaches
+/// beside the process monitor, in order.
+pub const SYSMON_PROGRAMS: [&str; 3] = ["watch_lsass", "thread_monitor", "image_monitor"];
+
+/// The demo's scenario: the built-in one, then an injector opening a remote
+/// thread in lsass.exe, a local thread, a DLL and a driver load.
+pub const DEMO_SCENARIO_EXTRA: &str = r#"
+create wininit image=C:\Windows\System32\wininit.exe cmd="wininit.exe" parent=4 user=SYSTEM
+create lsass image=C:\Windows\System32\lsass.exe cmd="C:\Windows\system32\lsass.exe" parent=wininit user=SYSTEM
+create mimikatz image=C:\Users\tester\Downloads\mimikatz.exe cmd="mimikatz.exe sekurlsa::logonpasswords" parent=explorer
+thread worker in=explorer start=0x7ff6abcd1000
+thread inject in=lsass by=mimikatz start=0x7ffb12340000
+image mimikatz path=\Device\HarddiskVolume3\Windows\System32\vaultcli.dll base=0x7ffb20000000 size=0x5a000
+driver path=\SystemRoot\System32\drivers\mimidrv.sys base=0xfffff80612340000 size=0x9000
+thread-exit inject code=0
+"#;
+
+/// The demo's scenario, parsed.
+pub fn demo_scenario() -> Scenario {
+    scenario::parse(&format!("{}{}", scenario::BUILTIN, DEMO_SCENARIO_EXTRA))
+        .expect("the demo scenario parses")
+}
+
 /// The demo: the driver image at `driver` in a fresh simulated machine, the
-/// sample programs `deny_notepad` then `monitor` attached, the built-in
-/// scenario raised, one line per event; then detach, unload and the leak
-/// and violation report. Err: setup failures, or the findings.
+/// sample programs `deny_notepad` then `monitor` attached to the process
+/// hook, and the Sysmon-style programs of `tests/bpf/sysmon.c` to the
+/// process, thread and image-load hooks; the demo scenario raised, one line
+/// per event each program reported; then detach, unload and the leak and
+/// violation report. Err: setup failures, or the findings.
 pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     let object_path = hook::sample_object_path();
     let names: Vec<String> = DEMO_PROGRAMS.iter().map(|s| s.to_string()).collect();
-    let scenario = scenario::builtin();
+    let scenario = demo_scenario();
     say!(
         out,
-        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy"
+        "ntsim demo: the ntosebpfext driver with a sample process monitor and policy, \
+         and Sysmon-style thread and image-load monitors"
     )?;
-    let session = Session::start(driver, &object_path, &names, &[], out, &mut || {})?;
+    let session = Session::start(
+        &Setup {
+            driver,
+            object: &object_path,
+            programs: &names,
+            faults: &[],
+            ringbuf: &[],
+            etw: false,
+        },
+        &mut || {},
+    )?;
+    let decoder = Decoder::default();
+    TextSink(out).emit(&Event::Start(session.start.clone()), &decoder)?;
+    let sysmon_path = thread::sample_object_path();
+    let bytes = std::fs::read(&sysmon_path)
+        .map_err(|e| format!("cannot read {}: {e}", sysmon_path.display()))?;
+    // Through the store the driver wrote, as ebpfapi.dll resolves them.
+    let sysmon = Object::load(&bytes, &store::section_map())
+        .map_err(|e| format!("cannot load {}: {e}", sysmon_path.display()))?;
+    let mut sysmon_programs = Vec::new();
+    let mut sysmon_links = Vec::new();
+    for name in SYSMON_PROGRAMS {
+        let program = sysmon
+            .program(name)
+            .ok_or_else(|| format!("sysmon.o has no program {name}"))?
+            .clone();
+        let attach_type = program
+            .attach_type
+            .ok_or_else(|| format!("{name} has no attach type"))?;
+        let loaded = LoadedProgram::load(program)
+            .map_err(|e| format!("loading program {name:?} failed: {e}"))?;
+        let link = loaded
+            .attach(attach_type, &[], 0)
+            .map_err(|e| format!("attaching program {name:?} failed: {e}"))?;
+        sysmon_programs.push(loaded);
+        sysmon_links.push(link);
+    }
     say!(
         out,
-        "events ({} steps of the built-in scenario):",
+        "object {}: attached {} (in this order)",
+        file_name(&sysmon_path),
+        SYSMON_PROGRAMS.join(", ")
+    )?;
+    say!(
+        out,
+        "events ({} steps of the demo scenario):",
         scenario.steps.len()
     )?;
     let mut runner = Runner::new(&scenario);
-    let events = session
-        .object
-        .map("events")
-        .ok_or("process_test.o has no `events` map")?
-        .clone();
-    for step in &scenario.steps {
-        let outcome = runner.step(step);
+    let map = |object: &Object, name: &str| {
+        object
+            .map(name)
+            .cloned()
+            .ok_or_else(|| format!("no `{name}` map"))
+    };
+    let events = map(&session.object, "events")?;
+    let thread_events = map(&sysmon, "threads")?;
+    let image_events = map(&sysmon, "images")?;
+    let watch = HelperWatch::start();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let outcome = runner.try_step(step).map_err(|e| format!("scenario {e}"))?;
         let records = events.drain_ring();
+        let threads = thread_events.drain_ring();
+        let images = image_events.drain_ring();
+        // A driver step's name is its path; its lines say `[driver]`.
         let name = match step {
-            Step::Create(c) => &c.name,
-            Step::Exit(e) => &e.name,
+            Step::Image(i) if i.process.is_none() => "driver",
+            _ => step.name(),
         };
-        if records.is_empty() {
+        let report = StepReport {
+            index: i + 1,
+            line: Some(step.line()),
+            keyword: step.keyword(),
+            name: name.to_string(),
+            helpers: watch.take(),
+            outcome,
+        };
+        if records.is_empty() && threads.is_empty() && images.is_empty() {
             // The monitor did not run: the policy, attached before it,
             // denied the creation.
-            let note = if outcome.permitted() {
-                " (the monitor reported nothing)"
+            let note = if report.verdict().is_none_or(nt_success) {
+                " (the monitors reported nothing)"
             } else {
                 " (the monitor did not run: the policy before it denied the creation)"
             };
-            say!(out, "{}{note}", describe_outcome(&outcome))?;
+            say!(out, "{}{note}", report::step_text(&report))?;
         }
+        let mut process_lines = Vec::new();
         for r in &records {
             let record = ProcessRecord::parse(r).ok_or_else(|| {
                 format!("a monitor record of {} bytes, not {RECORD_SIZE}", r.len())
             })?;
-            let decision = match &outcome {
-                Outcome::Created { status, .. } => verdict(*status),
-                _ => "exit (no verdict)".into(),
+            let decision = match report.verdict() {
+                Some(status) => verdict(status),
+                None => "exit (no verdict)".into(),
             };
-            say!(out, "[{name}] {} | {decision}", describe_record(&record))?;
+            process_lines.push(format!(
+                "[{name}] {} | {decision}",
+                describe_record(&record)
+            ));
         }
-        session.program_output(out)?;
+        let mut thread_lines = Vec::new();
+        for r in &threads {
+            let record = ThreadRecord::parse(r)
+                .ok_or_else(|| format!("a thread record of {} bytes", r.len()))?;
+            thread_lines.push(format!("[{name}] {}", describe_thread_record(&record)));
+        }
+        // In the order the kernel raised them: a process's threads end
+        // before it does; a creation comes before its first thread.
+        if matches!(step, Step::Exit(_)) {
+            std::mem::swap(&mut process_lines, &mut thread_lines);
+        }
+        for line in process_lines.iter().chain(&thread_lines) {
+            say!(out, "{line}")?;
+        }
+        for r in &images {
+            let record = ImageRecord::parse(r)
+                .ok_or_else(|| format!("an image record of {} bytes", r.len()))?;
+            say!(out, "[{name}] {}", describe_image_record(&record))?;
+        }
+        for e in session.program_output(Some(i + 1)) {
+            TextSink(out).emit(&e, &decoder)?;
+        }
     }
+    drop(watch);
+    drop(sysmon_links);
+    io::wait_idle();
+    drop(sysmon_programs);
+    drop(sysmon);
     session.end(out)
 }
 
 /// `ntsim run`: `options.driver` in a fresh machine, the named programs of
-/// `options.object` attached in order, the events raised with one verdict
-/// line each (and the programs' trace_printk lines and errors), then every
-/// map of the object dumped, and the leak and violation report.
+/// `options.object` attached in order, the events raised, each step
+/// followed by the records, trace lines and errors it caused, then every
+/// map of the object and the leak and violation report; as text, or one
+/// JSON object a line with `options.json`.
 pub fn run_object(options: &RunOptions<'_>, out: &mut dyn Write) -> Result<(), String> {
-    match &options.events {
-        Events::Scenario(scenario) => {
-            let session = Session::start(
-                options.driver,
-                options.object,
-                &options.programs,
-                &options.faults,
-                out,
-                &mut || {},
-            )?;
-            say!(out, "events ({} steps):", scenario.steps.len())?;
-            let mut runner = Runner::new(scenario);
-            for step in &scenario.steps {
-                let outcome = runner.step(step);
-                say!(out, "{}", describe_outcome(&outcome))?;
-                session.program_output(out)?;
-            }
-            finish_run(session, out)
-        }
-        Events::Live(duration) => run_live(options, *duration, out),
+    if options.json {
+        run_with(options, &mut JsonSink(out))
+    } else {
+        run_with(options, &mut TextSink(out))
     }
 }
 
-fn finish_run(session: Session, out: &mut dyn Write) -> Result<(), String> {
-    say!(out, "maps after the run:")?;
-    for map in &session.object.maps {
-        dump_map(out, map)?;
+/// [`run_object`] into any [`Sink`].
+pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), String> {
+    let setup = Setup {
+        driver: options.driver,
+        object: options.object,
+        programs: &options.programs,
+        faults: &options.faults,
+        ringbuf: &options.ringbuf,
+        etw: options.etw,
+    };
+    match &options.events {
+        Events::Scenario(scenario) => {
+            let (report, _) = run_scenario(&setup, scenario, sink)?;
+            findings_result(&report)
+        }
+        Events::Live(duration) => run_live(&setup, *duration, sink),
     }
-    session.end(out)
+}
+
+/// Runs a scenario in a fresh session, every event into `sink`. Err: a
+/// setup failure or a step the scenario asked for that cannot happen;
+/// findings are in the returned report, returned with the object's decoder.
+///
+/// A step that needs the session rather than the kernel (a `test-run
+/// PROGRAM` step calls [`LoadedProgram::test_run`] of one of the session's
+/// programs) is matched here before the [`Runner`], and reported as a
+/// [`StepReport`] like the others.
+pub(crate) fn run_scenario(
+    setup: &Setup<'_>,
+    scenario: &Scenario,
+    sink: &mut dyn Sink,
+) -> Result<(EndReport, Decoder), String> {
+    let mut session = Session::start(setup, &mut || {})?;
+    session.start.steps = Some(scenario.steps.len());
+    sink.emit(&Event::Start(session.start.clone()), &session.decoder)?;
+    for e in session.etw_events(None) {
+        sink.emit(&e, &session.decoder)?;
+    }
+    let mut runner = Runner::new(scenario);
+    let mut counts = HashMap::new();
+    let watch = HelperWatch::start();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let outcome = match step {
+            Step::TestRun(t) => session.test_run(t)?,
+            _ => runner.try_step(step).map_err(|e| format!("scenario {e}"))?,
+        };
+        let report = StepReport {
+            index: i + 1,
+            line: Some(step.line()),
+            keyword: step.keyword(),
+            name: step.name().to_string(),
+            helpers: watch.take(),
+            outcome,
+        };
+        session.after_step(report, &mut counts, sink)?;
+    }
+    drop(watch);
+    session.finish(sink)
 }
 
 #[cfg(target_os = "linux")]
-fn run_live(
-    options: &RunOptions<'_>,
-    duration: Duration,
-    out: &mut dyn Write,
-) -> Result<(), String> {
+fn run_live(setup: &Setup<'_>, duration: Duration, sink: &mut dyn Sink) -> Result<(), String> {
     let mut host = None;
     let mut mirror_error = None;
-    let session = Session::start(
-        options.driver,
-        options.object,
-        &options.programs,
-        &options.faults,
-        out,
-        &mut || match scenario::live::Host::mirror() {
-            Ok(h) => host = Some(h),
-            Err(e) => mirror_error = Some(e),
-        },
-    )?;
+    let session = Session::start(setup, &mut || match scenario::live::Host::mirror() {
+        Ok(h) => host = Some(h),
+        Err(e) => mirror_error = Some(e),
+    })?;
     let mut host = match (host, mirror_error) {
         (Some(h), _) => h,
         (None, e) => return Err(e.unwrap_or_else(|| "mirroring /proc failed".into())),
     };
+    sink.emit(&Event::Start(session.start.clone()), &session.decoder)?;
+    for e in session.etw_events(None) {
+        sink.emit(&e, &session.decoder)?;
+    }
     // The host's processes start and end at host times.
     time::set_real();
-    say!(
-        out,
+    sink.note(&format!(
         "watching the host's processes for {:.1} s ({} running now, mirrored before the programs attached)",
         duration.as_secs_f64(),
         host.len()
-    )?;
-    out.flush().map_err(|e| e.to_string())?;
+    ))?;
     let deadline = std::time::Instant::now() + duration;
     let mut count = 0usize;
+    let mut counts = HashMap::new();
+    let watch = HelperWatch::start();
     while std::time::Instant::now() < deadline {
         for outcome in host.poll() {
             count += 1;
-            say!(out, "{}", describe_outcome(&outcome))?;
-            session.program_output(out)?;
+            let (keyword, name) = match &outcome {
+                Outcome::Created { name, .. } => ("create", name.clone()),
+                Outcome::Exited { name, .. } | Outcome::NotRunning { name, .. } => {
+                    ("exit", name.clone())
+                }
+                Outcome::TestRun { program, .. } => ("test-run", program.clone()),
+                Outcome::ThreadCreated { name, .. } => ("thread", name.clone()),
+                Outcome::ThreadExited { name, .. } => ("thread-exit", name.clone()),
+                Outcome::ImageLoaded {
+                    process: Some(p), ..
+                } => ("image", p.clone()),
+                Outcome::ImageLoaded { path, .. } => ("driver", path.clone()),
+                Outcome::Skipped { what, .. } => ("skipped", what.clone()),
+            };
+            let report = StepReport {
+                index: count,
+                line: None,
+                keyword,
+                name,
+                helpers: watch.take(),
+                outcome,
+            };
+            session.after_step(report, &mut counts, sink)?;
         }
-        out.flush().map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(20));
     }
-    say!(out, "{count} event(s) from the host")?;
-    finish_run(session, out)
+    drop(watch);
+    sink.note(&format!("{count} event(s) from the host"))?;
+    let (report, _) = session.finish(sink)?;
+    findings_result(&report)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn run_live(_: &RunOptions<'_>, _: Duration, _: &mut dyn Write) -> Result<(), String> {
+fn run_live(_: &Setup<'_>, _: Duration, _: &mut dyn Sink) -> Result<(), String> {
     Err("--live reads /proc and works on Linux only".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::report::hex_dump;
 
     #[test]
     fn filetimes_format_as_utc_dates() {
@@ -711,11 +785,14 @@ mod tests {
         let mut out = Vec::new();
         let names = ["monitor".to_string()];
         let session = Session::start(
-            &crate::build::driver_image(),
-            &hook::sample_object_path(),
-            &names,
-            &[],
-            &mut out,
+            &Setup {
+                driver: &crate::build::driver_image(),
+                object: &hook::sample_object_path(),
+                programs: &names,
+                faults: &[],
+                ringbuf: &[],
+                etw: false,
+            },
             &mut || {},
         )
         .expect("the driver and the monitor load");

@@ -10,6 +10,19 @@
 //! C enumerations are `int`-sized; they are modelled as `u32` aliases with
 //! constants, because an extension may hand the core any value and the core
 //! must be able to read it without undefined behaviour.
+//!
+//! # Why the driver's declarations are not used here
+//!
+//! The driver crate declares the same structures (its `ebpf::abi`, `nt`
+//! and hook modules), and ntsim deliberately does not depend on it: ntsim
+//! is the judge of the driver, and a judge that read the layouts from the
+//! driver would accept any mistake the driver makes (a wrong offset there
+//! would be right here too). This module, `kernel::types`, the kernel
+//! services' structures and `hook` are written independently from the
+//! upstream headers, so the two copies can agree only by both being right.
+//! The repository's `tests/abi_pairs.rs`, which depends on both crates,
+//! compares them pairwise: sizes, alignments, field offsets, GUIDs and
+//! constants.
 #![allow(non_camel_case_types, non_snake_case, clippy::upper_case_acronyms)]
 
 use crate::kernel::types::GUID;

@@ -19,8 +19,12 @@
 //! - Invocation writes the core's slots of the 64-byte context header (the
 //!   execution state and the context descriptor), checks that an extension
 //!   that allocated the context in pool reserved the header, runs the program
-//!   and stores its 32-bit result. Batch misuse (invoke outside a batch, IRQL
-//!   changed inside one) is recorded as a violation.
+//!   and stores its 32-bit result (0xFFFFFFFF, with EBPF_SUCCESS, when the
+//!   program stopped on an error, as the real core does for interpreted
+//!   programs). Batch misuse (invoke outside a batch, IRQL changed inside
+//!   one, a batch never ended or still open when the provider releases the
+//!   link) and a new invocation after the provider's detach began are
+//!   recorded as violations.
 
 use super::abi::*;
 use super::program::{
@@ -257,7 +261,8 @@ impl LoadedProgram {
         std::mem::take(&mut *self.state.trace.lock().unwrap())
     }
 
-    /// Errors that stopped the program during invocations (taken).
+    /// Errors that stopped the program during invocations and test runs
+    /// (taken): each such run returned [`INTERPRETER_ERROR_RESULT`].
     pub fn take_errors(&self) -> Vec<super::ProgramError> {
         std::mem::take(&mut *self.state.errors.lock().unwrap())
     }
@@ -334,8 +339,8 @@ impl LoadedProgram {
             let desc = descriptor(&copy.descriptor);
             // SAFETY: the extension's functions, called per their contracts
             // by Program::test_run.
-            let mut out = unsafe {
-                st.program.test_run(
+            let (mut out, error) = unsafe {
+                st.program.test_run_keeping_outputs(
                     &env,
                     &desc,
                     &hooks,
@@ -345,8 +350,17 @@ impl LoadedProgram {
                     context_out_capacity,
                 )
             }?;
-            // The core's result is 32 bits, as for invoke.
-            out.result = out.result as u32 as u64;
+            // The core's result is 32 bits, as for invoke; a program that
+            // stopped on an error gives the interpreter's -1, as eBPF for
+            // Windows' core does, and the error goes to the error log.
+            out.result = match error {
+                None => out.result as u32 as u64,
+                Some(e) => {
+                    eprintln!("ntsim: program {} stopped: {e}", st.program.name);
+                    st.errors.lock().unwrap().push(e);
+                    u64::from(INTERPRETER_ERROR_RESULT)
+                }
+            };
             Ok(out)
         })();
         if st.rundown.release() {
@@ -814,7 +828,10 @@ fn provider_released(binding: HANDLE) -> bool {
         None => true,
         Some(b) => match b.state {
             BindingState::CleaningUp => true,
-            BindingState::Detaching { provider, .. } => provider == DetachState::Done,
+            BindingState::Detaching { provider, .. } => matches!(
+                provider,
+                DetachState::Done | DetachState::CompletedInCallback
+            ),
             BindingState::Attaching | BindingState::Bound => false,
         },
     }
@@ -974,10 +991,10 @@ unsafe extern "win64" fn link_cleanup(client_binding_context: *mut c_void) {
     let link = unsafe { &*(client_binding_context as *const LinkState) };
     let binding = link.binding.load(Ordering::Acquire);
     let mut found = false;
-    for b in open_batches()
-        .values_mut()
-        .filter(|b| irql::pin_open(b.pin))
-    {
+    // The violation is recorded under the batches' lock: `batch_end`, which
+    // skips a link marked reported, must find it recorded once it returns.
+    let mut open = open_batches();
+    for b in open.values_mut().filter(|b| irql::pin_open(b.pin)) {
         for (h, reported) in &mut b.links {
             if *h == binding && !*reported {
                 *reported = true;
@@ -991,14 +1008,16 @@ unsafe extern "win64" fn link_cleanup(client_binding_context: *mut c_void) {
             released_message("NmrProviderDetachClientComplete", binding),
         );
     }
+    drop(open);
 }
 
 /// Whether an invocation of `link` that is entering now is one the provider
-/// may still make: before its ProviderDetachClient was called, any; after
-/// it (while the detach is pending), only invocations in flight, that is
-/// in a batch begun before the detach, or, since ntsim cannot see when the
-/// provider took its reference, the first invocation of the link by a
-/// thread after the detach began. Records a violation otherwise.
+/// may still make: until its ProviderDetachClient has returned, any (the
+/// provider cannot act on a detach before its callback runs); after it
+/// (while the detach is pending), only invocations in flight, that is in a
+/// batch begun before the callback returned, or, since ntsim cannot see
+/// when the provider took its reference, the first invocation of the link
+/// by a thread after that. Records a violation otherwise.
 fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
     use crate::kernel::nmr::{BindingState, DetachState};
     let binding = link.binding.load(Ordering::Acquire);
@@ -1016,7 +1035,7 @@ fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
         BindingState::Attaching | BindingState::Bound => return true,
         BindingState::CleaningUp
         | BindingState::Detaching {
-            provider: DetachState::Done,
+            provider: DetachState::Done | DetachState::CompletedInCallback,
             ..
         } => {
             violation::record(
@@ -1026,8 +1045,10 @@ fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
             );
             return false;
         }
+        // Until its detach callback has returned the provider may not yet
+        // have seen the detach: its calls are in flight.
         BindingState::Detaching {
-            provider: DetachState::NotCalled,
+            provider: DetachState::NotCalled | DetachState::InCallback,
             ..
         } => return true,
         BindingState::Detaching { .. } => b.provider_detach_at.unwrap_or(0),
@@ -1044,8 +1065,8 @@ fn check_may_invoke(link: &LinkState, batch_begun_at: u64) -> bool {
         "ebpf",
         format!(
             "a new invocation of link binding {binding:#x} after its ProviderDetachClient was \
-             called (this thread already made its in-flight invocation since then): after the \
-             detach callback a provider must not start calls into the client"
+             called (and returned; this thread already made its in-flight invocation since \
+             then): after the detach callback a provider must not start calls into the client"
         ),
     );
     false

@@ -53,6 +53,7 @@
 
 pub mod abi;
 pub mod btf;
+pub mod btf_types;
 pub mod core;
 pub mod guard;
 pub mod helpers;

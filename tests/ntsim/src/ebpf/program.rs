@@ -208,13 +208,70 @@ impl Machine for Vm<'_, '_> {
                     .iter()
                     .any(|&(s, l)| addr >= s && addr.checked_add(len).is_some_and(|e| e <= s + l))
             };
-            return guard::call_extension(self.run, id, h, args, on_stack);
+            let outcome = guard::call_extension(self.run, id, h, args, on_stack)?;
+            if let HelperOutcome::Return(r) = outcome {
+                // After the guarded copies went back into the program's
+                // buffers: the observer sees what the program will read.
+                observe_call(self.run, id, &args, r, &on_stack);
+            }
+            return Ok(outcome);
         }
         self.run.stack = stack.to_vec();
         let r = helpers::call(self.run, id, args);
         self.run.stack.clear();
         r
     }
+}
+
+/// Reads `len` bytes at `addr` of a running program's memory, if the
+/// program may read them (`None` otherwise).
+pub type MemoryReader<'a> = &'a dyn Fn(u64, u64) -> Option<Vec<u8>>;
+
+/// Watches the extension helper calls of programs run on this thread:
+/// program name, helper id, arguments, result, and a reader of the
+/// program's memory valid during the call (to see what the helper wrote).
+pub type ExtensionCallObserver = Box<dyn Fn(&str, u32, &[u64; 5], u64, MemoryReader<'_>)>;
+
+thread_local! {
+    static OBSERVER: std::cell::RefCell<Option<ExtensionCallObserver>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or clears, with None) this thread's [`ExtensionCallObserver`].
+/// The `ntsim` command uses it to show what the extension's helpers
+/// returned to the programs (the account a program could read).
+pub fn observe_extension_calls(observer: Option<ExtensionCallObserver>) {
+    OBSERVER.with(|o| *o.borrow_mut() = observer);
+}
+
+fn observe_call(
+    run: &Run<'_>,
+    id: u32,
+    args: &[u64; 5],
+    result: u64,
+    on_stack: &dyn Fn(u64, u64) -> bool,
+) {
+    OBSERVER.with(|o| {
+        let Ok(observer) = o.try_borrow() else {
+            return;
+        };
+        let Some(observer) = observer.as_ref() else {
+            return;
+        };
+        // The same ownership rule as the guarded copies (guard.rs): a live
+        // stack frame of the program, or a region it may read.
+        let read = |addr: u64, len: u64| -> Option<Vec<u8>> {
+            if len > 1 << 20 || !(on_stack(addr, len) || run.region_ok(addr, len, false)) {
+                return None;
+            }
+            // SAFETY: [addr, addr + len) lies inside one region the running
+            // program may read (a live stack frame, its context or packet,
+            // a live map value or global data: checked above), which stays
+            // alive for the duration of this helper call.
+            Some(unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }.to_vec())
+        };
+        observer(&run.program.name, id, args, result, &read);
+    });
 }
 
 impl Program {
@@ -318,6 +375,42 @@ impl Program {
         data_out_capacity: usize,
         context_out_capacity: usize,
     ) -> Result<TestRunOutput, TestRunError> {
+        // SAFETY: forwarded contract.
+        let (output, error) = unsafe {
+            self.test_run_keeping_outputs(
+                env,
+                desc,
+                hooks,
+                data_in,
+                context_in,
+                data_out_capacity,
+                context_out_capacity,
+            )
+        }?;
+        match error {
+            Some(e) => Err(TestRunError::Program(e)),
+            None => Ok(output),
+        }
+    }
+
+    /// [`Program::test_run`], but a program that stopped on an error still
+    /// yields the outputs `context_destroy` wrote (with result 0) and the
+    /// error beside them: what the core needs to answer as eBPF for
+    /// Windows does (EBPF_SUCCESS with the interpreter's -1).
+    ///
+    /// # Safety
+    /// As [`Program::test_run`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn test_run_keeping_outputs(
+        self: &Arc<Self>,
+        env: &ExecEnv,
+        desc: &ContextDescriptor,
+        hooks: &TestRunHooks,
+        data_in: &[u8],
+        context_in: &[u8],
+        data_out_capacity: usize,
+        context_out_capacity: usize,
+    ) -> Result<(TestRunOutput, Option<ProgramError>), TestRunError> {
         // The buffers the extension sees end against a guard page (special
         // pool), so reading or writing one byte past them faults.
         let data_in = EdgeBuffer::copy_of(data_in);
@@ -388,12 +481,18 @@ impl Program {
             let mut context_out = context_out.to_vec();
             data_out.truncate(data_size);
             context_out.truncate(context_size);
-            let result = result.map_err(TestRunError::Program)?;
-            Ok(TestRunOutput {
-                result,
-                data_out,
-                context_out,
-            })
+            let (result, error) = match result {
+                Ok(r) => (r, None),
+                Err(e) => (0, Some(e)),
+            };
+            Ok((
+                TestRunOutput {
+                    result,
+                    data_out,
+                    context_out,
+                },
+                error,
+            ))
         })
     }
 }

@@ -24,6 +24,23 @@ pub const ATTACH_TYPE: GUID = GUID {
     data4: [0xa0, 0xdb, 0x38, 0xe2, 0x20, 0xd3, 0x16, 0x85],
 };
 
+/// The process hook's helpers (`ebpf_process_helper_id_t`): each copies a
+/// UTF-16LE string into the program's buffer (argument 2, its length
+/// argument 3) and returns the bytes copied or a negative error.
+pub const HELPER_GET_IMAGE_PATH: u32 = 0x10000;
+pub const HELPER_GET_ACCOUNT_NAME: u32 = 0x10001;
+pub const HELPER_GET_ACCOUNT_DOMAIN: u32 = 0x10002;
+
+/// The C name of a process hook helper.
+pub fn helper_name(id: u32) -> Option<&'static str> {
+    match id {
+        HELPER_GET_IMAGE_PATH => Some("bpf_process_get_image_path"),
+        HELPER_GET_ACCOUNT_NAME => Some("bpf_process_get_account_name"),
+        HELPER_GET_ACCOUNT_DOMAIN => Some("bpf_process_get_account_domain"),
+        _ => None,
+    }
+}
+
 /// `STATUS_ACCESS_DENIED` as a program returns it.
 pub const STATUS_ACCESS_DENIED: i32 = 0xC000_0022u32 as i32;
 

@@ -1,6 +1,7 @@
 //! Per-thread IRQL. Spin locks raise it, APIs check it: calling an API above
 //! the IRQL Windows documents for it, or waiting at DISPATCH_LEVEL or above,
-//! is recorded as a [`crate::kernel::violation`].
+//! is recorded as a [`crate::kernel::violation`]. A [`pin`] marks a span in
+//! which the thread's IRQL must not change at all (an eBPF batch).
 
 use crate::kernel::export::export;
 use crate::kernel::export::Export;

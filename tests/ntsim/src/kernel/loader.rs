@@ -468,6 +468,10 @@ impl Driver {
                 // DriverEntry; a driver that set it anyway is fine, but one
                 // that left registrations behind is caught by Sim::finish.
             }
+            // A failed DriverEntry must have deregistered (and waited for)
+            // every NMR registration it made: the image goes away now.
+            crate::kernel::io::wait_idle();
+            crate::kernel::nmr::image_unloaded(service, image.base(), image.size());
             image.retire();
             return (None, status);
         }

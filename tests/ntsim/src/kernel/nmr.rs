@@ -205,7 +205,7 @@ struct Binding {
     phase: Phase,
     provider_ctx: usize,
     client_ctx: usize,
-    /// [`clock`] when ProviderDetachClient was called (0: not yet).
+    /// [`clock`] when ProviderDetachClient returned (0: not yet).
     provider_detach_at: u64,
 }
 
@@ -233,7 +233,7 @@ static CLEANUP_IRQL: AtomicU8 = AtomicU8::new(DISPATCH_LEVEL);
 static CLOCK: AtomicU64 = AtomicU64::new(1);
 
 /// The next tick of the logical clock that stamps when a provider's detach
-/// callback was called ([`BindingInfo::provider_detach_at`]).
+/// callback returned ([`BindingInfo::provider_detach_at`]).
 pub fn clock() -> u64 {
     CLOCK.fetch_add(1, Ordering::AcqRel)
 }
@@ -625,9 +625,7 @@ fn detach_binding(b: HANDLE, first: Side) {
             if let Some(s) = side_state(&mut bd.phase, side) {
                 *s = DetachState::InCallback;
             }
-            if side == Side::Provider {
-                bd.provider_detach_at = clock();
-            }
+
             let Some(r) = st.regs.get(&reg) else { return };
             (r.chars, ctx)
         };
@@ -656,16 +654,22 @@ fn detach_binding(b: HANDLE, first: Side) {
         if st.generation != generation {
             return;
         }
+        let callback_name = match side {
+            Side::Provider => "ProviderDetachClient",
+            Side::Client => "ClientDetachProvider",
+        };
+        if side == Side::Provider {
+            // The provider knows of the detach once its callback has run.
+            if let Some(bd) = st.bindings.get_mut(&b) {
+                bd.provider_detach_at = clock();
+            }
+        }
         let Some(s) = st
             .bindings
             .get_mut(&b)
             .and_then(|bd| side_state(&mut bd.phase, side))
         else {
             return;
-        };
-        let callback_name = match side {
-            Side::Provider => "ProviderDetachClient",
-            Side::Client => "ClientDetachProvider",
         };
         *s = match (*s, status) {
             (DetachState::InCallback, STATUS_SUCCESS) => DetachState::Done,

@@ -546,7 +546,9 @@ pub unsafe extern "win64" fn ZwOpenKey(
 /// violation (Windows bug checks with INVALID_KERNEL_HANDLE).
 pub extern "win64" fn ZwClose(Handle: HANDLE) -> NTSTATUS {
     irql::require_at_most("ZwClose", PASSIVE_LEVEL);
-    if with(|s| s.handles.remove(&Handle)).is_some() {
+    if with(|s| s.handles.remove(&Handle)).is_some()
+        || crate::kernel::ps::thread::close_handle(Handle)
+    {
         STATUS_SUCCESS
     } else {
         violation::record(

@@ -20,6 +20,10 @@
 //! Waiting threads (push locks, rundown waits, events) sleep on a condition
 //! variable keyed by the object's address; whoever changes the object wakes
 //! the waiters of that address. Spin locks spin (yielding now and then).
+//! No wait lasts for ever: after [`wait_limit`] one that Windows would let
+//! hang fails through [`hung`] with a message (a deadlock in a test fails
+//! instead of hanging the suite); [`wait_for`] and [`wait_while`] give host
+//! code the same bound.
 //!
 //! IRQL: spin locks raise to DISPATCH_LEVEL and restore; each API checks the
 //! IRQL the WDK documents for it, and a wait at DISPATCH_LEVEL or above
@@ -47,7 +51,7 @@ use crate::kernel::{irql, violation};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod event;
@@ -208,11 +212,63 @@ struct ThreadState {
     critical: u32,
 }
 
-static THREADS: Mutex<BTreeMap<usize, ThreadState>> = Mutex::new(BTreeMap::new());
+/// One host thread's bookkeeping. The thread reaches its own slot through
+/// a thread-local (an uncontended lock: no shared cache line, and the
+/// `held` vector keeps its capacity, so a lock call allocates nothing);
+/// [`outstanding`] and [`reset`] reach every slot through [`SLOTS`].
+struct ThreadSlot {
+    state: Mutex<ThreadState>,
+}
+
+impl ThreadSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ThreadState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_idle(&self) -> bool {
+        let st = self.lock();
+        st.held.is_empty() && st.critical == 0
+    }
+}
+
+/// Every live thread's slot, and the slots of threads that ended while
+/// holding a lock or inside a critical region (kept for [`outstanding`]).
+static SLOTS: Mutex<Vec<Arc<ThreadSlot>>> = Mutex::new(Vec::new());
+
+fn slots() -> std::sync::MutexGuard<'static, Vec<Arc<ThreadSlot>>> {
+    SLOTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The calling thread's slot, registered on first use; when the thread
+/// ends, an idle slot is forgotten.
+struct SlotHandle(Arc<ThreadSlot>);
+
+impl SlotHandle {
+    fn new() -> SlotHandle {
+        let slot = Arc::new(ThreadSlot {
+            state: Mutex::new(ThreadState {
+                name: thread_name(),
+                ..ThreadState::default()
+            }),
+        });
+        slots().push(slot.clone());
+        SlotHandle(slot)
+    }
+}
+
+impl Drop for SlotHandle {
+    fn drop(&mut self) {
+        if self.0.is_idle() {
+            slots().retain(|s| !Arc::ptr_eq(s, &self.0));
+        }
+    }
+}
+
 static NEXT_TOKEN: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
     static TOKEN: usize = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    static SLOT: SlotHandle = SlotHandle::new();
 }
 
 /// The calling thread's non-zero id.
@@ -226,16 +282,14 @@ fn spin_owner_word() -> usize {
 }
 
 fn with_thread<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
-    let t = token();
-    let mut m = THREADS.lock().unwrap_or_else(|e| e.into_inner());
-    let st = m.entry(t).or_insert_with(|| ThreadState {
-        name: thread_name(),
-        ..ThreadState::default()
-    });
-    let r = f(st);
-    if st.held.is_empty() && st.critical == 0 {
-        m.remove(&t);
+    let mut f = Some(f);
+    if let Ok(r) = SLOT.try_with(|slot| (f.take().expect("called once"))(&mut slot.0.lock())) {
+        return r;
     }
+    // The thread is ending and its slot is gone (a thread-local destructor
+    // called the kernel): a slot for this call, kept if it stays busy.
+    let slot = SlotHandle::new();
+    let r = (f.take().expect("called once"))(&mut slot.0.lock());
     r
 }
 
@@ -1176,15 +1230,24 @@ pub(crate) fn exports() -> Vec<Export> {
 /// set of initialized events. Locks live in driver memory and need nothing.
 pub(crate) fn reset() {
     WAIT_LIMIT_MS.store(0, Ordering::Relaxed);
-    THREADS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let mut all = slots();
+    for slot in all.iter() {
+        let mut st = slot.lock();
+        st.held.clear();
+        st.critical = 0;
+    }
+    // Slots of threads that have ended are not needed any more; live
+    // threads keep theirs (through the thread-local).
+    all.retain(|s| Arc::strong_count(s) > 1);
     events().clear();
 }
 
 /// Threads still holding a lock or inside a critical region, one line each.
 pub(crate) fn outstanding() -> Vec<String> {
-    let m = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+    let all = slots();
     let mut out = Vec::new();
-    for st in m.values() {
+    for slot in all.iter() {
+        let st = slot.lock();
         for h in &st.held {
             out.push(format!(
                 "thread '{}' still holds {} {:#x}",

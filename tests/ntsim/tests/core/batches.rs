@@ -110,6 +110,17 @@ fn detach_pending(b: &mut Bound) -> (std::thread::JoinHandle<()>, HANDLE) {
     let binding = rx
         .recv_timeout(sync::wait_limit())
         .expect("ProviderDetachClient was called");
+    // The provider's callback sends the binding before it returns
+    // STATUS_PENDING: wait until the NMR has seen it return.
+    sync::wait_for("ProviderDetachClient to return STATUS_PENDING", || {
+        matches!(
+            nmr::binding(binding).map(|b| b.state),
+            Some(nmr::BindingState::Detaching {
+                provider: nmr::DetachState::Pending,
+                ..
+            })
+        )
+    });
     (dropper, binding)
 }
 

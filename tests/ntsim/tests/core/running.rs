@@ -562,3 +562,121 @@ fn csum_diff_and_prandom() {
     assert_eq!(field(4), -22, "a sum that overflows int: -EINVAL");
     assert_eq!(field(5) as u64, 0xC0FF_EE42, "bpf_get_prandom_u32");
 }
+
+#[test]
+fn test_run_of_a_program_stopped_by_an_error_gives_the_interpreters_minus_one() {
+    let sim = Sim::new();
+    let data = builder(program_type())
+        .context_functions(context_create, context_destroy, 0)
+        .build();
+    let object = load_object();
+    let pi = PiProvider::register(program_type(), data);
+    let program = load(&object, "core_fault");
+    let out = program
+        .test_run(&[7], &bytes_of(&TestCtx::default()), 8, 40)
+        .expect("the test run itself succeeds, as in eBPF for Windows");
+    assert_eq!(out.result, u64::from(INTERPRETER_ERROR_RESULT));
+    assert_eq!(out.data_out, [7], "context_destroy's outputs are kept");
+    let errors = program.take_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    drop(program);
+    drop(pi);
+    finish(sim);
+}
+
+/// What the misbehaving context functions below do.
+static EDGE_MODE: AtomicUsize = AtomicUsize::new(0);
+const READ_PAST_DATA_IN: usize = 1;
+const WRITE_PAST_DATA_OUT: usize = 2;
+
+unsafe extern "win64" fn edge_create(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> ebpf_result_t {
+    if EDGE_MODE.load(Ordering::SeqCst) == READ_PAST_DATA_IN {
+        // SAFETY: deliberately not: one byte past data_in, which must fault.
+        let past = unsafe { std::ptr::read_volatile(data_in.add(data_size_in)) };
+        eprintln!("read {past} past data_in without a fault");
+    }
+    // SAFETY: forwarded.
+    unsafe { context_create(data_in, data_size_in, context_in, context_size_in, context) }
+}
+
+unsafe extern "win64" fn edge_destroy(
+    context: *mut c_void,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    if EDGE_MODE.load(Ordering::SeqCst) == WRITE_PAST_DATA_OUT {
+        // SAFETY: deliberately not: one byte past data_out, which must fault.
+        unsafe { std::ptr::write_volatile(data_out.add(*data_size_out), 0xEE) };
+        eprintln!("wrote past data_out without a fault");
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        context_destroy(
+            context,
+            data_out,
+            data_size_out,
+            context_out,
+            context_size_out,
+        )
+    }
+}
+
+/// Runs one test run with the edge context functions in `mode`.
+fn edge_test_run(mode: usize) {
+    let sim = Sim::new();
+    let data = builder(program_type())
+        .context_functions(edge_create, edge_destroy, 0)
+        .build();
+    let object = load_object();
+    let pi = PiProvider::register(program_type(), data);
+    let program = load(&object, "core_invoke");
+    EDGE_MODE.store(mode, Ordering::SeqCst);
+    let out = program.test_run(&[1, 2, 3], &bytes_of(&TestCtx::default()), 5, 40);
+    EDGE_MODE.store(0, Ordering::SeqCst);
+    assert!(out.is_ok(), "{out:?}");
+    drop(program);
+    drop(pi);
+    finish(sim);
+}
+
+#[test]
+fn test_run_buffers_end_against_a_guard_page() {
+    const NAME: &str = "running::test_run_buffers_end_against_a_guard_page";
+    if let Ok(mode) = std::env::var("NTSIM_EDGE_MODE") {
+        if ntsim::child::is_child(NAME) {
+            edge_test_run(mode.parse().unwrap());
+            return;
+        }
+    }
+    // Within bounds: fine.
+    edge_test_run(0);
+    for (mode, what) in [
+        (READ_PAST_DATA_IN, "invalid read access"),
+        (WRITE_PAST_DATA_OUT, "invalid write access"),
+    ] {
+        std::env::set_var("NTSIM_EDGE_MODE", mode.to_string());
+        let out = ntsim::child::run_test_in_child(NAME);
+        std::env::remove_var("NTSIM_EDGE_MODE");
+        assert_eq!(
+            out.status.code(),
+            Some(ntsim::crash::FATAL_EXIT_STATUS),
+            "mode {mode}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(what)
+                && out.stderr.contains("past the end of a")
+                && out.stderr.contains("tagged 'TRun'"),
+            "mode {mode}: {}",
+            out.stderr
+        );
+    }
+}

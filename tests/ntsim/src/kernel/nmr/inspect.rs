@@ -86,8 +86,8 @@ pub struct BindingInfo {
     pub provider_module: GUID,
     pub client_module: GUID,
     pub state: BindingState,
-    /// When the provider's detach callback was called ([`clock`] tick), if
-    /// it was.
+    /// When the provider's detach callback returned ([`clock`] tick), if it
+    /// has.
     pub provider_detach_at: Option<u64>,
 }
 

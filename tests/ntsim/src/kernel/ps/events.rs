@@ -204,6 +204,9 @@ pub struct ProcessSpec {
     /// token, what `bpf_get_current_logon_id` returns for code running in
     /// it. None: [`super::SYSTEM_LUID`] (0x3e7).
     pub logon_id: Option<u64>,
+    /// The process id: a non-zero multiple of 4 that no live process or
+    /// thread has (see [`super::id_in_use`]). None: the next free id.
+    pub pid: Option<usize>,
     /// FILETIME; None: now.
     pub creation_time: Option<i64>,
     /// `IsSubsystemProcess` flag.
@@ -291,7 +294,8 @@ impl Drop for PassiveScope {
 /// after one denied (a later routine sees the failure status).
 ///
 /// Panics if `creating_thread` names a process that is not live, a tid of
-/// another process, or `user_sid` is not a valid SID.
+/// another process, `user_sid` is not a valid SID, or `pid` is not a
+/// non-zero multiple of 4 or is in use.
 pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
     let _irql = PassiveScope::enter("process creation");
     if let Some(sid) = &spec.user_sid {
@@ -309,7 +313,18 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
     };
     let (pid, eprocess) = {
         let mut s = state();
-        let pid = s.alloc_cid();
+        let pid = match spec.pid {
+            None => s.alloc_cid(),
+            Some(pid) => {
+                assert!(
+                    pid != 0 && pid.is_multiple_of(4),
+                    "process ids are non-zero multiples of 4, not {pid}"
+                );
+                assert!(!s.id_in_use(pid), "id {pid} is in use");
+                s.next_cid = s.next_cid.max(pid + 4);
+                pid
+            }
+        };
         let addr = s.insert_process(pid, spec, spec.creation_time.unwrap_or_else(filetime_now));
         (pid, addr)
     };
@@ -486,7 +501,7 @@ pub fn exit_process(pid: usize, exit_status: NTSTATUS, exit_time: Option<i64>) -
     true
 }
 
-fn call_thread_routines(pid: usize, tid: usize, create: bool, creator: (usize, usize)) {
+pub(super) fn call_thread_routines(pid: usize, tid: usize, create: bool, creator: (usize, usize)) {
     notify::call_each(
         Kind::Thread,
         if create {
@@ -518,6 +533,13 @@ fn call_thread_routines(pid: usize, tid: usize, create: bool, creator: (usize, u
 /// calling (creating) thread's context, NonSystem ones on the new thread
 /// and not for System threads. Panics if `pid` is not live.
 pub fn create_thread(pid: usize) -> usize {
+    create_thread_with_id(pid, None)
+}
+
+/// [`create_thread`] with an exact thread id (None: the next free id).
+/// Panics as [`create_thread`] does, and if `tid` is not a non-zero
+/// multiple of 4 or is in use.
+pub fn create_thread_with_id(pid: usize, tid: Option<usize>) -> usize {
     let _irql = PassiveScope::enter("thread creation");
     let creator = current_ids();
     let tid = {
@@ -526,7 +548,18 @@ pub fn create_thread(pid: usize) -> usize {
             s.process_by_pid(pid).is_some(),
             "create_thread: process {pid} is not live"
         );
-        let tid = s.alloc_cid();
+        let tid = match tid {
+            None => s.alloc_cid(),
+            Some(tid) => {
+                assert!(
+                    tid != 0 && tid.is_multiple_of(4),
+                    "thread ids are non-zero multiples of 4, not {tid}"
+                );
+                assert!(!s.id_in_use(tid), "id {tid} is in use");
+                s.next_cid = s.next_cid.max(tid + 4);
+                tid
+            }
+        };
         s.insert_thread(pid, tid);
         tid
     };

@@ -34,15 +34,17 @@
 #![allow(non_camel_case_types, clippy::upper_case_acronyms)]
 
 mod events;
+pub mod image;
 mod notify;
 mod sid;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 pub use events::{
-    create_process, create_thread, exit_process, exit_thread, load_image, CreatedProcess,
-    ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX, MAX_UNICODE_STRING_UNITS,
-    PS_CREATE_NOTIFY_INFO,
+    create_process, create_thread, create_thread_with_id, exit_process, exit_thread, load_image,
+    CreatedProcess, ImageInfoSpec, ProcessSpec, CLIENT_ID, IMAGE_INFO, IMAGE_INFO_EX,
+    MAX_UNICODE_STRING_UNITS, PS_CREATE_NOTIFY_INFO,
 };
 pub use notify::{
     notify_routine_counts, CreateProcessNotifyRoutineEx, CreateThreadNotifyRoutine,
@@ -69,7 +71,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `PEPROCESS`, `PETHREAD`, `PACCESS_TOKEN`: opaque object pointers.
 pub type PEPROCESS = *mut c_void;
@@ -201,13 +203,20 @@ struct State {
 // borrowed pointers; all access goes through the STATE mutex.
 unsafe impl Send for State {}
 
-static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State::fresh(1)));
+/// Read (shared) by the queries drivers make on every event, written when
+/// processes, threads and references change.
+static STATE: LazyLock<RwLock<State>> = LazyLock::new(|| RwLock::new(State::fresh(1)));
 /// Mirrors `State::generation` so thread-local current ids can be checked
 /// for staleness without the lock.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-fn state() -> MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
+fn state() -> RwLockWriteGuard<'static, State> {
+    STATE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Shared access, for queries.
+fn state_read() -> RwLockReadGuard<'static, State> {
+    STATE.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// FILETIME (100 ns units since 1601-01-01 UTC) of the host clock.
@@ -301,6 +310,11 @@ impl State {
         );
         self.processes.insert(pid, addr);
         addr
+    }
+
+    /// Whether a live process or thread has this id (they share one space).
+    fn id_in_use(&self, id: usize) -> bool {
+        self.processes.contains_key(&id) || self.threads.contains_key(&id)
     }
 
     fn proc_data(&self, addr: usize) -> &ProcData {
@@ -604,6 +618,12 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
     })
 }
 
+/// Whether a live process or thread has this id (process and thread ids
+/// share one space, as on Windows).
+pub fn id_in_use(id: usize) -> bool {
+    state().id_in_use(id)
+}
+
 /// The `AuthenticationId` (logon session LUID) of the calling thread's
 /// token, which is its process's primary token (ntsim models no
 /// impersonation): what `bpf_get_current_logon_id` returns. During a
@@ -735,7 +755,7 @@ pub unsafe extern "win64" fn PsGetProcessId(process: PEPROCESS) -> HANDLE {
 /// # Safety
 /// `process` is validated against the object table.
 pub unsafe extern "win64" fn PsGetProcessCreateTimeQuadPart(process: PEPROCESS) -> i64 {
-    let s = state();
+    let s = state_read();
     match s.check_object(
         "PsGetProcessCreateTimeQuadPart",
         process,
@@ -751,7 +771,7 @@ pub unsafe extern "win64" fn PsGetProcessCreateTimeQuadPart(process: PEPROCESS) 
 /// # Safety
 /// `process` is validated against the object table.
 pub unsafe extern "win64" fn PsGetProcessExitStatus(process: PEPROCESS) -> NTSTATUS {
-    let s = state();
+    let s = state_read();
     match s.check_object("PsGetProcessExitStatus", process, Some(ObjectKind::Process)) {
         Some(addr) => s.proc_data(addr).exit_status,
         None => STATUS_PENDING,
@@ -763,7 +783,7 @@ pub unsafe extern "win64" fn PsGetProcessExitStatus(process: PEPROCESS) -> NTSTA
 pub extern "win64" fn PsGetProcessExitTime() -> i64 {
     irql::require_at_most("PsGetProcessExitTime", DISPATCH_LEVEL);
     let addr = current_process_addr();
-    let s = state();
+    let s = state_read();
     if addr == 0 {
         return 0;
     }
@@ -856,7 +876,7 @@ pub unsafe extern "win64" fn PsDereferencePrimaryToken(token: PACCESS_TOKEN) {
 /// The user SID of a live token (for `SeQueryInformationToken`).
 /// `Err(())` after a violation was recorded for a bad token pointer.
 fn token_user_sid(api: &str, token: PACCESS_TOKEN) -> Result<Option<Vec<u8>>, ()> {
-    let s = state();
+    let s = state_read();
     let addr = s
         .check_object(api, token, Some(ObjectKind::Token))
         .ok_or(())?;
@@ -889,6 +909,7 @@ pub(crate) fn exports() -> Vec<Export> {
     ];
     v.extend(notify::exports());
     v.extend(sid::exports());
+    v.extend(thread::exports());
     v
 }
 
@@ -896,6 +917,7 @@ pub(crate) fn exports() -> Vec<Export> {
 /// no notify routine is registered, the account table is the default one.
 pub(crate) fn reset() {
     notify::reset();
+    thread::reset();
     let mut s = state();
     s.free_all();
     let generation = s.generation + 1;
@@ -907,6 +929,7 @@ pub(crate) fn reset() {
 /// registered, references to processes, threads and tokens not released.
 pub(crate) fn outstanding() -> Vec<String> {
     let mut out = notify::outstanding();
+    out.extend(thread::outstanding());
     let s = state();
     let mut refs: Vec<_> = s
         .objects

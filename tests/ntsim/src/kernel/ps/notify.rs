@@ -29,7 +29,8 @@ use crate::kernel::sync;
 use crate::kernel::types::{APC_LEVEL, HANDLE, PASSIVE_LEVEL, UNICODE_STRING};
 use crate::kernel::violation;
 use std::cell::RefCell;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use super::events::{IMAGE_INFO, PS_CREATE_NOTIFY_INFO};
 
@@ -82,15 +83,19 @@ pub(crate) struct Callout {
     pub(crate) routine: usize,
     pub(crate) thread_variant: ThreadVariant,
     pub(crate) image_flags: usize,
-    gate: Mutex<Gate>,
+    /// `2 * calls in flight | CLOSED`: entering and leaving are one atomic
+    /// operation each (two threads raising events do not serialise on a
+    /// lock); only removal, and the last call leaving after it, take
+    /// `idle_lock`.
+    gate: AtomicU32,
+    idle_lock: Mutex<()>,
     idle: Condvar,
 }
 
-#[derive(Default)]
-struct Gate {
-    active: u32,
-    closed: bool,
-}
+/// Removal has begun: no call may enter.
+const CLOSED: u32 = 1;
+/// One call in flight.
+const CALL: u32 = 2;
 
 impl Callout {
     fn new(routine: usize, thread_variant: ThreadVariant, image_flags: usize) -> Arc<Callout> {
@@ -98,37 +103,52 @@ impl Callout {
             routine,
             thread_variant,
             image_flags,
-            gate: Mutex::new(Gate::default()),
+            gate: AtomicU32::new(0),
+            idle_lock: Mutex::new(()),
             idle: Condvar::new(),
         })
     }
 
-    fn gate(&self) -> MutexGuard<'_, Gate> {
-        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    fn idle_lock(&self) -> MutexGuard<'_, ()> {
+        self.idle_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Enters the gate unless removal has begun.
     fn enter(&self) -> bool {
-        let mut g = self.gate();
-        if g.closed {
-            return false;
+        let mut cur = self.gate.load(Ordering::Relaxed);
+        loop {
+            if cur & CLOSED != 0 {
+                return false;
+            }
+            match self.gate.compare_exchange_weak(
+                cur,
+                cur + CALL,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
         }
-        g.active += 1;
-        true
     }
 
     fn leave(&self) {
-        let mut g = self.gate();
-        g.active -= 1;
-        if g.active == 0 {
+        let before = self.gate.fetch_sub(CALL, Ordering::AcqRel);
+        if before == CALL | CLOSED {
+            // The last call out after removal began: wake the remover,
+            // under its lock (it checks the count under the same lock
+            // before waiting, so the wake-up is not lost).
+            let _g = self.idle_lock();
             self.idle.notify_all();
         }
     }
 
-    /// Closes the gate and waits for the calls in flight to return.
+    /// Closes the gate and waits for the calls in flight to return (at most
+    /// `sync::wait_limit()`: a call that never returns is a hang, reported
+    /// with the API and the routine).
     fn close_and_wait(self: &Arc<Callout>, api: &str) {
-        let mut g = self.gate();
-        g.closed = true;
+        let g = self.idle_lock();
+        self.gate.fetch_or(CLOSED, Ordering::AcqRel);
         let me = Arc::as_ptr(self) as usize;
         if IN_CALLOUT.with(|c| c.borrow().contains(&me)) {
             violation::record(
@@ -141,9 +161,13 @@ impl Callout {
             );
             return;
         }
-        while g.active > 0 {
-            g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
+        let what = format!(
+            "{api} to see the calls in flight of {} return",
+            describe(self.routine)
+        );
+        drop(sync::wait_while(&what, &self.idle, g, |_| {
+            self.gate.load(Ordering::Acquire) >= CALL
+        }));
     }
 }
 
@@ -163,14 +187,15 @@ impl Tables {
     }
 }
 
-static TABLES: Mutex<Tables> = Mutex::new(Tables {
+/// Read (shared) by every event, written by registration and removal.
+static TABLES: RwLock<Tables> = RwLock::new(Tables {
     process: [const { None }; MAX_ROUTINES],
     thread: [const { None }; MAX_ROUTINES],
     image: [const { None }; MAX_ROUTINES],
 });
 
-fn tables() -> MutexGuard<'static, Tables> {
-    TABLES.lock().unwrap_or_else(|e| e.into_inner())
+fn tables() -> RwLockWriteGuard<'static, Tables> {
+    TABLES.write().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
@@ -238,7 +263,13 @@ fn remove(api: &str, kind: Kind, routine: usize) -> NTSTATUS {
 }
 
 fn snapshot(kind: Kind) -> Vec<Arc<Callout>> {
-    tables().of(kind).iter().flatten().cloned().collect()
+    let t = TABLES.read().unwrap_or_else(|e| e.into_inner());
+    let table = match kind {
+        Kind::Process => &t.process,
+        Kind::Thread => &t.thread,
+        Kind::Image => &t.image,
+    };
+    table.iter().flatten().cloned().collect()
 }
 
 /// Leaves the gate and the in-callout record even if the routine panics

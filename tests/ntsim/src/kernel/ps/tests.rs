@@ -10,7 +10,7 @@ use crate::kernel::{fault, pool};
 use crate::Sim;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod strings;
@@ -154,6 +154,7 @@ fn create_and_exit_deliver_every_field() {
         subsystem: true,
         file_open_name_available: true,
         logon_id: Some(0x5555),
+        pid: None,
     });
     assert_eq!(r.creation_status, STATUS_SUCCESS);
     assert_eq!(process(r.pid).unwrap().logon_id, 0x5555);
@@ -961,4 +962,45 @@ fn system_idle_and_current_threads() {
     let (_, tid2) = current_ids();
     assert_eq!(process(SYSTEM_PID).unwrap().threads, [tid2]);
     sim.finish().unwrap();
+}
+
+static STUCK_ENTERED: AtomicBool = AtomicBool::new(false);
+
+/// A thread notify routine that does not return for a minute (far beyond
+/// the wait limit the test sets).
+unsafe extern "win64" fn stuck_thread_routine(_: HANDLE, _: HANDLE, _: u8) {
+    STUCK_ENTERED.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_removal_whose_routine_never_returns_fails_with_a_message() {
+    const NAME: &str =
+        "kernel::ps::tests::a_removal_whose_routine_never_returns_fails_with_a_message";
+    if crate::child::is_child(NAME) {
+        let _sim = Sim::new();
+        crate::kernel::sync::set_wait_limit(Duration::from_millis(300));
+        // SAFETY: a static routine of the right type.
+        let status = unsafe { PsSetCreateThreadNotifyRoutine(Some(stuck_thread_routine)) };
+        assert_eq!(status, STATUS_SUCCESS);
+        let p = create_process(&spec("stuck.exe")).pid;
+        std::thread::spawn(move || create_thread(p));
+        wait_until("the routine to run", || {
+            STUCK_ENTERED.load(Ordering::SeqCst)
+        });
+        // SAFETY: the routine registered above.
+        unsafe { PsRemoveCreateThreadNotifyRoutine(Some(stuck_thread_routine)) };
+        unreachable!("the removal returned while its routine still runs");
+    }
+    let out = crate::child::run_test_in_child(NAME);
+    assert!(!out.status.success(), "the child must fail: {out:?}");
+    assert!(
+        out.stderr.contains("waited")
+            && out
+                .stderr
+                .contains("PsRemoveCreateThreadNotifyRoutine to see the calls in flight")
+            && out.stderr.contains("Windows would hang here"),
+        "{}",
+        out.stderr
+    );
 }

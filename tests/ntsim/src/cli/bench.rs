@@ -1,0 +1,819 @@
+//! The hot-path benchmark's workload (`cargo xtask bench`, the
+//! `ntsim-hotpath` binary): loads the driver, attaches N clients of one
+//! kind, raises events of each kind the driver hooks, and records where
+//! each measured run of events starts and ends.
+//!
+//! What is measured, per event kind ([`EVENTS`]), client kind
+//! ([`ClientKind`]) and client count:
+//!
+//! - one *segment* of [`Plan::events`] events, raised inside
+//!   [`ntsim_bench_measured`] (after [`WARMUP`] unmeasured ones). Run
+//!   under callgrind with `--toggle-collect` and `--dump-after` on that
+//!   function, each segment becomes one dump, in the order of
+//!   [`Report::segments`]; `cargo xtask bench` attributes its
+//!   instructions to the driver image by address
+//!   ([`Report::image_base`], [`Report::image_size`]) and classifies the
+//!   image's calls by callee name ([`Report::exports`]);
+//! - wall-clock time ([`Report::timings`]): the same events raised by one
+//!   host thread, then by two at once (each with its own processes), the
+//!   median of [`Plan::runs`] runs. Meaningless under valgrind; noisy
+//!   natively (other processes share the machine).
+//!
+//! Adding an event kind is one entry of [`EVENTS`].
+
+use crate::ebpf::core::{Link, LoadedProgram};
+use crate::ebpf::program::Program;
+use crate::ebpf::vm::Insn;
+use crate::kernel::nmr::{
+    self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE,
+};
+use crate::kernel::status::{STATUS_PENDING, STATUS_SUCCESS};
+use crate::kernel::types::{GUID, HANDLE};
+use crate::kernel::{exports, io, ps};
+use crate::sim::{Options, Sim};
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+/// `EBPF_HOOK_EXTENSION_IID`: the NPI host clients attach through.
+const HOOK_NPI: GUID = GUID {
+    data1: 0x5d564054,
+    data2: 0x2736,
+    data3: 0x406d,
+    data4: [0x8b, 0x22, 0x12, 0xbc, 0xff, 0xaf, 0x0a, 0x9f],
+};
+
+/// Events raised, unmeasured, before each measured segment (first-event
+/// effects: lazily built kernel state, cold caches).
+pub const WARMUP: usize = 4;
+
+/// A kind of event the benchmark raises.
+pub struct EventKind {
+    /// Its name in the report (`process_create`, ...).
+    pub name: &'static str,
+    /// Program type and attach type of an eBPF link that sees it.
+    pub program_type: GUID,
+    pub attach_type: GUID,
+    /// Whether the loaded driver has registered the notify routine that
+    /// produces it (with a client attached); kinds it does not hook are
+    /// left out of the report.
+    pub hooked: fn() -> bool,
+    /// Raises one event in `world`.
+    pub raise: fn(&mut World),
+}
+
+/// What a host thread's events work on: the processes and threads it
+/// created and has not ended yet, and a process of its own for thread and
+/// image events.
+pub struct World {
+    pub pids: Vec<usize>,
+    pub tids: Vec<usize>,
+    pub host_pid: usize,
+}
+
+impl World {
+    fn new() -> World {
+        let host_pid = ps::create_process(&ps::ProcessSpec {
+            image_file_name: "\\??\\C:\\bench\\host.exe".into(),
+            user_sid: Some(ps::test_user_sid()),
+            ..Default::default()
+        })
+        .pid;
+        World {
+            pids: Vec::new(),
+            tids: Vec::new(),
+            host_pid,
+        }
+    }
+
+    /// Ends what is left (unmeasured).
+    fn end(mut self) {
+        for tid in self.tids.drain(..) {
+            ps::exit_thread(tid);
+        }
+        for pid in self.pids.drain(..) {
+            ps::exit_process(pid, 0, None);
+        }
+        ps::exit_process(self.host_pid, 0, None);
+    }
+}
+
+fn raise_process_create(w: &mut World) {
+    let p = ps::create_process(&ps::ProcessSpec {
+        image_file_name: "\\??\\C:\\Windows\\System32\\bench.exe".into(),
+        command_line: Some("bench.exe --quiet".into()),
+        parent: Some(w.host_pid),
+        user_sid: Some(ps::test_user_sid()),
+        ..Default::default()
+    });
+    assert_eq!(p.creation_status, 0, "a no-op client denied a process");
+    w.pids.push(p.pid);
+}
+
+fn raise_process_delete(w: &mut World) {
+    let pid = w.pids.pop().expect("process_delete follows process_create");
+    assert!(ps::exit_process(pid, 0, None));
+}
+
+/// Every event kind, in the order they are raised (a delete follows the
+/// create that made its process). Add a kind here when the driver hooks
+/// it; kinds whose notify routine the driver does not register are
+/// skipped (see [`EventKind::hooked`]).
+pub const EVENTS: &[EventKind] = &[
+    EventKind {
+        name: "process_create",
+        program_type: crate::hook::process::PROGRAM_TYPE,
+        attach_type: crate::hook::process::ATTACH_TYPE,
+        hooked: || ps::notify_routine_counts().process > 0,
+        raise: raise_process_create,
+    },
+    EventKind {
+        name: "process_delete",
+        program_type: crate::hook::process::PROGRAM_TYPE,
+        attach_type: crate::hook::process::ATTACH_TYPE,
+        hooked: || ps::notify_routine_counts().process > 0,
+        raise: raise_process_delete,
+    },
+];
+
+/// A kind of hook client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// A host NMR client whose dispatch table has only `invoke`.
+    HostPlain,
+    /// A host NMR client with batch begin/invoke/end.
+    HostBatch,
+    /// An eBPF link (ntsim's core) of a program that returns 0.
+    EbpfLink,
+}
+
+impl ClientKind {
+    pub const ALL: [ClientKind; 3] = [
+        ClientKind::HostPlain,
+        ClientKind::HostBatch,
+        ClientKind::EbpfLink,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::HostPlain => "host_plain",
+            ClientKind::HostBatch => "host_batch",
+            ClientKind::EbpfLink => "ebpf_link",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub kinds: Vec<ClientKind>,
+    pub counts: Vec<usize>,
+    /// Events per measured segment.
+    pub events: usize,
+    /// Events each thread raises per timed run (0: no timing).
+    pub timed_events: usize,
+    /// Timed runs (the median is reported).
+    pub runs: usize,
+    /// Client counts that get wall-clock timings.
+    pub timed_counts: Vec<usize>,
+}
+
+impl Plan {
+    /// Everything `cargo xtask bench` reports.
+    pub fn full() -> Plan {
+        Plan {
+            kinds: ClientKind::ALL.to_vec(),
+            counts: vec![0, 1, 2, 4, 8],
+            events: 32,
+            timed_events: 4000,
+            runs: 7,
+            timed_counts: vec![0, 1, 8],
+        }
+    }
+
+    /// `cargo xtask bench --quick`.
+    pub fn quick() -> Plan {
+        Plan {
+            kinds: ClientKind::ALL.to_vec(),
+            counts: vec![0, 1, 8],
+            events: 8,
+            timed_events: 1000,
+            runs: 3,
+            timed_counts: vec![8],
+        }
+    }
+}
+
+/// One measured segment: `events` events of one kind with `clients`
+/// clients of one kind attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub event: String,
+    pub client_kind: String,
+    pub clients: usize,
+    pub events: usize,
+    /// Client invocations the segment made (host clients count theirs on
+    /// the raising thread, the core counts its programs' runs).
+    pub invocations: u64,
+}
+
+/// Wall-clock time of one event kind with `clients` clients.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    pub event: String,
+    pub client_kind: String,
+    pub clients: usize,
+    /// Median ns per event, one thread.
+    pub ns_1: f64,
+    /// Median ns per event of the two threads together (elapsed time over
+    /// both threads' events).
+    pub ns_2: f64,
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub image_base: usize,
+    pub image_size: usize,
+    /// Names of every kernel export (a call from the image to one of these
+    /// is a kernel call).
+    pub exports: Vec<String>,
+    /// In the order of callgrind's dumps.
+    pub segments: Vec<Segment>,
+    pub timings: Vec<Timing>,
+    /// Event kinds the driver does not hook (left out).
+    pub unhooked: Vec<String>,
+}
+
+/// The function callgrind collects in (`--toggle-collect`) and dumps after
+/// (`--dump-after`): runs `f`, which raises one segment's events.
+#[inline(never)]
+#[no_mangle]
+pub fn ntsim_bench_measured(f: &mut dyn FnMut()) {
+    f();
+    // Keeps the call a call (a tail call would leave the function before
+    // the events' code runs as far as callgrind's call tracking goes).
+    std::hint::black_box(());
+}
+
+thread_local! {
+    /// Host client invocations on this thread (no shared cache line).
+    static INVOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn invocations() -> u64 {
+    INVOCATIONS.with(Cell::get)
+}
+
+/// `ebpf_extension_data_t`.
+#[repr(C)]
+struct ExtensionData {
+    version: u16,
+    size: usize,
+    total_size: usize,
+    data: *const c_void,
+    data_size: usize,
+    prog_attach_flags: u64,
+}
+
+/// `{u16 version; u16 count; fn function[4]}`.
+#[repr(C)]
+struct Dispatch {
+    version: u16,
+    count: u16,
+    functions: [usize; 4],
+}
+
+/// A host hook client.
+struct HostClient {
+    npi_id: GUID,
+    module_id: NPI_MODULEID,
+    data: ExtensionData,
+    dispatch: Dispatch,
+    characteristics: NPI_CLIENT_CHARACTERISTICS,
+    handle: AtomicUsize,
+    attach_status: AtomicUsize,
+}
+
+// SAFETY: the raw pointers point into the client itself (or are null);
+// they are only read by NMR and the driver while the client is registered.
+unsafe impl Send for HostClient {}
+// SAFETY: as above; mutable state is atomic.
+unsafe impl Sync for HostClient {}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+unsafe extern "win64" fn host_attach(
+    binding: HANDLE,
+    context: *mut c_void,
+    _provider: *const NPI_REGISTRATION_INSTANCE,
+) -> i32 {
+    // SAFETY: the context registered with this client.
+    let c = unsafe { &*(context as *const HostClient) };
+    let mut provider_context: *mut c_void = std::ptr::null_mut();
+    let mut provider_dispatch: *const c_void = std::ptr::null();
+    // SAFETY: inside ClientAttachProvider with NMR's binding handle; the
+    // dispatch table lives in the client until it deregisters.
+    let status = unsafe {
+        nmr::NmrClientAttachProvider(
+            binding,
+            context,
+            (&c.dispatch as *const Dispatch).cast(),
+            &mut provider_context,
+            &mut provider_dispatch,
+        )
+    };
+    c.attach_status
+        .store(status as u32 as usize, Ordering::Release);
+    status
+}
+
+unsafe extern "win64" fn host_detach(_context: *mut c_void) -> i32 {
+    STATUS_SUCCESS
+}
+
+unsafe extern "win64" fn host_invoke(
+    _context: *const c_void,
+    _program_context: *mut c_void,
+    result: *mut u32,
+) -> u32 {
+    INVOCATIONS.with(|n| n.set(n.get() + 1));
+    // SAFETY: the driver passes a valid result pointer.
+    unsafe { *result = 0 };
+    0
+}
+
+unsafe extern "win64" fn host_batch_begin(_size: usize, _state: *mut c_void) -> u32 {
+    0
+}
+
+unsafe extern "win64" fn host_batch_invoke(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn host_batch_end(_state: *mut c_void) -> u32 {
+    0
+}
+
+impl HostClient {
+    fn register(batch: bool) -> Result<Box<HostClient>, String> {
+        let n = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+        let functions = if batch {
+            [
+                host_invoke as *const () as usize,
+                host_batch_begin as *const () as usize,
+                host_batch_invoke as *const () as usize,
+                host_batch_end as *const () as usize,
+            ]
+        } else {
+            [host_invoke as *const () as usize, 0, 0, 0]
+        };
+        let mut c = Box::new(HostClient {
+            npi_id: HOOK_NPI,
+            module_id: NPI_MODULEID {
+                Length: 24,
+                Type: nmr::MIT_GUID,
+                Guid: GUID {
+                    data1: 0x62656e63,
+                    data2: 0,
+                    data3: 0,
+                    data4: n.to_be_bytes(),
+                },
+            },
+            data: ExtensionData {
+                version: 1,
+                size: 48,
+                total_size: 48,
+                data: std::ptr::null(),
+                data_size: 0,
+                prog_attach_flags: 0,
+            },
+            dispatch: Dispatch {
+                version: 1,
+                count: if batch { 4 } else { 1 },
+                functions,
+            },
+            characteristics: NPI_CLIENT_CHARACTERISTICS {
+                Version: 0,
+                Length: 0,
+                ClientAttachProvider: None,
+                ClientDetachProvider: None,
+                ClientCleanupBindingContext: None,
+                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                    Version: 0,
+                    Size: 0,
+                    NpiId: std::ptr::null(),
+                    ModuleId: std::ptr::null(),
+                    Number: 0,
+                    NpiSpecificCharacteristics: std::ptr::null(),
+                },
+            },
+            handle: AtomicUsize::new(0),
+            attach_status: AtomicUsize::new(usize::MAX),
+        });
+        c.characteristics = NPI_CLIENT_CHARACTERISTICS {
+            Version: 0,
+            Length: size_of::<NPI_CLIENT_CHARACTERISTICS>() as u16,
+            ClientAttachProvider: Some(host_attach),
+            ClientDetachProvider: Some(host_detach),
+            ClientCleanupBindingContext: None,
+            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                Version: 0,
+                Size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
+                NpiId: &c.npi_id,
+                ModuleId: &c.module_id,
+                Number: 0,
+                NpiSpecificCharacteristics: (&c.data as *const ExtensionData).cast(),
+            },
+        };
+        let mut handle: HANDLE = 0;
+        // SAFETY: the characteristics and context live in the Box until
+        // `deregister`, which waits for NMR.
+        let status = unsafe {
+            nmr::NmrRegisterClient(
+                &c.characteristics,
+                (&*c as *const HostClient).cast_mut().cast(),
+                &mut handle,
+            )
+        };
+        if status != STATUS_SUCCESS {
+            return Err(format!("NmrRegisterClient: {status:#x}"));
+        }
+        c.handle.store(handle, Ordering::Release);
+        let attached = c.attach_status.load(Ordering::Acquire);
+        if attached != STATUS_SUCCESS as u32 as usize {
+            c.deregister();
+            return Err(format!(
+                "the driver's hook provider did not attach a host client ({attached:#x})"
+            ));
+        }
+        Ok(c)
+    }
+
+    fn deregister(&self) {
+        let handle = self.handle.swap(0, Ordering::AcqRel);
+        if handle == 0 {
+            return;
+        }
+        // SAFETY: our registration, deregistered once.
+        if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
+            // SAFETY: the same handle, whose deregistration is pending.
+            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+        }
+    }
+}
+
+impl Drop for HostClient {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+/// The clients of one configuration (detached when dropped: links first,
+/// then their programs). Held, never read: dropping detaches.
+#[allow(dead_code)]
+enum Clients {
+    // Boxed: NMR holds pointers into each client, which must not move.
+    #[allow(clippy::vec_box)]
+    Host(Vec<Box<HostClient>>),
+    /// Per attach type: its links, then their program.
+    Ebpf(Vec<(Vec<Link>, LoadedProgram)>),
+    None,
+}
+
+/// `mov64 r0, 0; exit`.
+fn return_zero(event: &EventKind) -> Arc<Program> {
+    Arc::new(Program {
+        name: "return_zero".into(),
+        section: "bench".into(),
+        program_type: Some(event.program_type),
+        attach_type: Some(event.attach_type),
+        insns: vec![
+            Insn {
+                op: 0xb7,
+                dst: 0,
+                src: 0,
+                off: 0,
+                imm: 0,
+            },
+            Insn {
+                op: 0x95,
+                dst: 0,
+                src: 0,
+                off: 0,
+                imm: 0,
+            },
+        ],
+        maps: Vec::new(),
+    })
+}
+
+/// Attaches `n` clients of `kind`: host clients attach to every hook
+/// provider; eBPF links, `n` per attach type of `events`.
+fn attach(kind: ClientKind, n: usize, events: &[&EventKind]) -> Result<Clients, String> {
+    if n == 0 {
+        return Ok(Clients::None);
+    }
+    let clients = match kind {
+        ClientKind::HostPlain | ClientKind::HostBatch => Clients::Host(
+            (0..n)
+                .map(|_| HostClient::register(kind == ClientKind::HostBatch))
+                .collect::<Result<_, _>>()?,
+        ),
+        ClientKind::EbpfLink => {
+            let mut per_type = Vec::new();
+            let mut seen: Vec<GUID> = Vec::new();
+            for event in events {
+                if seen.contains(&event.attach_type) {
+                    continue;
+                }
+                seen.push(event.attach_type);
+                let program = LoadedProgram::load(return_zero(event)).map_err(|e| e.to_string())?;
+                let links = (0..n)
+                    .map(|_| program.attach(event.attach_type, &[], 0))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                per_type.push((links, program));
+            }
+            Clients::Ebpf(per_type)
+        }
+    };
+    // The notify routine is registered at the first attach; its removal
+    // after a previous configuration runs on a work item.
+    io::wait_idle();
+    Ok(clients)
+}
+
+impl Clients {
+    /// Runs of the eBPF links' programs so far (the core counts them).
+    fn program_runs(&self) -> u64 {
+        match self {
+            Clients::Ebpf(per_type) => per_type.iter().map(|(_, p)| p.invocations()).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Detaches every client (links before their programs: a tuple drops
+    /// in field order) and waits for the notify routine's removal.
+    fn detach(self) {
+        drop(self);
+        io::wait_idle();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Raises `count` events of `event` on `threads` threads at once (each
+/// with its own world, after `WARMUP` unmeasured ones); returns the
+/// elapsed ns per event over all threads' events.
+fn timed(event_index: usize, threads: usize, count: usize) -> f64 {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let done = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (barrier, done) = (barrier.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut world = World::new();
+                // The kinds before this one prepare what it consumes (a
+                // delete needs its processes), unmeasured.
+                for prior in &EVENTS[..event_index] {
+                    for _ in 0..count + WARMUP {
+                        (prior.raise)(&mut world);
+                    }
+                }
+                for _ in 0..WARMUP {
+                    (EVENTS[event_index].raise)(&mut world);
+                }
+                barrier.wait();
+                for _ in 0..count {
+                    (EVENTS[event_index].raise)(&mut world);
+                }
+                done.wait();
+                world.end();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    done.wait();
+    let elapsed = start.elapsed().as_nanos() as f64;
+    for h in handles {
+        h.join().expect("a timed thread panicked");
+    }
+    elapsed / (threads * count) as f64
+}
+
+/// Runs `plan` against the driver image at `driver`. The driver is
+/// loaded once (so the image's address is the same for every segment);
+/// the machine must be left clean, else this fails with the findings.
+pub fn run(driver: &Path, plan: &Plan) -> Result<Report, String> {
+    // Special pool puts every block on its own pages: slower, and it
+    // changes nothing the driver executes.
+    let mut sim = Sim::with_options(Options {
+        special_pool: false,
+    });
+    let status = sim.load_driver(driver).map_err(|e| e.to_string())?;
+    if status != 0 {
+        return Err(format!("DriverEntry failed: {status:#x}"));
+    }
+    let image = sim.driver().expect("loaded").image();
+    let (image_base, image_size) = (image.base(), image.size());
+    let mut report = Report {
+        image_base,
+        image_size,
+        exports: exports::table()
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect(),
+        segments: Vec::new(),
+        timings: Vec::new(),
+        unhooked: Vec::new(),
+    };
+    // Which kinds the driver hooks: seen with one client attached.
+    let hooked: Vec<bool> = {
+        let probe = attach(ClientKind::HostPlain, 1, &[])?;
+        let hooked = EVENTS.iter().map(|e| (e.hooked)()).collect();
+        probe.detach();
+        hooked
+    };
+    for (e, _) in EVENTS.iter().zip(&hooked).filter(|(_, h)| !**h) {
+        report.unhooked.push(e.name.to_string());
+    }
+    let hooked_events: Vec<&EventKind> = EVENTS
+        .iter()
+        .zip(&hooked)
+        .filter_map(|(e, h)| h.then_some(e))
+        .collect();
+    for &kind in &plan.kinds {
+        for &n in &plan.counts {
+            let clients = attach(kind, n, &hooked_events)?;
+            let mut world = World::new();
+            for (i, event) in EVENTS.iter().enumerate() {
+                if !hooked[i] {
+                    continue;
+                }
+                for _ in 0..WARMUP {
+                    (event.raise)(&mut world);
+                }
+                let before = invocations() + clients.program_runs();
+                ntsim_bench_measured(&mut || {
+                    for _ in 0..plan.events {
+                        (event.raise)(&mut world);
+                    }
+                });
+                report.segments.push(Segment {
+                    event: event.name.to_string(),
+                    client_kind: kind.name().to_string(),
+                    clients: n,
+                    events: plan.events,
+                    invocations: invocations() + clients.program_runs() - before,
+                });
+            }
+            world.end();
+            if plan.timed_events > 0 && plan.timed_counts.contains(&n) {
+                for (i, event) in EVENTS.iter().enumerate() {
+                    if !hooked[i] {
+                        continue;
+                    }
+                    let one: Vec<f64> = (0..plan.runs)
+                        .map(|_| timed(i, 1, plan.timed_events))
+                        .collect();
+                    let two: Vec<f64> = (0..plan.runs)
+                        .map(|_| timed(i, 2, plan.timed_events))
+                        .collect();
+                    report.timings.push(Timing {
+                        event: event.name.to_string(),
+                        client_kind: kind.name().to_string(),
+                        clients: n,
+                        ns_1: median(one),
+                        ns_2: median(two),
+                    });
+                }
+            }
+            clients.detach();
+        }
+    }
+    sim.finish()?;
+    Ok(report)
+}
+
+impl Report {
+    /// The report in the line format [`Report::parse`] reads (what
+    /// `ntsim-hotpath` writes for `cargo xtask bench`): one record a line,
+    /// fields separated by spaces (no field contains one).
+    pub fn to_lines(&self) -> String {
+        let mut out = format!("image {} {}\n", self.image_base, self.image_size);
+        for e in &self.exports {
+            out += &format!("export {e}\n");
+        }
+        for e in &self.unhooked {
+            out += &format!("unhooked {e}\n");
+        }
+        for s in &self.segments {
+            out += &format!(
+                "segment {} {} {} {} {}\n",
+                s.event, s.client_kind, s.clients, s.events, s.invocations
+            );
+        }
+        for t in &self.timings {
+            out += &format!(
+                "timing {} {} {} {:.1} {:.1}\n",
+                t.event, t.client_kind, t.clients, t.ns_1, t.ns_2
+            );
+        }
+        out
+    }
+
+    /// Reads what [`to_lines`](Self::to_lines) wrote.
+    ///
+    /// # Errors
+    /// The first line that is not a record of that format.
+    pub fn parse(text: &str) -> Result<Report, String> {
+        let mut r = Report {
+            image_base: 0,
+            image_size: 0,
+            exports: Vec::new(),
+            segments: Vec::new(),
+            timings: Vec::new(),
+            unhooked: Vec::new(),
+        };
+        for (i, line) in text.lines().enumerate() {
+            let f: Vec<&str> = line.split(' ').collect();
+            let bad = || format!("line {}: not a report record: {line:?}", i + 1);
+            let num = |s: &str| s.parse::<usize>().map_err(|_| bad());
+            let float = |s: &str| s.parse::<f64>().map_err(|_| bad());
+            match f.as_slice() {
+                ["image", base, size] => (r.image_base, r.image_size) = (num(base)?, num(size)?),
+                ["export", name] => r.exports.push(name.to_string()),
+                ["unhooked", name] => r.unhooked.push(name.to_string()),
+                ["segment", event, kind, clients, events, invocations] => {
+                    r.segments.push(Segment {
+                        event: event.to_string(),
+                        client_kind: kind.to_string(),
+                        clients: num(clients)?,
+                        events: num(events)?,
+                        invocations: num(invocations)? as u64,
+                    })
+                }
+                ["timing", event, kind, clients, ns_1, ns_2] => r.timings.push(Timing {
+                    event: event.to_string(),
+                    client_kind: kind.to_string(),
+                    clients: num(clients)?,
+                    ns_1: float(ns_1)?,
+                    ns_2: float(ns_2)?,
+                }),
+                _ => return Err(bad()),
+            }
+        }
+        if r.image_size == 0 {
+            return Err("the report has no image record".into());
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_back_as_written() {
+        let r = Report {
+            image_base: 0x7000_0000,
+            image_size: 65536,
+            exports: vec!["ExAllocatePool2".into(), "KeGetCurrentIrql".into()],
+            segments: vec![Segment {
+                event: "process_create".into(),
+                client_kind: "host_plain".into(),
+                clients: 8,
+                events: 32,
+                invocations: 256,
+            }],
+            timings: vec![Timing {
+                event: "process_delete".into(),
+                client_kind: "ebpf_link".into(),
+                clients: 1,
+                ns_1: 1234.5,
+                ns_2: 700.0,
+            }],
+            unhooked: vec!["thread_create".into()],
+        };
+        let back = Report::parse(&r.to_lines()).unwrap();
+        assert_eq!(back.to_lines(), r.to_lines());
+        assert_eq!(back.segments, r.segments);
+        assert!(Report::parse("image 1 2\nsegment x y z 1 1\n").is_err());
+        assert!(Report::parse("export A\n").is_err(), "no image record");
+    }
+}
