@@ -911,3 +911,39 @@ fn only_a_real_failure_of_the_account_lookup_is_traced() {
     drop((link, echo));
     env.finish();
 }
+
+/// Given account strings marked final are used whole at every size: in the
+/// inline buffers (up to 256 units) and in pool buffers beyond.
+#[test]
+fn given_final_account_strings_of_every_size_come_back_whole() {
+    let env = setup();
+    let echo = env.load("account_echo");
+    let lookups = ps::account_lookups();
+    for (name_len, domain_len) in [
+        (1, 1),
+        (255, 256),
+        (256, 257),
+        (300, 5),
+        (5, 300),
+        (1000, 1000),
+    ] {
+        let (name, domain) = ("n".repeat(name_len), "d".repeat(domain_len));
+        let mut input = upstream_input();
+        input.account_name = utf16(&name);
+        input.account_domain = utf16(&domain);
+        input.account_lookup_done = 1;
+        let (ctx, data) = test_run_input(&input);
+        let out = run(&echo, &data, &ctx, 8192, 296).unwrap();
+        assert_eq!(
+            echoed(&env),
+            (Ok(name), Ok(domain)),
+            "name {name_len}, domain {domain_len}"
+        );
+        let c = TestRunContextOut::parse(&out.context_out).unwrap();
+        assert_eq!(c.strings[2].length as usize, 2 * name_len);
+        assert_eq!(c.strings[3].length as usize, 2 * domain_len);
+    }
+    assert_eq!(ps::account_lookups(), lookups, "final strings: no lookup");
+    drop(echo);
+    env.finish();
+}
