@@ -49,8 +49,10 @@
 //! it (offline tools need it).
 //!
 //! eBPF for Windows reads `HKCU\Software\eBPF\Providers` when that key
-//! exists and `HKLM` only otherwise; a kernel driver can only write HKLM
-//! (docs/installing.md says what a stale HKCU store does).
+//! exists and `HKLM` only otherwise, and its MSI gives the installing user
+//! an HKCU store; the driver writes HKLM only, so copying its keys into
+//! HKCU is an install step (docs/installing.md, which also says why the
+//! driver does not write user hives).
 
 use crate::ebpf::abi::*;
 use crate::ebpf::program::{AttachType, ProgramType};
@@ -774,17 +776,7 @@ mod kernel {
     /// Writes the store entries of `providers` (DriverEntry, PASSIVE_LEVEL).
     /// A failure is logged with its status and does not fail the load.
     pub fn update(providers: &[&Provider]) {
-        match write_all(providers) {
-            Ok(()) => crate::dbg_log!(
-                nt::DPFLTR_INFO_LEVEL,
-                "eBPF store updated ({} program types)",
-                providers.len()
-            ),
-            Err(e) => crate::dbg_log!(
-                nt::DPFLTR_ERROR_LEVEL,
-                "writing the eBPF store failed: {e:#x} (programs can still be loaded by program type)"
-            ),
-        }
+        crate::trace::store_update(providers.len(), write_all(providers));
     }
 }
 
@@ -871,35 +863,34 @@ mod tests {
             _: *mut usize,
         ) {
         }
-        pub static PROGRAM: ProgramType<1> = ProgramType::new(
-            &PROGRAM,
-            ProgramTypeSpec {
-                name: c"sample",
-                program_type: TYPE,
-                bpf_prog_type: 0,
-                context: ebpf_context_descriptor_t {
-                    size: 8,
-                    data: -1,
-                    end: -1,
-                    meta: -1,
-                },
-                helpers: [HelperSpec {
-                    id: 0x10000,
-                    name: c"sample_helper",
-                    return_type: 0,
-                    arguments: [0; 5],
-                    address: h,
-                }],
-                context_create: create,
-                context_destroy: destroy,
-                required_irql: 0,
+        const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+            name: c"sample",
+            program_type: TYPE,
+            bpf_prog_type: 0,
+            context: ebpf_context_descriptor_t {
+                size: 8,
+                data: -1,
+                end: -1,
+                meta: -1,
             },
-        );
+            helpers: &[HelperSpec {
+                id: 0x10000,
+                name: c"sample_helper",
+                return_type: 0,
+                arguments: [0; 5],
+                address: h,
+            }],
+            context_create: create,
+            context_destroy: destroy,
+            required_irql: 0,
+        };
+        pub static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
+            ProgramType::new(&PROGRAM, PROGRAM_SPEC);
         pub static ATTACH: AttachType = AttachType::new(GUID::new(9, 9, 9, [9; 8]), TYPE, 0);
     }
 
-    static SECTIONS: [Section; 1] = [Section::new("sample/x", &sample::ATTACH)];
-    static PROVIDER: Provider = Provider::new(&sample::PROGRAM, &SECTIONS);
+    static SECTIONS: &[Section] = &[Section::new("sample/x", &sample::ATTACH)];
+    static PROVIDER: Provider = Provider::new(&sample::PROGRAM, SECTIONS);
 
     #[test]
     fn a_provider_reads_the_published_program_information() {

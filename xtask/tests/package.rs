@@ -16,6 +16,7 @@
 mod pe_checks;
 
 use goblin::pe::PE;
+use ntsim::child::{output_within, LIMIT};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +70,17 @@ fn require_tools() {
     }
 }
 
+/// [`Command::output`] within [`LIMIT`]: a hung xtask fails the test.
+trait BoundedOutput {
+    fn bounded_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl BoundedOutput for Command {
+    fn bounded_output(&mut self) -> std::io::Result<Output> {
+        output_within(self, LIMIT)
+    }
+}
+
 /// `xtask package ARGS` with the date pinned; never installs anything.
 fn xtask(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -83,7 +95,7 @@ fn xtask(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
 }
 
 fn run(mut cmd: Command) -> Output {
-    let out = cmd.output().expect("cannot run the xtask binary");
+    let out = output_within(&mut cmd, LIMIT).expect("cannot run the xtask binary");
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}{}",
@@ -485,6 +497,71 @@ fn install_txt_has_the_commands_and_the_thumbprint() {
     }
 }
 
+/// The eBPF store keys the driver writes when it starts (found in ntsim,
+/// independently of xtask), relative to `Software\eBPF\Providers`.
+fn driver_store_keys() -> Vec<String> {
+    use ntsim::ebpf::store::HKLM_STORE;
+    let mut sim = ntsim::Sim::new();
+    assert_eq!(sim.load_driver(&ntsim::build::driver_image()).unwrap(), 0);
+    let keys: Vec<String> = ["ProgramData", "SectionData"]
+        .iter()
+        .flat_map(|parent| {
+            ntsim::registry::subkeys(&format!("{HKLM_STORE}\\{parent}"))
+                .into_iter()
+                .map(move |k| format!("{parent}\\{k}"))
+        })
+        .collect();
+    sim.finish().expect("nothing left behind");
+    assert!(!keys.is_empty());
+    keys
+}
+
+/// INSTALL.txt has the HKCU step (check, copy each key, or delete the HKCU
+/// store) and the uninstall's `reg delete` of each key, for exactly the
+/// keys the driver writes: no key missing, none extra.
+#[test]
+fn install_txt_has_the_store_step_and_its_removal_for_every_key() {
+    let p = package();
+    let install = std::fs::read_to_string(p.file("INSTALL.txt")).unwrap();
+    let store = "Software\\eBPF\\Providers";
+    let keys = driver_store_keys();
+    for key in &keys {
+        for line in [
+            format!("reg copy \"HKLM\\{store}\\{key}\" \"HKCU\\{store}\\{key}\" /s /f"),
+            format!("reg delete \"HKLM\\{store}\\{key}\" /f"),
+            format!("reg delete \"HKCU\\{store}\\{key}\" /f"),
+        ] {
+            assert_eq!(
+                install.matches(&format!("   {line}\r\n")).count(),
+                1,
+                "INSTALL.txt has {line:?} once, on its own line:\n{install}"
+            );
+        }
+    }
+    for line in [
+        format!("reg query HKCU\\{store}\r\n"),
+        format!("reg delete HKCU\\{store} /f\r\n"),
+    ] {
+        assert!(
+            install.contains(&line),
+            "INSTALL.txt lacks {line:?}:\n{install}"
+        );
+    }
+    // Nothing but the driver's keys: one copy and two deletes per key.
+    let per_key = |what: &str| {
+        install
+            .lines()
+            .filter(|l| l.trim_start().starts_with(what) && l.contains("\\Providers\\"))
+            .count()
+    };
+    assert_eq!(per_key("reg copy "), keys.len(), "{install}");
+    assert_eq!(per_key("reg delete "), 2 * keys.len(), "{install}");
+    // The step comes after the driver's start, the removal after its delete.
+    let at = |s: &str| install.find(s).unwrap_or_else(|| panic!("no {s:?}"));
+    assert!(at("sc.exe start NtosEbpfExt") < at("reg copy "));
+    assert!(at("sc.exe delete NtosEbpfExt") < at("reg delete \"HKLM"));
+}
+
 #[test]
 fn the_test_certificate_is_created_once_and_reused() {
     let p = package();
@@ -551,7 +628,7 @@ fn an_incomplete_signing_folder_is_refused_not_replaced() {
         &"--out",
         &scratch().join("package-incomplete"),
     ])
-    .output()
+    .bounded_output()
     .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("lacks"), "{}", text(&out));
@@ -641,7 +718,7 @@ fn own_pfx_certificate_signs_instead_of_the_test_certificate() {
         &"--out",
         &dir.join("package-wrong"),
     ])
-    .output()
+    .bounded_output()
     .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("wrong password?"), "{}", text(&out));
@@ -658,7 +735,7 @@ fn missing_tools_are_a_clear_error() {
     // --no-install: say what to install.
     let out = xtask(&[&"--image", &p.image, &"--out", &out_dir])
         .env("PATH", &empty)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
     let msg = text(&out);
@@ -671,16 +748,18 @@ fn missing_tools_are_a_clear_error() {
     }
 
     // Installing allowed, but no apt-get on the PATH: say so.
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("package")
-        .arg("--image")
-        .arg(&p.image)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PATH", &empty)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("package")
+            .arg("--image")
+            .arg(&p.image)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("PATH", &empty)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+    .unwrap();
     assert!(!out.status.success());
     let msg = text(&out);
     assert!(
@@ -704,7 +783,7 @@ fn an_out_folder_that_is_not_a_package_is_not_deleted() {
         &"--out",
         &out_dir,
     ])
-    .output()
+    .bounded_output()
     .unwrap();
     assert!(!out.status.success());
     assert!(
@@ -806,19 +885,21 @@ fn missing_tools_are_installed_with_apt_get() {
     script("id", format!("exec '{id}' \"$@\"\n"));
 
     let out_dir = scratch().join("package-apt");
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("package")
-        .arg("--image")
-        .arg(&p.image)
-        .arg("--signing-dir")
-        .arg(&p.signing)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PATH", &bin)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("package")
+            .arg("--image")
+            .arg(&p.image)
+            .arg("--signing-dir")
+            .arg(&p.signing)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("PATH", &bin)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
