@@ -559,6 +559,27 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_counts_references_and_is_detaching_reports_the_detach() {
+        let r = InvokeRef::new();
+        assert!(!r.is_detaching());
+        assert_eq!(r.in_flight(), 0);
+        assert!(r.try_acquire());
+        assert!(r.try_acquire());
+        assert!(r.try_acquire());
+        assert_eq!(r.in_flight(), 3);
+        assert!(!r.is_detaching(), "references alone are not a detach");
+        assert_eq!(r.begin_detach(), Detach::Pending);
+        assert!(r.is_detaching());
+        assert_eq!(r.in_flight(), 3, "the detach flag is not a reference");
+        assert!(!r.release());
+        assert_eq!(r.in_flight(), 2);
+        assert!(!r.release());
+        assert!(r.release());
+        assert_eq!(r.in_flight(), 0);
+        assert!(r.is_detaching(), "a completed detach stays detached");
+    }
+
+    #[test]
     fn work_requests_coalesce_while_queued_and_rerun_when_made_during_a_run() {
         let w = WorkState::new();
         assert!(!w.is_busy());
@@ -600,9 +621,15 @@ mod tests {
                 })
             };
             let mut runs_done = 0;
+            // Each request causes at most one more run: a routine that
+            // keeps running (requests never consumed, or never idle) fails
+            // instead of hanging the test.
             let run_all = |runs_done: &mut u64| {
                 while *runs_done < queued.load(Ordering::Acquire) {
+                    let mut runs = 0;
                     loop {
+                        runs += 1;
+                        assert!(runs <= 1000, "the routine never went idle");
                         w.begin_run();
                         seen.store(value.load(Ordering::Relaxed), Ordering::Relaxed);
                         if w.end_run() {

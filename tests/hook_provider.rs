@@ -798,6 +798,212 @@ fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
     sim.finish().unwrap();
 }
 
+/// A client whose detach begins while an event is running the clients
+/// before it (the event already holds its reference) is skipped by that
+/// event: nothing runs a program whose link is going away.
+#[test]
+fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
+    let mut sim = loaded();
+    let first = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
+    let second = HostClient::new(|_| {});
+    assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
+    assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
+    let second_module = second.module_id.Guid;
+    let detach_began = || {
+        nmr::bindings()
+            .iter()
+            .find(|b| b.client_module == second_module)
+            .is_none_or(|b| b.provider_detach_at.is_some())
+    };
+    std::thread::scope(|s| {
+        let event = s.spawn(|| {
+            ps::create_process(&ProcessSpec {
+                image_file_name: "\\??\\C:\\between.exe".into(),
+                ..Default::default()
+            })
+            .creation_status
+        });
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !first.entered.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < limit,
+                "the first client was not invoked within 30 s of the process creation"
+            );
+            std::thread::yield_now();
+        }
+        // The event holds both clients now; detach the second meanwhile
+        // (deregistration waits for the event, so on a thread of its own).
+        let handle = second.handle.swap(0, Ordering::AcqRel);
+        let detacher = s.spawn(move || {
+            // SAFETY: the second client's registration, deregistered once;
+            // its context outlives the wait.
+            if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
+                // SAFETY: the same handle, whose deregistration is pending.
+                unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+            }
+        });
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !detach_began() {
+            if std::time::Instant::now() >= limit {
+                first.open();
+                panic!("the second client's detach did not begin within 30 s");
+            }
+            std::thread::yield_now();
+        }
+        first.open();
+        assert_eq!(event.join().unwrap(), 0);
+        detacher.join().unwrap();
+    });
+    assert_eq!(first.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        second.invocations.load(Ordering::SeqCst),
+        0,
+        "the event invoked a client whose detach had begun"
+    );
+    first.deregister();
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+/// The batch calls of `clients_differing_in_one_batch_function_each_get_their_own_batch`.
+static BATCH_CALLS: Mutex<Vec<&str>> = Mutex::new(Vec::new());
+
+unsafe extern "win64" fn batch_begin_1(_size: usize, _state: *mut c_void) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("begin1");
+    0
+}
+
+unsafe extern "win64" fn batch_begin_2(_size: usize, _state: *mut c_void) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("begin2");
+    0
+}
+
+unsafe extern "win64" fn batch_invoke_1(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("invoke1");
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn batch_invoke_2(
+    context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("invoke2");
+    // SAFETY: the same contract as a plain invoke.
+    unsafe { host_invoke(context, program_context, result) }
+}
+
+unsafe extern "win64" fn batch_end_1(_state: *mut c_void) -> u32 {
+    BATCH_CALLS.lock().unwrap().push("end1");
+    0
+}
+
+/// Consecutive clients share one batch only when all three batch functions
+/// are the same: a client differing from the open batch in its invoke
+/// function only, or in its begin function only, gets a batch of its own
+/// (its invoke never runs with state another begin prepared).
+#[test]
+fn clients_differing_in_one_batch_function_each_get_their_own_batch() {
+    let sim = loaded();
+    let with = |begin: usize, invoke: usize, end: usize| {
+        HostClient::new(move |c| {
+            c.dispatch.count = 4;
+            c.dispatch.functions = [host_invoke as *const () as usize, begin, invoke, end];
+        })
+    };
+    let (b1, b2) = (
+        batch_begin_1 as *const () as usize,
+        batch_begin_2 as *const () as usize,
+    );
+    let (i1, i2) = (
+        batch_invoke_1 as *const () as usize,
+        batch_invoke_2 as *const () as usize,
+    );
+    let e1 = batch_end_1 as *const () as usize;
+    // Attach order is invocation order.
+    let clients = [with(b1, i1, e1), with(b1, i2, e1), with(b2, i2, e1)];
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    BATCH_CALLS.lock().unwrap().clear();
+    let created = ps::create_process(&ProcessSpec {
+        image_file_name: "\\??\\C:\\batches.exe".into(),
+        ..Default::default()
+    });
+    assert_eq!(created.creation_status, 0);
+    assert_eq!(
+        *BATCH_CALLS.lock().unwrap(),
+        [
+            "begin1", "invoke1", "end1", // the first client
+            "begin1", "invoke2", "end1", // same begin and end, another invoke
+            "begin2", "invoke2", "end1", // same invoke and end, another begin
+        ],
+        "each client's invoke runs in a batch begun for its own functions"
+    );
+    for c in &clients {
+        assert_eq!(c.invocations.load(Ordering::SeqCst), 1);
+        c.deregister();
+    }
+    sim.finish().unwrap();
+}
+
+/// While the notify routine is still registered but no client is attached
+/// (the last one left, the removal not run yet), an event is not processed:
+/// no program runs and no per-event record is traced.
+#[test]
+fn an_event_while_no_client_is_attached_is_not_processed() {
+    // `NtosEbpfExtProvider` and its per-event keyword.
+    const PROVIDER: GUID = GUID {
+        data1: 0xd15cc421,
+        data2: 0xe9e4,
+        data3: 0x459b,
+        data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+    };
+    const KEYWORD_HOOK_EVENTS: u64 = 0x1_0000_0000;
+    let sim = loaded();
+    ntsim::log::etw_enable(&PROVIDER, 5, KEYWORD_HOOK_EVENTS, 0);
+    let hold = ntsim::io::hold();
+    let client = HostClient::new(|_| {});
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
+    let create = |name: &str| {
+        let p = ps::create_process(&ProcessSpec {
+            image_file_name: format!("\\??\\C:\\{name}.exe"),
+            ..Default::default()
+        });
+        assert_eq!(p.creation_status, 0);
+    };
+    create("attached");
+    assert_eq!(
+        ntsim::log::tl_events_named("HookEvent").len(),
+        1,
+        "an event with a client attached is traced"
+    );
+    client.deregister();
+    assert_eq!(
+        ps::notify_routine_counts().process,
+        1,
+        "the removal is held: the routine is still registered"
+    );
+    create("detached");
+    assert_eq!(client.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        ntsim::log::tl_events_named("HookEvent").len(),
+        1,
+        "an event with no client attached was processed"
+    );
+    drop(hold);
+    settle_work_items("removal after the last detach");
+    assert_eq!(ps::notify_routine_counts().process, 0);
+    sim.finish().unwrap();
+}
+
 /// A copy of some bytes in a pool block (special pool) whose last byte is
 /// the block's last byte, against the guard page: the driver reading one
 /// byte past the end faults at once.

@@ -863,3 +863,87 @@ fn every_fallible_call_of_a_test_run_fails_cleanly() {
         "the run's allocations are swept: {names:?}"
     );
 }
+
+/// The account lookup's expected first answer for a long account (buffer
+/// too small) is not traced as a failure; a real failure of the lookup is,
+/// with the API's name.
+#[test]
+fn only_a_real_failure_of_the_account_lookup_is_traced() {
+    // `NtosEbpfExtProvider`; every keyword but the per-event records.
+    const PROVIDER: ntsim::types::GUID = ntsim::types::GUID {
+        data1: 0xd15cc421,
+        data2: 0xe9e4,
+        data3: 0x459b,
+        data4: [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
+    };
+    const ALL_BUT_HOOK_EVENTS: u64 = !0x1_0000_0000;
+    let lookup_failures = || {
+        ntsim::log::tl_events_named("ApiFailure")
+            .into_iter()
+            .filter(|e| e.str("Api") == Some("SecLookupAccountSid"))
+            .count()
+    };
+    let env = setup();
+    ntsim::log::etw_enable(&PROVIDER, 5, ALL_BUT_HOOK_EVENTS, 0);
+    let echo = env.load("account_echo");
+    let link = echo.attach(hook::ATTACH_TYPE, &[], 0).unwrap();
+    set_long_account(300, 300);
+    let lookups = fault::counts()
+        .get("SecLookupAccountSid")
+        .copied()
+        .unwrap_or(0);
+    let seen = long_event(&env);
+    assert_eq!(seen.0.map(|n| n.len()), Ok(300));
+    assert_eq!(
+        fault::counts().get("SecLookupAccountSid").copied(),
+        Some(lookups + 2),
+        "a too-small answer and the retry"
+    );
+    assert_eq!(lookup_failures(), 0, "the too-small answer was traced");
+    fault::fail_nth("SecLookupAccountSid", lookups + 3);
+    let seen = long_event(&env);
+    assert_eq!(
+        seen,
+        (Err(-2), Err(-2)),
+        "the failed lookup gives no account"
+    );
+    assert_eq!(lookup_failures(), 1, "the failed lookup is traced once");
+    drop((link, echo));
+    env.finish();
+}
+
+/// Given account strings marked final are used whole at every size: in the
+/// inline buffers (up to 256 units) and in pool buffers beyond.
+#[test]
+fn given_final_account_strings_of_every_size_come_back_whole() {
+    let env = setup();
+    let echo = env.load("account_echo");
+    let lookups = ps::account_lookups();
+    for (name_len, domain_len) in [
+        (1, 1),
+        (255, 256),
+        (256, 257),
+        (300, 5),
+        (5, 300),
+        (1000, 1000),
+    ] {
+        let (name, domain) = ("n".repeat(name_len), "d".repeat(domain_len));
+        let mut input = upstream_input();
+        input.account_name = utf16(&name);
+        input.account_domain = utf16(&domain);
+        input.account_lookup_done = 1;
+        let (ctx, data) = test_run_input(&input);
+        let out = run(&echo, &data, &ctx, 8192, 296).unwrap();
+        assert_eq!(
+            echoed(&env),
+            (Ok(name), Ok(domain)),
+            "name {name_len}, domain {domain_len}"
+        );
+        let c = TestRunContextOut::parse(&out.context_out).unwrap();
+        assert_eq!(c.strings[2].length as usize, 2 * name_len);
+        assert_eq!(c.strings[3].length as usize, 2 * domain_len);
+    }
+    assert_eq!(ps::account_lookups(), lookups, "final strings: no lookup");
+    drop(echo);
+    env.finish();
+}

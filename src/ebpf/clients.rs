@@ -356,6 +356,52 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_of_another_list_yields_nothing_and_only_a_full_snapshot_has_a_last() {
+        let ours: Vec<Entry<u32>> = (0..2).map(Entry::new).collect();
+        let theirs: Vec<Entry<u32>> = (10..12).map(Entry::new).collect();
+        let mut list = ClientList::new();
+        let mut other = ClientList::new();
+        for (a, b) in ours.iter().zip(&theirs) {
+            // SAFETY: as in the tests above (both lists).
+            unsafe { list.push(a) };
+            // SAFETY: as above.
+            unsafe { other.push(b) };
+        }
+        assert_eq!(
+            values(&list, Some(&theirs[0])),
+            [] as [u32; 0],
+            "an entry linked in another list is not followed into that list"
+        );
+        let mut s = Snapshot::new();
+        list.acquire_after(None, &mut s);
+        let (count, has_last) = (s.iter().count(), s.last_if_full().is_some());
+        s.release(|_| {});
+        assert_eq!(count, 2);
+        assert!(
+            !has_last,
+            "a snapshot with room left has taken every entry there is"
+        );
+        for (a, b) in ours.iter().zip(&theirs) {
+            list.unlink(a);
+            other.unlink(b);
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a snapshot dropped without release")]
+    fn a_snapshot_dropped_holding_references_is_reported_in_debug_builds() {
+        let entry = Entry::new(7u32);
+        let mut list = ClientList::new();
+        // SAFETY: as in the tests above.
+        unsafe { list.push(&entry) };
+        let mut s = Snapshot::new();
+        list.acquire_after(None, &mut s);
+        list.unlink(&entry);
+        drop(s);
+    }
+
+    #[test]
     fn snapshots_are_bounded_and_continue_after_their_last_entry() {
         let entries: Vec<Entry<u32>> = (0..40).map(Entry::new).collect();
         let mut list = ClientList::new();

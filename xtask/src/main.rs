@@ -17,6 +17,8 @@
 //!   kernel calls and allocations per event under callgrind, wall-clock
 //!   ns per event on one and two threads; writes
 //!   `target/bench/hotpath.json` ([`bench`], docs/performance.md).
+//! - `mutants [--file GLOB] [--shard K/N] ...`: mutation testing of the
+//!   driver's logic with cargo-mutants, with a summary ([`mutants`]).
 //!
 //! They work in the checkout they are run in: the workspace is found at run
 //! time ([`ntsim::build::find_workspace_root`]: cargo's `CARGO_MANIFEST_DIR`
@@ -29,6 +31,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod fuzz;
+mod mutants;
 mod target;
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         },
         Some("fuzz") => fuzz::main(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
+        Some("mutants") => mutants::main(&args[1..]),
         Some("demo") => match demo() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
         },
         Some("package") => package::main(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET] | cargo xtask bench [--quick]");
+            eprintln!("usage: cargo xtask build | cargo xtask demo | cargo xtask package [--help] | cargo xtask fuzz [--seconds N] [TARGET] | cargo xtask bench [--quick] | cargo xtask mutants [--help]");
             ExitCode::from(2)
         }
     }
