@@ -89,6 +89,11 @@ pub struct Host {
     polls: u64,
     /// Processes whose creation a program denied (not raised again).
     denied: HashSet<(u32, u64)>,
+    /// New processes that still run their parent's executable: a fork that
+    /// has not exec'd yet, perhaps. Linux creates a process and its image in
+    /// two steps where Windows raises one creation with its image, so such
+    /// a process is raised one poll later, with what it runs by then.
+    forked: HashSet<(u32, u64)>,
     uids: HashSet<u32>,
     accounts: Vec<Account>,
     passwd: HashMap<u32, String>,
@@ -201,6 +206,7 @@ impl Host {
             known: HashMap::new(),
             polls: 0,
             denied: HashSet::new(),
+            forked: HashSet::new(),
             uids: HashSet::new(),
             accounts: ps::default_accounts(),
             passwd: passwd(),
@@ -395,12 +401,22 @@ impl Host {
         self.polls += 1;
         let mut outcomes = Vec::new();
         let current: HashSet<(u32, u64)> = now.iter().map(|s| (s.pid, s.start)).collect();
+        let exes: HashMap<u32, Option<&String>> =
+            now.iter().map(|s| (s.pid, s.exe.as_ref())).collect();
         for seen in &now {
             let key = (seen.pid, seen.start);
-            if !self.known.contains_key(&key) && !self.denied.contains(&key) {
-                outcomes.push(self.create(seen));
+            if self.known.contains_key(&key) || self.denied.contains(&key) {
+                continue;
             }
+            let parents_image =
+                seen.exe.is_some() && exes.get(&seen.ppid) == Some(&seen.exe.as_ref());
+            if parents_image && self.forked.insert(key) {
+                continue;
+            }
+            self.forked.remove(&key);
+            outcomes.push(self.create(seen));
         }
+        self.forked.retain(|k| current.contains(k));
         let mut keys: Vec<(u32, u64)> = self
             .known
             .keys()
