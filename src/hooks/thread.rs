@@ -205,14 +205,29 @@ mod kernel {
             .inspect_err(|e| trace::api_failure(trace::keyword::PROCESS, api, e.status()))
     }
 
-    /// A kernel handle to a thread, closed on drop.
+    /// A kernel handle to a thread: one this driver opened (closed on
+    /// drop), or the current thread's pseudo handle (nothing to close).
     ///
     /// # Invariants
-    /// `0` is a handle this driver opened with OBJ_KERNEL_HANDLE and has not
-    /// closed.
-    struct ThreadHandle(HANDLE);
+    /// `handle` is `ZwCurrentThread()` when `owned` is false; otherwise a
+    /// handle this driver opened with OBJ_KERNEL_HANDLE and has not closed.
+    struct ThreadHandle {
+        handle: HANDLE,
+        owned: bool,
+    }
 
     impl ThreadHandle {
+        /// The calling thread: `ZwCurrentThread()`, which Windows accepts
+        /// with full access in any Zw query; no kernel call, nothing to
+        /// close.
+        fn current() -> ThreadHandle {
+            // INVARIANT: the pseudo handle, not owned.
+            ThreadHandle {
+                handle: nt::ZW_CURRENT_THREAD,
+                owned: false,
+            }
+        }
+
         /// Opens thread `thread_id` for queries (PASSIVE_LEVEL).
         fn open(thread_id: HANDLE) -> NtResult<ThreadHandle> {
             let mut thread: nt::PETHREAD = ptr::null_mut();
@@ -241,16 +256,20 @@ mod kernel {
             unsafe { nt::ObfDereferenceObject(thread) };
             checked(c"ObOpenObjectByPointer", opened)?;
             // INVARIANT: opened above with OBJ_KERNEL_HANDLE.
-            Ok(ThreadHandle(handle))
+            Ok(ThreadHandle {
+                handle,
+                owned: true,
+            })
         }
 
         /// One fixed-size query; None when it fails.
         fn query<T>(&self, class: u32, value: &mut T) -> Option<()> {
-            // SAFETY: an open thread handle (invariant); `value` is writable
-            // for size_of::<T>() bytes.
+            // SAFETY: an open thread handle or the current thread's pseudo
+            // handle (invariant); `value` is writable for size_of::<T>()
+            // bytes.
             let status = unsafe {
                 nt::ZwQueryInformationThread(
-                    self.0,
+                    self.handle,
                     class,
                     (value as *mut T).cast(),
                     size_of::<T>() as u32,
@@ -263,8 +282,11 @@ mod kernel {
 
     impl Drop for ThreadHandle {
         fn drop(&mut self) {
+            if !self.owned {
+                return;
+            }
             // SAFETY: open and ours (invariant); closed once.
-            let status = unsafe { nt::ZwClose(self.0) };
+            let status = unsafe { nt::ZwClose(self.handle) };
             let _ = checked(c"ZwClose", status);
         }
     }
@@ -277,8 +299,18 @@ mod kernel {
         if unsafe { nt::KeGetCurrentIrql() } != nt::PASSIVE_LEVEL {
             return;
         }
-        let Ok(handle) = ThreadHandle::open(md.thread_id as HANDLE) else {
-            return;
+        // The exit callout runs on the exiting thread: its pseudo handle
+        // saves the lookup, the open and the close (checked, not assumed).
+        let exiting_here = md.operation == THREAD_OPERATION_EXIT
+            // SAFETY: a plain query of the current thread, any IRQL.
+            && unsafe { nt::PsGetCurrentThreadId() } as u64 == md.thread_id;
+        let handle = if exiting_here {
+            ThreadHandle::current()
+        } else {
+            match ThreadHandle::open(md.thread_id as HANDLE) {
+                Ok(handle) => handle,
+                Err(_) => return,
+            }
         };
         let mut start: usize = 0;
         if handle
