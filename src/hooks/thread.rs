@@ -205,29 +205,14 @@ mod kernel {
             .inspect_err(|e| trace::api_failure(trace::keyword::PROCESS, api, e.status()))
     }
 
-    /// A kernel handle to a thread: one this driver opened (closed on
-    /// drop), or the current thread's pseudo handle (nothing to close).
+    /// A kernel handle to a thread, closed on drop.
     ///
     /// # Invariants
-    /// `handle` is `ZwCurrentThread()` when `owned` is false; otherwise a
-    /// handle this driver opened with OBJ_KERNEL_HANDLE and has not closed.
-    struct ThreadHandle {
-        handle: HANDLE,
-        owned: bool,
-    }
+    /// `0` is a handle this driver opened with OBJ_KERNEL_HANDLE and has not
+    /// closed.
+    struct ThreadHandle(HANDLE);
 
     impl ThreadHandle {
-        /// The calling thread: `ZwCurrentThread()`, which Windows accepts
-        /// with full access in any Zw query; no kernel call, nothing to
-        /// close.
-        fn current() -> ThreadHandle {
-            // INVARIANT: the pseudo handle, not owned.
-            ThreadHandle {
-                handle: nt::ZW_CURRENT_THREAD,
-                owned: false,
-            }
-        }
-
         /// Opens thread `thread_id` for queries (PASSIVE_LEVEL).
         fn open(thread_id: HANDLE) -> NtResult<ThreadHandle> {
             let mut thread: nt::PETHREAD = ptr::null_mut();
@@ -256,67 +241,47 @@ mod kernel {
             unsafe { nt::ObfDereferenceObject(thread) };
             checked(c"ObOpenObjectByPointer", opened)?;
             // INVARIANT: opened above with OBJ_KERNEL_HANDLE.
-            Ok(ThreadHandle {
-                handle,
-                owned: true,
-            })
-        }
-
-        /// One fixed-size query; None when it fails.
-        fn query<T>(&self, class: u32, value: &mut T) -> Option<()> {
-            // SAFETY: an open thread handle or the current thread's pseudo
-            // handle (invariant); `value` is writable for size_of::<T>()
-            // bytes.
-            let status = unsafe {
-                nt::ZwQueryInformationThread(
-                    self.handle,
-                    class,
-                    (value as *mut T).cast(),
-                    size_of::<T>() as u32,
-                    ptr::null_mut(),
-                )
-            };
-            checked(c"ZwQueryInformationThread", status).ok()
+            Ok(ThreadHandle(handle))
         }
     }
 
     impl Drop for ThreadHandle {
         fn drop(&mut self) {
-            if !self.owned {
-                return;
-            }
             // SAFETY: open and ours (invariant); closed once.
-            let status = unsafe { nt::ZwClose(self.handle) };
+            let status = unsafe { nt::ZwClose(self.0) };
             let _ = checked(c"ZwClose", status);
         }
     }
 
-    /// The thread's start address and, on exit, its exit status; zeros for
-    /// what cannot be read. The queries need PASSIVE_LEVEL; Windows may call
-    /// the routine at APC_LEVEL, and then both stay 0.
-    fn read_thread(md: &mut thread_md_t) {
-        // SAFETY: reads the current IRQL; no precondition.
-        if unsafe { nt::KeGetCurrentIrql() } != nt::PASSIVE_LEVEL {
-            return;
-        }
-        // The exit callout runs on the exiting thread: its pseudo handle
-        // saves the lookup, the open and the close (checked, not assumed).
-        let exiting_here = md.operation == THREAD_OPERATION_EXIT
-            // SAFETY: a plain query of the current thread, any IRQL.
-            && unsafe { nt::PsGetCurrentThreadId() } as u64 == md.thread_id;
-        let handle = if exiting_here {
-            ThreadHandle::current()
-        } else {
-            match ThreadHandle::open(md.thread_id as HANDLE) {
-                Ok(handle) => handle,
-                Err(_) => return,
-            }
+    /// One fixed-size query of `thread`; None when it fails.
+    ///
+    /// # Safety
+    /// `thread` is an open thread handle of this driver or
+    /// `ZwCurrentThread()`, for the whole call; PASSIVE_LEVEL.
+    unsafe fn query<T>(thread: HANDLE, class: u32, value: &mut T) -> Option<()> {
+        // SAFETY: a thread handle (the caller's contract); `value` is
+        // writable for size_of::<T>() bytes.
+        let status = unsafe {
+            nt::ZwQueryInformationThread(
+                thread,
+                class,
+                (value as *mut T).cast(),
+                size_of::<T>() as u32,
+                ptr::null_mut(),
+            )
         };
+        checked(c"ZwQueryInformationThread", status).ok()
+    }
+
+    /// The start address and, on exit, the exit status of `thread`.
+    ///
+    /// # Safety
+    /// As [`query`].
+    #[inline(always)]
+    unsafe fn query_fields(thread: HANDLE, md: &mut thread_md_t) {
         let mut start: usize = 0;
-        if handle
-            .query(nt::ThreadQuerySetWin32StartAddress, &mut start)
-            .is_some()
-        {
+        // SAFETY: the caller's contract.
+        if unsafe { query(thread, nt::ThreadQuerySetWin32StartAddress, &mut start) }.is_some() {
             md.start_address = start as u64;
         }
         if md.operation == THREAD_OPERATION_EXIT {
@@ -331,13 +296,37 @@ mod kernel {
                 Priority: 0,
                 BasePriority: 0,
             };
-            if handle
-                .query(nt::ThreadBasicInformation, &mut basic)
-                .is_some()
-            {
+            // SAFETY: the caller's contract.
+            if unsafe { query(thread, nt::ThreadBasicInformation, &mut basic) }.is_some() {
                 md.exit_status = basic.ExitStatus as u32;
             }
         }
+    }
+
+    /// The thread's start address and, on exit, its exit status; zeros for
+    /// what cannot be read. The queries need PASSIVE_LEVEL; Windows may call
+    /// the routine at APC_LEVEL, and then both stay 0.
+    fn read_thread(md: &mut thread_md_t) {
+        // SAFETY: reads the current IRQL; no precondition.
+        if unsafe { nt::KeGetCurrentIrql() } != nt::PASSIVE_LEVEL {
+            return;
+        }
+        // The exit callout runs on the exiting thread: its pseudo handle
+        // (full access, nothing to open or close) saves the lookup, the
+        // open and the close. Checked, not assumed.
+        if md.operation == THREAD_OPERATION_EXIT
+            // SAFETY: a plain query of the current thread, any IRQL.
+            && unsafe { nt::PsGetCurrentThreadId() } as u64 == md.thread_id
+        {
+            // SAFETY: the current thread's pseudo handle, at PASSIVE_LEVEL.
+            unsafe { query_fields(nt::ZW_CURRENT_THREAD, md) };
+            return;
+        }
+        let Ok(handle) = ThreadHandle::open(md.thread_id as HANDLE) else {
+            return;
+        };
+        // SAFETY: open until `handle` drops after the call; PASSIVE_LEVEL.
+        unsafe { query_fields(handle.0, md) };
     }
 
     /// A thread event as the core receives it (no private state).
