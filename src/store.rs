@@ -49,8 +49,10 @@
 //! it (offline tools need it).
 //!
 //! eBPF for Windows reads `HKCU\Software\eBPF\Providers` when that key
-//! exists and `HKLM` only otherwise; a kernel driver can only write HKLM
-//! (docs/installing.md says what a stale HKCU store does).
+//! exists and `HKLM` only otherwise, and its MSI gives the installing user
+//! an HKCU store; the driver writes HKLM only, so copying its keys into
+//! HKCU is an install step (docs/installing.md, which also says why the
+//! driver does not write user hives).
 
 use crate::ebpf::abi::*;
 use crate::ebpf::program::{AttachType, ProgramType};
@@ -774,17 +776,7 @@ mod kernel {
     /// Writes the store entries of `providers` (DriverEntry, PASSIVE_LEVEL).
     /// A failure is logged with its status and does not fail the load.
     pub fn update(providers: &[&Provider]) {
-        match write_all(providers) {
-            Ok(()) => crate::dbg_log!(
-                nt::DPFLTR_INFO_LEVEL,
-                "eBPF store updated ({} program types)",
-                providers.len()
-            ),
-            Err(e) => crate::dbg_log!(
-                nt::DPFLTR_ERROR_LEVEL,
-                "writing the eBPF store failed: {e:#x} (programs can still be loaded by program type)"
-            ),
-        }
+        crate::trace::store_update(providers.len(), write_all(providers));
     }
 }
 

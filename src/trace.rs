@@ -711,6 +711,46 @@ mod events {
         });
     }
 
+    /// `StoreUpdate` {ProgramTypes, Status} (EXTENSION): the driver's whole
+    /// eBPF store update finished (`ProgramTypes` is how many it was to
+    /// write); also the `eBPF store updated` / `writing the eBPF store
+    /// failed` DbgPrintEx line. A failure does not fail the load.
+    pub fn store_update(program_types: usize, result: NtResult) {
+        match result {
+            Ok(()) => crate::dbg_log!(
+                nt::DPFLTR_INFO_LEVEL,
+                "eBPF store updated ({program_types} program types)"
+            ),
+            Err(e) => crate::dbg_log!(
+                nt::DPFLTR_ERROR_LEVEL,
+                "writing the eBPF store failed: {e:#x} (programs can still be loaded by program type)"
+            ),
+        }
+        event!("StoreUpdate", level_of(result), keyword::EXTENSION, {
+            ProgramTypes: u32 = u32::try_from(program_types).unwrap_or(u32::MAX),
+            Status: NtStatus = NtStatus(status_of(result)),
+        });
+    }
+
+    /// `TestRunRefused` {Hook, Reason, Result} (PROCESS, warning): a hook's
+    /// `bpf_prog_test_run` input was refused before any program ran;
+    /// `Reason` names the check, `Result` is the `ebpf_result_t` returned
+    /// to the core. Also the `<hook> test run refused: <reason>` line. For
+    /// every hook that has a test run.
+    pub fn test_run_refused(hook: &'static CStr, reason: &'static CStr, result: u32) {
+        crate::dbg_log!(
+            nt::DPFLTR_WARNING_LEVEL,
+            "{} test run refused: {}",
+            hook.to_str().unwrap_or("?"),
+            reason.to_str().unwrap_or("?")
+        );
+        event!("TestRunRefused", level::WARNING, keyword::PROCESS, {
+            Hook: &'static CStr = hook,
+            Reason: &'static CStr = reason,
+            Result: u32 = result,
+        });
+    }
+
     /// `ApiFailure` {Api, Status} (error, keyword of the area): a kernel
     /// function the driver called failed.
     pub fn api_failure(keyword: u64, api: &'static CStr, status: NTSTATUS) {

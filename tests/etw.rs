@@ -640,6 +640,9 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
         assert_eq!((w.level, w.keyword), (4, KEYWORD_EXTENSION));
     }
     assert!(log::tl_events_named("ApiFailure").is_empty());
+    let types = ntsim::ebpf::store::Store::read().programs.len() as u64;
+    assert!(types > 0, "the driver wrote its program types");
+    store_update_agrees_with_dbg(STATUS_SUCCESS, types);
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 
@@ -662,229 +665,119 @@ fn the_store_write_is_traced_per_program_type_and_its_failing_call_by_name() {
         Some(STATUS_INSUFFICIENT_RESOURCES)
     );
     assert_eq!(written.level, 2);
+    store_update_agrees_with_dbg(STATUS_INSUFFICIENT_RESOURCES, types);
+    sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+
+    // A failure before any program type: no StoreRegister, but the update's
+    // event and line still say it failed.
+    let mut sim = Sim::new();
+    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    fault::fail_nth("ZwCreateKey", 1);
+    load(&mut sim);
+    assert!(log::tl_events_named("StoreRegister").is_empty());
+    assert_eq!(one("ApiFailure").str("Api"), Some("ZwCreateKey"));
+    store_update_agrees_with_dbg(STATUS_INSUFFICIENT_RESOURCES, types);
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }
 
-// ---- the thread and image-load hooks.
-
-fn sysmon() -> Object {
-    let bytes = std::fs::read(ntsim::thread::sample_object_path()).unwrap();
-    Object::load(&bytes, &ntsim::ebpf::store::section_map()).unwrap()
-}
-
-fn spawn(name: &str) -> usize {
-    let p = ps::create_process(&ProcessSpec {
-        image_file_name: format!("\\??\\C:\\{name}"),
-        ..Default::default()
-    });
-    assert_eq!(p.creation_status, STATUS_SUCCESS);
-    p.pid
-}
-
-fn new_thread(pid: usize) -> usize {
-    ps::thread::create_thread(&ps::thread::ThreadSpec {
-        process: pid,
-        creator: None,
-        creating_thread: None,
-        start_address: 0x7ff6_1000,
-    })
-}
-
-fn image(path: &str) -> ps::image::ImageSpec {
-    ps::image::ImageSpec {
-        path: path.into(),
-        base: 0x7ffd_0000_0000,
-        size: 0x1000,
-        ..Default::default()
-    }
-}
-
-/// One user image into `pid` and one driver.
-fn load_images(pid: usize) {
-    ps::image::load_user_image(pid, &image("\\Device\\HarddiskVolume3\\a.dll"));
-    ps::image::load_driver(&image("\\SystemRoot\\System32\\drivers\\x.sys"));
+/// The one `StoreUpdate` event has `status` and counts the `types` program
+/// types the driver registers, and the DbgPrintEx line from the same call
+/// says the same.
+fn store_update_agrees_with_dbg(status: i32, types: u64) {
+    let update = one("StoreUpdate");
+    assert_eq!(update.status("Status"), Some(status));
+    let level = if status == STATUS_SUCCESS { 4 } else { 2 };
+    assert_eq!((update.level, update.keyword), (level, KEYWORD_EXTENSION));
+    assert_eq!(update.uint("ProgramTypes"), Some(types));
+    let line = if status == STATUS_SUCCESS {
+        format!("eBPF store updated ({types} program types)")
+    } else {
+        format!("writing the eBPF store failed: {:#x}", status as u32)
+    };
+    let dbg: Vec<String> = log::dbg_messages().into_iter().map(|m| m.text).collect();
+    assert_eq!(
+        dbg.iter().filter(|t| t.contains(&line)).count(),
+        1,
+        "exactly one {line:?}: {dbg:?}"
+    );
 }
 
 #[test]
-fn thread_and_image_hooks_trace_their_callbacks_and_each_event() {
+fn a_refused_test_run_is_traced_with_its_hook_and_reason() {
+    use ntsim::ebpf::core::CoreError;
+    use ntsim::ebpf::TestRunError;
+    const EBPF_INVALID_ARGUMENT: u32 = 6;
     let mut sim = Sim::new();
     log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
     load(&mut sim);
-    let object = sysmon();
-    let threads = program(&object, "thread_monitor");
-    let images = program(&object, "image_monitor");
-    log::take_etw_events();
-
-    let thread_link = threads.attach(ntsim::thread::ATTACH_TYPE, &[], 0).unwrap();
-    let registered = one("CallbackRegister");
-    assert_eq!(registered.str("Hook"), Some("thread"));
-    assert_eq!(registered.status("Status"), Some(STATUS_SUCCESS));
-    assert_eq!((registered.level, registered.keyword), (4, KEYWORD_PROCESS));
-    log::take_etw_events();
-    let image_link = images
-        .attach(ntsim::image_load::ATTACH_TYPE, &[], 0)
-        .unwrap();
-    let registered = one("CallbackRegister");
-    assert_eq!(registered.str("Hook"), Some("image_load"));
-    assert_eq!(registered.status("Status"), Some(STATUS_SUCCESS));
-
-    // Per-event records: nothing while their keyword is off.
-    let pid = spawn("quiet.exe");
-    let tid = new_thread(pid);
-    assert!(ps::thread::exit_thread(tid, 5));
-    load_images(pid);
-    assert_eq!(log::tl_events_named("HookEvent"), []);
-    assert!(
-        log::etw_events()
-            .iter()
-            .all(|e| e.descriptor.Keyword != KEYWORD_HOOK_EVENTS),
-        "no per-event write reached ETW"
-    );
-    assert_eq!(
-        log::tl_events_named("ApiFailure"),
-        [],
-        "every query of the events succeeded"
-    );
-
-    // With it: one record per thread and image event.
-    log::etw_enable(&PROVIDER, VERBOSE, KEYWORD_HOOK_EVENTS, 0);
-    let pid = spawn("loud.exe");
-    let tid = new_thread(pid);
-    assert!(ps::thread::exit_thread(tid, 5));
-    load_images(pid);
-    let seen: Vec<(String, u64, u64, u64, i64)> = log::tl_events_named("HookEvent")
-        .iter()
-        .map(|e| {
-            assert_eq!((e.level, e.keyword), (VERBOSE, KEYWORD_HOOK_EVENTS));
-            (
-                e.str("Hook").unwrap().to_string(),
-                e.uint("Operation").unwrap(),
-                e.uint("Id").unwrap(),
-                e.uint("ProgramsRun").unwrap(),
-                e.int("Verdict").unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            ("thread".to_string(), 0, tid as u64, 1, 0),
-            ("thread".to_string(), 1, tid as u64, 1, 0),
-            ("image_load".to_string(), 0, pid as u64, 1, 0),
-            ("image_load".to_string(), 0, 0, 1, 0),
-        ]
-    );
-    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
-    log::take_etw_events();
-
-    // Each hook's routine goes with its own last link.
-    drop(thread_link);
-    settle();
-    let removed = one("CallbackRemove");
-    assert_eq!(removed.str("Hook"), Some("thread"));
-    assert_eq!(removed.status("Status"), Some(STATUS_SUCCESS));
-    assert_eq!((removed.level, removed.keyword), (4, KEYWORD_PROCESS));
-    log::take_etw_events();
-    drop(image_link);
-    settle();
-    let removed = one("CallbackRemove");
-    assert_eq!(removed.str("Hook"), Some("image_load"));
-    assert_eq!(removed.status("Status"), Some(STATUS_SUCCESS));
-    drop((threads, images, object));
-    sim.unload_driver().unwrap();
-    sim.finish().unwrap();
-}
-
-/// The next call of `api` (calls are counted since the Sim began).
-fn fail_next(api: &str) {
-    fault::fail_nth(api, fault::counts().get(api).copied().unwrap_or(0) + 1);
-}
-
-#[test]
-fn thread_and_image_hook_api_failures_are_traced_with_name_and_status() {
-    let mut sim = Sim::new();
-    log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
-    load(&mut sim);
-    let object = sysmon();
-
-    // A failed notify registration fails the attach, traced and printed.
-    for (name, attach_type, api, hook_name) in [
+    let object = object();
+    let deny = program(&object, "deny_notepad");
+    let sysmon = Object::load(
+        &std::fs::read(ntsim::thread::sample_object_path()).unwrap(),
+        &ntsim::ebpf::store::section_map(),
+    )
+    .unwrap();
+    let thread_echo = program(&sysmon, "thread_echo");
+    let image_echo = program(&sysmon, "image_echo");
+    let (ctx, data) = hook::test_run_input(&hook::TestRunInput::default());
+    let thread_ctx = vec![0u8; 56];
+    let mut bad_operation = thread_ctx.clone();
+    bad_operation[44] = 2;
+    // Each hook, and different refusals of one hook: each names its check.
+    /// Program, data_in, ctx_in, hook, reason.
+    type Case<'a> = (&'a LoadedProgram, &'a [u8], &'a [u8], &'a str, &'a str);
+    let cases: [Case; 7] = [
+        (&deny, &data, &[], "process", "ContextTooSmall"),
+        (&deny, &[], &ctx, "process", "DataTooSmall"),
+        (&thread_echo, &[1, 2], &thread_ctx, "thread", "DataNotEmpty"),
         (
-            "thread_monitor",
-            ntsim::thread::ATTACH_TYPE,
-            "PsSetCreateThreadNotifyRoutine",
+            &thread_echo,
+            &[],
+            &thread_ctx[..55],
             "thread",
+            "InvalidBuffers",
         ),
         (
-            "image_monitor",
-            ntsim::image_load::ATTACH_TYPE,
-            "PsSetLoadImageNotifyRoutineEx",
-            "image_load",
+            &thread_echo,
+            &[],
+            &bad_operation,
+            "thread",
+            "InvalidContext",
         ),
-    ] {
-        let p = program(&object, name);
+        (&image_echo, &[1, 2, 3], &[], "image_load", "InvalidInput"),
+        (&image_echo, &[], &[0; 7], "image_load", "InvalidBuffers"),
+    ];
+    for (program, data_in, ctx_in, hook_name, reason) in cases {
         log::take_etw_events();
-        log::take_dbg_messages();
-        fail_next(api);
-        assert!(p.attach(attach_type, &[], 0).is_err(), "{name}");
-        let failure = one("ApiFailure");
-        assert_eq!(failure.str("Api"), Some(api));
+        let dbg_before = log::dbg_messages().len();
+        match program.test_run(data_in, ctx_in, 1024, 296) {
+            Err(CoreError::TestRun(TestRunError::ContextCreate(EBPF_INVALID_ARGUMENT))) => {}
+            other => panic!("{hook_name} {reason}: expected a refusal, got {other:?}"),
+        }
+        let refused = one("TestRunRefused");
+        assert_eq!(refused.str("Hook"), Some(hook_name));
+        assert_eq!(refused.str("Reason"), Some(reason));
+        assert_eq!(refused.uint("Result"), Some(EBPF_INVALID_ARGUMENT as u64));
+        assert_eq!((refused.level, refused.keyword), (3, KEYWORD_PROCESS));
+        let dbg: Vec<String> = log::dbg_messages()
+            .into_iter()
+            .skip(dbg_before)
+            .map(|m| m.text)
+            .collect();
+        let line = format!("{hook_name} test run refused: {reason}");
         assert_eq!(
-            failure.status("Status"),
-            Some(STATUS_INSUFFICIENT_RESOURCES)
-        );
-        assert_eq!((failure.level, failure.keyword), (2, KEYWORD_PROCESS));
-        let callback = one("CallbackRegister");
-        assert_eq!(callback.str("Hook"), Some(hook_name));
-        assert_eq!(
-            (callback.status("Status"), callback.level),
-            (Some(STATUS_INSUFFICIENT_RESOURCES), 2)
-        );
-        let line = format!("registering the {hook_name} callback failed: 0xc000009a");
-        assert!(
-            log::dbg_messages().iter().any(|m| m.text.contains(&line)),
-            "the DbgPrintEx line says the same: {:?}",
-            log::dbg_messages()
-        );
-        assert_eq!(
-            log::tl_events_named("CallbackRemove"),
-            [],
-            "nothing to remove"
+            dbg.iter().filter(|t| t.contains(&line)).count(),
+            1,
+            "one DbgPrintEx line with the same reason: {dbg:?}"
         );
     }
-
-    // The per-event queries of the thread hook: each failure is traced
-    // with the call and its status, and the start address stays 0.
-    let threads = program(&object, "thread_monitor");
-    let link = threads.attach(ntsim::thread::ATTACH_TYPE, &[], 0).unwrap();
-    let pid = spawn("q.exe");
-    for (api, status) in [
-        ("PsLookupThreadByThreadId", ps::STATUS_INVALID_CID),
-        ("ObOpenObjectByPointer", STATUS_INSUFFICIENT_RESOURCES),
-        ("ZwQueryInformationThread", STATUS_INSUFFICIENT_RESOURCES),
-    ] {
-        log::take_etw_events();
-        object.map("threads").unwrap().drain_ring();
-        fail_next(api);
-        let tid = new_thread(pid);
-        let failure = one("ApiFailure");
-        assert_eq!(failure.str("Api"), Some(api));
-        assert_eq!(failure.status("Status"), Some(status), "{api}");
-        assert_eq!((failure.level, failure.keyword), (2, KEYWORD_PROCESS));
-        let records = object.map("threads").unwrap().drain_ring();
-        assert_eq!(records.len(), 1, "{api}: the event still ran");
-        let record = ntsim::thread::ThreadRecord::parse(&records[0]).unwrap();
-        assert_eq!(
-            (record.thread_id, record.start_address),
-            (tid as u64, 0),
-            "{api}"
-        );
-        assert!(ps::thread::exit_thread(tid, 0));
-    }
-    drop(link);
-    settle();
-    drop((threads, object));
+    // An accepted run says nothing.
+    log::take_etw_events();
+    thread_echo.test_run(&[], &thread_ctx, 0, 56).unwrap();
+    assert!(log::tl_events_named("TestRunRefused").is_empty());
+    drop((deny, thread_echo, image_echo, object, sysmon));
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }

@@ -795,3 +795,65 @@ fn the_reader_skips_what_upstream_skips() {
     assert!(store.programs.is_empty());
     assert_eq!(store.skipped.len(), 3, "{:?}", store.skipped);
 }
+
+/// docs/installing.md's commands (copy into HKCU, delete from HKLM and
+/// HKCU) name exactly the store keys the driver writes at load, so a new
+/// program type or section cannot be forgotten there.
+#[test]
+fn installing_md_copies_and_deletes_every_key_the_driver_writes() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0);
+    let mut written: Vec<String> = ["ProgramData", "SectionData"]
+        .iter()
+        .flat_map(|parent| {
+            registry::subkeys(&format!("{HKLM_STORE}\\{parent}"))
+                .into_iter()
+                .map(move |k| format!("{parent}\\{k}"))
+        })
+        .collect();
+    sim.finish().expect("nothing left behind");
+    written.sort();
+    assert!(!written.is_empty());
+    let doc =
+        std::fs::read_to_string(ntsim::build::workspace_root().join("docs/installing.md")).unwrap();
+    let store = "Software\\eBPF\\Providers\\";
+    // The key each command of one kind names, in the order of the file.
+    let named = |prefix: &str, suffix: &str| -> Vec<String> {
+        let mut keys: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(prefix))
+            .filter_map(|rest| rest.strip_suffix(suffix))
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let copied: Vec<String> = {
+        let mut keys: Vec<String> = doc
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&*format!("reg copy \"HKLM\\{store}")))
+            .map(|rest| {
+                let (key, to) = rest.split_once("\" ").expect("reg copy FROM TO");
+                assert_eq!(
+                    to,
+                    format!("\"HKCU\\{store}{key}\" /s /f"),
+                    "the copy goes to the same key under HKCU, with /s /f"
+                );
+                key.to_string()
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(copied, written, "reg copy HKLM -> HKCU");
+    assert_eq!(
+        named(&format!("reg delete \"HKLM\\{store}"), "\" /f"),
+        written,
+        "reg delete HKLM"
+    );
+    assert_eq!(
+        named(&format!("reg delete \"HKCU\\{store}"), "\" /f"),
+        written,
+        "reg delete HKCU"
+    );
+}

@@ -283,9 +283,17 @@ mod kernel {
             )
         } {
             Ok(input) => input,
-            Err(e) => return e.code(),
+            Err(e) => {
+                trace::test_run_refused(c"image_load", c"InvalidBuffers", e.code());
+                return e.code();
+            }
         };
         let md = input.context.unwrap_or(image_load_md_t::zeroed());
+        if !valid_test_input(&md, input.data) {
+            let result = EbpfError::INVALID_ARGUMENT.code();
+            trace::test_run_refused(c"image_load", c"InvalidInput", result);
+            return result;
+        }
         match create_test_run(input.data, md) {
             Ok(run) => {
                 // SAFETY: checked writable by test_run_input.

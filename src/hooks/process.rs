@@ -209,6 +209,20 @@ pub enum TestRunInputError {
     SidTooLarge,
 }
 
+impl TestRunInputError {
+    /// The variant's name, as the `TestRunRefused` event's `Reason`.
+    pub fn reason(self) -> &'static core::ffi::CStr {
+        match self {
+            TestRunInputError::ContextTooSmall => c"ContextTooSmall",
+            TestRunInputError::DataTooSmall => c"DataTooSmall",
+            TestRunInputError::LengthAboveMaximum => c"LengthAboveMaximum",
+            TestRunInputError::OddLength => c"OddLength",
+            TestRunInputError::BadOperation => c"BadOperation",
+            TestRunInputError::SidTooLarge => c"SidTooLarge",
+        }
+    }
+}
+
 /// A checked test-run input: the context and the four strings (command
 /// line, image path, account name, account domain) as slices of `data_in`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

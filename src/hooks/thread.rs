@@ -391,11 +391,23 @@ mod kernel {
             )
         } {
             Ok(input) => input,
-            Err(e) => return e.code(),
+            Err(e) => {
+                trace::test_run_refused(c"thread", c"InvalidBuffers", e.code());
+                return e.code();
+            }
         };
         let md = input.context.unwrap_or(thread_md_t::zeroed());
-        if !input.data.is_empty() || !valid_test_context(&md) {
-            return EbpfError::INVALID_ARGUMENT.code();
+        let refused = if !input.data.is_empty() {
+            Some(c"DataNotEmpty")
+        } else if !valid_test_context(&md) {
+            Some(c"InvalidContext")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            let result = EbpfError::INVALID_ARGUMENT.code();
+            trace::test_run_refused(c"thread", reason, result);
+            return result;
         }
         let run = TestRun {
             event: ProgramContext::new(md, ()),

@@ -164,7 +164,8 @@ fn package(o: &Options) -> Result<(), String> {
         let version = driver_version(&root)?;
         let inf = stamp_inf(&inx, &driver_date()?, &version)?;
         write(&staging.join(INF), crlf(&inf).as_bytes())?;
-        let install = install_text(&signer, &version, checksum);
+        let keys = store_keys(&image)?;
+        let install = install_text(&signer, &version, checksum, &keys);
         write(&staging.join(INSTALL), crlf(&install).as_bytes())?;
         replace_dir(&staging, &out)
     })();
@@ -857,7 +858,55 @@ pub fn stamp_inf(inx: &str, date: &str, version: &str) -> Result<String, String>
     Ok(out)
 }
 
-fn install_text(signer: &Signer, version: &str, checksum: u32) -> String {
+/// The eBPF store keys `image` writes when it starts, relative to
+/// `Software\eBPF\Providers` (`ProgramData\{GUID}`, `SectionData\NAME`):
+/// found by starting the image in ntsim, so that INSTALL.txt names exactly
+/// the keys of the driver it ships.
+fn store_keys(image: &Path) -> Result<Vec<String>, String> {
+    use ntsim::ebpf::store::HKLM_STORE;
+    let mut sim = ntsim::Sim::new();
+    let status = sim
+        .load_driver(image)
+        .map_err(|e| format!("cannot start {} in ntsim: {e}", image.display()))?;
+    if status != 0 {
+        return Err(format!(
+            "{}: DriverEntry failed in ntsim ({:#010x}), so its eBPF store keys are unknown",
+            image.display(),
+            status as u32
+        ));
+    }
+    let keys: Vec<String> = ["ProgramData", "SectionData"]
+        .iter()
+        .flat_map(|parent| {
+            ntsim::registry::subkeys(&format!("{HKLM_STORE}\\{parent}"))
+                .into_iter()
+                .map(move |k| format!("{parent}\\{k}"))
+        })
+        .collect();
+    sim.finish()
+        .map_err(|e| format!("{} in ntsim: {e}", image.display()))?;
+    if keys.is_empty() {
+        return Err(format!(
+            "{} wrote no eBPF store entry in ntsim",
+            image.display()
+        ));
+    }
+    Ok(keys)
+}
+
+/// `reg` commands, one per store key: `reg copy` from HKLM to HKCU, or
+/// `reg delete` under `root`, indented for INSTALL.txt.
+fn reg_lines(keys: &[String], line: impl Fn(&str) -> String) -> String {
+    keys.iter().map(|k| format!("   {}\n", line(k))).collect()
+}
+
+fn install_text(signer: &Signer, version: &str, checksum: u32, keys: &[String]) -> String {
+    const STORE: &str = "Software\\eBPF\\Providers";
+    let copy = reg_lines(keys, |k| {
+        format!("reg copy \"HKLM\\{STORE}\\{k}\" \"HKCU\\{STORE}\\{k}\" /s /f")
+    });
+    let delete_hklm = reg_lines(keys, |k| format!("reg delete \"HKLM\\{STORE}\\{k}\" /f"));
+    let delete_hkcu = reg_lines(keys, |k| format!("reg delete \"HKCU\\{STORE}\\{k}\" /f"));
     let who = if signer.test {
         "the project's self-signed TEST certificate (created by `cargo xtask package`)"
     } else {
@@ -905,12 +954,36 @@ On the test machine, from an elevated Command Prompt in this folder:
 
    (In PowerShell write sc.exe, never sc, and $env:SystemRoot for %SystemRoot%.)
 
+4. Make the driver's eBPF store entries visible to the eBPF tools. The
+   driver writes them to HKLM at each start, but eBPF for Windows' MSI
+   gives the user who installed it an HKCU store, and ebpfapi.dll (bpftool,
+   netsh ebpf) reads HKCU only, whenever that key exists. As each user who
+   uses the tools (a normal prompt is enough), check:
+
+   reg query HKCU\\{STORE}
+
+   If the key exists, copy the driver's entries into it (again after each
+   driver update, once the new driver has started):
+
+{copy}
+   or delete that user's HKCU store so that HKLM is read (eBPF for
+   Windows' own entries are in HKLM too; other extensions' entries that
+   exist only in HKCU are lost):
+
+   reg delete HKCU\\{STORE} /f
+
 Stop and remove:
 
    sc.exe stop {SERVICE}
    sc.exe delete {SERVICE}
    del %SystemRoot%\\System32\\drivers\\{SYS}
 
+Remove the driver's eBPF store entries (stopping leaves them):
+
+{delete_hklm}
+and, as each user who copied them into HKCU:
+
+{delete_hkcu}
 Undo the rest when done testing:
 
    certutil -delstore TrustedPublisher {thumbprint}

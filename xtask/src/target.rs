@@ -18,17 +18,36 @@ use std::process::Command;
 /// A message naming the command to run by hand when rustc cannot be asked or
 /// rustup cannot add the target.
 pub fn ensure_installed(workspace: &Path, target: &str) -> Result<(), String> {
-    let rustc = toolchain_rustc();
-    let libdir = target_libdir(&rustc, workspace, target)?;
+    ensure_installed_with(
+        &toolchain_rustc(),
+        Path::new("rustup"),
+        workspace,
+        target,
+        &mut std::io::stderr(),
+    )
+}
+
+/// [`ensure_installed`] with the `rustc` and `rustup` to run and where to
+/// say what it does (tests give fakes).
+fn ensure_installed_with(
+    rustc: &Path,
+    rustup: &Path,
+    workspace: &Path,
+    target: &str,
+    log: &mut dyn std::io::Write,
+) -> Result<(), String> {
+    let libdir = target_libdir(rustc, workspace, target)?;
     if has_core(&libdir) {
         return Ok(());
     }
-    eprintln!(
+    // What is said is only information: a failed write is no reason to stop.
+    let _ = writeln!(
+        log,
         "xtask: the Rust standard library for {target} is not installed for this toolchain \
          ({} has no libcore); adding it: rustup target add {target}",
         libdir.display()
     );
-    let status = Command::new("rustup")
+    let status = Command::new(rustup)
         .current_dir(workspace)
         .args(["target", "add", target])
         .status()
@@ -40,14 +59,14 @@ pub fn ensure_installed(workspace: &Path, target: &str) -> Result<(), String> {
     if !status.success() {
         return Err(format!("`rustup target add {target}` failed ({status})"));
     }
-    let libdir = target_libdir(&rustc, workspace, target)?;
+    let libdir = target_libdir(rustc, workspace, target)?;
     if !has_core(&libdir) {
         return Err(format!(
             "rustup added {target}, but {} still has no libcore: is rustup managing this toolchain?",
             libdir.display()
         ));
     }
-    eprintln!("xtask: added {target}");
+    let _ = writeln!(log, "xtask: added {target}");
     Ok(())
 }
 
@@ -139,6 +158,119 @@ mod tests {
         let libdir = target_libdir(&toolchain_rustc(), &workspace, host).unwrap();
         assert!(has_core(&libdir), "{} has no libcore", libdir.display());
         ensure_installed(&workspace, host).expect("nothing to add for the host");
+    }
+
+    /// A fake toolchain in `dir`: a `rustc` that prints `dir/libdir` as
+    /// the target libdir, and a `rustup` that records its arguments in
+    /// `dir/rustup-args`, then (when `adds`) puts a libcore into that
+    /// libdir and exits with `exit`.
+    #[cfg(unix)]
+    fn fake_toolchain(dir: &Path, adds: bool, exit: i32) -> (PathBuf, PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let libdir = dir.join("libdir");
+        let script = |name: &str, body: String| {
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\n[ \"$1\" = probe ] && exit 0\n{body}"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // A process forked by another test thread while the file was
+            // open for writing holds it until that child execs: running it
+            // then fails with ETXTBSY. Once one run succeeds, no such copy
+            // is left.
+            let mut tries = 0;
+            loop {
+                match Command::new(&path).arg("probe").status() {
+                    Ok(status) => {
+                        assert!(status.success(), "{name} probe: {status}");
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(26) && tries < 200 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("cannot run the fake {name}: {e}"),
+                }
+            }
+            path
+        };
+        let rustc = script("rustc", format!("echo '{}'\n", libdir.display()));
+        let create = if adds {
+            format!(
+                "mkdir -p '{0}' && : > '{0}/libcore-fake.rlib'\n",
+                libdir.display()
+            )
+        } else {
+            String::new()
+        };
+        let rustup = script(
+            "rustup",
+            format!(
+                "echo \"$@\" > '{}'\n{create}exit {exit}\n",
+                dir.join("rustup-args").display()
+            ),
+        );
+        (rustc, rustup, libdir)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_missing_target_is_added_with_rustup_and_said_so() {
+        let dir = scratch("adds");
+        let (rustc, rustup, libdir) = fake_toolchain(&dir, true, 0);
+        let mut said = Vec::new();
+        ensure_installed_with(&rustc, &rustup, &dir, "fake-target", &mut said)
+            .expect("rustup added the target");
+        assert!(has_core(&libdir));
+        let args = std::fs::read_to_string(dir.join("rustup-args")).unwrap();
+        assert_eq!(args.trim(), "target add fake-target");
+        let said = String::from_utf8(said).unwrap();
+        assert!(
+            said.contains("adding it: rustup target add fake-target"),
+            "{said}"
+        );
+        assert!(said.contains("xtask: added fake-target"), "{said}");
+
+        // Installed now: rustup is not run again, nothing is said.
+        std::fs::remove_file(dir.join("rustup-args")).unwrap();
+        let mut said = Vec::new();
+        ensure_installed_with(&rustc, &rustup, &dir, "fake-target", &mut said).unwrap();
+        assert!(said.is_empty(), "{}", String::from_utf8_lossy(&said));
+        assert!(!dir.join("rustup-args").exists(), "rustup ran again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_failing_rustup_is_a_clear_error() {
+        let dir = scratch("fails");
+        let (rustc, rustup, _) = fake_toolchain(&dir, false, 1);
+        let e = ensure_installed_with(&rustc, &rustup, &dir, "fake-target", &mut Vec::new())
+            .unwrap_err();
+        assert!(e.contains("`rustup target add fake-target` failed"), "{e}");
+
+        // rustup says yes but the libdir still has no core.
+        let (rustc, rustup, _) = fake_toolchain(&dir, false, 0);
+        let e = ensure_installed_with(&rustc, &rustup, &dir, "fake-target", &mut Vec::new())
+            .unwrap_err();
+        assert!(e.contains("still has no libcore"), "{e}");
+
+        // No rustup at all.
+        let e = ensure_installed_with(
+            &rustc,
+            &dir.join("no-rustup"),
+            &dir,
+            "fake-target",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("cannot run rustup") && e.contains("rustup target add fake-target"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -485,6 +485,71 @@ fn install_txt_has_the_commands_and_the_thumbprint() {
     }
 }
 
+/// The eBPF store keys the driver writes when it starts (found in ntsim,
+/// independently of xtask), relative to `Software\eBPF\Providers`.
+fn driver_store_keys() -> Vec<String> {
+    use ntsim::ebpf::store::HKLM_STORE;
+    let mut sim = ntsim::Sim::new();
+    assert_eq!(sim.load_driver(&ntsim::build::driver_image()).unwrap(), 0);
+    let keys: Vec<String> = ["ProgramData", "SectionData"]
+        .iter()
+        .flat_map(|parent| {
+            ntsim::registry::subkeys(&format!("{HKLM_STORE}\\{parent}"))
+                .into_iter()
+                .map(move |k| format!("{parent}\\{k}"))
+        })
+        .collect();
+    sim.finish().expect("nothing left behind");
+    assert!(!keys.is_empty());
+    keys
+}
+
+/// INSTALL.txt has the HKCU step (check, copy each key, or delete the HKCU
+/// store) and the uninstall's `reg delete` of each key, for exactly the
+/// keys the driver writes: no key missing, none extra.
+#[test]
+fn install_txt_has_the_store_step_and_its_removal_for_every_key() {
+    let p = package();
+    let install = std::fs::read_to_string(p.file("INSTALL.txt")).unwrap();
+    let store = "Software\\eBPF\\Providers";
+    let keys = driver_store_keys();
+    for key in &keys {
+        for line in [
+            format!("reg copy \"HKLM\\{store}\\{key}\" \"HKCU\\{store}\\{key}\" /s /f"),
+            format!("reg delete \"HKLM\\{store}\\{key}\" /f"),
+            format!("reg delete \"HKCU\\{store}\\{key}\" /f"),
+        ] {
+            assert_eq!(
+                install.matches(&format!("   {line}\r\n")).count(),
+                1,
+                "INSTALL.txt has {line:?} once, on its own line:\n{install}"
+            );
+        }
+    }
+    for line in [
+        format!("reg query HKCU\\{store}\r\n"),
+        format!("reg delete HKCU\\{store} /f\r\n"),
+    ] {
+        assert!(
+            install.contains(&line),
+            "INSTALL.txt lacks {line:?}:\n{install}"
+        );
+    }
+    // Nothing but the driver's keys: one copy and two deletes per key.
+    let per_key = |what: &str| {
+        install
+            .lines()
+            .filter(|l| l.trim_start().starts_with(what) && l.contains("\\Providers\\"))
+            .count()
+    };
+    assert_eq!(per_key("reg copy "), keys.len(), "{install}");
+    assert_eq!(per_key("reg delete "), 2 * keys.len(), "{install}");
+    // The step comes after the driver's start, the removal after its delete.
+    let at = |s: &str| install.find(s).unwrap_or_else(|| panic!("no {s:?}"));
+    assert!(at("sc.exe start NtosEbpfExt") < at("reg copy "));
+    assert!(at("sc.exe delete NtosEbpfExt") < at("reg delete \"HKLM"));
+}
+
 #[test]
 fn the_test_certificate_is_created_once_and_reused() {
     let p = package();

@@ -607,8 +607,9 @@ unsafe extern "system" fn context_create(
     let parsed = match parse_test_run(buffers.context, buffers.data) {
         Ok(parsed) => parsed,
         Err(e) => {
-            crate::dbg_log!(nt::DPFLTR_ERROR_LEVEL, "process test run refused: {e:?}");
-            return EbpfError::INVALID_ARGUMENT.code();
+            let result = EbpfError::INVALID_ARGUMENT.code();
+            crate::trace::test_run_refused(c"process", e.reason(), result);
+            return result;
         }
     };
     into_ebpf_result(create_test_run(&parsed).map(|run| {
