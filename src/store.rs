@@ -863,35 +863,34 @@ mod tests {
             _: *mut usize,
         ) {
         }
-        pub static PROGRAM: ProgramType<1> = ProgramType::new(
-            &PROGRAM,
-            ProgramTypeSpec {
-                name: c"sample",
-                program_type: TYPE,
-                bpf_prog_type: 0,
-                context: ebpf_context_descriptor_t {
-                    size: 8,
-                    data: -1,
-                    end: -1,
-                    meta: -1,
-                },
-                helpers: [HelperSpec {
-                    id: 0x10000,
-                    name: c"sample_helper",
-                    return_type: 0,
-                    arguments: [0; 5],
-                    address: h,
-                }],
-                context_create: create,
-                context_destroy: destroy,
-                required_irql: 0,
+        const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+            name: c"sample",
+            program_type: TYPE,
+            bpf_prog_type: 0,
+            context: ebpf_context_descriptor_t {
+                size: 8,
+                data: -1,
+                end: -1,
+                meta: -1,
             },
-        );
+            helpers: &[HelperSpec {
+                id: 0x10000,
+                name: c"sample_helper",
+                return_type: 0,
+                arguments: [0; 5],
+                address: h,
+            }],
+            context_create: create,
+            context_destroy: destroy,
+            required_irql: 0,
+        };
+        pub static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
+            ProgramType::new(&PROGRAM, PROGRAM_SPEC);
         pub static ATTACH: AttachType = AttachType::new(GUID::new(9, 9, 9, [9; 8]), TYPE, 0);
     }
 
-    static SECTIONS: [Section; 1] = [Section::new("sample/x", &sample::ATTACH)];
-    static PROVIDER: Provider = Provider::new(&sample::PROGRAM, &SECTIONS);
+    static SECTIONS: &[Section] = &[Section::new("sample/x", &sample::ATTACH)];
+    static PROVIDER: Provider = Provider::new(&sample::PROGRAM, SECTIONS);
 
     #[test]
     fn a_provider_reads_the_published_program_information() {

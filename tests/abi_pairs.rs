@@ -491,6 +491,8 @@ fn constants() -> Vec<Constant> {
             => sa::EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION_SIZE,
         da::EBPF_DISPATCH_FUNCTIONS_OFFSET
             => offset_of!(sa::ebpf_extension_dispatch_table_t, function),
+        da::EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION => sa::EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION,
+        da::EBPF_LINK_DISPATCH_TABLE_VERSION_1 => sa::EBPF_LINK_DISPATCH_TABLE_VERSION_1,
         // The store.
         drv::store::SECTION_NAME_MAX => sim::ebpf::store::SECTION_NAME_MAX,
         format!("{}\\{}", drv::store::names::EBPF_ROOT, drv::store::names::PROVIDERS)

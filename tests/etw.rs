@@ -1,7 +1,7 @@
 //! The driver's ETW tracing (src/trace.rs): the real image in ntsim, which
 //! plays the trace session (enable callbacks with a level and keywords)
 //! and decodes every TraceLogging event into its name and typed fields.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::abi::{EBPF_HOOK_EXTENSION_IID, EBPF_PROGRAM_INFO_EXTENSION_IID};

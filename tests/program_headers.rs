@@ -13,12 +13,13 @@
 //!
 //! `tests/bpf/build.sh --check` (CI) compiles every test program with the
 //! driver header included first as well.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ntsim::build::driver_image;
+use ntsim::child::{output_within, LIMIT};
 use ntsim::ebpf::core::LoadedProgram;
 use ntsim::ebpf::Object;
 use ntsim::process::{self as hook, from_utf16, utf16};
@@ -35,31 +36,32 @@ fn build_and_run_app(var: &str, default: &str, extra: &[&str], tag: &str) -> Str
     let compiler = std::env::var(var).unwrap_or_else(|_| default.to_string());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ntos_headers_app_{tag}"));
     let app = repo().join("tests/bpf/app");
-    let result = Command::new(&compiler)
-        .args(extra)
-        .args(["-Wall", "-Wextra", "-Werror"])
-        .arg("-I")
-        .arg(repo().join("tests/bpf/include"))
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(app.join("app.c"))
-        .arg(app.join("second_unit.c"))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run the host compiler `{compiler}` ({e}): this test needs a C and a \
+    let result = output_within(
+        Command::new(&compiler)
+            .args(extra)
+            .args(["-Wall", "-Wextra", "-Werror"])
+            .arg("-I")
+            .arg(repo().join("tests/bpf/include"))
+            .arg("-I")
+            .arg(repo().join("include"))
+            .arg(app.join("app.c"))
+            .arg(app.join("second_unit.c"))
+            .arg("-o")
+            .arg(&out),
+        LIMIT,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "cannot run the host compiler `{compiler}` ({e}): this test needs a C and a \
                  C++ compiler (apt-get install clang, or set {var})"
-            )
-        });
+        )
+    });
     assert!(
         result.status.success(),
         "{compiler} {extra:?} failed to compile the application with the driver's headers:\n{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    let run = Command::new(&out)
-        .output()
+    let run = output_within(&mut Command::new(&out), LIMIT)
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", out.display()));
     assert!(run.status.success(), "{} failed: {:?}", out.display(), run);
     String::from_utf8(run.stdout).expect("ASCII output")

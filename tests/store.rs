@@ -5,6 +5,7 @@
 //! The expected keys and values are written out here from the documented
 //! layout (`ebpf_store_helper.c`, `ebpf_windows.h`, docs/abi.md), not from
 //! the driver's code.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::LoadedProgram;

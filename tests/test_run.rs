@@ -10,7 +10,7 @@
 //! `tests/bpf/test_run.c`'s `ProcessMonitor` (which keeps what upstream's
 //! sample monitor keeps, under the same map names). The rest pin the
 //! boundaries, the account rules and the failure paths.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::{driver_image, workspace_root};
 use ntsim::ebpf::core::{CoreError, LoadedProgram};

@@ -2,7 +2,7 @@
 //! ntsim, the programs of tests/bpf/sysmon.c loaded and attached through
 //! ntsim's eBPF core, thread and image events raised through the simulated
 //! kernel.
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::{Link, LoadedProgram};

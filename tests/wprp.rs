@@ -2,7 +2,7 @@
 //! profiles WPR can resolve, and enables the driver's provider with the
 //! keywords src/trace.rs writes (and eBPF for Windows' execution context
 //! where it says so).
-#![cfg(unix)]
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntosebpfext::trace::{keyword, PROVIDER_GUID};
 use std::collections::BTreeMap;

@@ -31,7 +31,7 @@ use wdk_sys::{
     WDF_DRIVER_CONFIG, WDF_NO_OBJECT_ATTRIBUTES,
 };
 
-use crate::nt;
+use crate::nt::{self, NtResult};
 
 /// Pool allocations through `ExAllocatePool2` (non-paged, tag `'rust'`).
 #[global_allocator]
@@ -87,6 +87,16 @@ pub unsafe extern "system" fn driver_entry(
     driver: PDRIVER_OBJECT,
     registry_path: PCUNICODE_STRING,
 ) -> NTSTATUS {
+    // SAFETY: forwarded contract (the I/O manager's call, once, at
+    // PASSIVE_LEVEL).
+    nt::into_status(unsafe { entry(driver, registry_path) })
+}
+
+/// What [`driver_entry`] does, with failures as [`nt::Error`]s.
+///
+/// # Safety
+/// As for [`driver_entry`].
+unsafe fn entry(driver: PDRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NtResult {
     let mut config = WDF_DRIVER_CONFIG {
         Size: core::mem::size_of::<WDF_DRIVER_CONFIG>() as ULONG,
         EvtDriverDeviceAdd: None,
@@ -95,10 +105,12 @@ pub unsafe extern "system" fn driver_entry(
         ..WDF_DRIVER_CONFIG::default()
     };
     let mut wdf_driver: WDFDRIVER = ptr::null_mut();
+    // On failure nothing of ours exists yet; the framework undoes its own
+    // state.
     // SAFETY: `driver` and `registry_path` come from the I/O manager; `config`
     // is a fully initialized WDF_DRIVER_CONFIG of the size it declares, and
     // `wdf_driver` is a valid location for the handle.
-    let status = unsafe {
+    nt::check(unsafe {
         call_unsafe_wdf_function_binding!(
             WdfDriverCreate,
             driver,
@@ -107,25 +119,17 @@ pub unsafe extern "system" fn driver_entry(
             &mut config,
             &mut wdf_driver,
         )
-    };
-    if !nt::nt_success(status) {
-        // Nothing of ours exists yet; the framework undoes its own state.
-        return status;
-    }
+    })?;
 
-    let device = match create_control_device(wdf_driver) {
-        Ok(device) => device,
-        Err(status) => return status,
-    };
+    let device = create_control_device(wdf_driver)?;
 
     // SAFETY: the I/O manager's driver object, at PASSIVE_LEVEL.
-    let status = nt::into_status(unsafe { super::load(driver.cast()) });
-    if !nt::nt_success(status) {
+    if let Err(error) = unsafe { super::load(driver.cast()) } {
         // load() left nothing behind; delete the device. The framework does
         // not call EvtDriverUnload when DriverEntry fails.
         // SAFETY: `device` is the live control device created above.
         unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, device.cast()) };
-        return status;
+        return Err(error);
     }
 
     CONTROL_DEVICE.store(device.cast(), Ordering::Release);
@@ -133,12 +137,12 @@ pub unsafe extern "system" fn driver_entry(
     // the driver is fully loaded.
     // SAFETY: `device` is the live control device created above.
     unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
-    status
+    Ok(())
 }
 
 /// Create the named control device with the SYSTEM/Administrators-only SDDL.
 /// On failure nothing is left allocated.
-fn create_control_device(wdf_driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
+fn create_control_device(wdf_driver: WDFDRIVER) -> NtResult<WDFDEVICE> {
     let sddl = unicode_string(&SDDL);
     // SAFETY: `wdf_driver` is the driver object just created; `sddl` is a
     // valid counted string that the framework parses and copies.
@@ -146,7 +150,7 @@ fn create_control_device(wdf_driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         call_unsafe_wdf_function_binding!(WdfControlDeviceInitAllocate, wdf_driver, &sddl)
     };
     if init.is_null() {
-        return Err(nt::Error::INSUFFICIENT_RESOURCES.status());
+        return Err(nt::Error::INSUFFICIENT_RESOURCES);
     }
 
     // SAFETY: `init` is the live WDFDEVICE_INIT allocated above; both calls
@@ -169,10 +173,10 @@ fn create_control_device(wdf_driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
     // SAFETY: `init` is the live WDFDEVICE_INIT allocated above; the
     // framework copies the name.
     let status = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitAssignName, init, &name) };
-    if !nt::nt_success(status) {
+    if let Err(error) = nt::check(status) {
         // SAFETY: `init` was not consumed by WdfDeviceCreate; freed once.
         unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
-        return Err(status);
+        return Err(error);
     }
 
     let mut device: WDFDEVICE = ptr::null_mut();
@@ -186,10 +190,10 @@ fn create_control_device(wdf_driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
             &mut device,
         )
     };
-    if !nt::nt_success(status) {
+    if let Err(error) = nt::check(status) {
         // SAFETY: on failure the WDFDEVICE_INIT is still the driver's to free.
         unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
-        return Err(status);
+        return Err(error);
     }
     Ok(device)
 }

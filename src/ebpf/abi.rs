@@ -238,6 +238,10 @@ pub struct ebpf_extension_data_t {
     pub prog_attach_flags: u64,
 }
 pub const EBPF_EXTENSION_DATA_MIN_SIZE: usize = offset_of!(ebpf_extension_data_t, data_size) + 8;
+/// `EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION` (ebpf_windows.h): the version
+/// of a hook client's `ebpf_extension_data_t` header, the only one this
+/// driver reads.
+pub const EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION: u16 = 1;
 
 /// `ebpf_program_invoke_function_t`.
 pub type ebpf_program_invoke_function_t = unsafe extern "system" fn(
@@ -269,6 +273,10 @@ pub struct ebpf_extension_dispatch_table_header_t {
     pub count: u16,
 }
 pub const EBPF_DISPATCH_FUNCTIONS_OFFSET: usize = 8;
+/// `EBPF_LINK_DISPATCH_TABLE_VERSION_1` (ebpf_extension.h): the first
+/// version of the client dispatch table; later versions only append
+/// functions, so any version from this one on is read.
+pub const EBPF_LINK_DISPATCH_TABLE_VERSION_1: u16 = 1;
 
 /// `ebpf_execution_context_state_t`: 64 bytes the core keeps per batch.
 #[repr(C, align(8))]

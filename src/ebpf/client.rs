@@ -40,7 +40,7 @@ impl BatchFunctions {
 pub enum ClientError {
     /// No `ebpf_extension_data_t`.
     MissingClientData,
-    /// `header.version` is not a version this driver knows (1).
+    /// `header.version` is not [`EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION`].
     UnsupportedClientDataVersion,
     /// `header.size` does not cover `data` and `data_size`.
     ClientDataTooSmall,
@@ -48,7 +48,7 @@ pub enum ClientError {
     InconsistentAttachParameters,
     /// No dispatch table.
     MissingDispatch,
-    /// Dispatch table version is not 1 or later.
+    /// Dispatch table version is below [`EBPF_LINK_DISPATCH_TABLE_VERSION_1`].
     UnsupportedDispatchVersion,
     /// Dispatch table has no function, or a null invoke.
     MissingInvoke,
@@ -82,7 +82,7 @@ pub unsafe fn validate_client(
     }
     // SAFETY: non-null and valid for its header (caller's contract).
     let header = unsafe { (*client_data).header };
-    if header.version != 1 {
+    if header.version != EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION {
         return Err(ClientError::UnsupportedClientDataVersion);
     }
     if header.size < EBPF_EXTENSION_DATA_MIN_SIZE {
@@ -99,7 +99,7 @@ pub unsafe fn validate_client(
     }
     // SAFETY: a dispatch table starts with its version and count.
     let table = unsafe { &*(dispatch as *const ebpf_extension_dispatch_table_header_t) };
-    if table.version < 1 {
+    if table.version < EBPF_LINK_DISPATCH_TABLE_VERSION_1 {
         return Err(ClientError::UnsupportedDispatchVersion);
     }
     let count = table.count as usize;

@@ -36,8 +36,15 @@ pub struct HelperSpec {
     pub address: HelperFn,
 }
 
-/// Everything that differs between program types.
-pub struct ProgramTypeSpec<const HELPERS: usize> {
+/// Everything that differs between program types. Declared as a `const`,
+/// so that the [`ProgramType`] built from it takes its helper count from
+/// the slice:
+///
+/// ```text
+/// const SPEC: ProgramTypeSpec = ProgramTypeSpec { helpers: &[..], .. };
+/// static PROGRAM: ProgramType<{ SPEC.helpers.len() }> = ProgramType::new(&PROGRAM, SPEC);
+/// ```
+pub struct ProgramTypeSpec {
     /// The type's name (`ebpf_program_type_descriptor_t::name`).
     pub name: &'static CStr,
     /// `EBPF_PROGRAM_TYPE_*`, also the program-information provider's
@@ -48,7 +55,7 @@ pub struct ProgramTypeSpec<const HELPERS: usize> {
     /// Where the context's size and "packet" pointers are.
     pub context: ebpf_context_descriptor_t,
     /// The program-type-specific helpers.
-    pub helpers: [HelperSpec; HELPERS],
+    pub helpers: &'static [HelperSpec],
     /// `bpf_prog_test_run` context construction.
     pub context_create: ebpf_program_context_create_t,
     /// `bpf_prog_test_run` context teardown.
@@ -110,8 +117,11 @@ unsafe extern "system" fn placeholder(_: u64, _: u64, _: u64, _: u64, _: u64) ->
 
 impl<const HELPERS: usize> ProgramType<HELPERS> {
     /// Builds the program information of `spec`. `this` must be the static
-    /// being initialized: `static P: ProgramType<N> = ProgramType::new(&P, ..)`.
-    pub const fn new(this: &'static Self, spec: ProgramTypeSpec<HELPERS>) -> Self {
+    /// being initialized, and `HELPERS` the length of `spec.helpers`
+    /// (checked at compile time): `static P: ProgramType<{ SPEC.helpers.len() }>
+    /// = ProgramType::new(&P, SPEC)`.
+    pub const fn new(this: &'static Self, spec: ProgramTypeSpec) -> Self {
+        assert!(spec.helpers.len() == HELPERS);
         assert!(HELPERS <= u32::MAX as usize);
         let mut prototypes = [prototype(&PLACEHOLDER); HELPERS];
         let mut addresses = [PLACEHOLDER.address; HELPERS];
@@ -265,58 +275,54 @@ mod tests {
 
     const GUID_T: GUID = GUID::new(1, 2, 3, [4; 8]);
 
-    static TWO: ProgramType<2> = ProgramType::new(
-        &TWO,
-        ProgramTypeSpec {
-            name: c"two",
-            program_type: GUID_T,
-            bpf_prog_type: 99,
-            context: ebpf_context_descriptor_t {
-                size: 32,
-                data: 0,
-                end: 8,
-                meta: -1,
-            },
-            helpers: [
-                HelperSpec {
-                    id: 0x10000,
-                    name: c"h0",
-                    return_type: EBPF_RETURN_TYPE_INTEGER,
-                    arguments: [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0],
-                    address: h0,
-                },
-                HelperSpec {
-                    id: 0x10001,
-                    name: c"h1",
-                    return_type: EBPF_RETURN_TYPE_INTEGER,
-                    arguments: [0; 5],
-                    address: h1,
-                },
-            ],
-            context_create: create,
-            context_destroy: destroy,
-            required_irql: 0,
+    const TWO_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+        name: c"two",
+        program_type: GUID_T,
+        bpf_prog_type: 99,
+        context: ebpf_context_descriptor_t {
+            size: 32,
+            data: 0,
+            end: 8,
+            meta: -1,
         },
-    );
+        helpers: &[
+            HelperSpec {
+                id: 0x10000,
+                name: c"h0",
+                return_type: EBPF_RETURN_TYPE_INTEGER,
+                arguments: [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0],
+                address: h0,
+            },
+            HelperSpec {
+                id: 0x10001,
+                name: c"h1",
+                return_type: EBPF_RETURN_TYPE_INTEGER,
+                arguments: [0; 5],
+                address: h1,
+            },
+        ],
+        context_create: create,
+        context_destroy: destroy,
+        required_irql: 0,
+    };
+    static TWO: ProgramType<{ TWO_SPEC.helpers.len() }> = ProgramType::new(&TWO, TWO_SPEC);
 
-    static NONE: ProgramType<0> = ProgramType::new(
-        &NONE,
-        ProgramTypeSpec {
-            name: c"none",
-            program_type: GUID_T,
-            bpf_prog_type: 0,
-            context: ebpf_context_descriptor_t {
-                size: 8,
-                data: -1,
-                end: -1,
-                meta: -1,
-            },
-            helpers: [],
-            context_create: create,
-            context_destroy: destroy,
-            required_irql: 0,
+    const NONE_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+        name: c"none",
+        program_type: GUID_T,
+        bpf_prog_type: 0,
+        context: ebpf_context_descriptor_t {
+            size: 8,
+            data: -1,
+            end: -1,
+            meta: -1,
         },
-    );
+        helpers: &[],
+        context_create: create,
+        context_destroy: destroy,
+        required_irql: 0,
+    };
+    static NONE: ProgramType<{ NONE_SPEC.helpers.len() }> = ProgramType::new(&NONE, NONE_SPEC);
 
     #[test]
     fn a_type_without_helpers_publishes_no_helper_tables() {

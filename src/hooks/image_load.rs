@@ -157,35 +157,34 @@ mod kernel {
 
     /// The `image_load` program type: no helpers; the image name is the
     /// packet.
-    static PROGRAM: ProgramType<0> = ProgramType::new(
-        &PROGRAM,
-        ProgramTypeSpec {
-            name: c"image_load",
-            program_type: EBPF_PROGRAM_TYPE_IMAGE_LOAD,
-            bpf_prog_type: 0,
-            context: ebpf_context_descriptor_t {
-                size: size_of::<image_load_md_t>() as i32,
-                data: offset_of!(image_load_md_t, image_path_start) as i32,
-                end: offset_of!(image_load_md_t, image_path_end) as i32,
-                meta: -1,
-            },
-            helpers: [],
-            context_create,
-            context_destroy,
-            required_irql: nt::PASSIVE_LEVEL,
+    const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+        name: c"image_load",
+        program_type: EBPF_PROGRAM_TYPE_IMAGE_LOAD,
+        bpf_prog_type: 0,
+        context: ebpf_context_descriptor_t {
+            size: size_of::<image_load_md_t>() as i32,
+            data: offset_of!(image_load_md_t, image_path_start) as i32,
+            end: offset_of!(image_load_md_t, image_path_end) as i32,
+            meta: -1,
         },
-    );
+        helpers: &[],
+        context_create,
+        context_destroy,
+        required_irql: nt::PASSIVE_LEVEL,
+    };
+    static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
+        ProgramType::new(&PROGRAM, PROGRAM_SPEC);
 
     /// The `image_load` attach type.
     static ATTACH: AttachType =
         AttachType::new(EBPF_ATTACH_TYPE_IMAGE_LOAD, EBPF_PROGRAM_TYPE_IMAGE_LOAD, 0);
 
     /// The section programs of this type use: `SEC("image_load")`.
-    static SECTIONS: [store::Section; 1] = [store::Section::new("image_load", &ATTACH)];
+    static SECTIONS: &[store::Section] = &[store::Section::new("image_load", &ATTACH)];
 
     /// The image-load hook: both providers and the store entries, fed by
     /// the load-image notify routine.
-    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &LoadImageNotify);
+    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, SECTIONS, &LoadImageNotify);
 
     /// The load-image notify routine as an [`EventSource`].
     struct LoadImageNotify;

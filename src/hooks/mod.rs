@@ -14,13 +14,13 @@ use crate::{ebpf::hook::Hook, nt::NtResult};
 
 /// Every hook, in load order (unloaded in reverse).
 #[cfg(windows)]
-static HOOKS: [&Hook; 3] = [&process::notify::HOOK, &thread::HOOK, &image_load::HOOK];
+const HOOKS: &[&Hook] = &[&process::notify::HOOK, &thread::HOOK, &image_load::HOOK];
 
 /// What the driver writes to the eBPF store: every hook's program type with
 /// its sections, in [`HOOKS`] order.
 #[cfg(windows)]
 pub fn store() -> [&'static crate::store::Provider; HOOKS.len()] {
-    HOOKS.map(|hook| hook.store())
+    core::array::from_fn(|i| HOOKS[i].store())
 }
 
 /// Loads every hook (DriverEntry). On failure the caller runs [`unload`].
@@ -32,7 +32,7 @@ pub fn store() -> [&'static crate::store::Provider; HOOKS.len()] {
 /// `driver` must be this driver's DRIVER_OBJECT; called once.
 #[cfg(windows)]
 pub unsafe fn load(driver: *mut core::ffi::c_void) -> NtResult {
-    for hook in HOOKS {
+    for hook in HOOKS.iter() {
         // SAFETY: forwarded contract.
         unsafe { hook.load(driver) }?;
     }

@@ -140,38 +140,37 @@ mod kernel {
     use core::ptr;
 
     /// The `thread` program type: no helpers, no packet.
-    static PROGRAM: ProgramType<0> = ProgramType::new(
-        &PROGRAM,
-        ProgramTypeSpec {
-            name: c"thread",
-            program_type: EBPF_PROGRAM_TYPE_THREAD,
-            bpf_prog_type: 0,
-            context: ebpf_context_descriptor_t {
-                size: size_of::<thread_md_t>() as i32,
-                data: -1,
-                end: -1,
-                meta: -1,
-            },
-            helpers: [],
-            context_create,
-            context_destroy,
-            // Windows calls thread notify routines at PASSIVE_LEVEL or
-            // APC_LEVEL (PCREATE_THREAD_NOTIFY_ROUTINE): programs must
-            // be able to run at either.
-            required_irql: nt::APC_LEVEL,
+    const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+        name: c"thread",
+        program_type: EBPF_PROGRAM_TYPE_THREAD,
+        bpf_prog_type: 0,
+        context: ebpf_context_descriptor_t {
+            size: size_of::<thread_md_t>() as i32,
+            data: -1,
+            end: -1,
+            meta: -1,
         },
-    );
+        helpers: &[],
+        context_create,
+        context_destroy,
+        // Windows calls thread notify routines at PASSIVE_LEVEL or
+        // APC_LEVEL (PCREATE_THREAD_NOTIFY_ROUTINE): programs must
+        // be able to run at either.
+        required_irql: nt::APC_LEVEL,
+    };
+    static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
+        ProgramType::new(&PROGRAM, PROGRAM_SPEC);
 
     /// The `thread` attach type.
     static ATTACH: AttachType =
         AttachType::new(EBPF_ATTACH_TYPE_THREAD, EBPF_PROGRAM_TYPE_THREAD, 0);
 
     /// The section programs of this type use: `SEC("thread")`.
-    static SECTIONS: [store::Section; 1] = [store::Section::new("thread", &ATTACH)];
+    static SECTIONS: &[store::Section] = &[store::Section::new("thread", &ATTACH)];
 
     /// The thread hook: both providers and the store entries, fed by the
     /// thread notify routine.
-    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &ThreadNotify);
+    pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, SECTIONS, &ThreadNotify);
 
     /// The thread notify routine as an [`EventSource`].
     struct ThreadNotify;

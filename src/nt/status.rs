@@ -86,13 +86,6 @@ pub const fn check(status: NTSTATUS) -> NtResult {
     }
 }
 
-/// `NT_SUCCESS`, for statuses the driver passes on unchanged (the KMDF
-/// flavor's framework calls).
-#[inline]
-pub const fn nt_success(status: NTSTATUS) -> bool {
-    status >= 0
-}
-
 /// The raw status of a result, for the FFI edge (callbacks the kernel or
 /// NMR makes into the driver).
 #[inline]

@@ -16,6 +16,7 @@
 mod pe_checks;
 
 use goblin::pe::PE;
+use ntsim::child::{output_within, LIMIT};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +70,17 @@ fn require_tools() {
     }
 }
 
+/// [`Command::output`] within [`LIMIT`]: a hung xtask fails the test.
+trait BoundedOutput {
+    fn bounded_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl BoundedOutput for Command {
+    fn bounded_output(&mut self) -> std::io::Result<Output> {
+        output_within(self, LIMIT)
+    }
+}
+
 /// `xtask package ARGS` with the date pinned; never installs anything.
 fn xtask(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
@@ -83,7 +95,7 @@ fn xtask(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
 }
 
 fn run(mut cmd: Command) -> Output {
-    let out = cmd.output().expect("cannot run the xtask binary");
+    let out = output_within(&mut cmd, LIMIT).expect("cannot run the xtask binary");
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}{}",
@@ -616,7 +628,7 @@ fn an_incomplete_signing_folder_is_refused_not_replaced() {
         &"--out",
         &scratch().join("package-incomplete"),
     ])
-    .output()
+    .bounded_output()
     .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("lacks"), "{}", text(&out));
@@ -706,7 +718,7 @@ fn own_pfx_certificate_signs_instead_of_the_test_certificate() {
         &"--out",
         &dir.join("package-wrong"),
     ])
-    .output()
+    .bounded_output()
     .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("wrong password?"), "{}", text(&out));
@@ -723,7 +735,7 @@ fn missing_tools_are_a_clear_error() {
     // --no-install: say what to install.
     let out = xtask(&[&"--image", &p.image, &"--out", &out_dir])
         .env("PATH", &empty)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
     let msg = text(&out);
@@ -736,16 +748,18 @@ fn missing_tools_are_a_clear_error() {
     }
 
     // Installing allowed, but no apt-get on the PATH: say so.
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("package")
-        .arg("--image")
-        .arg(&p.image)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PATH", &empty)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("package")
+            .arg("--image")
+            .arg(&p.image)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("PATH", &empty)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+    .unwrap();
     assert!(!out.status.success());
     let msg = text(&out);
     assert!(
@@ -769,7 +783,7 @@ fn an_out_folder_that_is_not_a_package_is_not_deleted() {
         &"--out",
         &out_dir,
     ])
-    .output()
+    .bounded_output()
     .unwrap();
     assert!(!out.status.success());
     assert!(
@@ -871,19 +885,21 @@ fn missing_tools_are_installed_with_apt_get() {
     script("id", format!("exec '{id}' \"$@\"\n"));
 
     let out_dir = scratch().join("package-apt");
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("package")
-        .arg("--image")
-        .arg(&p.image)
-        .arg("--signing-dir")
-        .arg(&p.signing)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PATH", &bin)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("package")
+            .arg("--image")
+            .arg(&p.image)
+            .arg("--signing-dir")
+            .arg(&p.signing)
+            .arg("--out")
+            .arg(&out_dir)
+            .env("PATH", &bin)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),

@@ -42,40 +42,39 @@ const fn string_helper(id: u32, name: &'static core::ffi::CStr, address: HelperF
 }
 
 /// The `process` program type.
-static PROGRAM: ProgramType<3> = ProgramType::new(
-    &PROGRAM,
-    ProgramTypeSpec {
-        name: c"process",
-        program_type: EBPF_PROGRAM_TYPE_PROCESS,
-        bpf_prog_type: BPF_PROG_TYPE_PROCESS,
-        context: ebpf_context_descriptor_t {
-            size: size_of::<process_md_t>() as i32,
-            data: offset_of!(process_md_t, command_start) as i32,
-            end: offset_of!(process_md_t, command_end) as i32,
-            meta: -1,
-        },
-        helpers: [
-            string_helper(
-                BPF_FUNC_PROCESS_GET_IMAGE_PATH,
-                c"bpf_process_get_image_path",
-                get_image_path,
-            ),
-            string_helper(
-                BPF_FUNC_PROCESS_GET_ACCOUNT_NAME,
-                c"bpf_process_get_account_name",
-                get_account_name,
-            ),
-            string_helper(
-                BPF_FUNC_PROCESS_GET_ACCOUNT_DOMAIN,
-                c"bpf_process_get_account_domain",
-                get_account_domain,
-            ),
-        ],
-        context_create,
-        context_destroy,
-        required_irql: nt::PASSIVE_LEVEL,
+const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {
+    name: c"process",
+    program_type: EBPF_PROGRAM_TYPE_PROCESS,
+    bpf_prog_type: BPF_PROG_TYPE_PROCESS,
+    context: ebpf_context_descriptor_t {
+        size: size_of::<process_md_t>() as i32,
+        data: offset_of!(process_md_t, command_start) as i32,
+        end: offset_of!(process_md_t, command_end) as i32,
+        meta: -1,
     },
-);
+    helpers: &[
+        string_helper(
+            BPF_FUNC_PROCESS_GET_IMAGE_PATH,
+            c"bpf_process_get_image_path",
+            get_image_path,
+        ),
+        string_helper(
+            BPF_FUNC_PROCESS_GET_ACCOUNT_NAME,
+            c"bpf_process_get_account_name",
+            get_account_name,
+        ),
+        string_helper(
+            BPF_FUNC_PROCESS_GET_ACCOUNT_DOMAIN,
+            c"bpf_process_get_account_domain",
+            get_account_domain,
+        ),
+    ],
+    context_create,
+    context_destroy,
+    required_irql: nt::PASSIVE_LEVEL,
+};
+static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
+    ProgramType::new(&PROGRAM, PROGRAM_SPEC);
 
 /// The `process` attach type.
 static ATTACH: AttachType = AttachType::new(
@@ -85,11 +84,11 @@ static ATTACH: AttachType = AttachType::new(
 );
 
 /// The section programs of this type use: `SEC("process")`.
-static SECTIONS: [store::Section; 1] = [store::Section::new("process", &ATTACH)];
+static SECTIONS: &[store::Section] = &[store::Section::new("process", &ATTACH)];
 
 /// The process hook: both providers and the store entries, fed by the
 /// process notify routine.
-pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, &SECTIONS, &ProcessNotify);
+pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, SECTIONS, &ProcessNotify);
 
 /// The kernel function behind the process hook's callback.
 const NOTIFY_API: &core::ffi::CStr = c"PsSetCreateProcessNotifyRoutineEx";

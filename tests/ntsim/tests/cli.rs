@@ -4,6 +4,7 @@
 #![cfg(unix)]
 
 use ntsim::build::driver_image;
+use ntsim::child::{Watched, LIMIT};
 use ntsim::process::sample_object_path;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -133,10 +134,11 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn ntsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ntsim"))
-        .args(args)
-        .output()
-        .expect("the ntsim binary runs")
+    ntsim::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ntsim")).args(args),
+        ntsim::child::LIMIT,
+    )
+    .expect("the ntsim binary runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -453,6 +455,7 @@ fn live_replays_host_processes() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let child = Watched::new(child, "ntsim run --live 3", LIMIT);
     // Start a host process once ntsim is watching.
     let mut seen = Vec::new();
     for line in lines.by_ref() {
@@ -468,11 +471,12 @@ fn live_replays_host_processes() {
         "{seen:?}"
     );
     let host = Command::new("sleep").arg("0.4321").spawn().unwrap();
+    let host = Watched::new(host, "sleep 0.4321", LIMIT);
     let host_pid = host.id();
-    let status = { host }.wait().unwrap();
+    let status = host.wait();
     assert!(status.success());
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(child.wait().success(), "{rest:?}");
     let text = rest.join("\n");
     let create = line_starting(&text, &format!("[sleep/{host_pid}] CREATE"));
     assert!(create.contains("| command line sleep 0.4321 |"), "{create}");
@@ -535,6 +539,7 @@ fn live_mirrors_host_threads_and_executable_mappings() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let child = Watched::new(child, "ntsim run --live 3", LIMIT);
     for line in lines.by_ref() {
         if line.unwrap().starts_with("watching the host's processes") {
             break;
@@ -553,10 +558,11 @@ fn live_mirrors_host_threads_and_executable_mappings() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let host = Watched::new(host, "the live_thread_helper host process", LIMIT);
     let host_pid = host.id();
-    assert!({ host }.wait().unwrap().success());
+    assert!(host.wait().success());
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(child.wait().success(), "{rest:?}");
     let text = rest.join("\n");
     let label = |l: &&String| l.contains(&format!("/{host_pid}"));
     let ours: Vec<&String> = rest.iter().filter(label).collect();

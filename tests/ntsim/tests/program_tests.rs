@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ntsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ntsim"))
-        .args(args)
-        .output()
-        .expect("the ntsim binary runs")
+    ntsim::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ntsim")).args(args),
+        ntsim::child::LIMIT,
+    )
+    .expect("the ntsim binary runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -481,7 +482,8 @@ fn ringbuf_types_are_checked_against_the_object() {
 fn the_account_column_shows_what_the_helpers_returned_not_the_account_table() {
     // The account table knows alice, but the first lookup fails: the
     // driver's helper returns -ENOENT to the program, and that is what the
-    // event line shows; the next creation's lookup succeeds.
+    // event line shows; the next creation's lookup succeeds (app, created
+    // by broker without `user=`, runs with broker's token: alice).
     let dir = temp_dir("account");
     let out = run_records(&dir, &["--fail", "SecLookupAccountSid"]);
     let stdout = text(&out.stdout);
@@ -497,7 +499,7 @@ fn the_account_column_shows_what_the_helpers_returned_not_the_account_table() {
         "{stdout}"
     );
     assert!(
-        line("[app] CREATE").contains("| account tester |"),
+        line("[app] CREATE").contains("| account alice |"),
         "{stdout}"
     );
     // deny_foreign_creator denies odd before `record` could ask.
@@ -899,6 +901,191 @@ fn thread_image_and_driver_steps_in_json_carry_their_inputs_records_and_no_verdi
             .find(|l| l["type"] == "verdict" && l["step"] == s["step"])
             .unwrap();
         assert_eq!(v["verdict"], "none", "{v}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The code blocks of docs/testing-programs.md, in order, as (language,
+/// text).
+fn doc_blocks() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/testing-programs.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let mut body = String::new();
+            for l in lines.by_ref() {
+                if l == "```" {
+                    break;
+                }
+                body.push_str(l);
+                body.push('\n');
+            }
+            blocks.push((lang.to_string(), body));
+        }
+    }
+    blocks
+}
+
+/// The one code block of the doc that starts with `start`.
+fn doc_block(blocks: &[(String, String)], start: &str) -> String {
+    let found: Vec<&String> = blocks
+        .iter()
+        .map(|(_, b)| b)
+        .filter(|b| b.starts_with(start))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "docs/testing-programs.md: expected one code block starting with {start:?}"
+    );
+    found[0].clone()
+}
+
+/// docs/testing-programs.md followed as written: the example program is
+/// compiled with the doc's clang command, its test file and test-run file
+/// pass with the output the doc shows, the doc's wrong expectation fails
+/// the way the doc shows, and the doc's scenario file gives the JSON lines
+/// the doc shows. The doc's include directories are replaced by the
+/// project's: eBPF for Windows' headers are not here, so the stand-ins in
+/// tests/bpf/include (which declare the same names) take their place.
+#[test]
+fn the_walkthrough_in_testing_programs_md_runs_as_written() {
+    let root = workspace_root();
+    let blocks = doc_blocks();
+    let dir = temp_dir("walkthrough");
+    std::fs::write(
+        dir.join("my_monitor.c"),
+        doc_block(&blocks, "#include \"bpf_helpers.h\""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("my_monitor.ntsim"),
+        doc_block(&blocks, "# what to load"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("my_test_run.ntsim"),
+        doc_block(&blocks, "object my_monitor.o\nattach watch\ntest-run"),
+    )
+    .unwrap();
+
+    // The doc's clang command, with this repository's include directories.
+    let clang = doc_block(&blocks, "clang ").replace("\\\n", " ");
+    let words: Vec<String> = clang
+        .split_whitespace()
+        .map(|w| match w {
+            "ebpf-for-windows/include" => path(&root.join("tests/bpf/include")).to_string(),
+            "ntosebpfext-rs/include" => path(&root.join("include")).to_string(),
+            w => w.to_string(),
+        })
+        .collect();
+    let out = ntsim::child::output_within(
+        Command::new(&words[0]).args(&words[1..]).current_dir(&dir),
+        ntsim::child::LIMIT,
+    )
+    .unwrap_or_else(|e| {
+        panic!("cannot run clang ({e}): this test needs clang (apt-get install clang)")
+    });
+    assert!(out.status.success(), "{words:?}: {}", text(&out.stderr));
+
+    let driver = driver_image();
+    let test = |file: &str| {
+        ntsim::child::output_within(
+            Command::new(env!("CARGO_BIN_EXE_ntsim"))
+                .args(["test", "--driver", path(&driver), file])
+                .current_dir(&dir),
+            ntsim::child::LIMIT,
+        )
+        .expect("the ntsim binary runs")
+    };
+    let out = test("my_monitor.ntsim");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        doc_block(&blocks, "test my_monitor.ntsim ... ok")
+    );
+    let out = test("my_test_run.ntsim");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // The doc's wrong expectation: its line 15 expecting 0x2000.
+    let shown = doc_block(&blocks, "test my_monitor.ntsim ... FAILED");
+    let wrong = shown.lines().nth(1).unwrap();
+    let (place, expectation) = wrong.split_once(": ").unwrap();
+    let line: usize = place
+        .strip_prefix("my_monitor.ntsim:")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let file = std::fs::read_to_string(dir.join("my_monitor.ntsim")).unwrap();
+    let mut lines: Vec<&str> = file.lines().collect();
+    assert_eq!(
+        lines[line - 1],
+        expectation.replace("0x2000", "0x1000"),
+        "the doc's failing line {line} is its test file's line, with 0x2000"
+    );
+    lines[line - 1] = expectation;
+    std::fs::write(dir.join("my_monitor.ntsim"), lines.join("\n") + "\n").unwrap();
+    let out = test("my_monitor.ntsim");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), shown);
+
+    // The scenario file the doc makes, run with --json: the doc's JSON
+    // lines are lines of the output.
+    let make = doc_block(&blocks, "cat > my_scenario.txt");
+    let (make, run) = make.split_once("EOF\nntsim run").unwrap();
+    let out = ntsim::child::output_within(
+        Command::new("sh")
+            .args(["-c", &format!("{make}EOF\n")])
+            .current_dir(&dir),
+        ntsim::child::LIMIT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(run.contains("--scenario my_scenario.txt --ringbuf events='struct event'"));
+    let out = ntsim::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ntsim"))
+            .args([
+                "run",
+                "--driver",
+                path(&driver),
+                "--object",
+                "my_monitor.o",
+                "--program",
+                "watch",
+                "--scenario",
+                "my_scenario.txt",
+                "--ringbuf",
+                "events=struct event",
+                "--json",
+            ])
+            .current_dir(&dir),
+        ntsim::child::LIMIT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let actual: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let shown = doc_block(&blocks, "{\"command_line\"");
+    for line in shown.lines() {
+        let shown: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            actual.contains(&shown),
+            "the doc's JSON line is not in the output:\n{line}\noutput:\n{}",
+            text(&out.stdout)
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

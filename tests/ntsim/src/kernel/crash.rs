@@ -11,8 +11,8 @@
 //! - what the faulting address is: a pool block ([`crate::kernel::pool::describe_address`]
 //!   without blocking: "special pool: the first byte past the end of a
 //!   64-byte block tagged 'Test' (allocation #1), in its guard page") or a
-//!   driver image ([`crate::kernel::loader::describe_address`]);
-//! - where RIP is ([`crate::kernel::loader::describe_address`]);
+//!   driver image ([`crate::kernel::images::describe_address`]);
+//! - where RIP is ([`crate::kernel::images::describe_address`]);
 //! - a hint when the address is just below the stack pointer (stack overflow);
 //!
 //! then exits with [`FATAL_EXIT_STATUS`] (`_exit`, so nothing else runs).
@@ -262,7 +262,7 @@ fn report(b: &mut Buf, sig: i32, addr: usize, code: i32, rip: usize, rsp: usize,
         let _ = write!(b, "ntsim:   address {addr:#x}: ");
         match crate::kernel::pool::describe_address_nonblocking(addr, b) {
             Some(true) => {}
-            Some(false) => match crate::kernel::loader::describe_address(addr) {
+            Some(false) => match crate::kernel::images::describe_address(addr) {
                 Some(d) => {
                     let _ = b.write_str(&d);
                 }
@@ -284,7 +284,7 @@ fn report(b: &mut Buf, sig: i32, addr: usize, code: i32, rip: usize, rsp: usize,
         b.flush();
     }
     let _ = write!(b, "ntsim:   rip {rip:#x}: ");
-    match crate::kernel::loader::describe_address(rip) {
+    match crate::kernel::images::describe_address(rip) {
         Some(d) => {
             let _ = writeln!(b, "{d}");
         }

@@ -15,6 +15,7 @@
 //!   data, faults at once and the crash report names the unloaded image.
 
 use crate::kernel::exports;
+use crate::kernel::images;
 use crate::kernel::irql;
 use crate::kernel::status::{self, NTSTATUS};
 use crate::kernel::types::{OwnedUnicodeString, DRIVER_OBJECT, PASSIVE_LEVEL, UNICODE_STRING};
@@ -22,7 +23,6 @@ use crate::kernel::violation;
 use goblin::pe::section_table::{IMAGE_SCN_MEM_EXECUTE, IMAGE_SCN_MEM_READ, IMAGE_SCN_MEM_WRITE};
 use goblin::pe::PE;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 const PAGE: usize = 4096;
 const IMAGE_FILE_MACHINE_AMD64: u16 = 0x8664;
@@ -46,73 +46,7 @@ pub enum LoadError {
     Map(String),
 }
 
-/// What the kernel knows about a loaded image's security-relevant flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ImageFlags {
-    /// Linked with /INTEGRITYCHECK (IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY).
-    pub force_integrity: bool,
-}
-
-/// One section as mapped.
-#[derive(Clone, Debug)]
-pub struct MappedSection {
-    pub name: String,
-    pub rva: usize,
-    pub size: usize,
-    pub characteristics: u32,
-}
-
-/// An image in the process, loaded or formerly loaded.
-#[derive(Clone, Debug)]
-struct ImageRecord {
-    name: String,
-    base: usize,
-    size: usize,
-    flags: ImageFlags,
-    sections: Vec<MappedSection>,
-    unloaded: bool,
-}
-
-/// Every image ever mapped by this process (unloaded ones stay, so that a
-/// fault in their former range can be explained).
-static IMAGES: Mutex<Vec<ImageRecord>> = Mutex::new(Vec::new());
-
-fn images() -> std::sync::MutexGuard<'static, Vec<ImageRecord>> {
-    IMAGES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The flags of the loaded image containing `addr`, if any (used by APIs
-/// that, like Windows, check the image that holds a callback routine).
-pub fn image_flags_for_address(addr: usize) -> Option<ImageFlags> {
-    images()
-        .iter()
-        .find(|i| !i.unloaded && addr >= i.base && addr < i.base + i.size)
-        .map(|i| i.flags)
-}
-
-/// Describes `addr` if it falls in a loaded (or formerly loaded) driver
-/// image: "ntosebpfext.sys+0x1234 (.text)", for crash reports. Never blocks
-/// (a crash handler calls it): answers None if the table is busy.
-pub fn describe_address(addr: usize) -> Option<String> {
-    let table = IMAGES.try_lock().ok()?;
-    let img = table
-        .iter()
-        .rev()
-        .find(|i| addr >= i.base && addr < i.base + i.size)?;
-    let rva = addr - img.base;
-    let section = img
-        .sections
-        .iter()
-        .find(|s| rva >= s.rva && rva < s.rva + s.size.max(1))
-        .map(|s| format!(" ({})", s.name))
-        .unwrap_or_default();
-    let state = if img.unloaded {
-        " [image UNLOADED]"
-    } else {
-        ""
-    };
-    Some(format!("{}+{rva:#x}{section}{state}", img.name))
-}
+pub use super::images::{describe_address, image_flags_for_address, ImageFlags, MappedSection};
 
 /// A mapped image (not yet, or no longer, running).
 pub struct Image {
@@ -368,22 +302,19 @@ impl Image {
     }
 
     fn record(&self) {
-        images().push(ImageRecord {
-            name: self.name.clone(),
-            base: self.base as usize,
-            size: self.map_size,
-            flags: self.flags,
-            sections: self.sections.clone(),
-            unloaded: false,
-        });
+        images::record(
+            self.name.clone(),
+            self.base as usize,
+            self.map_size,
+            self.flags,
+            self.sections.clone(),
+        );
     }
 
     /// Makes the whole range inaccessible, for good.
     fn retire(self) {
         let base = self.base as usize;
-        for rec in images().iter_mut().filter(|r| r.base == base) {
-            rec.unloaded = true;
-        }
+        images::mark_unloaded(base);
         // SAFETY: our own mapping; PROT_NONE keeps the range reserved so no
         // later mapping can reuse the address of the unloaded driver.
         unsafe { libc::mprotect(self.base.cast(), self.map_size, libc::PROT_NONE) };
@@ -396,7 +327,7 @@ impl Drop for Image {
         // Only reached for an image that never ran (mapped but not started):
         // nothing can refer to it, so the range can go back to the host.
         let base = self.base as usize;
-        images().retain(|r| r.base != base);
+        images::forget(base);
         // SAFETY: our own mapping of map_size bytes.
         unsafe { libc::munmap(self.base.cast(), self.map_size) };
     }

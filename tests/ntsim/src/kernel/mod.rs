@@ -13,9 +13,11 @@
 //! - [`exports`]: the export table, `module!name` -> function, assembled
 //!   from every service's `exports()`; nothing in a service depends on it.
 //! - [`loader`]: the kernel's driver loader (maps and relocates a PE image,
-//!   binds its imports to the table, runs `DriverEntry` and unload) and the
-//!   list of loaded images; [`crash`]: the trap handler that reports a fault
-//!   in driver code (a bug check in Windows terms).
+//!   binds its imports to the table, runs `DriverEntry` and unload);
+//!   [`images`]: the list of loaded images it keeps, which the services and
+//!   the crash reporter ask about an address without depending on the
+//!   loader; [`crash`]: the trap handler that reports a fault in driver code
+//!   (a bug check in Windows terms).
 //!
 //! A new kernel API goes into the module of its subsystem (a new subsystem
 //! gets its own module here) and into that module's `exports()`; a new
@@ -27,6 +29,7 @@ pub mod crash;
 pub mod export;
 pub mod exports;
 pub mod fault;
+pub mod images;
 pub mod io;
 pub mod irql;
 pub mod loader;

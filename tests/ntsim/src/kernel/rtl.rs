@@ -174,7 +174,7 @@ pub unsafe extern "win64" fn KeBugCheckEx(
         );
     } else {
         for (i, p) in [P1, P2, P3, P4].into_iter().enumerate() {
-            let place = crate::kernel::loader::describe_address(p)
+            let place = crate::kernel::images::describe_address(p)
                 .or_else(|| crate::kernel::pool::describe_address(p));
             if let Some(place) = place {
                 eprintln!("ntsim:   P{}: {place}", i + 1);

@@ -19,8 +19,8 @@ use super::{PEPROCESS, STATUS_PROCEDURE_NOT_FOUND};
 use crate::kernel::export::export;
 use crate::kernel::export::Export;
 use crate::kernel::fault;
+use crate::kernel::images::{self, ImageFlags};
 use crate::kernel::irql;
-use crate::kernel::loader::{self, ImageFlags};
 use crate::kernel::status::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
     STATUS_INVALID_PARAMETER_2, STATUS_SUCCESS,
@@ -204,7 +204,7 @@ thread_local! {
 }
 
 fn describe(addr: usize) -> String {
-    loader::describe_address(addr).unwrap_or_else(|| format!("{addr:#x}"))
+    images::describe_address(addr).unwrap_or_else(|| format!("{addr:#x}"))
 }
 
 #[cfg(test)]
@@ -220,7 +220,7 @@ fn image_flags(addr: usize) -> Option<ImageFlags> {
             return Some(*f);
         }
     }
-    loader::image_flags_for_address(addr)
+    images::image_flags_for_address(addr)
 }
 
 enum InsertError {
