@@ -242,22 +242,6 @@ mod kernel {
             // INVARIANT: opened above with OBJ_KERNEL_HANDLE.
             Ok(ThreadHandle(handle))
         }
-
-        /// One fixed-size query; None when it fails.
-        fn query<T>(&self, class: u32, value: &mut T) -> Option<()> {
-            // SAFETY: an open thread handle (invariant); `value` is writable
-            // for size_of::<T>() bytes.
-            let status = unsafe {
-                nt::ZwQueryInformationThread(
-                    self.0,
-                    class,
-                    (value as *mut T).cast(),
-                    size_of::<T>() as u32,
-                    ptr::null_mut(),
-                )
-            };
-            checked(c"ZwQueryInformationThread", status).ok()
-        }
     }
 
     impl Drop for ThreadHandle {
@@ -268,22 +252,35 @@ mod kernel {
         }
     }
 
-    /// The thread's start address and, on exit, its exit status; zeros for
-    /// what cannot be read. The queries need PASSIVE_LEVEL; Windows may call
-    /// the routine at APC_LEVEL, and then both stay 0.
-    fn read_thread(md: &mut thread_md_t) {
-        // SAFETY: reads the current IRQL; no precondition.
-        if unsafe { nt::KeGetCurrentIrql() } != nt::PASSIVE_LEVEL {
-            return;
-        }
-        let Ok(handle) = ThreadHandle::open(md.thread_id as HANDLE) else {
-            return;
+    /// One fixed-size query of `thread`; None when it fails.
+    ///
+    /// # Safety
+    /// `thread` is an open thread handle of this driver or
+    /// `ZwCurrentThread()`, for the whole call; PASSIVE_LEVEL.
+    unsafe fn query<T>(thread: HANDLE, class: u32, value: &mut T) -> Option<()> {
+        // SAFETY: a thread handle (the caller's contract); `value` is
+        // writable for size_of::<T>() bytes.
+        let status = unsafe {
+            nt::ZwQueryInformationThread(
+                thread,
+                class,
+                (value as *mut T).cast(),
+                size_of::<T>() as u32,
+                ptr::null_mut(),
+            )
         };
+        checked(c"ZwQueryInformationThread", status).ok()
+    }
+
+    /// The start address and, on exit, the exit status of `thread`.
+    ///
+    /// # Safety
+    /// As [`query`].
+    #[inline(always)]
+    unsafe fn query_fields(thread: HANDLE, md: &mut thread_md_t) {
         let mut start: usize = 0;
-        if handle
-            .query(nt::ThreadQuerySetWin32StartAddress, &mut start)
-            .is_some()
-        {
+        // SAFETY: the caller's contract.
+        if unsafe { query(thread, nt::ThreadQuerySetWin32StartAddress, &mut start) }.is_some() {
             md.start_address = start as u64;
         }
         if md.operation == THREAD_OPERATION_EXIT {
@@ -298,13 +295,37 @@ mod kernel {
                 Priority: 0,
                 BasePriority: 0,
             };
-            if handle
-                .query(nt::ThreadBasicInformation, &mut basic)
-                .is_some()
-            {
+            // SAFETY: the caller's contract.
+            if unsafe { query(thread, nt::ThreadBasicInformation, &mut basic) }.is_some() {
                 md.exit_status = basic.ExitStatus as u32;
             }
         }
+    }
+
+    /// The thread's start address and, on exit, its exit status; zeros for
+    /// what cannot be read. The queries need PASSIVE_LEVEL; Windows may call
+    /// the routine at APC_LEVEL, and then both stay 0.
+    fn read_thread(md: &mut thread_md_t) {
+        // SAFETY: reads the current IRQL; no precondition.
+        if unsafe { nt::KeGetCurrentIrql() } != nt::PASSIVE_LEVEL {
+            return;
+        }
+        // The exit callout runs on the exiting thread: its pseudo handle
+        // (full access, nothing to open or close) saves the lookup, the
+        // open and the close. Checked, not assumed.
+        if md.operation == THREAD_OPERATION_EXIT
+            // SAFETY: a plain query of the current thread, any IRQL.
+            && unsafe { nt::PsGetCurrentThreadId() } as u64 == md.thread_id
+        {
+            // SAFETY: the current thread's pseudo handle, at PASSIVE_LEVEL.
+            unsafe { query_fields(nt::ZW_CURRENT_THREAD, md) };
+            return;
+        }
+        let Ok(handle) = ThreadHandle::open(md.thread_id as HANDLE) else {
+            return;
+        };
+        // SAFETY: open until `handle` drops after the call; PASSIVE_LEVEL.
+        unsafe { query_fields(handle.0, md) };
     }
 
     /// A thread event as the core receives it (no private state).

@@ -303,6 +303,9 @@ pub struct OBJECT_ATTRIBUTES {
 
 pub const OBJ_CASE_INSENSITIVE: u32 = 0x40;
 pub const OBJ_KERNEL_HANDLE: u32 = 0x200;
+/// `ZwCurrentThread()` / `NtCurrentThread()`: the calling thread's pseudo
+/// handle, `(HANDLE)(LONG_PTR)-2`.
+pub const ZW_CURRENT_THREAD: HANDLE = -2isize as HANDLE;
 
 pub const DELETE: u32 = 0x0001_0000;
 pub const KEY_QUERY_VALUE: u32 = 0x0001;

@@ -19,11 +19,25 @@ fn the_benchmark_workload_runs_every_configuration_and_reaches_every_client() {
     let report = bench::run(&driver_image(), &plan).unwrap();
     assert!(report.image_size > 0);
     assert!(report.exports.iter().any(|e| e == "ExAllocatePool2"));
-    let hooked = EVENTS.len() - report.unhooked.len();
     assert!(
-        !report.unhooked.iter().any(|e| e.starts_with("process")),
-        "the driver hooks process events"
+        report.unhooked.is_empty(),
+        "the driver hooks every event kind of the benchmark, not {:?}",
+        report.unhooked
     );
+    let hooked = EVENTS.len();
+    for kind in [
+        "process_create",
+        "process_delete",
+        "thread_create",
+        "thread_exit",
+        "image_load_user",
+        "image_load_driver",
+    ] {
+        assert!(
+            report.segments.iter().any(|s| s.event == kind),
+            "no segment of {kind}"
+        );
+    }
     assert_eq!(report.segments.len(), plan.kinds.len() * 2 * hooked);
     for s in &report.segments {
         assert_eq!(s.invocations, (s.clients * s.events) as u64, "{s:?}");

@@ -30,8 +30,9 @@
 //!   THREAD_QUERY_INFORMATION (start address) or
 //!   THREAD_QUERY_LIMITED_INFORMATION (basic information) in the handle's
 //!   granted access (STATUS_ACCESS_DENIED); other classes are
-//!   STATUS_INVALID_INFO_CLASS. Fault injection: "ZwQueryInformationThread"
-//!   (STATUS_INSUFFICIENT_RESOURCES).
+//!   STATUS_INVALID_INFO_CLASS. `ZwCurrentThread()` (the pseudo handle -2)
+//!   names the calling thread with THREAD_ALL_ACCESS, as on Windows. Fault
+//!   injection: "ZwQueryInformationThread" (STATUS_INSUFFICIENT_RESOURCES).
 
 use super::STATUS_INVALID_INFO_CLASS;
 use super::{current_ids, events, state, ObjData, ObjectKind, PETHREAD, STATUS_INVALID_CID};
@@ -66,6 +67,9 @@ pub const GENERIC_ALL: u32 = 0x1000_0000;
 pub const OBJ_KERNEL_HANDLE: u32 = 0x200;
 /// `KPROCESSOR_MODE::KernelMode`.
 pub const KERNEL_MODE: i8 = 0;
+
+/// `ZwCurrentThread()` / `NtCurrentThread()`: `(HANDLE)(LONG_PTR)-2`.
+pub const CURRENT_THREAD_HANDLE: HANDLE = -2isize as HANDLE;
 
 /// `THREAD_BASIC_INFORMATION` (48 bytes).
 #[repr(C)]
@@ -404,8 +408,12 @@ pub unsafe extern "win64" fn ZwQueryInformationThread(
 ) -> NTSTATUS {
     const API: &str = "ZwQueryInformationThread";
     irql::require_at_most(API, PASSIVE_LEVEL);
-    let Some((tid, access)) = with(|t| t.handles.get(&thread_handle).map(|e| (e.tid, e.access)))
-    else {
+    let handle = if thread_handle == CURRENT_THREAD_HANDLE {
+        Some((current_ids().1, THREAD_ALL_ACCESS))
+    } else {
+        with(|t| t.handles.get(&thread_handle).map(|e| (e.tid, e.access)))
+    };
+    let Some((tid, access)) = handle else {
         violation::record(
             "ps",
             format!("{API} with a handle that is not an open thread handle: {thread_handle:#x}"),
