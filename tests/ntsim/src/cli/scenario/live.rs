@@ -439,6 +439,24 @@ impl Host {
         gone.sort();
         for key in gone {
             let m = self.known.remove(&key).expect("a known process");
+            // Its other threads end first, each with its own event, as
+            // when they end between two polls.
+            let mut threads: Vec<(u32, usize)> = m
+                .threads
+                .iter()
+                .filter(|(host_tid, _)| **host_tid != key.0)
+                .map(|(host_tid, tid)| (*host_tid, *tid))
+                .collect();
+            threads.sort_unstable();
+            for (host_tid, tid) in threads {
+                if ps::thread::exit_thread(tid, 0) {
+                    outcomes.push(Outcome::ThreadExited {
+                        name: format!("{}/task {host_tid}", m.label),
+                        tid,
+                        code: 0,
+                    });
+                }
+            }
             let time = ps::filetime_now();
             if ps::thread::exit_process(m.pid, 0, Some(time)) {
                 outcomes.push(Outcome::Exited {
