@@ -306,6 +306,135 @@ pub unsafe fn write_test_run_data(
     unsafe { *size_out = written };
 }
 
+/// One hook's `bpf_prog_test_run`, for a program type whose `context_in`
+/// is its program context: only what is specific to the hook. The core's
+/// side (checking the buffers, the zeroed context when none is given,
+/// `TestRunRefused` events, handing the run over and taking it back,
+/// writing `context_out` and `data_out`) is [`test_run_context_create`]
+/// and [`test_run_context_destroy`], instantiated for the hook.
+///
+/// # Safety
+/// [`Context`](Self::Context) is plain data (any bytes are a valid value:
+/// `context_in` is copied into one) and has no implicit padding (it is
+/// written to `context_out` byte for byte).
+#[cfg(windows)]
+pub unsafe trait TestRunHook {
+    /// The hook's name in `TestRunRefused` events.
+    const NAME: &'static core::ffi::CStr;
+    /// The program context, as `context_in` and `context_out` carry it.
+    type Context: Copy;
+    /// The driver's private per-event state.
+    type Private;
+    /// What the run owns.
+    type Owned;
+    /// The context of a run whose caller passed none.
+    const ZEROED: Self::Context;
+
+    /// Why the input is refused (the `Reason` of the `TestRunRefused`
+    /// event; the run fails with `EBPF_INVALID_ARGUMENT`), or `None`.
+    fn refusal(context: &Self::Context, data: &[u8]) -> Option<&'static core::ffi::CStr>;
+
+    /// The run, in pool, from accepted input.
+    ///
+    /// # Errors
+    /// As the hook decides (`NO_MEMORY` when the pool is exhausted).
+    fn create(
+        context: Self::Context,
+        data: &[u8],
+    ) -> super::abi::EbpfResult<PoolBox<TestRunOf<Self>>>;
+
+    /// What goes back to the caller when the run is over: the context
+    /// (`context_out`) and the data (`data_out`).
+    fn output(run: &TestRunOf<Self>) -> (Self::Context, &[u8]);
+}
+
+/// The run of a [`TestRunHook`].
+#[cfg(windows)]
+pub type TestRunOf<H> = TestRunContext<
+    <H as TestRunHook>::Context,
+    <H as TestRunHook>::Private,
+    <H as TestRunHook>::Owned,
+>;
+
+/// `context_create` of a [`TestRunHook`]: checks the buffers
+/// ([`test_run_input`]; refused as `InvalidBuffers`), takes the caller's
+/// context or a zeroed one, asks the hook whether it refuses the input,
+/// and hands the run it creates to the core.
+///
+/// # Safety
+/// `context_create`'s contract: each pointer valid for its size (or null
+/// with size 0), `context` writable.
+#[cfg(windows)]
+pub unsafe extern "system" fn test_run_context_create<H: TestRunHook>(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> super::abi::ebpf_result_t {
+    use super::abi::{EbpfError, EBPF_SUCCESS};
+    // SAFETY: forwarded contract; H::Context is plain data (TestRunHook's
+    // contract).
+    let input = match unsafe {
+        test_run_input::<H::Context>(data_in, data_size_in, context_in, context_size_in, context)
+    } {
+        Ok(input) => input,
+        Err(e) => {
+            crate::trace::test_run_refused(H::NAME, c"InvalidBuffers", e.code());
+            return e.code();
+        }
+    };
+    let md = input.context.unwrap_or(H::ZEROED);
+    if let Some(reason) = H::refusal(&md, input.data) {
+        let result = EbpfError::INVALID_ARGUMENT.code();
+        crate::trace::test_run_refused(H::NAME, reason, result);
+        return result;
+    }
+    match H::create(md, input.data) {
+        Ok(run) => {
+            // SAFETY: checked non-null and writable by test_run_input.
+            unsafe { *context = TestRunContext::into_raw(run) };
+            EBPF_SUCCESS
+        }
+        Err(e) => e.code(),
+    }
+}
+
+/// `context_destroy` of a [`TestRunHook`]: takes the run back, writes
+/// what the hook gives back ([`write_test_run_context`],
+/// [`write_test_run_data`]) and frees the run. A null `context` is
+/// ignored.
+///
+/// # Safety
+/// `context` is null or comes from [`test_run_context_create`] of the same
+/// `H`, once; out pointers as [`write_test_run_context`] requires.
+#[cfg(windows)]
+pub unsafe extern "system" fn test_run_context_destroy<H: TestRunHook>(
+    context: *mut c_void,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    if context.is_null() {
+        return;
+    }
+    // SAFETY: a context test_run_context_create::<H> gave away; ownership
+    // comes back.
+    let run = unsafe { TestRunOf::<H>::from_raw(context) };
+    let (md, data) = H::output(&run);
+    // SAFETY: forwarded contract; H::Context has no implicit padding
+    // (TestRunHook's contract).
+    unsafe { write_test_run_context(md, context_out, context_size_out) };
+    // SAFETY: forwarded contract.
+    unsafe {
+        write_test_run_data(data.len(), data_out, data_size_out, |out| {
+            out.copy_from_slice(data)
+        })
+    };
+    drop(run);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
