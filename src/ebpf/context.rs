@@ -306,27 +306,56 @@ pub unsafe fn write_test_run_data(
     unsafe { *size_out = written };
 }
 
-/// One hook's `bpf_prog_test_run`, for a program type whose `context_in`
-/// is its program context: only what is specific to the hook. The core's
-/// side (checking the buffers, the zeroed context when none is given,
-/// `TestRunRefused` events, handing the run over and taking it back,
-/// writing `context_out` and `data_out`) is [`test_run_context_create`]
-/// and [`test_run_context_destroy`], instantiated for the hook.
+/// What one hook's `bpf_prog_test_run` gives back: its run's types and
+/// the context and data the caller receives. [`test_run_context_destroy`],
+/// instantiated for the hook, takes the run back, writes them
+/// (`context_out`, `data_out`) and frees the run.
 ///
 /// # Safety
-/// [`Context`](Self::Context) is plain data (any bytes are a valid value:
-/// `context_in` is copied into one) and has no implicit padding (it is
-/// written to `context_out` byte for byte).
+/// [`ContextOut`](Self::ContextOut) has no implicit padding (it is written
+/// to `context_out` byte for byte, so nothing of the driver's stack reaches
+/// the caller).
 #[cfg(windows)]
-pub unsafe trait TestRunHook {
-    /// The hook's name in `TestRunRefused` events.
-    const NAME: &'static core::ffi::CStr;
-    /// The program context, as `context_in` and `context_out` carry it.
-    type Context: Copy;
+pub unsafe trait TestRunOutput {
+    /// The program context.
+    type Context;
     /// The driver's private per-event state.
     type Private;
     /// What the run owns.
     type Owned;
+    /// What `context_out` receives.
+    type ContextOut: Copy;
+
+    /// What goes back to the caller when the run is over: the context
+    /// (`context_out`) and the pieces of the data, back to back
+    /// (`data_out`). The run is the caller's alone by then (no program or
+    /// helper reaches it).
+    fn output(run: &mut TestRunOf<Self>) -> (Self::ContextOut, impl AsRef<[&[u8]]>);
+}
+
+/// The run of a [`TestRunOutput`].
+#[cfg(windows)]
+pub type TestRunOf<H> = TestRunContext<
+    <H as TestRunOutput>::Context,
+    <H as TestRunOutput>::Private,
+    <H as TestRunOutput>::Owned,
+>;
+
+/// One hook's `bpf_prog_test_run`, for a program type whose `context_in`
+/// and `context_out` are its program context: only what is specific to
+/// the hook. The core's side (checking the buffers, the zeroed context
+/// when none is given, `TestRunRefused` events, handing the run over and
+/// taking it back, writing `context_out` and `data_out`) is
+/// [`test_run_context_create`] and [`test_run_context_destroy`],
+/// instantiated for the hook.
+///
+/// # Safety
+/// [`Context`](TestRunOutput::Context) is plain data (any bytes are a
+/// valid value: `context_in` is copied into one).
+#[cfg(windows)]
+pub unsafe trait TestRunHook: TestRunOutput<Context: Copy> {
+    /// The hook's name in `TestRunRefused` events.
+    const NAME: &'static core::ffi::CStr;
     /// The context of a run whose caller passed none.
     const ZEROED: Self::Context;
 
@@ -342,19 +371,7 @@ pub unsafe trait TestRunHook {
         context: Self::Context,
         data: &[u8],
     ) -> super::abi::EbpfResult<PoolBox<TestRunOf<Self>>>;
-
-    /// What goes back to the caller when the run is over: the context
-    /// (`context_out`) and the data (`data_out`).
-    fn output(run: &TestRunOf<Self>) -> (Self::Context, &[u8]);
 }
-
-/// The run of a [`TestRunHook`].
-#[cfg(windows)]
-pub type TestRunOf<H> = TestRunContext<
-    <H as TestRunHook>::Context,
-    <H as TestRunHook>::Private,
-    <H as TestRunHook>::Owned,
->;
 
 /// `context_create` of a [`TestRunHook`]: checks the buffers
 /// ([`test_run_input`]; refused as `InvalidBuffers`), takes the caller's
@@ -400,16 +417,18 @@ pub unsafe extern "system" fn test_run_context_create<H: TestRunHook>(
     }
 }
 
-/// `context_destroy` of a [`TestRunHook`]: takes the run back, writes
-/// what the hook gives back ([`write_test_run_context`],
-/// [`write_test_run_data`]) and frees the run. A null `context` is
-/// ignored.
+/// `context_destroy` of a [`TestRunOutput`]: takes the run back, writes
+/// what the hook gives back ([`write_test_run_context`]: a whole context
+/// or nothing; [`write_test_run_data`]: all the data or nothing) and frees
+/// the run. A null `context` is ignored.
 ///
 /// # Safety
-/// `context` is null or comes from [`test_run_context_create`] of the same
-/// `H`, once; out pointers as [`write_test_run_context`] requires.
+/// `context` is null or a run of `H` handed to the core with
+/// [`TestRunContext::into_raw`] (by [`test_run_context_create`] or the
+/// hook's own `context_create`), taken back once; out pointers as
+/// [`write_test_run_context`] requires.
 #[cfg(windows)]
-pub unsafe extern "system" fn test_run_context_destroy<H: TestRunHook>(
+pub unsafe extern "system" fn test_run_context_destroy<H: TestRunOutput>(
     context: *mut c_void,
     data_out: *mut u8,
     data_size_out: *mut usize,
@@ -419,19 +438,25 @@ pub unsafe extern "system" fn test_run_context_destroy<H: TestRunHook>(
     if context.is_null() {
         return;
     }
-    // SAFETY: a context test_run_context_create::<H> gave away; ownership
-    // comes back.
-    let run = unsafe { TestRunOf::<H>::from_raw(context) };
-    let (md, data) = H::output(&run);
-    // SAFETY: forwarded contract; H::Context has no implicit padding
-    // (TestRunHook's contract).
+    // SAFETY: a run of H the core was given; ownership comes back.
+    let mut run = unsafe { TestRunOf::<H>::from_raw(context) };
+    let (md, data) = H::output(&mut run);
+    // SAFETY: forwarded contract; H::ContextOut has no implicit padding
+    // (TestRunOutput's contract).
     unsafe { write_test_run_context(md, context_out, context_size_out) };
+    let pieces = data.as_ref();
+    let need = pieces.iter().map(|piece| piece.len()).sum();
     // SAFETY: forwarded contract.
     unsafe {
-        write_test_run_data(data.len(), data_out, data_size_out, |out| {
-            out.copy_from_slice(data)
+        write_test_run_data(need, data_out, data_size_out, |mut out| {
+            for piece in pieces {
+                let (head, rest) = out.split_at_mut(piece.len());
+                head.copy_from_slice(piece);
+                out = rest;
+            }
         })
     };
+    drop(data);
     drop(run);
 }
 

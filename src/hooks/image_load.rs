@@ -143,7 +143,7 @@ mod kernel {
     use crate::ebpf::abi::*;
     use crate::ebpf::context::{
         test_run_context_create, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
-        TestRunContext, TestRunHook,
+        TestRunContext, TestRunHook, TestRunOutput,
     };
     use crate::ebpf::hook::{EventSource, Flow, Hook};
     use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
@@ -264,15 +264,28 @@ mod kernel {
     /// A run of [`TestRun`].
     type Run = TestRunContext<image_load_md_t, (), Vec<u8>>;
 
-    // SAFETY: image_load_md_t is integers and raw pointers (any bytes are
-    // valid; the pointers are replaced before use and nulled before they
-    // go back), with no implicit padding: two pointers and four u64, then
-    // u32, u8, u8 and `reserved` u16, 56 bytes at 8-byte alignment.
-    unsafe impl TestRunHook for TestRun {
-        const NAME: &'static CStr = c"image_load";
+    // SAFETY: image_load_md_t has no implicit padding: two pointers and
+    // four u64, then u32, u8, u8 and `reserved` u16, 56 bytes at 8-byte
+    // alignment.
+    unsafe impl TestRunOutput for TestRun {
         type Context = image_load_md_t;
         type Private = ();
         type Owned = Vec<u8>;
+        type ContextOut = image_load_md_t;
+
+        fn output(run: &mut Run) -> (image_load_md_t, impl AsRef<[&[u8]]>) {
+            let mut md = run.event.context;
+            // Kernel addresses mean nothing to the caller.
+            md.image_path_start = ptr::null_mut();
+            md.image_path_end = ptr::null_mut();
+            (md, [&run.owned[..]])
+        }
+    }
+
+    // SAFETY: image_load_md_t is integers and raw pointers: any bytes are
+    // valid (the pointers are replaced before use, in `create`).
+    unsafe impl TestRunHook for TestRun {
+        const NAME: &'static CStr = c"image_load";
         const ZEROED: image_load_md_t = image_load_md_t::zeroed();
 
         fn refusal(md: &image_load_md_t, path: &[u8]) -> Option<&'static CStr> {
@@ -300,14 +313,6 @@ mod kernel {
             event.context.image_path_start = packet.start;
             event.context.image_path_end = packet.end;
             Ok(run)
-        }
-
-        fn output(run: &Run) -> (image_load_md_t, &[u8]) {
-            let mut md = run.event.context;
-            // Kernel addresses mean nothing to the caller.
-            md.image_path_start = ptr::null_mut();
-            md.image_path_end = ptr::null_mut();
-            (md, &run.owned)
         }
     }
 }

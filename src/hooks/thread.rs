@@ -129,7 +129,7 @@ mod kernel {
     use crate::ebpf::abi::*;
     use crate::ebpf::context::{
         test_run_context_create, test_run_context_destroy, ProgramContext, TestRunContext,
-        TestRunHook, TestRunOf,
+        TestRunHook, TestRunOf, TestRunOutput,
     };
     use crate::ebpf::hook::{EventSource, Flow, Hook};
     use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
@@ -371,14 +371,22 @@ mod kernel {
     /// The thread hook's test run: no data, nothing owned.
     enum TestRun {}
 
-    // SAFETY: thread_md_t is integers only (any bytes are valid), with no
-    // implicit padding: five u64 then four u32 (`reserved` included), 56
-    // bytes at 8-byte alignment.
-    unsafe impl TestRunHook for TestRun {
-        const NAME: &'static CStr = c"thread";
+    // SAFETY: thread_md_t has no implicit padding: five u64 then four u32
+    // (`reserved` included), 56 bytes at 8-byte alignment.
+    unsafe impl TestRunOutput for TestRun {
         type Context = thread_md_t;
         type Private = ();
         type Owned = ();
+        type ContextOut = thread_md_t;
+
+        fn output(run: &mut TestRunOf<Self>) -> (thread_md_t, impl AsRef<[&[u8]]>) {
+            (run.event.context, [])
+        }
+    }
+
+    // SAFETY: thread_md_t is integers only: any bytes are valid.
+    unsafe impl TestRunHook for TestRun {
+        const NAME: &'static CStr = c"thread";
         const ZEROED: thread_md_t = thread_md_t::zeroed();
 
         fn refusal(md: &thread_md_t, data: &[u8]) -> Option<&'static CStr> {
@@ -397,10 +405,6 @@ mod kernel {
                 owned: (),
             };
             PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)
-        }
-
-        fn output(run: &TestRunOf<Self>) -> (thread_md_t, &[u8]) {
-            (run.event.context, &[])
         }
     }
 }
