@@ -306,6 +306,160 @@ pub unsafe fn write_test_run_data(
     unsafe { *size_out = written };
 }
 
+/// What one hook's `bpf_prog_test_run` gives back: its run's types and
+/// the context and data the caller receives. [`test_run_context_destroy`],
+/// instantiated for the hook, takes the run back, writes them
+/// (`context_out`, `data_out`) and frees the run.
+///
+/// # Safety
+/// [`ContextOut`](Self::ContextOut) has no implicit padding (it is written
+/// to `context_out` byte for byte, so nothing of the driver's stack reaches
+/// the caller).
+#[cfg(windows)]
+pub unsafe trait TestRunOutput {
+    /// The program context.
+    type Context;
+    /// The driver's private per-event state.
+    type Private;
+    /// What the run owns.
+    type Owned;
+    /// What `context_out` receives.
+    type ContextOut: Copy;
+
+    /// What goes back to the caller when the run is over: the context
+    /// (`context_out`) and the pieces of the data, back to back
+    /// (`data_out`). The run is the caller's alone by then (no program or
+    /// helper reaches it).
+    fn output(run: &mut TestRunOf<Self>) -> (Self::ContextOut, impl AsRef<[&[u8]]>);
+}
+
+/// The run of a [`TestRunOutput`].
+#[cfg(windows)]
+pub type TestRunOf<H> = TestRunContext<
+    <H as TestRunOutput>::Context,
+    <H as TestRunOutput>::Private,
+    <H as TestRunOutput>::Owned,
+>;
+
+/// One hook's `bpf_prog_test_run`, for a program type whose `context_in`
+/// and `context_out` are its program context: only what is specific to
+/// the hook. The core's side (checking the buffers, the zeroed context
+/// when none is given, `TestRunRefused` events, handing the run over and
+/// taking it back, writing `context_out` and `data_out`) is
+/// [`test_run_context_create`] and [`test_run_context_destroy`],
+/// instantiated for the hook.
+///
+/// # Safety
+/// [`Context`](TestRunOutput::Context) is plain data (any bytes are a
+/// valid value: `context_in` is copied into one).
+#[cfg(windows)]
+pub unsafe trait TestRunHook: TestRunOutput<Context: Copy> {
+    /// The hook's name in `TestRunRefused` events.
+    const NAME: &'static core::ffi::CStr;
+    /// The context of a run whose caller passed none.
+    const ZEROED: Self::Context;
+
+    /// Why the input is refused (the `Reason` of the `TestRunRefused`
+    /// event; the run fails with `EBPF_INVALID_ARGUMENT`), or `None`.
+    fn refusal(context: &Self::Context, data: &[u8]) -> Option<&'static core::ffi::CStr>;
+
+    /// The run, in pool, from accepted input.
+    ///
+    /// # Errors
+    /// As the hook decides (`NO_MEMORY` when the pool is exhausted).
+    fn create(
+        context: Self::Context,
+        data: &[u8],
+    ) -> super::abi::EbpfResult<PoolBox<TestRunOf<Self>>>;
+}
+
+/// `context_create` of a [`TestRunHook`]: checks the buffers
+/// ([`test_run_input`]; refused as `InvalidBuffers`), takes the caller's
+/// context or a zeroed one, asks the hook whether it refuses the input,
+/// and hands the run it creates to the core.
+///
+/// # Safety
+/// `context_create`'s contract: each pointer valid for its size (or null
+/// with size 0), `context` writable.
+#[cfg(windows)]
+pub unsafe extern "system" fn test_run_context_create<H: TestRunHook>(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> super::abi::ebpf_result_t {
+    use super::abi::{EbpfError, EBPF_SUCCESS};
+    // SAFETY: forwarded contract; H::Context is plain data (TestRunHook's
+    // contract).
+    let input = match unsafe {
+        test_run_input::<H::Context>(data_in, data_size_in, context_in, context_size_in, context)
+    } {
+        Ok(input) => input,
+        Err(e) => {
+            crate::trace::test_run_refused(H::NAME, c"InvalidBuffers", e.code());
+            return e.code();
+        }
+    };
+    let md = input.context.unwrap_or(H::ZEROED);
+    if let Some(reason) = H::refusal(&md, input.data) {
+        let result = EbpfError::INVALID_ARGUMENT.code();
+        crate::trace::test_run_refused(H::NAME, reason, result);
+        return result;
+    }
+    match H::create(md, input.data) {
+        Ok(run) => {
+            // SAFETY: checked non-null and writable by test_run_input.
+            unsafe { *context = TestRunContext::into_raw(run) };
+            EBPF_SUCCESS
+        }
+        Err(e) => e.code(),
+    }
+}
+
+/// `context_destroy` of a [`TestRunOutput`]: takes the run back, writes
+/// what the hook gives back ([`write_test_run_context`]: a whole context
+/// or nothing; [`write_test_run_data`]: all the data or nothing) and frees
+/// the run. A null `context` is ignored.
+///
+/// # Safety
+/// `context` is null or a run of `H` handed to the core with
+/// [`TestRunContext::into_raw`] (by [`test_run_context_create`] or the
+/// hook's own `context_create`), taken back once; out pointers as
+/// [`write_test_run_context`] requires.
+#[cfg(windows)]
+pub unsafe extern "system" fn test_run_context_destroy<H: TestRunOutput>(
+    context: *mut c_void,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    if context.is_null() {
+        return;
+    }
+    // SAFETY: a run of H the core was given; ownership comes back.
+    let mut run = unsafe { TestRunOf::<H>::from_raw(context) };
+    let (md, data) = H::output(&mut run);
+    // SAFETY: forwarded contract; H::ContextOut has no implicit padding
+    // (TestRunOutput's contract).
+    unsafe { write_test_run_context(md, context_out, context_size_out) };
+    let pieces = data.as_ref();
+    let need = pieces.iter().map(|piece| piece.len()).sum();
+    // SAFETY: forwarded contract.
+    unsafe {
+        write_test_run_data(need, data_out, data_size_out, |mut out| {
+            for piece in pieces {
+                let (head, rest) = out.split_at_mut(piece.len());
+                head.copy_from_slice(piece);
+                out = rest;
+            }
+        })
+    };
+    drop(data);
+    drop(run);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

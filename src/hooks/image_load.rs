@@ -142,8 +142,8 @@ mod kernel {
     use super::*;
     use crate::ebpf::abi::*;
     use crate::ebpf::context::{
-        test_run_input, unicode_bytes, write_test_run_context, write_test_run_data, Packet,
-        ProgramContext, TestRunContext,
+        test_run_context_create, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
+        TestRunContext, TestRunHook, TestRunOutput,
     };
     use crate::ebpf::hook::{EventSource, Flow, Hook};
     use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
@@ -152,7 +152,7 @@ mod kernel {
     use crate::store;
     use crate::trace;
     use alloc::vec::Vec;
-    use core::ffi::c_void;
+    use core::ffi::CStr;
     use core::ptr;
 
     /// The `image_load` program type: no helpers; the image name is the
@@ -168,8 +168,8 @@ mod kernel {
             meta: -1,
         },
         helpers: &[],
-        context_create,
-        context_destroy,
+        context_create: test_run_context_create::<TestRun>,
+        context_destroy: test_run_context_destroy::<TestRun>,
         required_irql: nt::PASSIVE_LEVEL,
     };
     static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
@@ -257,104 +257,63 @@ mod kernel {
     // -----------------------------------------------------------------------
     // bpf_prog_test_run: data is the image path; the context in and out.
 
-    /// The run owns the path its packet points into.
-    type TestRun = TestRunContext<image_load_md_t, (), Vec<u8>>;
+    /// The image_load hook's test run: it owns the path its packet points
+    /// into.
+    enum TestRun {}
 
-    /// # Safety
-    /// `context_create`'s contract: each pointer valid for its size (or null
-    /// with size 0), `context` writable.
-    unsafe extern "system" fn context_create(
-        data_in: *const u8,
-        data_size_in: usize,
-        context_in: *const u8,
-        context_size_in: usize,
-        context: *mut *mut c_void,
-    ) -> ebpf_result_t {
-        // SAFETY: forwarded contract; image_load_md_t is plain data (its
-        // pointers are replaced before use).
-        let input = match unsafe {
-            test_run_input::<image_load_md_t>(
-                data_in,
-                data_size_in,
-                context_in,
-                context_size_in,
-                context,
-            )
-        } {
-            Ok(input) => input,
-            Err(e) => {
-                trace::test_run_refused(c"image_load", c"InvalidBuffers", e.code());
-                return e.code();
-            }
-        };
-        let md = input.context.unwrap_or(image_load_md_t::zeroed());
-        if !valid_test_input(&md, input.data) {
-            let result = EbpfError::INVALID_ARGUMENT.code();
-            trace::test_run_refused(c"image_load", c"InvalidInput", result);
-            return result;
-        }
-        match create_test_run(input.data, md) {
-            Ok(run) => {
-                // SAFETY: checked writable by test_run_input.
-                unsafe { *context = TestRun::into_raw(run) };
-                EBPF_SUCCESS
-            }
-            Err(e) => e.code(),
+    /// A run of [`TestRun`].
+    type Run = TestRunContext<image_load_md_t, (), Vec<u8>>;
+
+    // SAFETY: image_load_md_t has no implicit padding: two pointers and
+    // four u64, then u32, u8, u8 and `reserved` u16, 56 bytes at 8-byte
+    // alignment.
+    unsafe impl TestRunOutput for TestRun {
+        type Context = image_load_md_t;
+        type Private = ();
+        type Owned = Vec<u8>;
+        type ContextOut = image_load_md_t;
+
+        fn output(run: &mut Run) -> (image_load_md_t, impl AsRef<[&[u8]]>) {
+            let mut md = run.event.context;
+            // Kernel addresses mean nothing to the caller.
+            md.image_path_start = ptr::null_mut();
+            md.image_path_end = ptr::null_mut();
+            (md, [&run.owned[..]])
         }
     }
 
-    fn create_test_run(path: &[u8], md: image_load_md_t) -> EbpfResult<PoolBox<TestRun>> {
-        if !valid_test_input(&md, path) {
-            return Err(EbpfError::INVALID_ARGUMENT);
-        }
-        let mut owned = Vec::new();
-        owned
-            .try_reserve_exact(path.len())
-            .map_err(|_| EbpfError::NO_MEMORY)?;
-        owned.extend_from_slice(path);
-        let run = TestRun {
-            event: ProgramContext::new(md, ()),
-            owned,
-        };
-        let mut run = PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)?;
-        let TestRun { event, owned } = &mut *run;
-        // The vector's buffer does not move with the box: the packet stays
-        // valid while the run lives.
-        let packet = Packet::of(owned);
-        event.context.image_path_start = packet.start;
-        event.context.image_path_end = packet.end;
-        Ok(run)
-    }
+    // SAFETY: image_load_md_t is integers and raw pointers: any bytes are
+    // valid (the pointers are replaced before use, in `create`).
+    unsafe impl TestRunHook for TestRun {
+        const NAME: &'static CStr = c"image_load";
+        const ZEROED: image_load_md_t = image_load_md_t::zeroed();
 
-    /// # Safety
-    /// `context` comes from `context_create`; out pointers valid for the
-    /// sizes they hold.
-    unsafe extern "system" fn context_destroy(
-        context: *mut c_void,
-        data_out: *mut u8,
-        data_size_out: *mut usize,
-        context_out: *mut u8,
-        context_size_out: *mut usize,
-    ) {
-        if context.is_null() {
-            return;
+        fn refusal(md: &image_load_md_t, path: &[u8]) -> Option<&'static CStr> {
+            (!valid_test_input(md, path)).then_some(c"InvalidInput")
         }
-        // SAFETY: a context context_create gave away; ownership comes back.
-        let run = unsafe { TestRun::from_raw(context) };
-        let mut md = run.event.context;
-        // Kernel addresses mean nothing to the caller.
-        md.image_path_start = ptr::null_mut();
-        md.image_path_end = ptr::null_mut();
-        // SAFETY: forwarded contract.
-        unsafe { write_test_run_context(md, context_out, context_size_out) };
-        let path = &run.owned;
-        // SAFETY: forwarded contract.
-        unsafe {
-            write_test_run_data(path.len(), data_out, data_size_out, |out| {
-                out.copy_from_slice(path)
-            })
-        };
-        drop(run);
+
+        fn create(md: image_load_md_t, path: &[u8]) -> EbpfResult<PoolBox<Run>> {
+            if !valid_test_input(&md, path) {
+                return Err(EbpfError::INVALID_ARGUMENT);
+            }
+            let mut owned = Vec::new();
+            owned
+                .try_reserve_exact(path.len())
+                .map_err(|_| EbpfError::NO_MEMORY)?;
+            owned.extend_from_slice(path);
+            let run = Run {
+                event: ProgramContext::new(md, ()),
+                owned,
+            };
+            let mut run = PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)?;
+            let Run { event, owned } = &mut *run;
+            // The vector's buffer does not move with the box: the packet
+            // stays valid while the run lives.
+            let packet = Packet::of(owned);
+            event.context.image_path_start = packet.start;
+            event.context.image_path_end = packet.end;
+            Ok(run)
+        }
     }
 }
 

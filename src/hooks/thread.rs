@@ -128,7 +128,8 @@ mod kernel {
     use super::*;
     use crate::ebpf::abi::*;
     use crate::ebpf::context::{
-        test_run_input, write_test_run_context, write_test_run_data, ProgramContext,
+        test_run_context_create, test_run_context_destroy, ProgramContext, TestRunContext,
+        TestRunHook, TestRunOf, TestRunOutput,
     };
     use crate::ebpf::hook::{EventSource, Flow, Hook};
     use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
@@ -136,7 +137,7 @@ mod kernel {
     use crate::pool::PoolBox;
     use crate::store;
     use crate::trace;
-    use core::ffi::c_void;
+    use core::ffi::CStr;
     use core::ptr;
 
     /// The `thread` program type: no helpers, no packet.
@@ -151,8 +152,8 @@ mod kernel {
             meta: -1,
         },
         helpers: &[],
-        context_create,
-        context_destroy,
+        context_create: test_run_context_create::<TestRun>,
+        context_destroy: test_run_context_destroy::<TestRun>,
         // Windows calls thread notify routines at PASSIVE_LEVEL or
         // APC_LEVEL (PCREATE_THREAD_NOTIFY_ROUTINE): programs must
         // be able to run at either.
@@ -367,83 +368,44 @@ mod kernel {
     // -----------------------------------------------------------------------
     // bpf_prog_test_run: no data; the context in and out.
 
-    type TestRun = crate::ebpf::context::TestRunContext<thread_md_t, (), ()>;
+    /// The thread hook's test run: no data, nothing owned.
+    enum TestRun {}
 
-    /// # Safety
-    /// `context_create`'s contract: each pointer valid for its size (or null
-    /// with size 0), `context` writable.
-    unsafe extern "system" fn context_create(
-        data_in: *const u8,
-        data_size_in: usize,
-        context_in: *const u8,
-        context_size_in: usize,
-        context: *mut *mut c_void,
-    ) -> ebpf_result_t {
-        // SAFETY: forwarded contract; thread_md_t is plain data.
-        let input = match unsafe {
-            test_run_input::<thread_md_t>(
-                data_in,
-                data_size_in,
-                context_in,
-                context_size_in,
-                context,
-            )
-        } {
-            Ok(input) => input,
-            Err(e) => {
-                trace::test_run_refused(c"thread", c"InvalidBuffers", e.code());
-                return e.code();
-            }
-        };
-        let md = input.context.unwrap_or(thread_md_t::zeroed());
-        let refused = if !input.data.is_empty() {
-            Some(c"DataNotEmpty")
-        } else if !valid_test_context(&md) {
-            Some(c"InvalidContext")
-        } else {
-            None
-        };
-        if let Some(reason) = refused {
-            let result = EbpfError::INVALID_ARGUMENT.code();
-            trace::test_run_refused(c"thread", reason, result);
-            return result;
-        }
-        let run = TestRun {
-            event: ProgramContext::new(md, ()),
-            owned: (),
-        };
-        match PoolBox::try_new(run) {
-            Ok(run) => {
-                // SAFETY: checked writable by test_run_input.
-                unsafe { *context = TestRun::into_raw(run) };
-                EBPF_SUCCESS
-            }
-            Err(_) => EbpfError::NO_MEMORY.code(),
+    // SAFETY: thread_md_t has no implicit padding: five u64 then four u32
+    // (`reserved` included), 56 bytes at 8-byte alignment.
+    unsafe impl TestRunOutput for TestRun {
+        type Context = thread_md_t;
+        type Private = ();
+        type Owned = ();
+        type ContextOut = thread_md_t;
+
+        fn output(run: &mut TestRunOf<Self>) -> (thread_md_t, impl AsRef<[&[u8]]>) {
+            (run.event.context, [])
         }
     }
 
-    /// # Safety
-    /// `context` comes from `context_create`; out pointers valid for the
-    /// sizes they hold.
-    unsafe extern "system" fn context_destroy(
-        context: *mut c_void,
-        data_out: *mut u8,
-        data_size_out: *mut usize,
-        context_out: *mut u8,
-        context_size_out: *mut usize,
-    ) {
-        if context.is_null() {
-            return;
+    // SAFETY: thread_md_t is integers only: any bytes are valid.
+    unsafe impl TestRunHook for TestRun {
+        const NAME: &'static CStr = c"thread";
+        const ZEROED: thread_md_t = thread_md_t::zeroed();
+
+        fn refusal(md: &thread_md_t, data: &[u8]) -> Option<&'static CStr> {
+            if !data.is_empty() {
+                Some(c"DataNotEmpty")
+            } else if !valid_test_context(md) {
+                Some(c"InvalidContext")
+            } else {
+                None
+            }
         }
-        // SAFETY: a context context_create gave away; ownership comes back.
-        let run = unsafe { TestRun::from_raw(context) };
-        // SAFETY: forwarded contract.
-        unsafe {
-            write_test_run_context(run.event.context, context_out, context_size_out);
+
+        fn create(md: thread_md_t, _: &[u8]) -> EbpfResult<PoolBox<TestRunOf<Self>>> {
+            let run = TestRunContext {
+                event: ProgramContext::new(md, ()),
+                owned: (),
+            };
+            PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)
         }
-        // SAFETY: forwarded contract; no data.
-        unsafe { write_test_run_data(0, data_out, data_size_out, |_| {}) };
-        drop(run);
     }
 }
 

@@ -7,8 +7,8 @@
 use super::*;
 use crate::ebpf::abi::*;
 use crate::ebpf::context::{
-    test_run_buffers, unicode_bytes, write_test_run_context, write_test_run_data, Packet,
-    ProgramContext, TestRunContext,
+    test_run_buffers, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
+    TestRunContext, TestRunOutput,
 };
 use crate::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
 use crate::ebpf::hook::{EventSource, Flow, Hook};
@@ -70,7 +70,7 @@ const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {
         ),
     ],
     context_create,
-    context_destroy,
+    context_destroy: test_run_context_destroy::<ProcessTestRun>,
     required_irql: nt::PASSIVE_LEVEL,
 };
 static PROGRAM: ProgramType<{ PROGRAM_SPEC.helpers.len() }> =
@@ -712,72 +712,60 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
 /// one, so this is never reported).
 static UNRESOLVED: AccountCache = AccountCache::new();
 
-/// `context_destroy`: writes `ctx_out` (a whole
-/// [`process_test_run_context_t`] or nothing) and `data_out` (all four
-/// strings or nothing), then frees the run.
-///
-/// # Safety
-/// `context` must come from `context_create`; each out pointer null or
-/// valid for the size its size pointer holds; size pointers writable.
-unsafe extern "system" fn context_destroy(
-    context: *mut c_void,
-    data_out: *mut u8,
-    data_size_out: *mut usize,
-    context_out: *mut u8,
-    context_size_out: *mut usize,
-) {
-    if context.is_null() {
-        return;
+/// The process hook's test run as [`test_run_context_destroy`] takes it
+/// back: `ctx_out` is a whole [`process_test_run_context_t`] (or nothing),
+/// `data_out` all four strings (or nothing).
+enum ProcessTestRun {}
+
+// SAFETY: every byte of process_test_run_context_t is a field (its padding
+// is explicit: `reserved`).
+unsafe impl TestRunOutput for ProcessTestRun {
+    type Context = process_md_t;
+    type Private = EventState;
+    type Owned = TestRunOwned;
+    type ContextOut = process_test_run_context_t;
+
+    fn output(run: &mut TestRun) -> (process_test_run_context_t, impl AsRef<[&[u8]]>) {
+        let account = run
+            .event
+            .private
+            .account
+            .get_mut()
+            .as_ref()
+            .unwrap_or(&UNRESOLVED);
+        let strings = [
+            &run.owned.command_line[..],
+            &run.owned.image_path[..],
+            account.name(),
+            account.domain(),
+        ];
+        let string = |s: &[u8], max: u16| TestRunString {
+            length: s.len() as u16,
+            maximum_length: max,
+            reserved: 0,
+            buffer: 0,
+        };
+        let mut md = run.event.context;
+        // Kernel addresses mean nothing to the caller.
+        md.command_start = ptr::null_mut();
+        md.command_end = ptr::null_mut();
+        let looked_up = run.owned.lookup_done_in == 0 && account.state != AccountState::Unresolved;
+        let out = process_test_run_context_t {
+            context_header: [0; 8],
+            process_md: md,
+            process: 0,
+            create_info: 0,
+            command_line: string(strings[0], run.owned.command_line_max),
+            image_file_name: string(strings[1], run.owned.image_path_max),
+            account_name: string(strings[2], account.name.max),
+            account_domain: string(strings[3], account.domain.max),
+            account_lookup_done: if looked_up {
+                1
+            } else {
+                run.owned.lookup_done_in
+            },
+            reserved: [0; 7],
+        };
+        (out, strings)
     }
-    // SAFETY: a context context_create gave away; ownership comes back.
-    let run = unsafe { TestRun::from_raw(context) };
-    let private = &run.event.private;
-    // SAFETY: the run is over: nothing else borrows the cache.
-    let account = unsafe { &*private.account.get() }
-        .as_ref()
-        .unwrap_or(&UNRESOLVED);
-    let strings = [
-        &run.owned.command_line[..],
-        &run.owned.image_path[..],
-        account.name(),
-        account.domain(),
-    ];
-    let string = |s: &[u8], max: u16| TestRunString {
-        length: s.len() as u16,
-        maximum_length: max,
-        reserved: 0,
-        buffer: 0,
-    };
-    let mut md = run.event.context;
-    // Kernel addresses mean nothing to the caller.
-    md.command_start = ptr::null_mut();
-    md.command_end = ptr::null_mut();
-    let looked_up = run.owned.lookup_done_in == 0 && account.state != AccountState::Unresolved;
-    let out = process_test_run_context_t {
-        context_header: [0; 8],
-        process_md: md,
-        process: 0,
-        create_info: 0,
-        command_line: string(strings[0], run.owned.command_line_max),
-        image_file_name: string(strings[1], run.owned.image_path_max),
-        account_name: string(strings[2], account.name.max),
-        account_domain: string(strings[3], account.domain.max),
-        account_lookup_done: if looked_up {
-            1
-        } else {
-            run.owned.lookup_done_in
-        },
-        reserved: [0; 7],
-    };
-    // SAFETY: forwarded contract; every byte of the context is a field
-    // (its padding is explicit).
-    unsafe { write_test_run_context(out, context_out, context_size_out) };
-    let need = strings.iter().map(|s| s.len()).sum();
-    // SAFETY: forwarded contract.
-    unsafe {
-        write_test_run_data(need, data_out, data_size_out, |out| {
-            pack_test_run_strings(strings, out);
-        })
-    };
-    drop(run);
 }
