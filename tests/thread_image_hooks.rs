@@ -497,6 +497,52 @@ fn a_failed_registration_fails_the_attach_and_leaves_nothing() {
     env.finish();
 }
 
+/// An exit event is read on the exiting thread through its pseudo handle:
+/// no lookup, no handle opened, yet the start address and the exit status
+/// both come through. (A driver that opened a handle on exit would also
+/// read them; only the calls tell the fast path was taken.)
+#[test]
+fn a_thread_exit_reads_its_fields_without_opening_the_thread() {
+    let env = setup();
+    let attached = env.attach_thread("thread_monitor");
+    let pid = spawn("\\??\\C:\\a.exe");
+    let calls = |api: &str| fault::counts().get(api).copied().unwrap_or(0);
+    let tid = threads::create_thread(&ThreadSpec {
+        process: pid,
+        creator: None,
+        creating_thread: None,
+        start_address: 0x4000,
+    });
+    let r = env.threads();
+    assert_eq!(r.len(), 1, "one CREATE event");
+    assert_eq!(r[0].start_address, 0x4000);
+    assert!(
+        calls("PsLookupThreadByThreadId") >= 1,
+        "a CREATE runs on the creating thread: the new one is looked up"
+    );
+    let (lookups, opens) = (
+        calls("PsLookupThreadByThreadId"),
+        calls("ObOpenObjectByPointer"),
+    );
+    assert!(threads::exit_thread(tid, 7));
+    let r = env.threads();
+    assert_eq!(r.len(), 1, "one EXIT event");
+    assert_eq!(r[0].thread_id, tid as u64);
+    assert_eq!((r[0].start_address, r[0].exit_status), (0x4000, 7));
+    assert_eq!(
+        (
+            calls("PsLookupThreadByThreadId"),
+            calls("ObOpenObjectByPointer")
+        ),
+        (lookups, opens),
+        "the exit callout runs on the exiting thread: nothing to look up or open"
+    );
+    assert!(threads::open_thread_handles().is_empty());
+    assert!(violation::take().is_empty());
+    drop(attached);
+    env.finish();
+}
+
 #[test]
 fn failed_thread_queries_leave_zeros_and_leak_nothing() {
     let env = setup();
