@@ -7,16 +7,14 @@ use ntsim::build::driver_image;
 use ntsim::ebpf::abi::{EBPF_HOOK_EXTENSION_IID, EBPF_PROGRAM_INFO_EXTENSION_IID};
 use ntsim::ebpf::core::LoadedProgram;
 use ntsim::ebpf::Object;
+use ntsim::hook::host_client::{Config, HostClient};
 use ntsim::log::{self, etw::TlEvent};
-use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
+use ntsim::nmr;
 use ntsim::process::{self as hook, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
-use ntsim::status::{STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS};
-use ntsim::types::{GUID, HANDLE};
+use ntsim::status::{STATUS_PENDING, STATUS_SUCCESS};
+use ntsim::types::GUID;
 use ntsim::{fault, Sim};
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// `NtosEbpfExtProvider`, the C driver's GUID.
@@ -360,175 +358,22 @@ fn api_failures_are_traced_with_the_api_name_and_status() {
 
 // ---- host clients: a refused attach and a pending detach.
 
-/// `ebpf_extension_data_t`.
-#[repr(C)]
-struct ExtensionData {
-    version: u16,
-    size: usize,
-    total_size: usize,
-    data: *const c_void,
-    data_size: usize,
-    prog_attach_flags: u64,
-}
-
-/// `{u16 version; u16 count; fn function[4]}`.
-#[repr(C)]
-struct Dispatch {
-    version: u16,
-    count: u16,
-    functions: [usize; 4],
-}
-
-/// A Rust NMR client of the hook NPI standing in for an eBPF link; its
-/// invoke blocks until the gate opens.
-struct HostClient {
-    npi_id: GUID,
-    module_id: NPI_MODULEID,
-    data: ExtensionData,
-    dispatch: Dispatch,
-    characteristics: NPI_CLIENT_CHARACTERISTICS,
-    handle: AtomicUsize,
-    attach_status: Mutex<Option<i32>>,
-    /// The one hook provider (attach type) this client binds to.
-    attach_type: GUID,
-    gate: (Mutex<bool>, Condvar),
-    entered: AtomicBool,
-}
-
-impl HostClient {
-    fn new(module: u32, dispatch_version: u16) -> Box<HostClient> {
-        let mut c = Box::new(HostClient {
-            npi_id: EBPF_HOOK_EXTENSION_IID,
-            module_id: NPI_MODULEID {
-                Length: 24,
-                Type: nmr::MIT_GUID,
-                Guid: GUID {
-                    data1: 0x6574_7731,
-                    data2: 0,
-                    data3: 0,
-                    data4: (module as u64).to_be_bytes(),
-                },
-            },
-            data: ExtensionData {
-                version: 1,
-                size: 48,
-                total_size: 48,
-                data: std::ptr::null(),
-                data_size: 0,
-                prog_attach_flags: 0,
-            },
-            dispatch: Dispatch {
-                version: dispatch_version,
-                count: 1,
-                functions: [host_invoke as *const () as usize, 0, 0, 0],
-            },
-            characteristics: NPI_CLIENT_CHARACTERISTICS {
-                Version: 0,
-                Length: 0,
-                ClientAttachProvider: None,
-                ClientDetachProvider: None,
-                ClientCleanupBindingContext: None,
-                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                    Version: 0,
-                    Size: 0,
-                    NpiId: std::ptr::null(),
-                    ModuleId: std::ptr::null(),
-                    Number: 0,
-                    NpiSpecificCharacteristics: std::ptr::null(),
-                },
-            },
-            handle: AtomicUsize::new(0),
-            attach_status: Mutex::new(None),
-            attach_type: hook::ATTACH_TYPE,
-            gate: (Mutex::new(false), Condvar::new()),
-            entered: AtomicBool::new(false),
-        });
-        c.characteristics = NPI_CLIENT_CHARACTERISTICS {
-            Version: 0,
-            Length: 72,
-            ClientAttachProvider: Some(host_attach),
-            ClientDetachProvider: Some(host_detach),
-            ClientCleanupBindingContext: None,
-            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                Version: 0,
-                Size: 40,
-                NpiId: &c.npi_id,
-                ModuleId: &c.module_id,
-                Number: 0,
-                NpiSpecificCharacteristics: (&c.data as *const ExtensionData).cast(),
-            },
-        };
-        let mut handle: HANDLE = 0;
-        // SAFETY: the characteristics and context live in the Box until
-        // the client is deregistered (each test waits for that).
-        let status = unsafe {
-            nmr::NmrRegisterClient(
-                &c.characteristics,
-                (&*c as *const HostClient).cast_mut().cast(),
-                &mut handle,
-            )
-        };
-        assert_eq!(status, STATUS_SUCCESS);
-        c.handle.store(handle, Ordering::Release);
-        c
-    }
-
-    fn open(&self) {
-        *self.gate.0.lock().unwrap() = true;
-        self.gate.1.notify_all();
-    }
-}
-
-unsafe extern "win64" fn host_attach(
-    binding: HANDLE,
-    context: *mut c_void,
-    provider: *const NPI_REGISTRATION_INSTANCE,
-) -> i32 {
-    // SAFETY: the context registered with this client.
-    let c = unsafe { &*(context as *const HostClient) };
-    // One hook provider per attach type: bind to one, as an eBPF link does.
-    // SAFETY: NMR passes the provider's live registration instance.
-    let module_id = unsafe { (*provider).ModuleId };
-    // SAFETY: its module id lives as long as the registration.
-    if unsafe { (*module_id).Guid } != c.attach_type {
-        return STATUS_NOINTERFACE;
-    }
-    let mut pbc: *mut c_void = std::ptr::null_mut();
-    let mut pd: *const c_void = std::ptr::null();
-    let dispatch = (&c.dispatch as *const Dispatch).cast();
-    // SAFETY: inside ClientAttachProvider with NMR's binding handle.
-    let status =
-        unsafe { nmr::NmrClientAttachProvider(binding, context, dispatch, &mut pbc, &mut pd) };
-    *c.attach_status.lock().unwrap() = Some(status);
-    status
-}
-
-unsafe extern "win64" fn host_detach(_context: *mut c_void) -> i32 {
-    STATUS_SUCCESS
-}
-
-unsafe extern "win64" fn host_invoke(
-    context: *const c_void,
-    _program_context: *mut c_void,
-    result: *mut u32,
-) -> u32 {
-    // SAFETY: the binding context is the HostClient.
-    let c = unsafe { &*(context as *const HostClient) };
-    c.entered.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut open = c.gate.0.lock().unwrap();
-    while !*open {
-        assert!(Instant::now() < deadline, "the gate stayed shut for 30 s");
-        open = c
-            .gate
-            .1
-            .wait_timeout(open, Duration::from_millis(50))
-            .unwrap()
-            .0;
-    }
-    // SAFETY: the driver passes a valid result pointer.
-    unsafe { *result = 0 };
-    0
+/// A host-side hook client (see [`ntsim::hook::host_client`]) of the
+/// process hook standing in for an eBPF link; its invoke blocks until the
+/// gate opens.
+fn new_client(module: u32, dispatch_version: u16) -> HostClient {
+    let mut config = Config::new(GUID {
+        data1: 0x6574_7731,
+        data2: 0,
+        data3: 0,
+        data4: (module as u64).to_be_bytes(),
+    });
+    config.attach_type = Some(hook::ATTACH_TYPE);
+    config.dispatch.version = dispatch_version;
+    config.gated = true;
+    // SAFETY: the default client data and dispatch table (`invoke` only).
+    let client = unsafe { HostClient::register(config) };
+    client.unwrap_or_else(|status| panic!("NmrRegisterClient: {status:#x}"))
 }
 
 #[test]
@@ -538,14 +383,14 @@ fn a_refused_client_is_traced_with_its_reason() {
     load(&mut sim);
     log::take_etw_events();
     // Dispatch table version 0: refused with STATUS_NOT_SUPPORTED.
-    let client = HostClient::new(1, 0);
-    let status = client.attach_status.lock().unwrap().expect("attach ran");
+    let client = new_client(1, 0);
+    let status = client.attach_status().expect("attach ran");
     assert!(status < 0, "refused: {status:#x}");
     let refused = one("ClientRefused");
     assert_eq!(refused.str("Reason"), Some("UnsupportedDispatchVersion"));
     assert_eq!(refused.status("Status"), Some(status));
     assert_eq!(refused.guid("ModuleId"), Some(hook::ATTACH_TYPE));
-    assert_eq!(refused.guid("ClientModuleId"), Some(client.module_id.Guid));
+    assert_eq!(refused.guid("ClientModuleId"), Some(client.module()));
     assert_eq!((refused.level, refused.keyword), (3, KEYWORD_EXTENSION));
     assert_eq!(one("ClientAttach").status("Status"), Some(status));
     let dbg: Vec<String> = log::dbg_messages().into_iter().map(|m| m.text).collect();
@@ -554,12 +399,10 @@ fn a_refused_client_is_traced_with_its_reason() {
             .any(|t| t.contains("refused a hook client: UnsupportedDispatchVersion")),
         "the DbgPrintEx line names the same reason: {dbg:?}"
     );
-    let handle = client.handle.swap(0, Ordering::AcqRel);
-    // SAFETY: our registration, deregistered once; nothing is bound.
-    // NMR answers STATUS_PENDING, after which the wait is mandatory.
-    assert_eq!(unsafe { nmr::NmrDeregisterClient(handle) }, STATUS_PENDING);
-    // SAFETY: the handle deregistered just above, waited for once.
-    unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+    // Nothing is bound: NMR answers STATUS_PENDING all the same, after
+    // which the wait is mandatory.
+    assert_eq!(client.begin_deregister(), STATUS_PENDING);
+    client.wait_deregistered();
     sim.unload_driver().unwrap();
     sim.finish().unwrap();
 }
@@ -569,11 +412,11 @@ fn a_pending_detach_is_traced_begun_pending_and_completed() {
     let mut sim = Sim::new();
     log::etw_enable(&PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
     load(&mut sim);
-    let client = HostClient::new(2, 1);
-    assert_eq!(*client.attach_status.lock().unwrap(), Some(STATUS_SUCCESS));
+    let client = new_client(2, 1);
+    assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
     let binding = nmr::bindings()
         .into_iter()
-        .find(|b| b.client_module == client.module_id.Guid)
+        .find(|b| b.client_module == client.module())
         .expect("bound");
     let event = std::thread::spawn(|| {
         ps::create_process(&ProcessSpec {
@@ -583,7 +426,7 @@ fn a_pending_detach_is_traced_begun_pending_and_completed() {
         .creation_status
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !client.entered.load(Ordering::SeqCst) {
+    while !client.entered() {
         assert!(
             Instant::now() < deadline,
             "the invocation did not start in 10 s"
@@ -592,19 +435,16 @@ fn a_pending_detach_is_traced_begun_pending_and_completed() {
     }
     log::take_etw_events();
     // Detach while the invocation is in flight: pending.
-    let handle = client.handle.swap(0, Ordering::AcqRel);
-    // SAFETY: our registration, deregistered once.
-    let status = unsafe { nmr::NmrDeregisterClient(handle) };
+    let status = client.begin_deregister();
     assert_eq!(status, STATUS_PENDING);
     let detach = one("ClientDetach");
     assert_eq!(detach.status("Status"), Some(STATUS_PENDING));
-    assert_eq!(detach.guid("ClientModuleId"), Some(client.module_id.Guid));
+    assert_eq!(detach.guid("ClientModuleId"), Some(client.module()));
     assert_eq!(detach.uint("Binding"), Some(binding.handle as u64));
     assert_eq!(log::tl_events_named("ClientDetachComplete"), []);
     client.open();
     assert_eq!(event.join().unwrap(), 0);
-    // SAFETY: the same handle, whose deregistration is pending.
-    unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+    client.wait_deregistered();
     let complete = one("ClientDetachComplete");
     assert_eq!(complete.uint("Binding"), Some(binding.handle as u64));
     let order = names();

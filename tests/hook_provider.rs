@@ -4,20 +4,23 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
+use ntsim::ebpf::abi::{
+    ebpf_program_batch_begin_invoke_function_t as BeginFn,
+    ebpf_program_batch_end_invoke_function_t as EndFn,
+    ebpf_program_batch_invoke_function_t as BatchInvokeFn,
+};
 use ntsim::ebpf::core::LoadedProgram;
 use ntsim::ebpf::{store, Object, ObjectError};
-use ntsim::nmr::{self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE};
+use ntsim::hook::host_client::{invoke, Config, HostClient, Table};
+use ntsim::nmr;
 use ntsim::process as hook;
 use ntsim::ps::{self, ProcessSpec};
-use ntsim::status::{
-    STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_NOT_SUPPORTED, STATUS_PENDING,
-    STATUS_SUCCESS,
-};
-use ntsim::types::{GUID, HANDLE};
+use ntsim::status::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
+use ntsim::types::GUID;
 use ntsim::{fault, sim, Sim};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 const HOOK_NPI: GUID = GUID {
     data1: 0x5d564054,
@@ -26,223 +29,22 @@ const HOOK_NPI: GUID = GUID {
     data4: [0x8b, 0x22, 0x12, 0xbc, 0xff, 0xaf, 0x0a, 0x9f],
 };
 
-/// `ebpf_extension_data_t`, written here byte for byte so tests can break it.
-#[repr(C)]
-struct ExtensionData {
-    version: u16,
-    size: usize,
-    total_size: usize,
-    data: *const c_void,
-    data_size: usize,
-    prog_attach_flags: u64,
-}
+/// Attach parameters for a client that claims some with size 0 (never read).
+static SOME_PARAMETERS: u64 = 0;
 
-/// `{u16 version; u16 count; fn function[4]}`.
-#[repr(C)]
-struct Dispatch {
-    version: u16,
-    count: u16,
-    functions: [usize; 4],
-}
-
-/// A host-side hook client: attaches to the driver's hook provider with the
-/// characteristics and dispatch table a test gives it.
-struct HostClient {
-    /// The one attach type (hook provider) this client binds to.
-    attach_type: GUID,
-    npi_id: GUID,
-    module_id: NPI_MODULEID,
-    data: ExtensionData,
-    dispatch: Dispatch,
-    null_data: bool,
-    null_dispatch: bool,
-    characteristics: NPI_CLIENT_CHARACTERISTICS,
-    handle: AtomicUsize,
-    attach_status: Mutex<Option<i32>>,
-    invocations: AtomicU64,
-    /// When set, invoke blocks until `open` is called.
-    gate: Option<(Mutex<bool>, Condvar)>,
-    entered: AtomicBool,
-    /// When non-zero, the dispatch table / client data handed to NMR
-    /// instead of `dispatch` / `data` (a copy that ends against a guard
-    /// page, see [`EdgeCopy`]).
-    dispatch_at: usize,
-    data_at: usize,
-}
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-impl HostClient {
-    fn new(edit: impl FnOnce(&mut HostClient)) -> Box<HostClient> {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let mut c = Box::new(HostClient {
-            attach_type: hook::ATTACH_TYPE,
-            npi_id: HOOK_NPI,
-            module_id: NPI_MODULEID {
-                Length: 24,
-                Type: nmr::MIT_GUID,
-                Guid: GUID {
-                    data1: 0x686f7374,
-                    data2: 0,
-                    data3: 0,
-                    data4: n.to_be_bytes(),
-                },
-            },
-            data: ExtensionData {
-                version: 1,
-                size: 48,
-                total_size: 48,
-                data: std::ptr::null(),
-                data_size: 0,
-                prog_attach_flags: 0,
-            },
-            dispatch: Dispatch {
-                version: 1,
-                count: 1,
-                functions: [host_invoke as *const () as usize, 0, 0, 0],
-            },
-            null_data: false,
-            null_dispatch: false,
-            characteristics: unsafe_zeroed_characteristics(),
-            handle: AtomicUsize::new(0),
-            attach_status: Mutex::new(None),
-            invocations: AtomicU64::new(0),
-            gate: None,
-            entered: AtomicBool::new(false),
-            dispatch_at: 0,
-            data_at: 0,
-        });
-        edit(&mut c);
-        let specific: *const c_void = if c.null_data {
-            std::ptr::null()
-        } else if c.data_at != 0 {
-            c.data_at as *const c_void
-        } else {
-            (&c.data as *const ExtensionData).cast()
-        };
-        c.characteristics = NPI_CLIENT_CHARACTERISTICS {
-            Version: 0,
-            Length: 72,
-            ClientAttachProvider: Some(host_attach),
-            ClientDetachProvider: Some(host_detach),
-            ClientCleanupBindingContext: None,
-            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                Version: 0,
-                Size: 40,
-                NpiId: &c.npi_id,
-                ModuleId: &c.module_id,
-                Number: 0,
-                NpiSpecificCharacteristics: specific,
-            },
-        };
-        let mut handle: HANDLE = 0;
-        // SAFETY: the characteristics and context live in the Box until
-        // `deregister`, which waits for NMR.
-        let status = unsafe {
-            nmr::NmrRegisterClient(
-                &c.characteristics,
-                (&*c as *const HostClient).cast_mut().cast(),
-                &mut handle,
-            )
-        };
-        assert_eq!(status, STATUS_SUCCESS);
-        c.handle.store(handle, Ordering::Release);
-        c
-    }
-
-    fn attach_status(&self) -> Option<i32> {
-        *self.attach_status.lock().unwrap()
-    }
-
-    fn open(&self) {
-        let (m, cv) = self.gate.as_ref().unwrap();
-        *m.lock().unwrap() = true;
-        cv.notify_all();
-    }
-
-    fn deregister(&self) {
-        let handle = self.handle.swap(0, Ordering::AcqRel);
-        // SAFETY: our registration, deregistered once.
-        if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
-            // SAFETY: the same handle, whose deregistration is pending.
-            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
-        }
-    }
-}
-
-fn unsafe_zeroed_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
-    NPI_CLIENT_CHARACTERISTICS {
-        Version: 0,
-        Length: 0,
-        ClientAttachProvider: None,
-        ClientDetachProvider: None,
-        ClientCleanupBindingContext: None,
-        ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-            Version: 0,
-            Size: 0,
-            NpiId: std::ptr::null(),
-            ModuleId: std::ptr::null(),
-            Number: 0,
-            NpiSpecificCharacteristics: std::ptr::null(),
-        },
-    }
-}
-
-unsafe extern "win64" fn host_attach(
-    binding: HANDLE,
-    context: *mut c_void,
-    provider: *const NPI_REGISTRATION_INSTANCE,
-) -> i32 {
-    // SAFETY: the context registered with this client.
-    let c = unsafe { &*(context as *const HostClient) };
-    // A host client binds to one hook (the driver has one hook provider per
-    // attach type; an eBPF link attaches to one).
-    // SAFETY: NMR passes the provider's live registration instance.
-    let module_id = unsafe { (*provider).ModuleId };
-    // SAFETY: its module id lives as long as the registration.
-    if unsafe { (*module_id).Guid } != c.attach_type {
-        return STATUS_NOINTERFACE;
-    }
-    let dispatch: *const c_void = if c.null_dispatch {
-        std::ptr::null()
-    } else if c.dispatch_at != 0 {
-        c.dispatch_at as *const c_void
-    } else {
-        (&c.dispatch as *const Dispatch).cast()
-    };
-    let mut pbc: *mut c_void = std::ptr::null_mut();
-    let mut pd: *const c_void = std::ptr::null();
-    // SAFETY: inside ClientAttachProvider with NMR's binding handle.
-    let status =
-        unsafe { nmr::NmrClientAttachProvider(binding, context, dispatch, &mut pbc, &mut pd) };
-    *c.attach_status.lock().unwrap() = Some(status);
-    status
-}
-
-unsafe extern "win64" fn host_detach(_context: *mut c_void) -> i32 {
-    STATUS_SUCCESS
-}
-
-unsafe extern "win64" fn host_invoke(
-    context: *const c_void,
-    _program_context: *mut c_void,
-    result: *mut u32,
-) -> u32 {
-    // SAFETY: the binding context is the HostClient.
-    let c = unsafe { &*(context as *const HostClient) };
-    c.invocations.fetch_add(1, Ordering::SeqCst);
-    c.entered.store(true, Ordering::SeqCst);
-    if let Some((m, cv)) = &c.gate {
-        drop(ntsim::sync::wait_while(
-            "the test to open the client's gate",
-            cv,
-            m.lock().unwrap(),
-            |open| !*open,
-        ));
-    }
-    // SAFETY: the driver passes a valid result pointer.
-    unsafe { *result = 0 };
-    0
+/// A host-side hook client (see [`ntsim::hook::host_client`]) bound to the
+/// process hook, registered with the characteristics and dispatch table
+/// `edit` leaves in its configuration.
+fn new_client(edit: impl FnOnce(&mut Config)) -> HostClient {
+    let mut config = Config::numbered(0x686f7374);
+    config.attach_type = Some(hook::ATTACH_TYPE);
+    edit(&mut config);
+    // SAFETY: the tests' invoke functions pass the context to `invoke`
+    // only; the tables at
+    // `Table::At` (guard-page copies) and the attach parameters outlive the
+    // client, which each test deregisters first.
+    let client = unsafe { HostClient::register(config) };
+    client.unwrap_or_else(|status| panic!("NmrRegisterClient: {status:#x}"))
 }
 
 fn loaded() -> Sim {
@@ -255,7 +57,7 @@ fn loaded() -> Sim {
 /// pending (its ProviderDetachClient returned STATUS_PENDING).
 fn provider_detach_pending(client: &HostClient) -> bool {
     nmr::bindings().iter().any(|b| {
-        b.client_module == client.module_id.Guid
+        b.client_module == client.module()
             && matches!(
                 b.state,
                 nmr::BindingState::Detaching {
@@ -269,31 +71,31 @@ fn provider_detach_pending(client: &HostClient) -> bool {
 fn binding_of(client: &HostClient) -> bool {
     nmr::bindings()
         .iter()
-        .any(|b| b.client_module == client.module_id.Guid)
+        .any(|b| b.client_module == client.module())
 }
 
 #[test]
 fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
-    type Edit = fn(&mut HostClient);
+    type Edit = fn(&mut Config);
     let cases: Vec<(&str, Edit, i32)> = vec![
         (
             "no ebpf_extension_data_t",
-            |c| c.null_data = true,
+            |c| c.data_table = Table::Null,
             STATUS_INVALID_PARAMETER,
         ),
         (
             "client data version 0",
-            |c| c.data.version = 0,
+            |c| c.data.header.version = 0,
             STATUS_NOT_SUPPORTED,
         ),
         (
             "client data version 2",
-            |c| c.data.version = 2,
+            |c| c.data.header.version = 2,
             STATUS_NOT_SUPPORTED,
         ),
         (
             "client data size below data_size's end",
-            |c| c.data.size = 32,
+            |c| c.data.header.size = 32,
             STATUS_INVALID_PARAMETER,
         ),
         (
@@ -303,12 +105,12 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
         ),
         (
             "attach parameters with size 0",
-            |c| c.data.data = (&c.data as *const ExtensionData).cast(),
+            |c| c.data.data = (&SOME_PARAMETERS as *const u64).cast(),
             STATUS_INVALID_PARAMETER,
         ),
         (
             "no dispatch table",
-            |c| c.null_dispatch = true,
+            |c| c.dispatch_table = Table::Null,
             STATUS_INVALID_PARAMETER,
         ),
         (
@@ -323,7 +125,7 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
         ),
         (
             "null invoke",
-            |c| c.dispatch.functions[0] = 0,
+            |c| c.dispatch.ebpf_program_invoke_function = None,
             STATUS_INVALID_PARAMETER,
         ),
     ];
@@ -336,8 +138,8 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
     for (name, attach_type) in hooks {
         for (what, edit, expected) in &cases {
             let sim = loaded();
-            let client = HostClient::new(|c| {
-                c.attach_type = attach_type;
+            let client = new_client(|c| {
+                c.attach_type = Some(attach_type);
                 edit(c);
             });
             assert_eq!(client.attach_status(), Some(*expected), "{name}: {what}");
@@ -356,7 +158,7 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
         // A well-formed client of this hook attaches and registers its
         // routine only.
         let sim = loaded();
-        let client = HostClient::new(|c| c.attach_type = attach_type);
+        let client = new_client(|c| c.attach_type = Some(attach_type));
         assert_eq!(client.attach_status(), Some(STATUS_SUCCESS), "{name}");
         let counts = ps::notify_routine_counts();
         assert_eq!(
@@ -379,7 +181,7 @@ fn malformed_client_data_and_dispatch_tables_are_refused_leaving_nothing() {
 #[test]
 fn a_well_formed_host_client_is_invoked_and_plain_invoke_is_used_without_batch_functions() {
     let sim = loaded();
-    let client = HostClient::new(|_| {});
+    let client = new_client(|_| {});
     assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
     assert_eq!(ps::notify_routine_counts().process, 1);
     let p = ps::create_process(&ProcessSpec {
@@ -387,7 +189,7 @@ fn a_well_formed_host_client_is_invoked_and_plain_invoke_is_used_without_batch_f
         ..Default::default()
     });
     assert_eq!(p.creation_status, 0);
-    assert_eq!(client.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(client.invocations(), 1);
     client.deregister();
     sim.finish().unwrap();
 }
@@ -395,9 +197,9 @@ fn a_well_formed_host_client_is_invoked_and_plain_invoke_is_used_without_batch_f
 #[test]
 fn unload_waits_for_an_invocation_in_flight() {
     let mut sim = loaded();
-    let client = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
+    let client = new_client(|c| c.gated = true);
     assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
-    let client_addr = &*client as *const HostClient as usize;
+    let client_addr = &client as *const HostClient as usize;
 
     let event_done = Arc::new(AtomicBool::new(false));
     let event = {
@@ -412,9 +214,7 @@ fn unload_waits_for_an_invocation_in_flight() {
             status
         })
     };
-    ntsim::sync::wait_for("the event to reach the client", || {
-        client.entered.load(Ordering::SeqCst)
-    });
+    ntsim::sync::wait_for("the event to reach the client", || client.entered());
     // Opens the gate only once unload is blocked waiting for the hook
     // provider's deregistration; reports whether, at that moment, the
     // binding's provider side was still pending (the invocation in flight
@@ -601,7 +401,7 @@ fn a_client_attached_while_the_removal_is_queued_keeps_the_notify_routine() {
     let sim = loaded();
     let count = || ps::notify_routine_counts().process;
     let hold = ntsim::io::hold();
-    let first = HostClient::new(|_| {});
+    let first = new_client(|_| {});
     assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
     let queued = ntsim::io::queued_total();
     first.deregister();
@@ -612,7 +412,7 @@ fn a_client_attached_while_the_removal_is_queued_keeps_the_notify_routine() {
     );
     // A program attaches right after the last detach, before the removal
     // work runs: it must see events (anything else is a policy bypass).
-    let second = HostClient::new(|_| {});
+    let second = new_client(|_| {});
     assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
     drop(hold);
     settle_work_items("removal after a re-attach");
@@ -623,7 +423,7 @@ fn a_client_attached_while_the_removal_is_queued_keeps_the_notify_routine() {
     });
     assert_eq!(p.creation_status, 0);
     assert_eq!(
-        second.invocations.load(Ordering::SeqCst),
+        second.invocations(),
         1,
         "the client attached after the last detach sees the event"
     );
@@ -642,11 +442,11 @@ fn removal_requests_made_while_the_worker_runs_are_not_lost() {
     // notify routine must be gone.
     for round in 0..300 {
         let other = std::thread::spawn(|| {
-            let c = HostClient::new(|_| {});
+            let c = new_client(|_| {});
             assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
             c.deregister();
         });
-        let c = HostClient::new(|_| {});
+        let c = new_client(|_| {});
         assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
         c.deregister();
         other.join().unwrap();
@@ -677,14 +477,14 @@ unsafe extern "win64" fn batch_invoke(
     _state: *const c_void,
 ) -> u32 {
     // SAFETY: the same contract as a plain invoke.
-    unsafe { host_invoke(context, program_context, result) }
+    unsafe { invoke(context, program_context, result) }
 }
 
 unsafe extern "win64" fn batch_end(_state: *mut c_void) -> u32 {
     // SAFETY: the client outlives the test's event (it deregisters later).
     let client = unsafe { &*(BATCH_CLIENT.load(Ordering::SeqCst) as *const HostClient) };
     let still_pending = nmr::bindings().iter().any(|b| {
-        b.client_module == client.module_id.Guid
+        b.client_module == client.module()
             && matches!(
                 b.state,
                 nmr::BindingState::Detaching {
@@ -703,18 +503,15 @@ unsafe extern "win64" fn batch_end(_state: *mut c_void) -> u32 {
 #[test]
 fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() {
     let sim = loaded();
-    let client = HostClient::new(|c| {
+    let client = new_client(|c| {
         c.dispatch.count = 4;
-        c.dispatch.functions = [
-            host_invoke as *const () as usize,
-            batch_begin as *const () as usize,
-            batch_invoke as *const () as usize,
-            batch_end as *const () as usize,
-        ];
-        c.gate = Some((Mutex::new(false), Condvar::new()));
+        c.dispatch.ebpf_program_batch_begin_invoke_function = Some(batch_begin);
+        c.dispatch.ebpf_program_batch_invoke_function = Some(batch_invoke);
+        c.dispatch.ebpf_program_batch_end_invoke_function = Some(batch_end);
+        c.gated = true;
     });
     assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
-    BATCH_CLIENT.store(&*client as *const HostClient as usize, Ordering::SeqCst);
+    BATCH_CLIENT.store(&client as *const HostClient as usize, Ordering::SeqCst);
     let event = std::thread::spawn(|| {
         ps::create_process(&ProcessSpec {
             image_file_name: "\\??\\C:\\batch.exe".into(),
@@ -723,7 +520,7 @@ fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() 
         .creation_status
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !client.entered.load(Ordering::SeqCst) {
+    while !client.entered() {
         assert!(
             std::time::Instant::now() < deadline,
             "the event never reached the client"
@@ -732,14 +529,14 @@ fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() 
     }
     // Detach while the invocation is in flight: the detach is pending until
     // the event releases its reference.
-    let client_addr = &*client as *const HostClient as usize;
+    let client_addr = &client as *const HostClient as usize;
     let detacher = std::thread::spawn(move || {
         // SAFETY: the client outlives this thread (joined below).
         let client = unsafe { &*(client_addr as *const HostClient) };
         client.deregister();
     });
     while !nmr::bindings().iter().any(|b| {
-        b.client_module == client.module_id.Guid
+        b.client_module == client.module()
             && matches!(
                 b.state,
                 nmr::BindingState::Detaching {
@@ -773,7 +570,7 @@ fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() 
 fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
     let sim = loaded();
     // The invoke path takes clients 16 at a time; 37 spans three snapshots.
-    let clients: Vec<_> = (0..37).map(|_| HostClient::new(|_| {})).collect();
+    let clients: Vec<_> = (0..37).map(|_| new_client(|_| {})).collect();
     for c in &clients {
         assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
     }
@@ -783,10 +580,7 @@ fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
     });
     assert_eq!(p.creation_status, 0);
     assert!(ps::exit_process(p.pid, 0, None));
-    let counts: Vec<u64> = clients
-        .iter()
-        .map(|c| c.invocations.load(Ordering::SeqCst))
-        .collect();
+    let counts: Vec<u64> = clients.iter().map(|c| c.invocations()).collect();
     for c in &clients {
         c.deregister();
     }
@@ -804,11 +598,11 @@ fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
 #[test]
 fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
     let mut sim = loaded();
-    let first = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
-    let second = HostClient::new(|_| {});
+    let first = new_client(|c| c.gated = true);
+    let second = new_client(|_| {});
     assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
     assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
-    let second_module = second.module_id.Guid;
+    let second_module = second.module();
     let detach_began = || {
         nmr::bindings()
             .iter()
@@ -824,7 +618,7 @@ fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
             .creation_status
         });
         let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !first.entered.load(Ordering::SeqCst) {
+        while !first.entered() {
             assert!(
                 std::time::Instant::now() < limit,
                 "the first client was not invoked within 30 s of the process creation"
@@ -833,15 +627,8 @@ fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
         }
         // The event holds both clients now; detach the second meanwhile
         // (deregistration waits for the event, so on a thread of its own).
-        let handle = second.handle.swap(0, Ordering::AcqRel);
-        let detacher = s.spawn(move || {
-            // SAFETY: the second client's registration, deregistered once;
-            // its context outlives the wait.
-            if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
-                // SAFETY: the same handle, whose deregistration is pending.
-                unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
-            }
-        });
+        let second = &second;
+        let detacher = s.spawn(move || second.deregister());
         let limit = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !detach_began() {
             if std::time::Instant::now() >= limit {
@@ -854,9 +641,9 @@ fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
         assert_eq!(event.join().unwrap(), 0);
         detacher.join().unwrap();
     });
-    assert_eq!(first.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(first.invocations(), 1);
     assert_eq!(
-        second.invocations.load(Ordering::SeqCst),
+        second.invocations(),
         0,
         "the event invoked a client whose detach had begun"
     );
@@ -886,7 +673,7 @@ unsafe extern "win64" fn batch_invoke_1(
 ) -> u32 {
     BATCH_CALLS.lock().unwrap().push("invoke1");
     // SAFETY: the same contract as a plain invoke.
-    unsafe { host_invoke(context, program_context, result) }
+    unsafe { invoke(context, program_context, result) }
 }
 
 unsafe extern "win64" fn batch_invoke_2(
@@ -897,7 +684,7 @@ unsafe extern "win64" fn batch_invoke_2(
 ) -> u32 {
     BATCH_CALLS.lock().unwrap().push("invoke2");
     // SAFETY: the same contract as a plain invoke.
-    unsafe { host_invoke(context, program_context, result) }
+    unsafe { invoke(context, program_context, result) }
 }
 
 unsafe extern "win64" fn batch_end_1(_state: *mut c_void) -> u32 {
@@ -912,21 +699,17 @@ unsafe extern "win64" fn batch_end_1(_state: *mut c_void) -> u32 {
 #[test]
 fn clients_differing_in_one_batch_function_each_get_their_own_batch() {
     let sim = loaded();
-    let with = |begin: usize, invoke: usize, end: usize| {
-        HostClient::new(move |c| {
+    let with = |begin: BeginFn, batch_invoke: BatchInvokeFn, end: EndFn| {
+        new_client(move |c| {
             c.dispatch.count = 4;
-            c.dispatch.functions = [host_invoke as *const () as usize, begin, invoke, end];
+            c.dispatch.ebpf_program_batch_begin_invoke_function = Some(begin);
+            c.dispatch.ebpf_program_batch_invoke_function = Some(batch_invoke);
+            c.dispatch.ebpf_program_batch_end_invoke_function = Some(end);
         })
     };
-    let (b1, b2) = (
-        batch_begin_1 as *const () as usize,
-        batch_begin_2 as *const () as usize,
-    );
-    let (i1, i2) = (
-        batch_invoke_1 as *const () as usize,
-        batch_invoke_2 as *const () as usize,
-    );
-    let e1 = batch_end_1 as *const () as usize;
+    let (b1, b2): (BeginFn, BeginFn) = (batch_begin_1, batch_begin_2);
+    let (i1, i2): (BatchInvokeFn, BatchInvokeFn) = (batch_invoke_1, batch_invoke_2);
+    let e1: EndFn = batch_end_1;
     // Attach order is invocation order.
     let clients = [with(b1, i1, e1), with(b1, i2, e1), with(b2, i2, e1)];
     for c in &clients {
@@ -948,7 +731,7 @@ fn clients_differing_in_one_batch_function_each_get_their_own_batch() {
         "each client's invoke runs in a batch begun for its own functions"
     );
     for c in &clients {
-        assert_eq!(c.invocations.load(Ordering::SeqCst), 1);
+        assert_eq!(c.invocations(), 1);
         c.deregister();
     }
     sim.finish().unwrap();
@@ -970,7 +753,7 @@ fn an_event_while_no_client_is_attached_is_not_processed() {
     let sim = loaded();
     ntsim::log::etw_enable(&PROVIDER, 5, KEYWORD_HOOK_EVENTS, 0);
     let hold = ntsim::io::hold();
-    let client = HostClient::new(|_| {});
+    let client = new_client(|_| {});
     assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
     let create = |name: &str| {
         let p = ps::create_process(&ProcessSpec {
@@ -992,7 +775,7 @@ fn an_event_while_no_client_is_attached_is_not_processed() {
         "the removal is held: the routine is still registered"
     );
     create("detached");
-    assert_eq!(client.invocations.load(Ordering::SeqCst), 1);
+    assert_eq!(client.invocations(), 1);
     assert_eq!(
         ntsim::log::tl_events_named("HookEvent").len(),
         1,
@@ -1072,7 +855,7 @@ unsafe extern "win64" fn counted_invoke(
 ) -> u32 {
     COUNTED_INVOKES.fetch_add(1, Ordering::SeqCst);
     // SAFETY: the same contract as a plain invoke.
-    unsafe { host_invoke(context, program_context, result) }
+    unsafe { invoke(context, program_context, result) }
 }
 
 unsafe extern "win64" fn counted_end(_state: *mut c_void) -> u32 {
@@ -1099,7 +882,7 @@ fn create(name: &str) -> i32 {
 #[test]
 fn dispatch_tables_of_one_to_four_entries_are_read_within_their_count() {
     let all = [
-        host_invoke as *const () as usize,
+        invoke as *const () as usize,
         counted_begin as *const () as usize,
         counted_invoke as *const () as usize,
         counted_end as *const () as usize,
@@ -1109,7 +892,7 @@ fn dispatch_tables_of_one_to_four_entries_are_read_within_their_count() {
         counted();
         // The table ends against a guard page: reading slot `count` faults.
         let table = EdgeCopy::new(&dispatch_bytes(&all[..count]));
-        let client = HostClient::new(|c| c.dispatch_at = table.at);
+        let client = new_client(|c| c.dispatch_table = Table::At(table.at as *const c_void));
         assert_eq!(
             client.attach_status(),
             Some(STATUS_SUCCESS),
@@ -1118,7 +901,7 @@ fn dispatch_tables_of_one_to_four_entries_are_read_within_their_count() {
         assert_eq!(create("a"), 0);
         assert_eq!(create("b"), 0);
         assert_eq!(
-            client.invocations.load(Ordering::SeqCst),
+            client.invocations(),
             2,
             "count {count}: invoked once per event"
         );
@@ -1144,7 +927,7 @@ fn client_data_of_the_minimum_size_is_accepted_and_one_byte_less_is_refused() {
         let sim = loaded();
         // The data ends against a guard page: reading past `size` faults.
         let data = EdgeCopy::new(&client_data_bytes(size));
-        let client = HostClient::new(|c| c.data_at = data.at);
+        let client = new_client(|c| c.data_table = Table::At(data.at as *const c_void));
         assert_eq!(client.attach_status(), Some(expected), "size {size}");
         assert_eq!(
             binding_of(&client),
@@ -1153,7 +936,7 @@ fn client_data_of_the_minimum_size_is_accepted_and_one_byte_less_is_refused() {
         );
         assert_eq!(create("a"), 0);
         assert_eq!(
-            client.invocations.load(Ordering::SeqCst),
+            client.invocations(),
             u64::from(expected == STATUS_SUCCESS),
             "size {size}"
         );
@@ -1168,17 +951,15 @@ fn client_data_of_the_minimum_size_is_accepted_and_one_byte_less_is_refused() {
 #[test]
 fn a_client_is_not_invoked_after_its_detach_began() {
     let sim = loaded();
-    let client = HostClient::new(|c| c.gate = Some((Mutex::new(false), Condvar::new())));
+    let client = new_client(|c| c.gated = true);
     assert_eq!(client.attach_status(), Some(STATUS_SUCCESS));
     // Another client keeps the hook active, so later events invoke clients.
-    let other = HostClient::new(|_| {});
+    let other = new_client(|_| {});
     assert_eq!(other.attach_status(), Some(STATUS_SUCCESS));
-    let client_addr = &*client as *const HostClient as usize;
+    let client_addr = &client as *const HostClient as usize;
     // An event in flight holds the client...
     let first = std::thread::spawn(|| create("first"));
-    ntsim::sync::wait_for("the first event to reach the client", || {
-        client.entered.load(Ordering::SeqCst)
-    });
+    ntsim::sync::wait_for("the first event to reach the client", || client.entered());
     // ...while the client deregisters: the provider's detach is pending.
     let detacher = std::thread::spawn(move || {
         // SAFETY: the client outlives this thread (joined below).
@@ -1195,20 +976,12 @@ fn a_client_is_not_invoked_after_its_detach_began() {
         second.is_finished()
     });
     assert_eq!(second.join().unwrap(), 0);
-    assert_eq!(
-        client.invocations.load(Ordering::SeqCst),
-        1,
-        "only the invocation in flight"
-    );
+    assert_eq!(client.invocations(), 1, "only the invocation in flight");
     client.open();
     assert_eq!(first.join().unwrap(), 0);
     detacher.join().unwrap();
     assert!(!binding_of(&client));
-    assert_eq!(
-        other.invocations.load(Ordering::SeqCst),
-        2,
-        "the other client saw both events"
-    );
+    assert_eq!(other.invocations(), 2, "the other client saw both events");
     other.deregister();
     sim.finish().unwrap();
 }

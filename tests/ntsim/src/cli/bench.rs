@@ -24,27 +24,16 @@
 use crate::ebpf::core::{Link, LoadedProgram};
 use crate::ebpf::program::Program;
 use crate::ebpf::vm::Insn;
-use crate::kernel::nmr::{
-    self, NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE,
-};
-use crate::kernel::status::{STATUS_PENDING, STATUS_SUCCESS};
-use crate::kernel::types::{GUID, HANDLE};
+use crate::hook::host_client::{Config, HostClient};
+use crate::kernel::status::STATUS_SUCCESS;
+use crate::kernel::types::GUID;
 use crate::kernel::{exports, io, ps};
 use crate::sim::{Options, Sim};
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
-
-/// `EBPF_HOOK_EXTENSION_IID`: the NPI host clients attach through.
-const HOOK_NPI: GUID = GUID {
-    data1: 0x5d564054,
-    data2: 0x2736,
-    data3: 0x406d,
-    data4: [0x8b, 0x22, 0x12, 0xbc, 0xff, 0xaf, 0x0a, 0x9f],
-};
 
 /// Events raised, unmeasured, before each measured segment (first-event
 /// effects: lazily built kernel state, cold caches).
@@ -340,73 +329,6 @@ fn invocations() -> u64 {
     INVOCATIONS.with(Cell::get)
 }
 
-/// `ebpf_extension_data_t`.
-#[repr(C)]
-struct ExtensionData {
-    version: u16,
-    size: usize,
-    total_size: usize,
-    data: *const c_void,
-    data_size: usize,
-    prog_attach_flags: u64,
-}
-
-/// `{u16 version; u16 count; fn function[4]}`.
-#[repr(C)]
-struct Dispatch {
-    version: u16,
-    count: u16,
-    functions: [usize; 4],
-}
-
-/// A host hook client.
-struct HostClient {
-    npi_id: GUID,
-    module_id: NPI_MODULEID,
-    data: ExtensionData,
-    dispatch: Dispatch,
-    characteristics: NPI_CLIENT_CHARACTERISTICS,
-    handle: AtomicUsize,
-    attach_status: AtomicUsize,
-}
-
-// SAFETY: the raw pointers point into the client itself (or are null);
-// they are only read by NMR and the driver while the client is registered.
-unsafe impl Send for HostClient {}
-// SAFETY: as above; mutable state is atomic.
-unsafe impl Sync for HostClient {}
-
-static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
-
-unsafe extern "win64" fn host_attach(
-    binding: HANDLE,
-    context: *mut c_void,
-    _provider: *const NPI_REGISTRATION_INSTANCE,
-) -> i32 {
-    // SAFETY: the context registered with this client.
-    let c = unsafe { &*(context as *const HostClient) };
-    let mut provider_context: *mut c_void = std::ptr::null_mut();
-    let mut provider_dispatch: *const c_void = std::ptr::null();
-    // SAFETY: inside ClientAttachProvider with NMR's binding handle; the
-    // dispatch table lives in the client until it deregisters.
-    let status = unsafe {
-        nmr::NmrClientAttachProvider(
-            binding,
-            context,
-            (&c.dispatch as *const Dispatch).cast(),
-            &mut provider_context,
-            &mut provider_dispatch,
-        )
-    };
-    c.attach_status
-        .store(status as u32 as usize, Ordering::Release);
-    status
-}
-
-unsafe extern "win64" fn host_detach(_context: *mut c_void) -> i32 {
-    STATUS_SUCCESS
-}
-
 unsafe extern "win64" fn host_invoke(
     _context: *const c_void,
     _program_context: *mut c_void,
@@ -436,117 +358,28 @@ unsafe extern "win64" fn host_batch_end(_state: *mut c_void) -> u32 {
     0
 }
 
-impl HostClient {
-    fn register(batch: bool) -> Result<Box<HostClient>, String> {
-        let n = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-        let functions = if batch {
-            [
-                host_invoke as *const () as usize,
-                host_batch_begin as *const () as usize,
-                host_batch_invoke as *const () as usize,
-                host_batch_end as *const () as usize,
-            ]
-        } else {
-            [host_invoke as *const () as usize, 0, 0, 0]
-        };
-        let mut c = Box::new(HostClient {
-            npi_id: HOOK_NPI,
-            module_id: NPI_MODULEID {
-                Length: 24,
-                Type: nmr::MIT_GUID,
-                Guid: GUID {
-                    data1: 0x62656e63,
-                    data2: 0,
-                    data3: 0,
-                    data4: n.to_be_bytes(),
-                },
-            },
-            data: ExtensionData {
-                version: 1,
-                size: 48,
-                total_size: 48,
-                data: std::ptr::null(),
-                data_size: 0,
-                prog_attach_flags: 0,
-            },
-            dispatch: Dispatch {
-                version: 1,
-                count: if batch { 4 } else { 1 },
-                functions,
-            },
-            characteristics: NPI_CLIENT_CHARACTERISTICS {
-                Version: 0,
-                Length: 0,
-                ClientAttachProvider: None,
-                ClientDetachProvider: None,
-                ClientCleanupBindingContext: None,
-                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                    Version: 0,
-                    Size: 0,
-                    NpiId: std::ptr::null(),
-                    ModuleId: std::ptr::null(),
-                    Number: 0,
-                    NpiSpecificCharacteristics: std::ptr::null(),
-                },
-            },
-            handle: AtomicUsize::new(0),
-            attach_status: AtomicUsize::new(usize::MAX),
-        });
-        c.characteristics = NPI_CLIENT_CHARACTERISTICS {
-            Version: 0,
-            Length: size_of::<NPI_CLIENT_CHARACTERISTICS>() as u16,
-            ClientAttachProvider: Some(host_attach),
-            ClientDetachProvider: Some(host_detach),
-            ClientCleanupBindingContext: None,
-            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                Version: 0,
-                Size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
-                NpiId: &c.npi_id,
-                ModuleId: &c.module_id,
-                Number: 0,
-                NpiSpecificCharacteristics: (&c.data as *const ExtensionData).cast(),
-            },
-        };
-        let mut handle: HANDLE = 0;
-        // SAFETY: the characteristics and context live in the Box until
-        // `deregister`, which waits for NMR.
-        let status = unsafe {
-            nmr::NmrRegisterClient(
-                &c.characteristics,
-                (&*c as *const HostClient).cast_mut().cast(),
-                &mut handle,
-            )
-        };
-        if status != STATUS_SUCCESS {
-            return Err(format!("NmrRegisterClient: {status:#x}"));
-        }
-        c.handle.store(handle, Ordering::Release);
-        let attached = c.attach_status.load(Ordering::Acquire);
-        if attached != STATUS_SUCCESS as u32 as usize {
-            c.deregister();
-            return Err(format!(
-                "the driver's hook provider did not attach a host client ({attached:#x})"
-            ));
-        }
-        Ok(c)
+/// Registers a host hook client (see [`crate::hook::host_client`]) bound
+/// to every hook provider, counting its invocations per thread; with
+/// `batch`, its dispatch table has the batch functions too.
+fn register_client(batch: bool) -> Result<HostClient, String> {
+    let mut config = Config::numbered(0x62656e63);
+    config.dispatch.ebpf_program_invoke_function = Some(host_invoke);
+    if batch {
+        config.dispatch.count = 4;
+        config.dispatch.ebpf_program_batch_begin_invoke_function = Some(host_batch_begin);
+        config.dispatch.ebpf_program_batch_invoke_function = Some(host_batch_invoke);
+        config.dispatch.ebpf_program_batch_end_invoke_function = Some(host_batch_end);
     }
-
-    fn deregister(&self) {
-        let handle = self.handle.swap(0, Ordering::AcqRel);
-        if handle == 0 {
-            return;
-        }
-        // SAFETY: our registration, deregistered once.
-        if unsafe { nmr::NmrDeregisterClient(handle) } == STATUS_PENDING {
-            // SAFETY: the same handle, whose deregistration is pending.
-            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
-        }
-    }
-}
-
-impl Drop for HostClient {
-    fn drop(&mut self) {
-        self.deregister();
+    // SAFETY: the dispatch functions ignore the binding context; the
+    // client data is the client's own.
+    let client = unsafe { HostClient::register(config) }
+        .map_err(|status| format!("NmrRegisterClient: {status:#x}"))?;
+    match client.attach_status() {
+        Some(STATUS_SUCCESS) => Ok(client),
+        attached => Err(format!(
+            "the driver's hook provider did not attach a host client ({:#x})",
+            attached.map_or(usize::MAX, |s| s as u32 as usize)
+        )),
     }
 }
 
@@ -554,9 +387,7 @@ impl Drop for HostClient {
 /// then their programs). Held, never read: dropping detaches.
 #[allow(dead_code)]
 enum Clients {
-    // Boxed: NMR holds pointers into each client, which must not move.
-    #[allow(clippy::vec_box)]
-    Host(Vec<Box<HostClient>>),
+    Host(Vec<HostClient>),
     /// Per attach type: its links, then their program.
     Ebpf(Vec<(Vec<Link>, LoadedProgram)>),
     None,
@@ -598,7 +429,7 @@ fn attach(kind: ClientKind, n: usize, events: &[&EventKind]) -> Result<Clients, 
     let clients = match kind {
         ClientKind::HostPlain | ClientKind::HostBatch => Clients::Host(
             (0..n)
-                .map(|_| HostClient::register(kind == ClientKind::HostBatch))
+                .map(|_| register_client(kind == ClientKind::HostBatch))
                 .collect::<Result<_, _>>()?,
         ),
         ClientKind::EbpfLink => {

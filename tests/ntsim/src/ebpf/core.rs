@@ -418,7 +418,7 @@ fn descriptor(d: &ebpf_context_descriptor_t) -> ContextDescriptor {
     }
 }
 
-const fn empty_client_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
+pub(crate) const fn empty_client_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
     NPI_CLIENT_CHARACTERISTICS {
         Version: 0,
         Length: 0,
@@ -436,7 +436,7 @@ const fn empty_client_characteristics() -> NPI_CLIENT_CHARACTERISTICS {
     }
 }
 
-fn client_characteristics(
+pub(crate) fn client_characteristics(
     npi_id: *const GUID,
     module_id: *const NPI_MODULEID,
     specific: *const c_void,

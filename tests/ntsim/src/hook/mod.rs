@@ -5,6 +5,7 @@
 //! [`crate::kernel`]; the eBPF side (program types, contexts) in
 //! [`crate::ebpf`].
 
+pub mod host_client;
 pub mod image_load;
 pub mod process;
 pub mod thread;
