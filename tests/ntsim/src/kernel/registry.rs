@@ -702,7 +702,7 @@ struct Info {
     partial_limit: usize,
 }
 
-/// Copies `info` into the caller's buffer with the documented rules:
+/// An error status is returned as it is (nothing written). Otherwise copies `info` into the caller's buffer with the documented rules:
 /// smaller than the fixed part: STATUS_BUFFER_TOO_SMALL, nothing written;
 /// smaller than the whole: STATUS_BUFFER_OVERFLOW, the fixed part (and as
 /// much of the variable part as the structure allows) written. In every
@@ -712,11 +712,15 @@ struct Info {
 /// `buf` must be writable for `len` bytes; `result_len` writable.
 unsafe fn deliver(
     api: &str,
-    info: Info,
+    info: Result<Info, NTSTATUS>,
     buf: *mut c_void,
     len: u32,
     result_len: *mut u32,
 ) -> NTSTATUS {
+    let info = match info {
+        Ok(info) => info,
+        Err(status) => return status,
+    };
     if result_len.is_null() {
         violation::record("registry", format!("{api} with NULL ResultLength"));
         return STATUS_INVALID_PARAMETER;
@@ -935,18 +939,15 @@ pub unsafe extern "win64" fn ZwQueryValueKey(
             .ok_or(STATUS_OBJECT_NAME_NOT_FOUND)?;
         value_info(v, KeyValueInformationClass).ok_or(STATUS_INVALID_PARAMETER)
     });
-    match info {
-        // SAFETY: buffer and result pointers valid per the caller.
-        Ok(i) => unsafe {
-            deliver(
-                "ZwQueryValueKey",
-                i,
-                KeyValueInformation,
-                Length,
-                ResultLength,
-            )
-        },
-        Err(st) => st,
+    // SAFETY: buffer and result pointers valid per the caller.
+    unsafe {
+        deliver(
+            "ZwQueryValueKey",
+            info,
+            KeyValueInformation,
+            Length,
+            ResultLength,
+        )
     }
 }
 
@@ -972,18 +973,15 @@ pub unsafe extern "win64" fn ZwEnumerateValueKey(
             .ok_or(STATUS_NO_MORE_ENTRIES)?;
         value_info(v, KeyValueInformationClass).ok_or(STATUS_INVALID_PARAMETER)
     });
-    match info {
-        // SAFETY: buffer and result pointers valid per the caller.
-        Ok(i) => unsafe {
-            deliver(
-                "ZwEnumerateValueKey",
-                i,
-                KeyValueInformation,
-                Length,
-                ResultLength,
-            )
-        },
-        Err(st) => st,
+    // SAFETY: buffer and result pointers valid per the caller.
+    unsafe {
+        deliver(
+            "ZwEnumerateValueKey",
+            info,
+            KeyValueInformation,
+            Length,
+            ResultLength,
+        )
     }
 }
 
@@ -1018,11 +1016,8 @@ pub unsafe extern "win64" fn ZwEnumerateKey(
         }
         key_info(s, child, KeyInformationClass).ok_or(STATUS_INVALID_PARAMETER)
     });
-    match info {
-        // SAFETY: buffer and result pointers valid per the caller.
-        Ok(i) => unsafe { deliver("ZwEnumerateKey", i, KeyInformation, Length, ResultLength) },
-        Err(st) => st,
-    }
+    // SAFETY: buffer and result pointers valid per the caller.
+    unsafe { deliver("ZwEnumerateKey", info, KeyInformation, Length, ResultLength) }
 }
 
 /// `ZwQueryKey` (PASSIVE_LEVEL; needs KEY_QUERY_VALUE except for
@@ -1047,11 +1042,8 @@ pub unsafe extern "win64" fn ZwQueryKey(
         let node = key_of(s, "ZwQueryKey", KeyHandle, need)?;
         key_info(s, node, KeyInformationClass).ok_or(STATUS_INVALID_PARAMETER)
     });
-    match info {
-        // SAFETY: buffer and result pointers valid per the caller.
-        Ok(i) => unsafe { deliver("ZwQueryKey", i, KeyInformation, Length, ResultLength) },
-        Err(st) => st,
-    }
+    // SAFETY: buffer and result pointers valid per the caller.
+    unsafe { deliver("ZwQueryKey", info, KeyInformation, Length, ResultLength) }
 }
 
 // ------------------------------------------------------ Rust API for tests
