@@ -5,9 +5,10 @@
 //! - Scope: [`SCOPE`] (the eBPF extension, the hooks, the store, the trace
 //!   provider, and the NMR, pool and synchronization wrappers), or the files
 //!   given with `--file`.
-//! - Tests: the driver's unit tests and every integration test in `tests/`
-//!   except [`UNRELATED_TESTS`] (they read committed files, never the
-//!   driver's code). The integration tests build the release image for
+//! - Tests: the unit tests of the library and the driver crates
+//!   ([`MUTATED_PACKAGES`]) and every integration test of `tests/` (package
+//!   `driver-tests`) except [`UNRELATED_TESTS`] (they read committed files,
+//!   never the driver's code). The integration tests build the release image for
 //!   `x86_64-pc-windows-msvc` in the mutant's copy of the tree
 //!   (`ntsim::build::driver_image` finds the workspace from the
 //!   `CARGO_MANIFEST_DIR` of the test process) and run it in ntsim, so
@@ -28,18 +29,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-/// The files mutated by default: the driver's logic. `src/driver/` (the
-/// entry points), `src/nt/` (kernel declarations), `src/rt.rs` and
-/// `src/fmt.rs` (runtime glue) are left out.
+/// The files mutated by default: the drivers' logic, in the library
+/// (libs/ebpf_ext) and the driver crates (extensions/). The library's
+/// `src/driver/` (the entry points), `src/nt/` (kernel declarations),
+/// `src/rt.rs` and `src/fmt.rs` (runtime glue), and each driver's
+/// `src/lib.rs` (its declarations) are left out.
 pub const SCOPE: &[&str] = &[
-    "src/ebpf/**/*.rs",
-    "src/hooks/**/*.rs",
-    "src/sync.rs",
-    "src/nmr.rs",
-    "src/pool.rs",
-    "src/store.rs",
-    "src/trace.rs",
+    "libs/ebpf_ext/src/ebpf/**/*.rs",
+    "extensions/ntosebpfext/src/hooks/**/*.rs",
+    "libs/ebpf_ext/src/sync.rs",
+    "libs/ebpf_ext/src/nmr.rs",
+    "libs/ebpf_ext/src/pool.rs",
+    "libs/ebpf_ext/src/store.rs",
+    "libs/ebpf_ext/src/trace.rs",
 ];
+
+/// The packages whose files are mutated: the library and every driver.
+pub const MUTATED_PACKAGES: &[&str] = &["ebpf_ext", "ntosebpfext"];
+
+/// The package of the drivers' integration tests (`tests/Cargo.toml`).
+pub const TEST_PACKAGE: &str = "driver-tests";
 
 /// Integration tests (`tests/NAME.rs`) not run against mutants: they check
 /// committed files (the INF, the WPR profile) or only report the host.
@@ -171,8 +180,14 @@ fn run(args: &[String]) -> Result<bool, String> {
     ensure_cargo_mutants()?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&root)
-        .args(["mutants", "--package", "ntosebpfext"]);
+    cmd.current_dir(&root).arg("mutants");
+    for package in MUTATED_PACKAGES {
+        cmd.args(["--package", package]);
+    }
+    // Every mutant runs the unit tests of the mutated packages and the
+    // integration tests.
+    let test_packages = [MUTATED_PACKAGES, &[TEST_PACKAGE]].concat().join(",");
+    cmd.arg(format!("--test-package={test_packages}"));
     cmd.arg("--dir").arg(&root);
     let files: Vec<String> = if args.files.is_empty() {
         SCOPE.iter().map(|s| s.to_string()).collect()

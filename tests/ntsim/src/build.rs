@@ -1,17 +1,28 @@
-//! Building the driver image for tests and tools.
+//! Building the driver images for tests and tools.
 //!
-//! [`driver_image`] builds the portable `ntosebpfext.sys` once per process
-//! with cargo (release profile, `x86_64-pc-windows-msvc`) and returns its
-//! path. Set `NTOSEBPFEXT_SYS` to an existing image to test that instead.
-//! The workspace is found at run time ([`find_workspace_root`]), never from
-//! where this crate was compiled.
+//! [`DRIVERS`] lists the repository's drivers (each a package under
+//! `extensions/`). [`driver_image_named`] builds one portable `<name>.sys`
+//! once per process with cargo (release profile, `x86_64-pc-windows-msvc`)
+//! and returns its path; [`driver_image`] is ntosebpfext's. Set
+//! `<NAME>_SYS` (e.g. `NTOSEBPFEXT_SYS`) to an existing image to test that
+//! instead. The workspace is found at run time ([`find_workspace_root`]),
+//! never from where this crate was compiled.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// The Windows target the driver is built for.
+/// The Windows target the drivers are built for.
 pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
+
+/// Every driver the repository builds, by package name: the package
+/// `extensions/<name>` builds `<name>.dll`, installed as `<name>.sys`.
+/// `cargo xtask build` builds them all; adding a driver is one entry here.
+pub const DRIVERS: &[&str] = &["ntosebpfext"];
+
+/// The driver [`driver_image`] returns.
+pub const NTOSEBPFEXT: &str = "ntosebpfext";
 
 /// The workspace root of the checkout being worked in, found at run time
 /// (see [`find_workspace_root`]). Panics with the reason if there is none.
@@ -64,29 +75,40 @@ pub fn workspace_root_above(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Where a release build puts the driver: the cargo output
-/// (`ntosebpfext.dll`) and the installable copy (`ntosebpfext.sys`) with its
-/// PDB beside them.
+/// Where a release build puts the drivers: the cargo output
+/// (`<name>.dll`) and the installable copy (`<name>.sys`) with its PDB
+/// beside them.
 pub fn output_dir(target_dir: &Path) -> PathBuf {
     target_dir.join(DRIVER_TARGET).join("release")
 }
 
-/// Builds the portable driver image into `target_dir` and returns the path
-/// of `ntosebpfext.sys`. Cargo's own output is `ntosebpfext.dll`; the image
-/// is copied to the `.sys` name drivers are installed under.
-pub fn build_driver(target_dir: &Path) -> Result<PathBuf, String> {
+/// Builds the portable image of the driver `name` (one of [`DRIVERS`]) into
+/// `target_dir` and returns the path of `<name>.sys`.
+pub fn build_driver(target_dir: &Path, name: &str) -> Result<PathBuf, String> {
+    Ok(build_drivers(target_dir, &[name])?.remove(0))
+}
+
+/// Builds the portable images of the drivers `names` (each one of
+/// [`DRIVERS`]) into `target_dir` with one cargo command and returns the
+/// paths of their `.sys` files, in the order of `names`. Cargo's own output
+/// is `<name>.dll`; each image is copied to the `.sys` name drivers are
+/// installed under.
+pub fn build_drivers(target_dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>, String> {
+    if let Some(unknown) = names.iter().find(|n| !DRIVERS.contains(n)) {
+        return Err(format!(
+            "{unknown:?} is not one of the repository's drivers ({})",
+            DRIVERS.join(", ")
+        ));
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = find_workspace_root()?;
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "ntosebpfext",
-            "--target",
-            DRIVER_TARGET,
-        ])
+    let mut command = Command::new(&cargo);
+    command.current_dir(&root).args(["build", "--release"]);
+    for name in names {
+        command.args(["--package", name]);
+    }
+    let status = command
+        .args(["--target", DRIVER_TARGET])
         .arg("--target-dir")
         .arg(target_dir)
         // The outer cargo (running the tests) may have set these for the host.
@@ -102,10 +124,14 @@ pub fn build_driver(target_dir: &Path) -> Result<PathBuf, String> {
         ));
     }
     let out = output_dir(target_dir);
-    let dll = out.join("ntosebpfext.dll");
-    let sys = out.join("ntosebpfext.sys");
-    install_copy(&dll, &sys)?;
-    Ok(sys)
+    names
+        .iter()
+        .map(|name| {
+            let sys = out.join(format!("{name}.sys"));
+            install_copy(&out.join(format!("{name}.dll")), &sys)?;
+            Ok(sys)
+        })
+        .collect()
 }
 
 /// Puts a copy of `from` at `to` atomically: other processes (test
@@ -124,22 +150,43 @@ fn install_copy(from: &Path, to: &Path) -> Result<(), String> {
     })
 }
 
-/// The driver image for tests: `NTOSEBPFEXT_SYS` if set, otherwise built
-/// once per process into `<workspace>/target/driver` (a target directory of
-/// its own, so it does not wait on the cargo that runs the tests).
+/// The ntosebpfext image for tests: [`driver_image_named`]`("ntosebpfext")`.
 pub fn driver_image() -> PathBuf {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            if let Some(p) = std::env::var_os("NTOSEBPFEXT_SYS") {
-                let p = PathBuf::from(p);
-                assert!(p.is_file(), "NTOSEBPFEXT_SYS={} is not a file", p.display());
-                return p;
-            }
-            let target_dir = workspace_root().join("target").join("driver");
-            build_driver(&target_dir).unwrap_or_else(|e| panic!("{e}"))
-        })
-        .clone()
+    driver_image_named(NTOSEBPFEXT)
+}
+
+/// The environment variable that names an existing image of the driver
+/// `name` to test instead of building it: `<NAME>_SYS`.
+pub fn image_variable(name: &str) -> String {
+    format!("{}_SYS", name.to_ascii_uppercase())
+}
+
+/// The image of the driver `name` (one of [`DRIVERS`]) for tests:
+/// `<NAME>_SYS` ([`image_variable`]) if set, otherwise built once per
+/// process into `<workspace>/target/driver` (a target directory of its own,
+/// so it does not wait on the cargo that runs the tests). Panics with the
+/// reason if it cannot.
+pub fn driver_image_named(name: &str) -> PathBuf {
+    static IMAGES: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    // Held while building, so concurrent callers wait for the one build.
+    let mut images = IMAGES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = images.get(name) {
+        return path.clone();
+    }
+    let variable = image_variable(name);
+    let path = if let Some(p) = std::env::var_os(&variable) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{variable}={} is not a file", p.display());
+        p
+    } else {
+        let target_dir = workspace_root().join("target").join("driver");
+        build_driver(&target_dir, name).unwrap_or_else(|e| panic!("{e}"))
+    };
+    images.insert(name.to_string(), path.clone());
+    path
 }
 
 #[cfg(test)]
@@ -197,6 +244,29 @@ mod tests {
             "found {found:?} inside a tree without a workspace"
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_driver_is_refused_before_cargo_runs() {
+        let err = build_drivers(Path::new("/nonexistent/target"), &["nosuchdriver"]).unwrap_err();
+        assert!(err.contains("\"nosuchdriver\" is not one of"), "{err}");
+        assert!(err.contains("ntosebpfext"), "{err}");
+    }
+
+    #[test]
+    fn every_listed_driver_is_a_package_under_extensions() {
+        let root = find_workspace_root().unwrap();
+        for name in DRIVERS {
+            let manifest = root.join("extensions").join(name).join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest)
+                .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+            assert!(
+                text.contains(&format!("name = \"{name}\"")),
+                "{} does not declare package {name}",
+                manifest.display()
+            );
+        }
+        assert_eq!(image_variable("ntosebpfext"), "NTOSEBPFEXT_SYS");
     }
 
     #[test]
