@@ -35,7 +35,7 @@
 //!    That is exact where a "sum of field sizes" check is not (a missing
 //!    small field can hide in padding).
 //! 2. [`every_abi_struct_is_compared_or_one_sided`] reads the ABI source
-//!    files of both crates (including every file of `src/hooks/` and of
+//!    files of both crates (including every file of `extensions/ntosebpfext/src/hooks/` and of
 //!    ntsim's `hook/`, where new hooks go) and lists each `#[repr(C)]`
 //!    `pub struct`/`union`: each must be in a pair, compared through its
 //!    bytes, or listed as one-sided with the reason; a listed name that no
@@ -206,6 +206,9 @@ fn pairs() -> Vec<Pair> {
         same!(ext::nt::NPI_PROVIDER_CHARACTERISTICS, sim::nmr::NPI_PROVIDER_CHARACTERISTICS;
             Version, Length, ProviderAttachClient, ProviderDetachClient,
             ProviderCleanupBindingContext, ProviderRegistrationInstance),
+        same!(ext::nt::NPI_CLIENT_CHARACTERISTICS, sim::nmr::NPI_CLIENT_CHARACTERISTICS;
+            Version, Length, ClientAttachProvider, ClientDetachProvider,
+            ClientCleanupBindingContext, ClientRegistrationInstance),
         same!(ext::nt::CLIENT_ID, sim::ps::CLIENT_ID; UniqueProcess, UniqueThread),
         same!(ext::nt::PS_CREATE_NOTIFY_INFO, sim::ps::PS_CREATE_NOTIFY_INFO;
             Size, Flags, ParentProcessId, CreatingThreadId, FileObject, ImageFileName,

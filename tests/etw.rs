@@ -1,4 +1,4 @@
-//! The driver's ETW tracing (src/trace.rs): the real image in ntsim, which
+//! The driver's ETW tracing (libs/ebpf_ext/src/trace.rs): the real image in ntsim, which
 //! plays the trace session (enable callbacks with a level and keywords)
 //! and decodes every TraceLogging event into its name and typed fields.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]

@@ -30,10 +30,10 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// The files mutated by default: the drivers' logic, in the library
-/// (libs/ebpf_ext) and the driver crates (extensions/). The library's
-/// `src/driver/` (the entry points), `src/nt/` (kernel declarations),
-/// `src/rt.rs` and `src/fmt.rs` (runtime glue), and each driver's
-/// `src/lib.rs` (its declarations) are left out.
+/// (`libs/ebpf_ext`) and the driver crates (`extensions/`). Left out: the
+/// library's `src/driver/` (the entry points), `src/nt/` (kernel
+/// declarations), `src/rt.rs` and `src/fmt.rs` (runtime glue), and each
+/// driver's `src/lib.rs` (its declarations).
 pub const SCOPE: &[&str] = &[
     "libs/ebpf_ext/src/ebpf/**/*.rs",
     "extensions/ntosebpfext/src/hooks/**/*.rs",
@@ -252,24 +252,44 @@ fn run(args: &[String]) -> Result<bool, String> {
     )
 }
 
-/// The integration tests run against each mutant: `tests/*.rs` except
+/// The integration tests run against each mutant: the `[[test]]` targets
+/// of `tests/Cargo.toml` (package [`TEST_PACKAGE`]) except
 /// [`UNRELATED_TESTS`].
 fn related_tests(root: &Path) -> Result<Vec<String>, String> {
-    let dir = root.join("tests");
-    let mut tests = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))? {
-        let path = e
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .path();
-        if path.extension().is_some_and(|x| x == "rs") {
-            let name = path.file_stem().unwrap_or_default().to_string_lossy();
-            if !UNRELATED_TESTS.contains(&name.as_ref()) {
-                tests.push(name.into_owned());
-            }
-        }
+    let manifest = root.join("tests").join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let mut tests: Vec<String> = test_targets(&text)
+        .into_iter()
+        .filter(|name| !UNRELATED_TESTS.contains(&name.as_str()))
+        .collect();
+    if tests.is_empty() {
+        return Err(format!("{} lists no [[test]] target", manifest.display()));
     }
     tests.sort();
     Ok(tests)
+}
+
+/// The names of the `[[test]]` targets of a manifest (each table's
+/// `name = "..."` line).
+fn test_targets(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_test = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_test = line == "[[test]]";
+        } else if in_test {
+            let name = line
+                .strip_prefix("name")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|value| value.trim().trim_matches('"'));
+            if let Some(name) = name {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 fn ensure_cargo_mutants() -> Result<(), String> {
@@ -407,4 +427,40 @@ fn image_build_failures(log_dir: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_test_targets_are_the_test_tables_names() {
+        let manifest = "[package]\nname = \"driver-tests\"\n\n[lib]\npath = \"lib.rs\"\n\n\
+                        [[test]]\nname = \"a\"\npath = \"a.rs\"\n\n[[test]]\npath = \"b.rs\"\nname = \"b\"\n";
+        assert_eq!(super::test_targets(manifest), ["a", "b"]);
+    }
+
+    #[test]
+    fn every_test_file_is_a_listed_target_and_the_scope_exists() {
+        let root = ntsim::build::find_workspace_root().unwrap();
+        let listed = super::related_tests(&root).unwrap();
+        for unrelated in super::UNRELATED_TESTS {
+            assert!(!listed.iter().any(|t| t == unrelated), "{unrelated}");
+        }
+        for entry in std::fs::read_dir(root.join("tests")).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.extension().is_some_and(|x| x == "rs")
+                && stem != "lib"
+                && !super::UNRELATED_TESTS.contains(&stem.as_str())
+            {
+                assert!(
+                    listed.contains(&stem),
+                    "tests/{stem}.rs is not a [[test]] of tests/Cargo.toml"
+                );
+            }
+        }
+        for glob in super::SCOPE {
+            let dir = glob.split("/**").next().unwrap();
+            assert!(root.join(dir).exists(), "{glob}: {dir} does not exist");
+        }
+    }
 }
