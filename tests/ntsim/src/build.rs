@@ -89,10 +89,17 @@ pub fn build_driver(target_dir: &Path, name: &str) -> Result<PathBuf, String> {
 }
 
 /// Builds the portable images of the drivers `names` (each one of
-/// [`DRIVERS`]) into `target_dir` with one cargo command and returns the
-/// paths of their `.sys` files, in the order of `names`. Cargo's own output
-/// is `<name>.dll`; each image is copied to the `.sys` name drivers are
-/// installed under.
+/// [`DRIVERS`]) into `target_dir` and returns the paths of their `.sys`
+/// files, in the order of `names`.
+///
+/// Each image is built by [`image_build_args`]: the crate as a cdylib
+/// alone, with fat LTO. A driver crate is also an rlib (for the tests), and
+/// cargo does not apply LTO to a crate with an rlib output, so a plain
+/// `cargo build` would optimize the driver and the `ebpf_ext` library
+/// separately: nothing of the library's would be inlined into the driver's
+/// hooks, which costs the hot path about half again as many instructions per
+/// client (docs/performance.md). Cargo's own output is `<name>.dll`; each
+/// image is copied to the `.sys` name drivers are installed under.
 pub fn build_drivers(target_dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>, String> {
     if let Some(unknown) = names.iter().find(|n| !DRIVERS.contains(n)) {
         return Err(format!(
@@ -102,36 +109,51 @@ pub fn build_drivers(target_dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>, 
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = find_workspace_root()?;
-    let mut command = Command::new(&cargo);
-    command.current_dir(&root).args(["build", "--release"]);
-    for name in names {
-        command.args(["--package", name]);
-    }
-    let status = command
-        .args(["--target", DRIVER_TARGET])
-        .arg("--target-dir")
-        .arg(target_dir)
-        // The outer cargo (running the tests) may have set these for the host.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
-    if !status.success() {
-        return Err(format!(
-            "building the driver failed ({status}); is the {DRIVER_TARGET} target installed? \
-             (rustup target add {DRIVER_TARGET})"
-        ));
-    }
     let out = output_dir(target_dir);
-    names
-        .iter()
-        .map(|name| {
-            let sys = out.join(format!("{name}.sys"));
-            install_copy(&out.join(format!("{name}.dll")), &sys)?;
-            Ok(sys)
-        })
-        .collect()
+    let mut images = Vec::new();
+    for name in names {
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(image_build_args(name))
+            .arg("--target-dir")
+            .arg(target_dir)
+            // The outer cargo (running the tests) may have set these for the host.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+        if !status.success() {
+            return Err(format!(
+                "building the driver failed ({name}: {status}); is the {DRIVER_TARGET} target \
+                 installed? (rustup target add {DRIVER_TARGET})"
+            ));
+        }
+        let sys = out.join(format!("{name}.sys"));
+        install_copy(&out.join(format!("{name}.dll")), &sys)?;
+        images.push(sys);
+    }
+    Ok(images)
+}
+
+/// The cargo arguments that build the portable image of the driver `name`
+/// (without `--target-dir`): the release profile with fat LTO, for
+/// `x86_64-pc-windows-msvc`, the crate as a cdylib only.
+pub fn image_build_args(name: &str) -> Vec<String> {
+    [
+        "rustc",
+        "--release",
+        "--package",
+        name,
+        "--target",
+        DRIVER_TARGET,
+        "--crate-type",
+        "cdylib",
+        "--config",
+        "profile.release.lto=\"fat\"",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Puts a copy of `from` at `to` atomically: other processes (test
@@ -251,6 +273,24 @@ mod tests {
         let err = build_drivers(Path::new("/nonexistent/target"), &["nosuchdriver"]).unwrap_err();
         assert!(err.contains("\"nosuchdriver\" is not one of"), "{err}");
         assert!(err.contains("ntosebpfext"), "{err}");
+    }
+
+    #[test]
+    fn an_image_is_the_cdylib_alone_with_fat_lto() {
+        let args = image_build_args("ntosebpfext").join(" ");
+        assert!(
+            args.starts_with("rustc --release --package ntosebpfext"),
+            "{args}"
+        );
+        assert!(args.contains("--crate-type cdylib"), "{args}");
+        assert!(
+            args.contains("--config profile.release.lto=\"fat\""),
+            "{args}"
+        );
+        assert!(
+            args.contains(&format!("--target {DRIVER_TARGET}")),
+            "{args}"
+        );
     }
 
     #[test]
