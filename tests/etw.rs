@@ -77,7 +77,7 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
 
     let load = one("DriverLoad");
     assert_eq!(load.provider_name, "NtosEbpfExtProvider");
-    assert_eq!(load.str("Version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(load.str("Version"), Some(ntosebpfext::VERSION));
     assert_eq!(load.status("Status"), Some(STATUS_SUCCESS));
     assert_eq!((load.level, load.keyword), (4, KEYWORD_BASE));
     assert!(load.enabled);
@@ -232,7 +232,7 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
     );
     assert_eq!(
         one("DriverUnload").str("Version"),
-        Some(env!("CARGO_PKG_VERSION"))
+        Some(ntosebpfext::VERSION)
     );
     assert!(log::etw_providers().is_empty(), "unregistered at unload");
     sim.finish().unwrap();

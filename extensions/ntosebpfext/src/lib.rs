@@ -16,6 +16,10 @@ extern crate alloc;
 pub mod hooks;
 
 use ebpf_ext::nt::GUID;
+
+/// The driver's version (its crate's), which the `DriverLoad` and
+/// `DriverUnload` events and the `loaded` line report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 use ebpf_ext::trace::{keyword, TraceProvider};
 
 /// The driver's ETW provider: the C ntosebpfext's name and GUID; the hooks'
@@ -37,7 +41,7 @@ mod driver {
     use ebpf_ext::driver::{ascii_to_utf16, Extension};
     use ebpf_ext::nt;
 
-    /// The version the `DriverLoad`/`DriverUnload` events report.
+    /// [`crate::VERSION`], NUL-terminated for the events.
     const VERSION: &core::ffi::CStr = {
         let v = concat!(env!("CARGO_PKG_VERSION"), "\0");
         match core::ffi::CStr::from_bytes_with_nul(v.as_bytes()) {
