@@ -16,11 +16,11 @@ extern crate alloc;
 pub mod hooks;
 
 use ebpf_ext::nt::GUID;
+use ebpf_ext::trace::{keyword, TraceProvider};
 
 /// The driver's version (its crate's), which the `DriverLoad` and
 /// `DriverUnload` events and the `loaded` line report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-use ebpf_ext::trace::{keyword, TraceProvider};
 
 /// The driver's ETW provider: the C ntosebpfext's name and GUID; the hooks'
 /// kernel callbacks trace under `EBPF_EXT_TRACELOG_KEYWORD_PROCESS`, as
