@@ -35,7 +35,7 @@
 //!    That is exact where a "sum of field sizes" check is not (a missing
 //!    small field can hide in padding).
 //! 2. [`every_abi_struct_is_compared_or_one_sided`] reads the ABI source
-//!    files of both crates (including every file of `src/hooks/` and of
+//!    files of both crates (including every file of `extensions/ntosebpfext/src/hooks/` and of
 //!    ntsim's `hook/`, where new hooks go) and lists each `#[repr(C)]`
 //!    `pub struct`/`union`: each must be in a pair, compared through its
 //!    bytes, or listed as one-sided with the reason; a listed name that no
@@ -50,11 +50,11 @@
 //! load the image check them in behaviour.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+use ebpf_ext as ext;
 use ntosebpfext as drv;
 use ntsim as sim;
 use std::collections::BTreeSet;
 use std::mem::{align_of, offset_of, size_of};
-use std::path::Path;
 
 /// One side of a pair: a type's size, alignment and listed fields (name,
 /// offset, size).
@@ -137,36 +137,36 @@ fn pairs() -> Vec<Pair> {
     vec![
         // eBPF for Windows (ebpf_extension.h, ebpf_program_types.h,
         // ebpf_windows.h).
-        same!(drv::ebpf::abi::ebpf_extension_header_t, sim::ebpf::abi::ebpf_extension_header_t;
+        same!(ext::ebpf::abi::ebpf_extension_header_t, sim::ebpf::abi::ebpf_extension_header_t;
             version, size, total_size),
-        same!(drv::ebpf::abi::ebpf_context_descriptor_t, sim::ebpf::abi::ebpf_context_descriptor_t;
+        same!(ext::ebpf::abi::ebpf_context_descriptor_t, sim::ebpf::abi::ebpf_context_descriptor_t;
             size, data, end, meta),
-        same!(drv::ebpf::abi::ebpf_program_type_descriptor_t,
+        same!(ext::ebpf::abi::ebpf_program_type_descriptor_t,
             sim::ebpf::abi::ebpf_program_type_descriptor_t;
             header, name, context_descriptor, program_type, bpf_prog_type, is_privileged),
-        same!(drv::ebpf::abi::ebpf_helper_function_prototype_t,
+        same!(ext::ebpf::abi::ebpf_helper_function_prototype_t,
             sim::ebpf::abi::ebpf_helper_function_prototype_t;
             header, helper_id, name, return_type, arguments, flags, implicit_context),
-        same!(drv::ebpf::abi::ebpf_program_info_t, sim::ebpf::abi::ebpf_program_info_t;
+        same!(ext::ebpf::abi::ebpf_program_info_t, sim::ebpf::abi::ebpf_program_info_t;
             header, program_type_descriptor, count_of_program_type_specific_helpers,
             program_type_specific_helper_prototype, count_of_global_helpers,
             global_helper_prototype),
-        same!(drv::ebpf::abi::ebpf_helper_function_addresses_t,
+        same!(ext::ebpf::abi::ebpf_helper_function_addresses_t,
             sim::ebpf::abi::ebpf_helper_function_addresses_t;
             header, helper_function_count, helper_function_address),
-        same!(drv::ebpf::abi::ebpf_program_data_t, sim::ebpf::abi::ebpf_program_data_t;
+        same!(ext::ebpf::abi::ebpf_program_data_t, sim::ebpf::abi::ebpf_program_data_t;
             header, program_info, program_type_specific_helper_function_addresses,
             global_helper_function_addresses, context_create, context_destroy, required_irql,
             capabilities),
-        same!(drv::ebpf::abi::ebpf_attach_provider_data_t,
+        same!(ext::ebpf::abi::ebpf_attach_provider_data_t,
             sim::ebpf::abi::ebpf_attach_provider_data_t;
             header, supported_program_type, bpf_attach_type, link_type),
-        same!(drv::ebpf::abi::ebpf_extension_data_t, sim::ebpf::abi::ebpf_extension_data_t;
+        same!(ext::ebpf::abi::ebpf_extension_data_t, sim::ebpf::abi::ebpf_extension_data_t;
             header, data, data_size, prog_attach_flags),
-        same!(drv::ebpf::abi::ebpf_context_header_t, sim::ebpf::abi::ebpf_context_header_t;
+        same!(ext::ebpf::abi::ebpf_context_header_t, sim::ebpf::abi::ebpf_context_header_t;
             context_header),
         Pair {
-            driver: layout!(drv::ebpf::abi::ebpf_extension_dispatch_table_header_t {
+            driver: layout!(ext::ebpf::abi::ebpf_extension_dispatch_table_header_t {
                 version,
                 count
             }),
@@ -181,7 +181,7 @@ fn pairs() -> Vec<Pair> {
             rule: Rule::DriverPrefix,
         },
         Pair {
-            driver: layout!(drv::ebpf::abi::ebpf_execution_context_state_t { bytes }),
+            driver: layout!(ext::ebpf::abi::ebpf_execution_context_state_t { bytes }),
             ntsim: layout!(sim::ebpf::abi::ebpf_execution_context_state_t {
                 epoch_state,
                 id,
@@ -193,37 +193,40 @@ fn pairs() -> Vec<Pair> {
             ),
         },
         // The kernel (wdm.h, netioddk.h, ntddk.h, evntprov.h).
-        same!(drv::nt::GUID, sim::types::GUID; data1, data2, data3, data4),
-        same!(drv::nt::UNICODE_STRING, sim::types::UNICODE_STRING;
+        same!(ext::nt::GUID, sim::types::GUID; data1, data2, data3, data4),
+        same!(ext::nt::UNICODE_STRING, sim::types::UNICODE_STRING;
             Length, MaximumLength, Buffer),
-        same!(drv::nt::DRIVER_OBJECT, sim::types::DRIVER_OBJECT;
+        same!(ext::nt::DRIVER_OBJECT, sim::types::DRIVER_OBJECT;
             Type, Size, DeviceObject, Flags, DriverStart, DriverSize, DriverSection,
             DriverExtension, DriverName, HardwareDatabase, FastIoDispatch, DriverInit,
             DriverStartIo, DriverUnload, MajorFunction),
-        same!(drv::nt::NPI_MODULEID, sim::nmr::NPI_MODULEID; Length, Type, Guid),
-        same!(drv::nt::NPI_REGISTRATION_INSTANCE, sim::nmr::NPI_REGISTRATION_INSTANCE;
+        same!(ext::nt::NPI_MODULEID, sim::nmr::NPI_MODULEID; Length, Type, Guid),
+        same!(ext::nt::NPI_REGISTRATION_INSTANCE, sim::nmr::NPI_REGISTRATION_INSTANCE;
             Version, Size, NpiId, ModuleId, Number, NpiSpecificCharacteristics),
-        same!(drv::nt::NPI_PROVIDER_CHARACTERISTICS, sim::nmr::NPI_PROVIDER_CHARACTERISTICS;
+        same!(ext::nt::NPI_PROVIDER_CHARACTERISTICS, sim::nmr::NPI_PROVIDER_CHARACTERISTICS;
             Version, Length, ProviderAttachClient, ProviderDetachClient,
             ProviderCleanupBindingContext, ProviderRegistrationInstance),
-        same!(drv::nt::CLIENT_ID, sim::ps::CLIENT_ID; UniqueProcess, UniqueThread),
-        same!(drv::nt::PS_CREATE_NOTIFY_INFO, sim::ps::PS_CREATE_NOTIFY_INFO;
+        same!(ext::nt::NPI_CLIENT_CHARACTERISTICS, sim::nmr::NPI_CLIENT_CHARACTERISTICS;
+            Version, Length, ClientAttachProvider, ClientDetachProvider,
+            ClientCleanupBindingContext, ClientRegistrationInstance),
+        same!(ext::nt::CLIENT_ID, sim::ps::CLIENT_ID; UniqueProcess, UniqueThread),
+        same!(ext::nt::PS_CREATE_NOTIFY_INFO, sim::ps::PS_CREATE_NOTIFY_INFO;
             Size, Flags, ParentProcessId, CreatingThreadId, FileObject, ImageFileName,
             CommandLine, CreationStatus),
-        same!(drv::nt::IMAGE_INFO, sim::ps::IMAGE_INFO;
+        same!(ext::nt::IMAGE_INFO, sim::ps::IMAGE_INFO;
             Properties, ImageBase, ImageSelector, ImageSize, ImageSectionNumber),
-        same!(drv::nt::IMAGE_INFO_EX, sim::ps::IMAGE_INFO_EX; Size, ImageInfo, FileObject),
-        same!(drv::nt::THREAD_BASIC_INFORMATION, sim::ps::thread::THREAD_BASIC_INFORMATION;
+        same!(ext::nt::IMAGE_INFO_EX, sim::ps::IMAGE_INFO_EX; Size, ImageInfo, FileObject),
+        same!(ext::nt::THREAD_BASIC_INFORMATION, sim::ps::thread::THREAD_BASIC_INFORMATION;
             ExitStatus, TebBaseAddress, ClientId, AffinityMask, Priority, BasePriority),
-        same!(drv::nt::OBJECT_ATTRIBUTES, sim::registry::OBJECT_ATTRIBUTES;
+        same!(ext::nt::OBJECT_ATTRIBUTES, sim::registry::OBJECT_ATTRIBUTES;
             Length, RootDirectory, ObjectName, Attributes, SecurityDescriptor,
             SecurityQualityOfService),
-        same!(drv::nt::EVENT_DESCRIPTOR, sim::log::EVENT_DESCRIPTOR;
+        same!(ext::nt::EVENT_DESCRIPTOR, sim::log::EVENT_DESCRIPTOR;
             Id, Version, Channel, Level, Opcode, Task, Keyword),
-        same!(drv::nt::EVENT_DATA_DESCRIPTOR, sim::log::EVENT_DATA_DESCRIPTOR;
+        same!(ext::nt::EVENT_DATA_DESCRIPTOR, sim::log::EVENT_DATA_DESCRIPTOR;
             Ptr, Size, Type, Reserved1, Reserved2),
         Pair {
-            driver: layout!(drv::nt::KEVENT { opaque }),
+            driver: layout!(ext::nt::KEVENT { opaque }),
             ntsim: layout!(sim::sync::KEVENT {
                 Type,
                 Signalling,
@@ -387,7 +390,7 @@ impl Canon for String {
     }
 }
 
-impl Canon for drv::nt::GUID {
+impl Canon for ext::nt::GUID {
     fn canon(&self) -> Value {
         Value::Guid(self.data1, self.data2, self.data3, self.data4)
     }
@@ -421,13 +424,13 @@ macro_rules! constants {
 
 /// Every constant both sides define.
 fn constants() -> Vec<Constant> {
-    use drv::ebpf::abi as da;
-    use drv::ebpf::abi::EbpfError;
     use drv::hooks::image_load as di;
     use drv::hooks::process as dp;
     use drv::hooks::thread as dt;
-    use drv::nt as dn;
-    use drv::nt::Error;
+    use ext::ebpf::abi as da;
+    use ext::ebpf::abi::EbpfError;
+    use ext::nt as dn;
+    use ext::nt::Error;
     use sim::ebpf::abi as sa;
     use sim::status as ss;
     constants![
@@ -437,7 +440,7 @@ fn constants() -> Vec<Constant> {
         da::EBPF_HOOK_EXTENSION_IID => sa::EBPF_HOOK_EXTENSION_IID,
         dp::EBPF_PROGRAM_TYPE_PROCESS => sim::process::PROGRAM_TYPE,
         dp::EBPF_ATTACH_TYPE_PROCESS => sim::process::ATTACH_TYPE,
-        drv::trace::PROVIDER_GUID => sim::hook::ETW_PROVIDER,
+        drv::TRACE.guid() => sim::hook::ETW_PROVIDER,
         // The thread and image-load program types: identity, enums, flags
         // and context sizes (the contexts themselves:
         // thread_and_image_load_md_bytes).
@@ -487,15 +490,15 @@ fn constants() -> Vec<Constant> {
             => sa::EBPF_HELPER_FUNCTION_ADDRESSES_CURRENT_VERSION_SIZE,
         da::EBPF_PROGRAM_DATA_SIZE => sa::EBPF_PROGRAM_DATA_CURRENT_VERSION_SIZE,
         da::EBPF_ATTACH_PROVIDER_DATA_SIZE => sa::EBPF_ATTACH_PROVIDER_DATA_CURRENT_VERSION_SIZE,
-        drv::store::EBPF_PROGRAM_SECTION_INFORMATION_SIZE
+        ext::store::EBPF_PROGRAM_SECTION_INFORMATION_SIZE
             => sa::EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION_SIZE,
         da::EBPF_DISPATCH_FUNCTIONS_OFFSET
             => offset_of!(sa::ebpf_extension_dispatch_table_t, function),
         da::EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION => sa::EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION,
         da::EBPF_LINK_DISPATCH_TABLE_VERSION_1 => sa::EBPF_LINK_DISPATCH_TABLE_VERSION_1,
         // The store.
-        drv::store::SECTION_NAME_MAX => sim::ebpf::store::SECTION_NAME_MAX,
-        format!("{}\\{}", drv::store::names::EBPF_ROOT, drv::store::names::PROVIDERS)
+        ext::store::SECTION_NAME_MAX => sim::ebpf::store::SECTION_NAME_MAX,
+        format!("{}\\{}", ext::store::names::EBPF_ROOT, ext::store::names::PROVIDERS)
             => sim::ebpf::store::HKLM_STORE,
         // The process context and its test-run form.
         size_of::<dp::process_md_t>() => sim::process::PROCESS_MD_SIZE,
@@ -870,13 +873,13 @@ fn thread_and_image_load_md_bytes() {
 /// Source files that declare each side's ABI (paths from the repository
 /// root); a directory stands for every `.rs` file directly in it.
 const DRIVER_SOURCES: &[&str] = &[
-    "src/ebpf/abi.rs",
-    "src/nt/types.rs",
-    "src/nt/status.rs",
-    "src/hooks",
-    "src/store.rs",
-    "src/trace.rs",
-    "src/pool.rs",
+    "libs/ebpf_ext/src/ebpf/abi.rs",
+    "libs/ebpf_ext/src/nt/types.rs",
+    "libs/ebpf_ext/src/nt/status.rs",
+    "extensions/ntosebpfext/src/hooks",
+    "libs/ebpf_ext/src/store.rs",
+    "libs/ebpf_ext/src/trace.rs",
+    "libs/ebpf_ext/src/pool.rs",
 ];
 const NTSIM_SOURCES: &[&str] = &[
     "tests/ntsim/src/ebpf/abi.rs",
@@ -959,7 +962,7 @@ const SAME_NAME_DIFFERENT_THING: &[(&str, &str)] = &[
 
 /// The contents of the `.rs` files `sources` name.
 fn read_sources(sources: &[&str]) -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = sim::build::workspace_root();
     let mut files = Vec::new();
     for s in sources {
         let path = root.join(s);

@@ -1,4 +1,4 @@
-//! The driver's ETW tracing (src/trace.rs): the real image in ntsim, which
+//! The driver's ETW tracing (libs/ebpf_ext/src/trace.rs): the real image in ntsim, which
 //! plays the trace session (enable callbacks with a level and keywords)
 //! and decodes every TraceLogging event into its name and typed fields.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -77,7 +77,7 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
 
     let load = one("DriverLoad");
     assert_eq!(load.provider_name, "NtosEbpfExtProvider");
-    assert_eq!(load.str("Version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(load.str("Version"), Some(ntosebpfext::VERSION));
     assert_eq!(load.status("Status"), Some(STATUS_SUCCESS));
     assert_eq!((load.level, load.keyword), (4, KEYWORD_BASE));
     assert!(load.enabled);
@@ -232,7 +232,7 @@ fn load_attach_detach_and_unload_are_traced_with_typed_fields() {
     );
     assert_eq!(
         one("DriverUnload").str("Version"),
-        Some(env!("CARGO_PKG_VERSION"))
+        Some(ntosebpfext::VERSION)
     );
     assert!(log::etw_providers().is_empty(), "unregistered at unload");
     sim.finish().unwrap();

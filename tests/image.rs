@@ -60,7 +60,7 @@ fn every_check_has_a_test() {
     }
 }
 
-/// The ETW provider (src/trace.rs) is the kernel's: the image imports the
+/// The ETW provider (libs/ebpf_ext/src/trace.rs) is the kernel's: the image imports the
 /// provider functions from ntoskrnl.exe, not from a user-mode DLL.
 #[test]
 fn imports_the_kernel_etw_provider_functions() {

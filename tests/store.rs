@@ -1,4 +1,4 @@
-//! The eBPF store the driver writes at load (src/store.rs), checked byte
+//! The eBPF store the driver writes at load (libs/ebpf_ext/src/store.rs), checked byte
 //! for byte against what eBPF for Windows' store helper writes, read back
 //! the way `ebpfapi.dll` reads it, and used to load programs.
 //!

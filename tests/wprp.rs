@@ -1,10 +1,10 @@
 //! The WPR profile (`scripts/ntosebpfext.wprp`) is well-formed XML whose
 //! profiles WPR can resolve, and enables the driver's provider with the
-//! keywords src/trace.rs writes (and eBPF for Windows' execution context
+//! keywords libs/ebpf_ext/src/trace.rs writes (and eBPF for Windows' execution context
 //! where it says so).
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use ntosebpfext::trace::{keyword, PROVIDER_GUID};
+use ebpf_ext::trace::keyword;
 use std::collections::BTreeMap;
 
 const WPRP: &str = include_str!("../scripts/ntosebpfext.wprp");
@@ -12,7 +12,7 @@ const WPRP: &str = include_str!("../scripts/ntosebpfext.wprp");
 const EXECUTION_CONTEXT: &str = "394f321c-5cf4-404c-aa34-4df1428a7f9c";
 
 fn provider_guid() -> String {
-    let g = PROVIDER_GUID;
+    let g = ntosebpfext::TRACE.guid();
     let d = g.data4;
     format!(
         "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",

@@ -229,10 +229,13 @@ fn seed(root: &Path, target: &str, corpus: &Path) -> Result<(), String> {
             }
         }
         "image_map" => {
-            let sys = ntsim::build::build_driver(&root.join("target"))?;
-            let bytes =
-                std::fs::read(&sys).map_err(|e| format!("cannot read {}: {e}", sys.display()))?;
-            seeds.push(("ntosebpfext.sys".into(), bytes));
+            let target = root.join("target");
+            let images = ntsim::build::build_drivers(&target, ntsim::build::DRIVERS)?;
+            for (name, sys) in ntsim::build::DRIVERS.iter().zip(images) {
+                let bytes = std::fs::read(&sys)
+                    .map_err(|e| format!("cannot read {}: {e}", sys.display()))?;
+                seeds.push((format!("{name}.sys"), bytes));
+            }
         }
         "scenario" => {
             seeds.push((

@@ -1,8 +1,9 @@
 //! `cargo xtask <command>`: the project's commands.
 //!
-//! - `build`: builds the portable driver image,
-//!   `target/x86_64-pc-windows-msvc/release/ntosebpfext.sys` (and its PDB),
-//!   first adding the `x86_64-pc-windows-msvc` target to the toolchain with
+//! - `build`: builds the portable image of every driver
+//!   ([`ntsim::build::DRIVERS`]),
+//!   `target/x86_64-pc-windows-msvc/release/<name>.sys` (and its PDB), e.g.
+//!   `ntosebpfext.sys`, and prints their paths, first adding the `x86_64-pc-windows-msvc` target to the toolchain with
 //!   rustup if it is missing ([`target::ensure_installed`]).
 //! - `demo`: builds the image, then runs the sample process monitor and
 //!   policy (`tests/bpf/process_test.o`) and the Sysmon-style thread and
@@ -37,9 +38,11 @@ mod target;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("build") => match build() {
-            Ok(path) => {
-                println!("{}", path.display());
+        Some("build") => match build_all() {
+            Ok(paths) => {
+                for path in paths {
+                    println!("{}", path.display());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -65,13 +68,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the image in the workspace found at run time (a moved or copied
-/// checkout builds in its own tree), after adding the Windows target to the
-/// toolchain if it is missing.
+/// Builds every driver's image ([`ntsim::build::DRIVERS`], in its order)
+/// in the workspace found at run time (a moved or copied checkout builds in
+/// its own tree), after adding the Windows target to the toolchain if it is
+/// missing.
+fn build_all() -> Result<Vec<std::path::PathBuf>, String> {
+    let root = ntsim::build::find_workspace_root()?;
+    target::ensure_installed(&root, ntsim::build::DRIVER_TARGET)?;
+    ntsim::build::build_drivers(&root.join("target"), ntsim::build::DRIVERS)
+}
+
+/// Builds the ntosebpfext image as [`build_all`] does.
 fn build() -> Result<std::path::PathBuf, String> {
     let root = ntsim::build::find_workspace_root()?;
     target::ensure_installed(&root, ntsim::build::DRIVER_TARGET)?;
-    ntsim::build::build_driver(&root.join("target"))
+    ntsim::build::build_driver(&root.join("target"), ntsim::build::NTOSEBPFEXT)
 }
 
 fn demo() -> Result<(), String> {

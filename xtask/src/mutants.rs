@@ -5,9 +5,10 @@
 //! - Scope: [`SCOPE`] (the eBPF extension, the hooks, the store, the trace
 //!   provider, and the NMR, pool and synchronization wrappers), or the files
 //!   given with `--file`.
-//! - Tests: the driver's unit tests and every integration test in `tests/`
-//!   except [`UNRELATED_TESTS`] (they read committed files, never the
-//!   driver's code). The integration tests build the release image for
+//! - Tests: the unit tests of the library and the driver crates
+//!   ([`MUTATED_PACKAGES`]) and every integration test of `tests/` (package
+//!   `driver-tests`) except [`UNRELATED_TESTS`] (they read committed files,
+//!   never the driver's code). The integration tests build the release image for
 //!   `x86_64-pc-windows-msvc` in the mutant's copy of the tree
 //!   (`ntsim::build::driver_image` finds the workspace from the
 //!   `CARGO_MANIFEST_DIR` of the test process) and run it in ntsim, so
@@ -28,18 +29,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-/// The files mutated by default: the driver's logic. `src/driver/` (the
-/// entry points), `src/nt/` (kernel declarations), `src/rt.rs` and
-/// `src/fmt.rs` (runtime glue) are left out.
+/// The files mutated by default: the drivers' logic, in the library
+/// (`libs/ebpf_ext`) and the driver crates (`extensions/`). Left out: the
+/// library's `src/driver/` (the entry points), `src/nt/` (kernel
+/// declarations), `src/rt.rs` and `src/fmt.rs` (runtime glue), and each
+/// driver's `src/lib.rs` (its declarations).
 pub const SCOPE: &[&str] = &[
-    "src/ebpf/**/*.rs",
-    "src/hooks/**/*.rs",
-    "src/sync.rs",
-    "src/nmr.rs",
-    "src/pool.rs",
-    "src/store.rs",
-    "src/trace.rs",
+    "libs/ebpf_ext/src/ebpf/**/*.rs",
+    "extensions/ntosebpfext/src/hooks/**/*.rs",
+    "libs/ebpf_ext/src/sync.rs",
+    "libs/ebpf_ext/src/nmr.rs",
+    "libs/ebpf_ext/src/pool.rs",
+    "libs/ebpf_ext/src/store.rs",
+    "libs/ebpf_ext/src/trace.rs",
 ];
+
+/// The packages whose files are mutated: the library and every driver.
+pub const MUTATED_PACKAGES: &[&str] = &["ebpf_ext", "ntosebpfext"];
+
+/// The package of the drivers' integration tests (`tests/Cargo.toml`).
+pub const TEST_PACKAGE: &str = "driver-tests";
 
 /// Integration tests (`tests/NAME.rs`) not run against mutants: they check
 /// committed files (the INF, the WPR profile) or only report the host.
@@ -171,8 +180,14 @@ fn run(args: &[String]) -> Result<bool, String> {
     ensure_cargo_mutants()?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&root)
-        .args(["mutants", "--package", "ntosebpfext"]);
+    cmd.current_dir(&root).arg("mutants");
+    for package in MUTATED_PACKAGES {
+        cmd.args(["--package", package]);
+    }
+    // Every mutant runs the unit tests of the mutated packages and the
+    // integration tests.
+    let test_packages = [MUTATED_PACKAGES, &[TEST_PACKAGE]].concat().join(",");
+    cmd.arg(format!("--test-package={test_packages}"));
     cmd.arg("--dir").arg(&root);
     let files: Vec<String> = if args.files.is_empty() {
         SCOPE.iter().map(|s| s.to_string()).collect()
@@ -237,24 +252,44 @@ fn run(args: &[String]) -> Result<bool, String> {
     )
 }
 
-/// The integration tests run against each mutant: `tests/*.rs` except
+/// The integration tests run against each mutant: the `[[test]]` targets
+/// of `tests/Cargo.toml` (package [`TEST_PACKAGE`]) except
 /// [`UNRELATED_TESTS`].
 fn related_tests(root: &Path) -> Result<Vec<String>, String> {
-    let dir = root.join("tests");
-    let mut tests = Vec::new();
-    for e in std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))? {
-        let path = e
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .path();
-        if path.extension().is_some_and(|x| x == "rs") {
-            let name = path.file_stem().unwrap_or_default().to_string_lossy();
-            if !UNRELATED_TESTS.contains(&name.as_ref()) {
-                tests.push(name.into_owned());
-            }
-        }
+    let manifest = root.join("tests").join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let mut tests: Vec<String> = test_targets(&text)
+        .into_iter()
+        .filter(|name| !UNRELATED_TESTS.contains(&name.as_str()))
+        .collect();
+    if tests.is_empty() {
+        return Err(format!("{} lists no [[test]] target", manifest.display()));
     }
     tests.sort();
     Ok(tests)
+}
+
+/// The names of the `[[test]]` targets of a manifest (each table's
+/// `name = "..."` line).
+fn test_targets(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_test = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_test = line == "[[test]]";
+        } else if in_test {
+            let name = line
+                .strip_prefix("name")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|value| value.trim().trim_matches('"'));
+            if let Some(name) = name {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 fn ensure_cargo_mutants() -> Result<(), String> {
@@ -392,4 +427,40 @@ fn image_build_failures(log_dir: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_test_targets_are_the_test_tables_names() {
+        let manifest = "[package]\nname = \"driver-tests\"\n\n[lib]\npath = \"lib.rs\"\n\n\
+                        [[test]]\nname = \"a\"\npath = \"a.rs\"\n\n[[test]]\npath = \"b.rs\"\nname = \"b\"\n";
+        assert_eq!(super::test_targets(manifest), ["a", "b"]);
+    }
+
+    #[test]
+    fn every_test_file_is_a_listed_target_and_the_scope_exists() {
+        let root = ntsim::build::find_workspace_root().unwrap();
+        let listed = super::related_tests(&root).unwrap();
+        for unrelated in super::UNRELATED_TESTS {
+            assert!(!listed.iter().any(|t| t == unrelated), "{unrelated}");
+        }
+        for entry in std::fs::read_dir(root.join("tests")).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.extension().is_some_and(|x| x == "rs")
+                && stem != "lib"
+                && !super::UNRELATED_TESTS.contains(&stem.as_str())
+            {
+                assert!(
+                    listed.contains(&stem),
+                    "tests/{stem}.rs is not a [[test]] of tests/Cargo.toml"
+                );
+            }
+        }
+        for glob in super::SCOPE {
+            let dir = glob.split("/**").next().unwrap();
+            assert!(root.join(dir).exists(), "{glob}: {dir} does not exist");
+        }
+    }
 }

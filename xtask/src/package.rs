@@ -752,10 +752,14 @@ fn verify(signer: &Signer, sys: &Path) -> Result<(), String> {
 // INF and INSTALL.txt
 // ---------------------------------------------------------------------------
 
-/// The driver crate's version (`[package] version` of the root manifest)
-/// as a four-part Windows version: `0.1.0` gives `0.1.0.0`.
+/// The driver crate's version (`[package] version` of
+/// `extensions/ntosebpfext/Cargo.toml`) as a four-part Windows version:
+/// `0.1.0` gives `0.1.0.0`.
 fn driver_version(root: &Path) -> Result<String, String> {
-    let manifest = root.join("Cargo.toml");
+    let manifest = root
+        .join("extensions")
+        .join(ntsim::build::NTOSEBPFEXT)
+        .join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
     let mut in_package = false;
@@ -770,7 +774,8 @@ fn driver_version(root: &Path) -> Result<String, String> {
             }
         }
     }
-    let version = version.ok_or("the root Cargo.toml has no [package] version")?;
+    let version =
+        version.ok_or_else(|| format!("{} has no [package] version", manifest.display()))?;
     windows_version(&version)
 }
 

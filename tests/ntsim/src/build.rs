@@ -1,17 +1,28 @@
-//! Building the driver image for tests and tools.
+//! Building the driver images for tests and tools.
 //!
-//! [`driver_image`] builds the portable `ntosebpfext.sys` once per process
-//! with cargo (release profile, `x86_64-pc-windows-msvc`) and returns its
-//! path. Set `NTOSEBPFEXT_SYS` to an existing image to test that instead.
-//! The workspace is found at run time ([`find_workspace_root`]), never from
-//! where this crate was compiled.
+//! [`DRIVERS`] lists the repository's drivers (each a package under
+//! `extensions/`). [`driver_image_named`] builds one portable `<name>.sys`
+//! once per process with cargo (release profile, `x86_64-pc-windows-msvc`)
+//! and returns its path; [`driver_image`] is ntosebpfext's. Set
+//! `<NAME>_SYS` (e.g. `NTOSEBPFEXT_SYS`) to an existing image to test that
+//! instead. The workspace is found at run time ([`find_workspace_root`]),
+//! never from where this crate was compiled.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// The Windows target the driver is built for.
+/// The Windows target the drivers are built for.
 pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
+
+/// Every driver the repository builds, by package name: the package
+/// `extensions/<name>` builds `<name>.dll`, installed as `<name>.sys`.
+/// `cargo xtask build` builds them all; adding a driver is one entry here.
+pub const DRIVERS: &[&str] = &["ntosebpfext"];
+
+/// The driver [`driver_image`] returns.
+pub const NTOSEBPFEXT: &str = "ntosebpfext";
 
 /// The workspace root of the checkout being worked in, found at run time
 /// (see [`find_workspace_root`]). Panics with the reason if there is none.
@@ -64,48 +75,85 @@ pub fn workspace_root_above(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Where a release build puts the driver: the cargo output
-/// (`ntosebpfext.dll`) and the installable copy (`ntosebpfext.sys`) with its
-/// PDB beside them.
+/// Where a release build puts the drivers: the cargo output
+/// (`<name>.dll`) and the installable copy (`<name>.sys`) with its PDB
+/// beside them.
 pub fn output_dir(target_dir: &Path) -> PathBuf {
     target_dir.join(DRIVER_TARGET).join("release")
 }
 
-/// Builds the portable driver image into `target_dir` and returns the path
-/// of `ntosebpfext.sys`. Cargo's own output is `ntosebpfext.dll`; the image
-/// is copied to the `.sys` name drivers are installed under.
-pub fn build_driver(target_dir: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = find_workspace_root()?;
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "ntosebpfext",
-            "--target",
-            DRIVER_TARGET,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        // The outer cargo (running the tests) may have set these for the host.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
-    if !status.success() {
+/// Builds the portable image of the driver `name` (one of [`DRIVERS`]) into
+/// `target_dir` and returns the path of `<name>.sys`.
+pub fn build_driver(target_dir: &Path, name: &str) -> Result<PathBuf, String> {
+    Ok(build_drivers(target_dir, &[name])?.remove(0))
+}
+
+/// Builds the portable images of the drivers `names` (each one of
+/// [`DRIVERS`]) into `target_dir` and returns the paths of their `.sys`
+/// files, in the order of `names`.
+///
+/// Each image is built by [`image_build_args`]: the crate as a cdylib
+/// alone, with fat LTO. A driver crate is also an rlib (for the tests), and
+/// cargo does not apply LTO to a crate with an rlib output, so a plain
+/// `cargo build` would optimize the driver and the `ebpf_ext` library
+/// separately: nothing of the library's would be inlined into the driver's
+/// hooks, which costs the hot path about half again as many instructions per
+/// client (docs/performance.md). Cargo's own output is `<name>.dll`; each
+/// image is copied to the `.sys` name drivers are installed under.
+pub fn build_drivers(target_dir: &Path, names: &[&str]) -> Result<Vec<PathBuf>, String> {
+    if let Some(unknown) = names.iter().find(|n| !DRIVERS.contains(n)) {
         return Err(format!(
-            "building the driver failed ({status}); is the {DRIVER_TARGET} target installed? \
-             (rustup target add {DRIVER_TARGET})"
+            "{unknown:?} is not one of the repository's drivers ({})",
+            DRIVERS.join(", ")
         ));
     }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = find_workspace_root()?;
     let out = output_dir(target_dir);
-    let dll = out.join("ntosebpfext.dll");
-    let sys = out.join("ntosebpfext.sys");
-    install_copy(&dll, &sys)?;
-    Ok(sys)
+    let mut images = Vec::new();
+    for name in names {
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(image_build_args(name))
+            .arg("--target-dir")
+            .arg(target_dir)
+            // The outer cargo (running the tests) may have set these for the host.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+        if !status.success() {
+            return Err(format!(
+                "building the driver failed ({name}: {status}); is the {DRIVER_TARGET} target \
+                 installed? (rustup target add {DRIVER_TARGET})"
+            ));
+        }
+        let sys = out.join(format!("{name}.sys"));
+        install_copy(&out.join(format!("{name}.dll")), &sys)?;
+        images.push(sys);
+    }
+    Ok(images)
+}
+
+/// The cargo arguments that build the portable image of the driver `name`
+/// (without `--target-dir`): the release profile with fat LTO, for
+/// `x86_64-pc-windows-msvc`, the crate as a cdylib only.
+pub fn image_build_args(name: &str) -> Vec<String> {
+    [
+        "rustc",
+        "--release",
+        "--package",
+        name,
+        "--target",
+        DRIVER_TARGET,
+        "--crate-type",
+        "cdylib",
+        "--config",
+        "profile.release.lto=\"fat\"",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Puts a copy of `from` at `to` atomically: other processes (test
@@ -124,22 +172,43 @@ fn install_copy(from: &Path, to: &Path) -> Result<(), String> {
     })
 }
 
-/// The driver image for tests: `NTOSEBPFEXT_SYS` if set, otherwise built
-/// once per process into `<workspace>/target/driver` (a target directory of
-/// its own, so it does not wait on the cargo that runs the tests).
+/// The ntosebpfext image for tests: [`driver_image_named`]`("ntosebpfext")`.
 pub fn driver_image() -> PathBuf {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            if let Some(p) = std::env::var_os("NTOSEBPFEXT_SYS") {
-                let p = PathBuf::from(p);
-                assert!(p.is_file(), "NTOSEBPFEXT_SYS={} is not a file", p.display());
-                return p;
-            }
-            let target_dir = workspace_root().join("target").join("driver");
-            build_driver(&target_dir).unwrap_or_else(|e| panic!("{e}"))
-        })
-        .clone()
+    driver_image_named(NTOSEBPFEXT)
+}
+
+/// The environment variable that names an existing image of the driver
+/// `name` to test instead of building it: `<NAME>_SYS`.
+pub fn image_variable(name: &str) -> String {
+    format!("{}_SYS", name.to_ascii_uppercase())
+}
+
+/// The image of the driver `name` (one of [`DRIVERS`]) for tests:
+/// `<NAME>_SYS` ([`image_variable`]) if set, otherwise built once per
+/// process into `<workspace>/target/driver` (a target directory of its own,
+/// so it does not wait on the cargo that runs the tests). Panics with the
+/// reason if it cannot.
+pub fn driver_image_named(name: &str) -> PathBuf {
+    static IMAGES: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    // Held while building, so concurrent callers wait for the one build.
+    let mut images = IMAGES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(path) = images.get(name) {
+        return path.clone();
+    }
+    let variable = image_variable(name);
+    let path = if let Some(p) = std::env::var_os(&variable) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{variable}={} is not a file", p.display());
+        p
+    } else {
+        let target_dir = workspace_root().join("target").join("driver");
+        build_driver(&target_dir, name).unwrap_or_else(|e| panic!("{e}"))
+    };
+    images.insert(name.to_string(), path.clone());
+    path
 }
 
 #[cfg(test)]
@@ -197,6 +266,47 @@ mod tests {
             "found {found:?} inside a tree without a workspace"
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_driver_is_refused_before_cargo_runs() {
+        let err = build_drivers(Path::new("/nonexistent/target"), &["nosuchdriver"]).unwrap_err();
+        assert!(err.contains("\"nosuchdriver\" is not one of"), "{err}");
+        assert!(err.contains("ntosebpfext"), "{err}");
+    }
+
+    #[test]
+    fn an_image_is_the_cdylib_alone_with_fat_lto() {
+        let args = image_build_args("ntosebpfext").join(" ");
+        assert!(
+            args.starts_with("rustc --release --package ntosebpfext"),
+            "{args}"
+        );
+        assert!(args.contains("--crate-type cdylib"), "{args}");
+        assert!(
+            args.contains("--config profile.release.lto=\"fat\""),
+            "{args}"
+        );
+        assert!(
+            args.contains(&format!("--target {DRIVER_TARGET}")),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn every_listed_driver_is_a_package_under_extensions() {
+        let root = find_workspace_root().unwrap();
+        for name in DRIVERS {
+            let manifest = root.join("extensions").join(name).join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest)
+                .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+            assert!(
+                text.contains(&format!("name = \"{name}\"")),
+                "{} does not declare package {name}",
+                manifest.display()
+            );
+        }
+        assert_eq!(image_variable("ntosebpfext"), "NTOSEBPFEXT_SYS");
     }
 
     #[test]

@@ -133,6 +133,28 @@ pub struct NPI_PROVIDER_CHARACTERISTICS {
     pub ProviderRegistrationInstance: NPI_REGISTRATION_INSTANCE,
 }
 
+pub type PNPI_CLIENT_ATTACH_PROVIDER_FN = unsafe extern "system" fn(
+    NmrBindingHandle: HANDLE,
+    ClientContext: *mut c_void,
+    ProviderRegistrationInstance: *const NPI_REGISTRATION_INSTANCE,
+) -> NTSTATUS;
+pub type PNPI_CLIENT_DETACH_PROVIDER_FN =
+    unsafe extern "system" fn(ClientBindingContext: *mut c_void) -> NTSTATUS;
+pub type PNPI_CLIENT_CLEANUP_BINDING_CONTEXT_FN =
+    unsafe extern "system" fn(ClientBindingContext: *mut c_void);
+
+/// `NPI_CLIENT_CHARACTERISTICS` (72 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NPI_CLIENT_CHARACTERISTICS {
+    pub Version: u16,
+    pub Length: u16,
+    pub ClientAttachProvider: Option<PNPI_CLIENT_ATTACH_PROVIDER_FN>,
+    pub ClientDetachProvider: Option<PNPI_CLIENT_DETACH_PROVIDER_FN>,
+    pub ClientCleanupBindingContext: Option<PNPI_CLIENT_CLEANUP_BINDING_CONTEXT_FN>,
+    pub ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE,
+}
+
 /// `CLIENT_ID`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -267,6 +289,8 @@ const _: () = {
     assert!(core::mem::size_of::<NPI_REGISTRATION_INSTANCE>() == 40);
     assert!(core::mem::offset_of!(NPI_REGISTRATION_INSTANCE, NpiSpecificCharacteristics) == 32);
     assert!(core::mem::size_of::<NPI_PROVIDER_CHARACTERISTICS>() == 72);
+    assert!(core::mem::size_of::<NPI_CLIENT_CHARACTERISTICS>() == 72);
+    assert!(core::mem::offset_of!(NPI_CLIENT_CHARACTERISTICS, ClientRegistrationInstance) == 32);
     assert!(
         core::mem::offset_of!(NPI_PROVIDER_CHARACTERISTICS, ProviderRegistrationInstance) == 32
     );

@@ -17,8 +17,8 @@
 //! the host; the notify routine is in `kernel` (Windows only). See
 //! docs/thread-hook.md.
 
-use crate::nt::GUID;
 use core::mem::{offset_of, size_of};
+use ebpf_ext::nt::GUID;
 
 /// `EBPF_PROGRAM_TYPE_THREAD`.
 pub const EBPF_PROGRAM_TYPE_THREAD: GUID = GUID::new(
@@ -126,19 +126,19 @@ pub fn valid_test_context(md: &thread_md_t) -> bool {
 #[cfg(windows)]
 mod kernel {
     use super::*;
-    use crate::ebpf::abi::*;
-    use crate::ebpf::context::{
+    use core::ffi::CStr;
+    use core::ptr;
+    use ebpf_ext::ebpf::abi::*;
+    use ebpf_ext::ebpf::context::{
         test_run_context_create, test_run_context_destroy, ProgramContext, TestRunContext,
         TestRunHook, TestRunOf, TestRunOutput,
     };
-    use crate::ebpf::hook::{EventSource, Flow, Hook};
-    use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
-    use crate::nt::{self, NtResult, HANDLE};
-    use crate::pool::PoolBox;
-    use crate::store;
-    use crate::trace;
-    use core::ffi::CStr;
-    use core::ptr;
+    use ebpf_ext::ebpf::hook::{EventSource, Flow, Hook};
+    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
+    use ebpf_ext::nt::{self, NtResult, HANDLE};
+    use ebpf_ext::pool::PoolBox;
+    use ebpf_ext::store;
+    use ebpf_ext::trace;
 
     /// The `thread` program type: no helpers, no packet.
     const PROGRAM_SPEC: ProgramTypeSpec = ProgramTypeSpec {

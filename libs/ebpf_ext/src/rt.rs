@@ -9,10 +9,12 @@ use core::fmt::Write;
 
 use crate::pool::POOL_TAG;
 
-/// Bug check code of a Rust panic in the driver ("NTOS" in ASCII).
+/// Bug check code of a Rust panic in the driver ("NTOS" in ASCII; the same
+/// for every driver built on this library).
 ///
 /// Parameters: 1 = address of a NUL-terminated ASCII message
-/// `"ntosebpfext panic at <file>:<line>:<column>: <message>"` (on the
+/// `"<driver> panic at <file>:<line>:<column>: <message>"` (`<driver>` is the
+/// extension's name, e.g. `ntosebpfext`; on the
 /// panicking thread's stack, readable with `da` in the dump), 2 = line,
 /// 3 = column, 4 = 0.
 pub const BUGCHECK_RUST_PANIC: u32 = 0x4E54_4F53;
@@ -63,11 +65,12 @@ static ALLOCATOR: PoolAllocator = PoolAllocator;
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut msg = FixedBuf::<512>::new();
+    let driver = crate::driver::active().map_or("ebpf_ext", |extension| extension.name);
     let (line, column) = match info.location() {
         Some(loc) => {
             let _ = write!(
                 msg,
-                "ntosebpfext panic at {}:{}:{}: {}",
+                "{driver} panic at {}:{}:{}: {}",
                 loc.file(),
                 loc.line(),
                 loc.column(),
@@ -76,7 +79,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
             (loc.line() as usize, loc.column() as usize)
         }
         None => {
-            let _ = write!(msg, "ntosebpfext panic: {}", info.message());
+            let _ = write!(msg, "{driver} panic: {}", info.message());
             (0, 0)
         }
     };

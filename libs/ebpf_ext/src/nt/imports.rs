@@ -162,6 +162,22 @@ extern "system" {
     pub fn NmrDeregisterProvider(NmrProviderHandle: HANDLE) -> NTSTATUS;
     pub fn NmrWaitForProviderDeregisterComplete(NmrProviderHandle: HANDLE) -> NTSTATUS;
     pub fn NmrProviderDetachClientComplete(NmrBindingHandle: HANDLE);
+    // The client side, for a driver that consumes an NPI.
+    pub fn NmrRegisterClient(
+        ClientCharacteristics: *const NPI_CLIENT_CHARACTERISTICS,
+        ClientContext: *const c_void,
+        NmrClientHandle: *mut HANDLE,
+    ) -> NTSTATUS;
+    pub fn NmrClientAttachProvider(
+        NmrBindingHandle: HANDLE,
+        ClientBindingContext: *mut c_void,
+        ClientDispatch: *const c_void,
+        ProviderBindingContext: *mut *mut c_void,
+        ProviderDispatch: *mut *const c_void,
+    ) -> NTSTATUS;
+    pub fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE);
+    pub fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NTSTATUS;
+    pub fn NmrWaitForClientDeregisterComplete(NmrClientHandle: HANDLE) -> NTSTATUS;
 }
 
 // Account lookup, exported by the kernel security support provider.

@@ -1,4 +1,6 @@
-//! ETW tracing: the TraceLogging provider `NtosEbpfExtProvider`
+//! ETW tracing: one TraceLogging provider per driver, described by the
+//! driver's [`TraceProvider`] (name, GUID, the keyword of its hooks' kernel
+//! callbacks). ntosebpfext's is `NtosEbpfExtProvider`
 //! `{d15cc421-e9e4-459b-87a6-b45b7d84e9a8}`, the same name and GUID as the
 //! C ntosebpfext's, with the levels and keywords of its extension tracing,
 //! so existing WPR profiles and `logman`/`tracelog` filters work.
@@ -32,16 +34,73 @@
 use crate::nt::{GUID, NTSTATUS};
 use core::ffi::CStr;
 
-/// The provider's name (its TraceLogging traits carry it).
-pub const PROVIDER_NAME: &str = "NtosEbpfExtProvider";
+/// A driver's ETW provider: declared once per driver with
+/// [`trace_provider!`](crate::trace_provider), registered by the library
+/// at load.
+pub struct TraceProvider {
+    name: &'static str,
+    guid: GUID,
+    traits: &'static [u8],
+    hook_keyword: u64,
+}
 
-/// The provider's GUID, the C driver's.
-pub const PROVIDER_GUID: GUID = GUID::new(
-    0xd15cc421,
-    0xe9e4,
-    0x459b,
-    [0x87, 0xa6, 0xb4, 0x5b, 0x7d, 0x84, 0xe9, 0xa8],
-);
+impl TraceProvider {
+    /// The provider `name` with `guid`, whose provider traits are `traits`
+    /// ([`traits`] of `name`: use [`trace_provider!`](crate::trace_provider)),
+    /// and whose hooks' kernel-callback events carry `hook_keyword` (e.g.
+    /// [`keyword::PROCESS`]).
+    pub const fn new(
+        name: &'static str,
+        guid: GUID,
+        traits: &'static [u8],
+        hook_keyword: u64,
+    ) -> Self {
+        assert!(
+            traits.len() == traits_len(name),
+            "traits are not the name's"
+        );
+        Self {
+            name,
+            guid,
+            traits,
+            hook_keyword,
+        }
+    }
+
+    /// The provider's name (its TraceLogging traits carry it).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The provider's GUID.
+    pub const fn guid(&self) -> GUID {
+        self.guid
+    }
+
+    /// The provider traits (`EventProviderSetTraits`), also sent with every
+    /// event as its provider metadata.
+    pub const fn traits(&self) -> &'static [u8] {
+        self.traits
+    }
+
+    /// The keyword of the events about the hooks' kernel callbacks
+    /// (`CallbackRegister`, `CallbackRemove`, `TestRunRefused`, the
+    /// `ApiFailure`s of those calls).
+    pub const fn hook_keyword(&self) -> u64 {
+        self.hook_keyword
+    }
+}
+
+/// A [`TraceProvider`] (a constant expression, for a `static`):
+/// `trace_provider!(name, guid, hook_keyword)`.
+#[macro_export]
+macro_rules! trace_provider {
+    ($name:expr, $guid:expr, $hook_keyword:expr $(,)?) => {{
+        const LEN: usize = $crate::trace::traits_len($name);
+        static TRAITS: [u8; LEN] = $crate::trace::traits::<LEN>($name);
+        $crate::trace::TraceProvider::new($name, $guid, &TRAITS, $hook_keyword)
+    }};
+}
 
 /// Event levels (`winmeta.h`), as upstream's `EBPF_EXT_TRACELOG_LEVEL_*`.
 pub mod level {
@@ -280,18 +339,21 @@ pub const fn metadata<const N: usize>(name: &str, fields: &[Field]) -> [u8; N] {
     out
 }
 
-/// Bytes of the provider traits: a u16 size and the name with its NUL.
-pub const TRAITS_LEN: usize = 2 + PROVIDER_NAME.len() + 1;
+/// Bytes of the provider traits of `name`: a u16 size and the name with
+/// its NUL.
+pub const fn traits_len(name: &str) -> usize {
+    2 + name.len() + 1
+}
 
-/// The provider traits (`EventProviderSetTraits`), also sent with every
-/// event as its provider metadata.
-pub static TRAITS: [u8; TRAITS_LEN] = {
-    let mut out = [0u8; TRAITS_LEN];
-    out[0] = TRAITS_LEN as u8;
-    out[1] = (TRAITS_LEN >> 8) as u8;
-    put(&mut out, 2, PROVIDER_NAME);
+/// The provider traits of `name` ([`traits_len`] bytes).
+pub const fn traits<const N: usize>(name: &str) -> [u8; N] {
+    assert!(N == traits_len(name) && N <= u16::MAX as usize);
+    let mut out = [0u8; N];
+    out[0] = N as u8;
+    out[1] = (N >> 8) as u8;
+    put(&mut out, 2, name);
     out
-};
+}
 
 /// Whether a session with `level_plus1` (0: not enabled) and keyword masks
 /// `any`/`all` wants an event of `level` and `keyword`. TraceLogging's
@@ -312,15 +374,18 @@ mod provider {
     use super::*;
     use crate::nt::{self, NtResult, EVENT_DATA_DESCRIPTOR, EVENT_DESCRIPTOR, REGHANDLE};
     use core::ffi::c_void;
-    use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
     /// The provider's registration and what the sessions enabled.
     ///
     /// # Invariants
     /// `handle` is 0 or the handle `EtwRegister` returned and
-    /// `EtwUnregister` has not been called for; `level_plus1` is 0 while no
-    /// session enables the provider.
+    /// `EtwUnregister` has not been called for; while it is not 0, `config`
+    /// is the `&'static TraceProvider` it was registered for (stored
+    /// before `handle`); `level_plus1` is 0 while no session enables the
+    /// provider.
     struct Provider {
+        config: AtomicPtr<TraceProvider>,
         handle: AtomicU64,
         level_plus1: AtomicU32,
         any: AtomicU64,
@@ -328,6 +393,7 @@ mod provider {
     }
 
     static PROVIDER: Provider = Provider {
+        config: AtomicPtr::new(core::ptr::null_mut()),
         handle: AtomicU64::new(0),
         level_plus1: AtomicU32::new(0),
         any: AtomicU64::new(0),
@@ -359,19 +425,37 @@ mod provider {
         }
     }
 
-    /// Registers the provider (DriverEntry, PASSIVE_LEVEL, first). A
-    /// session already running gets its enable callback during this call.
+    /// The provider registered (or last registered), if any.
+    fn config() -> Option<&'static TraceProvider> {
+        // SAFETY: `config` is null or a `&'static TraceProvider` (stored by
+        // `register`).
+        unsafe { PROVIDER.config.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The keyword of the hooks' kernel-callback events of the registered
+    /// provider ([`TraceProvider::hook_keyword`]; [`keyword::PROCESS`]
+    /// before registration, when nothing is written anyway).
+    pub fn hook_keyword() -> u64 {
+        config().map_or(keyword::PROCESS, TraceProvider::hook_keyword)
+    }
+
+    /// Registers `provider` (DriverEntry, PASSIVE_LEVEL, first). A session
+    /// already running gets its enable callback during this call.
     ///
     /// # Errors
     /// The status of `EtwRegister` (the driver does not load without its
     /// provider, as the C driver).
-    pub fn register() -> NtResult {
+    pub fn register(provider: &'static TraceProvider) -> NtResult {
+        // INVARIANT: stored before any handle.
+        PROVIDER
+            .config
+            .store(core::ptr::from_ref(provider).cast_mut(), Ordering::Release);
         let mut handle: REGHANDLE = 0;
         // SAFETY: the GUID is a static; the callback is a function of this
         // image, which unregisters before it unloads; the handle is a local.
         let status = unsafe {
             nt::EtwRegister(
-                &PROVIDER_GUID,
+                &provider.guid,
                 Some(enable_callback),
                 core::ptr::null_mut(),
                 &mut handle,
@@ -394,8 +478,8 @@ mod provider {
             nt::EtwSetInformation(
                 handle,
                 nt::EventProviderSetTraits,
-                TRAITS.as_ptr().cast(),
-                TRAITS_LEN as u32,
+                provider.traits.as_ptr().cast(),
+                provider.traits.len() as u32,
             )
         };
         Ok(())
@@ -449,10 +533,11 @@ mod provider {
         data: &mut [EVENT_DATA_DESCRIPTOR],
     ) {
         let handle = PROVIDER.handle.load(Ordering::Acquire);
+        let Some(config) = config() else { return };
         if handle == 0 || data.len() < 2 {
             return;
         }
-        data[0] = descriptor(&TRAITS, 2);
+        data[0] = descriptor(config.traits, 2);
         data[1] = descriptor(metadata, 1);
         let descriptor = EVENT_DESCRIPTOR {
             Id: 0,
@@ -513,14 +598,6 @@ mod events {
     use crate::ebpf::client::ClientError;
     use crate::nt::{self, NtResult};
 
-    const VERSION: &CStr = {
-        let v = concat!(env!("CARGO_PKG_VERSION"), "\0");
-        match CStr::from_bytes_with_nul(v.as_bytes()) {
-            Ok(c) => c,
-            Err(_) => panic!("the version holds no NUL"),
-        }
-    };
-
     fn status_of(result: NtResult) -> NTSTATUS {
         nt::into_status(result)
     }
@@ -534,28 +611,29 @@ mod events {
     }
 
     /// `DriverLoad` {Version, Status} (BASE): `DriverEntry` finished; also
-    /// the `loaded` / `load failed` DbgPrintEx line.
-    pub fn driver_load(result: NtResult) {
+    /// the `loaded` / `load failed` DbgPrintEx line. `version` is the
+    /// driver's.
+    pub fn driver_load(version: &'static CStr, result: NtResult) {
         match result {
             Ok(()) => crate::dbg_log!(
                 nt::DPFLTR_INFO_LEVEL,
                 "loaded (version {})",
-                env!("CARGO_PKG_VERSION")
+                version.to_str().unwrap_or("?")
             ),
             Err(e) => crate::dbg_log!(nt::DPFLTR_ERROR_LEVEL, "load failed: {e:#x}"),
         }
         event!("DriverLoad", level_of(result), keyword::BASE, {
-            Version: &'static CStr = VERSION,
+            Version: &'static CStr = version,
             Status: NtStatus = NtStatus(status_of(result)),
         });
     }
 
     /// `DriverUnload` {Version} (BASE): the unload finished (the last event
     /// before the provider is unregistered); also the `unloaded` line.
-    pub fn driver_unload() {
+    pub fn driver_unload(version: &'static CStr) {
         crate::dbg_log!(nt::DPFLTR_INFO_LEVEL, "unloaded");
         event!("DriverUnload", level::INFO, keyword::BASE, {
-            Version: &'static CStr = VERSION,
+            Version: &'static CStr = version,
         });
     }
 
@@ -663,7 +741,7 @@ mod events {
         });
     }
 
-    /// `CallbackRegister` {Hook, Status} (PROCESS): a hook's kernel
+    /// `CallbackRegister` {Hook, Status} (hook keyword): a hook's kernel
     /// callback (notify routine) was registered, or failed to (then also
     /// an `ApiFailure` of `api` and the DbgPrintEx line).
     pub fn callback_register(hook: &'static CStr, api: &'static CStr, result: NtResult) {
@@ -673,15 +751,15 @@ mod events {
                 "registering the {} callback failed: {e:#x}",
                 hook.to_str().unwrap_or("?")
             );
-            api_failure(keyword::PROCESS, api, e.status());
+            api_failure(hook_keyword(), api, e.status());
         }
-        event!("CallbackRegister", level_of(result), keyword::PROCESS, {
+        event!("CallbackRegister", level_of(result), hook_keyword(), {
             Hook: &'static CStr = hook,
             Status: NtStatus = NtStatus(status_of(result)),
         });
     }
 
-    /// `CallbackRemove` {Hook, Status} (PROCESS): a hook's kernel callback
+    /// `CallbackRemove` {Hook, Status} (hook keyword): a hook's kernel callback
     /// was removed (after the last detach, or at unload), or the removal
     /// failed (then also an `ApiFailure` and the DbgPrintEx line).
     pub fn callback_remove(hook: &'static CStr, api: &'static CStr, result: NtResult) {
@@ -691,9 +769,9 @@ mod events {
                 "removing the {} callback failed: {e:#x}",
                 hook.to_str().unwrap_or("?")
             );
-            api_failure(keyword::PROCESS, api, e.status());
+            api_failure(hook_keyword(), api, e.status());
         }
-        event!("CallbackRemove", level_of(result), keyword::PROCESS, {
+        event!("CallbackRemove", level_of(result), hook_keyword(), {
             Hook: &'static CStr = hook,
             Status: NtStatus = NtStatus(status_of(result)),
         });
@@ -732,7 +810,7 @@ mod events {
         });
     }
 
-    /// `TestRunRefused` {Hook, Reason, Result} (PROCESS, warning): a hook's
+    /// `TestRunRefused` {Hook, Reason, Result} (hook keyword, warning): a hook's
     /// `bpf_prog_test_run` input was refused before any program ran;
     /// `Reason` names the check, `Result` is the `ebpf_result_t` returned
     /// to the core. Also the `<hook> test run refused: <reason>` line. For
@@ -744,7 +822,7 @@ mod events {
             hook.to_str().unwrap_or("?"),
             reason.to_str().unwrap_or("?")
         );
-        event!("TestRunRefused", level::WARNING, keyword::PROCESS, {
+        event!("TestRunRefused", level::WARNING, hook_keyword(), {
             Hook: &'static CStr = hook,
             Reason: &'static CStr = reason,
             Result: u32 = result,
@@ -809,8 +887,17 @@ mod tests {
 
     #[test]
     fn traits_carry_the_provider_name() {
-        assert_eq!(&TRAITS[..2], &(TRAITS_LEN as u16).to_le_bytes());
-        assert_eq!(&TRAITS[2..], b"NtosEbpfExtProvider\0");
+        static PROVIDER: TraceProvider = crate::trace_provider!(
+            "NtosEbpfExtProvider",
+            GUID::new(1, 2, 3, [4; 8]),
+            keyword::PROCESS
+        );
+        let traits = PROVIDER.traits();
+        assert_eq!(traits.len(), traits_len("NtosEbpfExtProvider"));
+        assert_eq!(&traits[..2], &(traits.len() as u16).to_le_bytes());
+        assert_eq!(&traits[2..], b"NtosEbpfExtProvider\0");
+        assert_eq!(PROVIDER.name(), "NtosEbpfExtProvider");
+        assert_eq!(PROVIDER.hook_keyword(), keyword::PROCESS);
     }
 
     #[test]

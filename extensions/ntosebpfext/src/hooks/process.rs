@@ -13,8 +13,8 @@
 //! the process notify routine, the helpers and the test-run contexts are in
 //! [`notify`] (Windows only).
 
-use crate::nt::GUID;
 use core::mem::{offset_of, size_of};
+use ebpf_ext::nt::GUID;
 
 /// `EBPF_PROGRAM_TYPE_PROCESS`.
 pub const EBPF_PROGRAM_TYPE_PROCESS: GUID = GUID::new(

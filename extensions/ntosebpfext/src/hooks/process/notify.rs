@@ -2,25 +2,25 @@
 //! process notify routine that raises events, the account lookup, the
 //! helpers, and the `bpf_prog_test_run` contexts. Everything generic (the
 //! providers, the client list, invoking, program information, contexts)
-//! is in [`crate::ebpf`].
+//! is in [`ebpf_ext::ebpf`].
 
 use super::*;
-use crate::ebpf::abi::*;
-use crate::ebpf::context::{
-    test_run_buffers, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
-    TestRunContext, TestRunOutput,
-};
-use crate::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
-use crate::ebpf::hook::{EventSource, Flow, Hook};
-use crate::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
-use crate::nt::{self, NtResult, HANDLE, PEPROCESS, UNICODE_STRING};
-use crate::pool::PoolBox;
-use crate::store;
-use crate::trace;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
+use ebpf_ext::ebpf::abi::*;
+use ebpf_ext::ebpf::context::{
+    test_run_buffers, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
+    TestRunContext, TestRunOutput,
+};
+use ebpf_ext::ebpf::helpers::{copy_whole, helper_return, out_buffer, Errno, HelperResult};
+use ebpf_ext::ebpf::hook::{EventSource, Flow, Hook};
+use ebpf_ext::ebpf::program::{AttachType, HelperFn, HelperSpec, ProgramType, ProgramTypeSpec};
+use ebpf_ext::nt::{self, NtResult, HANDLE, PEPROCESS, UNICODE_STRING};
+use ebpf_ext::pool::PoolBox;
+use ebpf_ext::store;
+use ebpf_ext::trace;
 
 /// The arguments of the three string helpers: context, buffer, its size.
 const STRING_HELPER_ARGUMENTS: [u32; 5] = [
@@ -607,7 +607,7 @@ unsafe extern "system" fn context_create(
         Ok(parsed) => parsed,
         Err(e) => {
             let result = EbpfError::INVALID_ARGUMENT.code();
-            crate::trace::test_run_refused(c"process", e.reason(), result);
+            ebpf_ext::trace::test_run_refused(c"process", e.reason(), result);
             return result;
         }
     };

@@ -1,17 +1,21 @@
-//! Link settings for the driver image.
+//! The link settings of an extension driver crate, for its build script
+//! (`fn main() { ebpf_ext_build::link(); }`), so every driver of the
+//! repository links the same way.
 //!
 //! Portable flavor (default, any host): emit the lld-link arguments that make
 //! the cdylib a kernel driver. Nothing is emitted for host builds (unit tests,
 //! clippy), so those stay ordinary Rust builds.
 //!
-//! KMDF flavor (feature `wdk`, Windows host with the WDK): wdk-build configures
-//! the link (KMDF libraries, driver settings) from
+//! KMDF flavor (the driver crate's feature `wdk`, which turns on this crate's
+//! `wdk`; Windows host with the WDK): wdk-build configures the link (KMDF
+//! libraries, driver settings) from the driver crate's
 //! `[package.metadata.wdk.driver-model]`.
 
-fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+/// Emits the driver's link settings (call from its build script).
+pub fn link() {
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    // The driver crate's feature (build scripts see their package's features).
     let wdk = std::env::var_os("CARGO_FEATURE_WDK").is_some();
 
     if wdk {
@@ -26,8 +30,8 @@ fn main() {
 }
 
 /// lld-link arguments for a WDM driver image with no WDK import libraries:
-/// every import comes from the crate's raw-dylib declarations (src/nt/).
-const PORTABLE_LINK_ARGS: &[&str] = &[
+/// every import comes from the raw-dylib declarations of `ebpf_ext::nt`.
+pub const PORTABLE_LINK_ARGS: &[&str] = &[
     "/DRIVER",
     "/SUBSYSTEM:NATIVE,10.00",
     "/ENTRY:DriverEntry",
@@ -71,7 +75,9 @@ fn kmdf() {
     );
 }
 
+/// Without this crate's `wdk` feature: the driver crate's `wdk` feature
+/// turns it on, so the two are set together.
 #[cfg(not(feature = "wdk"))]
 fn kmdf() {
-    unreachable!("CARGO_FEATURE_WDK is set only with the wdk feature")
+    unreachable!("CARGO_FEATURE_WDK is set only with the wdk feature, which sets this crate's")
 }

@@ -139,6 +139,12 @@ pub struct Provider {
 // itself Sync (invariant).
 unsafe impl Sync for Provider {}
 
+impl AsRef<Provider> for Provider {
+    fn as_ref(&self) -> &Provider {
+        self
+    }
+}
+
 const fn same_guid(a: &GUID, b: &GUID) -> bool {
     let mut i = 0;
     while i < 8 {
@@ -699,7 +705,7 @@ mod kernel {
         )
     }
 
-    fn is_provided(name: &[u16], providers: &[&Provider]) -> bool {
+    fn is_provided<P: AsRef<Provider>>(name: &[u16], providers: &[&P]) -> bool {
         let same = |s: &str| {
             s.len() == name.len()
                 && s.bytes()
@@ -708,7 +714,7 @@ mod kernel {
         };
         providers
             .iter()
-            .any(|p| p.sections.iter().any(|s| same(s.name)))
+            .any(|p| p.as_ref().sections.iter().any(|s| same(s.name)))
     }
 
     fn ascii_upper(u: u16) -> u16 {
@@ -721,7 +727,7 @@ mod kernel {
 
     /// Deletes the sections that point at one of `providers`' program
     /// types under a name none of them provides any more.
-    fn remove_stale_sections(section_data: &Key, providers: &[&Provider]) -> NtResult {
+    fn remove_stale_sections<P: AsRef<Provider>>(section_data: &Key, providers: &[&P]) -> NtResult {
         let mut buffer = NameBuffer([0; 528]);
         let mut index = 0;
         while let Some(name) = section_data.subkey(index, &mut buffer)? {
@@ -729,7 +735,9 @@ mod kernel {
                 && match Key::open(section_data, name, nt::KEY_QUERY_VALUE)? {
                     None => false,
                     Some(key) => key.query_guid(names::PROGRAM_TYPE)?.is_some_and(|g| {
-                        providers.iter().any(|p| guid_bytes(&p.program_type) == g)
+                        providers
+                            .iter()
+                            .any(|p| guid_bytes(&p.as_ref().program_type) == g)
                     }),
                 };
             if stale {
@@ -750,7 +758,7 @@ mod kernel {
         })
     }
 
-    fn write_all(providers: &[&Provider]) -> NtResult {
+    fn write_all<P: AsRef<Provider>>(providers: &[&P]) -> NtResult {
         let root_path = match Wide::path(names::EBPF_ROOT.as_bytes()) {
             Ok(w) => w,
             Err(_) => unreachable!("a constant path"),
@@ -761,6 +769,7 @@ mod kernel {
         let program_data = Key::create(Some(&root), ascii(names::PROGRAM_DATA).units())?;
         let section_data = Key::create(Some(&root), ascii(names::SECTION_DATA).units())?;
         for provider in providers {
+            let provider = provider.as_ref();
             let written = write_program(&program_data, provider).and_then(|()| {
                 provider
                     .sections
@@ -773,9 +782,10 @@ mod kernel {
         remove_stale_sections(&section_data, providers)
     }
 
-    /// Writes the store entries of `providers` (DriverEntry, PASSIVE_LEVEL).
+    /// Writes the store entries of `providers` (DriverEntry, PASSIVE_LEVEL):
+    /// [`Provider`]s, or the driver's hooks, whose entries they are.
     /// A failure is logged with its status and does not fail the load.
-    pub fn update(providers: &[&Provider]) {
+    pub fn update<P: AsRef<Provider>>(providers: &[&P]) {
         crate::trace::store_update(providers.len(), write_all(providers));
     }
 }

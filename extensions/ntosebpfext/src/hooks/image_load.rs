@@ -14,8 +14,8 @@
 //! unit-tested on the host; the notify routine is in `kernel` (Windows
 //! only). See docs/image-load-hook.md.
 
-use crate::nt::GUID;
 use core::mem::{offset_of, size_of};
+use ebpf_ext::nt::GUID;
 
 /// `EBPF_PROGRAM_TYPE_IMAGE_LOAD`.
 pub const EBPF_PROGRAM_TYPE_IMAGE_LOAD: GUID = GUID::new(
@@ -140,20 +140,20 @@ pub fn valid_test_input(md: &image_load_md_t, path: &[u8]) -> bool {
 #[cfg(windows)]
 mod kernel {
     use super::*;
-    use crate::ebpf::abi::*;
-    use crate::ebpf::context::{
-        test_run_context_create, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
-        TestRunContext, TestRunHook, TestRunOutput,
-    };
-    use crate::ebpf::hook::{EventSource, Flow, Hook};
-    use crate::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
-    use crate::nt::{self, NtResult, HANDLE};
-    use crate::pool::PoolBox;
-    use crate::store;
-    use crate::trace;
     use alloc::vec::Vec;
     use core::ffi::CStr;
     use core::ptr;
+    use ebpf_ext::ebpf::abi::*;
+    use ebpf_ext::ebpf::context::{
+        test_run_context_create, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
+        TestRunContext, TestRunHook, TestRunOutput,
+    };
+    use ebpf_ext::ebpf::hook::{EventSource, Flow, Hook};
+    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
+    use ebpf_ext::nt::{self, NtResult, HANDLE};
+    use ebpf_ext::pool::PoolBox;
+    use ebpf_ext::store;
+    use ebpf_ext::trace;
 
     /// The `image_load` program type: no helpers; the image name is the
     /// packet.

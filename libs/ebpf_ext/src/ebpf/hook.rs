@@ -2,11 +2,13 @@
 //! attach type ([`Hook`]), and the hook provider every attach type uses
 //! ([`HookProvider`]).
 //!
-//! A hook file (`src/hooks/<type>.rs`) declares its [`ProgramType`], its
-//! [`AttachType`], the ELF sections that select them (its eBPF store
-//! entries), its [`EventSource`] (the Windows callback that produces
-//! events) and one `static` [`Hook`]; `src/hooks/mod.rs` lists the hooks the
-//! driver loads, and the store entries it writes are taken from that list.
+//! A hook file of a driver crate (`extensions/<driver>/src/hooks/<type>.rs`)
+//! declares its [`ProgramType`], its [`AttachType`], the ELF sections that
+//! select them (its eBPF store entries), its [`EventSource`] (the Windows
+//! callback that produces events) and one `static` [`Hook`]; the driver's
+//! `src/hooks/mod.rs` lists the hooks it loads (its
+//! [`Extension`](crate::driver::Extension)'s `hooks`), and the store entries
+//! it writes are taken from that list.
 //! Everything else is here.
 //!
 //! Clients (eBPF links) are kept in attach order in a [`ClientList`] behind
@@ -176,6 +178,13 @@ pub struct Client {
 unsafe impl Send for Client {}
 // SAFETY: as above.
 unsafe impl Sync for Client {}
+
+/// A hook's eBPF store entries (for [`store::update`]).
+impl AsRef<store::Provider> for Hook {
+    fn as_ref(&self) -> &store::Provider {
+        &self.store
+    }
+}
 
 /// A hook provider for one attach type.
 ///

@@ -1,0 +1,2 @@
+//! The `driver-tests` package exists for its integration tests (the
+//! `[[test]]` targets in Cargo.toml); this library is empty.
