@@ -126,6 +126,9 @@ pub mod keyword {
     /// the kernel calls made per event (upstream uses it for every hook of
     /// ntosebpfext).
     pub const PROCESS: u64 = 0x80;
+    /// `EBPF_EXT_TRACELOG_KEYWORD_NETEVENT`: neteventebpfext's NMR client,
+    /// its provider bindings and the events it drops.
+    pub const NETEVENT: u64 = 0x100;
     /// This driver's own: one record per hook event (level verbose). Bit 32,
     /// far above upstream's keywords (allocated upwards from 0x8), so a
     /// future upstream keyword does not collide and a 32-bit "all keywords"

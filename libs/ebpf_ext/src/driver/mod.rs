@@ -82,6 +82,50 @@ pub unsafe fn entry(
     status
 }
 
+/// The `DriverEntry` of a driver crate: the image entry point
+/// (`/ENTRY:DriverEntry`) in the portable flavor, called by the WDK's
+/// `FxDriverEntry` in the KMDF flavor. It hands the driver's
+/// [`Extension`] (a `static`) to [`entry`]:
+///
+/// ```text
+/// static EXTENSION: Extension = Extension { .. };
+/// ebpf_ext::driver_entry!(EXTENSION);
+/// ```
+#[macro_export]
+macro_rules! driver_entry {
+    ($extension:path) => {
+        /// The driver's entry point: see [`ebpf_ext::driver::entry`].
+        ///
+        /// # Safety
+        /// Called once by the I/O manager at PASSIVE_LEVEL with a valid
+        /// driver object and registry path.
+        #[no_mangle]
+        pub unsafe extern "system" fn DriverEntry(
+            driver: *mut $crate::nt::DRIVER_OBJECT,
+            registry_path: *const $crate::nt::UNICODE_STRING,
+        ) -> $crate::nt::NTSTATUS {
+            // SAFETY: forwarded contract.
+            unsafe { $crate::driver::entry(&$extension, driver, registry_path) }
+        }
+    };
+}
+
+/// The calling crate's version (`CARGO_PKG_VERSION`) as a `&'static CStr`,
+/// for [`Extension::version`].
+#[macro_export]
+macro_rules! package_version {
+    () => {{
+        const VERSION: &::core::ffi::CStr = {
+            let v = concat!(env!("CARGO_PKG_VERSION"), "\0");
+            match ::core::ffi::CStr::from_bytes_with_nul(v.as_bytes()) {
+                Ok(c) => c,
+                Err(_) => panic!("the version holds no NUL"),
+            }
+        };
+        VERSION
+    }};
+}
+
 /// Log through `DbgPrintEx` (component `DPFLTR_IHVDRIVER_ID`), formatted with
 /// `core::fmt` into a stack buffer (no allocation; safe at any IRQL the
 /// caller may be at, since only `%s` is passed to the kernel). Each line

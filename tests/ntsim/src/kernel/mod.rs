@@ -36,6 +36,7 @@ pub mod loader;
 pub mod log;
 pub mod nmr;
 pub mod pool;
+pub mod processor;
 pub mod ps;
 pub mod registry;
 pub mod rtl;
