@@ -465,7 +465,7 @@ fn parse_hex(key: &str, value: &str) -> Result<Vec<u8>, String> {
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
         .unwrap_or(value);
-    if v.len() % 2 != 0 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !v.len().is_multiple_of(2) || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
             "{key}={value}: not hex bytes (an even number of hex digits)"
         ));
