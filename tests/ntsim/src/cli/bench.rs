@@ -61,13 +61,17 @@ pub struct World {
     pub pids: Vec<usize>,
     pub tids: Vec<usize>,
     pub host_pid: usize,
+    /// The user SID of the processes it creates (made once: the workload's
+    /// own work between events is not what is measured).
+    pub user_sid: Vec<u8>,
 }
 
 impl World {
     fn new() -> World {
+        let user_sid = ps::test_user_sid();
         let host_pid = ps::create_process(&ps::ProcessSpec {
             image_file_name: "\\??\\C:\\bench\\host.exe".into(),
-            user_sid: Some(ps::test_user_sid()),
+            user_sid: Some(user_sid.clone()),
             ..Default::default()
         })
         .pid;
@@ -75,6 +79,7 @@ impl World {
             pids: Vec::new(),
             tids: Vec::new(),
             host_pid,
+            user_sid,
         }
     }
 
@@ -95,7 +100,7 @@ fn raise_process_create(w: &mut World) {
         image_file_name: "\\??\\C:\\Windows\\System32\\bench.exe".into(),
         command_line: Some("bench.exe --quiet".into()),
         parent: Some(w.host_pid),
-        user_sid: Some(ps::test_user_sid()),
+        user_sid: Some(w.user_sid.clone()),
         ..Default::default()
     });
     assert_eq!(p.creation_status, 0, "a no-op client denied a process");
