@@ -70,7 +70,7 @@ use crate::kernel::violation;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `PEPROCESS`, `PETHREAD`, `PACCESS_TOKEN`: opaque object pointers.
@@ -170,7 +170,10 @@ enum ObjData {
 struct Obj {
     kind: ObjectKind,
     kernel_refs: u32,
-    driver_refs: u32,
+    /// Atomic: a driver's reference and dereference share the table's
+    /// lock (only a dereference that may free the object takes it
+    /// exclusively, see [`State::drop_driver_ref`]).
+    driver_refs: AtomicU32,
     data: ObjData,
 }
 
@@ -319,7 +322,7 @@ impl State {
             Obj {
                 kind,
                 kernel_refs: 1,
-                driver_refs: 0,
+                driver_refs: AtomicU32::new(0),
                 data,
             },
         );
@@ -442,9 +445,14 @@ impl State {
         self.bury_if_unreferenced(addr);
     }
 
+    /// Moves the object to the dead list if nothing references it (nothing
+    /// when it is already there: two dereferences under the shared lock may
+    /// both have seen the count reach zero).
     fn bury_if_unreferenced(&mut self, addr: usize) {
-        let obj = &self.objects[&addr];
-        if obj.kernel_refs == 0 && obj.driver_refs == 0 {
+        let Some(obj) = self.objects.get(&addr) else {
+            return;
+        };
+        if obj.kernel_refs == 0 && obj.driver_refs.load(Ordering::Acquire) == 0 {
             let obj = self.objects.remove(&addr).expect("live object");
             // SAFETY: `addr` is a live ObjectBody this state allocated with
             // Box::into_raw and has not freed (it moves to `dead` now and is
@@ -506,27 +514,38 @@ impl State {
         Some(addr)
     }
 
-    fn add_driver_ref(&mut self, addr: usize) -> isize {
-        let obj = self.objects.get_mut(&addr).expect("live object");
-        obj.driver_refs += 1;
-        (obj.kernel_refs + obj.driver_refs) as isize
+    /// Under the shared lock or the exclusive one.
+    fn add_driver_ref(&self, addr: usize) -> isize {
+        let obj = &self.objects[&addr];
+        let driver = obj.driver_refs.fetch_add(1, Ordering::AcqRel) + 1;
+        (obj.kernel_refs + driver) as isize
     }
 
-    fn drop_driver_ref(&mut self, api: &str, addr: usize) -> isize {
-        let obj = self.objects.get_mut(&addr).expect("live object");
-        if obj.driver_refs == 0 {
-            let what = obj.describe();
-            let total = obj.kernel_refs as isize;
-            violation::record(
-                "ps",
-                format!("{api}: {what} dereferenced more times than the driver referenced it"),
-            );
-            return total;
+    /// Under the shared lock or the exclusive one: the new total and
+    /// whether it is zero, in which case the caller buries the object
+    /// under the exclusive lock ([`State::bury_if_unreferenced`] checks
+    /// again).
+    fn drop_driver_ref(&self, api: &str, addr: usize) -> (isize, bool) {
+        let obj = &self.objects[&addr];
+        let dropped = obj
+            .driver_refs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        match dropped {
+            Ok(before) => {
+                let total = (obj.kernel_refs + before - 1) as isize;
+                (total, total == 0)
+            }
+            Err(_) => {
+                violation::record(
+                    "ps",
+                    format!(
+                        "{api}: {} dereferenced more times than the driver referenced it",
+                        obj.describe()
+                    ),
+                );
+                (obj.kernel_refs as isize, false)
+            }
         }
-        obj.driver_refs -= 1;
-        let total = (obj.kernel_refs + obj.driver_refs) as isize;
-        self.bury_if_unreferenced(addr);
-        total
     }
 
     /// Frees every object block (live or dead).
@@ -723,7 +742,7 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
         threads: p.threads.clone(),
         eprocess: addr,
         token: p.token,
-        driver_references: s.objects[&addr].driver_refs,
+        driver_references: s.objects[&addr].driver_refs.load(Ordering::Acquire),
     })
 }
 
@@ -769,7 +788,7 @@ pub fn thread_process(tid: usize) -> Option<usize> {
 
 fn reference(api: &str, object: *mut c_void) -> isize {
     irql::require_at_most(api, DISPATCH_LEVEL);
-    let mut s = state();
+    let s = state_read();
     match s.check_object(api, object, None) {
         Some(addr) => s.add_driver_ref(addr),
         None => 0,
@@ -777,11 +796,16 @@ fn reference(api: &str, object: *mut c_void) -> isize {
 }
 
 fn dereference(api: &str, object: *mut c_void, kind: Option<ObjectKind>) -> isize {
-    let mut s = state();
-    match s.check_object(api, object, kind) {
-        Some(addr) => s.drop_driver_ref(api, addr),
-        None => 0,
+    let s = state_read();
+    let Some(addr) = s.check_object(api, object, kind) else {
+        return 0;
+    };
+    let (total, last) = s.drop_driver_ref(api, addr);
+    drop(s);
+    if last {
+        state().bury_if_unreferenced(addr);
     }
+    total
 }
 
 /// `ObfReferenceObject` (what the WDK's `ObReferenceObject` macro calls):
@@ -834,7 +858,7 @@ pub unsafe extern "win64" fn PsLookupProcessByProcessId(
         violation::record("ps", "PsLookupProcessByProcessId: NULL Process pointer");
         return STATUS_INVALID_PARAMETER;
     }
-    let mut s = state();
+    let s = state_read();
     match s.process_by_pid(process_id) {
         Some(addr) if process_id != IDLE_PID => {
             s.add_driver_ref(addr);
@@ -960,7 +984,7 @@ pub unsafe extern "win64" fn PsGetThreadProcessId(thread: PETHREAD) -> HANDLE {
 /// `process` is validated against the object table.
 pub unsafe extern "win64" fn PsReferencePrimaryToken(process: PEPROCESS) -> PACCESS_TOKEN {
     irql::require_at_most("PsReferencePrimaryToken", PASSIVE_LEVEL);
-    let mut s = state();
+    let s = state_read();
     let Some(addr) = s.check_object(
         "PsReferencePrimaryToken",
         process,
@@ -1043,7 +1067,7 @@ pub(crate) fn outstanding() -> Vec<String> {
     let mut refs: Vec<_> = s
         .objects
         .values()
-        .filter(|o| o.driver_refs > 0)
+        .filter(|o| o.driver_refs.load(Ordering::Acquire) > 0)
         .map(|o| {
             let how = match o.kind {
                 ObjectKind::Token => "PsReferencePrimaryToken without PsDereferencePrimaryToken",
@@ -1051,7 +1075,7 @@ pub(crate) fn outstanding() -> Vec<String> {
             };
             format!(
                 "ps: {} reference(s) to the {} ({how})",
-                o.driver_refs,
+                o.driver_refs.load(Ordering::Acquire),
                 o.describe()
             )
         })

@@ -308,7 +308,7 @@ pub unsafe extern "win64" fn PsLookupThreadByThreadId(
     if fault::check(API) {
         return STATUS_INVALID_CID;
     }
-    let mut s = state();
+    let s = super::state_read();
     let Some(&addr) = s.threads.get(&thread_id) else {
         return STATUS_INVALID_CID;
     };
@@ -367,7 +367,7 @@ pub unsafe extern "win64" fn ObOpenObjectByPointer(
         );
     }
     let (addr, tid) = {
-        let mut s = state();
+        let s = super::state_read();
         let Some(addr) = s.check_object(API, object, Some(ObjectKind::Thread)) else {
             return STATUS_INVALID_PARAMETER;
         };
@@ -499,9 +499,13 @@ pub(crate) fn close_handle(h: HANDLE) -> bool {
     let Some(entry) = with(|t| t.handles.remove(&h)) else {
         return false;
     };
-    let mut s = state();
+    let s = super::state_read();
     if s.objects.contains_key(&entry.object) {
-        s.drop_driver_ref("ZwClose", entry.object);
+        let (_, last) = s.drop_driver_ref("ZwClose", entry.object);
+        drop(s);
+        if last {
+            state().bury_if_unreferenced(entry.object);
+        }
     }
     true
 }
