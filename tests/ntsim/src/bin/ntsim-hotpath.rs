@@ -26,6 +26,9 @@ const USAGE: &str = "usage: ntsim-hotpath --driver PATH [--quick] [--no-timing] 
                      [--kinds K,..] [--counts N,..] [--timed-counts N,..] [--runs R] \
                      [--timed-events E]";
 
+/// A change to the plan from the command line.
+type Narrow = Box<dyn FnOnce(&mut Plan)>;
+
 /// A comma-separated list of numbers.
 fn numbers(arg: Option<String>) -> Option<Vec<usize>> {
     arg?.split(',').map(|n| n.parse().ok()).collect()
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     let mut plan = Plan::full();
     let mut timing = true;
     // Applied after the whole command line is read (--quick replaces the plan).
-    let mut narrow: Vec<Box<dyn FnOnce(&mut Plan)>> = Vec::new();
+    let mut narrow: Vec<Narrow> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let bad = |what: &str| {

@@ -1136,6 +1136,77 @@ mod tests {
     }
 
     #[test]
+    fn threads_allocating_and_freeing_at_once_keep_every_block_and_check() {
+        let sim = Sim::with_options(crate::sim::Options {
+            special_pool: false,
+        });
+        // Two threads, each with blocks that live across the other's frees
+        // (so both fill the quarantine and evict each other's blocks).
+        let per_thread = QUARANTINE;
+        let kept: Vec<Vec<usize>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut kept = Vec::new();
+                        for i in 0..per_thread {
+                            let p = alloc(8 + (i % 50));
+                            assert!(!p.is_null());
+                            if i % 64 == t {
+                                kept.push(p as usize);
+                            } else {
+                                // SAFETY: live block.
+                                unsafe { ExFreePool(p.cast()) };
+                            }
+                        }
+                        kept
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let kept: Vec<usize> = kept.concat();
+        assert_eq!(
+            quarantined().len(),
+            QUARANTINE,
+            "the quarantine stays full and bounded"
+        );
+        // Every kept block is still known, live and numbered once.
+        let out = outstanding();
+        assert_eq!(out.len(), kept.len(), "{:?}", &out[..out.len().min(3)]);
+        let mut seqs: Vec<u64> = kept
+            .iter()
+            .map(|&p| find_any(p, |b| (b.user == p && !b.freed).then_some(b.seq)).flatten())
+            .map(|s| s.expect("a kept block is live"))
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), kept.len(), "allocation numbers are unique");
+        // A free of a pointer into a kept block's region (its back canary)
+        // that is in another shard than the block's start is still
+        // described.
+        let inside = kept
+            .iter()
+            .map(|p| p + 16)
+            .find(|a| shard_of(*a) != shard_of(*a - 16))
+            .expect("some kept block's canary is in another shard");
+        // SAFETY: not a block start: recorded as a violation, not freed.
+        unsafe { ExFreePool(inside as *mut c_void) };
+        let v = violation::take();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message.contains("not the start of a block"),
+            "{}",
+            v[0]
+        );
+        for p in kept {
+            // SAFETY: live block.
+            unsafe { ExFreePool(p as *mut c_void) };
+        }
+        assert!(outstanding().is_empty());
+        sim.finish().unwrap();
+    }
+
+    #[test]
     fn leaks_are_reported_with_tag_size_and_sequence() {
         let sim = Sim::new();
         let a = alloc(10);
