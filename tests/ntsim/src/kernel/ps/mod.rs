@@ -428,7 +428,9 @@ impl State {
         let Some(addr) = self.processes.remove(&pid) else {
             return;
         };
-        let threads = self.proc_data(addr).threads.clone();
+        // Taken, not copied (no allocation under the exclusive lock): every
+        // thread leaves the list below anyway.
+        let threads = std::mem::take(&mut self.proc_data_mut(addr).threads);
         for tid in threads {
             self.remove_thread(tid);
         }
