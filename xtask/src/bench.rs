@@ -123,6 +123,12 @@ struct Row {
     driver_allocations: f64,
     ns_1: Option<f64>,
     ns_2: Option<f64>,
+    /// The control workload's 2/1 throughput, measured in the same runs.
+    machine: Option<f64>,
+    /// CPU ns per event, 1 and 2 threads; lock waits per 1000 events, 1
+    /// and 2 threads.
+    cpu: Option<(f64, f64)>,
+    waits: Option<(f64, f64)>,
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
@@ -319,6 +325,11 @@ fn rows(counted: &Report, timed: &Report, dumps: &Path) -> Result<Vec<Row>, Stri
                 .collect(),
             ns_1: timing.map(|t| t.ns_1),
             ns_2: timing.map(|t| t.ns_2),
+            machine: timing
+                .filter(|t| t.control_2 > 0.0)
+                .map(|t| t.control_1 / t.control_2),
+            cpu: timing.map(|t| (t.cpu_1, t.cpu_2)),
+            waits: timing.map(|t| (t.waits_1, t.waits_2)),
         });
     }
     Ok(rows)
@@ -353,7 +364,10 @@ fn to_json(rows: &[Row]) -> String {
                 "  {{\"event\": \"{}\", \"client_kind\": \"{}\", \"clients\": {}, \"events\": {}, \
                  \"driver_instructions\": {}, \"kernel_calls\": {}, \"kernel_calls_by_api\": {{{}}}, \
                  \"driver_allocations\": {}, \"ns_per_event_1_thread\": {}, \
-                 \"ns_per_event_2_threads\": {}, \"throughput_2_over_1\": {}}}",
+                 \"ns_per_event_2_threads\": {}, \"throughput_2_over_1\": {}, \
+                 \"machine_2_over_1\": {}, \"cpu_ns_per_event_1_thread\": {}, \
+                 \"cpu_ns_per_event_2_threads\": {}, \"lock_waits_per_1000_events_1_thread\": {}, \
+                 \"lock_waits_per_1000_events_2_threads\": {}}}",
                 r.event,
                 r.client_kind,
                 r.clients,
@@ -364,7 +378,12 @@ fn to_json(rows: &[Row]) -> String {
                 num(r.driver_allocations),
                 opt(r.ns_1),
                 opt(r.ns_2),
-                ratio
+                ratio,
+                r.machine.map_or("null".into(), |m| format!("{m:.2}")),
+                opt(r.cpu.map(|c| c.0)),
+                opt(r.cpu.map(|c| c.1)),
+                r.waits.map_or("null".into(), |w| format!("{:.2}", w.0)),
+                r.waits.map_or("null".into(), |w| format!("{:.2}", w.1)),
             )
         })
         .collect();
@@ -373,8 +392,19 @@ fn to_json(rows: &[Row]) -> String {
 
 fn print_table(rows: &[Row], unhooked: &[String]) {
     println!(
-        "{:<16} {:<11} {:>3} {:>9} {:>7} {:>6}  {:>9} {:>9} {:>5}  kernel calls by API",
-        "event", "client", "N", "instr/ev", "calls", "alloc", "ns 1 thr", "ns 2 thr", "2/1"
+        "{:<16} {:<11} {:>3} {:>9} {:>7} {:>6}  {:>9} {:>9} {:>5} {:>5} {:>7} {:>6}  kernel calls by API",
+        "event",
+        "client",
+        "N",
+        "instr/ev",
+        "calls",
+        "alloc",
+        "ns 1 thr",
+        "ns 2 thr",
+        "2/1",
+        "mach",
+        "cpu 2/1",
+        "waits"
     );
     for r in rows {
         let apis: Vec<String> = r
@@ -388,7 +418,7 @@ fn print_table(rows: &[Row], unhooked: &[String]) {
         };
         let ns = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
         println!(
-            "{:<16} {:<11} {:>3} {:>9} {:>7} {:>6}  {:>9} {:>9} {:>5}  {}",
+            "{:<16} {:<11} {:>3} {:>9} {:>7} {:>6}  {:>9} {:>9} {:>5} {:>5} {:>7} {:>6}  {}",
             r.event,
             r.client_kind,
             r.clients,
@@ -398,13 +428,24 @@ fn print_table(rows: &[Row], unhooked: &[String]) {
             ns(r.ns_1),
             ns(r.ns_2),
             ratio,
+            r.machine.map_or("-".into(), |m| format!("{m:.2}")),
+            r.cpu
+                .filter(|c| c.0 > 0.0)
+                .map_or("-".into(), |c| format!("{:.2}", c.1 / c.0)),
+            r.waits.map_or("-".into(), |w| format!("{:.1}", w.1)),
             apis.join(" ")
         );
     }
     if !unhooked.is_empty() {
         println!("not hooked by this driver: {}", unhooked.join(", "));
     }
-    println!("(wall-clock times are noisy: the median of several runs on a shared machine)");
+    println!(
+        "(wall-clock times are noisy: the median of several runs on a shared machine; \
+         \"mach\" is the 2/1 throughput of a loop that shares nothing, measured in the \
+         same runs: what the machine gave two threads at the time; \"cpu 2/1\" is CPU time \
+         per event with two threads over one thread (1.0: no contention that costs work); \
+         \"waits\" is waits for a lock per 1000 events with two threads)"
+    );
 }
 
 #[cfg(test)]

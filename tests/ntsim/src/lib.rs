@@ -46,7 +46,7 @@ mod layout;
 pub use cli::{demo, scenario};
 pub use hook::{image_load, process, thread};
 pub use kernel::{
-    crash, exports, fault, io, irql, loader, log, nmr, pool, ps, registry, rtl, status, sync, time,
-    types, violation,
+    crash, exports, fault, io, irql, loader, log, netevent, nmr, pool, ps, registry, rtl, status,
+    sync, time, types, violation,
 };
 pub use sim::Sim;

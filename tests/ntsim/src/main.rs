@@ -71,7 +71,10 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
   `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
   `test-run PROGRAM [pid=N] [parent=N] [creator=PID:TID] [operation=create|delete]
      [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT] [image=PATH] [account=NAME]
-     [domain=DOMAIN] [lookup_done=0|1] [data_out=N] [at=SECONDS]`)";
+     [domain=DOMAIN] [lookup_done=0|1] [data_out=N] [at=SECONDS]`,
+  `netevent-provider register|deregister [id=N] [at=SECONDS]`,
+  `netevent type=drop|flow|NUMBER [data=HEX] [header=HEX] [provider=N]
+     [irql=passive|dispatch] [at=SECONDS]` or `netevent raw=HEX ...`)";
 
 /// The longest `--live` run.
 const MAX_LIVE_SECONDS: f64 = 3600.0;

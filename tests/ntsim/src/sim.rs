@@ -5,7 +5,7 @@
 //! that use the kernel run one after another, each on freshly reset state.
 
 use crate::kernel::{
-    fault, io, irql, loader, log, nmr, pool, ps, registry, rtl, sync, time, violation,
+    fault, io, irql, loader, log, netevent, nmr, pool, ps, registry, rtl, sync, time, violation,
 };
 use std::sync::{Mutex, MutexGuard};
 
@@ -93,6 +93,8 @@ impl Sim {
                 findings.push(e);
             }
         }
+        // The system's netevent providers go after the drivers.
+        findings.extend(netevent::shutdown());
         findings.extend(
             outstanding_all()
                 .into_iter()
@@ -158,6 +160,7 @@ fn reset_services() {
     violation::reset();
     irql::reset();
     nmr::reset();
+    netevent::reset();
     ps::reset();
     log::reset();
     registry::reset();

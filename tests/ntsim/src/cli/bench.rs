@@ -61,13 +61,17 @@ pub struct World {
     pub pids: Vec<usize>,
     pub tids: Vec<usize>,
     pub host_pid: usize,
+    /// The user SID of the processes it creates (made once: the workload's
+    /// own work between events is not what is measured).
+    pub user_sid: Vec<u8>,
 }
 
 impl World {
     fn new() -> World {
+        let user_sid = ps::test_user_sid();
         let host_pid = ps::create_process(&ps::ProcessSpec {
             image_file_name: "\\??\\C:\\bench\\host.exe".into(),
-            user_sid: Some(ps::test_user_sid()),
+            user_sid: Some(user_sid.clone()),
             ..Default::default()
         })
         .pid;
@@ -75,6 +79,7 @@ impl World {
             pids: Vec::new(),
             tids: Vec::new(),
             host_pid,
+            user_sid,
         }
     }
 
@@ -95,7 +100,7 @@ fn raise_process_create(w: &mut World) {
         image_file_name: "\\??\\C:\\Windows\\System32\\bench.exe".into(),
         command_line: Some("bench.exe --quiet".into()),
         parent: Some(w.host_pid),
-        user_sid: Some(ps::test_user_sid()),
+        user_sid: Some(w.user_sid.clone()),
         ..Default::default()
     });
     assert_eq!(p.creation_status, 0, "a no-op client denied a process");
@@ -292,6 +297,23 @@ pub struct Timing {
     /// Median ns per event of the two threads together (elapsed time over
     /// both threads' events).
     pub ns_2: f64,
+    /// The machine's own scaling, measured in the same runs (interleaved
+    /// with the events): median ns per unit of a loop that shares nothing
+    /// ([`control_unit`]), one thread, then two. `control_1 / control_2`
+    /// is the most two threads of anything got from the machine at the
+    /// time; on two idle cores it is about 2.
+    pub control_1: f64,
+    pub control_2: f64,
+    /// Median CPU ns per event, one thread and two (both threads' CPU
+    /// time over all events): contention that costs work (cache lines
+    /// moving between cores, spinning) raises `cpu_2` over `cpu_1`
+    /// whatever else the machine runs.
+    pub cpu_1: f64,
+    pub cpu_2: f64,
+    /// Median waits for a lock (voluntary context switches) per 1000
+    /// events, one thread and two: serialisation that blocks.
+    pub waits_1: f64,
+    pub waits_2: f64,
 }
 
 /// What a run found.
@@ -484,7 +506,39 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// start to the last thread's end. Each thread reads the clock itself: on
 /// a busy machine the thread that waits for them may be scheduled only
 /// after they are done.
-fn timed(event_index: usize, threads: usize, count: usize) -> f64 {
+/// The calling thread's CPU time (ns) and voluntary context switches so
+/// far. The workload never sleeps between events, so a voluntary switch
+/// during the events is a wait for a lock another thread holds.
+fn thread_usage() -> (u64, u64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    // SAFETY: an all-zero rusage is a valid value (plain integers).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage to write.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD) failed");
+    (
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+        ru.ru_nvcsw as u64,
+    )
+}
+
+/// What one timed run measured.
+struct Run {
+    /// Elapsed ns per event over all threads' events.
+    ns: f64,
+    /// CPU ns per event (all threads' CPU time over all their events).
+    cpu_ns: f64,
+    /// Waits (voluntary context switches) per 1000 events.
+    waits: f64,
+}
+
+fn timed(event_index: usize, threads: usize, count: usize) -> Run {
     let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -502,21 +556,69 @@ fn timed(event_index: usize, threads: usize, count: usize) -> f64 {
                     (EVENTS[event_index].raise)(&mut world);
                 }
                 barrier.wait();
+                let usage = thread_usage();
                 let start = Instant::now();
                 for _ in 0..count {
                     (EVENTS[event_index].raise)(&mut world);
                 }
                 let end = Instant::now();
+                let after = thread_usage();
                 // Nothing is torn down while another thread still measures.
                 barrier.wait();
                 world.end();
+                (start, end, after.0 - usage.0, after.1 - usage.1)
+            })
+        })
+        .collect();
+    let spans: Vec<(Instant, Instant, u64, u64)> = handles
+        .into_iter()
+        .map(|h| h.join().expect("a timed thread panicked"))
+        .collect();
+    let start = spans.iter().map(|s| s.0).min().expect("one thread or more");
+    let end = spans.iter().map(|s| s.1).max().expect("one thread or more");
+    let events = (threads * count) as f64;
+    Run {
+        ns: (end - start).as_nanos() as f64 / events,
+        cpu_ns: spans.iter().map(|s| s.2).sum::<u64>() as f64 / events,
+        waits: spans.iter().map(|s| s.3).sum::<u64>() as f64 * 1000.0 / events,
+    }
+}
+
+/// One unit of the control workload: arithmetic on a small per-thread
+/// array, about a microsecond; nothing shared between threads, nothing
+/// allocated.
+fn control_unit(state: &mut [u64; 512], seed: u64) -> u64 {
+    let mut x = seed;
+    for i in 0..1500u64 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+        state[(x >> 55) as usize] ^= x;
+    }
+    x ^ state[(x & 511) as usize]
+}
+
+/// [`timed`] for the control workload: `count` units per thread.
+fn timed_control(threads: usize, count: usize) -> f64 {
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut state = [0u64; 512];
+                barrier.wait();
+                let start = Instant::now();
+                let mut x = t as u64;
+                for _ in 0..count {
+                    x = control_unit(&mut state, x);
+                }
+                let end = Instant::now();
+                std::hint::black_box(x);
                 (start, end)
             })
         })
         .collect();
     let spans: Vec<(Instant, Instant)> = handles
         .into_iter()
-        .map(|h| h.join().expect("a timed thread panicked"))
+        .map(|h| h.join().expect("a control thread panicked"))
         .collect();
     let start = spans.iter().map(|s| s.0).min().expect("one thread or more");
     let end = spans.iter().map(|s| s.1).max().expect("one thread or more");
@@ -595,18 +697,28 @@ pub fn run(driver: &Path, plan: &Plan) -> Result<Report, String> {
                     if !hooked[i] {
                         continue;
                     }
-                    let one: Vec<f64> = (0..plan.runs)
-                        .map(|_| timed(i, 1, plan.timed_events))
-                        .collect();
-                    let two: Vec<f64> = (0..plan.runs)
-                        .map(|_| timed(i, 2, plan.timed_events))
-                        .collect();
+                    let (mut one, mut two) = (Vec::new(), Vec::new());
+                    let (mut control_1, mut control_2) = (Vec::new(), Vec::new());
+                    for _ in 0..plan.runs {
+                        one.push(timed(i, 1, plan.timed_events));
+                        two.push(timed(i, 2, plan.timed_events));
+                        control_1.push(timed_control(1, plan.timed_events));
+                        control_2.push(timed_control(2, plan.timed_events));
+                    }
+                    let of =
+                        |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
                     report.timings.push(Timing {
                         event: event.name.to_string(),
                         client_kind: kind.name().to_string(),
                         clients: n,
-                        ns_1: median(one),
-                        ns_2: median(two),
+                        ns_1: of(&one, |r| r.ns),
+                        ns_2: of(&two, |r| r.ns),
+                        control_1: median(control_1),
+                        control_2: median(control_2),
+                        cpu_1: of(&one, |r| r.cpu_ns),
+                        cpu_2: of(&two, |r| r.cpu_ns),
+                        waits_1: of(&one, |r| r.waits),
+                        waits_2: of(&two, |r| r.waits),
                     });
                 }
             }
@@ -637,8 +749,18 @@ impl Report {
         }
         for t in &self.timings {
             out += &format!(
-                "timing {} {} {} {:.1} {:.1}\n",
-                t.event, t.client_kind, t.clients, t.ns_1, t.ns_2
+                "timing {} {} {} {:.1} {:.1} {:.1} {:.1} {:.1} {:.1} {:.2} {:.2}\n",
+                t.event,
+                t.client_kind,
+                t.clients,
+                t.ns_1,
+                t.ns_2,
+                t.control_1,
+                t.control_2,
+                t.cpu_1,
+                t.cpu_2,
+                t.waits_1,
+                t.waits_2
             );
         }
         out
@@ -675,13 +797,21 @@ impl Report {
                         invocations: num(invocations)? as u64,
                     })
                 }
-                ["timing", event, kind, clients, ns_1, ns_2] => r.timings.push(Timing {
-                    event: event.to_string(),
-                    client_kind: kind.to_string(),
-                    clients: num(clients)?,
-                    ns_1: float(ns_1)?,
-                    ns_2: float(ns_2)?,
-                }),
+                ["timing", event, kind, clients, ns_1, ns_2, control_1, control_2, cpu_1, cpu_2, waits_1, waits_2] => {
+                    r.timings.push(Timing {
+                        event: event.to_string(),
+                        client_kind: kind.to_string(),
+                        clients: num(clients)?,
+                        ns_1: float(ns_1)?,
+                        ns_2: float(ns_2)?,
+                        control_1: float(control_1)?,
+                        control_2: float(control_2)?,
+                        cpu_1: float(cpu_1)?,
+                        cpu_2: float(cpu_2)?,
+                        waits_1: float(waits_1)?,
+                        waits_2: float(waits_2)?,
+                    })
+                }
                 _ => return Err(bad()),
             }
         }
@@ -715,6 +845,12 @@ mod tests {
                 clients: 1,
                 ns_1: 1234.5,
                 ns_2: 700.0,
+                control_1: 1000.0,
+                control_2: 520.5,
+                cpu_1: 1200.0,
+                cpu_2: 1300.0,
+                waits_1: 0.0,
+                waits_2: 12.25,
             }],
             unhooked: vec!["thread_create".into()],
         };
@@ -723,5 +859,9 @@ mod tests {
         assert_eq!(back.segments, r.segments);
         assert!(Report::parse("image 1 2\nsegment x y z 1 1\n").is_err());
         assert!(Report::parse("export A\n").is_err(), "no image record");
+        assert!(
+            Report::parse("image 1 2\ntiming e k 1 2.0 3.0\n").is_err(),
+            "a timing without the control"
+        );
     }
 }

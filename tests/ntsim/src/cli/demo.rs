@@ -713,6 +713,8 @@ fn run_live(setup: &Setup<'_>, duration: Duration, sink: &mut dyn Sink) -> Resul
                 } => ("image", p.clone()),
                 Outcome::ImageLoaded { path, .. } => ("driver", path.clone()),
                 Outcome::Skipped { what, .. } => ("skipped", what.clone()),
+                Outcome::Netevent(_) => ("netevent", String::new()),
+                Outcome::NeteventProvider { .. } => ("netevent-provider", String::new()),
             };
             let report = StepReport {
                 index: count,

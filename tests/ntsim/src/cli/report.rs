@@ -459,6 +459,44 @@ pub fn step_text(step: &StepReport) -> String {
             format!("[{what}] skipped (line {line}): the process or thread is not running")
         }
         Outcome::TestRun { program, output, .. } => test_run_text(program, output),
+        Outcome::Netevent(d) => {
+            let clients: Vec<String> = d
+                .clients
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} (capture {}): {:?}",
+                        c.module,
+                        crate::kernel::netevent::capture_name(c.capture_type),
+                        c.result
+                    )
+                })
+                .collect();
+            format!(
+                "[netevent] EVENT type {} from provider {} at IRQL {} | {} | no verdict",
+                d.event_type.map_or("none".into(), |t| t.to_string()),
+                d.provider,
+                d.irql,
+                if clients.is_empty() {
+                    "no client".to_string()
+                } else {
+                    clients.join("; ")
+                }
+            )
+        }
+        Outcome::NeteventProvider {
+            id,
+            registered,
+            clients,
+        } => format!(
+            "[netevent-provider] provider {id} {} | clients: {} | no verdict",
+            if *registered { "registered" } else { "deregistered" },
+            if clients.is_empty() {
+                "none".to_string()
+            } else {
+                clients.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            }
+        ),
     }
 }
 

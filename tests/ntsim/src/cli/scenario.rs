@@ -107,8 +107,8 @@ use std::collections::HashMap;
 use std::fmt;
 use steps::parse_hook_step;
 pub use steps::{
-    first_thread_and_main_image, ImageStep, ProcessRef, ThreadExitStep, ThreadStep,
-    FIRST_THREAD_START, MAIN_IMAGE_BASE, MAIN_IMAGE_SIZE,
+    first_thread_and_main_image, ImageStep, NeteventProviderStep, NeteventStep, ProcessRef,
+    ThreadExitStep, ThreadStep, FIRST_THREAD_START, MAIN_IMAGE_BASE, MAIN_IMAGE_SIZE,
 };
 
 /// FILETIME of 2024-01-01 00:00:00 UTC, where a scenario's clock starts.
@@ -207,6 +207,8 @@ pub enum Step {
     ThreadExit(ThreadExitStep),
     Image(ImageStep),
     TestRun(TestRun),
+    Netevent(NeteventStep),
+    NeteventProvider(NeteventProviderStep),
 }
 
 impl Step {
@@ -221,6 +223,8 @@ impl Step {
             Step::Image(i) if i.process.is_none() => "driver",
             Step::Image(_) => "image",
             Step::TestRun(_) => "test-run",
+            Step::Netevent(_) => "netevent",
+            Step::NeteventProvider(_) => "netevent-provider",
         }
     }
 
@@ -233,6 +237,8 @@ impl Step {
             Step::ThreadExit(t) => &t.name,
             Step::Image(i) => i.process.as_deref().unwrap_or(&i.path),
             Step::TestRun(t) => &t.program,
+            Step::Netevent(n) => &n.name,
+            Step::NeteventProvider(p) => p.action(),
         }
     }
 
@@ -245,6 +251,8 @@ impl Step {
             Step::ThreadExit(t) => t.line,
             Step::Image(i) => i.line,
             Step::TestRun(t) => t.line,
+            Step::Netevent(n) => n.line,
+            Step::NeteventProvider(p) => p.line,
         }
     }
 }
@@ -519,6 +527,8 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
     let mut clock = SCENARIO_EPOCH;
     // Threads created so far, and whether each is still running.
     let mut thread_names: HashMap<String, bool> = HashMap::new();
+    // The netevent providers registered at this point of the scenario.
+    let mut providers = std::collections::BTreeSet::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |message: String| ParseError { line, message };
@@ -529,7 +539,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
         let words = words(trimmed).map_err(err)?;
         let keyword = words[0].as_str();
         // `driver` is the one step without a name.
-        let unnamed = keyword == "driver";
+        let unnamed = keyword == "driver" || keyword == "netevent";
         let no_name = String::new();
         let name = if unnamed {
             &no_name
@@ -557,6 +567,8 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             "thread" => &["in", "by", "start", "tid", "at"],
             "thread-exit" => &["code", "at"],
             "image" | "driver" => &["path", "base", "size", "at"],
+            "netevent" => &["type", "data", "header", "raw", "provider", "irql", "at"],
+            "netevent-provider" => &["id", "at"],
             "test-run" => &[
                 "operation",
                 "pid",
@@ -576,7 +588,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             other => {
                 return Err(err(format!(
                     "unknown step `{other}` (expected create, exit, thread, thread-exit, \
-                     image, driver, test-run or account)"
+                     image, driver, test-run, netevent, netevent-provider or account)"
                 )))
             }
         };
@@ -615,6 +627,12 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             Some(v) => parse_at(v).map_err(err)?,
             None => clock + TICKS_PER_SECOND,
         };
+        if let Some(step) =
+            steps::parse_netevent_step(keyword, name, &fields, line, &mut providers).map_err(err)?
+        {
+            scenario.steps.push(step);
+            continue;
+        }
         if let Some(step) =
             parse_hook_step(keyword, name, &fields, line, &names, &mut thread_names).map_err(err)?
         {
@@ -825,6 +843,17 @@ pub enum Outcome {
     /// A thread or image step naming a process or thread that is not
     /// running (a creation was denied).
     Skipped { what: String, line: usize },
+    /// A `netevent` step: what the provider did with the event.
+    Netevent(crate::kernel::netevent::Delivery),
+    /// A `netevent-provider` step.
+    NeteventProvider {
+        id: u32,
+        /// true: registered; false: deregistered.
+        registered: bool,
+        /// The module ids of the clients attached to it after the step
+        /// (none after a deregistration).
+        clients: Vec<crate::kernel::types::GUID>,
+    },
     /// A `bpf_prog_test_run` of an attached program.
     TestRun {
         program: String,
@@ -999,6 +1028,8 @@ impl Runner {
                 },
             },
             Step::Image(i) => self.image(i),
+            Step::Netevent(n) => steps::raise_netevent(n).map_err(err)?,
+            Step::NeteventProvider(p) => steps::raise_netevent_provider(p).map_err(err)?,
             Step::TestRun(t) => {
                 return Err(err(format!(
                     "test-run {}: a test run needs the attached programs (ntsim run, ntsim \

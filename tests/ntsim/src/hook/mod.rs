@@ -7,6 +7,7 @@
 
 pub mod host_client;
 pub mod image_load;
+pub mod netevent;
 pub mod process;
 pub mod thread;
 

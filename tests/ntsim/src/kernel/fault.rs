@@ -9,20 +9,27 @@
 //! ([`crate::sim::sweep`]).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 #[derive(Default)]
 struct State {
-    counts: BTreeMap<String, u64>,
     plan: Vec<(String, u64)>,
     fired: Vec<(String, u64)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
-    counts: BTreeMap::new(),
     plan: Vec::new(),
     fired: Vec::new(),
 });
+
+/// Calls per API. Counting shares the lock (each count is an atomic), so
+/// host threads raising events at once do not wait for each other here;
+/// only the first call of an API takes it exclusively.
+static COUNTS: RwLock<BTreeMap<String, AtomicU64>> = RwLock::new(BTreeMap::new());
+
+/// Whether any failure is planned: without one, a call only counts.
+static PLANNED: AtomicBool = AtomicBool::new(false);
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
@@ -30,20 +37,28 @@ fn state() -> std::sync::MutexGuard<'static, State> {
 
 /// Counts a call of `api` and answers whether this call must fail.
 pub fn check(api: &str) -> bool {
-    let mut s = state();
     // No allocation once the API has been counted (every fallible call of
-    // a hot path comes here).
-    let n = match s.counts.get_mut(api) {
-        Some(c) => {
-            *c += 1;
-            *c
-        }
-        None => {
-            s.counts.insert(api.to_string(), 1);
-            1
-        }
-    };
-    let hit = !s.plan.is_empty() && s.plan.iter().any(|(a, k)| a == api && *k == n);
+    // a hot path comes here). Each call gets its own number: the counter
+    // is incremented atomically.
+    let counted = COUNTS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(api)
+        .map(|c| c.fetch_add(1, Ordering::Relaxed) + 1);
+    let n = counted.unwrap_or_else(|| {
+        COUNTS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(api.to_string())
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
+    });
+    if !PLANNED.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut s = state();
+    let hit = s.plan.iter().any(|(a, k)| a == api && *k == n);
     if hit {
         s.fired.push((api.to_string(), n));
         eprintln!("ntsim: fault injection: failing call #{n} of {api}");
@@ -56,6 +71,7 @@ pub fn check(api: &str) -> bool {
 pub fn fail_nth(api: &str, n: u64) {
     assert!(n >= 1, "calls are numbered from 1");
     state().plan.push((api.to_string(), n));
+    PLANNED.store(true, Ordering::Release);
 }
 
 /// Plans the `n`th allocation to fail.
@@ -65,7 +81,12 @@ pub fn fail_nth_alloc(n: u64) {
 
 /// Calls of each fallible API since the last reset.
 pub fn counts() -> BTreeMap<String, u64> {
-    state().counts.clone()
+    COUNTS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(api, n)| (api.clone(), n.load(Ordering::Relaxed)))
+        .collect()
 }
 
 thread_local! {
@@ -92,7 +113,8 @@ pub fn fired() -> Vec<(String, u64)> {
 /// Forgets counts, plans and fired failures.
 pub fn reset() {
     let mut s = state();
-    s.counts.clear();
+    COUNTS.write().unwrap_or_else(|e| e.into_inner()).clear();
+    PLANNED.store(false, Ordering::Release);
     s.plan.clear();
     s.fired.clear();
 }

@@ -10,7 +10,7 @@ use crate::kernel::violation;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 thread_local! {
@@ -27,7 +27,7 @@ pub fn current() -> KIRQL {
 /// pin).
 pub fn set(level: KIRQL) {
     let old = CURRENT.with(|c| c.replace(level));
-    if old != level && PINNED_ANY.load(Ordering::Acquire) != 0 {
+    if old != level && MY_PINS.try_with(|n| n.load(Ordering::Relaxed)).unwrap_or(0) != 0 {
         check_pins(old, level);
     }
 }
@@ -36,11 +36,20 @@ pub fn set(level: KIRQL) {
 // Pins: spans during which a thread's IRQL must not change (an eBPF batch).
 
 /// Threads with at least one pin (a fast path for `set`).
-static PINNED_ANY: AtomicUsize = AtomicUsize::new(0);
 static PINS: Mutex<BTreeMap<u64, Pin>> = Mutex::new(BTreeMap::new());
 static NEXT_PIN: AtomicU64 = AtomicU64::new(1);
 
+thread_local! {
+    /// Pins open on this thread. Only this thread opens them (so it reads
+    /// its own count exactly); any thread may close one. Per thread, so an
+    /// eBPF batch open on one host thread does not send every IRQL change
+    /// of another through the pins' lock.
+    static MY_PINS: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
+}
+
 struct Pin {
+    /// The opening thread's [`MY_PINS`].
+    count: Arc<AtomicUsize>,
     thread: ThreadId,
     name: String,
     level: KIRQL,
@@ -62,9 +71,14 @@ pub struct PinId(u64);
 /// for Windows forbids changing IRQL.
 pub fn pin(what: impl Into<String>) -> PinId {
     let id = NEXT_PIN.fetch_add(1, Ordering::Relaxed);
+    let count = MY_PINS
+        .try_with(Arc::clone)
+        .unwrap_or_else(|_| Arc::new(AtomicUsize::new(0)));
+    count.fetch_add(1, Ordering::Relaxed);
     pins().insert(
         id,
         Pin {
+            count,
             thread: std::thread::current().id(),
             name: {
                 let t = std::thread::current();
@@ -76,17 +90,18 @@ pub fn pin(what: impl Into<String>) -> PinId {
             reported: false,
         },
     );
-    PINNED_ANY.fetch_add(1, Ordering::AcqRel);
     PinId(id)
 }
 
 /// Ends a span opened by [`pin`] (from any thread); true if it was open.
 pub fn unpin(id: PinId) -> bool {
-    let removed = pins().remove(&id.0).is_some();
-    if removed {
-        PINNED_ANY.fetch_sub(1, Ordering::AcqRel);
+    match pins().remove(&id.0) {
+        Some(p) => {
+            p.count.fetch_sub(1, Ordering::Relaxed);
+            true
+        }
+        None => false,
     }
-    removed
 }
 
 fn check_pins(old: KIRQL, new: KIRQL) {
@@ -128,7 +143,9 @@ pub(crate) fn outstanding() -> Vec<String> {
 /// Forgets every pin (a new [`crate::Sim`]).
 pub(crate) fn reset() {
     let mut p = pins();
-    PINNED_ANY.fetch_sub(p.len(), Ordering::AcqRel);
+    for pin in p.values() {
+        pin.count.fetch_sub(1, Ordering::Relaxed);
+    }
     p.clear();
 }
 

@@ -9,7 +9,9 @@
 //!   and fast mutex locks, rundown protection, events), [`io`] (work items),
 //!   [`ps`] (processes, threads, images, tokens, SIDs), [`registry`],
 //!   [`log`] (DbgPrintEx, ETW), [`time`], [`rtl`] (C runtime, strings, bug
-//!   checks), [`nmr`] (the Network Module Registrar of NETIO.SYS).
+//!   checks), [`nmr`] (the Network Module Registrar of NETIO.SYS),
+//!   [`netevent`] (PktMon's side of the netevent NPI: simulated providers
+//!   that hand network events to NMR clients).
 //! - [`exports`]: the export table, `module!name` -> function, assembled
 //!   from every service's `exports()`; nothing in a service depends on it.
 //! - [`loader`]: the kernel's driver loader (maps and relocates a PE image,
@@ -34,6 +36,7 @@ pub mod io;
 pub mod irql;
 pub mod loader;
 pub mod log;
+pub mod netevent;
 pub mod nmr;
 pub mod pool;
 pub mod processor;

@@ -42,6 +42,7 @@ use crate::kernel::{fault, irql, violation};
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::c_void;
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// `POOL_FLAG_USE_QUOTA`: charge the allocation to the current process
@@ -151,26 +152,85 @@ struct Block {
     freed: bool,
 }
 
-struct State {
-    special: bool,
-    seq: u64,
-    generation: u64,
-    /// Every block (live or quarantined), keyed by region base.
+/// One shard of the block table: the blocks (live or quarantined) whose
+/// start address hashes to it ([`shard_of`]), keyed by region base.
+///
+/// The table is sharded so that host threads allocating and freeing at
+/// the same time (two threads raising events) rarely wait for each other:
+/// an allocation or a free of a block's own start address locks its shard
+/// only. Lookups of any other address (a bad free, the crash reporter,
+/// [`live_block`]) look in every shard in turn; regions never overlap, so
+/// at most one shard has a region containing the address.
+struct Shard {
     blocks: BTreeMap<usize, Block>,
-    /// Bases of freed blocks, oldest first.
-    quarantine: VecDeque<usize>,
 }
 
-static STATE: Mutex<State> = Mutex::new(State {
-    special: true,
-    seq: 0,
-    generation: 0,
-    blocks: BTreeMap::new(),
-    quarantine: VecDeque::new(),
-});
+/// Number of shards (a power of two).
+const SHARDS: usize = 16;
 
-fn state() -> MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|e| e.into_inner())
+static TABLE: [Mutex<Shard>; SHARDS] = [const {
+    Mutex::new(Shard {
+        blocks: BTreeMap::new(),
+    })
+}; SHARDS];
+/// Special pool on (for the next allocations).
+static SPECIAL: AtomicBool = AtomicBool::new(true);
+/// Allocations since the last reset (a block's number).
+static SEQ: AtomicU64 = AtomicU64::new(0);
+/// Which Sim a block belongs to.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Freed blocks, oldest first: (shard, region base). Its own lock, held
+/// only to push and pop.
+static QUARANTINED: Mutex<VecDeque<(usize, usize)>> = Mutex::new(VecDeque::new());
+
+/// The shard of a block starting at `user` (blocks are 16-aligned: the
+/// multiply mixes the bits above those into the top four).
+fn shard_of(user: usize) -> usize {
+    ((user as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros()))
+        as usize
+}
+
+fn shard(i: usize) -> MutexGuard<'static, Shard> {
+    TABLE[i].lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn quarantined() -> MutexGuard<'static, VecDeque<(usize, usize)>> {
+    QUARANTINED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn generation() -> u64 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// `f` of the block whose region contains `addr`, looking in every shard.
+fn find_any<R>(addr: usize, f: impl FnOnce(&Block) -> R) -> Option<R> {
+    for i in 0..SHARDS {
+        let s = shard(i);
+        if let Some(b) = s.find(addr) {
+            return Some(f(b));
+        }
+    }
+    None
+}
+
+/// Puts a freed block into the quarantine; the oldest one leaves it (its
+/// memory goes back to the host) once more than [`QUARANTINE`] are in.
+fn enqueue(shard_index: usize, base: usize) {
+    let evicted = {
+        let mut q = quarantined();
+        q.push_back((shard_index, base));
+        if q.len() > QUARANTINE {
+            q.pop_front()
+        } else {
+            None
+        }
+    };
+    if let Some((i, old)) = evicted {
+        let b = shard(i).blocks.remove(&old);
+        if let Some(b) = b {
+            release(&b, generation());
+        }
+    }
 }
 
 /// Writes a pool tag as pool tools show it: its four bytes in memory order.
@@ -277,136 +337,150 @@ impl Block {
     }
 }
 
-impl State {
-    /// The block whose region contains `addr`.
+impl Shard {
+    /// The block of this shard whose region contains `addr`.
     fn find(&self, addr: usize) -> Option<&Block> {
         let (_, b) = self.blocks.range(..=addr).next_back()?;
         (addr < b.base + b.len).then_some(b)
     }
+}
 
-    fn allocate(
-        &mut self,
-        size: usize,
-        tag: u32,
-        pool_type: PoolType,
-        cache_aligned: bool,
-        zero: bool,
-        origin: Origin,
-    ) -> *mut c_void {
-        let align = if size >= PAGE_SIZE {
-            PAGE_SIZE
-        } else if cache_aligned {
-            CACHE_LINE
-        } else {
-            BLOCK_ALIGN
-        };
-        self.allocate_aligned(size, align, tag, pool_type, zero, origin)
+fn allocate(
+    size: usize,
+    tag: u32,
+    pool_type: PoolType,
+    cache_aligned: bool,
+    zero: bool,
+    origin: Origin,
+) -> *mut c_void {
+    let align = if size >= PAGE_SIZE {
+        PAGE_SIZE
+    } else if cache_aligned {
+        CACHE_LINE
+    } else {
+        BLOCK_ALIGN
+    };
+    allocate_aligned(size, align, tag, pool_type, zero, origin)
+}
+
+/// [`allocate`] with an explicit alignment (a power of two). The region
+/// is made without any lock; only its entry takes its shard's.
+fn allocate_aligned(
+    size: usize,
+    align: usize,
+    tag: u32,
+    pool_type: PoolType,
+    zero: bool,
+    origin: Origin,
+) -> *mut c_void {
+    let block = if SPECIAL.load(Ordering::Relaxed) || pool_type == PoolType::NonPagedExecute {
+        map_special(size, align, pool_type)
+    } else {
+        alloc_heap(size, align)
+    };
+    let Some((base, len, user, layout)) = block else {
+        return std::ptr::null_mut();
+    };
+    if !zero {
+        // SAFETY: [user, user + size) lies in the accessible part of the
+        // region just created, which nothing else references yet.
+        unsafe { std::ptr::write_bytes(user as *mut u8, UNINITIALIZED_FILL, size) };
     }
+    let b = Block {
+        base,
+        len,
+        user,
+        size,
+        tag,
+        seq: SEQ.fetch_add(1, Ordering::Relaxed) + 1,
+        generation: generation(),
+        pool_type,
+        origin,
+        layout,
+        freed: false,
+    };
+    shard(shard_of(user)).blocks.insert(base, b);
+    user as *mut c_void
+}
 
-    /// [`State::allocate`] with an explicit alignment (a power of two).
-    fn allocate_aligned(
-        &mut self,
-        size: usize,
-        align: usize,
-        tag: u32,
-        pool_type: PoolType,
-        zero: bool,
-        origin: Origin,
-    ) -> *mut c_void {
-        let block = if self.special || pool_type == PoolType::NonPagedExecute {
-            map_special(size, align, pool_type)
-        } else {
-            alloc_heap(size, align)
-        };
-        let Some((base, len, user, layout)) = block else {
-            return std::ptr::null_mut();
-        };
-        if !zero {
-            // SAFETY: [user, user + size) lies in the accessible part of the
-            // region just created, which nothing else references yet.
-            unsafe { std::ptr::write_bytes(user as *mut u8, UNINITIALIZED_FILL, size) };
-        }
-        self.seq += 1;
-        let b = Block {
-            base,
-            len,
-            user,
-            size,
-            tag,
-            seq: self.seq,
-            generation: self.generation,
-            pool_type,
-            origin,
-            layout,
-            freed: false,
-        };
-        self.blocks.insert(base, b);
-        user as *mut c_void
+/// Frees the block at `ptr` after checking it. `tag` is the tag the
+/// caller claims (ExFreePoolWithTag).
+fn free(ptr: usize, api: &str, tag: Option<u32>) {
+    let generation = generation();
+    if ptr == 0 {
+        violation::record("pool", format!("{api}(NULL): freeing a null pointer"));
+        return;
     }
-
-    /// Frees the block at `ptr` after checking it. `tag` is the tag the
-    /// caller claims (ExFreePoolWithTag).
-    fn free(&mut self, ptr: usize, api: &str, tag: Option<u32>) {
-        let generation = self.generation;
-        if ptr == 0 {
-            violation::record("pool", format!("{api}(NULL): freeing a null pointer"));
-            return;
+    let index = shard_of(ptr);
+    let mut s = shard(index);
+    // A block's own start address is in its own shard; anything else
+    // (a pointer inside a block, or no block at all) is a bad free,
+    // looked up in every shard for its description.
+    let Some(b) = s.find(ptr).filter(|b| b.user == ptr) else {
+        drop(s);
+        bad_free(ptr, api, generation);
+        return;
+    };
+    if b.freed {
+        violation::record(
+            "pool",
+            format!(
+                "{api}({ptr:#x}): double free: {}",
+                b.to_description(ptr, generation)
+            ),
+        );
+        return;
+    }
+    irql::require_at_most(api, b.pool_type.max_irql());
+    if let Some(t) = tag {
+        if t != b.tag {
+            violation::record(
+                "pool",
+                format!(
+                    "{api}({ptr:#x}, '{}'): wrong tag: the block was allocated with '{}' \
+                         (allocation #{}, {} bytes)",
+                    Tag(t),
+                    Tag(b.tag),
+                    b.seq,
+                    b.size
+                ),
+            );
         }
-        let Some(b) = self.find(ptr) else {
+    }
+    let base = b.base;
+    check_fill(b, api, generation);
+    let b = s.blocks.get_mut(&base).expect("found above");
+    b.freed = true;
+    retire(b);
+    drop(s);
+    enqueue(index, base);
+}
+
+/// A free of `ptr`, which is not the start of a block in its shard: a
+/// double free of a pointer inside a freed block, a pointer inside a live
+/// block, or no block at all.
+fn bad_free(ptr: usize, api: &str, generation: u64) {
+    let msg = find_any(ptr, |b| {
+        if b.freed {
+            format!(
+                "{api}({ptr:#x}): double free: {}",
+                b.to_description(ptr, generation)
+            )
+        } else {
+            format!(
+                "{api}({ptr:#x}): not the start of a block: {}",
+                b.to_description(ptr, generation)
+            )
+        }
+    });
+    match msg {
+        Some(msg) => violation::record("pool", msg),
+        None => {
             irql::require_at_most(api, DISPATCH_LEVEL);
             violation::record(
                 "pool",
                 format!("{api}({ptr:#x}): not a pool block (never allocated, or long freed)"),
             );
-            return;
-        };
-        if b.freed {
-            violation::record(
-                "pool",
-                format!(
-                    "{api}({ptr:#x}): double free: {}",
-                    b.to_description(ptr, generation)
-                ),
-            );
-            return;
-        }
-        if b.user != ptr {
-            violation::record(
-                "pool",
-                format!(
-                    "{api}({ptr:#x}): not the start of a block: {}",
-                    b.to_description(ptr, generation)
-                ),
-            );
-            return;
-        }
-        irql::require_at_most(api, b.pool_type.max_irql());
-        if let Some(t) = tag {
-            if t != b.tag {
-                violation::record(
-                    "pool",
-                    format!(
-                        "{api}({ptr:#x}, '{}'): wrong tag: the block was allocated with '{}' \
-                         (allocation #{}, {} bytes)",
-                        Tag(t),
-                        Tag(b.tag),
-                        b.seq,
-                        b.size
-                    ),
-                );
-            }
-        }
-        let base = b.base;
-        check_fill(b, api, generation);
-        let b = self.blocks.get_mut(&base).expect("found above");
-        b.freed = true;
-        retire(b);
-        self.quarantine.push_back(base);
-        while self.quarantine.len() > QUARANTINE {
-            let old = self.quarantine.pop_front().expect("non-empty");
-            if let Some(b) = self.blocks.remove(&old) {
-                release(&b, generation);
-            }
         }
     }
 }
@@ -635,7 +709,7 @@ pub extern "win64" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mut
     if fault::check(API) {
         return fail("injected failure");
     }
-    let p = state().allocate(
+    let p = allocate(
         size,
         tag,
         pool_type,
@@ -655,7 +729,7 @@ pub extern "win64" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mut
 /// `p` is a pointer the driver passes; it is only looked up in the pool's
 /// table, never dereferenced unless it is a live block.
 pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
-    state().free(p as usize, "ExFreePoolWithTag", Some(tag));
+    free(p as usize, "ExFreePoolWithTag", Some(tag));
 }
 
 /// `ExFreePool`: frees a block whatever its tag.
@@ -663,7 +737,7 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
 /// # Safety
 /// As [`ExFreePoolWithTag`].
 pub unsafe extern "win64" fn ExFreePool(p: *mut c_void) {
-    state().free(p as usize, "ExFreePool", None);
+    free(p as usize, "ExFreePool", None);
 }
 
 pub(crate) fn exports() -> Vec<Export> {
@@ -679,61 +753,65 @@ pub(crate) fn exports() -> Vec<Export> {
 /// leaks by [`crate::Sim::finish`]); a late access faults and is described as
 /// a block from an earlier Sim.
 pub(crate) fn reset() {
-    let mut s = state();
-    let live: Vec<usize> = s
-        .blocks
-        .values()
-        .filter(|b| !b.freed)
-        .map(|b| b.base)
-        .collect();
-    for base in live {
-        let b = s.blocks.get_mut(&base).expect("listed above");
-        b.freed = true;
-        retire(b);
-        s.quarantine.push_back(base);
+    let mut q = quarantined();
+    for i in 0..SHARDS {
+        let mut s = shard(i);
+        for b in s.blocks.values_mut().filter(|b| !b.freed) {
+            b.freed = true;
+            retire(b);
+            q.push_back((i, b.base));
+        }
     }
-    let generation = s.generation;
-    while s.quarantine.len() > QUARANTINE {
-        let old = s.quarantine.pop_front().expect("non-empty");
-        if let Some(b) = s.blocks.remove(&old) {
+    let generation = generation();
+    while q.len() > QUARANTINE {
+        let (i, old) = q.pop_front().expect("non-empty");
+        let b = shard(i).blocks.remove(&old);
+        if let Some(b) = b {
             release(&b, generation);
         }
     }
-    s.generation += 1;
-    s.seq = 0;
-    s.special = true;
+    drop(q);
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    SEQ.store(0, Ordering::Relaxed);
+    SPECIAL.store(true, Ordering::Relaxed);
 }
 
 /// What a driver left behind: one line per live block, in allocation order.
 pub(crate) fn outstanding() -> Vec<String> {
-    let s = state();
-    let mut live: Vec<&Block> = s
-        .blocks
-        .values()
-        .filter(|b| !b.freed && b.generation == s.generation)
-        .collect();
-    live.sort_by_key(|b| b.seq);
-    live.iter()
-        .map(|b| {
-            format!(
-                "pool block #{}: {} bytes tagged '{}' ({} pool, {}) at {:#x}",
-                b.seq,
-                b.size,
-                Tag(b.tag),
-                b.pool_type.name(),
-                match b.origin {
-                    Origin::Driver => "ExAllocatePool2",
-                    Origin::Kernel => "allocated by the kernel for the driver to free",
-                },
-                b.user
-            )
+    let generation = generation();
+    let mut live: Vec<(u64, String)> = (0..SHARDS)
+        .flat_map(|i| {
+            shard(i)
+                .blocks
+                .values()
+                .filter(|b| !b.freed && b.generation == generation)
+                .map(|b| (b.seq, describe_leak(b)))
+                .collect::<Vec<_>>()
         })
-        .collect()
+        .collect();
+    live.sort_by_key(|(seq, _)| *seq);
+    live.into_iter().map(|(_, line)| line).collect()
+}
+
+/// One line of [`outstanding`].
+fn describe_leak(b: &Block) -> String {
+    format!(
+        "pool block #{}: {} bytes tagged '{}' ({} pool, {}) at {:#x}",
+        b.seq,
+        b.size,
+        Tag(b.tag),
+        b.pool_type.name(),
+        match b.origin {
+            Origin::Driver => "ExAllocatePool2",
+            Origin::Kernel => "allocated by the kernel for the driver to free",
+        },
+        b.user
+    )
 }
 
 /// Turns special pool on or off for the next allocations.
 pub(crate) fn configure(special: bool) {
-    state().special = special;
+    SPECIAL.store(special, Ordering::Relaxed);
 }
 
 /// Allocates a zeroed pool block on the kernel's own behalf (for example the
@@ -743,7 +821,7 @@ pub(crate) fn configure(special: bool) {
 /// reported) and placed in special pool when that is on.
 /// Returns null only if the host is out of memory.
 pub fn kernel_alloc(size: usize, tag: u32) -> *mut c_void {
-    state().allocate(size, tag, PoolType::NonPaged, false, true, Origin::Kernel)
+    allocate(size, tag, PoolType::NonPaged, false, true, Origin::Kernel)
 }
 
 /// Allocates a zeroed block like [`kernel_alloc`], aligned to `align` (a
@@ -757,7 +835,7 @@ pub fn kernel_alloc_exact(size: usize, align: usize, tag: u32) -> *mut c_void {
         align.is_power_of_two() && align <= PAGE_SIZE,
         "kernel_alloc_exact: alignment {align} is not a power of two up to a page"
     );
-    state().allocate_aligned(size, align, tag, PoolType::NonPaged, true, Origin::Kernel)
+    allocate_aligned(size, align, tag, PoolType::NonPaged, true, Origin::Kernel)
 }
 
 /// Frees a block from [`kernel_alloc`] (or ExAllocatePool2) on the kernel's
@@ -767,16 +845,17 @@ pub fn kernel_alloc_exact(size: usize, align: usize, tag: u32) -> *mut c_void {
 /// # Safety
 /// `ptr` must be a live pool block.
 pub unsafe fn kernel_free(ptr: *mut c_void) {
-    state().free(ptr as usize, "kernel_free", None);
+    free(ptr as usize, "kernel_free", None);
 }
 
 /// The live block whose usable bytes contain `addr`: (start, size, tag).
 /// Lets other services check what a driver hands them (for example that a
 /// program context has its header inside the same allocation).
 pub fn live_block(addr: usize) -> Option<(usize, usize, u32)> {
-    let s = state();
-    let b = s.find(addr)?;
-    (!b.freed && addr >= b.user && addr < b.user + b.size.max(1)).then_some((b.user, b.size, b.tag))
+    find_any(addr, |b| {
+        (!b.freed && addr >= b.user && addr < b.user + b.size.max(1))
+            .then_some((b.user, b.size, b.tag))
+    })?
 }
 
 /// A pool tag as pool tools show it ('Ntos').
@@ -788,32 +867,44 @@ pub fn tag_string(tag: u32) -> String {
 /// guard page), for crash reports: "special pool: 24 bytes past the end of a
 /// 40-byte block tagged 'Ntos' (allocation #7), in its guard page".
 pub fn describe_address(addr: usize) -> Option<String> {
-    let s = state();
-    let b = s.find(addr)?;
-    Some(b.to_description(addr, s.generation))
+    find_any(addr, |b| b.to_description(addr, generation()))
 }
 
 /// [`describe_address`] for the crash reporter: writes into `out` without
-/// allocating and never blocks. Returns `None` when the pool's lock is held
+/// allocating and never blocks. Returns `None` when a shard's lock is held
 /// (by the faulting thread itself, or another thread for longer than a short
-/// spin), `Some(false)` when `addr` is not in a pool region.
+/// spin) and no other shard has the address, `Some(false)` when `addr` is
+/// not in a pool region.
 pub(crate) fn describe_address_nonblocking(addr: usize, out: &mut dyn fmt::Write) -> Option<bool> {
-    for _ in 0..10_000 {
-        match STATE.try_lock() {
-            Ok(s) => return Some(describe_into(&s, addr, out)),
-            Err(TryLockError::Poisoned(p)) => {
-                return Some(describe_into(&p.into_inner(), addr, out))
+    let mut blocked = false;
+    for shard in &TABLE {
+        let mut found = None;
+        for _ in 0..10_000 {
+            match shard.try_lock() {
+                Ok(s) => found = Some(describe_into(&s, addr, out)),
+                Err(TryLockError::Poisoned(p)) => {
+                    found = Some(describe_into(&p.into_inner(), addr, out))
+                }
+                Err(TryLockError::WouldBlock) => {
+                    std::hint::spin_loop();
+                    continue;
+                }
             }
-            Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
+            break;
+        }
+        match found {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => blocked = true,
         }
     }
-    None
+    (!blocked).then_some(false)
 }
 
-fn describe_into(s: &State, addr: usize, out: &mut dyn fmt::Write) -> bool {
+fn describe_into(s: &Shard, addr: usize, out: &mut dyn fmt::Write) -> bool {
     match s.find(addr) {
         Some(b) => {
-            let _ = b.describe(addr, out, s.generation);
+            let _ = b.describe(addr, out, generation());
             true
         }
         None => false,
@@ -1045,6 +1136,77 @@ mod tests {
     }
 
     #[test]
+    fn threads_allocating_and_freeing_at_once_keep_every_block_and_check() {
+        let sim = Sim::with_options(crate::sim::Options {
+            special_pool: false,
+        });
+        // Two threads, each with blocks that live across the other's frees
+        // (so both fill the quarantine and evict each other's blocks).
+        let per_thread = QUARANTINE;
+        let kept: Vec<Vec<usize>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut kept = Vec::new();
+                        for i in 0..per_thread {
+                            let p = alloc(8 + (i % 50));
+                            assert!(!p.is_null());
+                            if i % 64 == t {
+                                kept.push(p as usize);
+                            } else {
+                                // SAFETY: live block.
+                                unsafe { ExFreePool(p.cast()) };
+                            }
+                        }
+                        kept
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let kept: Vec<usize> = kept.concat();
+        assert_eq!(
+            quarantined().len(),
+            QUARANTINE,
+            "the quarantine stays full and bounded"
+        );
+        // Every kept block is still known, live and numbered once.
+        let out = outstanding();
+        assert_eq!(out.len(), kept.len(), "{:?}", &out[..out.len().min(3)]);
+        let mut seqs: Vec<u64> = kept
+            .iter()
+            .map(|&p| find_any(p, |b| (b.user == p && !b.freed).then_some(b.seq)).flatten())
+            .map(|s| s.expect("a kept block is live"))
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), kept.len(), "allocation numbers are unique");
+        // A free of a pointer into a kept block's region (its back canary)
+        // that is in another shard than the block's start is still
+        // described.
+        let inside = kept
+            .iter()
+            .map(|p| p + 16)
+            .find(|a| shard_of(*a) != shard_of(*a - 16))
+            .expect("some kept block's canary is in another shard");
+        // SAFETY: not a block start: recorded as a violation, not freed.
+        unsafe { ExFreePool(inside as *mut c_void) };
+        let v = violation::take();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message.contains("not the start of a block"),
+            "{}",
+            v[0]
+        );
+        for p in kept {
+            // SAFETY: live block.
+            unsafe { ExFreePool(p as *mut c_void) };
+        }
+        assert!(outstanding().is_empty());
+        sim.finish().unwrap();
+    }
+
+    #[test]
     fn leaks_are_reported_with_tag_size_and_sequence() {
         let sim = Sim::new();
         let a = alloc(10);
@@ -1130,10 +1292,9 @@ mod tests {
             // SAFETY: live block.
             unsafe { ExFreePool(p.cast()) };
         }
-        let s = state();
-        assert_eq!(s.quarantine.len(), QUARANTINE);
-        assert!(s.blocks.len() <= QUARANTINE);
-        drop(s);
+        assert_eq!(quarantined().len(), QUARANTINE);
+        let blocks: usize = (0..SHARDS).map(|i| shard(i).blocks.len()).sum();
+        assert!(blocks <= QUARANTINE);
         sim.finish().unwrap();
     }
 

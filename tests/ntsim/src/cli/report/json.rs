@@ -150,6 +150,48 @@ pub fn step_json(step: &StepReport) -> J {
                 ),
             ]);
         }
+        Outcome::Netevent(d) => {
+            let clients: Vec<J> = d
+                .clients
+                .iter()
+                .map(|c| {
+                    json!({
+                        "module": c.module.to_string(),
+                        "binding": c.binding,
+                        "capture_type": c.capture_type,
+                        "result": format!("{:?}", c.result).to_ascii_lowercase(),
+                    })
+                })
+                .collect();
+            m.extend([
+                ("event".into(), json!("netevent")),
+                ("provider".into(), json!(d.provider)),
+                ("irql".into(), json!(d.irql)),
+                ("event_type".into(), json!(d.event_type)),
+                ("clients".into(), json!(clients)),
+            ]);
+        }
+        Outcome::NeteventProvider {
+            id,
+            registered,
+            clients,
+        } => {
+            m.extend([
+                (
+                    "event".into(),
+                    json!(if *registered {
+                        "netevent_provider_registered"
+                    } else {
+                        "netevent_provider_deregistered"
+                    }),
+                ),
+                ("provider".into(), json!(id)),
+                (
+                    "clients".into(),
+                    json!(clients.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
+                ),
+            ]);
+        }
         Outcome::NotRunning { .. } => {
             m.extend([
                 ("event".into(), json!("skipped")),

@@ -3,6 +3,7 @@
 //! process's first thread and main image).
 
 use super::{parse_status, Outcome, Runner, Step};
+use crate::kernel::netevent;
 use crate::kernel::ps::{self, ProcessSpec, SYSTEM_PID};
 use crate::kernel::status::NTSTATUS;
 use std::collections::HashMap;
@@ -425,4 +426,211 @@ mod tests {
         assert!(ps::thread_process(tid).is_none(), "the thread ended");
         assert!(ps::process(q).is_none());
     }
+}
+
+/// One `netevent` line: an event a netevent provider delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeteventStep {
+    pub line: usize,
+    /// `drop`, `flow`, the type's number, or `raw`: how the line named it.
+    pub name: String,
+    pub event: netevent::Event,
+    /// None: the only registered provider.
+    pub provider: Option<u32>,
+    pub irql: netevent::DeliveryIrql,
+}
+
+/// One `netevent-provider register|deregister [id=N]` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeteventProviderStep {
+    pub line: usize,
+    pub register: bool,
+    pub id: u32,
+}
+
+impl NeteventProviderStep {
+    /// `register` or `deregister`.
+    pub fn action(&self) -> &'static str {
+        if self.register {
+            "register"
+        } else {
+            "deregister"
+        }
+    }
+}
+
+/// Even-length hex (spaces not allowed; `0x` prefix optional).
+fn parse_hex(key: &str, value: &str) -> Result<Vec<u8>, String> {
+    let v = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+        .unwrap_or(value);
+    if !v.len().is_multiple_of(2) || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{key}={value}: not hex bytes (an even number of hex digits)"
+        ));
+    }
+    Ok((0..v.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&v[i..i + 2], 16).expect("hex digits"))
+        .collect())
+}
+
+fn parse_provider_id(key: &str, value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{key}={value}: not a provider number (1 or more)"))
+}
+
+/// The `netevent` and `netevent-provider` lines; `providers` tracks which
+/// providers are registered at this point, so that an event without a
+/// provider to deliver it is an error of its line.
+pub(super) fn parse_netevent_step(
+    keyword: &str,
+    name: &str,
+    fields: &HashMap<&str, &str>,
+    line: usize,
+    providers: &mut std::collections::BTreeSet<u32>,
+) -> Result<Option<Step>, String> {
+    match keyword {
+        "netevent-provider" => {
+            let register = match name {
+                "register" => true,
+                "deregister" => false,
+                other => {
+                    return Err(format!(
+                        "netevent-provider {other}: write register or deregister"
+                    ))
+                }
+            };
+            let id = match fields.get("id") {
+                Some(v) => parse_provider_id("id", v)?,
+                None => 1,
+            };
+            if register && !providers.insert(id) {
+                return Err(format!(
+                    "netevent-provider register: provider {id} is already registered"
+                ));
+            }
+            if !register && !providers.remove(&id) {
+                return Err(format!(
+                    "netevent-provider deregister: provider {id} is not registered"
+                ));
+            }
+            Ok(Some(Step::NeteventProvider(NeteventProviderStep {
+                line,
+                register,
+                id,
+            })))
+        }
+        "netevent" => {
+            let provider = match fields.get("provider") {
+                Some(v) => {
+                    let id = parse_provider_id("provider", v)?;
+                    if !providers.contains(&id) {
+                        return Err(format!(
+                            "netevent: provider {id} is not registered at this point (add \
+                             `netevent-provider register id={id}` before)"
+                        ));
+                    }
+                    Some(id)
+                }
+                None => match providers.len() {
+                    0 => {
+                        return Err("netevent: no netevent provider is registered at this \
+                                    point (add `netevent-provider register` before)"
+                            .into())
+                    }
+                    1 => None,
+                    _ => {
+                        return Err(format!(
+                            "netevent: several providers are registered ({}): give provider=N",
+                            providers
+                                .iter()
+                                .map(u32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                },
+            };
+            let irql = match fields.get("irql").copied() {
+                None => netevent::DeliveryIrql::Alternate,
+                Some("passive") => netevent::DeliveryIrql::Passive,
+                Some("dispatch") => netevent::DeliveryIrql::Dispatch,
+                Some(other) => {
+                    return Err(format!("netevent: irql={other}: write passive or dispatch"))
+                }
+            };
+            let (name, event) = match (fields.get("raw"), fields.get("type")) {
+                (Some(_), Some(_)) => {
+                    return Err("netevent: give type= (with data=) or raw=, not both".into())
+                }
+                (Some(r), None) => {
+                    if fields.contains_key("data") || fields.contains_key("header") {
+                        return Err("netevent: raw= is the whole event; no data= or header=".into());
+                    }
+                    (
+                        "raw".to_string(),
+                        netevent::Event::raw(&parse_hex("raw", r)?),
+                    )
+                }
+                (None, None) => {
+                    return Err("netevent: type=drop|flow|NUMBER (or raw=HEX) is required".into())
+                }
+                (None, Some(t)) => {
+                    let event_type = match *t {
+                        "drop" => netevent::EVENT_TYPE_DROP,
+                        "flow" => netevent::EVENT_TYPE_FLOW,
+                        n => n.parse::<u32>().map_err(|_| {
+                            format!("netevent: type={n}: write drop, flow or a number (32 bits)")
+                        })?,
+                    };
+                    let data = match fields.get("data") {
+                        Some(d) => parse_hex("data", d)?,
+                        None => Vec::new(),
+                    };
+                    let header = match fields.get("header") {
+                        Some(h) => parse_hex("header", h)?,
+                        None => Vec::new(),
+                    };
+                    let event = netevent::Event::with_header(event_type, &header, &data)
+                        .map_err(|e| format!("netevent: header=: {e}"))?;
+                    (t.to_string(), event)
+                }
+            };
+            Ok(Some(Step::Netevent(NeteventStep {
+                line,
+                name,
+                event,
+                provider,
+                irql,
+            })))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Raises a `netevent` line.
+pub(super) fn raise_netevent(n: &NeteventStep) -> Result<Outcome, String> {
+    netevent::deliver(n.provider, &n.event, n.irql)
+        .map(Outcome::Netevent)
+        .map_err(|e| format!("netevent: {e}"))
+}
+
+/// Raises a `netevent-provider` line.
+pub(super) fn raise_netevent_provider(p: &NeteventProviderStep) -> Result<Outcome, String> {
+    if p.register {
+        netevent::register_provider(p.id)
+    } else {
+        netevent::deregister_provider(p.id)
+    }
+    .map_err(|e| format!("netevent-provider {}: {e}", p.action()))?;
+    Ok(Outcome::NeteventProvider {
+        id: p.id,
+        registered: p.register,
+        clients: netevent::clients(p.id),
+    })
 }

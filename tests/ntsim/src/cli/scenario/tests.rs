@@ -432,3 +432,144 @@ fn the_runner_alone_cannot_run_a_test_run() {
     assert_eq!(e.line, 1);
     assert!(e.message.contains("needs the attached programs"), "{e}");
 }
+
+#[test]
+fn netevent_lines_parse_and_need_a_registered_provider() {
+    let s = parse(
+        "netevent-provider register\n\
+         netevent type=drop data=0a0b irql=dispatch\n\
+         netevent-provider register id=2\n\
+         netevent type=flow data=01 header=ff provider=2 at=9\n\
+         netevent type=7 provider=1 irql=passive\n\
+         netevent raw=6400 provider=1\n\
+         netevent-provider deregister id=2\n",
+    )
+    .unwrap();
+    assert_eq!(s.steps.len(), 7);
+    let Step::Netevent(n) = &s.steps[1] else {
+        panic!("{:?}", s.steps[1])
+    };
+    let mut bytes = vec![100, 0, 0, 0];
+    bytes.resize(0x35, 0);
+    bytes.extend([0x0a, 0x0b]);
+    assert_eq!(n.event.bytes(), &bytes[..]);
+    assert_eq!(n.provider, None);
+    assert_eq!(n.irql, crate::kernel::netevent::DeliveryIrql::Dispatch);
+    assert_eq!(
+        (s.steps[1].keyword(), s.steps[1].name()),
+        ("netevent", "drop")
+    );
+    let Step::Netevent(n) = &s.steps[3] else {
+        panic!()
+    };
+    assert_eq!(n.provider, Some(2));
+    assert_eq!(&n.event.bytes()[..6], &[101, 0, 0, 0, 0xff, 0]);
+    assert_eq!(n.irql, crate::kernel::netevent::DeliveryIrql::Alternate);
+    let Step::Netevent(n) = &s.steps[5] else {
+        panic!()
+    };
+    assert_eq!(n.event.bytes(), &[0x64, 0]);
+    assert_eq!(
+        (s.steps[6].keyword(), s.steps[6].name()),
+        ("netevent-provider", "deregister")
+    );
+
+    for (text, needle) in [
+        (
+            "netevent type=drop",
+            "no netevent provider is registered at this point",
+        ),
+        (
+            "netevent-provider register\nnetevent-provider deregister\nnetevent type=flow",
+            "no netevent provider is registered at this point",
+        ),
+        (
+            "netevent-provider register\nnetevent type=drop provider=2",
+            "provider 2 is not registered",
+        ),
+        (
+            "netevent-provider register\nnetevent-provider register id=3\nnetevent type=drop",
+            "several providers are registered (1, 3)",
+        ),
+        (
+            "netevent-provider register\nnetevent type=bogus",
+            "type=bogus",
+        ),
+        (
+            "netevent-provider register\nnetevent type=drop data=abc",
+            "data=abc",
+        ),
+        (
+            "netevent-provider register\nnetevent data=ab",
+            "type=drop|flow|NUMBER",
+        ),
+        (
+            "netevent-provider register\nnetevent type=drop irql=high",
+            "irql=high",
+        ),
+        (
+            "netevent-provider register\nnetevent raw=00 type=drop",
+            "not both",
+        ),
+        (
+            "netevent-provider register\nnetevent-provider register",
+            "already registered",
+        ),
+        (
+            "netevent-provider deregister id=4",
+            "provider 4 is not registered",
+        ),
+        ("netevent-provider start", "write register or deregister"),
+        ("netevent-provider register id=0", "id=0"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.message.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn a_runner_registers_providers_and_delivers_netevents() {
+    use crate::hook::netevent::{ClientConfig, NeteventClient};
+    use crate::kernel::netevent;
+    let sim = crate::Sim::new();
+    let client = NeteventClient::register(ClientConfig::new(netevent::SIM_PROVIDER_MODULE_ID))
+        .expect("the client registers");
+    let s = parse(
+        "netevent-provider register\n\
+         netevent type=drop data=0102 irql=dispatch\n\
+         netevent-provider deregister\n",
+    )
+    .unwrap();
+    let mut runner = Runner::new(&s);
+    let outcomes: Vec<Outcome> = s
+        .steps
+        .iter()
+        .map(|st| runner.try_step(st).unwrap())
+        .collect();
+    let Outcome::NeteventProvider {
+        id: 1,
+        registered: true,
+        clients,
+    } = &outcomes[0]
+    else {
+        panic!("{:?}", outcomes[0])
+    };
+    assert_eq!(clients, &[netevent::SIM_PROVIDER_MODULE_ID]);
+    let Outcome::Netevent(d) = &outcomes[1] else {
+        panic!("{:?}", outcomes[1])
+    };
+    assert_eq!((d.provider, d.irql, d.delivered()), (1, 2, 1));
+    let got = client.take_events();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].bytes[0x35..], &[1, 2]);
+    assert!(matches!(
+        outcomes[2],
+        Outcome::NeteventProvider {
+            registered: false,
+            ..
+        }
+    ));
+    assert_eq!(client.detaches(), 1);
+    drop(client);
+    sim.finish().unwrap();
+}

@@ -107,7 +107,10 @@ struct NotifyString {
 impl NotifyString {
     /// Panics if `text` is longer than [`MAX_UNICODE_STRING_UNITS`].
     fn new(text: &str, what: &'static str) -> NotifyString {
-        let units: Vec<u16> = text.encode_utf16().collect();
+        // One allocation: a UTF-8 string has at least as many bytes as
+        // UTF-16 units (collecting the iterator grew the vector step by step).
+        let mut units: Vec<u16> = Vec::with_capacity(text.len());
+        units.extend(text.encode_utf16());
         assert!(
             units.len() <= MAX_UNICODE_STRING_UNITS,
             "the {what} is {} UTF-16 units long; a UNICODE_STRING holds at most \
@@ -311,6 +314,7 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
             (pid, tid)
         }
     };
+    let new = super::NewProcess::new(spec, spec.creation_time.unwrap_or_else(filetime_now));
     let (pid, eprocess) = {
         let mut s = state();
         let pid = match spec.pid {
@@ -325,7 +329,7 @@ pub fn create_process(spec: &ProcessSpec) -> CreatedProcess {
                 pid
             }
         };
-        let addr = s.insert_process(pid, spec, spec.creation_time.unwrap_or_else(filetime_now));
+        let addr = s.insert_new_process(pid, new);
         (pid, addr)
     };
     let image = NotifyString::new(&spec.image_file_name, "ImageFileName");
@@ -589,12 +593,11 @@ pub fn load_image(pid: usize, full_name: Option<&str>, info: &ImageInfoSpec) {
     let (cp, ct) = if pid == 0 {
         current_ids()
     } else {
-        let mut s = state();
         assert!(
-            s.process_by_pid(pid).is_some(),
+            super::state_read().process_by_pid(pid).is_some(),
             "load_image: process {pid} is not live"
         );
-        (pid, s.some_thread_of(pid))
+        (pid, super::some_thread_of(pid))
     };
     let name = full_name.map(|n| NotifyString::new(n, "FullImageName"));
     let mut ex = Box::new(IMAGE_INFO_EX {

@@ -17,7 +17,7 @@
 //! special-APC disabling Windows sometimes adds.
 
 use super::events::{load_image, ImageInfoSpec};
-use super::{enter_context, state, SYSTEM_PID};
+use super::{enter_context, SYSTEM_PID};
 
 /// An image load ([`load_user_image`], [`load_driver`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,7 +73,7 @@ fn in_critical_region(f: impl FnOnce()) {
 /// Loads driver `spec` into system space and calls the load-image routines
 /// (process id 0) in the context of a System thread.
 pub fn load_driver(spec: &ImageSpec) {
-    let tid = state().some_thread_of(SYSTEM_PID);
+    let tid = super::some_thread_of(SYSTEM_PID);
     let _ctx = enter_context(SYSTEM_PID, tid);
     in_critical_region(|| load_image(0, Some(&spec.path), &info(spec, true)));
 }

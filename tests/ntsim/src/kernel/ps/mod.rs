@@ -70,7 +70,7 @@ use crate::kernel::violation;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// `PEPROCESS`, `PETHREAD`, `PACCESS_TOKEN`: opaque object pointers.
@@ -170,7 +170,10 @@ enum ObjData {
 struct Obj {
     kind: ObjectKind,
     kernel_refs: u32,
-    driver_refs: u32,
+    /// Atomic: a driver's reference and dereference share the table's
+    /// lock (only a dereference that may free the object takes it
+    /// exclusively, see [`State::drop_driver_ref`]).
+    driver_refs: AtomicU32,
     data: ObjData,
 }
 
@@ -184,13 +187,55 @@ impl Obj {
     }
 }
 
+/// Hashes the addresses and ids the tables are keyed by (one multiply:
+/// the keys are not attacker-chosen, and SipHash was a visible share of an
+/// event's time under the table's lock).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AddrHash;
+
+impl std::hash::BuildHasher for AddrHash {
+    type Hasher = AddrHasher;
+    fn build_hasher(&self) -> AddrHasher {
+        AddrHasher(0)
+    }
+}
+
+/// The hasher of [`AddrHash`].
+pub(crate) struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits of the product mix every bit of
+        // the key (block addresses differ mostly in their middle bits).
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        // hashbrown takes its bucket from the low bits and its tag from the
+        // top 7: fold the well-mixed high half down.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 struct State {
     generation: u64,
     next_cid: usize,
     /// Live objects by address.
-    objects: HashMap<usize, Obj>,
-    /// Objects whose last reference went away, by address: description.
-    dead: HashMap<usize, String>,
+    objects: HashMap<usize, Obj, AddrHash>,
+    /// Objects whose last reference went away, with their address, in the
+    /// order they died (described when a driver uses one again: burying
+    /// formats nothing). A list, not a map: it is only searched when a
+    /// pointer is not a live object (a violation), and appending to it
+    /// under the table's lock touches one cache line where a growing hash
+    /// map touched a random one.
+    dead: Vec<(usize, Obj)>,
     /// pid -> EPROCESS address.
     processes: BTreeMap<usize, usize>,
     /// tid -> ETHREAD address.
@@ -232,8 +277,8 @@ impl State {
         let mut s = State {
             generation,
             next_cid: FIRST_CID,
-            objects: HashMap::new(),
-            dead: HashMap::new(),
+            objects: HashMap::default(),
+            dead: Vec::new(),
             processes: BTreeMap::new(),
             threads: BTreeMap::new(),
             accounts: sid::default_accounts(),
@@ -265,17 +310,19 @@ impl State {
     }
 
     fn new_object(&mut self, kind: ObjectKind, data: ObjData) -> usize {
-        let body = Box::new(ObjectBody {
-            magic: kind.magic(),
-            _opaque: [0; 15],
-        });
+        self.insert_object(ObjectBody::new(kind), kind, data)
+    }
+
+    /// [`State::new_object`] with a body made beforehand (without the
+    /// table's lock).
+    fn insert_object(&mut self, body: Box<ObjectBody>, kind: ObjectKind, data: ObjData) -> usize {
         let addr = Box::into_raw(body) as usize;
         self.objects.insert(
             addr,
             Obj {
                 kind,
                 kernel_refs: 1,
-                driver_refs: 0,
+                driver_refs: AtomicU32::new(0),
                 data,
             },
         );
@@ -285,29 +332,24 @@ impl State {
     /// Adds a process (with its primary token) to the process table: its
     /// image, command line, parent, user SID and logon session from `spec`.
     fn insert_process(&mut self, pid: usize, spec: &ProcessSpec, creation_time: i64) -> usize {
-        let token = self.new_object(
-            ObjectKind::Token,
-            ObjData::Token {
-                pid,
-                user_sid: spec.user_sid.clone(),
-                logon_id: spec.logon_id.unwrap_or(SYSTEM_LUID),
-            },
-        );
-        let addr = self.new_object(
-            ObjectKind::Process,
-            ObjData::Process(ProcData {
-                pid,
-                parent: spec.parent.unwrap_or(0),
-                image_file_name: spec.image_file_name.clone(),
-                command_line: spec.command_line.clone(),
-                creation_time,
-                exit_time: 0,
-                exit_status: STATUS_PENDING,
-                token,
-                threads: Vec::new(),
-                live: true,
-            }),
-        );
+        self.insert_new_process(pid, NewProcess::new(spec, creation_time))
+    }
+
+    /// [`State::insert_process`] of a process made beforehand.
+    fn insert_new_process(&mut self, pid: usize, new: NewProcess) -> usize {
+        let NewProcess {
+            token_body,
+            mut token_data,
+            body,
+            mut data,
+        } = new;
+        if let ObjData::Token { pid: p, .. } = &mut token_data {
+            *p = pid;
+        }
+        let token = self.insert_object(token_body, ObjectKind::Token, token_data);
+        data.pid = pid;
+        data.token = token;
+        let addr = self.insert_object(body, ObjectKind::Process, ObjData::Process(data));
         self.processes.insert(pid, addr);
         addr
     }
@@ -344,6 +386,12 @@ impl State {
         addr
     }
 
+    /// The most recent thread of live process `pid`, if it has one.
+    fn last_thread_of(&self, pid: usize) -> Option<usize> {
+        let paddr = self.process_by_pid(pid).expect("live process");
+        self.proc_data(paddr).threads.last().copied()
+    }
+
     /// A thread of `pid` to run code "in" that process: its most recent
     /// thread, or a new one (no notification) if it has none.
     fn some_thread_of(&mut self, pid: usize) -> usize {
@@ -363,7 +411,12 @@ impl State {
                 _ => unreachable!(),
             };
             if let Some(paddr) = self.process_by_pid(pid) {
-                self.proc_data_mut(paddr).threads.retain(|t| *t != tid);
+                // From the back: the most recent threads end first (and a
+                // process may have thousands).
+                let threads = &mut self.proc_data_mut(paddr).threads;
+                if let Some(i) = threads.iter().rposition(|t| *t == tid) {
+                    threads.remove(i);
+                }
             }
             self.drop_kernel_ref(addr);
         }
@@ -375,7 +428,9 @@ impl State {
         let Some(addr) = self.processes.remove(&pid) else {
             return;
         };
-        let threads = self.proc_data(addr).threads.clone();
+        // Taken, not copied (no allocation under the exclusive lock): every
+        // thread leaves the list below anyway.
+        let threads = std::mem::take(&mut self.proc_data_mut(addr).threads);
         for tid in threads {
             self.remove_thread(tid);
         }
@@ -392,15 +447,20 @@ impl State {
         self.bury_if_unreferenced(addr);
     }
 
+    /// Moves the object to the dead list if nothing references it (nothing
+    /// when it is already there: two dereferences under the shared lock may
+    /// both have seen the count reach zero).
     fn bury_if_unreferenced(&mut self, addr: usize) {
-        let obj = &self.objects[&addr];
-        if obj.kernel_refs == 0 && obj.driver_refs == 0 {
+        let Some(obj) = self.objects.get(&addr) else {
+            return;
+        };
+        if obj.kernel_refs == 0 && obj.driver_refs.load(Ordering::Acquire) == 0 {
             let obj = self.objects.remove(&addr).expect("live object");
             // SAFETY: `addr` is a live ObjectBody this state allocated with
             // Box::into_raw and has not freed (it moves to `dead` now and is
             // freed only by `free_all`).
             unsafe { (*(addr as *mut ObjectBody)).magic = DEAD_MAGIC };
-            self.dead.insert(addr, obj.describe());
+            self.dead.push((addr, obj));
         }
     }
 
@@ -414,9 +474,12 @@ impl State {
     ) -> Option<usize> {
         let addr = ptr as usize;
         let Some(obj) = self.objects.get(&addr) else {
-            let msg = match self.dead.get(&addr) {
-                Some(what) => {
-                    format!("{api}: {addr:#x} is a freed object ({what}): use after free")
+            let msg = match self.dead.iter().rev().find(|(a, _)| *a == addr) {
+                Some((_, what)) => {
+                    format!(
+                        "{api}: {addr:#x} is a freed object ({}): use after free",
+                        what.describe()
+                    )
                 }
                 None if addr == 0 => format!("{api}: NULL object pointer"),
                 None => format!("{api}: {addr:#x} is not a process, thread or token object"),
@@ -453,32 +516,43 @@ impl State {
         Some(addr)
     }
 
-    fn add_driver_ref(&mut self, addr: usize) -> isize {
-        let obj = self.objects.get_mut(&addr).expect("live object");
-        obj.driver_refs += 1;
-        (obj.kernel_refs + obj.driver_refs) as isize
+    /// Under the shared lock or the exclusive one.
+    fn add_driver_ref(&self, addr: usize) -> isize {
+        let obj = &self.objects[&addr];
+        let driver = obj.driver_refs.fetch_add(1, Ordering::AcqRel) + 1;
+        (obj.kernel_refs + driver) as isize
     }
 
-    fn drop_driver_ref(&mut self, api: &str, addr: usize) -> isize {
-        let obj = self.objects.get_mut(&addr).expect("live object");
-        if obj.driver_refs == 0 {
-            let what = obj.describe();
-            let total = obj.kernel_refs as isize;
-            violation::record(
-                "ps",
-                format!("{api}: {what} dereferenced more times than the driver referenced it"),
-            );
-            return total;
+    /// Under the shared lock or the exclusive one: the new total and
+    /// whether it is zero, in which case the caller buries the object
+    /// under the exclusive lock ([`State::bury_if_unreferenced`] checks
+    /// again).
+    fn drop_driver_ref(&self, api: &str, addr: usize) -> (isize, bool) {
+        let obj = &self.objects[&addr];
+        let dropped = obj
+            .driver_refs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        match dropped {
+            Ok(before) => {
+                let total = (obj.kernel_refs + before - 1) as isize;
+                (total, total == 0)
+            }
+            Err(_) => {
+                violation::record(
+                    "ps",
+                    format!(
+                        "{api}: {} dereferenced more times than the driver referenced it",
+                        obj.describe()
+                    ),
+                );
+                (obj.kernel_refs as isize, false)
+            }
         }
-        obj.driver_refs -= 1;
-        let total = (obj.kernel_refs + obj.driver_refs) as isize;
-        self.bury_if_unreferenced(addr);
-        total
     }
 
     /// Frees every object block (live or dead).
     fn free_all(&mut self) {
-        for addr in self.objects.keys().chain(self.dead.keys()) {
+        for addr in self.objects.keys().chain(self.dead.iter().map(|(a, _)| a)) {
             // SAFETY: each address is an ObjectBody this state allocated with
             // Box::into_raw and has not freed; the maps are cleared below so
             // none is freed twice.
@@ -486,6 +560,61 @@ impl State {
         }
         self.objects.clear();
         self.dead.clear();
+    }
+}
+
+/// [`State::some_thread_of`], with shared access when the process has a
+/// thread (it nearly always has). Panics if `pid` is not live.
+fn some_thread_of(pid: usize) -> usize {
+    let found = state_read().last_thread_of(pid);
+    // A thread that ends in between is no loss: the caller may get one
+    // that is gone by the time it runs either way.
+    found.unwrap_or_else(|| state().some_thread_of(pid))
+}
+
+impl ObjectBody {
+    fn new(kind: ObjectKind) -> Box<ObjectBody> {
+        Box::new(ObjectBody {
+            magic: kind.magic(),
+            _opaque: [0; 15],
+        })
+    }
+}
+
+/// A process (and its primary token) ready to enter the table: everything
+/// that allocates (the object bodies, copies of the strings and the SID)
+/// is made before the table's lock is taken; the pid and the token's
+/// address are filled in under it ([`State::insert_new_process`]).
+pub(super) struct NewProcess {
+    token_body: Box<ObjectBody>,
+    token_data: ObjData,
+    body: Box<ObjectBody>,
+    data: ProcData,
+}
+
+impl NewProcess {
+    pub(super) fn new(spec: &ProcessSpec, creation_time: i64) -> NewProcess {
+        NewProcess {
+            token_body: ObjectBody::new(ObjectKind::Token),
+            token_data: ObjData::Token {
+                pid: 0,
+                user_sid: spec.user_sid.clone(),
+                logon_id: spec.logon_id.unwrap_or(SYSTEM_LUID),
+            },
+            body: ObjectBody::new(ObjectKind::Process),
+            data: ProcData {
+                pid: 0,
+                parent: spec.parent.unwrap_or(0),
+                image_file_name: spec.image_file_name.clone(),
+                command_line: spec.command_line.clone(),
+                creation_time,
+                exit_time: 0,
+                exit_status: STATUS_PENDING,
+                token: 0,
+                threads: Vec::new(),
+                live: true,
+            },
+        }
     }
 }
 
@@ -508,12 +637,13 @@ thread_local! {
 pub fn current_ids() -> (usize, usize) {
     let generation = GENERATION.load(Ordering::Acquire);
     let cur = CURRENT.with(|c| c.get());
-    let mut s = state();
     if let Some(c) = cur {
-        if c.generation == generation && s.threads.contains_key(&c.tid) {
+        // Shared: every event and most queries come here.
+        if c.generation == generation && state_read().threads.contains_key(&c.tid) {
             return (c.pid, c.tid);
         }
     }
+    let mut s = state();
     let tid = s.alloc_cid();
     s.insert_thread(SYSTEM_PID, tid);
     let generation = s.generation;
@@ -554,12 +684,12 @@ impl Drop for ContextGuard {
 
 fn current_process_addr() -> usize {
     let (pid, _) = current_ids();
-    state().process_by_pid(pid).unwrap_or(0)
+    state_read().process_by_pid(pid).unwrap_or(0)
 }
 
 fn current_thread_addr() -> usize {
     let (_, tid) = current_ids();
-    state().threads.get(&tid).copied().unwrap_or(0)
+    state_read().threads.get(&tid).copied().unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -592,7 +722,7 @@ pub struct ProcessSnapshot {
 
 /// A live process (in the process table), if any.
 pub fn process(pid: usize) -> Option<ProcessSnapshot> {
-    let s = state();
+    let s = state_read();
     let addr = s.process_by_pid(pid)?;
     let p = s.proc_data(addr);
     let (user_sid, logon_id) = match &s.objects[&p.token].data {
@@ -614,14 +744,14 @@ pub fn process(pid: usize) -> Option<ProcessSnapshot> {
         threads: p.threads.clone(),
         eprocess: addr,
         token: p.token,
-        driver_references: s.objects[&addr].driver_refs,
+        driver_references: s.objects[&addr].driver_refs.load(Ordering::Acquire),
     })
 }
 
 /// Whether a live process or thread has this id (process and thread ids
 /// share one space, as on Windows).
 pub fn id_in_use(id: usize) -> bool {
-    state().id_in_use(id)
+    state_read().id_in_use(id)
 }
 
 /// The `AuthenticationId` (logon session LUID) of the calling thread's
@@ -631,7 +761,7 @@ pub fn id_in_use(id: usize) -> bool {
 /// the creator's logon session, not the new process's.
 pub fn current_logon_id() -> u64 {
     let (pid, _) = current_ids();
-    let s = state();
+    let s = state_read();
     s.process_by_pid(pid)
         .and_then(|addr| match &s.objects[&s.proc_data(addr).token].data {
             ObjData::Token { logon_id, .. } => Some(*logon_id),
@@ -642,12 +772,12 @@ pub fn current_logon_id() -> u64 {
 
 /// Pids of the live processes, ascending.
 pub fn pids() -> Vec<usize> {
-    state().processes.keys().copied().collect()
+    state_read().processes.keys().copied().collect()
 }
 
 /// The process a live thread belongs to.
 pub fn thread_process(tid: usize) -> Option<usize> {
-    let s = state();
+    let s = state_read();
     let addr = s.threads.get(&tid)?;
     match s.objects[addr].data {
         ObjData::Thread { pid, .. } => Some(pid),
@@ -660,7 +790,7 @@ pub fn thread_process(tid: usize) -> Option<usize> {
 
 fn reference(api: &str, object: *mut c_void) -> isize {
     irql::require_at_most(api, DISPATCH_LEVEL);
-    let mut s = state();
+    let s = state_read();
     match s.check_object(api, object, None) {
         Some(addr) => s.add_driver_ref(addr),
         None => 0,
@@ -668,11 +798,16 @@ fn reference(api: &str, object: *mut c_void) -> isize {
 }
 
 fn dereference(api: &str, object: *mut c_void, kind: Option<ObjectKind>) -> isize {
-    let mut s = state();
-    match s.check_object(api, object, kind) {
-        Some(addr) => s.drop_driver_ref(api, addr),
-        None => 0,
+    let s = state_read();
+    let Some(addr) = s.check_object(api, object, kind) else {
+        return 0;
+    };
+    let (total, last) = s.drop_driver_ref(api, addr);
+    drop(s);
+    if last {
+        state().bury_if_unreferenced(addr);
     }
+    total
 }
 
 /// `ObfReferenceObject` (what the WDK's `ObReferenceObject` macro calls):
@@ -725,7 +860,7 @@ pub unsafe extern "win64" fn PsLookupProcessByProcessId(
         violation::record("ps", "PsLookupProcessByProcessId: NULL Process pointer");
         return STATUS_INVALID_PARAMETER;
     }
-    let mut s = state();
+    let s = state_read();
     match s.process_by_pid(process_id) {
         Some(addr) if process_id != IDLE_PID => {
             s.add_driver_ref(addr);
@@ -743,7 +878,7 @@ pub unsafe extern "win64" fn PsLookupProcessByProcessId(
 /// # Safety
 /// `process` is validated against the object table.
 pub unsafe extern "win64" fn PsGetProcessId(process: PEPROCESS) -> HANDLE {
-    let s = state();
+    let s = state_read();
     match s.check_object("PsGetProcessId", process, Some(ObjectKind::Process)) {
         Some(addr) => s.proc_data(addr).pid,
         None => 0,
@@ -820,7 +955,7 @@ pub extern "win64" fn PsGetCurrentThread() -> PETHREAD {
 /// # Safety
 /// `thread` is validated against the object table.
 pub unsafe extern "win64" fn PsGetThreadId(thread: PETHREAD) -> HANDLE {
-    let s = state();
+    let s = state_read();
     match s.check_object("PsGetThreadId", thread, Some(ObjectKind::Thread)) {
         Some(addr) => match s.objects[&addr].data {
             ObjData::Thread { tid, .. } => tid,
@@ -835,7 +970,7 @@ pub unsafe extern "win64" fn PsGetThreadId(thread: PETHREAD) -> HANDLE {
 /// # Safety
 /// `thread` is validated against the object table.
 pub unsafe extern "win64" fn PsGetThreadProcessId(thread: PETHREAD) -> HANDLE {
-    let s = state();
+    let s = state_read();
     match s.check_object("PsGetThreadProcessId", thread, Some(ObjectKind::Thread)) {
         Some(addr) => match s.objects[&addr].data {
             ObjData::Thread { pid, .. } => pid,
@@ -851,7 +986,7 @@ pub unsafe extern "win64" fn PsGetThreadProcessId(thread: PETHREAD) -> HANDLE {
 /// `process` is validated against the object table.
 pub unsafe extern "win64" fn PsReferencePrimaryToken(process: PEPROCESS) -> PACCESS_TOKEN {
     irql::require_at_most("PsReferencePrimaryToken", PASSIVE_LEVEL);
-    let mut s = state();
+    let s = state_read();
     let Some(addr) = s.check_object(
         "PsReferencePrimaryToken",
         process,
@@ -934,7 +1069,7 @@ pub(crate) fn outstanding() -> Vec<String> {
     let mut refs: Vec<_> = s
         .objects
         .values()
-        .filter(|o| o.driver_refs > 0)
+        .filter(|o| o.driver_refs.load(Ordering::Acquire) > 0)
         .map(|o| {
             let how = match o.kind {
                 ObjectKind::Token => "PsReferencePrimaryToken without PsDereferencePrimaryToken",
@@ -942,7 +1077,7 @@ pub(crate) fn outstanding() -> Vec<String> {
             };
             format!(
                 "ps: {} reference(s) to the {} ({how})",
-                o.driver_refs,
+                o.driver_refs.load(Ordering::Acquire),
                 o.describe()
             )
         })

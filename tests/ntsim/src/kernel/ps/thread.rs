@@ -47,7 +47,7 @@ use crate::kernel::types::{APC_LEVEL, HANDLE, PASSIVE_LEVEL};
 use crate::kernel::violation;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::RwLock;
 
 /// `STATUS_INFO_LENGTH_MISMATCH`.
 pub const STATUS_INFO_LENGTH_MISMATCH: NTSTATUS = 0xC000_0004u32 as i32;
@@ -102,20 +102,31 @@ struct OpenHandle {
 
 #[derive(Default)]
 struct Table {
-    info: HashMap<usize, ThreadInfo>,
+    info: HashMap<usize, ThreadInfo, super::AddrHash>,
     handles: BTreeMap<HANDLE, OpenHandle>,
     next_handle: usize,
 }
 
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+/// Read (shared) by the queries a driver makes on every thread event,
+/// written when threads and handles come and go.
+static TABLE: RwLock<Option<Table>> = RwLock::new(None);
 
 fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    let mut guard: MutexGuard<'_, Option<Table>> = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = TABLE.write().unwrap_or_else(|e| e.into_inner());
     f(guard.get_or_insert_with(Table::default))
 }
 
+/// Shared access (an empty table until the first write).
+fn read<R>(f: impl FnOnce(&Table) -> R) -> R {
+    let guard = TABLE.read().unwrap_or_else(|e| e.into_inner());
+    match guard.as_ref() {
+        Some(t) => f(t),
+        None => f(&Table::default()),
+    }
+}
+
 fn info_of(tid: usize) -> ThreadInfo {
-    with(|t| t.info.get(&tid).copied()).unwrap_or(ThreadInfo {
+    read(|t| t.info.get(&tid).copied()).unwrap_or(ThreadInfo {
         start_address: 0,
         exit_status: STATUS_STILL_ACTIVE,
     })
@@ -274,7 +285,7 @@ pub fn start_address(tid: usize) -> usize {
 
 /// The thread handles open, with the thread each names.
 pub fn open_thread_handles() -> Vec<(HANDLE, usize)> {
-    with(|t| t.handles.iter().map(|(h, e)| (*h, e.tid)).collect())
+    read(|t| t.handles.iter().map(|(h, e)| (*h, e.tid)).collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -297,7 +308,7 @@ pub unsafe extern "win64" fn PsLookupThreadByThreadId(
     if fault::check(API) {
         return STATUS_INVALID_CID;
     }
-    let mut s = state();
+    let s = super::state_read();
     let Some(&addr) = s.threads.get(&thread_id) else {
         return STATUS_INVALID_CID;
     };
@@ -356,7 +367,7 @@ pub unsafe extern "win64" fn ObOpenObjectByPointer(
         );
     }
     let (addr, tid) = {
-        let mut s = state();
+        let s = super::state_read();
         let Some(addr) = s.check_object(API, object, Some(ObjectKind::Thread)) else {
             return STATUS_INVALID_PARAMETER;
         };
@@ -411,7 +422,7 @@ pub unsafe extern "win64" fn ZwQueryInformationThread(
     let handle = if thread_handle == CURRENT_THREAD_HANDLE {
         Some((current_ids().1, THREAD_ALL_ACCESS))
     } else {
-        with(|t| t.handles.get(&thread_handle).map(|e| (e.tid, e.access)))
+        read(|t| t.handles.get(&thread_handle).map(|e| (e.tid, e.access)))
     };
     let Some((tid, access)) = handle else {
         violation::record(
@@ -488,9 +499,13 @@ pub(crate) fn close_handle(h: HANDLE) -> bool {
     let Some(entry) = with(|t| t.handles.remove(&h)) else {
         return false;
     };
-    let mut s = state();
+    let s = super::state_read();
     if s.objects.contains_key(&entry.object) {
-        s.drop_driver_ref("ZwClose", entry.object);
+        let (_, last) = s.drop_driver_ref("ZwClose", entry.object);
+        drop(s);
+        if last {
+            state().bury_if_unreferenced(entry.object);
+        }
     }
     true
 }
@@ -504,7 +519,7 @@ pub(crate) fn exports() -> Vec<Export> {
 }
 
 pub(crate) fn reset() {
-    *TABLE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *TABLE.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 pub(crate) fn outstanding() -> Vec<String> {
