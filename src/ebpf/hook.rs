@@ -9,18 +9,19 @@
 //! driver loads, and the store entries it writes are taken from that list.
 //! Everything else is here.
 //!
-//! Clients (eBPF links) are kept in attach order in a [`ClientList`] behind
-//! a reader/writer spin lock. The invoke path ([`HookProvider::invoke`])
-//! takes the lock in shared mode once per [`Snapshot`] of up to
-//! [`SNAPSHOT_CAPACITY`](super::clients::SNAPSHOT_CAPACITY) clients, whose
-//! [`InvokeRef`](crate::sync::InvokeRef)s it takes, then runs their
-//! programs with no lock held (so the IRQL does not change between a
-//! batch's begin and end), ends the batch, and only then releases the
-//! references. It allocates nothing and never waits. Detach never blocks:
-//! it closes the client's `InvokeRef`; with invocations in flight it answers
-//! STATUS_PENDING and the last of them reports the detach complete. A
-//! client stays linked until NMR's cleanup, so a client a snapshot holds
-//! can always be stepped past.
+//! Clients (eBPF links) are published in attach order in an array read
+//! under an epoch ([`super::clients`]). The invoke path
+//! ([`HookProvider::invoke`]) enters the epoch once per event, runs the
+//! programs of every client whose detach has not begun, ends the batch, and
+//! leaves: no lock (so the IRQL does not change between a batch's begin and
+//! end), no atomic per client, no kernel call. It allocates nothing and
+//! never waits. Detach never blocks: it marks the client and clears its
+//! slot under the provider's spin lock; when no event is inside the epoch
+//! it answers STATUS_SUCCESS, otherwise STATUS_PENDING, and whoever ends
+//! the grace period (the last event that could still call the client, as
+//! it leaves, at its own IRQL) reports the detach complete, once. Attach
+//! allocates (a larger array when the published one is full, the old one
+//! freed after a grace period); detach and the event path never do.
 //!
 //! The event source is registered when the first client attaches and
 //! removed after the last one detaches. Removal waits for the callback's
@@ -37,7 +38,7 @@
 
 use super::abi::*;
 use super::client::{validate_client, BatchFunctions, ClientDispatch};
-use super::clients::{ClientList, Entry, Snapshot};
+use super::clients::{Done, Entry, Published, Writer};
 use super::context::ProgramContext;
 use super::program::{AttachType, ProgramType};
 use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessProvider};
@@ -180,13 +181,14 @@ unsafe impl Sync for Client {}
 /// A hook provider for one attach type.
 ///
 /// # Invariants
-/// `active` counts the clients attached (from `attach` until their detach
-/// begins); the event source is registered (`*registered`) whenever
+/// `published` is changed only through `writer`'s guard. `active` counts
+/// the clients attached (from `attach` until their detach begins); the event source is registered (`*registered`) whenever
 /// `active > 0`, and a removal request is outstanding whenever `active == 0`
 /// and it is registered. `idle_work` is initialized from before the NMR
 /// provider is registered until after it is deregistered.
 pub struct HookProvider {
-    clients: SpinRwLock<ClientList<Client>>,
+    published: Published<Client>,
+    writer: SpinRwLock<Writer<Client>>,
     active: AtomicUsize,
     /// Whether the event source is registered (changed at PASSIVE_LEVEL).
     registered: PushLock<bool>,
@@ -212,7 +214,8 @@ impl HookProvider {
     /// deregistering, constructs one.
     const fn new(source: &'static dyn EventSource) -> HookProvider {
         HookProvider {
-            clients: SpinRwLock::new(ClientList::new()),
+            published: Published::new(),
+            writer: SpinRwLock::new(Writer::new()),
             active: AtomicUsize::new(0),
             registered: PushLock::new(false),
             source,
@@ -231,49 +234,39 @@ impl HookProvider {
     /// Runs every attached client's program on `context`, in attach order.
     /// `on_result` sees each program's 32-bit result and decides whether to
     /// go on; a client whose invoke fails is skipped (fail-open). A client
-    /// whose detach began after this event took its reference is skipped
-    /// too.
+    /// whose detach began before the event reached it is skipped too.
+    #[inline]
     pub fn invoke<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
         mut on_result: impl FnMut(u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
-        let mut snapshot = Snapshot::new();
-        self.clients.read().acquire_after(None, &mut snapshot);
-        loop {
-            let mut batch = Batch::new();
-            let mut flow = Flow::Continue;
-            for entry in snapshot.iter() {
-                if entry.refs().is_detaching() {
-                    continue;
-                }
-                let mut result = 0u32;
-                let status = batch.run(entry.value(), program_context, &mut result);
-                if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
-                    flow = Flow::Stop;
-                    break;
-                }
-            }
-            // The batch ends at the IRQL it began at (no lock is held while
-            // it is open) and before any reference is released: the core
-            // stays loaded while a link of it is referenced.
-            batch.end();
-            let last = match flow {
-                Flow::Continue => snapshot.last_if_full(),
-                Flow::Stop => None,
-            };
-            let Some(last) = last else {
-                release(&mut snapshot);
+        let reader = self.published.enter(|| self.grace_period_over());
+        let mut batch = Batch::new();
+        for entry in self.published.clients(&reader).iter() {
+            let mut result = 0u32;
+            let status = batch.run(entry.value(), program_context, &mut result);
+            if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
                 break;
-            };
-            // More clients may follow: take them while `last` is still
-            // referenced (hence linked), then let the current ones go.
-            let mut next = Snapshot::new();
-            self.clients.read().acquire_after(Some(last), &mut next);
-            release(&mut snapshot);
-            snapshot = next;
+            }
         }
+        // The batch ends at the IRQL it began at (no lock is held while it
+        // is open) and before this event leaves the epoch: a detaching
+        // client's link (and its core) stays loaded until then.
+        batch.end();
+        if self.published.leave(reader) {
+            self.grace_period_over();
+        }
+    }
+
+    /// The grace period in progress is over (rare): free what it was for,
+    /// report its detaches, and begin the next one.
+    #[cold]
+    #[inline(never)]
+    fn grace_period_over(&self) {
+        let done = self.writer.write().grace_period_over(&self.published);
+        complete(done, None);
     }
 
     fn attach_client(
@@ -299,11 +292,27 @@ impl HookProvider {
             );
             e.status()
         })?;
+        // Room in the published array (the only allocation a client
+        // needs: its detach then cannot fail).
+        let reserved = self.writer.write().reserve(&self.published);
+        let Ok(done) = reserved else {
+            let e = nt::Error::INSUFFICIENT_RESOURCES;
+            crate::trace::api_failure(
+                crate::trace::keyword::EXTENSION,
+                c"ExAllocatePool2",
+                e.status(),
+            );
+            return Err(e);
+        };
+        complete(done, None);
         {
             let mut registered = self.registered.lock();
             if !*registered {
                 // The source reports the outcome (crate::trace).
-                self.source.register()?;
+                if let Err(e) = self.source.register() {
+                    self.writer.write().unreserve();
+                    return Err(e);
+                }
                 // INVARIANT: registered before the client counts as active.
                 *registered = true;
             }
@@ -341,10 +350,13 @@ impl HookProvider {
     }
 
     /// At unload, after the NMR provider has been deregistered (so no client
-    /// remains): removes the event source if still registered, waits for
-    /// the worker and releases the work item.
+    /// remains): removes the event source if still registered, frees the
+    /// client array, waits for the worker and releases the work item.
     fn shutdown(&'static self) {
         self.unregister_if_idle();
+        // The source is removed (no event can enter the epoch) and every
+        // detach completed (NMR deregistered the provider after them).
+        self.writer.write().shutdown(&self.published);
         self.idle_work.shutdown();
     }
 }
@@ -359,16 +371,24 @@ impl PassiveOwner for HookProvider {
     }
 }
 
-/// Releases a snapshot's references, reporting each detach they complete.
-fn release(snapshot: &mut Snapshot<Client>) {
-    snapshot.release(|client| {
-        // SAFETY: `release` calls this once for a client whose detach was
-        // pending (it returned `Detach::Pending`) and whose last reference
-        // this was; the handle is the one NMR gave its attach.
-        unsafe { nmr::detach_complete(client.binding_handle) }
+/// Finishes what grace periods handed back: frees the arrays and reports
+/// each detach complete to NMR, except `synchronous`'s (its detach answers
+/// STATUS_SUCCESS instead). Called with no lock held: NMR may clean the
+/// binding up inside the report.
+fn complete(done: Done<Client>, synchronous: Option<&Entry<Client>>) {
+    done.finish(|entry| {
+        if synchronous.is_some_and(|s| ptr::eq(s, entry)) {
+            return;
+        }
+        // SAFETY: `finish` reports each detached entry once, after its
+        // detach answered STATUS_PENDING (it was not the synchronous one)
+        // and no event can call it any more; the handle is the one NMR
+        // gave its attach.
+        unsafe { nmr::detach_complete(entry.value().binding_handle) }
     });
 }
 
+/// The batch in progress during one event.
 /// The batch in progress during one snapshot.
 ///
 /// # Invariants
@@ -403,7 +423,7 @@ impl Batch {
             self.end();
             let state = self.state_ptr();
             // SAFETY: the client's batch begin, with our 64-byte state; the
-            // client is referenced by the caller's snapshot.
+            // client stays live while the caller's event is in the epoch.
             let begun = unsafe { (fns.begin)(size_of::<ebpf_execution_context_state_t>(), state) };
             if ebpf_check(begun).is_err() {
                 return plain_invoke(client, context, result);
@@ -413,7 +433,7 @@ impl Batch {
         }
         let state = self.state_ptr();
         // SAFETY: a batch of these functions is open with our state; the
-        // client is referenced; context is the caller's.
+        // client stays live (epoch); context is the caller's.
         unsafe { (fns.invoke)(client.binding_context, context, result, state) }
     }
 
@@ -421,7 +441,8 @@ impl Batch {
         if let Some(fns) = self.open.take() {
             let state = self.state_ptr();
             // SAFETY: ends the batch begun with this state (invariant); the
-            // client that began it is still referenced.
+            // client that began it stays live until the event leaves the
+            // epoch, after this.
             let _ = unsafe { (fns.end)(state) };
         }
     }
@@ -429,7 +450,7 @@ impl Batch {
 
 fn plain_invoke(client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
     // SAFETY: the client's invoke with its own binding context; the client
-    // is referenced for the duration.
+    // stays live while the event is in the epoch.
     unsafe { (client.dispatch.invoke)(client.binding_context, context, result) }
 }
 
@@ -447,23 +468,32 @@ impl Provider for HookProvider {
 
     fn attached(&'static self, binding: &Entry<Client>) {
         // SAFETY: the binding stays at this address until it is dropped
-        // after `cleanup` (the `Provider::attached` contract), and `cleanup`
-        // unlinks it; the list lives in a static and never moves.
-        unsafe { self.clients.write().push(binding) };
+        // after `cleanup` (the `Provider::attached` contract), which comes
+        // after its detach was reported complete (from a `Done`); attach
+        // reserved its room.
+        unsafe { self.writer.write().publish(&self.published, binding) };
     }
 
     fn abandon(&'static self, _binding: Entry<Client>) {
+        self.writer.write().unreserve();
         self.deactivate();
     }
 
     fn detach(&'static self, binding: &Entry<Client>) -> Detach {
-        let outcome = binding.refs().begin_detach();
+        let done = self.writer.write().detach(&self.published, binding);
         self.deactivate();
+        let outcome = if done.holds(binding) {
+            Detach::Complete
+        } else {
+            Detach::Pending
+        };
+        complete(done, Some(binding));
         outcome
     }
 
     fn cleanup(&'static self, binding: &Entry<Client>) {
-        let unlinked = self.clients.write().unlink(binding);
-        debug_assert!(unlinked, "a cleaned-up client was linked");
+        // Nothing to unlink: detach cleared the client's slot, and its
+        // report came after every event that could reach it had left.
+        debug_assert!(binding.is_detaching(), "a cleaned-up client was detached");
     }
 }
