@@ -9,6 +9,7 @@
 //!   reader/writer spin lock and push lock that restore IRQL / leave the
 //!   critical region when dropped.
 
+use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a provider's detach found.
@@ -97,7 +98,7 @@ impl Epoch {
     #[inline(always)]
     fn slot(&self) -> &Slot {
         let marker = 0u8;
-        let address = core::hint::black_box(&marker) as *const u8 as usize;
+        let address = ptr::from_ref(&marker) as usize;
         // Kernel stacks are larger than 16 KB: drop the bits that vary
         // within one stack, mix the rest (Fibonacci hashing).
         let hash = (address >> 14).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);

@@ -38,7 +38,7 @@
 
 use super::abi::*;
 use super::client::{validate_client, BatchFunctions, ClientDispatch};
-use super::clients::{Done, Entry, Published, Writer};
+use super::clients::{Done, Entry, Published, Writer, DETACHED};
 use super::context::ProgramContext;
 use super::program::{AttachType, ProgramType};
 use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessProvider};
@@ -175,6 +175,28 @@ pub struct Client {
 // SAFETY: `binding_context` is never dereferenced by the driver; it is
 // passed back to the client's own functions, which accept it on any thread.
 unsafe impl Send for Client {}
+
+/// The tag of a client with only a plain invoke ([`Entry::tag`]).
+const PLAIN: u8 = 0;
+/// The tag of a client with batch functions.
+const BATCH: u8 = 1;
+const _: () = assert!(PLAIN & DETACHED == 0 && BATCH & DETACHED == 0);
+
+/// Never called: the client detached clients' slots point to is tagged
+/// [`DETACHED`], which the invoke path skips.
+unsafe extern "system" fn hole_invoke(_: *const c_void, _: *mut c_void, _: *mut u32) -> u32 {
+    EbpfError::INVALID_ARGUMENT.code()
+}
+
+/// The value of the entry detached clients' slots point to.
+const HOLE: Client = Client {
+    binding_handle: 0,
+    binding_context: ptr::null(),
+    dispatch: ClientDispatch {
+        invoke: hole_invoke,
+        batch: None,
+    },
+};
 // SAFETY: as above.
 unsafe impl Sync for Client {}
 
@@ -214,7 +236,7 @@ impl HookProvider {
     /// deregistering, constructs one.
     const fn new(source: &'static dyn EventSource) -> HookProvider {
         HookProvider {
-            published: Published::new(),
+            published: Published::new(HOLE),
             writer: SpinRwLock::new(Writer::new()),
             active: AtomicUsize::new(0),
             registered: PushLock::new(false),
@@ -246,7 +268,15 @@ impl HookProvider {
         let mut batch = Batch::new();
         for entry in self.published.clients(&reader).iter() {
             let mut result = 0u32;
-            let status = batch.run(entry.value(), program_context, &mut result);
+            let tag = entry.tag();
+            let status = if tag == PLAIN {
+                batch.plain(entry.value(), program_context, &mut result)
+            } else if tag == BATCH {
+                batch.run(entry.value(), program_context, &mut result)
+            } else {
+                // Detached (or the hole a detached client left).
+                continue;
+            };
             if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
                 break;
             }
@@ -295,7 +325,7 @@ impl HookProvider {
         // Room in the published array (the only allocation a client
         // needs: its detach then cannot fail).
         let reserved = self.writer.write().reserve(&self.published);
-        let Ok(done) = reserved else {
+        let Some(done) = reserved else {
             let e = nt::Error::INSUFFICIENT_RESOURCES;
             crate::trace::api_failure(
                 crate::trace::keyword::EXTENSION,
@@ -321,11 +351,15 @@ impl HookProvider {
             // from under this client.
             self.active.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(Entry::new(Client {
-            binding_handle,
-            binding_context: client.binding_context,
-            dispatch,
-        }))
+        let kind = if dispatch.batch.is_some() { BATCH } else { PLAIN };
+        Ok(Entry::new(
+            Client {
+                binding_handle,
+                binding_context: client.binding_context,
+                dispatch,
+            },
+            kind,
+        ))
     }
 
     /// One client fewer is active: at zero, request the removal of the
@@ -414,10 +448,19 @@ impl Batch {
         self.state.as_mut_ptr().cast()
     }
 
+    /// A client without batch functions: ends the open batch, if any,
+    /// and invokes.
+    #[inline(always)]
+    fn plain(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
+        self.end();
+        plain_invoke(client, context, result)
+    }
+
+    /// A client with batch functions: in the open batch if they are its,
+    /// else in a new one.
     fn run(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
         let Some(fns) = client.dispatch.batch else {
-            self.end();
-            return plain_invoke(client, context, result);
+            return self.plain(client, context, result);
         };
         if !self.open.is_some_and(|open| open.same_as(&fns)) {
             self.end();
@@ -437,7 +480,16 @@ impl Batch {
         unsafe { (fns.invoke)(client.binding_context, context, result, state) }
     }
 
+    /// Ends the open batch, if any.
+    #[inline(always)]
     fn end(&mut self) {
+        if self.open.is_some() {
+            self.end_open();
+        }
+    }
+
+    #[inline(never)]
+    fn end_open(&mut self) {
         if let Some(fns) = self.open.take() {
             let state = self.state_ptr();
             // SAFETY: ends the batch begun with this state (invariant); the
