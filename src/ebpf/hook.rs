@@ -176,17 +176,52 @@ pub struct Client {
 // passed back to the client's own functions, which accept it on any thread.
 unsafe impl Send for Client {}
 
-/// The tag of a client with only a plain invoke ([`Entry::tag`]).
+/// The tag of a client with only a plain invoke ([`Entry::tag`]); as a
+/// [`Batch`]'s `open`, no batch is open.
 const PLAIN: u8 = 0;
-/// The tag of a client with batch functions.
-const BATCH: u8 = 1;
-const _: () = assert!(PLAIN & DETACHED == 0 && BATCH & DETACHED == 0);
+/// Tags of clients with batch functions: one per distinct set of
+/// functions (a group), interned at attach, so an event compares one byte
+/// to know whether a client shares the open batch.
+const FIRST_GROUP: u8 = 1;
+/// Groups a hook interns; later sets of functions are [`UNSHARED`].
+const GROUPS: usize = 15;
+/// The tag of a batch client whose functions found no group: it gets a
+/// batch of its own.
+const UNSHARED: u8 = FIRST_GROUP + GROUPS as u8;
+/// A [`Batch`]'s `open` while an [`UNSHARED`] client's batch is open: no
+/// tag equals it.
+const OPEN_UNSHARED: u8 = UNSHARED + 1;
+const _: () = assert!(OPEN_UNSHARED & DETACHED == 0);
 
 /// Never called: the client detached clients' slots point to is tagged
 /// [`DETACHED`], which the invoke path skips.
 unsafe extern "system" fn hole_invoke(_: *const c_void, _: *mut c_void, _: *mut u32) -> u32 {
     EbpfError::INVALID_ARGUMENT.code()
 }
+
+unsafe extern "system" fn hole_batch_begin(_: usize, _: *mut c_void) -> u32 {
+    EbpfError::INVALID_ARGUMENT.code()
+}
+
+unsafe extern "system" fn hole_batch_invoke(
+    _: *const c_void,
+    _: *mut c_void,
+    _: *mut u32,
+    _: *const c_void,
+) -> u32 {
+    EbpfError::INVALID_ARGUMENT.code()
+}
+
+unsafe extern "system" fn hole_batch_end(_: *mut c_void) -> u32 {
+    EbpfError::INVALID_ARGUMENT.code()
+}
+
+/// The functions of no batch (never called: see [`Batch`]).
+const NO_BATCH: BatchFunctions = BatchFunctions {
+    begin: hole_batch_begin,
+    invoke: hole_batch_invoke,
+    end: hole_batch_end,
+};
 
 /// The value of the entry detached clients' slots point to.
 const HOLE: Client = Client {
@@ -214,6 +249,9 @@ pub struct HookProvider {
     active: AtomicUsize,
     /// Whether the event source is registered (changed at PASSIVE_LEVEL).
     registered: PushLock<bool>,
+    /// The batch function sets interned so far (tag `FIRST_GROUP + i`):
+    /// only compared, never called; never removed.
+    groups: PushLock<[Option<BatchFunctions>; GROUPS]>,
     source: &'static dyn EventSource,
     /// Removes the event source once no client is active.
     idle_work: PassiveWork,
@@ -240,6 +278,7 @@ impl HookProvider {
             writer: SpinRwLock::new(Writer::new()),
             active: AtomicUsize::new(0),
             registered: PushLock::new(false),
+            groups: PushLock::new([None; GROUPS]),
             source,
             // SAFETY: see `Hook::new` and the type's invariants: init
             // before the first request, shutdown after the last.
@@ -269,13 +308,17 @@ impl HookProvider {
         for entry in self.published.clients(&reader).iter() {
             let mut result = 0u32;
             let tag = entry.tag();
-            let status = if tag == PLAIN {
-                batch.plain(entry.value(), program_context, &mut result)
-            } else if tag == BATCH {
-                batch.run(entry.value(), program_context, &mut result)
-            } else {
+            let status = if tag | batch.open == PLAIN {
+                // A plain client, no batch open.
+                plain_invoke(entry.value(), program_context, &mut result)
+            } else if tag == batch.open {
+                // A client of the open batch's group.
+                batch.invoke(entry.value(), program_context, &mut result)
+            } else if tag & DETACHED != 0 {
                 // Detached (or the hole a detached client left).
                 continue;
+            } else {
+                batch.switch(tag, entry.value(), program_context, &mut result)
             };
             if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
                 break;
@@ -351,7 +394,10 @@ impl HookProvider {
             // from under this client.
             self.active.fetch_add(1, Ordering::AcqRel);
         }
-        let kind = if dispatch.batch.is_some() { BATCH } else { PLAIN };
+        let kind = match &dispatch.batch {
+            Some(fns) => self.batch_tag(fns),
+            None => PLAIN,
+        };
         Ok(Entry::new(
             Client {
                 binding_handle,
@@ -360,6 +406,24 @@ impl HookProvider {
             },
             kind,
         ))
+    }
+
+    /// The tag of a client with batch functions `fns`: its group's, a new
+    /// group's, or [`UNSHARED`] when every group is taken (PASSIVE_LEVEL).
+    fn batch_tag(&self, fns: &BatchFunctions) -> u8 {
+        let mut groups = self.groups.lock();
+        for (i, group) in groups.iter_mut().enumerate() {
+            let tag = FIRST_GROUP + i as u8;
+            match group {
+                Some(known) if known.same_as(fns) => return tag,
+                Some(_) => {}
+                None => {
+                    *group = Some(*fns);
+                    return tag;
+                }
+            }
+        }
+        UNSHARED
     }
 
     /// One client fewer is active: at zero, request the removal of the
@@ -423,13 +487,15 @@ fn complete(done: Done<Client>, synchronous: Option<&Entry<Client>>) {
 }
 
 /// The batch in progress during one event.
-/// The batch in progress during one snapshot.
 ///
 /// # Invariants
-/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` (which
-/// it initialized) and `fns.end` has not been called for it yet.
+/// When `open` is not [`PLAIN`], `fns.begin` succeeded with `state` (which
+/// it initialized), `fns.end` has not been called for it yet, and `open`
+/// is the tag of the group whose functions `fns` are (or
+/// [`OPEN_UNSHARED`]); every client tagged `open` has these functions.
 struct Batch {
-    open: Option<BatchFunctions>,
+    open: u8,
+    fns: BatchFunctions,
     /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
     state: MaybeUninit<ebpf_execution_context_state_t>,
 }
@@ -437,7 +503,8 @@ struct Batch {
 impl Batch {
     fn new() -> Batch {
         Batch {
-            open: None,
+            open: PLAIN,
+            fns: NO_BATCH,
             state: MaybeUninit::uninit(),
         }
     }
@@ -448,55 +515,64 @@ impl Batch {
         self.state.as_mut_ptr().cast()
     }
 
-    /// A client without batch functions: ends the open batch, if any,
-    /// and invokes.
+    /// Invokes `client`, a client of the open batch's group.
     #[inline(always)]
-    fn plain(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
-        self.end();
-        plain_invoke(client, context, result)
+    fn invoke(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
+        debug_assert!(self.open != PLAIN, "no batch open");
+        let state = self.state_ptr();
+        // SAFETY: a batch of these functions, which are the client's (its
+        // tag is the open group's: invariant), is open with our state; the
+        // client stays live while the event is in the epoch; context is
+        // the caller's.
+        unsafe { (self.fns.invoke)(client.binding_context, context, result, state) }
     }
 
-    /// A client with batch functions: in the open batch if they are its,
-    /// else in a new one.
-    fn run(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
+    /// Invokes `client`, tagged `tag` (not detached), which is not of the
+    /// open batch's group: ends that batch, and begins one for the client
+    /// when it has batch functions.
+    #[inline(never)]
+    fn switch(
+        &mut self,
+        tag: u8,
+        client: &Client,
+        context: *mut c_void,
+        result: &mut u32,
+    ) -> ebpf_result_t {
+        self.end();
         let Some(fns) = client.dispatch.batch else {
-            return self.plain(client, context, result);
+            return plain_invoke(client, context, result);
         };
-        if !self.open.is_some_and(|open| open.same_as(&fns)) {
-            self.end();
-            let state = self.state_ptr();
-            // SAFETY: the client's batch begin, with our 64-byte state; the
-            // client stays live while the caller's event is in the epoch.
-            let begun = unsafe { (fns.begin)(size_of::<ebpf_execution_context_state_t>(), state) };
-            if ebpf_check(begun).is_err() {
-                return plain_invoke(client, context, result);
-            }
-            // INVARIANT: begun with `state`.
-            self.open = Some(fns);
-        }
         let state = self.state_ptr();
-        // SAFETY: a batch of these functions is open with our state; the
-        // client stays live (epoch); context is the caller's.
-        unsafe { (fns.invoke)(client.binding_context, context, result, state) }
+        // SAFETY: the client's batch begin, with our 64-byte state; the
+        // client stays live while the caller's event is in the epoch.
+        let begun = unsafe { (fns.begin)(size_of::<ebpf_execution_context_state_t>(), state) };
+        if ebpf_check(begun).is_err() {
+            return plain_invoke(client, context, result);
+        }
+        // INVARIANT: begun with `state`; a client's tag is its group's
+        // (attach), except UNSHARED, whose batch no other client joins.
+        self.fns = fns;
+        self.open = if tag == UNSHARED { OPEN_UNSHARED } else { tag };
+        self.invoke(client, context, result)
     }
 
     /// Ends the open batch, if any.
     #[inline(always)]
     fn end(&mut self) {
-        if self.open.is_some() {
+        if self.open != PLAIN {
             self.end_open();
         }
     }
 
     #[inline(never)]
     fn end_open(&mut self) {
-        if let Some(fns) = self.open.take() {
-            let state = self.state_ptr();
-            // SAFETY: ends the batch begun with this state (invariant); the
-            // client that began it stays live until the event leaves the
-            // epoch, after this.
-            let _ = unsafe { (fns.end)(state) };
-        }
+        let state = self.state_ptr();
+        // SAFETY: ends the batch begun with this state (invariant: `open`
+        // is not PLAIN); the client that began it stays live until the
+        // event leaves the epoch, after this.
+        let _ = unsafe { (self.fns.end)(state) };
+        // INVARIANT: no batch open.
+        self.open = PLAIN;
     }
 }
 
