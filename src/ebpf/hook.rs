@@ -304,7 +304,8 @@ impl HookProvider {
     ) {
         let program_context = context.as_program_context();
         let reader = self.published.enter(|| self.grace_period_over());
-        let mut batch = Batch::new();
+        let mut state = MaybeUninit::uninit();
+        let mut batch = Batch::new(&mut state);
         for entry in self.published.clients(&reader).iter() {
             let mut result = 0u32;
             let tag = entry.tag();
@@ -493,19 +494,21 @@ fn complete(done: Done<Client>, synchronous: Option<&Entry<Client>>) {
 /// it initialized), `fns.end` has not been called for it yet, and `open`
 /// is the tag of the group whose functions `fns` are (or
 /// [`OPEN_UNSHARED`]); every client tagged `open` has these functions.
-struct Batch {
+struct Batch<'s> {
     open: u8,
     fns: BatchFunctions,
     /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
-    state: MaybeUninit<ebpf_execution_context_state_t>,
+    /// Borrowed from the caller, so that only it is in memory (`open` and
+    /// `fns` stay in registers).
+    state: &'s mut MaybeUninit<ebpf_execution_context_state_t>,
 }
 
-impl Batch {
-    fn new() -> Batch {
+impl<'s> Batch<'s> {
+    fn new(state: &'s mut MaybeUninit<ebpf_execution_context_state_t>) -> Batch<'s> {
         Batch {
             open: PLAIN,
             fns: NO_BATCH,
-            state: MaybeUninit::uninit(),
+            state,
         }
     }
 
@@ -530,7 +533,7 @@ impl Batch {
     /// Invokes `client`, tagged `tag` (not detached), which is not of the
     /// open batch's group: ends that batch, and begins one for the client
     /// when it has batch functions.
-    #[inline(never)]
+    #[inline]
     fn switch(
         &mut self,
         tag: u8,
@@ -564,7 +567,7 @@ impl Batch {
         }
     }
 
-    #[inline(never)]
+    #[inline]
     fn end_open(&mut self) {
         let state = self.state_ptr();
         // SAFETY: ends the batch begun with this state (invariant: `open`
