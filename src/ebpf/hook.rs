@@ -199,30 +199,6 @@ unsafe extern "system" fn hole_invoke(_: *const c_void, _: *mut c_void, _: *mut 
     EbpfError::INVALID_ARGUMENT.code()
 }
 
-unsafe extern "system" fn hole_batch_begin(_: usize, _: *mut c_void) -> u32 {
-    EbpfError::INVALID_ARGUMENT.code()
-}
-
-unsafe extern "system" fn hole_batch_invoke(
-    _: *const c_void,
-    _: *mut c_void,
-    _: *mut u32,
-    _: *const c_void,
-) -> u32 {
-    EbpfError::INVALID_ARGUMENT.code()
-}
-
-unsafe extern "system" fn hole_batch_end(_: *mut c_void) -> u32 {
-    EbpfError::INVALID_ARGUMENT.code()
-}
-
-/// The functions of no batch (never called: see [`Batch`]).
-const NO_BATCH: BatchFunctions = BatchFunctions {
-    begin: hole_batch_begin,
-    invoke: hole_batch_invoke,
-    end: hole_batch_end,
-};
-
 /// The value of the entry detached clients' slots point to.
 const HOLE: Client = Client {
     binding_handle: 0,
@@ -494,9 +470,11 @@ fn complete(done: Done<Client>, synchronous: Option<&Entry<Client>>) {
 /// it initialized), `fns.end` has not been called for it yet, and `open`
 /// is the tag of the group whose functions `fns` are (or
 /// [`OPEN_UNSHARED`]); every client tagged `open` has these functions.
+/// `fns` is initialized from the first begin on (it is read only while a
+/// batch is open).
 struct Batch<'s> {
     open: u8,
-    fns: BatchFunctions,
+    fns: MaybeUninit<BatchFunctions>,
     /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
     /// Borrowed from the caller, so that only it is in memory (`open` and
     /// `fns` stay in registers).
@@ -507,7 +485,7 @@ impl<'s> Batch<'s> {
     fn new(state: &'s mut MaybeUninit<ebpf_execution_context_state_t>) -> Batch<'s> {
         Batch {
             open: PLAIN,
-            fns: NO_BATCH,
+            fns: MaybeUninit::uninit(),
             state,
         }
     }
@@ -523,11 +501,12 @@ impl<'s> Batch<'s> {
     fn invoke(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
         debug_assert!(self.open != PLAIN, "no batch open");
         let state = self.state_ptr();
-        // SAFETY: a batch of these functions, which are the client's (its
-        // tag is the open group's: invariant), is open with our state; the
-        // client stays live while the event is in the epoch; context is
-        // the caller's.
-        unsafe { (self.fns.invoke)(client.binding_context, context, result, state) }
+        // SAFETY: a batch is open, so `fns` is initialized (invariant).
+        let invoke = unsafe { self.fns.assume_init_ref() }.invoke;
+        // SAFETY: these functions are the client's (its tag is the open
+        // group's: invariant), begun with our state; the client stays live
+        // while the event is in the epoch; context is the caller's.
+        unsafe { invoke(client.binding_context, context, result, state) }
     }
 
     /// Invokes `client`, tagged `tag` (not detached), which is not of the
@@ -554,7 +533,7 @@ impl<'s> Batch<'s> {
         }
         // INVARIANT: begun with `state`; a client's tag is its group's
         // (attach), except UNSHARED, whose batch no other client joins.
-        self.fns = fns;
+        self.fns.write(fns);
         self.open = if tag == UNSHARED { OPEN_UNSHARED } else { tag };
         self.invoke(client, context, result)
     }
@@ -570,10 +549,12 @@ impl<'s> Batch<'s> {
     #[inline]
     fn end_open(&mut self) {
         let state = self.state_ptr();
-        // SAFETY: ends the batch begun with this state (invariant: `open`
-        // is not PLAIN); the client that began it stays live until the
-        // event leaves the epoch, after this.
-        let _ = unsafe { (self.fns.end)(state) };
+        // SAFETY: `open` is not PLAIN, so `fns` is initialized (invariant).
+        let end = unsafe { self.fns.assume_init_ref() }.end;
+        // SAFETY: ends the batch begun with this state (invariant); the
+        // client that began it stays live until the event leaves the
+        // epoch, after this.
+        let _ = unsafe { end(state) };
         // INVARIANT: no batch open.
         self.open = PLAIN;
     }
