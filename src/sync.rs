@@ -139,7 +139,10 @@ impl Epoch {
     #[inline(always)]
     fn release(&self, counter: &AtomicUsize) -> bool {
         let before = counter.fetch_sub(1, Ordering::SeqCst);
-        debug_assert!(before & !DRAINING != 0, "an epoch left more often than entered");
+        debug_assert!(
+            before & !DRAINING != 0,
+            "an epoch left more often than entered"
+        );
         before == DRAINING | 1 && self.emptied(counter)
     }
 
@@ -175,7 +178,10 @@ impl Epoch {
             let counter = &slot.count[old];
             let mut current = counter.load(Ordering::SeqCst);
             loop {
-                debug_assert!(current & DRAINING == 0, "a mark left from an earlier period");
+                debug_assert!(
+                    current & DRAINING == 0,
+                    "a mark left from an earlier period"
+                );
                 if current == 0 {
                     unmarked += 1;
                     break;
@@ -741,7 +747,10 @@ mod tests {
         // SAFETY: none in progress.
         assert!(!unsafe { e.start() }, "two readers inside");
         let late = e.enter(|| panic!());
-        assert!(!e.leave(late), "a reader of the new parity is not waited for");
+        assert!(
+            !e.leave(late),
+            "a reader of the new parity is not waited for"
+        );
         assert!(!e.leave(a), "one reader of the old parity is still inside");
         assert!(e.leave(b), "the last one ends it");
         // A reader still inside when the next period begins is waited for.
@@ -817,7 +826,12 @@ mod tests {
             bad: AtomicUsize::new(0),
         });
         let end = |s: &Shared| {
-            let retired = s.in_progress.lock().unwrap().take().expect("a period ended twice");
+            let retired = s
+                .in_progress
+                .lock()
+                .unwrap()
+                .take()
+                .expect("a period ended twice");
             s.freed[retired].store(true, Ordering::SeqCst);
             s.ended.fetch_add(1, Ordering::SeqCst);
         };
@@ -847,7 +861,10 @@ mod tests {
             // Wait until the previous period is over (the test's writer
             // serialises its periods, as the provider's lock does).
             while s.in_progress.lock().unwrap().is_some() {
-                assert!(std::time::Instant::now() < limit, "a grace period never ended");
+                assert!(
+                    std::time::Instant::now() < limit,
+                    "a grace period never ended"
+                );
                 std::thread::yield_now();
             }
             let old = s.current.swap(next, Ordering::SeqCst);
@@ -858,14 +875,21 @@ mod tests {
             }
         }
         while s.in_progress.lock().unwrap().is_some() {
-            assert!(std::time::Instant::now() < limit, "the last grace period never ended");
+            assert!(
+                std::time::Instant::now() < limit,
+                "the last grace period never ended"
+            );
             std::thread::yield_now();
         }
         stop.store(true, Ordering::SeqCst);
         for t in readers {
             t.join().unwrap();
         }
-        assert_eq!(s.bad.load(Ordering::SeqCst), 0, "a reader saw a freed value");
+        assert_eq!(
+            s.bad.load(Ordering::SeqCst),
+            0,
+            "a reader saw a freed value"
+        );
         assert_eq!(s.ended.load(Ordering::SeqCst), VALUES - 1);
         assert_eq!(s.epoch.readers(), 0);
     }

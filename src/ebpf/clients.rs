@@ -693,7 +693,10 @@ mod tests {
             attach(&mut w, &p, e);
         }
         assert_eq!(values(&p), [0, 10, 11, 12, 13]);
-        assert!(p.leave(r), "the only reader of the old parity ends the period");
+        assert!(
+            p.leave(r),
+            "the only reader of the old parity ends the period"
+        );
         let done = w.grace_period_over(&p);
         let mut completed = Vec::new();
         done.finish(|e| completed.push(*e.value()));
