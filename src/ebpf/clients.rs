@@ -16,11 +16,12 @@
 //! - [`Writer::publish`] (the binding at its final address): appends the
 //!   entry to the reserved room; readers that load the array's length
 //!   after that see it. [`Writer::unreserve`] gives the room back.
-//! - [`Writer::detach`]: marks the entry detaching (no event that reads
-//!   the mark calls it again), points its slot in the published array to the hole (no
-//!   event that starts later finds it) and defers its completion to a
-//!   grace period: every event that could have read its pointer has left
-//!   when it is reported. Allocates nothing, never waits.
+//! - [`Writer::detach`]: marks the entry detached (no event that reads
+//!   the mark calls it again), publishes a compacted array without it (no
+//!   event that starts later finds it; when the pool is exhausted, its
+//!   slot is made a hole instead, so a detach never fails) and defers its
+//!   completion to a grace period: every event that could have read its
+//!   pointer has left when it is reported. Never waits.
 //!
 //! One grace period runs at a time; what is deferred while one runs waits
 //! for the next, which whoever ends the current one starts. What is over
@@ -28,10 +29,9 @@
 //! arrays are freed, entries reported detached (the caller completes the
 //! NMR detach, after which the entry may be freed).
 //!
-//! A detached client's slot stays a hole (it points to an entry tagged
-//! [`DETACHED`], which readers skip) until the next
-//! reallocation compacts the array; arrays are at most about twice the
-//! number of clients attached.
+//! A hole is a slot that points to the [`Published`]'s own entry, tagged
+//! [`DETACHED`], which readers skip; the next reallocation compacts it
+//! away. Arrays hold at most about twice the clients attached, plus holes.
 
 use crate::pool::PoolBox;
 use crate::sync::{Epoch, EpochReader};

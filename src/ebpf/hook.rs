@@ -15,13 +15,16 @@
 //! programs of every client whose detach has not begun, ends the batch, and
 //! leaves: no lock (so the IRQL does not change between a batch's begin and
 //! end), no atomic per client, no kernel call. It allocates nothing and
-//! never waits. Detach never blocks: it marks the client and clears its
-//! slot under the provider's spin lock; when no event is inside the epoch
-//! it answers STATUS_SUCCESS, otherwise STATUS_PENDING, and whoever ends
-//! the grace period (the last event that could still call the client, as
-//! it leaves, at its own IRQL) reports the detach complete, once. Attach
-//! allocates (a larger array when the published one is full, the old one
-//! freed after a grace period); detach and the event path never do.
+//! never waits. Detach never blocks and never fails: under the provider's
+//! spin lock it marks the client and publishes an array without it (or,
+//! when the pool is exhausted, makes its slot a hole events skip); when no
+//! event is inside the epoch it answers STATUS_SUCCESS, otherwise
+//! STATUS_PENDING, and whoever ends the grace period (the last event that
+//! was inside when the detach began, as it leaves, at its own IRQL)
+//! reports the detach complete, once. So a detach waits for every event in
+//! flight, not only for those that could reach the client. Arrays are
+//! allocated by attach (which fails without one) and detach, never by an
+//! event, and freed after a grace period.
 //!
 //! The event source is registered when the first client attaches and
 //! removed after the last one detaches. Removal waits for the callback's
