@@ -20,8 +20,8 @@
 //! validation are unit-tested on the host; the NMR client and the push
 //! function are in `kernel` (Windows only). See docs/netevent-hook.md.
 
-use ebpf_ext::nt::GUID;
 use core::mem::{offset_of, size_of};
+use ebpf_ext::nt::GUID;
 
 /// `EBPF_PROGRAM_TYPE_NETEVENT`.
 pub const EBPF_PROGRAM_TYPE_NETEVENT: GUID = GUID::new(
@@ -188,19 +188,28 @@ pub fn event_type(event: &[u8]) -> Option<u8> {
     (event.len() >= PKTMON_EVENT_HEADER_LENGTH).then(|| event[0])
 }
 
-/// Writes the program's view of `event` into `out`: the data header, then
-/// the event unchanged. Returns the length written, or `None` (nothing
-/// written) when the event is shorter than the PktMon header or `out` is
-/// too small.
-pub fn frame_event(event: &[u8], out: &mut [u8]) -> Option<usize> {
-    let event_type = event_type(event)?;
-    let total = size_of::<netevent_data_header_t>().checked_add(event.len())?;
-    let out = out.get_mut(..total)?;
-    out[0] = event_type;
-    out[1] = 0;
-    out[2..4].copy_from_slice(&NETEVENT_PKTMON_EVENT_CURRENT_VERSION.to_le_bytes());
-    out[4..].copy_from_slice(event);
-    Some(total)
+/// The data header of an event of `event_type`.
+pub fn data_header(event_type: u8) -> [u8; size_of::<netevent_data_header_t>()] {
+    let [v0, v1] = NETEVENT_PKTMON_EVENT_CURRENT_VERSION.to_le_bytes();
+    [event_type, 0, v0, v1]
+}
+
+/// Replaces `out` with the program's view of `event`: the data header,
+/// then the event unchanged. Grows `out` only when it is too small (the
+/// one allocation an event may need).
+///
+/// # Errors
+/// `TryReserveError` when growing fails (`out` is then empty).
+pub fn frame_event(
+    event: &[u8],
+    out: &mut alloc::vec::Vec<u8>,
+) -> Result<(), alloc::collections::TryReserveError> {
+    out.clear();
+    let header = data_header(event.first().copied().unwrap_or(0));
+    out.try_reserve_exact(header.len() + event.len())?;
+    out.extend_from_slice(&header);
+    out.extend_from_slice(event);
+    Ok(())
 }
 
 /// Whether a test run's data could be an event the driver frames: at least
@@ -240,21 +249,48 @@ mod tests {
         assert_eq!(union(&[]), CaptureType::None);
         assert_eq!(union(&[CaptureType::None]), CaptureType::None);
         assert_eq!(union(&[CaptureType::Drop]), CaptureType::Drop);
-        assert_eq!(union(&[CaptureType::Flow, CaptureType::None]), CaptureType::Flow);
-        assert_eq!(union(&[CaptureType::Flow, CaptureType::Drop]), CaptureType::All);
-        assert_eq!(union(&[CaptureType::All, CaptureType::Drop]), CaptureType::All);
+        assert_eq!(
+            union(&[CaptureType::Flow, CaptureType::None]),
+            CaptureType::Flow
+        );
+        assert_eq!(
+            union(&[CaptureType::Flow, CaptureType::Drop]),
+            CaptureType::All
+        );
+        assert_eq!(
+            union(&[CaptureType::All, CaptureType::Drop]),
+            CaptureType::All
+        );
     }
 
     #[test]
     fn attach_options_are_one_known_capture_type() {
-        assert_eq!(parse_attach_options(&3u32.to_le_bytes()), Ok(CaptureType::Drop));
-        assert_eq!(parse_attach_options(&1u32.to_le_bytes()), Ok(CaptureType::All));
-        assert_eq!(parse_attach_options(&4u32.to_le_bytes()), Ok(CaptureType::None));
-        assert_eq!(parse_attach_options(&0u32.to_le_bytes()), Err(OptionsError::CaptureType));
-        assert_eq!(parse_attach_options(&5u32.to_le_bytes()), Err(OptionsError::CaptureType));
+        assert_eq!(
+            parse_attach_options(&3u32.to_le_bytes()),
+            Ok(CaptureType::Drop)
+        );
+        assert_eq!(
+            parse_attach_options(&1u32.to_le_bytes()),
+            Ok(CaptureType::All)
+        );
+        assert_eq!(
+            parse_attach_options(&4u32.to_le_bytes()),
+            Ok(CaptureType::None)
+        );
+        assert_eq!(
+            parse_attach_options(&0u32.to_le_bytes()),
+            Err(OptionsError::CaptureType)
+        );
+        assert_eq!(
+            parse_attach_options(&5u32.to_le_bytes()),
+            Err(OptionsError::CaptureType)
+        );
         assert_eq!(parse_attach_options(&[]), Err(OptionsError::Size));
         assert_eq!(parse_attach_options(&[1, 0, 0]), Err(OptionsError::Size));
-        assert_eq!(parse_attach_options(&[1, 0, 0, 0, 0]), Err(OptionsError::Size));
+        assert_eq!(
+            parse_attach_options(&[1, 0, 0, 0, 0]),
+            Err(OptionsError::Size)
+        );
     }
 
     #[test]
@@ -263,18 +299,29 @@ mod tests {
         event[0] = NETEVENT_EVENT_TYPE_PKTMON_FLOW;
         event[1] = 0x12; // the event id's higher bytes are not the type
         event[PKTMON_EVENT_HEADER_LENGTH..].copy_from_slice(b"abc");
-        let mut out = vec![0xAAu8; 4 + event.len() + 1];
-        assert_eq!(frame_event(&event, &mut out), Some(4 + event.len()));
+        assert_eq!(event_type(&event), Some(NETEVENT_EVENT_TYPE_PKTMON_FLOW));
+        let mut out = Vec::with_capacity(4096);
+        out.extend_from_slice(b"stale bytes of the previous event");
+        let capacity = out.capacity();
+        frame_event(&event, &mut out).unwrap();
+        assert_eq!(out.len(), 4 + event.len());
         assert_eq!(&out[..4], &[101, 0, 1, 0]);
-        assert_eq!(&out[4..4 + event.len()], &event[..]);
-        assert_eq!(&out[DATA_OFFSET..DATA_OFFSET + 3], b"abc");
-        assert_eq!(out[4 + event.len()], 0xAA, "nothing written past the event");
-        let mut short = vec![0xAAu8; 4 + event.len() - 1];
-        assert_eq!(frame_event(&event, &mut short), None);
-        assert!(short.iter().all(|&b| b == 0xAA), "nothing written when short");
+        assert_eq!(&out[4..], &event[..]);
+        assert_eq!(&out[DATA_OFFSET..], b"abc");
+        assert_eq!(out.capacity(), capacity, "a buffer large enough is reused");
+        let mut small = Vec::new();
+        frame_event(&event, &mut small).unwrap();
+        assert_eq!(small, out, "a small buffer grows");
         let header_only = [NETEVENT_EVENT_TYPE_PKTMON_DROP; PKTMON_EVENT_HEADER_LENGTH];
-        assert_eq!(frame_event(&header_only, &mut out), Some(DATA_OFFSET));
-        assert_eq!(frame_event(&header_only[1..], &mut out), None, "shorter than the header");
+        assert_eq!(
+            event_type(&header_only),
+            Some(NETEVENT_EVENT_TYPE_PKTMON_DROP)
+        );
+        assert_eq!(
+            event_type(&header_only[1..]),
+            None,
+            "shorter than the header"
+        );
     }
 
     #[test]
@@ -299,6 +346,7 @@ mod kernel {
     use core::ptr;
     use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
     use ebpf_ext::ebpf::abi::*;
+    use ebpf_ext::ebpf::client::ClientError;
     use ebpf_ext::ebpf::context::{
         test_run_context_create, test_run_context_destroy, Packet, ProgramContext, TestRunContext,
         TestRunHook, TestRunOutput,
@@ -357,7 +405,7 @@ mod kernel {
         BPF_ATTACH_TYPE_NETEVENT,
     )
     .with_link_type(BPF_LINK_TYPE_PLAIN)
-    .with_options(link_classes);
+    .with_link_classes(link_classes);
 
     /// The section programs of this type use: `SEC("netevent_monitor")`.
     static SECTIONS: &[store::Section] = &[store::Section::new("netevent_monitor", &ATTACH)];
@@ -366,16 +414,23 @@ mod kernel {
     /// netevent providers this driver binds to while programs are attached.
     pub static HOOK: Hook = Hook::new(&PROGRAM, &ATTACH, SECTIONS, &NETEVENT);
 
-    /// A link's event classes from its attach options.
-    fn link_classes(options: &[u8]) -> Result<u32, EbpfError> {
+    /// A link's event classes from its attach options (upstream refuses a
+    /// link without them, or with an unknown capture type, the same way).
+    fn link_classes(options: &[u8]) -> Result<u32, ClientError> {
         match parse_attach_options(options) {
             Ok(capture) => Ok(capture.classes()),
-            Err(OptionsError::Size) => Err(EbpfError::INVALID_ARGUMENT),
-            Err(OptionsError::CaptureType) => Err(EbpfError::OPERATION_NOT_SUPPORTED),
+            Err(OptionsError::Size) => Err(ClientError::InvalidAttachParameters),
+            Err(OptionsError::CaptureType) => Err(ClientError::UnsupportedAttachParameters),
         }
     }
 
-    unsafe extern "system" fn bpf_netevent_push_event(_: u64, _: u64, _: u64, _: u64, _: u64) -> i64 {
+    unsafe extern "system" fn bpf_netevent_push_event(
+        _: u64,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: u64,
+    ) -> i64 {
         helper_return(Err(Errno::NotSupported))
     }
 
@@ -460,7 +515,10 @@ mod kernel {
     impl Client for NeteventClient {
         type Binding = nt::GUID;
 
-        fn attach(&'static self, provider: &ProviderAttach<'_>) -> NtResult<(nt::GUID, *const c_void)> {
+        fn attach(
+            &'static self,
+            provider: &ProviderAttach<'_>,
+        ) -> NtResult<(nt::GUID, *const c_void)> {
             let specific =
                 provider.registration.NpiSpecificCharacteristics as *const ProviderCharacteristics;
             // SAFETY: a provider of this NPI publishes its characteristics
@@ -468,22 +526,29 @@ mod kernel {
             let usable = unsafe { specific.as_ref() }
                 .is_some_and(|c| c.size as usize >= size_of::<ProviderCharacteristics>());
             if !usable {
-                trace::netevent_provider_refused(&provider.provider_module);
-                return Err(nt::Error::NOINTERFACE);
+                let e = nt::Error::NOINTERFACE;
+                trace::provider_bind(c"netevent", &provider.provider_module, Err(e));
+                return Err(e);
             }
-            Ok((provider.provider_module, (&DISPATCH as *const ClientDispatch).cast()))
+            Ok((
+                provider.provider_module,
+                (&DISPATCH as *const ClientDispatch).cast(),
+            ))
         }
 
         fn attached(&'static self, module: &nt::GUID) {
-            trace::netevent_provider_bound(module);
+            trace::provider_bind(c"netevent", module, Ok(()));
         }
 
-        fn abandon(&'static self, _module: nt::GUID) {}
+        fn abandon(&'static self, module: nt::GUID) {
+            // Out of memory, or the provider refused the binding.
+            trace::provider_bind(c"netevent", &module, Err(nt::Error::UNSUCCESSFUL));
+        }
 
         fn detach(&'static self, module: &nt::GUID) -> Detach {
-            // Nothing of the binding is used by push_event: a provider
-            // stops calling it once its own detach is done.
-            trace::netevent_provider_unbound(module);
+            // push_event uses nothing of the binding, and a provider stops
+            // calling it once its own detach is done.
+            trace::provider_unbind(c"netevent", module);
             Detach::Complete
         }
     }
@@ -523,9 +588,12 @@ mod kernel {
     impl Netevent {
         fn allocate_slots() -> NtResult<alloc::boxed::Box<[Slot]>> {
             // SAFETY: a plain query.
-            let count = unsafe { nt::KeQueryMaximumProcessorCountEx(nt::ALL_PROCESSOR_GROUPS) } as usize;
+            let count =
+                unsafe { nt::KeQueryMaximumProcessorCountEx(nt::ALL_PROCESSOR_GROUPS) } as usize;
             let mut slots = Vec::new();
-            slots.try_reserve_exact(count.max(1)).map_err(|_| nt::Error::INSUFFICIENT_RESOURCES)?;
+            slots
+                .try_reserve_exact(count.max(1))
+                .map_err(|_| nt::Error::INSUFFICIENT_RESOURCES)?;
             for _ in 0..count.max(1) {
                 let mut buffer = Vec::new();
                 buffer
@@ -557,7 +625,7 @@ mod kernel {
     impl EventSource for Netevent {
         fn register(&self) -> NtResult {
             let slots = Self::allocate_slots().inspect_err(|e| {
-                trace::api_failure(trace::keyword::EXTENSION, c"ExAllocatePool2", e.status())
+                trace::api_failure(trace::hook_keyword(), c"ExAllocatePool2", e.status())
             })?;
             let count = slots.len();
             let raw = alloc::boxed::Box::into_raw(slots) as *mut Slot;
@@ -594,7 +662,9 @@ mod kernel {
             if !raw.is_null() {
                 // SAFETY: the box leaked in `register`, taken back once (the
                 // swap), with no provider bound (type invariant).
-                drop(unsafe { alloc::boxed::Box::from_raw(ptr::slice_from_raw_parts_mut(raw, count)) });
+                drop(unsafe {
+                    alloc::boxed::Box::from_raw(ptr::slice_from_raw_parts_mut(raw, count))
+                });
             }
         }
 
@@ -610,7 +680,7 @@ mod kernel {
             let cpu = unsafe { nt::KeGetCurrentProcessorNumberEx(ptr::null_mut()) } as usize;
             // SAFETY: `raw` holds `count` slots while a provider is bound
             // (type invariant), which it is while it pushes events.
-            Some(unsafe { &*raw.add(cpu % count) })
+            Some(unsafe { &*raw.wrapping_add(cpu % count) })
         }
     }
 
@@ -630,43 +700,31 @@ mod kernel {
         };
         let (start, end) = (info.event_data_start, info.event_data_end);
         if start.is_null() || end <= start {
-            trace::netevent_dropped(c"EmptyEvent", 0);
+            trace::event_dropped(c"netevent", c"EmptyEvent", 0);
             return;
         }
         let len = end as usize - start as usize;
         // SAFETY: the provider's event bytes, valid for the call.
         let event = unsafe { core::slice::from_raw_parts(start, len) };
         let Some(event_type) = event_type(event) else {
-            trace::netevent_dropped(c"ShortEvent", len);
+            trace::event_dropped(c"netevent", c"ShortEvent", len as u64);
             return;
         };
         let Some(slot) = NETEVENT.slot() else {
             return;
         };
-        // Raises to DISPATCH_LEVEL: the processor's buffer is ours until
-        // the guard drops, after every program ran.
+        // Raises to DISPATCH_LEVEL: the processor's buffer is this event's
+        // until the guard drops, after every program ran.
         let mut buffer = slot.write();
-        let total = size_of::<netevent_data_header_t>() + len;
-        if buffer.capacity() < total {
-            let mut bigger = Vec::new();
-            if bigger.try_reserve_exact(total).is_err() {
-                trace::netevent_dropped(c"NoMemory", len);
-                return;
-            }
-            *buffer = bigger;
-        }
-        // SAFETY: u8 needs no initialization; `frame_event` writes the
-        // `total` bytes the programs are given.
-        unsafe { buffer.set_len(total) };
-        let Some(written) = frame_event(event, &mut buffer) else {
+        if frame_event(event, &mut buffer).is_err() {
+            trace::event_dropped(c"netevent", c"NoMemory", len as u64);
             return;
-        };
-        let framed = &mut buffer[..written];
-        let meta = framed.as_mut_ptr();
+        }
+        let meta = buffer.as_mut_ptr();
         let md = netevent_event_md_t {
             data_meta: meta,
             data: meta.wrapping_add(DATA_OFFSET),
-            data_end: meta.wrapping_add(written),
+            data_end: meta.wrapping_add(buffer.len()),
         };
         let mut context = EventContext::new(md, ());
         let mut run = 0u32;

@@ -42,10 +42,12 @@
 //! attached.
 
 use super::abi::*;
-use super::client::{validate_client, BatchFunctions, ClientDispatch};
+use super::client::{
+    attach_parameters, validate_client, BatchFunctions, ClientDispatch, ClientError,
+};
 use super::clients::{Done, Entry, Published, Writer, DETACHED};
 use super::context::ProgramContext;
-use super::program::{AttachType, ProgramType};
+use super::program::{AttachType, LinkClasses, ProgramType, ALL_CLASSES};
 use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessProvider};
 use crate::nt::{self, NtResult, HANDLE};
 use crate::store;
@@ -67,6 +69,14 @@ pub trait EventSource: Sync + 'static {
     /// the callback is in flight. Reports the outcome with
     /// `crate::trace::callback_remove`.
     fn unregister(&self);
+    /// A link that receives the event classes `classes` attached
+    /// (PASSIVE_LEVEL, after [`register`](Self::register) succeeded): for a
+    /// source that asks its producer only for the events some link wants.
+    fn link_attached(&self, _classes: u32) {}
+    /// A link counted by [`link_attached`](Self::link_attached) began its
+    /// detach, or its attach was undone (IRQL <= DISPATCH_LEVEL; must not
+    /// block).
+    fn link_detached(&self, _classes: u32) {}
 }
 
 /// `EBPF_PROGRAM_INFO_EXTENSION_IID`, as NMR reads it.
@@ -107,7 +117,7 @@ impl Hook {
                 (attach.data() as *const ebpf_attach_provider_data_t).cast(),
                 // `load` initializes the work item before this provider is
                 // registered, `unload` shuts it down after deregistering.
-                HookProvider::new(source),
+                HookProvider::new(source, attach.link_classes()),
             ),
         }
     }
@@ -175,6 +185,9 @@ pub struct Client {
     /// The client's opaque binding context, only passed back to it.
     binding_context: *const c_void,
     dispatch: ClientDispatch,
+    /// The event classes the link receives (its attach parameters, read by
+    /// the attach type's [`LinkClasses`]; [`ALL_CLASSES`] without).
+    classes: u32,
 }
 
 // SAFETY: `binding_context` is never dereferenced by the driver; it is
@@ -212,6 +225,7 @@ const HOLE: Client = Client {
         invoke: hole_invoke,
         batch: None,
     },
+    classes: 0,
 };
 // SAFETY: as above.
 unsafe impl Sync for Client {}
@@ -241,6 +255,9 @@ pub struct HookProvider {
     /// only compared, never called; never removed.
     groups: PushLock<[Option<BatchFunctions>; GROUPS]>,
     source: &'static dyn EventSource,
+    /// How links' attach parameters select their events (`None`: every
+    /// link receives every event).
+    link_classes: Option<LinkClasses>,
     /// Removes the event source once no client is active.
     idle_work: PassiveWork,
 }
@@ -260,7 +277,10 @@ impl HookProvider {
     /// The work item is not yet initialized: only [`Hook`], which
     /// initializes it before registering and shuts it down after
     /// deregistering, constructs one.
-    const fn new(source: &'static dyn EventSource) -> HookProvider {
+    const fn new(
+        source: &'static dyn EventSource,
+        link_classes: Option<LinkClasses>,
+    ) -> HookProvider {
         HookProvider {
             published: Published::new(HOLE),
             writer: SpinRwLock::new(Writer::new()),
@@ -268,6 +288,7 @@ impl HookProvider {
             registered: PushLock::new(false),
             groups: PushLock::new([None; GROUPS]),
             source,
+            link_classes,
             // SAFETY: see `Hook::new` and the type's invariants: init
             // before the first request, shutdown after the last.
             idle_work: unsafe { PassiveWork::new() },
@@ -288,6 +309,29 @@ impl HookProvider {
     pub fn invoke<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
+        on_result: impl FnMut(u32) -> Flow,
+    ) {
+        self.invoke_where(context, |_| true, on_result);
+    }
+
+    /// [`invoke`](Self::invoke) for an event of class `class` (one bit):
+    /// only the clients whose link receives that class (see
+    /// [`AttachType::with_link_classes`]) run.
+    #[inline]
+    pub fn invoke_classes<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        class: u32,
+        on_result: impl FnMut(u32) -> Flow,
+    ) {
+        self.invoke_where(context, |client| client.classes & class != 0, on_result);
+    }
+
+    #[inline(always)]
+    fn invoke_where<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        receives: impl Fn(&Client) -> bool,
         mut on_result: impl FnMut(u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
@@ -295,6 +339,9 @@ impl HookProvider {
         let mut state = MaybeUninit::uninit();
         let mut batch = Batch::new(&mut state);
         for entry in self.published.clients(&reader).iter() {
+            if !receives(entry.value()) {
+                continue;
+            }
             let mut result = 0u32;
             let tag = entry.tag();
             let status = if tag | batch.open == PLAIN {
@@ -345,6 +392,20 @@ impl HookProvider {
                 client.dispatch,
             )
         }
+        .and_then(|dispatch| {
+            let classes = match self.link_classes {
+                None => ALL_CLASSES,
+                // SAFETY: the characteristics passed validate_client; the
+                // core keeps the parameters for the attach call.
+                Some(classes) => classes(unsafe {
+                    attach_parameters(
+                        client.registration.NpiSpecificCharacteristics
+                            as *const ebpf_extension_data_t,
+                    )
+                })?,
+            };
+            Ok::<_, ClientError>((dispatch, classes))
+        })
         .map_err(|e| {
             crate::trace::client_refused(
                 &client.provider_module,
@@ -354,6 +415,7 @@ impl HookProvider {
             );
             e.status()
         })?;
+        let (dispatch, classes) = dispatch;
         // Room in the published array (the only allocation a client
         // needs: its detach then cannot fail).
         let reserved = self.writer.write().reserve(&self.published);
@@ -382,6 +444,7 @@ impl HookProvider {
             // (which checks the count under it) cannot remove the source
             // from under this client.
             self.active.fetch_add(1, Ordering::AcqRel);
+            self.source.link_attached(classes);
         }
         let kind = match &dispatch.batch {
             Some(fns) => self.batch_tag(fns),
@@ -392,6 +455,7 @@ impl HookProvider {
                 binding_handle,
                 binding_context: client.binding_context,
                 dispatch,
+                classes,
             },
             kind,
         ))
@@ -598,13 +662,15 @@ impl Provider for HookProvider {
         unsafe { self.writer.write().publish(&self.published, binding) };
     }
 
-    fn abandon(&'static self, _binding: Entry<Client>) {
+    fn abandon(&'static self, binding: Entry<Client>) {
         self.writer.write().unreserve();
+        self.source.link_detached(binding.value().classes);
         self.deactivate();
     }
 
     fn detach(&'static self, binding: &Entry<Client>) -> Detach {
         let done = self.writer.write().detach(&self.published, binding);
+        self.source.link_detached(binding.value().classes);
         self.deactivate();
         let outcome = if done.holds(binding) {
             Detach::Complete

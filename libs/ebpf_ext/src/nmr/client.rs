@@ -41,8 +41,10 @@ pub trait Client: Sync + 'static {
     ///
     /// # Errors
     /// The status returned to NMR; the provider is not bound.
-    fn attach(&'static self, provider: &ProviderAttach<'_>)
-        -> NtResult<(Self::Binding, *const c_void)>;
+    fn attach(
+        &'static self,
+        provider: &ProviderAttach<'_>,
+    ) -> NtResult<(Self::Binding, *const c_void)>;
 
     /// The provider accepted: the binding is at its final address, where it
     /// stays until it is dropped after [`cleanup`](Self::cleanup).
@@ -172,8 +174,10 @@ impl<C: Client> ClientRegistration<C> {
         // SAFETY: a handle NmrRegisterClient returned, deregistered once
         // (the swap above guarantees it).
         match unsafe { nt::NmrDeregisterClient(handle) } {
-            // SAFETY: same handle; PASSIVE_LEVEL (caller's contract).
-            nt::STATUS_PENDING => nt::check(unsafe { nt::NmrWaitForClientDeregisterComplete(handle) }),
+            nt::STATUS_PENDING => {
+                // SAFETY: same handle; PASSIVE_LEVEL (caller's contract).
+                nt::check(unsafe { nt::NmrWaitForClientDeregisterComplete(handle) })
+            }
             other => nt::check(other),
         }
     }
@@ -221,14 +225,20 @@ fn attach<C: Client>(
         provider_binding_context: ptr::null_mut(),
         provider_dispatch: ptr::null(),
     };
-    let mut context = match PoolBox::try_new(context) {
+    let context = match PoolBox::try_new(context) {
         Ok(context) => context,
         Err(context) => {
             client.abandon(context.binding);
             return Err(nt::Error::INSUFFICIENT_RESOURCES);
         }
     };
-    let raw: *mut BindingContext<C> = &mut *context;
+    // From here the block is reached through this one pointer, which NMR
+    // keeps until cleanup.
+    let raw = PoolBox::into_raw(context);
+    // SAFETY: `raw` is the live block; only a field's address is taken.
+    let provider_context = unsafe { ptr::addr_of_mut!((*raw).provider_binding_context) };
+    // SAFETY: as above.
+    let provider_dispatch = unsafe { ptr::addr_of_mut!((*raw).provider_dispatch) };
     // SAFETY: the binding handle of this attach; the binding context is
     // the pool block, which stays put until cleanup; the dispatch table is
     // the client's (a static); the out-pointers are fields of that block.
@@ -237,18 +247,20 @@ fn attach<C: Client>(
             binding_handle,
             raw.cast(),
             dispatch,
-            ptr::addr_of_mut!((*raw).provider_binding_context),
-            ptr::addr_of_mut!((*raw).provider_dispatch),
+            provider_context,
+            provider_dispatch,
         )
     };
     if let Err(e) = nt::check(status) {
-        let context = PoolBox::into_inner(context);
+        // SAFETY: the block given away above; NMR keeps nothing of a
+        // binding whose attach failed.
+        let context = PoolBox::into_inner(unsafe { PoolBox::from_raw(raw) });
         client.abandon(context.binding);
         return Err(e);
     }
-    client.attached(&context.binding);
-    // NMR owns the block from here until cleanup.
-    let _ = PoolBox::into_raw(context);
+    // SAFETY: the live block; NMR owns it from here until cleanup, which
+    // comes after this callback returns.
+    client.attached(unsafe { &(*raw).binding });
     Ok(())
 }
 

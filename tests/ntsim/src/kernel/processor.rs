@@ -98,7 +98,10 @@ mod tests {
     #[test]
     fn a_thread_moves_below_dispatch_and_stays_above() {
         let _sim = crate::Sim::new();
-        assert_eq!(KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS), CPU_COUNT);
+        assert_eq!(
+            KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS),
+            CPU_COUNT
+        );
         assert_eq!(KeQueryMaximumProcessorCountEx(1), 0);
         // SAFETY: null is allowed.
         let a = unsafe { KeGetCurrentProcessorNumberEx(std::ptr::null_mut()) };
