@@ -313,6 +313,22 @@ fn nothing_of_the_driver_outlives_its_unload() {
     providers::register_provider(1).unwrap();
     let (program, link) = env.attach(providers::CAPTURE_ALL);
     deliver(1, &Event::new(DROP, b"z"), DeliveryIrql::Passive);
+    // The driver's pool blocks (its framing buffers among them) carry
+    // upstream's tag 'tvEN' (shown NEvt), not ntosebpfext's.
+    let blocks: Vec<String> = env
+        .sim
+        .outstanding()
+        .into_iter()
+        .filter(|l| l.contains("ExAllocatePool2"))
+        .collect();
+    assert!(
+        blocks.iter().any(|l| l.contains("tagged 'NEvt'")),
+        "{blocks:#?}"
+    );
+    assert!(
+        !blocks.iter().any(|l| l.contains("tagged 'Ntos'")),
+        "{blocks:#?}"
+    );
     drop(link);
     drop(program);
     env.sim.unload_driver().expect("the driver unloads");

@@ -49,6 +49,8 @@ mod driver {
         version: ebpf_ext::package_version!(),
         hooks: crate::hooks::HOOKS,
         trace: &crate::TRACE,
+        // Upstream's EBPF_NETEVENT_EXTENSION_POOL_TAG 'tvEN'.
+        pool_tag: u32::from_le_bytes(*b"NEvt"),
         // The C driver's control device name (`\device\ebpf_ext_` + its
         // provider name `netevent`).
         device_name: &ascii_to_utf16(b"\\Device\\ebpf_ext_netevent"),

@@ -47,6 +47,7 @@ mod driver {
         version: ebpf_ext::package_version!(),
         hooks: crate::hooks::HOOKS,
         trace: &crate::TRACE,
+        pool_tag: ebpf_ext::pool::POOL_TAG,
         // The C driver's control device name (`\device\ebpf_ext_` + its
         // provider name `ntos`; object names are case-insensitive).
         device_name: &ascii_to_utf16(b"\\Device\\ebpf_ext_ntos"),

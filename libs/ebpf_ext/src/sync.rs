@@ -554,9 +554,8 @@ mod nt_sync {
             // SAFETY: a plain kernel call.
             let size = unsafe { nt::IoSizeofWorkItem() } as usize;
             // SAFETY: a plain allocation, owned by `self` until `shutdown`.
-            let item = unsafe {
-                nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, size, crate::pool::POOL_TAG)
-            };
+            let item =
+                unsafe { nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, size, crate::pool::tag()) };
             if item.is_null() {
                 return Err(nt::Error::INSUFFICIENT_RESOURCES);
             }
@@ -622,7 +621,7 @@ mod nt_sync {
             // once, here (the swap above).
             unsafe { nt::IoUninitializeWorkItem(item) };
             // SAFETY: the block `init` allocated with this tag, freed once.
-            unsafe { nt::ExFreePoolWithTag(item, crate::pool::POOL_TAG) };
+            unsafe { nt::ExFreePoolWithTag(item, crate::pool::tag()) };
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Extension {
     pub hooks: &'static [&'static Hook],
     /// The driver's ETW provider.
     pub trace: &'static TraceProvider,
+    /// The tag of every pool block the driver allocates (four ASCII
+    /// characters, little-endian: `u32::from_le_bytes(*b"Ntos")`).
+    pub pool_tag: u32,
     /// The KMDF flavor's control device name (`\Device\...`), UTF-16
     /// without a terminating NUL (see [`ascii_to_utf16`]); unused by the
     /// portable flavor, which creates no device.
