@@ -767,6 +767,17 @@ mod tests {
     }
 
     #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a Done dropped without finish")]
+    fn a_done_dropped_unfinished_is_reported_in_debug_builds() {
+        let e = Entry::new(1u32, 0);
+        let (p, mut w) = (Published::new(u32::MAX), Writer::new());
+        attach(&mut w, &p, &e);
+        // Holds the detach (no reader): dropping it would lose the report.
+        drop(w.detach(&p, &e));
+    }
+
+    #[test]
     #[should_panic(expected = "detach begun twice")]
     fn a_second_detach_of_one_entry_is_refused() {
         let e = Entry::new(1u32, 0);
