@@ -216,11 +216,6 @@ impl<T> Published<T> {
         let slots = unsafe { array.as_ref() }.map_or(&[][..], |a| a.published());
         Clients { slots }
     }
-
-    /// Readers inside the epoch now (for checks).
-    pub fn readers(&self) -> usize {
-        self.epoch.readers()
-    }
 }
 
 /// The slots one event reads.
@@ -613,9 +608,18 @@ mod tests {
         let entries: Vec<Entry<u32>> = (0..40).map(|v| Entry::new(v, 1)).collect();
         let (p, mut w) = (Published::new(u32::MAX), Writer::new());
         assert!(values(&p).is_empty());
+        let capacity = |p: &Published<u32>| {
+            // SAFETY: the array exists (something was attached).
+            unsafe { &*p.array.load(Ordering::Relaxed) }.slots.len()
+        };
+        let mut capacities = Vec::new();
         for e in &entries[..10] {
             attach(&mut w, &p, e);
+            capacities.push(capacity(&p));
         }
+        // Reallocated only when full, to twice what is needed (the
+        // entries, the reservation, one more).
+        assert_eq!(capacities, [4, 4, 4, 4, 10, 10, 10, 10, 10, 10]);
         let mut completed = Vec::new();
         for e in [&entries[0], &entries[4], &entries[9]] {
             // Out of pool: the detach leaves a hole instead of compacting.
@@ -633,6 +637,8 @@ mod tests {
             );
         }
         assert_eq!(completed, [0, 4, 9]);
+        // The compacting detach sized the array for the 7 left.
+        assert_eq!(capacity(&p), 14);
         assert_eq!(values(&p), [1, 2, 3, 5, 6, 7, 8]);
         // A failed reservation changes nothing.
         FAIL_ALLOCATION.with(|f| f.set(true));
@@ -719,6 +725,56 @@ mod tests {
         assert_eq!(values(&p), [1]);
         w.detach(&p, &e).finish(|_| {});
         w.shutdown(&p);
+    }
+
+    /// Attaches that reserved room and have not published yet (NMR may
+    /// run several attach callbacks at once) keep it across a reallocation
+    /// and a compacting detach.
+    #[test]
+    fn reservations_outstanding_keep_their_room_across_reallocation_and_detach() {
+        let entries: Vec<Entry<u32>> = (0..8).map(|v| Entry::new(v, 0)).collect();
+        let (p, mut w) = (Published::new(u32::MAX), Writer::new());
+        for e in &entries[..2] {
+            attach(&mut w, &p, e);
+        }
+        // Three attaches in progress: the third reservation finds the
+        // array (capacity 4) full with its two entries and two reservations.
+        for _ in 0..3 {
+            no_work(w.reserve(&p).expect("allocation"));
+        }
+        for e in &entries[2..5] {
+            // SAFETY: as in `attach`.
+            unsafe { w.publish(&p, e) };
+        }
+        assert_eq!(values(&p), [0, 1, 2, 3, 4]);
+        // Three more in progress while a detach compacts the array: it
+        // keeps room for them.
+        for _ in 0..3 {
+            no_work(w.reserve(&p).expect("allocation"));
+        }
+        let done = w.detach(&p, &entries[0]);
+        assert!(done.holds(&entries[0]));
+        done.finish(|_| {});
+        for e in &entries[5..8] {
+            // SAFETY: as in `attach`.
+            unsafe { w.publish(&p, e) };
+        }
+        assert_eq!(values(&p), [1, 2, 3, 4, 5, 6, 7]);
+        for e in &entries[1..] {
+            w.detach(&p, e).finish(|_| {});
+        }
+        w.shutdown(&p);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "a Done dropped without finish")]
+    fn a_done_dropped_unfinished_is_reported_in_debug_builds() {
+        let e = Entry::new(1u32, 0);
+        let (p, mut w) = (Published::new(u32::MAX), Writer::new());
+        attach(&mut w, &p, &e);
+        // Holds the detach (no reader): dropping it would lose the report.
+        drop(w.detach(&p, &e));
     }
 
     #[test]

@@ -32,8 +32,8 @@
 //! removed after the last one detaches. Removal waits for the callback's
 //! calls in flight, so it can happen neither in detach (which must not
 //! block, and may run at DISPATCH_LEVEL) nor in cleanup (which NMR may run
-//! inside the last invocation's completion, that is inside the callback
-//! itself: a deadlock). It runs on a system worker thread ([`PassiveWork`]),
+//! inside the completion an event reports as it leaves the epoch, that is
+//! inside the callback itself: a deadlock). It runs on a system worker thread ([`PassiveWork`]),
 //! requested whenever the count of active clients drops to zero. The work
 //! routine removes the source only if, under the push lock that also
 //! serialises registration, no client is active: a client that attached
