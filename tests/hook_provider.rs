@@ -501,7 +501,7 @@ unsafe extern "win64" fn batch_end(_state: *mut c_void) -> u32 {
 }
 
 #[test]
-fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() {
+fn the_batch_ends_before_the_detach_it_holds_pending_completes() {
     let sim = loaded();
     let client = new_client(|c| {
         c.dispatch.count = 4;
@@ -528,7 +528,7 @@ fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() 
         std::thread::yield_now();
     }
     // Detach while the invocation is in flight: the detach is pending until
-    // the event releases its reference.
+    // the event leaves (after its batch ended).
     let client_addr = &client as *const HostClient as usize;
     let detacher = std::thread::spawn(move || {
         // SAFETY: the client outlives this thread (joined below).
@@ -567,9 +567,10 @@ fn the_batch_ends_before_the_last_reference_to_a_detaching_client_is_released() 
 }
 
 #[test]
-fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
+fn many_clients_are_each_invoked_once_per_event() {
     let sim = loaded();
-    // The invoke path takes clients 16 at a time; 37 spans three snapshots.
+    // 37 clients: the client array is reallocated several times while
+    // they attach, and compacted at every detach.
     let clients: Vec<_> = (0..37).map(|_| new_client(|_| {})).collect();
     for c in &clients {
         assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
@@ -593,8 +594,8 @@ fn more_clients_than_one_snapshot_holds_are_each_invoked_once_per_event() {
 }
 
 /// A client whose detach begins while an event is running the clients
-/// before it (the event already holds its reference) is skipped by that
-/// event: nothing runs a program whose link is going away.
+/// before it (the event already read it in the client array) is skipped by
+/// that event: nothing runs a program whose link is going away.
 #[test]
 fn a_client_whose_detach_begins_during_an_event_is_not_invoked_by_it() {
     let mut sim = loaded();
@@ -983,5 +984,78 @@ fn a_client_is_not_invoked_after_its_detach_began() {
     assert!(!binding_of(&client));
     assert_eq!(other.invocations(), 2, "the other client saw both events");
     other.deregister();
+    sim.finish().unwrap();
+}
+
+/// A detach completes only once every event that was running when it
+/// began has finished, even an event that never reached (nor could reach)
+/// the client: the hook provider protects its clients with one epoch per
+/// event, not one reference per client.
+#[test]
+fn a_detach_waits_for_every_event_in_flight_even_one_that_cannot_reach_the_client() {
+    let sim = loaded();
+    let gate = new_client(|c| c.gated = true);
+    assert_eq!(gate.attach_status(), Some(STATUS_SUCCESS));
+    let event = std::thread::spawn(|| create("inside"));
+    ntsim::sync::wait_for("the event to reach the gated client", || gate.entered());
+    // Attached after the event read the client array: the event never
+    // calls it.
+    let late = new_client(|_| {});
+    assert_eq!(late.attach_status(), Some(STATUS_SUCCESS));
+    let late_addr = &late as *const HostClient as usize;
+    let detacher = std::thread::spawn(move || {
+        // SAFETY: the client outlives this thread (joined below).
+        let late = unsafe { &*(late_addr as *const HostClient) };
+        late.deregister();
+    });
+    ntsim::sync::wait_for("the late client's detach to become pending", || {
+        provider_detach_pending(&late)
+    });
+    assert!(binding_of(&late), "completed while an event was in flight");
+    gate.open();
+    assert_eq!(event.join().unwrap(), 0);
+    detacher.join().unwrap();
+    assert!(!binding_of(&late), "completed once the event finished");
+    assert_eq!(late.invocations(), 0);
+    assert_eq!(gate.invocations(), 1);
+    gate.deregister();
+    sim.finish().unwrap();
+}
+
+/// A detach allocates a compacted client array; when the pool is
+/// exhausted it does not fail: the client's slot becomes a hole that
+/// events skip, and the next attach compacts it away.
+#[test]
+fn a_detach_that_cannot_allocate_leaves_a_hole_that_events_skip() {
+    let sim = loaded();
+    let first = new_client(|_| {});
+    let second = new_client(|_| {});
+    assert_eq!(first.attach_status(), Some(STATUS_SUCCESS));
+    assert_eq!(second.attach_status(), Some(STATUS_SUCCESS));
+    let allocations = fault::counts().get("ExAllocatePool2").copied().unwrap_or(0);
+    fault::fail_nth_alloc(allocations + 1);
+    first.deregister();
+    assert_eq!(
+        fault::fired(),
+        [("ExAllocatePool2".to_string(), allocations + 1)],
+        "the detach tried to allocate (and failed)"
+    );
+    assert!(!binding_of(&first), "the detach completed all the same");
+    assert_eq!(create("after the hole"), 0);
+    assert_eq!(first.invocations(), 0, "a detached client was invoked");
+    assert_eq!(second.invocations(), 1);
+    let third = new_client(|_| {});
+    assert_eq!(third.attach_status(), Some(STATUS_SUCCESS));
+    assert_eq!(create("after the attach"), 0);
+    assert_eq!(
+        (
+            first.invocations(),
+            second.invocations(),
+            third.invocations()
+        ),
+        (0, 2, 1)
+    );
+    second.deregister();
+    third.deregister();
     sim.finish().unwrap();
 }

@@ -1,7 +1,8 @@
-//! The KMDF package's INF (`inf/ntosebpfext.inx`) installs what the C driver's
-//! installer installs: the kernel service `NtosEbpfExt` (ServiceType 1,
-//! demand start, ErrorControl 1) running `ntosebpfext.sys` from the drivers
-//! directory, as a primitive (non-PnP) driver package.
+//! Each driver's KMDF package INF (`inf/<driver>.inx`) installs what the C
+//! driver's installer installs: a kernel service (`NtosEbpfExt`,
+//! `NetEventEbpfExt`; ServiceType 1, demand start, ErrorControl 1) running
+//! `<driver>.sys` from the drivers directory, as a primitive (non-PnP)
+//! driver package.
 //!
 //! The file is checked in the form `stampinf -a amd64` gives it (`$ARCH$`
 //! replaced), with a small parser of the INF syntax written here: sections,
@@ -13,7 +14,29 @@
 
 use std::collections::BTreeMap;
 
-const INX: &str = include_str!("../inf/ntosebpfext.inx");
+/// One driver's package: its INF source and the names the INF must use.
+struct Package {
+    inx: &'static str,
+    sys: &'static str,
+    cat: &'static str,
+    service: &'static str,
+}
+
+const NTOS: Package = Package {
+    inx: include_str!("../inf/ntosebpfext.inx"),
+    sys: "ntosebpfext.sys",
+    cat: "ntosebpfext.cat",
+    service: "NtosEbpfExt",
+};
+
+const NETEVENT: Package = Package {
+    inx: include_str!("../inf/neteventebpfext.inx"),
+    sys: "neteventebpfext.sys",
+    cat: "neteventebpfext.cat",
+    service: "NetEventEbpfExt",
+};
+
+const PACKAGES: [&Package; 2] = [&NTOS, &NETEVENT];
 
 /// `SERVICE_KERNEL_DRIVER`, `SERVICE_DEMAND_START`, `SERVICE_ERROR_NORMAL`.
 const SERVICE_KERNEL_DRIVER: u64 = 1;
@@ -246,7 +269,7 @@ fn stamp_amd64(inx: &str) -> String {
 
 /// Everything point 4 of the packaging issue asks of the INF, plus what makes
 /// it a valid primitive driver package. Returns every problem found.
-fn check(text: &str) -> Vec<String> {
+fn check(text: &str, package: &Package) -> Vec<String> {
     let inf = match Inf::parse(text) {
         Ok(inf) => inf,
         Err(e) => return vec![format!("does not parse: {e}")],
@@ -258,10 +281,10 @@ fn check(text: &str) -> Vec<String> {
         }
     };
 
-    expect(check_version(&inf));
+    expect(check_version(&inf, package));
     expect(check_primitive(&inf));
-    expect(check_files(&inf));
-    expect(check_service(&inf));
+    expect(check_files(&inf, package));
+    expect(check_service(&inf, package));
     // Every %string% used anywhere resolves.
     for section in &inf.sections {
         if section.name.eq_ignore_ascii_case("Strings") {
@@ -304,13 +327,13 @@ fn number_equals(section: &Section, key: &str, want: u64, meaning: &str) -> Resu
     }
 }
 
-fn check_version(inf: &Inf) -> Result<(), String> {
+fn check_version(inf: &Inf, package: &Package) -> Result<(), String> {
     let version = inf.section("Version")?;
     equals(version, "Signature", "$WINDOWS NT$")?;
     equals(version, "Class", "System")?;
     equals(version, "ClassGuid", SYSTEM_CLASS_GUID)?;
     // inf2cat writes the catalog under the name stampinf -c gives it.
-    equals(version, "CatalogFile", "ntosebpfext.cat")?;
+    equals(version, "CatalogFile", package.cat)?;
     number_equals(version, "PnpLockdown", 1, "files protected from tampering")?;
     // stampinf writes the value; the .inx only has to carry the directive.
     version.values("DriverVer")?;
@@ -349,16 +372,15 @@ fn check_primitive(inf: &Inf) -> Result<(), String> {
     Ok(())
 }
 
-/// ntosebpfext.sys is on the source disk and copied to dirid 12 (drivers).
-fn check_files(inf: &Inf) -> Result<(), String> {
+/// The driver's .sys is on the source disk and copied to dirid 12
+/// (drivers).
+fn check_files(inf: &Inf, package: &Package) -> Result<(), String> {
+    let sys = package.sys;
     let install = inf.section("DefaultInstall.NTamd64")?;
     let copy_list = install.value("CopyFiles")?;
     let list = inf.section(copy_list)?;
-    if !list
-        .bare_values()
-        .any(|f| f.eq_ignore_ascii_case("ntosebpfext.sys"))
-    {
-        return Err(format!("[{copy_list}] does not list ntosebpfext.sys"));
+    if !list.bare_values().any(|f| f.eq_ignore_ascii_case(sys)) {
+        return Err(format!("[{copy_list}] does not list {sys}"));
     }
     let dirs = inf.section("DestinationDirs")?;
     let dirid = match dirs.values(copy_list) {
@@ -371,17 +393,15 @@ fn check_files(inf: &Inf) -> Result<(), String> {
         ));
     }
     equals(dirs, "DefaultDestDir", "12")?;
-    let disk = inf.section("SourceDisksFiles")?.values("ntosebpfext.sys")?;
+    let disk = inf.section("SourceDisksFiles")?.values(sys)?;
     let disk_id = disk.first().map(String::as_str).unwrap_or_default();
     inf.section("SourceDisksNames")?
         .values(disk_id)
-        .map_err(|_| {
-            format!("ntosebpfext.sys is on disk {disk_id:?}, not in [SourceDisksNames]")
-        })?;
+        .map_err(|_| format!("{sys} is on disk {disk_id:?}, not in [SourceDisksNames]"))?;
     Ok(())
 }
 
-fn check_service(inf: &Inf) -> Result<(), String> {
+fn check_service(inf: &Inf, package: &Package) -> Result<(), String> {
     let services = inf.section("DefaultInstall.NTamd64.Services")?;
     let add = services.values("AddService")?;
     let [name, flags, install_section, ..] = add else {
@@ -389,9 +409,10 @@ fn check_service(inf: &Inf) -> Result<(), String> {
             "AddService = {add:?}: expected name, flags, install section"
         ));
     };
-    if name != "NtosEbpfExt" {
+    if name != package.service {
         return Err(format!(
-            "AddService installs {name:?}, expected the service NtosEbpfExt"
+            "AddService installs {name:?}, expected the service {}",
+            package.service
         ));
     }
     let flags = if flags.is_empty() {
@@ -425,7 +446,7 @@ fn check_service(inf: &Inf) -> Result<(), String> {
         SERVICE_ERROR_NORMAL,
         "SERVICE_ERROR_NORMAL",
     )?;
-    equals(service, "ServiceBinary", "%12%\\ntosebpfext.sys")?;
+    equals(service, "ServiceBinary", &format!("%12%\\{}", package.sys))?;
     if inf.expand(service.value("DisplayName")?)?.trim().is_empty() {
         return Err(format!("[{install_section}] DisplayName is empty"));
     }
@@ -434,7 +455,7 @@ fn check_service(inf: &Inf) -> Result<(), String> {
 
 #[test]
 fn inf_installs_the_ntosebpfext_kernel_service() {
-    let problems = check(&stamp_amd64(INX));
+    let problems = check(&stamp_amd64(NTOS.inx), &NTOS);
     assert!(
         problems.is_empty(),
         "inf/ntosebpfext.inx:\n  {}",
@@ -443,27 +464,57 @@ fn inf_installs_the_ntosebpfext_kernel_service() {
 }
 
 #[test]
+fn inf_installs_the_neteventebpfext_kernel_service() {
+    let problems = check(&stamp_amd64(NETEVENT.inx), &NETEVENT);
+    assert!(
+        problems.is_empty(),
+        "inf/neteventebpfext.inx:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn each_inf_is_checked_against_its_own_driver() {
+    // The ntosebpfext INF is not a valid neteventebpfext package, nor the
+    // reverse: the names are checked, not just the shape.
+    let problems = check(&stamp_amd64(NTOS.inx), &NETEVENT);
+    for name in [
+        "neteventebpfext.cat",
+        "neteventebpfext.sys",
+        "NetEventEbpfExt",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(name)),
+            "{name} not reported: {problems:?}"
+        );
+    }
+    assert!(!check(&stamp_amd64(NETEVENT.inx), &NTOS).is_empty());
+}
+
+#[test]
 fn inx_carries_the_architecture_placeholder_for_stampinf() {
     // Decorations are written $ARCH$ so that stampinf -a picks the platform;
     // a hard-coded decoration would survive stamping for another platform.
-    let inf = Inf::parse(INX).unwrap();
-    for name in [
-        "DefaultInstall.NT$ARCH$",
-        "DefaultInstall.NT$ARCH$.Services",
-    ] {
-        assert!(inf.section(name).is_ok(), "[{name}] missing from the .inx");
+    for package in PACKAGES {
+        let inf = Inf::parse(package.inx).unwrap();
+        for name in [
+            "DefaultInstall.NT$ARCH$",
+            "DefaultInstall.NT$ARCH$.Services",
+        ] {
+            assert!(inf.section(name).is_ok(), "[{name}] missing from the .inx");
+        }
+        assert!(inf
+            .sections_named("DefaultInstall.NTamd64")
+            .next()
+            .is_none());
     }
-    assert!(inf
-        .sections_named("DefaultInstall.NTamd64")
-        .next()
-        .is_none());
 }
 
 /// Each requirement is really checked: changing one line of the file makes
 /// the check report that line's problem.
 #[test]
 fn check_rejects_each_broken_requirement() {
-    let stamped = stamp_amd64(INX);
+    let stamped = stamp_amd64(NTOS.inx);
     let cases: &[(&str, &str, &str)] = &[
         (
             "StartType     = 3",
@@ -538,7 +589,7 @@ fn check_rejects_each_broken_requirement() {
             "test case no longer matches the file: {from:?}"
         );
         let broken = stamped.replacen(from, to, 1);
-        let problems = check(&broken);
+        let problems = check(&broken, &NTOS);
         assert!(
             problems.iter().any(|p| p.contains(reported)),
             "after replacing {from:?} with {to:?}, expected a problem mentioning {reported:?}, got {problems:?}"

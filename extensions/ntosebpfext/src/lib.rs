@@ -39,41 +39,19 @@ pub static TRACE: TraceProvider = ebpf_ext::trace_provider!(
 #[cfg(windows)]
 mod driver {
     use ebpf_ext::driver::{ascii_to_utf16, Extension};
-    use ebpf_ext::nt;
-
-    /// [`crate::VERSION`], NUL-terminated for the events.
-    const VERSION: &core::ffi::CStr = {
-        let v = concat!(env!("CARGO_PKG_VERSION"), "\0");
-        match core::ffi::CStr::from_bytes_with_nul(v.as_bytes()) {
-            Ok(c) => c,
-            Err(_) => panic!("the version holds no NUL"),
-        }
-    };
 
     /// Everything in which this driver differs from another built on
     /// `ebpf_ext`.
     static EXTENSION: Extension = Extension {
         name: "ntosebpfext",
-        version: VERSION,
+        version: ebpf_ext::package_version!(),
         hooks: crate::hooks::HOOKS,
         trace: &crate::TRACE,
+        pool_tag: ebpf_ext::pool::POOL_TAG,
         // The C driver's control device name (`\device\ebpf_ext_` + its
         // provider name `ntos`; object names are case-insensitive).
         device_name: &ascii_to_utf16(b"\\Device\\ebpf_ext_ntos"),
     };
 
-    /// The image entry point (`/ENTRY:DriverEntry`) in the portable flavor;
-    /// in the KMDF flavor the WDK's `FxDriverEntry` calls it.
-    ///
-    /// # Safety
-    /// Called once by the I/O manager at PASSIVE_LEVEL with a valid driver
-    /// object and registry path.
-    #[no_mangle]
-    pub unsafe extern "system" fn DriverEntry(
-        driver: *mut nt::DRIVER_OBJECT,
-        registry_path: *const nt::UNICODE_STRING,
-    ) -> nt::NTSTATUS {
-        // SAFETY: forwarded contract.
-        unsafe { ebpf_ext::driver::entry(&EXTENSION, driver, registry_path) }
-    }
+    ebpf_ext::driver_entry!(EXTENSION);
 }

@@ -1,4 +1,4 @@
-//! A safe NMR provider.
+//! A safe NMR provider, and ([`client`]) a safe NMR client.
 //!
 //! A [`ProviderRegistration`] is a `static`: NMR keeps pointers to the
 //! characteristics, the NPI id and the module id for as long as the
@@ -6,6 +6,8 @@
 //! become methods of the [`Provider`] trait; the only `unsafe` code is in the
 //! `extern "system"` trampolines below, which turn NMR's raw pointers back
 //! into the references the trait methods take.
+
+pub mod client;
 
 use crate::nt::{self, NtResult, HANDLE, NTSTATUS};
 use crate::pool::PoolBox;

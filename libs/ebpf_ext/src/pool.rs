@@ -10,9 +10,20 @@ use alloc::alloc::{alloc, dealloc, Layout};
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-/// Pool tag of every allocation the driver makes: `'sotN'`, shown as `Ntos`
-/// by `!pool`, `!poolused` and poolmon.
+/// ntosebpfext's pool tag: `'sotN'`, shown as `Ntos` by `!pool`,
+/// `!poolused` and poolmon (each driver names its own in its
+/// [`Extension`](crate::driver::Extension)).
 pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Ntos");
+
+/// The tag of every allocation the running driver makes: its
+/// [`Extension`](crate::driver::Extension)'s `pool_tag` (set by
+/// `DriverEntry` before the first allocation, never changed), or
+/// [`POOL_TAG`] before that.
+#[cfg(windows)]
+#[inline]
+pub fn tag() -> u32 {
+    crate::driver::active().map_or(POOL_TAG, |e| e.pool_tag)
+}
 
 /// An owned, pool-allocated `T`.
 ///

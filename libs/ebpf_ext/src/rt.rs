@@ -7,7 +7,7 @@ use crate::nt;
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt::Write;
 
-use crate::pool::POOL_TAG;
+use crate::pool;
 
 /// Bug check code of a Rust panic in the driver ("NTOS" in ASCII; the same
 /// for every driver built on this library).
@@ -38,7 +38,7 @@ unsafe impl GlobalAlloc for PoolAllocator {
             nt::ExAllocatePool2(
                 nt::POOL_FLAG_NON_PAGED | nt::POOL_FLAG_UNINITIALIZED,
                 layout.size(),
-                POOL_TAG,
+                pool::tag(),
             )
             .cast()
         }
@@ -49,13 +49,13 @@ unsafe impl GlobalAlloc for PoolAllocator {
             return core::ptr::null_mut();
         }
         // SAFETY: without POOL_FLAG_UNINITIALIZED the pool zeroes the block.
-        unsafe { nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, layout.size(), POOL_TAG).cast() }
+        unsafe { nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, layout.size(), pool::tag()).cast() }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: the caller passes a block this allocator returned, which
         // carries our tag.
-        unsafe { nt::ExFreePoolWithTag(ptr.cast(), POOL_TAG) }
+        unsafe { nt::ExFreePoolWithTag(ptr.cast(), pool::tag()) }
     }
 }
 

@@ -1,97 +1,212 @@
 //! Synchronisation for the driver.
 //!
-//! - [`InvokeRef`]: the per-client reference that lets the invoke path run
-//!   without locks and lets detach finish without blocking. Pure atomics: it
-//!   is unit-tested on the host.
+//! - [`Epoch`]: the read-side protection of the invoke path: an event
+//!   enters once and leaves once, writing only a counter of its own slot
+//!   (no shared cache line, no lock), and a writer learns, without
+//!   waiting, when every event that could have seen what it replaced has
+//!   left. Pure atomics: it is unit-tested on the host.
 //! - [`SpinRwLock`] and [`PushLock`] (Windows only): guards over the kernel's
 //!   reader/writer spin lock and push lock that restore IRQL / leave the
 //!   critical region when dropped.
 
+use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// A rundown-style counter of in-flight invocations of one client, with a
-/// detach that never waits.
-///
-/// # Invariants
-/// The state word holds `2 * in_flight | detaching`. Once detaching is set,
-/// no new reference can be taken; the reference whose release brings the
-/// count to zero afterwards is told so, exactly once, and is the one that
-/// must report the detach complete.
-#[derive(Debug, Default)]
-pub struct InvokeRef {
-    state: AtomicUsize,
-}
-
-const DETACHING: usize = 1;
-const ONE: usize = 2;
-
-/// What [`InvokeRef::begin_detach`] found.
+/// What a provider's detach found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detach {
-    /// Nothing was in flight: the detach is complete now.
+    /// Nothing can still call the client: the detach is complete now.
     Complete,
-    /// Invocations are in flight: the last [`InvokeRef::release`] completes it.
+    /// Calls may be in flight: the detach is reported complete later.
     Pending,
 }
 
-impl InvokeRef {
-    /// No reference taken, not detaching.
-    pub const fn new() -> InvokeRef {
-        InvokeRef {
-            state: AtomicUsize::new(0),
+/// Counter slots of an [`Epoch`] (a power of two).
+pub const EPOCH_SLOTS: usize = 32;
+
+/// Set in a slot's counter of the draining parity while readers counted in
+/// it are still inside.
+const DRAINING: usize = 1 << (usize::BITS - 1);
+
+/// One slot: the counters of readers of each parity, on a cache line of
+/// its own.
+#[repr(align(64))]
+struct Slot {
+    count: [AtomicUsize; 2],
+}
+
+/// Read-side protection with grace periods that nobody waits for: what an
+/// event reads stays valid until it leaves, and a writer that replaced
+/// something learns, from whoever sees it first, when every reader that
+/// could still see the old version has left.
+///
+/// A reader enters by incrementing a counter of the current parity
+/// (`generation & 1`) in one of [`EPOCH_SLOTS`] slots, chosen by the
+/// address of its stack (threads that run at the same time have distinct
+/// stacks, so they write distinct cache lines unless two of them hash to
+/// the same slot: that costs speed, never correctness), and leaves by
+/// decrementing the same counter, on whatever processor it then runs.
+/// [`start`](Self::start) begins a grace period: it flips the parity (new
+/// readers count in the other one) and marks every slot whose counter of
+/// the old parity is not zero. The reader whose leave empties the last
+/// marked counter is told so, exactly once; if no counter was marked,
+/// `start` itself reports the grace period over.
+///
+/// # Invariants
+/// - Counters of the current parity carry no `DRAINING` mark.
+/// - While a grace period is in progress, `remaining` is the number of
+///   marked counters not yet emptied (plus one while `start` runs); the
+///   caller starts no other grace period until this one is reported over.
+/// - A reader is counted in the parity it read `generation` as, and only
+///   after reading it again unchanged: so a grace period either counts it
+///   or it entered after the period began (and reads what the writer
+///   published before starting it).
+pub struct Epoch {
+    generation: AtomicUsize,
+    remaining: AtomicUsize,
+    slots: [Slot; EPOCH_SLOTS],
+}
+
+/// A reader inside an [`Epoch`]: the counter it incremented. Give it back
+/// to [`Epoch::leave`].
+#[must_use = "a reader that never leaves holds every grace period back"]
+pub struct EpochReader<'a> {
+    counter: &'a AtomicUsize,
+}
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Epoch {
+    /// No reader, no grace period.
+    pub const fn new() -> Epoch {
+        Epoch {
+            generation: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(0),
+            slots: [const {
+                Slot {
+                    count: [AtomicUsize::new(0), AtomicUsize::new(0)],
+                }
+            }; EPOCH_SLOTS],
         }
     }
 
-    /// Takes a reference unless detach has begun.
+    /// The slot of the calling thread: a hash of its stack address.
+    #[inline(always)]
+    fn slot(&self) -> &Slot {
+        let marker = 0u8;
+        let address = ptr::from_ref(&marker) as usize;
+        // Kernel stacks are larger than 16 KB: drop the bits that vary
+        // within one stack, mix the rest (Fibonacci hashing).
+        let hash = (address >> 14).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
+        &self.slots[hash >> (usize::BITS - EPOCH_SLOTS.trailing_zeros())]
+    }
+
+    /// Enters: until the returned reader is given to
+    /// [`leave`](Self::leave), no grace period that begins later ends.
+    /// Never waits (it retries only when a grace period began while it
+    /// entered). `drained` is called when undoing such a retry ended a
+    /// grace period (as for [`leave`](Self::leave) returning true).
     #[inline]
-    pub fn try_acquire(&self) -> bool {
-        let mut cur = self.state.load(Ordering::Relaxed);
+    pub fn enter(&self, mut drained: impl FnMut()) -> EpochReader<'_> {
+        let slot = self.slot();
         loop {
-            if cur & DETACHING != 0 {
-                return false;
+            let generation = self.generation.load(Ordering::SeqCst);
+            let counter = &slot.count[generation & 1];
+            counter.fetch_add(1, Ordering::SeqCst);
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return EpochReader { counter };
             }
-            match self.state.compare_exchange_weak(
-                cur,
-                cur + ONE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
+            // A grace period began in between and may not have counted
+            // this increment: take it back and count in the new parity.
+            if self.release(counter) {
+                drained();
             }
         }
     }
 
-    /// Drops a reference taken by [`try_acquire`](Self::try_acquire).
-    /// Returns true when this was the last reference of a client whose
-    /// detach is pending: the caller must now complete the detach.
+    /// Leaves. True when this emptied the last counter the grace period in
+    /// progress waited for: it is over, and the caller must act on it.
     #[inline]
     #[must_use]
-    pub fn release(&self) -> bool {
-        let before = self.state.fetch_sub(ONE, Ordering::AcqRel);
-        debug_assert!(before >= ONE, "InvokeRef released more often than acquired");
-        before == ONE | DETACHING
+    pub fn leave(&self, reader: EpochReader<'_>) -> bool {
+        self.release(reader.counter)
     }
 
-    /// Starts the detach: no reference can be taken from now on.
-    pub fn begin_detach(&self) -> Detach {
-        let before = self.state.fetch_or(DETACHING, Ordering::AcqRel);
-        debug_assert!(before & DETACHING == 0, "detach begun twice");
-        if before & !DETACHING == 0 {
-            Detach::Complete
-        } else {
-            Detach::Pending
+    #[inline(always)]
+    fn release(&self, counter: &AtomicUsize) -> bool {
+        let before = counter.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(
+            before & !DRAINING != 0,
+            "an epoch left more often than entered"
+        );
+        before == DRAINING | 1 && self.emptied(counter)
+    }
+
+    /// A marked counter reached zero: clear the mark and count it, unless
+    /// a reader re-entered in between (it takes the count back and comes
+    /// here again), so each marked counter is counted once.
+    #[cold]
+    fn emptied(&self, counter: &AtomicUsize) -> bool {
+        counter
+            .compare_exchange(DRAINING, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            && self.remaining.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// Begins a grace period; true when no reader of the old parity was
+    /// inside, so it is already over. Otherwise the [`leave`](Self::leave)
+    /// (or `enter`'s `drained`) that empties the last of them reports it.
+    ///
+    /// Never waits; O([`EPOCH_SLOTS`]).
+    ///
+    /// # Safety
+    /// Calls are serialised, and none is made while a grace period is in
+    /// progress (begun, and not yet reported over).
+    #[must_use]
+    pub unsafe fn start(&self) -> bool {
+        // One per counter (each is counted once: marked, or found empty)
+        // and one for this call, so no reader reaches zero before the
+        // scan is done.
+        self.remaining.store(EPOCH_SLOTS + 1, Ordering::SeqCst);
+        let old = self.generation.fetch_add(1, Ordering::SeqCst) & 1;
+        let mut unmarked = 1;
+        for slot in &self.slots {
+            let counter = &slot.count[old];
+            let mut current = counter.load(Ordering::SeqCst);
+            loop {
+                debug_assert!(
+                    current & DRAINING == 0,
+                    "a mark left from an earlier period"
+                );
+                if current == 0 {
+                    unmarked += 1;
+                    break;
+                }
+                match counter.compare_exchange(
+                    current,
+                    current | DRAINING,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => current = now,
+                }
+            }
         }
+        self.remaining.fetch_sub(unmarked, Ordering::SeqCst) == unmarked
     }
 
-    /// Whether detach has begun.
-    pub fn is_detaching(&self) -> bool {
-        self.state.load(Ordering::Acquire) & DETACHING != 0
-    }
-
-    /// Invocations in flight.
-    pub fn in_flight(&self) -> usize {
-        self.state.load(Ordering::Acquire) / ONE
+    /// Readers inside, of both parities (a snapshot, for checks).
+    pub fn readers(&self) -> usize {
+        self.slots
+            .iter()
+            .flat_map(|s| &s.count)
+            .map(|c| c.load(Ordering::SeqCst) & !DRAINING)
+            .sum()
     }
 }
 
@@ -439,9 +554,8 @@ mod nt_sync {
             // SAFETY: a plain kernel call.
             let size = unsafe { nt::IoSizeofWorkItem() } as usize;
             // SAFETY: a plain allocation, owned by `self` until `shutdown`.
-            let item = unsafe {
-                nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, size, crate::pool::POOL_TAG)
-            };
+            let item =
+                unsafe { nt::ExAllocatePool2(nt::POOL_FLAG_NON_PAGED, size, crate::pool::tag()) };
             if item.is_null() {
                 return Err(nt::Error::INSUFFICIENT_RESOURCES);
             }
@@ -507,7 +621,7 @@ mod nt_sync {
             // once, here (the swap above).
             unsafe { nt::IoUninitializeWorkItem(item) };
             // SAFETY: the block `init` allocated with this tag, freed once.
-            unsafe { nt::ExFreePoolWithTag(item, crate::pool::POOL_TAG) };
+            unsafe { nt::ExFreePoolWithTag(item, crate::pool::tag()) };
         }
     }
 
@@ -536,48 +650,6 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
-
-    #[test]
-    fn detach_with_nothing_in_flight_completes_at_once() {
-        let r = InvokeRef::new();
-        assert!(r.try_acquire());
-        assert!(!r.release());
-        assert_eq!(r.begin_detach(), Detach::Complete);
-        assert!(!r.try_acquire(), "no reference after detach began");
-    }
-
-    #[test]
-    fn last_release_after_detach_completes_exactly_once() {
-        let r = InvokeRef::new();
-        assert!(r.try_acquire());
-        assert!(r.try_acquire());
-        assert_eq!(r.begin_detach(), Detach::Pending);
-        assert!(!r.try_acquire());
-        assert!(!r.release(), "one reference is still in flight");
-        assert!(r.release(), "the last release completes the detach");
-        assert_eq!(r.in_flight(), 0);
-    }
-
-    #[test]
-    fn in_flight_counts_references_and_is_detaching_reports_the_detach() {
-        let r = InvokeRef::new();
-        assert!(!r.is_detaching());
-        assert_eq!(r.in_flight(), 0);
-        assert!(r.try_acquire());
-        assert!(r.try_acquire());
-        assert!(r.try_acquire());
-        assert_eq!(r.in_flight(), 3);
-        assert!(!r.is_detaching(), "references alone are not a detach");
-        assert_eq!(r.begin_detach(), Detach::Pending);
-        assert!(r.is_detaching());
-        assert_eq!(r.in_flight(), 3, "the detach flag is not a reference");
-        assert!(!r.release());
-        assert_eq!(r.in_flight(), 2);
-        assert!(!r.release());
-        assert!(r.release());
-        assert_eq!(r.in_flight(), 0);
-        assert!(r.is_detaching(), "a completed detach stays detached");
-    }
 
     #[test]
     fn work_requests_coalesce_while_queued_and_rerun_when_made_during_a_run() {
@@ -654,40 +726,170 @@ mod tests {
     }
 
     #[test]
-    fn racing_invocations_and_detach_complete_exactly_once() {
-        for _ in 0..200 {
-            let r = Arc::new(InvokeRef::new());
-            let completions = Arc::new(AtomicU64::new(0));
-            let invoked_after_detach = Arc::new(AtomicU64::new(0));
-            let threads: Vec<_> = (0..4)
-                .map(|_| {
-                    let r = r.clone();
-                    let c = completions.clone();
-                    let bad = invoked_after_detach.clone();
-                    std::thread::spawn(move || {
-                        for _ in 0..1000 {
-                            if r.try_acquire() {
-                                if r.is_detaching() && r.in_flight() == 0 {
-                                    bad.fetch_add(1, Ordering::Relaxed);
-                                }
-                                if r.release() {
-                                    c.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    })
+    fn a_grace_period_with_no_reader_is_over_at_once() {
+        let e = Epoch::new();
+        // SAFETY: no other grace period is in progress (nor any thread).
+        assert!(unsafe { e.start() });
+        let r = e.enter(|| panic!("nothing to drain"));
+        assert_eq!(e.readers(), 1);
+        assert!(!e.leave(r), "no grace period in progress");
+        // SAFETY: the previous one is over.
+        assert!(unsafe { e.start() });
+        assert_eq!(e.readers(), 0);
+    }
+
+    #[test]
+    fn the_last_reader_of_the_old_parity_ends_the_grace_period_once() {
+        let e = Epoch::new();
+        let a = e.enter(|| panic!());
+        let b = e.enter(|| panic!());
+        // SAFETY: none in progress.
+        assert!(!unsafe { e.start() }, "two readers inside");
+        let late = e.enter(|| panic!());
+        assert!(
+            !e.leave(late),
+            "a reader of the new parity is not waited for"
+        );
+        assert!(!e.leave(a), "one reader of the old parity is still inside");
+        assert!(e.leave(b), "the last one ends it");
+        // A reader still inside when the next period begins is waited for.
+        let c = e.enter(|| panic!());
+        // SAFETY: the previous period was reported over.
+        assert!(!unsafe { e.start() });
+        assert!(e.leave(c));
+        assert_eq!(e.readers(), 0);
+    }
+
+    #[test]
+    fn readers_in_different_slots_are_all_waited_for() {
+        let e = Epoch::new();
+        // Threads have distinct stacks: with eight, several slots.
+        let (enter_tx, enter_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+        let e = Arc::new(e);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (e, enter_tx, go_rx) = (e.clone(), enter_tx.clone(), go_rx.clone());
+                std::thread::spawn(move || {
+                    let r = e.enter(|| panic!());
+                    enter_tx.send(()).unwrap();
+                    go_rx.lock().unwrap().recv().unwrap();
+                    e.leave(r)
                 })
-                .collect();
-            std::thread::yield_now();
-            if r.begin_detach() == Detach::Complete {
-                completions.fetch_add(1, Ordering::Relaxed);
-            }
-            for t in threads {
-                t.join().unwrap();
-            }
-            assert_eq!(completions.load(Ordering::Relaxed), 1);
-            assert_eq!(invoked_after_detach.load(Ordering::Relaxed), 0);
-            assert!(!r.try_acquire());
+            })
+            .collect();
+        for _ in 0..8 {
+            enter_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("a reader did not enter within 30 s");
         }
+        // SAFETY: the only grace period of this test.
+        assert!(!unsafe { e.start() });
+        for _ in 0..8 {
+            go_tx.send(()).unwrap();
+        }
+        let ends: usize = threads
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(ends, 1, "exactly one reader ends the grace period");
+        assert_eq!(e.readers(), 0);
+    }
+
+    /// Writers publish a new value and retire the old one through grace
+    /// periods while readers keep reading: a retired value is never read
+    /// after its grace period was reported over, and every grace period is
+    /// reported over exactly once.
+    #[test]
+    fn racing_readers_never_see_a_value_after_its_grace_period() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Mutex;
+        struct Shared {
+            epoch: Epoch,
+            current: AtomicUsize,
+            /// Per value: freed (its grace period reported over).
+            freed: Vec<AtomicBool>,
+            /// The grace period in progress: the value it retires.
+            in_progress: Mutex<Option<usize>>,
+            ended: AtomicUsize,
+            bad: AtomicUsize,
+        }
+        const VALUES: usize = 400;
+        let s = Arc::new(Shared {
+            epoch: Epoch::new(),
+            current: AtomicUsize::new(0),
+            freed: (0..VALUES).map(|_| AtomicBool::new(false)).collect(),
+            in_progress: Mutex::new(None),
+            ended: AtomicUsize::new(0),
+            bad: AtomicUsize::new(0),
+        });
+        let end = |s: &Shared| {
+            let retired = s
+                .in_progress
+                .lock()
+                .unwrap()
+                .take()
+                .expect("a period ended twice");
+            s.freed[retired].store(true, Ordering::SeqCst);
+            s.ended.fetch_add(1, Ordering::SeqCst);
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, stop) = (s.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = s.epoch.enter(|| end(&s));
+                        let v = s.current.load(Ordering::SeqCst);
+                        for _ in 0..3 {
+                            if s.freed[v].load(Ordering::SeqCst) {
+                                s.bad.fetch_add(1, Ordering::SeqCst);
+                            }
+                            std::hint::spin_loop();
+                        }
+                        if s.epoch.leave(r) {
+                            end(&s);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for next in 1..VALUES {
+            // Wait until the previous period is over (the test's writer
+            // serialises its periods, as the provider's lock does).
+            while s.in_progress.lock().unwrap().is_some() {
+                assert!(
+                    std::time::Instant::now() < limit,
+                    "a grace period never ended"
+                );
+                std::thread::yield_now();
+            }
+            let old = s.current.swap(next, Ordering::SeqCst);
+            *s.in_progress.lock().unwrap() = Some(old);
+            // SAFETY: periods are serialised (the wait above).
+            if unsafe { s.epoch.start() } {
+                end(&s);
+            }
+        }
+        while s.in_progress.lock().unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < limit,
+                "the last grace period never ended"
+            );
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::SeqCst);
+        for t in readers {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            s.bad.load(Ordering::SeqCst),
+            0,
+            "a reader saw a freed value"
+        );
+        assert_eq!(s.ended.load(Ordering::SeqCst), VALUES - 1);
+        assert_eq!(s.epoch.readers(), 0);
     }
 }

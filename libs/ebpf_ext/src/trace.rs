@@ -126,6 +126,9 @@ pub mod keyword {
     /// the kernel calls made per event (upstream uses it for every hook of
     /// ntosebpfext).
     pub const PROCESS: u64 = 0x80;
+    /// `EBPF_EXT_TRACELOG_KEYWORD_NETEVENT`: neteventebpfext's NMR client,
+    /// its provider bindings and the events it drops.
+    pub const NETEVENT: u64 = 0x100;
     /// This driver's own: one record per hook event (level verbose). Bit 32,
     /// far above upstream's keywords (allocated upwards from 0x8), so a
     /// future upstream keyword does not collide and a 32-bit "all keywords"
@@ -707,6 +710,8 @@ mod events {
             ClientError::MissingDispatch => c"MissingDispatch",
             ClientError::UnsupportedDispatchVersion => c"UnsupportedDispatchVersion",
             ClientError::MissingInvoke => c"MissingInvoke",
+            ClientError::InvalidAttachParameters => c"InvalidAttachParameters",
+            ClientError::UnsupportedAttachParameters => c"UnsupportedAttachParameters",
         }
     }
 
@@ -774,6 +779,45 @@ mod events {
         event!("CallbackRemove", level_of(result), hook_keyword(), {
             Hook: &'static CStr = hook,
             Status: NtStatus = NtStatus(status_of(result)),
+        });
+    }
+
+    /// `ProviderBind` {Hook, ProviderModuleId, Status} (hook keyword): as an
+    /// NMR client the driver bound to a provider of the NPI its hook
+    /// consumes, or refused it (then `Status` is why).
+    pub fn provider_bind(hook: &'static CStr, provider: &GUID, result: NtResult) {
+        event!("ProviderBind", level_of(result), hook_keyword(), {
+            Hook: &'static CStr = hook,
+            ProviderModuleId: GUID = *provider,
+            Status: NtStatus = NtStatus(status_of(result)),
+        });
+    }
+
+    /// `ProviderUnbind` {Hook, ProviderModuleId} (hook keyword): a provider
+    /// binding of the hook's NMR client detached (the provider or the
+    /// client deregistered).
+    pub fn provider_unbind(hook: &'static CStr, provider: &GUID) {
+        event!("ProviderUnbind", level::INFO, hook_keyword(), {
+            Hook: &'static CStr = hook,
+            ProviderModuleId: GUID = *provider,
+        });
+    }
+
+    /// `EventDropped` {Hook, Reason, Size} (hook keyword, warning): an
+    /// event a producer delivered was not given to any program (malformed,
+    /// or no memory to frame it).
+    pub fn event_dropped(hook: &'static CStr, reason: &'static CStr, size: u64) {
+        if enabled(level::WARNING, hook_keyword()) {
+            event_dropped_slow(hook, reason, size);
+        }
+    }
+
+    #[inline(never)]
+    fn event_dropped_slow(hook: &'static CStr, reason: &'static CStr, size: u64) {
+        event!("EventDropped", level::WARNING, hook_keyword(), {
+            Hook: &'static CStr = hook,
+            Reason: &'static CStr = reason,
+            Size: u64 = size,
         });
     }
 

@@ -19,7 +19,7 @@ pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
 /// Every driver the repository builds, by package name: the package
 /// `extensions/<name>` builds `<name>.dll`, installed as `<name>.sys`.
 /// `cargo xtask build` builds them all; adding a driver is one entry here.
-pub const DRIVERS: &[&str] = &["ntosebpfext"];
+pub const DRIVERS: &[&str] = &["ntosebpfext", "neteventebpfext"];
 
 /// The driver [`driver_image`] returns.
 pub const NTOSEBPFEXT: &str = "ntosebpfext";

@@ -32,6 +32,9 @@ pub struct Extension {
     pub hooks: &'static [&'static Hook],
     /// The driver's ETW provider.
     pub trace: &'static TraceProvider,
+    /// The tag of every pool block the driver allocates (four ASCII
+    /// characters, little-endian: `u32::from_le_bytes(*b"Ntos")`).
+    pub pool_tag: u32,
     /// The KMDF flavor's control device name (`\Device\...`), UTF-16
     /// without a terminating NUL (see [`ascii_to_utf16`]); unused by the
     /// portable flavor, which creates no device.
@@ -80,6 +83,50 @@ pub unsafe fn entry(
     // SAFETY: forwarded contract.
     let status = unsafe { kmdf::driver_entry(extension, driver.cast(), registry_path.cast()) };
     status
+}
+
+/// The `DriverEntry` of a driver crate: the image entry point
+/// (`/ENTRY:DriverEntry`) in the portable flavor, called by the WDK's
+/// `FxDriverEntry` in the KMDF flavor. It hands the driver's
+/// [`Extension`] (a `static`) to [`entry`]:
+///
+/// ```text
+/// static EXTENSION: Extension = Extension { .. };
+/// ebpf_ext::driver_entry!(EXTENSION);
+/// ```
+#[macro_export]
+macro_rules! driver_entry {
+    ($extension:path) => {
+        /// The driver's entry point: see [`ebpf_ext::driver::entry`].
+        ///
+        /// # Safety
+        /// Called once by the I/O manager at PASSIVE_LEVEL with a valid
+        /// driver object and registry path.
+        #[no_mangle]
+        pub unsafe extern "system" fn DriverEntry(
+            driver: *mut $crate::nt::DRIVER_OBJECT,
+            registry_path: *const $crate::nt::UNICODE_STRING,
+        ) -> $crate::nt::NTSTATUS {
+            // SAFETY: forwarded contract.
+            unsafe { $crate::driver::entry(&$extension, driver, registry_path) }
+        }
+    };
+}
+
+/// The calling crate's version (`CARGO_PKG_VERSION`) as a `&'static CStr`,
+/// for [`Extension::version`].
+#[macro_export]
+macro_rules! package_version {
+    () => {{
+        const VERSION: &::core::ffi::CStr = {
+            let v = concat!(env!("CARGO_PKG_VERSION"), "\0");
+            match ::core::ffi::CStr::from_bytes_with_nul(v.as_bytes()) {
+                Ok(c) => c,
+                Err(_) => panic!("the version holds no NUL"),
+            }
+        };
+        VERSION
+    }};
 }
 
 /// Log through `DbgPrintEx` (component `DPFLTR_IHVDRIVER_ID`), formatted with

@@ -65,6 +65,10 @@ impl EbpfError {
     /// `EBPF_NO_MEMORY`.
     // INVARIANT: non-zero.
     pub const NO_MEMORY: EbpfError = EbpfError(core::num::NonZeroU32::new(12).unwrap());
+    /// `EBPF_OPERATION_NOT_SUPPORTED`.
+    // INVARIANT: non-zero.
+    pub const OPERATION_NOT_SUPPORTED: EbpfError =
+        EbpfError(core::num::NonZeroU32::new(18).unwrap());
 
     /// The raw code, for the FFI edge.
     pub const fn code(self) -> ebpf_result_t {

@@ -52,17 +52,42 @@ pub enum ClientError {
     UnsupportedDispatchVersion,
     /// Dispatch table has no function, or a null invoke.
     MissingInvoke,
+    /// The link's attach parameters are missing or of the wrong size for
+    /// its attach type (`EBPF_INVALID_ARGUMENT` in the C extensions).
+    InvalidAttachParameters,
+    /// The link's attach parameters hold a value its attach type does not
+    /// know (`EBPF_OPERATION_NOT_SUPPORTED` in the C extensions).
+    UnsupportedAttachParameters,
 }
 
 impl ClientError {
     /// The status NMR reports for the refused attach.
     pub fn status(self) -> Error {
         match self {
-            ClientError::UnsupportedClientDataVersion | ClientError::UnsupportedDispatchVersion => {
-                Error::NOT_SUPPORTED
-            }
+            ClientError::UnsupportedClientDataVersion
+            | ClientError::UnsupportedDispatchVersion
+            | ClientError::UnsupportedAttachParameters => Error::NOT_SUPPORTED,
             _ => Error::INVALID_PARAMETER,
         }
+    }
+}
+
+/// The attach parameters of a client whose characteristics
+/// [`validate_client`] accepted: `data_size` bytes at `data`, empty when
+/// it has none.
+///
+/// # Safety
+/// `client_data` passed [`validate_client`], and its `data` stays valid
+/// for `'a` (an eBPF core keeps it for the attach call).
+pub unsafe fn attach_parameters<'a>(client_data: *const ebpf_extension_data_t) -> &'a [u8] {
+    // SAFETY: validated: non-null, and its header covers both fields.
+    let client_data = unsafe { &*client_data };
+    if client_data.data.is_null() {
+        &[]
+    } else {
+        // SAFETY: validated consistent; valid for `data_size` bytes
+        // (caller's contract).
+        unsafe { core::slice::from_raw_parts(client_data.data.cast::<u8>(), client_data.data_size) }
     }
 }
 

@@ -9,6 +9,8 @@ pub enum Errno {
     NoEntry = 2,
     /// `EINVAL`: the program's buffer is too small.
     InvalidArgument = 22,
+    /// `EOPNOTSUPP`: the helper does nothing for this program type.
+    NotSupported = 95,
 }
 
 /// A helper's outcome: a count of bytes, or an errno.

@@ -11,25 +11,29 @@
 //! it writes are taken from that list.
 //! Everything else is here.
 //!
-//! Clients (eBPF links) are kept in attach order in a [`ClientList`] behind
-//! a reader/writer spin lock. The invoke path ([`HookProvider::invoke`])
-//! takes the lock in shared mode once per [`Snapshot`] of up to
-//! [`SNAPSHOT_CAPACITY`](super::clients::SNAPSHOT_CAPACITY) clients, whose
-//! [`InvokeRef`](crate::sync::InvokeRef)s it takes, then runs their
-//! programs with no lock held (so the IRQL does not change between a
-//! batch's begin and end), ends the batch, and only then releases the
-//! references. It allocates nothing and never waits. Detach never blocks:
-//! it closes the client's `InvokeRef`; with invocations in flight it answers
-//! STATUS_PENDING and the last of them reports the detach complete. A
-//! client stays linked until NMR's cleanup, so a client a snapshot holds
-//! can always be stepped past.
+//! Clients (eBPF links) are published in attach order in an array read
+//! under an epoch ([`super::clients`]). The invoke path
+//! ([`HookProvider::invoke`]) enters the epoch once per event, runs the
+//! programs of every client whose detach has not begun, ends the batch, and
+//! leaves: no lock (so the IRQL does not change between a batch's begin and
+//! end), no atomic per client, no kernel call. It allocates nothing and
+//! never waits. Detach never blocks and never fails: under the provider's
+//! spin lock it marks the client and publishes an array without it (or,
+//! when the pool is exhausted, makes its slot a hole events skip); when no
+//! event is inside the epoch it answers STATUS_SUCCESS, otherwise
+//! STATUS_PENDING, and whoever ends the grace period (the last event that
+//! was inside when the detach began, as it leaves, at its own IRQL)
+//! reports the detach complete, once. So a detach waits for every event in
+//! flight, not only for those that could reach the client. Arrays are
+//! allocated by attach (which fails without one) and detach, never by an
+//! event, and freed after a grace period.
 //!
 //! The event source is registered when the first client attaches and
 //! removed after the last one detaches. Removal waits for the callback's
 //! calls in flight, so it can happen neither in detach (which must not
 //! block, and may run at DISPATCH_LEVEL) nor in cleanup (which NMR may run
-//! inside the last invocation's completion, that is inside the callback
-//! itself: a deadlock). It runs on a system worker thread ([`PassiveWork`]),
+//! inside the completion an event reports as it leaves the epoch, that is
+//! inside the callback itself: a deadlock). It runs on a system worker thread ([`PassiveWork`]),
 //! requested whenever the count of active clients drops to zero. The work
 //! routine removes the source only if, under the push lock that also
 //! serialises registration, no client is active: a client that attached
@@ -38,10 +42,12 @@
 //! attached.
 
 use super::abi::*;
-use super::client::{validate_client, BatchFunctions, ClientDispatch};
-use super::clients::{ClientList, Entry, Snapshot};
+use super::client::{
+    attach_parameters, validate_client, BatchFunctions, ClientDispatch, ClientError,
+};
+use super::clients::{Done, Entry, Published, Writer, DETACHED};
 use super::context::ProgramContext;
-use super::program::{AttachType, ProgramType};
+use super::program::{AttachType, LinkClasses, ProgramType, ALL_CLASSES};
 use crate::nmr::{self, ClientAttach, Provider, ProviderRegistration, StatelessProvider};
 use crate::nt::{self, NtResult, HANDLE};
 use crate::store;
@@ -63,6 +69,14 @@ pub trait EventSource: Sync + 'static {
     /// the callback is in flight. Reports the outcome with
     /// `crate::trace::callback_remove`.
     fn unregister(&self);
+    /// A link that receives the event classes `classes` attached
+    /// (PASSIVE_LEVEL, after [`register`](Self::register) succeeded): for a
+    /// source that asks its producer only for the events some link wants.
+    fn link_attached(&self, _classes: u32) {}
+    /// A link counted by [`link_attached`](Self::link_attached) began its
+    /// detach, or its attach was undone (IRQL <= DISPATCH_LEVEL; must not
+    /// block).
+    fn link_detached(&self, _classes: u32) {}
 }
 
 /// `EBPF_PROGRAM_INFO_EXTENSION_IID`, as NMR reads it.
@@ -103,7 +117,7 @@ impl Hook {
                 (attach.data() as *const ebpf_attach_provider_data_t).cast(),
                 // `load` initializes the work item before this provider is
                 // registered, `unload` shuts it down after deregistering.
-                HookProvider::new(source),
+                HookProvider::new(source, attach.link_classes()),
             ),
         }
     }
@@ -171,11 +185,48 @@ pub struct Client {
     /// The client's opaque binding context, only passed back to it.
     binding_context: *const c_void,
     dispatch: ClientDispatch,
+    /// The event classes the link receives (its attach parameters, read by
+    /// the attach type's [`LinkClasses`]; [`ALL_CLASSES`] without).
+    classes: u32,
 }
 
 // SAFETY: `binding_context` is never dereferenced by the driver; it is
 // passed back to the client's own functions, which accept it on any thread.
 unsafe impl Send for Client {}
+
+/// The tag of a client with only a plain invoke ([`Entry::tag`]); as a
+/// [`Batch`]'s `open`, no batch is open.
+const PLAIN: u8 = 0;
+/// Tags of clients with batch functions: one per distinct set of
+/// functions (a group), interned at attach, so an event compares one byte
+/// to know whether a client shares the open batch.
+const FIRST_GROUP: u8 = 1;
+/// Groups a hook interns; later sets of functions are [`UNSHARED`].
+const GROUPS: usize = 15;
+/// The tag of a batch client whose functions found no group: it gets a
+/// batch of its own.
+const UNSHARED: u8 = FIRST_GROUP + GROUPS as u8;
+/// A [`Batch`]'s `open` while an [`UNSHARED`] client's batch is open: no
+/// tag equals it.
+const OPEN_UNSHARED: u8 = UNSHARED + 1;
+const _: () = assert!(OPEN_UNSHARED & DETACHED == 0);
+
+/// Never called: the client detached clients' slots point to is tagged
+/// [`DETACHED`], which the invoke path skips.
+unsafe extern "system" fn hole_invoke(_: *const c_void, _: *mut c_void, _: *mut u32) -> u32 {
+    EbpfError::INVALID_ARGUMENT.code()
+}
+
+/// The value of the entry detached clients' slots point to.
+const HOLE: Client = Client {
+    binding_handle: 0,
+    binding_context: ptr::null(),
+    dispatch: ClientDispatch {
+        invoke: hole_invoke,
+        batch: None,
+    },
+    classes: 0,
+};
 // SAFETY: as above.
 unsafe impl Sync for Client {}
 
@@ -189,17 +240,24 @@ impl AsRef<store::Provider> for Hook {
 /// A hook provider for one attach type.
 ///
 /// # Invariants
-/// `active` counts the clients attached (from `attach` until their detach
-/// begins); the event source is registered (`*registered`) whenever
+/// `published` is changed only through `writer`'s guard. `active` counts
+/// the clients attached (from `attach` until their detach begins); the event source is registered (`*registered`) whenever
 /// `active > 0`, and a removal request is outstanding whenever `active == 0`
 /// and it is registered. `idle_work` is initialized from before the NMR
 /// provider is registered until after it is deregistered.
 pub struct HookProvider {
-    clients: SpinRwLock<ClientList<Client>>,
+    published: Published<Client>,
+    writer: SpinRwLock<Writer<Client>>,
     active: AtomicUsize,
     /// Whether the event source is registered (changed at PASSIVE_LEVEL).
     registered: PushLock<bool>,
+    /// The batch function sets interned so far (tag `FIRST_GROUP + i`):
+    /// only compared, never called; never removed.
+    groups: PushLock<[Option<BatchFunctions>; GROUPS]>,
     source: &'static dyn EventSource,
+    /// How links' attach parameters select their events (`None`: every
+    /// link receives every event).
+    link_classes: Option<LinkClasses>,
     /// Removes the event source once no client is active.
     idle_work: PassiveWork,
 }
@@ -219,12 +277,18 @@ impl HookProvider {
     /// The work item is not yet initialized: only [`Hook`], which
     /// initializes it before registering and shuts it down after
     /// deregistering, constructs one.
-    const fn new(source: &'static dyn EventSource) -> HookProvider {
+    const fn new(
+        source: &'static dyn EventSource,
+        link_classes: Option<LinkClasses>,
+    ) -> HookProvider {
         HookProvider {
-            clients: SpinRwLock::new(ClientList::new()),
+            published: Published::new(HOLE),
+            writer: SpinRwLock::new(Writer::new()),
             active: AtomicUsize::new(0),
             registered: PushLock::new(false),
+            groups: PushLock::new([None; GROUPS]),
             source,
+            link_classes,
             // SAFETY: see `Hook::new` and the type's invariants: init
             // before the first request, shutdown after the last.
             idle_work: unsafe { PassiveWork::new() },
@@ -240,49 +304,78 @@ impl HookProvider {
     /// Runs every attached client's program on `context`, in attach order.
     /// `on_result` sees each program's 32-bit result and decides whether to
     /// go on; a client whose invoke fails is skipped (fail-open). A client
-    /// whose detach began after this event took its reference is skipped
-    /// too.
+    /// whose detach began before the event reached it is skipped too.
+    #[inline]
     pub fn invoke<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
+        on_result: impl FnMut(u32) -> Flow,
+    ) {
+        self.invoke_where(context, |_| true, on_result);
+    }
+
+    /// [`invoke`](Self::invoke) for an event of class `class` (one bit):
+    /// only the clients whose link receives that class (see
+    /// [`AttachType::with_link_classes`]) run.
+    #[inline]
+    pub fn invoke_classes<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        class: u32,
+        on_result: impl FnMut(u32) -> Flow,
+    ) {
+        self.invoke_where(context, |client| client.classes & class != 0, on_result);
+    }
+
+    #[inline(always)]
+    fn invoke_where<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        receives: impl Fn(&Client) -> bool,
         mut on_result: impl FnMut(u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
-        let mut snapshot = Snapshot::new();
-        self.clients.read().acquire_after(None, &mut snapshot);
-        loop {
-            let mut batch = Batch::new();
-            let mut flow = Flow::Continue;
-            for entry in snapshot.iter() {
-                if entry.refs().is_detaching() {
-                    continue;
-                }
-                let mut result = 0u32;
-                let status = batch.run(entry.value(), program_context, &mut result);
-                if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
-                    flow = Flow::Stop;
-                    break;
-                }
+        let reader = self.published.enter(|| self.grace_period_over());
+        let mut state = MaybeUninit::uninit();
+        let mut batch = Batch::new(&mut state);
+        for entry in self.published.clients(&reader).iter() {
+            if !receives(entry.value()) {
+                continue;
             }
-            // The batch ends at the IRQL it began at (no lock is held while
-            // it is open) and before any reference is released: the core
-            // stays loaded while a link of it is referenced.
-            batch.end();
-            let last = match flow {
-                Flow::Continue => snapshot.last_if_full(),
-                Flow::Stop => None,
+            let mut result = 0u32;
+            let tag = entry.tag();
+            let status = if tag | batch.open == PLAIN {
+                // A plain client, no batch open.
+                plain_invoke(entry.value(), program_context, &mut result)
+            } else if tag == batch.open {
+                // A client of the open batch's group.
+                batch.invoke(entry.value(), program_context, &mut result)
+            } else if tag & DETACHED != 0 {
+                // Detached (or the hole a detached client left).
+                continue;
+            } else {
+                batch.switch(tag, entry.value(), program_context, &mut result)
             };
-            let Some(last) = last else {
-                release(&mut snapshot);
+            if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
                 break;
-            };
-            // More clients may follow: take them while `last` is still
-            // referenced (hence linked), then let the current ones go.
-            let mut next = Snapshot::new();
-            self.clients.read().acquire_after(Some(last), &mut next);
-            release(&mut snapshot);
-            snapshot = next;
+            }
         }
+        // The batch ends at the IRQL it began at (no lock is held while it
+        // is open) and before this event leaves the epoch: a detaching
+        // client's link (and its core) stays loaded until then.
+        batch.end();
+        if self.published.leave(reader) {
+            self.grace_period_over();
+        }
+    }
+
+    /// The grace period in progress is over (rare): free what it was for,
+    /// report its detaches, and begin the next one.
+    #[cold]
+    #[inline(never)]
+    fn grace_period_over(&self) {
+        let done = self.writer.write().grace_period_over(&self.published);
+        complete(done, None);
     }
 
     fn attach_client(
@@ -299,6 +392,20 @@ impl HookProvider {
                 client.dispatch,
             )
         }
+        .and_then(|dispatch| {
+            let classes = match self.link_classes {
+                None => ALL_CLASSES,
+                // SAFETY: the characteristics passed validate_client; the
+                // core keeps the parameters for the attach call.
+                Some(classes) => classes(unsafe {
+                    attach_parameters(
+                        client.registration.NpiSpecificCharacteristics
+                            as *const ebpf_extension_data_t,
+                    )
+                })?,
+            };
+            Ok::<_, ClientError>((dispatch, classes))
+        })
         .map_err(|e| {
             crate::trace::client_refused(
                 &client.provider_module,
@@ -308,11 +415,28 @@ impl HookProvider {
             );
             e.status()
         })?;
+        let (dispatch, classes) = dispatch;
+        // Room in the published array (the only allocation a client
+        // needs: its detach then cannot fail).
+        let reserved = self.writer.write().reserve(&self.published);
+        let Some(done) = reserved else {
+            let e = nt::Error::INSUFFICIENT_RESOURCES;
+            crate::trace::api_failure(
+                crate::trace::keyword::EXTENSION,
+                c"ExAllocatePool2",
+                e.status(),
+            );
+            return Err(e);
+        };
+        complete(done, None);
         {
             let mut registered = self.registered.lock();
             if !*registered {
                 // The source reports the outcome (crate::trace).
-                self.source.register()?;
+                if let Err(e) = self.source.register() {
+                    self.writer.write().unreserve();
+                    return Err(e);
+                }
                 // INVARIANT: registered before the client counts as active.
                 *registered = true;
             }
@@ -320,12 +444,39 @@ impl HookProvider {
             // (which checks the count under it) cannot remove the source
             // from under this client.
             self.active.fetch_add(1, Ordering::AcqRel);
+            self.source.link_attached(classes);
         }
-        Ok(Entry::new(Client {
-            binding_handle,
-            binding_context: client.binding_context,
-            dispatch,
-        }))
+        let kind = match &dispatch.batch {
+            Some(fns) => self.batch_tag(fns),
+            None => PLAIN,
+        };
+        Ok(Entry::new(
+            Client {
+                binding_handle,
+                binding_context: client.binding_context,
+                dispatch,
+                classes,
+            },
+            kind,
+        ))
+    }
+
+    /// The tag of a client with batch functions `fns`: its group's, a new
+    /// group's, or [`UNSHARED`] when every group is taken (PASSIVE_LEVEL).
+    fn batch_tag(&self, fns: &BatchFunctions) -> u8 {
+        let mut groups = self.groups.lock();
+        for (i, group) in groups.iter_mut().enumerate() {
+            let tag = FIRST_GROUP + i as u8;
+            match group {
+                Some(known) if known.same_as(fns) => return tag,
+                Some(_) => {}
+                None => {
+                    *group = Some(*fns);
+                    return tag;
+                }
+            }
+        }
+        UNSHARED
     }
 
     /// One client fewer is active: at zero, request the removal of the
@@ -350,10 +501,13 @@ impl HookProvider {
     }
 
     /// At unload, after the NMR provider has been deregistered (so no client
-    /// remains): removes the event source if still registered, waits for
-    /// the worker and releases the work item.
+    /// remains): removes the event source if still registered, frees the
+    /// client array, waits for the worker and releases the work item.
     fn shutdown(&'static self) {
         self.unregister_if_idle();
+        // The source is removed (no event can enter the epoch) and every
+        // detach completed (NMR deregistered the provider after them).
+        self.writer.write().shutdown(&self.published);
         self.idle_work.shutdown();
     }
 }
@@ -368,32 +522,47 @@ impl PassiveOwner for HookProvider {
     }
 }
 
-/// Releases a snapshot's references, reporting each detach they complete.
-fn release(snapshot: &mut Snapshot<Client>) {
-    snapshot.release(|client| {
-        // SAFETY: `release` calls this once for a client whose detach was
-        // pending (it returned `Detach::Pending`) and whose last reference
-        // this was; the handle is the one NMR gave its attach.
-        unsafe { nmr::detach_complete(client.binding_handle) }
+/// Finishes what grace periods handed back: frees the arrays and reports
+/// each detach complete to NMR, except `synchronous`'s (its detach answers
+/// STATUS_SUCCESS instead). Called with no lock held: NMR may clean the
+/// binding up inside the report.
+fn complete(done: Done<Client>, synchronous: Option<&Entry<Client>>) {
+    done.finish(|entry| {
+        if synchronous.is_some_and(|s| ptr::eq(s, entry)) {
+            return;
+        }
+        // SAFETY: `finish` reports each detached entry once, after its
+        // detach answered STATUS_PENDING (it was not the synchronous one)
+        // and no event can call it any more; the handle is the one NMR
+        // gave its attach.
+        unsafe { nmr::detach_complete(entry.value().binding_handle) }
     });
 }
 
-/// The batch in progress during one snapshot.
+/// The batch in progress during one event.
 ///
 /// # Invariants
-/// When `open` is `Some(fns)`, `fns.begin` succeeded with `state` (which
-/// it initialized) and `fns.end` has not been called for it yet.
-struct Batch {
-    open: Option<BatchFunctions>,
+/// When `open` is not [`PLAIN`], `fns.begin` succeeded with `state` (which
+/// it initialized), `fns.end` has not been called for it yet, and `open`
+/// is the tag of the group whose functions `fns` are (or
+/// [`OPEN_UNSHARED`]); every client tagged `open` has these functions.
+/// `fns` is initialized from the first begin on (it is read only while a
+/// batch is open).
+struct Batch<'s> {
+    open: u8,
+    fns: MaybeUninit<BatchFunctions>,
     /// Written by `batch_begin` (an `_Out_` parameter): not zeroed here.
-    state: MaybeUninit<ebpf_execution_context_state_t>,
+    /// Borrowed from the caller, so that only it is in memory (`open` and
+    /// `fns` stay in registers).
+    state: &'s mut MaybeUninit<ebpf_execution_context_state_t>,
 }
 
-impl Batch {
-    fn new() -> Batch {
+impl<'s> Batch<'s> {
+    fn new(state: &'s mut MaybeUninit<ebpf_execution_context_state_t>) -> Batch<'s> {
         Batch {
-            open: None,
-            state: MaybeUninit::uninit(),
+            open: PLAIN,
+            fns: MaybeUninit::uninit(),
+            state,
         }
     }
 
@@ -403,42 +572,73 @@ impl Batch {
         self.state.as_mut_ptr().cast()
     }
 
-    fn run(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
-        let Some(fns) = client.dispatch.batch else {
-            self.end();
-            return plain_invoke(client, context, result);
-        };
-        if !self.open.is_some_and(|open| open.same_as(&fns)) {
-            self.end();
-            let state = self.state_ptr();
-            // SAFETY: the client's batch begin, with our 64-byte state; the
-            // client is referenced by the caller's snapshot.
-            let begun = unsafe { (fns.begin)(size_of::<ebpf_execution_context_state_t>(), state) };
-            if ebpf_check(begun).is_err() {
-                return plain_invoke(client, context, result);
-            }
-            // INVARIANT: begun with `state`.
-            self.open = Some(fns);
-        }
+    /// Invokes `client`, a client of the open batch's group.
+    #[inline(always)]
+    fn invoke(&mut self, client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
+        debug_assert!(self.open != PLAIN, "no batch open");
         let state = self.state_ptr();
-        // SAFETY: a batch of these functions is open with our state; the
-        // client is referenced; context is the caller's.
-        unsafe { (fns.invoke)(client.binding_context, context, result, state) }
+        // SAFETY: a batch is open, so `fns` is initialized (invariant).
+        let invoke = unsafe { self.fns.assume_init_ref() }.invoke;
+        // SAFETY: these functions are the client's (its tag is the open
+        // group's: invariant), begun with our state; the client stays live
+        // while the event is in the epoch; context is the caller's.
+        unsafe { invoke(client.binding_context, context, result, state) }
     }
 
-    fn end(&mut self) {
-        if let Some(fns) = self.open.take() {
-            let state = self.state_ptr();
-            // SAFETY: ends the batch begun with this state (invariant); the
-            // client that began it is still referenced.
-            let _ = unsafe { (fns.end)(state) };
+    /// Invokes `client`, tagged `tag` (not detached), which is not of the
+    /// open batch's group: ends that batch, and begins one for the client
+    /// when it has batch functions.
+    #[inline]
+    fn switch(
+        &mut self,
+        tag: u8,
+        client: &Client,
+        context: *mut c_void,
+        result: &mut u32,
+    ) -> ebpf_result_t {
+        self.end();
+        let Some(fns) = client.dispatch.batch else {
+            return plain_invoke(client, context, result);
+        };
+        let state = self.state_ptr();
+        // SAFETY: the client's batch begin, with our 64-byte state; the
+        // client stays live while the caller's event is in the epoch.
+        let begun = unsafe { (fns.begin)(size_of::<ebpf_execution_context_state_t>(), state) };
+        if ebpf_check(begun).is_err() {
+            return plain_invoke(client, context, result);
         }
+        // INVARIANT: begun with `state`; a client's tag is its group's
+        // (attach), except UNSHARED, whose batch no other client joins.
+        self.fns.write(fns);
+        self.open = if tag == UNSHARED { OPEN_UNSHARED } else { tag };
+        self.invoke(client, context, result)
+    }
+
+    /// Ends the open batch, if any.
+    #[inline(always)]
+    fn end(&mut self) {
+        if self.open != PLAIN {
+            self.end_open();
+        }
+    }
+
+    #[inline]
+    fn end_open(&mut self) {
+        let state = self.state_ptr();
+        // SAFETY: `open` is not PLAIN, so `fns` is initialized (invariant).
+        let end = unsafe { self.fns.assume_init_ref() }.end;
+        // SAFETY: ends the batch begun with this state (invariant); the
+        // client that began it stays live until the event leaves the
+        // epoch, after this.
+        let _ = unsafe { end(state) };
+        // INVARIANT: no batch open.
+        self.open = PLAIN;
     }
 }
 
 fn plain_invoke(client: &Client, context: *mut c_void, result: &mut u32) -> ebpf_result_t {
     // SAFETY: the client's invoke with its own binding context; the client
-    // is referenced for the duration.
+    // stays live while the event is in the epoch.
     unsafe { (client.dispatch.invoke)(client.binding_context, context, result) }
 }
 
@@ -456,23 +656,34 @@ impl Provider for HookProvider {
 
     fn attached(&'static self, binding: &Entry<Client>) {
         // SAFETY: the binding stays at this address until it is dropped
-        // after `cleanup` (the `Provider::attached` contract), and `cleanup`
-        // unlinks it; the list lives in a static and never moves.
-        unsafe { self.clients.write().push(binding) };
+        // after `cleanup` (the `Provider::attached` contract), which comes
+        // after its detach was reported complete (from a `Done`); attach
+        // reserved its room.
+        unsafe { self.writer.write().publish(&self.published, binding) };
     }
 
-    fn abandon(&'static self, _binding: Entry<Client>) {
+    fn abandon(&'static self, binding: Entry<Client>) {
+        self.writer.write().unreserve();
+        self.source.link_detached(binding.value().classes);
         self.deactivate();
     }
 
     fn detach(&'static self, binding: &Entry<Client>) -> Detach {
-        let outcome = binding.refs().begin_detach();
+        let done = self.writer.write().detach(&self.published, binding);
+        self.source.link_detached(binding.value().classes);
         self.deactivate();
+        let outcome = if done.holds(binding) {
+            Detach::Complete
+        } else {
+            Detach::Pending
+        };
+        complete(done, Some(binding));
         outcome
     }
 
     fn cleanup(&'static self, binding: &Entry<Client>) {
-        let unlinked = self.clients.write().unlink(binding);
-        debug_assert!(unlinked, "a cleaned-up client was linked");
+        // Nothing to unlink: detach cleared the client's slot, and its
+        // report came after every event that could reach it had left.
+        debug_assert!(binding.is_detaching(), "a cleaned-up client was detached");
     }
 }

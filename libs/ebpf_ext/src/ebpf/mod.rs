@@ -1,5 +1,5 @@
 //! The eBPF for Windows extension side, shared by every program type: the
-//! ABI ([`abi`]), client validation ([`client`]), the client list
+//! ABI ([`abi`]), client validation ([`client`]), the client array
 //! ([`clients`]), program contexts ([`context`]), what helpers share
 //! ([`helpers`]), program information built from one declaration
 //! ([`program`]), and the generic hook provider ([`hook`]).

@@ -206,13 +206,23 @@ impl<const HELPERS: usize> ProgramType<HELPERS> {
     }
 }
 
+/// A link's event classes from its attach parameters (the bytes of its
+/// `ebpf_extension_data_t`, empty when it has none): a bit mask an event's
+/// class is tested against (see `HookProvider::invoke_classes`).
+pub type LinkClasses = fn(&[u8]) -> Result<u32, super::client::ClientError>;
+
+/// Every event class: what a link of an attach type without attach
+/// parameters receives.
+pub const ALL_CLASSES: u32 = u32::MAX;
+
 /// The attach provider data NMR publishes for one attach type.
 ///
 /// # Invariants
-/// Holds no pointer; immutable.
+/// Holds no data pointer; immutable.
 pub struct AttachType {
     data: ebpf_attach_provider_data_t,
     module_id: NPI_MODULEID,
+    link_classes: Option<LinkClasses>,
 }
 
 impl AttachType {
@@ -231,7 +241,29 @@ impl AttachType {
                 link_type: 0,
             },
             module_id: NPI_MODULEID::guid(attach_type),
+            link_classes: None,
         }
+    }
+
+    /// The same attach type with links of `link_type` (`bpf_link_type`,
+    /// e.g. `BPF_LINK_TYPE_PLAIN`).
+    pub const fn with_link_type(mut self, link_type: u32) -> AttachType {
+        self.data.link_type = link_type;
+        self
+    }
+
+    /// The same attach type whose links carry attach parameters: `classes`
+    /// reads them at attach (a refusal refuses the link) and gives the
+    /// classes of events the link receives. Without it every link receives
+    /// every event, whatever its parameters.
+    pub const fn with_link_classes(mut self, classes: LinkClasses) -> AttachType {
+        self.link_classes = Some(classes);
+        self
+    }
+
+    /// How a link's attach parameters select its events.
+    pub const fn link_classes(&self) -> Option<LinkClasses> {
+        self.link_classes
     }
 
     /// The hook provider's NPI-specific characteristics.

@@ -21,6 +21,11 @@ extern "system" {
     // export behaves the same and also works in a simulated kernel.
     pub fn KeGetCurrentIrql() -> KIRQL;
 
+    // Processors (ntddk.h): how many may ever exist, and which one runs the
+    // caller (a system-wide index across processor groups).
+    pub fn KeQueryMaximumProcessorCountEx(GroupNumber: u16) -> u32;
+    pub fn KeGetCurrentProcessorNumberEx(ProcNumber: *mut PROCESSOR_NUMBER) -> u32;
+
     // Reader/writer spin locks (raise to DISPATCH_LEVEL).
     pub fn ExAcquireSpinLockShared(SpinLock: *mut EX_SPIN_LOCK) -> KIRQL;
     pub fn ExReleaseSpinLockShared(SpinLock: *mut EX_SPIN_LOCK, OldIrql: KIRQL);

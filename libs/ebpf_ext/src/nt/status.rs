@@ -49,6 +49,9 @@ errors! {
     INSUFFICIENT_RESOURCES = 0xC000_009Au32;
     /// `STATUS_NOT_SUPPORTED`.
     NOT_SUPPORTED = 0xC000_00BBu32;
+    /// `STATUS_NOINTERFACE`: an NMR binding refused because the other
+    /// side's NPI characteristics are missing or of an unknown version.
+    NOINTERFACE = 0xC000_02B9u32;
 }
 
 impl Error {

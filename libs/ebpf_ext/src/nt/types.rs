@@ -10,6 +10,19 @@ pub const PASSIVE_LEVEL: KIRQL = 0;
 pub const APC_LEVEL: KIRQL = 1;
 pub const DISPATCH_LEVEL: KIRQL = 2;
 
+/// `ALL_PROCESSOR_GROUPS`: `KeQueryMaximumProcessorCountEx` counts every
+/// group.
+pub const ALL_PROCESSOR_GROUPS: u16 = 0xFFFF;
+
+/// `PROCESSOR_NUMBER` (4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PROCESSOR_NUMBER {
+    pub Group: u16,
+    pub Number: u8,
+    pub Reserved: u8,
+}
+
 pub const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
 pub const POOL_FLAG_NON_PAGED: u64 = 0x40;
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Number of simulated processors (per-CPU maps keep one value per CPU,
 /// perf event arrays one buffer per CPU).
-pub const CPU_COUNT: u32 = 2;
+pub const CPU_COUNT: u32 = crate::kernel::processor::CPU_COUNT;
 
 /// `ebpf_result_t` (a subset of the values the maps return).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -317,8 +317,14 @@ impl Program {
         let mut current = Arc::clone(self);
         let mut tail_calls = 0u32;
         let result = loop {
+            // The packet is [data, data_end), or [data_meta, data_end) for a
+            // context with metadata in front of its data (the verifier lets
+            // programs read from data_meta on).
             let packet = match (read_ptr(desc.data), read_ptr(desc.end)) {
-                (Some(d), Some(e)) => Some((d, e)),
+                (Some(d), Some(e)) => match read_ptr(desc.meta) {
+                    Some(m) if m <= d => Some((m, e)),
+                    _ => Some((d, e)),
+                },
                 _ => None,
             };
             let mut run = Run {

@@ -18,6 +18,7 @@ pub fn table() -> Vec<Export> {
     let mut all = Vec::new();
     all.extend(crate::kernel::pool::exports());
     all.extend(crate::kernel::irql::exports());
+    all.extend(crate::kernel::processor::exports());
     all.extend(crate::kernel::sync::exports());
     all.extend(crate::kernel::io::exports());
     all.extend(crate::kernel::nmr::exports());

@@ -39,6 +39,7 @@ pub mod log;
 pub mod netevent;
 pub mod nmr;
 pub mod pool;
+pub mod processor;
 pub mod ps;
 pub mod registry;
 pub mod rtl;

@@ -1,7 +1,7 @@
 //! The process hook on Windows: the program type's declaration, the
 //! process notify routine that raises events, the account lookup, the
 //! helpers, and the `bpf_prog_test_run` contexts. Everything generic (the
-//! providers, the client list, invoking, program information, contexts)
+//! providers, the client array, invoking, program information, contexts)
 //! is in [`ebpf_ext::ebpf`].
 
 use super::*;

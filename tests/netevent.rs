@@ -1,0 +1,420 @@
+//! neteventebpfext end to end: the real `neteventebpfext.sys` in ntsim,
+//! `tests/bpf/netevent_monitor.o` loaded and attached through ntsim's eBPF
+//! core with a capture type, events delivered by ntsim's simulated netevent
+//! providers (the role of upstream's netevent_sim), records read back from
+//! the program's ring buffer.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use ntsim::build::driver_image_named;
+use ntsim::ebpf::core::{CoreError, Link, LoadedProgram};
+use ntsim::ebpf::Object;
+use ntsim::hook::netevent as hook;
+use ntsim::netevent::{self as providers, ClientResult, DeliveryIrql, Event};
+use ntsim::{fault, violation, Sim};
+
+const DROP: u32 = providers::EVENT_TYPE_DROP;
+const FLOW: u32 = providers::EVENT_TYPE_FLOW;
+
+struct Env {
+    sim: Sim,
+    object: Object,
+}
+
+fn setup() -> Env {
+    let mut sim = Sim::new();
+    let status = sim
+        .load_driver(&driver_image_named("neteventebpfext"))
+        .expect("the driver image loads");
+    assert_eq!(status, 0, "DriverEntry failed");
+    let object = load_object();
+    Env { sim, object }
+}
+
+fn load_object() -> Object {
+    let path = ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o");
+    let bytes = std::fs::read(&path).expect("tests/bpf/netevent_monitor.o (tests/bpf/build.sh)");
+    // The section resolves through the store the driver just wrote.
+    Object::load(&bytes, &ntsim::ebpf::store::section_map()).expect("netevent_monitor.o loads")
+}
+
+fn opts(capture: u32) -> [u8; 4] {
+    capture.to_le_bytes()
+}
+
+impl Env {
+    fn program(&self) -> LoadedProgram {
+        let program = self
+            .object
+            .program("monitor_netevents")
+            .expect("the monitor program");
+        LoadedProgram::load(program.clone()).expect("the program type is provided")
+    }
+
+    fn attach(&self, capture: u32) -> (LoadedProgram, Link) {
+        let program = self.program();
+        let link = program
+            .attach(hook::ATTACH_TYPE, &opts(capture), 0)
+            .expect("attach to netevent");
+        (program, link)
+    }
+
+    /// The records the monitor wrote since the last call.
+    fn records(&self) -> Vec<Vec<u8>> {
+        self.object.map(hook::MONITOR_MAP).unwrap().drain_ring()
+    }
+
+    fn finish(self) {
+        let Env { sim, object } = self;
+        drop(object);
+        if let Err(findings) = sim.finish() {
+            panic!("{findings}");
+        }
+    }
+}
+
+fn deliver(provider: u32, event: &Event, irql: DeliveryIrql) -> providers::Delivery {
+    providers::deliver(Some(provider), event, irql).expect("the provider delivers")
+}
+
+#[test]
+fn program_information_matches_upstream() {
+    let env = setup();
+    let program = env.program();
+    let info = program
+        .program_info()
+        .expect("bound to the driver's provider");
+    let td = &info.type_descriptor;
+    assert_eq!(td.name, "netevent_monitor");
+    assert_eq!(td.program_type, hook::PROGRAM_TYPE);
+    assert_eq!(td.bpf_prog_type, hook::BPF_PROG_TYPE_NETEVENT);
+    let cd = &td.context_descriptor;
+    assert_eq!((cd.size, cd.data, cd.end, cd.meta), (24, 8, 16, 0));
+    let helpers = &info.type_specific_helpers;
+    assert_eq!(helpers.len(), 1);
+    assert_eq!(helpers[0].prototype.helper_id, hook::HELPER_PUSH_EVENT);
+    assert_eq!(helpers[0].prototype.name, "bpf_netevent_push_event");
+    assert!(
+        helpers[0].address.is_some(),
+        "an address table is published"
+    );
+    assert!(info.global_helpers.is_empty());
+    assert_eq!(info.required_irql, 0);
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn every_event_reaches_the_program_framed_behind_its_data_header() {
+    let env = setup();
+    providers::register_provider(1).unwrap();
+    assert!(
+        providers::clients(1).is_empty(),
+        "no NMR client before a program attaches"
+    );
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    assert_eq!(providers::clients(1), vec![hook::CLIENT_MODULE_ID]);
+    let payload: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+    let mut expected = Vec::new();
+    for (i, (kind, irql)) in [
+        (DROP, DeliveryIrql::Passive),
+        (FLOW, DeliveryIrql::Dispatch),
+        (7, DeliveryIrql::Passive),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = Event::with_header(kind, &[i as u8 + 1; 8], &payload[..i * 90]).unwrap();
+        let delivery = deliver(1, &event, irql);
+        assert_eq!(delivery.delivered(), 1, "{delivery:?}");
+        expected.push(hook::monitor_record(event.bytes()));
+    }
+    assert_eq!(env.records(), expected);
+    drop(link);
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn each_link_gets_the_events_its_capture_type_asks_for() {
+    let env = setup();
+    providers::register_provider(1).unwrap();
+    let (drop_program, drop_link) = env.attach(providers::CAPTURE_DROP);
+    // The provider is asked for what the links together want.
+    let event = Event::new(FLOW, b"f");
+    let d = deliver(1, &event, DeliveryIrql::Passive);
+    assert_eq!(d.clients[0].capture_type, providers::CAPTURE_DROP);
+    assert_eq!(d.clients[0].result, ClientResult::Filtered);
+    let (flow_program, flow_link) = env.attach(providers::CAPTURE_FLOW);
+    let (none_program, none_link) = env.attach(providers::CAPTURE_NONE);
+    let d = deliver(1, &Event::new(DROP, b"d"), DeliveryIrql::Passive);
+    assert_eq!(d.clients[0].capture_type, providers::CAPTURE_ALL);
+    deliver(1, &Event::new(FLOW, b"f"), DeliveryIrql::Dispatch);
+    deliver(1, &Event::new(9, b"o"), DeliveryIrql::Passive);
+    // One ring buffer for the three programs (one object): one record per
+    // link that asked for the event, the unknown type for nobody.
+    assert_eq!(
+        env.records(),
+        vec![
+            hook::monitor_record(Event::new(DROP, b"d").bytes()),
+            hook::monitor_record(Event::new(FLOW, b"f").bytes()),
+        ]
+    );
+    drop(flow_link);
+    drop(drop_link);
+    let d = deliver(1, &Event::new(DROP, b"d"), DeliveryIrql::Passive);
+    assert_eq!(d.clients[0].capture_type, providers::CAPTURE_NONE);
+    assert_eq!(d.clients[0].result, ClientResult::Filtered);
+    assert!(env.records().is_empty());
+    drop(none_link);
+    drop((drop_program, flow_program, none_program));
+    env.finish();
+}
+
+#[test]
+fn attach_options_are_required_and_checked() {
+    let env = setup();
+    let program = env.program();
+    for (params, what) in [
+        (&[][..], "no options"),
+        (&[1, 0, 0][..], "three bytes"),
+        (&[1, 0, 0, 0, 0][..], "five bytes"),
+        (&0u32.to_le_bytes()[..], "capture type 0"),
+        (&5u32.to_le_bytes()[..], "capture type 5"),
+    ] {
+        let refused = program.attach(hook::ATTACH_TYPE, params, 0);
+        assert!(
+            matches!(refused, Err(CoreError::NoHookProvider { .. })),
+            "{what}: {:?}",
+            refused.err()
+        );
+    }
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn two_providers_each_deliver_to_the_program() {
+    let env = setup();
+    providers::register_provider(1).unwrap();
+    providers::register_provider(2).unwrap();
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    assert_eq!(providers::clients(1), vec![hook::CLIENT_MODULE_ID]);
+    assert_eq!(providers::clients(2), vec![hook::CLIENT_MODULE_ID]);
+    deliver(1, &Event::new(DROP, b"one"), DeliveryIrql::Passive);
+    deliver(2, &Event::new(FLOW, b"two"), DeliveryIrql::Dispatch);
+    providers::deregister_provider(1).unwrap();
+    deliver(2, &Event::new(DROP, b"three"), DeliveryIrql::Passive);
+    assert_eq!(
+        env.records(),
+        ["one", "two", "three"]
+            .iter()
+            .zip([DROP, FLOW, DROP])
+            .map(|(p, t)| hook::monitor_record(Event::new(t, p.as_bytes()).bytes()))
+            .collect::<Vec<_>>()
+    );
+    drop(link);
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn a_provider_may_arrive_after_the_programs_and_leave_before_them() {
+    let env = setup();
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    providers::register_provider(3).unwrap();
+    assert_eq!(providers::clients(3), vec![hook::CLIENT_MODULE_ID]);
+    deliver(3, &Event::new(DROP, b"x"), DeliveryIrql::Alternate);
+    providers::deregister_provider(3).unwrap();
+    assert_eq!(env.records().len(), 1);
+    providers::register_provider(3).unwrap();
+    deliver(3, &Event::new(DROP, b"y"), DeliveryIrql::Alternate);
+    assert_eq!(env.records().len(), 1);
+    drop(link);
+    // The last link gone, the client deregisters (on a worker thread) and
+    // the provider loses it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !providers::clients(3).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the NMR client was not deregistered after the last detach"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn malformed_events_are_dropped() {
+    let env = setup();
+    providers::register_provider(1).unwrap();
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    let short = vec![DROP as u8; providers::PKTMON_EVENT_HEADER_LENGTH - 1];
+    deliver(1, &Event::raw(&short), DeliveryIrql::Passive);
+    deliver(1, &Event::raw(&[]), DeliveryIrql::Dispatch);
+    assert!(env.records().is_empty(), "nothing shorter than the header");
+    let exact = Event::new(DROP, b"");
+    deliver(1, &exact, DeliveryIrql::Passive);
+    assert_eq!(env.records(), vec![hook::monitor_record(exact.bytes())]);
+    drop(link);
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn an_event_larger_than_the_buffer_grows_it() {
+    let env = setup();
+    providers::register_provider(1).unwrap();
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    let big = Event::new(FLOW, &vec![0x5a; 9000]);
+    for irql in [DeliveryIrql::Passive, DeliveryIrql::Dispatch] {
+        deliver(1, &big, irql);
+    }
+    assert_eq!(env.records(), vec![hook::monitor_record(big.bytes()); 2]);
+    drop(link);
+    drop(program);
+    env.finish();
+    assert!(violation::take().is_empty());
+}
+
+#[test]
+fn the_test_run_rebuilds_the_context_from_data() {
+    let env = setup();
+    let program = env.program();
+    let event = Event::new(DROP, b"payload");
+    let mut data = vec![DROP as u8, 0, 1, 0];
+    data.extend_from_slice(event.bytes());
+    let out = program
+        .test_run(&data, &[0u8; 24], data.len(), 24)
+        .expect("a framed drop event runs");
+    assert_eq!(out.data_out, data, "data_out is data_in");
+    assert_eq!(
+        out.context_out,
+        vec![0u8; 24],
+        "no kernel address comes back"
+    );
+    assert_eq!(env.records(), vec![hook::monitor_record(event.bytes())]);
+    for (bad, what) in [
+        (data[..0x38].to_vec(), "shorter than both headers"),
+        ([&[99u8, 0, 1, 0][..], event.bytes()].concat(), "type 99"),
+    ] {
+        assert!(
+            program.test_run(&bad, &[0u8; 24], 4096, 24).is_err(),
+            "{what} refused"
+        );
+    }
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn nothing_of_the_driver_outlives_its_unload() {
+    let mut env = setup();
+    providers::register_provider(1).unwrap();
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    deliver(1, &Event::new(DROP, b"z"), DeliveryIrql::Passive);
+    // The driver's pool blocks (its framing buffers among them) carry
+    // upstream's tag 'tvEN' (shown NEvt), not ntosebpfext's.
+    let blocks: Vec<String> = env
+        .sim
+        .outstanding()
+        .into_iter()
+        .filter(|l| l.contains("ExAllocatePool2"))
+        .collect();
+    assert!(
+        blocks.iter().any(|l| l.contains("tagged 'NEvt'")),
+        "{blocks:#?}"
+    );
+    assert!(
+        !blocks.iter().any(|l| l.contains("tagged 'Ntos'")),
+        "{blocks:#?}"
+    );
+    drop(link);
+    drop(program);
+    env.sim.unload_driver().expect("the driver unloads");
+    assert!(
+        providers::clients(1).is_empty(),
+        "the driver's client left the provider at unload"
+    );
+    // ntsim's provider is the system's, not the driver's.
+    providers::deregister_provider(1).unwrap();
+    assert!(
+        env.sim.outstanding().is_empty(),
+        "{:?}",
+        env.sim.outstanding()
+    );
+    drop(env.object);
+    env.sim.finish().unwrap();
+}
+
+#[test]
+fn every_failure_on_the_way_leaves_nothing_behind() {
+    // Every fallible call from DriverEntry to the events and back, failed
+    // one at a time: the load, the attach or the binding fails, or the
+    // event reaches the program; the driver unloads clean in every case.
+    let image = driver_image_named("neteventebpfext");
+    let covered = ntsim::sim::sweep(|injection| {
+        let mut sim = Sim::new();
+        if let Some(i) = injection {
+            fault::fail_nth(&i.api, i.call);
+        }
+        let context = format!("{injection:?}");
+        let status = sim.load_driver(&image).unwrap();
+        if status != 0 {
+            assert!(injection.is_some(), "DriverEntry failed without a fault");
+        } else {
+            // ntsim's own provider may be the call that fails.
+            let provider = providers::register_provider(1).is_ok();
+            assert!(provider || injection.is_some(), "{context}");
+            let attached = ntsim::ebpf::Object::load(
+                &std::fs::read(ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o"))
+                    .unwrap(),
+                &ntsim::ebpf::store::section_map(),
+            )
+            .ok()
+            .and_then(|object| {
+                let program =
+                    LoadedProgram::load(object.program("monitor_netevents")?.clone()).ok()?;
+                let link = program
+                    .attach(hook::ATTACH_TYPE, &opts(providers::CAPTURE_ALL), 0)
+                    .ok()?;
+                Some((object, program, link))
+            });
+            if injection.is_none() {
+                assert!(attached.is_some(), "attach without a fault");
+            }
+            let bound = provider
+                && !deliver(1, &Event::new(DROP, b"s"), DeliveryIrql::Passive)
+                    .clients
+                    .is_empty();
+            if let Some((object, program, link)) = attached {
+                let records = object.map(hook::MONITOR_MAP).unwrap().drain_ring();
+                // A failure inside the event (a buffer too small to grow)
+                // drops it; otherwise a bound client delivers it.
+                if bound && injection.is_none() {
+                    assert_eq!(records.len(), 1, "{context}");
+                }
+                drop(link);
+                drop(program);
+                drop(object);
+            }
+            ntsim::io::wait_idle();
+            sim.unload_driver().unwrap();
+            if provider {
+                assert!(providers::clients(1).is_empty(), "{context}");
+            }
+        }
+        if let Err(findings) = sim.finish() {
+            panic!("{context}: {findings}");
+        }
+    });
+    let apis: Vec<&str> = covered.iter().map(|i| i.api.as_str()).collect();
+    for api in [
+        "ExAllocatePool2",
+        "NmrRegisterProvider",
+        "NmrRegisterClient",
+        providers::ATTACH_FAULT,
+    ] {
+        assert!(apis.contains(&api), "{api} was never failed: {apis:?}");
+    }
+}
