@@ -209,6 +209,8 @@ fn pairs() -> Vec<Pair> {
         same!(ext::nt::NPI_CLIENT_CHARACTERISTICS, sim::nmr::NPI_CLIENT_CHARACTERISTICS;
             Version, Length, ClientAttachProvider, ClientDetachProvider,
             ClientCleanupBindingContext, ClientRegistrationInstance),
+        same!(ext::nt::PROCESSOR_NUMBER, sim::kernel::processor::PROCESSOR_NUMBER;
+            Group, Number, Reserved),
         same!(ext::nt::CLIENT_ID, sim::ps::CLIENT_ID; UniqueProcess, UniqueThread),
         same!(ext::nt::PS_CREATE_NOTIFY_INFO, sim::ps::PS_CREATE_NOTIFY_INFO;
             Size, Flags, ParentProcessId, CreatingThreadId, FileObject, ImageFileName,
@@ -521,6 +523,7 @@ fn constants() -> Vec<Constant> {
         Error::NOT_SUPPORTED.status() => ss::STATUS_NOT_SUPPORTED,
         // IRQLs, pool, debug print, NMR, security, events.
         dn::PASSIVE_LEVEL => sim::types::PASSIVE_LEVEL,
+        dn::ALL_PROCESSOR_GROUPS => sim::kernel::processor::ALL_PROCESSOR_GROUPS,
         dn::APC_LEVEL => sim::types::APC_LEVEL,
         dn::DISPATCH_LEVEL => sim::types::DISPATCH_LEVEL,
         dn::POOL_FLAG_UNINITIALIZED => sim::pool::POOL_FLAG_UNINITIALIZED,
@@ -887,6 +890,7 @@ const NTSIM_SOURCES: &[&str] = &[
     "tests/ntsim/src/kernel/types.rs",
     "tests/ntsim/src/kernel/status.rs",
     "tests/ntsim/src/kernel/nmr.rs",
+    "tests/ntsim/src/kernel/processor.rs",
     "tests/ntsim/src/kernel/ps/events.rs",
     "tests/ntsim/src/kernel/ps/image.rs",
     "tests/ntsim/src/kernel/ps/thread.rs",
@@ -942,10 +946,6 @@ const NTSIM_ONLY: &[(&str, &str)] = &[
     (
         "ebpf_execution_context_tail_call_state_t",
         "inside the batch state, opaque to the driver",
-    ),
-    (
-        "NPI_CLIENT_CHARACTERISTICS",
-        "the driver is an NMR provider only",
     ),
     (
         "EVENT_FILTER_DESCRIPTOR",

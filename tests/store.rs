@@ -798,21 +798,23 @@ fn the_reader_skips_what_upstream_skips() {
 }
 
 /// docs/installing.md's commands (copy into HKCU, delete from HKLM and
-/// HKCU) name exactly the store keys the driver writes at load, so a new
-/// program type or section cannot be forgotten there.
+/// HKCU) name exactly the store keys the drivers write at load, so a new
+/// program type, section or driver cannot be forgotten there.
 #[test]
-fn installing_md_copies_and_deletes_every_key_the_driver_writes() {
-    let mut sim = Sim::new();
-    assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0);
-    let mut written: Vec<String> = ["ProgramData", "SectionData"]
-        .iter()
-        .flat_map(|parent| {
+fn installing_md_copies_and_deletes_every_key_the_drivers_write() {
+    // Every driver of the repository, each alone in a fresh kernel.
+    let mut written: Vec<String> = Vec::new();
+    for name in ntsim::build::DRIVERS {
+        let mut sim = Sim::new();
+        let image = ntsim::build::driver_image_named(name);
+        assert_eq!(sim.load_driver(&image).unwrap(), 0, "{name}");
+        written.extend(["ProgramData", "SectionData"].iter().flat_map(|parent| {
             registry::subkeys(&format!("{HKLM_STORE}\\{parent}"))
                 .into_iter()
                 .map(move |k| format!("{parent}\\{k}"))
-        })
-        .collect();
-    sim.finish().expect("nothing left behind");
+        }));
+        sim.finish().expect("nothing left behind");
+    }
     written.sort();
     assert!(!written.is_empty());
     let doc =

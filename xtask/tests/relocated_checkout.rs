@@ -132,8 +132,20 @@ fn a_copied_checkout_builds_into_itself() {
             "xtask build in the copy failed: {stderr}"
         );
         let printed = String::from_utf8(out.stdout).unwrap();
+        // One line per driver; the first is ntosebpfext's.
         assert_eq!(
-            Path::new(printed.trim()),
+            printed.lines().count(),
+            ntsim::build::DRIVERS.len(),
+            "one image per driver: {printed}"
+        );
+        assert!(
+            printed
+                .lines()
+                .all(|line| Path::new(line).starts_with(root.join("target"))),
+            "every image in the copy: {printed}"
+        );
+        assert_eq!(
+            Path::new(printed.lines().next().unwrap_or_default()),
             image_in_copy,
             "xtask build (cwd {}, CARGO_MANIFEST_DIR {manifest_dir:?}) built elsewhere; stderr: {stderr}",
             cwd.display()
