@@ -307,6 +307,73 @@ fn the_test_run_rebuilds_the_context_from_data() {
     env.finish();
 }
 
+/// A test run's data: the data header of `type`, then a PktMon header
+/// (event id `type`) and `payload`.
+fn test_data(event_type: u8, payload: &[u8]) -> (Vec<u8>, Event) {
+    let event = Event::new(u32::from(event_type), payload);
+    let mut data = vec![event_type, 0, 1, 0];
+    data.extend_from_slice(event.bytes());
+    (data, event)
+}
+
+#[test]
+fn the_test_run_boundaries() {
+    let env = setup();
+    let program = env.program();
+    let refused = |data: &[u8], context_in: &[u8], what: &str| {
+        let r = program.test_run(data, context_in, 4096, 24);
+        assert!(
+            matches!(
+                r,
+                Err(CoreError::TestRun(ntsim::ebpf::TestRunError::ContextCreate(
+                    ntsim::ebpf::abi::EBPF_INVALID_ARGUMENT
+                )))
+            ),
+            "{what}: {r:?}"
+        );
+    };
+    // Exactly both headers (0x39 bytes, no payload) is an event; one byte
+    // less is not.
+    let (exact, event) = test_data(DROP as u8, b"");
+    assert_eq!(exact.len(), 0x39);
+    let out = program
+        .test_run(&exact, &[0u8; 24], exact.len(), 24)
+        .expect("0x39 bytes run");
+    assert_eq!(out.data_out, exact);
+    assert_eq!(env.records(), vec![hook::monitor_record(event.bytes())]);
+    refused(&exact[..0x38], &[0u8; 24], "0x38 bytes");
+    refused(&[], &[0u8; 24], "no data");
+    // Drop (100) and flow (101) run; every other type is refused.
+    for t in [DROP as u8, FLOW as u8] {
+        let (data, event) = test_data(t, b"p");
+        let out = program.test_run(&data, &[0u8; 24], data.len(), 24);
+        assert_eq!(out.expect("drop and flow run").data_out, data);
+        assert_eq!(env.records(), vec![hook::monitor_record(event.bytes())]);
+    }
+    for t in [0u8, 1, 99, 102, 255] {
+        refused(&test_data(t, b"p").0, &[0u8; 24], &format!("type {t}"));
+    }
+    assert!(env.records().is_empty(), "no refused run reached the program");
+    // The context in must hold netevent_event_md_t.
+    refused(&test_data(DROP as u8, b"p").0, &[0u8; 23], "a 23-byte context");
+    // Outputs that do not fit come back empty (size 0), the run itself
+    // succeeds.
+    let (data, event) = test_data(FLOW as u8, b"payload");
+    let out = program
+        .test_run(&data, &[0u8; 24], data.len(), 23)
+        .expect("a short context out is no error");
+    assert_eq!(out.context_out, Vec::<u8>::new(), "ctx_out of 23 bytes");
+    assert_eq!(out.data_out, data);
+    let out = program
+        .test_run(&data, &[0u8; 24], data.len() - 1, 24)
+        .expect("a short data out is no error");
+    assert_eq!(out.data_out, Vec::<u8>::new(), "data_out one byte short");
+    assert_eq!(out.context_out, vec![0u8; 24]);
+    assert_eq!(env.records(), vec![hook::monitor_record(event.bytes()); 2]);
+    drop(program);
+    env.finish();
+}
+
 #[test]
 fn nothing_of_the_driver_outlives_its_unload() {
     let mut env = setup();
