@@ -10,10 +10,16 @@ use ntsim::ebpf::core::{CoreError, Link, LoadedProgram};
 use ntsim::ebpf::Object;
 use ntsim::hook::netevent as hook;
 use ntsim::netevent::{self as providers, ClientResult, DeliveryIrql, Event};
+use ntsim::log;
+use ntsim::status::STATUS_NOINTERFACE;
+use ntsim::types::GUID;
 use ntsim::{fault, violation, Sim};
 
 const DROP: u32 = providers::EVENT_TYPE_DROP;
 const FLOW: u32 = providers::EVENT_TYPE_FLOW;
+/// `EBPF_EXT_TRACELOG_KEYWORD_NETEVENT`: the hook keyword of the driver's
+/// ETW provider.
+const KEYWORD_NETEVENT: u64 = 0x100;
 
 struct Env {
     sim: Sim,
@@ -240,6 +246,52 @@ fn a_provider_may_arrive_after_the_programs_and_leave_before_them() {
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    drop(program);
+    env.finish();
+}
+
+#[test]
+fn a_provider_without_usable_characteristics_is_refused_and_the_others_work() {
+    let env = setup();
+    log::etw_enable(&hook::ETW_PROVIDER, 5, KEYWORD_NETEVENT, 0);
+    providers::register_provider(1).unwrap();
+    // NULL NpiSpecificCharacteristics (upstream's refusal), and a header
+    // whose Size is smaller than its own four bytes (ours too).
+    providers::register_provider_with(2, None).unwrap();
+    let short = providers::NpiSpecific {
+        size: 3,
+        version: providers::PROVIDER_NPI_SPECIFIC.version,
+    };
+    providers::register_provider_with(3, Some(short)).unwrap();
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    providers::register_provider_with(4, None).unwrap();
+    assert_eq!(providers::clients(1), vec![hook::CLIENT_MODULE_ID]);
+    for id in [2, 3, 4] {
+        assert!(providers::clients(id).is_empty(), "provider {id} bound");
+        let d = deliver(id, &Event::new(DROP, b"n"), DeliveryIrql::Passive);
+        assert!(d.clients.is_empty(), "{d:?}");
+    }
+    let binds: Vec<(GUID, Option<i32>)> = log::tl_events_named("ProviderBind")
+        .iter()
+        .map(|e| (e.guid("ProviderModuleId").unwrap(), e.status("Status")))
+        .collect();
+    let mut expected: Vec<(GUID, Option<i32>)> = [1, 2, 3, 4]
+        .map(|id| {
+            let status = if id == 1 { 0 } else { STATUS_NOINTERFACE };
+            (providers::provider_module_id(id), Some(status))
+        })
+        .to_vec();
+    let mut sorted = binds.clone();
+    sorted.sort_by_key(|(g, _)| g.data1);
+    expected.sort_by_key(|(g, _)| g.data1);
+    assert_eq!(sorted, expected, "one ProviderBind per provider: {binds:?}");
+    // The refusals changed nothing for the good provider.
+    deliver(1, &Event::new(FLOW, b"ok"), DeliveryIrql::Dispatch);
+    assert_eq!(
+        env.records(),
+        vec![hook::monitor_record(Event::new(FLOW, b"ok").bytes())]
+    );
+    drop(link);
     drop(program);
     env.finish();
 }
