@@ -296,6 +296,223 @@ fn a_provider_without_usable_characteristics_is_refused_and_the_others_work() {
     env.finish();
 }
 
+/// The event delivery thread `thread` makes as its `seq`th: unique (the
+/// thread and number are in the PktMon header), of a type and size that
+/// vary (every seventh larger than the per-processor buffer).
+fn stress_event(thread: u8, seq: u32) -> Event {
+    let kind = [DROP, FLOW, 7][seq as usize % 3];
+    let len = if seq % 7 == 3 {
+        4100
+    } else {
+        seq as usize % 61
+    };
+    let mut tail = vec![thread];
+    tail.extend_from_slice(&seq.to_le_bytes());
+    Event::with_header(kind, &tail, &vec![thread ^ seq as u8; len]).unwrap()
+}
+
+#[test]
+fn attach_detach_and_provider_churn_while_events_flow() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    const CYCLES: usize = 40;
+    const CAPTURES: [u32; 4] = [
+        providers::CAPTURE_ALL,
+        providers::CAPTURE_FLOW,
+        providers::CAPTURE_DROP,
+        providers::CAPTURE_NONE,
+    ];
+    let env = setup();
+    providers::register_provider(1).unwrap();
+    // One object (one ring buffer) for a link attached throughout with
+    // capture type All, one per capture type for the links that come and go.
+    let steady_object = load_object();
+    let steady_program =
+        LoadedProgram::load(steady_object.program("monitor_netevents").unwrap().clone()).unwrap();
+    let steady_link = steady_program
+        .attach(hook::ATTACH_TYPE, &opts(providers::CAPTURE_ALL), 0)
+        .unwrap();
+    let objects: Vec<Object> = CAPTURES.iter().map(|_| load_object()).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let within = |what: &str| {
+        assert!(
+            Instant::now() < deadline,
+            "the stress did not finish within 120 s ({what})"
+        )
+    };
+    let done = AtomicBool::new(false);
+    // Deliveries to provider 1 that returned.
+    let completed = AtomicU64::new(0);
+    // (provider, event, delivered to the driver's client)
+    let delivered: Mutex<Vec<(u32, Event, bool)>> = Mutex::new(Vec::new());
+    // Records drained as the stress runs (index 4: the steady link's).
+    let drained: Mutex<Vec<Vec<Vec<u8>>>> = Mutex::new(vec![Vec::new(); 5]);
+    let drain = || {
+        let mut d = drained.lock().unwrap();
+        for (i, o) in objects.iter().chain([&steady_object]).enumerate() {
+            d[i].extend(o.map(hook::MONITOR_MAP).unwrap().drain_ring());
+        }
+    };
+    let mut churns = 0;
+    std::thread::scope(|scope| {
+        for thread in 0..2u8 {
+            let (done, completed, delivered, drain) = (&done, &completed, &delivered, &drain);
+            scope.spawn(move || {
+                let mut seq = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    within("delivering");
+                    let irql = if seq % 2 == 0 {
+                        DeliveryIrql::Passive
+                    } else {
+                        DeliveryIrql::Dispatch
+                    };
+                    let provider = if seq % 4 == 1 { 2 } else { 1 };
+                    let event = stress_event(thread, seq);
+                    seq += 1;
+                    let got = match providers::deliver(Some(provider), &event, irql) {
+                        Ok(d) => {
+                            assert!(d.clients.len() <= 1, "{d:?}");
+                            d.delivered() == 1
+                        }
+                        // Provider 2 is between registrations.
+                        Err(e) => {
+                            assert_eq!(provider, 2, "{e}");
+                            false
+                        }
+                    };
+                    if provider == 1 {
+                        assert!(got, "the steady link keeps provider 1 bound and asking");
+                        completed.fetch_add(1, Ordering::AcqRel);
+                    }
+                    delivered.lock().unwrap().push((provider, event, got));
+                    if seq % 64 == 0 {
+                        drain();
+                    }
+                }
+            });
+        }
+        let attachers: Vec<_> = (0..2usize)
+            .map(|t| {
+                let (objects, completed) = (&objects, &completed);
+                scope.spawn(move || {
+                    for cycle in 0..CYCLES {
+                        let which = (cycle + t) % CAPTURES.len();
+                        let object = &objects[which];
+                        let program = LoadedProgram::load(
+                            object.program("monitor_netevents").unwrap().clone(),
+                        )
+                        .unwrap();
+                        let link = program
+                            .attach(hook::ATTACH_TYPE, &opts(CAPTURES[which]), 0)
+                            .unwrap();
+                        // Three deliveries to provider 1 return after the
+                        // attach: with two delivering threads, at least one
+                        // of them began after it.
+                        let start = completed.load(Ordering::Acquire);
+                        while completed.load(Ordering::Acquire) < start + 3 {
+                            within("waiting for events while attached");
+                            std::thread::yield_now();
+                        }
+                        drop(link);
+                        drop(program);
+                    }
+                })
+            })
+            .collect();
+        let churner = {
+            let done = &done;
+            scope.spawn(move || {
+                let mut n = 0;
+                while !done.load(Ordering::Acquire) {
+                    within("registering provider 2");
+                    providers::register_provider(2).unwrap();
+                    std::thread::sleep(Duration::from_micros(200));
+                    providers::deregister_provider(2).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        for a in attachers {
+            a.join().unwrap();
+        }
+        done.store(true, Ordering::Release);
+        churns = churner.join().unwrap();
+    });
+    drain();
+    assert!(churns > 0, "provider 2 never churned");
+    let delivered = delivered.into_inner().unwrap();
+    let drained = drained.into_inner().unwrap();
+    // Every record is the exact record of an event delivered to the
+    // driver's client; the steady link got each such event exactly once.
+    let mut expected: HashMap<Vec<u8>, (u32, u32)> = HashMap::new();
+    for (_, event, got) in &delivered {
+        let counts = expected
+            .entry(hook::monitor_record(event.bytes()))
+            .or_insert((0, event.event_type().unwrap()));
+        if *got {
+            counts.0 += 1;
+        }
+    }
+    let mut steady: HashMap<&[u8], u32> = HashMap::new();
+    for r in &drained[4] {
+        *steady.entry(&r[..]).or_default() += 1;
+    }
+    for (record, (times, _)) in &expected {
+        assert_eq!(
+            steady.get(&record[..]).copied().unwrap_or(0),
+            *times,
+            "the steady link's records of an event: {:02x?}",
+            &record[..12]
+        );
+    }
+    assert_eq!(drained[4].len(), steady.values().sum::<u32>() as usize);
+    let mut coming_and_going = 0;
+    for (i, records) in drained[..4].iter().enumerate() {
+        for r in records {
+            let (times, kind) = expected
+                .get(r)
+                .unwrap_or_else(|| panic!("a record of no delivered event: {r:02x?}"));
+            assert!(*times > 0, "a record of an event never delivered");
+            assert!(
+                providers::capture_accepts(CAPTURES[i], Some(*kind)),
+                "a {} link got an event of type {kind}",
+                providers::capture_name(CAPTURES[i])
+            );
+        }
+        // At most one link of each thread at a time.
+        let mut per_event: HashMap<&[u8], u32> = HashMap::new();
+        for r in records {
+            *per_event.entry(&r[..]).or_default() += 1;
+        }
+        assert!(per_event.values().all(|&n| n <= 2));
+        coming_and_going += records.len();
+    }
+    assert!(drained[3].is_empty(), "a None link got events");
+    assert!(
+        !drained[0].is_empty(),
+        "no All link that came and went got an event"
+    );
+    assert!(coming_and_going > 0);
+    drop(steady_link);
+    drop(steady_program);
+    drop(steady_object);
+    drop(objects);
+    // The last link gone, the client leaves provider 1 (on a worker).
+    while !providers::clients(1).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the NMR client was not deregistered after the last detach"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(violation::take().is_empty());
+    env.finish();
+}
+
 #[test]
 fn malformed_events_are_dropped() {
     let env = setup();
