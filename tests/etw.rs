@@ -680,8 +680,8 @@ fn neteventebpfext_traces_its_load_bindings_events_and_unload() {
 
     // The first link registers the NMR client, which binds the provider.
     providers::register_provider(1).unwrap();
-    let bytes = std::fs::read(ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o"))
-        .unwrap();
+    let bytes =
+        std::fs::read(ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o")).unwrap();
     let object = Object::load(&bytes, &ntsim::ebpf::store::section_map()).unwrap();
     let monitor = program(&object, "monitor_netevents");
     let link = monitor
@@ -694,10 +694,7 @@ fn neteventebpfext_traces_its_load_bindings_events_and_unload() {
     let callback = one("CallbackRegister");
     assert_eq!(callback.str("Hook"), Some("netevent"));
     assert_eq!(callback.status("Status"), Some(STATUS_SUCCESS));
-    assert_eq!(
-        (callback.level, callback.keyword),
-        (INFO, KEYWORD_NETEVENT)
-    );
+    assert_eq!((callback.level, callback.keyword), (INFO, KEYWORD_NETEVENT));
     let bind = one("ProviderBind");
     assert_eq!(bind.str("Hook"), Some("netevent"));
     assert_eq!(
@@ -714,7 +711,10 @@ fn neteventebpfext_traces_its_load_bindings_events_and_unload() {
     assert_eq!(dropped.str("Hook"), Some("netevent"));
     assert_eq!(dropped.str("Reason"), Some("ShortEvent"));
     assert_eq!(dropped.uint("Size"), Some(0x20));
-    assert_eq!((dropped.level, dropped.keyword), (WARNING, KEYWORD_NETEVENT));
+    assert_eq!(
+        (dropped.level, dropped.keyword),
+        (WARNING, KEYWORD_NETEVENT)
+    );
 
     // Per-event records only with their keyword: the event type as the
     // operation, the event's size as the id, no verdict.
@@ -724,7 +724,10 @@ fn neteventebpfext_traces_its_load_bindings_events_and_unload() {
     log::etw_enable(&NETEVENT_PROVIDER, VERBOSE, KEYWORD_HOOK_EVENTS, 0);
     providers::deliver(Some(1), &event, DeliveryIrql::Dispatch).unwrap();
     let record = one("HookEvent");
-    assert_eq!((record.level, record.keyword), (VERBOSE, KEYWORD_HOOK_EVENTS));
+    assert_eq!(
+        (record.level, record.keyword),
+        (VERBOSE, KEYWORD_HOOK_EVENTS)
+    );
     assert_eq!(record.str("Hook"), Some("netevent"));
     assert_eq!(
         record.uint("Operation"),

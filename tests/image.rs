@@ -47,7 +47,9 @@ macro_rules! driver_image_tests {
 
             #[test]
             fn dll_characteristics_include_dynamic_base_nx_compat_force_integrity() {
-                check(pe_checks::dll_characteristics_include_dynamic_base_nx_compat_force_integrity);
+                check(
+                    pe_checks::dll_characteristics_include_dynamic_base_nx_compat_force_integrity,
+                );
             }
 
             #[test]

@@ -9,8 +9,8 @@ use ntsim::build::driver_image_named;
 use ntsim::ebpf::core::{CoreError, Link, LoadedProgram};
 use ntsim::ebpf::Object;
 use ntsim::hook::netevent as hook;
-use ntsim::netevent::{self as providers, ClientResult, DeliveryIrql, Event};
 use ntsim::log;
+use ntsim::netevent::{self as providers, ClientResult, DeliveryIrql, Event};
 use ntsim::status::STATUS_NOINTERFACE;
 use ntsim::types::GUID;
 use ntsim::{fault, violation, Sim};
@@ -594,9 +594,11 @@ fn the_test_run_boundaries() {
         assert!(
             matches!(
                 r,
-                Err(CoreError::TestRun(ntsim::ebpf::TestRunError::ContextCreate(
-                    ntsim::ebpf::abi::EBPF_INVALID_ARGUMENT
-                )))
+                Err(CoreError::TestRun(
+                    ntsim::ebpf::TestRunError::ContextCreate(
+                        ntsim::ebpf::abi::EBPF_INVALID_ARGUMENT
+                    )
+                ))
             ),
             "{what}: {r:?}"
         );
@@ -622,9 +624,16 @@ fn the_test_run_boundaries() {
     for t in [0u8, 1, 99, 102, 255] {
         refused(&test_data(t, b"p").0, &[0u8; 24], &format!("type {t}"));
     }
-    assert!(env.records().is_empty(), "no refused run reached the program");
+    assert!(
+        env.records().is_empty(),
+        "no refused run reached the program"
+    );
     // The context in must hold netevent_event_md_t.
-    refused(&test_data(DROP as u8, b"p").0, &[0u8; 23], "a 23-byte context");
+    refused(
+        &test_data(DROP as u8, b"p").0,
+        &[0u8; 23],
+        "a 23-byte context",
+    );
     // Outputs that do not fit come back empty (size 0), the run itself
     // succeeds.
     let (data, event) = test_data(FLOW as u8, b"payload");
@@ -761,7 +770,12 @@ fn every_failure_on_the_way_leaves_nothing_behind() {
     let mut sorted = points.clone();
     sorted.sort();
     assert_eq!(sorted, expected, "the fault-injection points of the way");
-    for api in ["ZwCreateKey", "ZwSetValueKey", "ZwOpenKey", "ZwEnumerateKey"] {
+    for api in [
+        "ZwCreateKey",
+        "ZwSetValueKey",
+        "ZwOpenKey",
+        "ZwEnumerateKey",
+    ] {
         assert!(
             covered.iter().any(|i| i.api == api),
             "{api} was never failed"
