@@ -65,7 +65,7 @@ extern "win64" fn KeQueryMaximumProcessorCountEx(group: u16) -> u32 {
 unsafe extern "win64" fn KeGetCurrentProcessorNumberEx(number: *mut PROCESSOR_NUMBER) -> u32 {
     let index = current();
     if !number.is_null() {
-        if number as usize % std::mem::align_of::<PROCESSOR_NUMBER>() != 0 {
+        if !(number as usize).is_multiple_of(std::mem::align_of::<PROCESSOR_NUMBER>()) {
             violation::record(
                 "processor",
                 format!("KeGetCurrentProcessorNumberEx({number:p}): misaligned PROCESSOR_NUMBER"),
