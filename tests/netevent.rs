@@ -364,7 +364,7 @@ fn attach_detach_and_provider_churn_while_events_flow() {
                 let mut seq = 0u32;
                 while !done.load(Ordering::Acquire) {
                     within("delivering");
-                    let irql = if seq % 2 == 0 {
+                    let irql = if seq.is_multiple_of(2) {
                         DeliveryIrql::Passive
                     } else {
                         DeliveryIrql::Dispatch
@@ -388,7 +388,7 @@ fn attach_detach_and_provider_churn_while_events_flow() {
                         completed.fetch_add(1, Ordering::AcqRel);
                     }
                     delivered.lock().unwrap().push((provider, event, got));
-                    if seq % 64 == 0 {
+                    if seq.is_multiple_of(64) {
                         drain();
                     }
                 }
