@@ -1,6 +1,7 @@
-//! The driver's ABI declarations against ntsim's, pair by pair.
+//! The drivers' ABI declarations against ntsim's, pair by pair.
 //!
-//! The driver (`ntosebpfext`) and the simulator (`ntsim`) each declare the
+//! The drivers (`ntosebpfext`, `neteventebpfext`, and the `ebpf_ext`
+//! library they share) and the simulator (`ntsim`) each declare the
 //! Windows and eBPF for Windows structures and constants they exchange,
 //! independently and from the upstream headers: ntsim judges the driver,
 //! and a judge that read the driver's declarations would accept its
@@ -35,9 +36,9 @@
 //!    That is exact where a "sum of field sizes" check is not (a missing
 //!    small field can hide in padding).
 //! 2. [`every_abi_struct_is_compared_or_one_sided`] reads the ABI source
-//!    files of both crates (including every file of `extensions/ntosebpfext/src/hooks/` and of
-//!    ntsim's `hook/`, where new hooks go) and lists each `#[repr(C)]`
-//!    `pub struct`/`union`: each must be in a pair, compared through its
+//!    files of both sides (including every file of each driver's
+//!    `src/hooks/` and of ntsim's `hook/`, where new hooks go) and lists
+//!    each `#[repr(C)]` `pub struct`/`union`: each must be in a pair, compared through its
 //!    bytes, or listed as one-sided with the reason; a listed name that no
 //!    longer exists fails too.
 //! 3. [`every_shared_constant_name_is_compared`] lists the `pub const`
@@ -51,6 +52,7 @@
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ebpf_ext as ext;
+use neteventebpfext::hooks::netevent as net;
 use ntosebpfext as drv;
 use ntsim as sim;
 use std::collections::BTreeSet;
@@ -227,6 +229,20 @@ fn pairs() -> Vec<Pair> {
             Id, Version, Channel, Level, Opcode, Task, Keyword),
         same!(ext::nt::EVENT_DATA_DESCRIPTOR, sim::log::EVENT_DATA_DESCRIPTOR;
             Ptr, Size, Type, Reserved1, Reserved2),
+        // The netevent program type (ebpf_netevent_hooks.h) and the
+        // netevent NPI (its client dispatch, its event, its provider
+        // characteristics).
+        same!(net::netevent_event_md_t, sim::hook::netevent::netevent_event_md_t;
+            data_meta, data, data_end),
+        same!(net::netevent_data_header_t, sim::hook::netevent::netevent_data_header_t;
+            r#type, reserved, version),
+        same!(net::netevent_ext_header_t, sim::netevent::netevent_ext_header_t; version, size),
+        same!(net::netevent_ext_function_addresses_t,
+            sim::netevent::netevent_ext_function_addresses_t;
+            header, capture_type, helper_function_count, helper_function_address),
+        same!(net::netevent_event_info_t, sim::netevent::netevent_event_info_t;
+            event_data_start, event_data_end),
+        same!(net::ProviderCharacteristics, sim::netevent::NpiSpecific; size, version),
         Pair {
             driver: layout!(ext::nt::KEVENT { opaque }),
             ntsim: layout!(sim::sync::KEVENT {
@@ -533,6 +549,7 @@ fn constants() -> Vec<Constant> {
         dn::DPFLTR_WARNING_LEVEL => sim::log::DPFLTR_WARNING_LEVEL,
         dn::DPFLTR_INFO_LEVEL => sim::log::DPFLTR_INFO_LEVEL,
         dn::MIT_GUID => sim::nmr::MIT_GUID,
+        dn::ALL_PROCESSOR_GROUPS => sim::kernel::processor::ALL_PROCESSOR_GROUPS,
         dn::TokenUser => sim::ps::TOKEN_USER_CLASS,
         dn::SECURITY_MAX_SID_SIZE => sim::ps::SECURITY_MAX_SID_SIZE,
         dn::NotificationEvent => sim::sync::NOTIFICATION_EVENT,
@@ -550,6 +567,24 @@ fn constants() -> Vec<Constant> {
         dn::REG_DWORD => sim::registry::REG_DWORD,
         dn::KeyBasicInformation => sim::registry::KEY_BASIC_INFORMATION,
         dn::KeyValuePartialInformation => sim::registry::KEY_VALUE_PARTIAL_INFORMATION,
+        // neteventebpfext: identity, the netevent NPI, event types,
+        // capture types, headers.
+        net::EBPF_PROGRAM_TYPE_NETEVENT => sim::hook::netevent::PROGRAM_TYPE,
+        net::EBPF_ATTACH_TYPE_NETEVENT => sim::hook::netevent::ATTACH_TYPE,
+        neteventebpfext::TRACE.guid() => sim::hook::netevent::ETW_PROVIDER,
+        net::NETEVENT_NPI_ID => sim::netevent::NETEVENT_NPI_ID,
+        net::NETEVENT_CLIENT_MODULE_ID => sim::hook::netevent::CLIENT_MODULE_ID,
+        net::EBPF_NETEVENT_EXTENSION_VERSION => sim::netevent::EXTENSION_VERSION,
+        size_of::<net::netevent_ext_function_addresses_t>() => sim::netevent::CLIENT_DISPATCH_SIZE,
+        net::PKTMON_EVENT_HEADER_LENGTH => sim::netevent::PKTMON_EVENT_HEADER_LENGTH,
+        u32::from(net::NETEVENT_EVENT_TYPE_PKTMON_DROP) => sim::netevent::EVENT_TYPE_DROP,
+        u32::from(net::NETEVENT_EVENT_TYPE_PKTMON_FLOW) => sim::netevent::EVENT_TYPE_FLOW,
+        net::CaptureType::All as u32 => sim::netevent::CAPTURE_ALL,
+        net::CaptureType::Flow as u32 => sim::netevent::CAPTURE_FLOW,
+        net::CaptureType::Drop as u32 => sim::netevent::CAPTURE_DROP,
+        net::CaptureType::None as u32 => sim::netevent::CAPTURE_NONE,
+        net::NETEVENT_PKTMON_EVENT_CURRENT_VERSION => sim::hook::netevent::DATA_HEADER_VERSION,
+        size_of::<net::netevent_data_header_t>() => sim::hook::netevent::DATA_HEADER_SIZE,
         // ETW.
         dn::EVENT_CONTROL_CODE_DISABLE_PROVIDER => sim::log::EVENT_CONTROL_CODE_DISABLE_PROVIDER,
         dn::EVENT_CONTROL_CODE_ENABLE_PROVIDER => sim::log::EVENT_CONTROL_CODE_ENABLE_PROVIDER,
@@ -880,6 +915,7 @@ const DRIVER_SOURCES: &[&str] = &[
     "libs/ebpf_ext/src/nt/types.rs",
     "libs/ebpf_ext/src/nt/status.rs",
     "extensions/ntosebpfext/src/hooks",
+    "extensions/neteventebpfext/src/hooks",
     "libs/ebpf_ext/src/store.rs",
     "libs/ebpf_ext/src/trace.rs",
     "libs/ebpf_ext/src/pool.rs",
@@ -900,6 +936,8 @@ const NTSIM_SOURCES: &[&str] = &[
     "tests/ntsim/src/kernel/registry.rs",
     "tests/ntsim/src/kernel/log.rs",
     "tests/ntsim/src/kernel/pool.rs",
+    "tests/ntsim/src/kernel/netevent.rs",
+    "tests/ntsim/src/kernel/processor.rs",
     "tests/ntsim/src/hook",
 ];
 

@@ -1,6 +1,7 @@
-//! The driver's ETW tracing (libs/ebpf_ext/src/trace.rs): the real image in ntsim, which
-//! plays the trace session (enable callbacks with a level and keywords)
-//! and decodes every TraceLogging event into its name and typed fields.
+//! The drivers' ETW tracing (libs/ebpf_ext/src/trace.rs): the real images
+//! in ntsim, which plays the trace session (enable callbacks with a level
+//! and keywords) and decodes every TraceLogging event into its name and
+//! typed fields. ntosebpfext's provider first, neteventebpfext's at the end.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use ntsim::build::driver_image;
@@ -619,5 +620,162 @@ fn a_refused_test_run_is_traced_with_its_hook_and_reason() {
     assert!(log::tl_events_named("TestRunRefused").is_empty());
     drop((deny, thread_echo, image_echo, object, sysmon));
     sim.unload_driver().unwrap();
+    sim.finish().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// neteventebpfext: its own provider, its hook keyword, its NMR client's
+// bindings and its events.
+
+/// `NeteventEbpfExtProvider`.
+const NETEVENT_PROVIDER: GUID = ntsim::hook::netevent::ETW_PROVIDER;
+/// `EBPF_EXT_TRACELOG_KEYWORD_NETEVENT`: the netevent hook's keyword.
+const KEYWORD_NETEVENT: u64 = 0x100;
+const WARNING: u8 = 3;
+const INFO: u8 = 4;
+
+#[test]
+fn neteventebpfext_traces_its_load_bindings_events_and_unload() {
+    use ntsim::hook::netevent as netevent_hook;
+    use ntsim::netevent::{self as providers, DeliveryIrql, Event};
+    let mut sim = Sim::new();
+    log::etw_enable(&NETEVENT_PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    let image = ntsim::build::driver_image_named("neteventebpfext");
+    assert_eq!(sim.load_driver(&image).unwrap(), 0, "DriverEntry");
+    let registered = log::etw_providers();
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0].guid, NETEVENT_PROVIDER);
+    assert_eq!(
+        registered[0].name.as_deref(),
+        Some("NeteventEbpfExtProvider")
+    );
+    let load = one("DriverLoad");
+    assert_eq!(load.provider_name, "NeteventEbpfExtProvider");
+    assert_eq!(load.str("Version"), Some(neteventebpfext::VERSION));
+    assert_eq!(load.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((load.level, load.keyword), (INFO, KEYWORD_BASE));
+    let ids: Vec<(GUID, GUID, Option<i32>)> = log::tl_events_named("ProviderRegister")
+        .iter()
+        .map(|e| {
+            assert_eq!(e.keyword, KEYWORD_EXTENSION);
+            (
+                e.guid("NpiId").unwrap(),
+                e.guid("ModuleId").unwrap(),
+                e.status("Status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (
+                EBPF_PROGRAM_INFO_EXTENSION_IID,
+                netevent_hook::PROGRAM_TYPE,
+                Some(0)
+            ),
+            (EBPF_HOOK_EXTENSION_IID, netevent_hook::ATTACH_TYPE, Some(0)),
+        ]
+    );
+    log::take_etw_events();
+
+    // The first link registers the NMR client, which binds the provider.
+    providers::register_provider(1).unwrap();
+    let bytes =
+        std::fs::read(ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o")).unwrap();
+    let object = Object::load(&bytes, &ntsim::ebpf::store::section_map()).unwrap();
+    let monitor = program(&object, "monitor_netevents");
+    let link = monitor
+        .attach(
+            netevent_hook::ATTACH_TYPE,
+            &providers::CAPTURE_ALL.to_le_bytes(),
+            0,
+        )
+        .unwrap();
+    let callback = one("CallbackRegister");
+    assert_eq!(callback.str("Hook"), Some("netevent"));
+    assert_eq!(callback.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((callback.level, callback.keyword), (INFO, KEYWORD_NETEVENT));
+    let bind = one("ProviderBind");
+    assert_eq!(bind.str("Hook"), Some("netevent"));
+    assert_eq!(
+        bind.guid("ProviderModuleId"),
+        Some(providers::provider_module_id(1))
+    );
+    assert_eq!(bind.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!((bind.level, bind.keyword), (INFO, KEYWORD_NETEVENT));
+
+    // An event shorter than the PktMon header is dropped, and says so.
+    let short = Event::raw(&[providers::EVENT_TYPE_DROP as u8; 0x20]);
+    providers::deliver(Some(1), &short, DeliveryIrql::Dispatch).unwrap();
+    let dropped = one("EventDropped");
+    assert_eq!(dropped.str("Hook"), Some("netevent"));
+    assert_eq!(dropped.str("Reason"), Some("ShortEvent"));
+    assert_eq!(dropped.uint("Size"), Some(0x20));
+    assert_eq!(
+        (dropped.level, dropped.keyword),
+        (WARNING, KEYWORD_NETEVENT)
+    );
+
+    // Per-event records only with their keyword: the event type as the
+    // operation, the event's size as the id, no verdict.
+    let event = Event::new(providers::EVENT_TYPE_FLOW, b"etw");
+    providers::deliver(Some(1), &event, DeliveryIrql::Passive).unwrap();
+    assert_eq!(log::tl_events_named("HookEvent"), []);
+    log::etw_enable(&NETEVENT_PROVIDER, VERBOSE, KEYWORD_HOOK_EVENTS, 0);
+    providers::deliver(Some(1), &event, DeliveryIrql::Dispatch).unwrap();
+    let record = one("HookEvent");
+    assert_eq!(
+        (record.level, record.keyword),
+        (VERBOSE, KEYWORD_HOOK_EVENTS)
+    );
+    assert_eq!(record.str("Hook"), Some("netevent"));
+    assert_eq!(
+        record.uint("Operation"),
+        Some(u64::from(providers::EVENT_TYPE_FLOW))
+    );
+    assert_eq!(record.uint("Id"), Some(event.bytes().len() as u64));
+    assert_eq!(record.uint("ProgramsRun"), Some(1));
+    assert_eq!(record.int("Verdict"), Some(0));
+    assert_eq!(
+        object
+            .map(netevent_hook::MONITOR_MAP)
+            .unwrap()
+            .drain_ring()
+            .len(),
+        2,
+        "both events ran the program"
+    );
+    log::etw_enable(&NETEVENT_PROVIDER, VERBOSE, ALL_BUT_HOOK_EVENTS, 0);
+    log::take_etw_events();
+
+    // The provider leaves: the binding goes.
+    providers::deregister_provider(1).unwrap();
+    let unbind = one("ProviderUnbind");
+    assert_eq!(unbind.str("Hook"), Some("netevent"));
+    assert_eq!(
+        unbind.guid("ProviderModuleId"),
+        Some(providers::provider_module_id(1))
+    );
+    assert_eq!((unbind.level, unbind.keyword), (INFO, KEYWORD_NETEVENT));
+    log::take_etw_events();
+
+    // The last link gone, the client deregisters on a work item.
+    drop(link);
+    settle();
+    let removed = one("CallbackRemove");
+    assert_eq!(removed.str("Hook"), Some("netevent"));
+    assert_eq!(removed.status("Status"), Some(STATUS_SUCCESS));
+    assert_eq!(removed.keyword, KEYWORD_NETEVENT);
+    drop((monitor, object));
+    log::take_etw_events();
+
+    sim.unload_driver().unwrap();
+    assert_eq!(log::tl_events_named("ProviderDeregister").len(), 2);
+    assert_eq!(names().last().map(String::as_str), Some("DriverUnload"));
+    assert_eq!(
+        one("DriverUnload").str("Version"),
+        Some(neteventebpfext::VERSION)
+    );
+    assert!(log::etw_providers().is_empty(), "unregistered at unload");
     sim.finish().unwrap();
 }

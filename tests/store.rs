@@ -860,3 +860,183 @@ fn installing_md_copies_and_deletes_every_key_the_drivers_write() {
         "reg delete HKCU"
     );
 }
+
+// ---------------------------------------------------------------------------
+// neteventebpfext: the same store helper layout for its one program type.
+
+const NETEVENT_TYPE_KEY: &str = "{fc4adc85-49c3-4f0a-8393-facce89cde91}";
+/// `EBPF_PROGRAM_TYPE_NETEVENT` as the 16 bytes of its `GUID`.
+const NETEVENT_TYPE_BYTES: [u8; 16] = [
+    0x85, 0xdc, 0x4a, 0xfc, 0xc3, 0x49, 0x0a, 0x4f, 0x83, 0x93, 0xfa, 0xcc, 0xe8, 0x9c, 0xde, 0x91,
+];
+/// `EBPF_ATTACH_TYPE_NETEVENT` (68011b08-ab6b-4b46-85e4-67bae1afe741).
+const NETEVENT_ATTACH_BYTES: [u8; 16] = [
+    0x08, 0x1b, 0x01, 0x68, 0x6b, 0xab, 0x46, 0x4b, 0x85, 0xe4, 0x67, 0xba, 0xe1, 0xaf, 0xe7, 0x41,
+];
+
+/// What eBPF for Windows' store helper writes for neteventebpfext's
+/// program type (`netevent_monitor`) and its section, under `Providers`.
+fn netevent_tree() -> BTreeMap<String, KeyContent> {
+    let program = format!("ProgramData\\{NETEVENT_TYPE_KEY}");
+    let mut t = BTreeMap::new();
+    t.insert(String::new(), key(&[], &["ProgramData", "SectionData"]));
+    t.insert("ProgramData".into(), key(&[], &[NETEVENT_TYPE_KEY]));
+    t.insert(
+        program.clone(),
+        key(
+            &[("Version", dw(1)), ("Size", dw(64)), ("HelperCount", dw(1))],
+            &["TypeDescriptor", "Helpers"],
+        ),
+    );
+    t.insert(
+        format!("{program}\\TypeDescriptor"),
+        key(
+            &[
+                ("Version", dw(1)),
+                ("Size", dw(61)),
+                ("Name", (REG_SZ, sz("netevent_monitor"))),
+                // ebpf_context_descriptor_t { sizeof(netevent_event_md_t)
+                // = 24, offsetof(data) = 8, offsetof(data_end) = 16,
+                // offsetof(data_meta) = 0 }.
+                ("ContextDescriptor", bin(&le32s(&[24, 8, 16, 0]))),
+                // BPF_PROG_TYPE_NETEVENT.
+                ("BpfProgType", dw(5)),
+                ("IsPrivileged", dw(0)),
+            ],
+            &[],
+        ),
+    );
+    t.insert(
+        format!("{program}\\Helpers"),
+        key(&[], &["bpf_netevent_push_event"]),
+    );
+    // EBPF_MAX_GENERAL_HELPER_FUNCTION + 1, EBPF_RETURN_TYPE_INTEGER,
+    // (PTR_TO_CTX, DONTCARE x 4).
+    let prototype = le32s(&[0x10000, 0, 4, 0, 0, 0, 0]);
+    t.insert(
+        format!("{program}\\Helpers\\bpf_netevent_push_event"),
+        key(
+            &[
+                ("Version", dw(1)),
+                ("Size", dw(66)),
+                ("Prototype", bin(&prototype)),
+                ("ReallocatePacket", dw(0)),
+            ],
+            &[],
+        ),
+    );
+    t.insert("SectionData".into(), key(&[], &["netevent_monitor"]));
+    // BPF_PROG_TYPE_NETEVENT 5, BPF_ATTACH_TYPE_NETEVENT 10.
+    t.insert(
+        "SectionData\\netevent_monitor".into(),
+        section_key(&NETEVENT_TYPE_BYTES, &NETEVENT_ATTACH_BYTES, (5, 10)),
+    );
+    t
+}
+
+/// The store holds exactly `expected` (paths relative to `Providers`).
+fn assert_store_is(expected: &BTreeMap<String, KeyContent>, context: &str) {
+    let actual = tree(HKLM_STORE);
+    for (path, content) in expected {
+        assert_eq!(
+            actual.get(path),
+            Some(content),
+            "{context}: key Providers\\{path}"
+        );
+    }
+    let extra: Vec<&String> = actual
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    assert!(extra.is_empty(), "{context}: unexpected keys {extra:?}");
+}
+
+fn load_netevent(sim: &mut Sim) {
+    let image = ntsim::build::driver_image_named("neteventebpfext");
+    let status = sim.load_driver(&image).expect("the image loads");
+    assert_eq!(status, 0, "DriverEntry failed");
+}
+
+#[test]
+fn neteventebpfext_writes_exactly_what_the_store_helper_writes() {
+    let mut sim = Sim::new();
+    load_netevent(&mut sim);
+    assert_store_is(&netevent_tree(), "after load");
+    let first = store::dump(HKLM_STORE);
+    sim.unload_driver().unwrap();
+    assert_store_is(&netevent_tree(), "after unload");
+    load_netevent(&mut sim);
+    assert_eq!(store::dump(HKLM_STORE), first, "the reload rewrote it");
+    assert!(
+        registry::open_handles().is_empty(),
+        "every key handle closed"
+    );
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+/// Both drivers write into one store: neither removes the other's keys
+/// (each cleans only what is under its own program types and sections).
+#[test]
+fn both_drivers_share_the_store() {
+    let mut sim = Sim::new();
+    load(&mut sim);
+    sim.unload_driver().unwrap();
+    load_netevent(&mut sim);
+    let mut both = expected_tree();
+    for (path, content) in netevent_tree() {
+        match both.get_mut(&path) {
+            Some(shared) => {
+                // The roots: the subkeys of both.
+                shared.subkeys.extend(content.subkeys);
+                shared.subkeys.sort();
+                shared.subkeys.dedup();
+            }
+            None => {
+                both.insert(path, content);
+            }
+        }
+    }
+    assert_store_is(&both, "ntosebpfext, then neteventebpfext");
+    sim.unload_driver().unwrap();
+    load(&mut sim);
+    assert_store_is(&both, "and ntosebpfext again");
+    sim.finish().expect("nothing left behind, no violation");
+}
+
+#[test]
+fn a_netevent_program_loads_purely_through_the_store() {
+    use ntsim::hook::netevent as netevent_hook;
+    use ntsim::netevent::{self as providers, DeliveryIrql, Event};
+    let mut sim = Sim::new();
+    load_netevent(&mut sim);
+    let bytes = std::fs::read(ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o"))
+        .expect("tests/bpf/netevent_monitor.o");
+    let object = Object::load(&bytes, &store::section_map())
+        .expect("netevent_monitor.o's section resolves through the store");
+    let program = object.program("monitor_netevents").unwrap().clone();
+    let program_type = program.program_type.expect("resolved");
+    let attach_type = program.attach_type.expect("resolved");
+    assert_eq!(store::guid_bytes(&program_type), NETEVENT_TYPE_BYTES);
+    assert_eq!(store::guid_bytes(&attach_type), NETEVENT_ATTACH_BYTES);
+    let loaded = LoadedProgram::load(program).expect("the driver provides the type");
+    let published = loaded.program_info().expect("bound");
+    providers::register_provider(1).unwrap();
+    let link = loaded
+        .attach(attach_type, &providers::CAPTURE_ALL.to_le_bytes(), 0)
+        .expect("attached");
+    let event = Event::new(providers::EVENT_TYPE_DROP, b"store");
+    providers::deliver(Some(1), &event, DeliveryIrql::Passive).unwrap();
+    assert_eq!(
+        object.map(netevent_hook::MONITOR_MAP).unwrap().drain_ring(),
+        vec![netevent_hook::monitor_record(event.bytes())]
+    );
+    drop(link);
+    drop(loaded);
+    ntsim::io::wait_idle();
+    sim.unload_driver().unwrap();
+    // With the extension gone, program information comes from the store:
+    // the same as what the driver published through NMR.
+    assert_store_matches_nmr(&program_type, &published);
+    drop(object);
+    sim.finish().expect("nothing left behind, no violation");
+}

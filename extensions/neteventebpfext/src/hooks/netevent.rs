@@ -21,6 +21,7 @@
 //! function are in `kernel` (Windows only). See docs/netevent-hook.md.
 
 use core::mem::{offset_of, size_of};
+use core::sync::atomic::AtomicU32;
 use ebpf_ext::nt::GUID;
 
 /// `EBPF_PROGRAM_TYPE_NETEVENT`.
@@ -153,6 +154,73 @@ impl netevent_event_md_t {
 /// `netevent_attach_opts_t` (4 bytes): a link's capture type.
 pub const ATTACH_OPTS_SIZE: usize = 4;
 
+/// The netevent NPI id.
+pub const NETEVENT_NPI_ID: GUID = GUID::new(
+    0x2227e81a,
+    0x8d8b,
+    0x11d4,
+    [0xab, 0xad, 0x00, 0x90, 0x27, 0x71, 0x9e, 0x09],
+);
+/// This driver's NMR module id as a client of the netevent NPI.
+pub const NETEVENT_CLIENT_MODULE_ID: GUID = GUID::new(
+    0x8a9a5ef1,
+    0x2aa1,
+    0x42e9,
+    [0x89, 0x05, 0xd1, 0xcf, 0x06, 0xc5, 0x77, 0x64],
+);
+/// `EBPF_NETEVENT_EXTENSION_VERSION`: the client dispatch table's version.
+pub const EBPF_NETEVENT_EXTENSION_VERSION: u16 = 2;
+
+/// `netevent_event_info_t`: an event as a provider pushes it.
+#[repr(C)]
+pub struct netevent_event_info_t {
+    /// First byte of the event.
+    pub event_data_start: *const u8,
+    /// One past its last byte.
+    pub event_data_end: *const u8,
+}
+
+/// The function providers push events through
+/// (`helper_function_address[0]` of the client dispatch table).
+pub type PushEventFn = unsafe extern "system" fn(*const netevent_event_info_t);
+
+/// `netevent_ext_header_t`.
+#[repr(C)]
+pub struct netevent_ext_header_t {
+    /// `EBPF_NETEVENT_EXTENSION_VERSION`.
+    pub version: u16,
+    /// Size of the whole dispatch table.
+    pub size: usize,
+}
+
+/// `netevent_ext_function_addresses_t`: the client dispatch table every
+/// provider binding gets (32 bytes).
+#[repr(C)]
+pub struct netevent_ext_function_addresses_t {
+    /// Version and size.
+    pub header: netevent_ext_header_t,
+    /// `netevent_capture_type_t`, read by providers at any time.
+    pub capture_type: AtomicU32,
+    /// Entries of `helper_function_address` (1).
+    pub helper_function_count: u32,
+    /// `[push_event]`.
+    pub helper_function_address: *const PushEventFn,
+}
+
+// SAFETY: the driver's table points to a static array of functions; the
+// only field written after construction is atomic.
+unsafe impl Sync for netevent_ext_function_addresses_t {}
+
+/// The header a netevent provider publishes as its
+/// `NpiSpecificCharacteristics` (`{ USHORT Size; USHORT Version; }`).
+#[repr(C)]
+pub struct ProviderCharacteristics {
+    /// Size of the characteristics (at least 4).
+    pub size: u16,
+    /// The provider's version of the NPI (2).
+    pub version: u16,
+}
+
 const _: () = {
     assert!(size_of::<netevent_data_header_t>() == 4);
     assert!(offset_of!(netevent_data_header_t, version) == 2);
@@ -160,6 +228,12 @@ const _: () = {
     assert!(offset_of!(netevent_event_md_t, data) == 8);
     assert!(offset_of!(netevent_event_md_t, data_end) == 16);
     assert!(DATA_OFFSET == 0x39);
+    assert!(size_of::<netevent_event_info_t>() == 16);
+    assert!(size_of::<netevent_ext_function_addresses_t>() == 32);
+    assert!(offset_of!(netevent_ext_function_addresses_t, capture_type) == 16);
+    assert!(offset_of!(netevent_ext_function_addresses_t, helper_function_count) == 20);
+    assert!(offset_of!(netevent_ext_function_addresses_t, helper_function_address) == 24);
+    assert!(size_of::<ProviderCharacteristics>() == 4);
 };
 
 /// Why a link's attach options are refused.
@@ -344,7 +418,7 @@ mod kernel {
     use alloc::vec::Vec;
     use core::ffi::{c_void, CStr};
     use core::ptr;
-    use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+    use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
     use ebpf_ext::ebpf::abi::*;
     use ebpf_ext::ebpf::client::ClientError;
     use ebpf_ext::ebpf::context::{
@@ -438,73 +512,22 @@ mod kernel {
     // The netevent NPI, client side.
 
     /// The netevent NPI id.
-    static NETEVENT_NPI: nt::GUID = nt::GUID::new(
-        0x2227e81a,
-        0x8d8b,
-        0x11d4,
-        [0xab, 0xad, 0x00, 0x90, 0x27, 0x71, 0x9e, 0x09],
-    );
+    static NETEVENT_NPI: nt::GUID = NETEVENT_NPI_ID;
     /// This driver's module id as a netevent client.
-    static CLIENT_MODULE: NPI_MODULEID = NPI_MODULEID::guid(nt::GUID::new(
-        0x8a9a5ef1,
-        0x2aa1,
-        0x42e9,
-        [0x89, 0x05, 0xd1, 0xcf, 0x06, 0xc5, 0x77, 0x64],
-    ));
-    /// `EBPF_NETEVENT_EXTENSION_VERSION`.
-    const CLIENT_DISPATCH_VERSION: u16 = 2;
-
-    /// `netevent_event_info_t`: an event as a provider pushes it.
-    #[repr(C)]
-    pub struct netevent_event_info_t {
-        /// First byte of the event.
-        pub event_data_start: *const u8,
-        /// One past its last byte.
-        pub event_data_end: *const u8,
-    }
-
-    /// The function providers push events through.
-    type PushEventFn = unsafe extern "system" fn(*const netevent_event_info_t);
-
-    /// `netevent_ext_function_addresses_t`: the client dispatch table every
-    /// provider binding gets (32 bytes).
-    #[repr(C)]
-    struct ClientDispatch {
-        version: u16,
-        size: usize,
-        /// `netevent_capture_type_t`, read by providers at any time.
-        capture_type: AtomicU32,
-        helper_function_count: u32,
-        helper_function_address: *const PushEventFn,
-    }
-
-    const _: () = {
-        assert!(size_of::<ClientDispatch>() == 32);
-        assert!(offset_of!(ClientDispatch, size) == 8);
-        assert!(offset_of!(ClientDispatch, capture_type) == 16);
-        assert!(offset_of!(ClientDispatch, helper_function_address) == 24);
-    };
-
-    // SAFETY: the pointer is to a static array of functions; the only
-    // field written after construction is atomic.
-    unsafe impl Sync for ClientDispatch {}
+    static CLIENT_MODULE: NPI_MODULEID = NPI_MODULEID::guid(NETEVENT_CLIENT_MODULE_ID);
 
     static PUSH_FUNCTIONS: [PushEventFn; 1] = [push_event];
 
-    static DISPATCH: ClientDispatch = ClientDispatch {
-        version: CLIENT_DISPATCH_VERSION,
-        size: size_of::<ClientDispatch>(),
+    /// The client dispatch table every provider binding gets.
+    static DISPATCH: netevent_ext_function_addresses_t = netevent_ext_function_addresses_t {
+        header: netevent_ext_header_t {
+            version: EBPF_NETEVENT_EXTENSION_VERSION,
+            size: size_of::<netevent_ext_function_addresses_t>(),
+        },
         capture_type: AtomicU32::new(CaptureType::None as u32),
         helper_function_count: PUSH_FUNCTIONS.len() as u32,
         helper_function_address: PUSH_FUNCTIONS.as_ptr(),
     };
-
-    /// The provider's `NpiSpecificCharacteristics` header.
-    #[repr(C)]
-    struct ProviderCharacteristics {
-        size: u16,
-        version: u16,
-    }
 
     /// The NMR client of the netevent NPI.
     struct NeteventClient;
@@ -532,7 +555,7 @@ mod kernel {
             }
             Ok((
                 provider.provider_module,
-                (&DISPATCH as *const ClientDispatch).cast(),
+                (&DISPATCH as *const netevent_ext_function_addresses_t).cast(),
             ))
         }
 

@@ -64,9 +64,35 @@ pub const ETW_PROVIDER: GUID = GUID {
     data4: [0xae, 0x3a, 0xc0, 0x07, 0x90, 0x93, 0x01, 0x88],
 };
 
+/// `netevent_data_header_t` (ebpf_netevent_hooks.h): what the driver puts
+/// before the PktMon header, at `data_meta`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct netevent_data_header_t {
+    /// The event type (the low byte of the PktMon event id).
+    pub r#type: u8,
+    /// Padding.
+    pub reserved: u8,
+    /// [`DATA_HEADER_VERSION`].
+    pub version: u16,
+}
+
+/// `netevent_event_md_t` (ebpf_netevent_hooks.h): a netevent program's
+/// context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct netevent_event_md_t {
+    /// The [`netevent_data_header_t`].
+    pub data_meta: *mut u8,
+    /// The payload, after the PktMon header.
+    pub data: *mut u8,
+    /// One past the event's last byte.
+    pub data_end: *mut u8,
+}
+
 /// Size of `netevent_data_header_t`, which the driver puts before the
 /// PktMon header.
-pub const DATA_HEADER_SIZE: usize = 4;
+pub const DATA_HEADER_SIZE: usize = std::mem::size_of::<netevent_data_header_t>();
 /// `NETEVENT_PKTMON_EVENT_CURRENT_VERSION`.
 pub const DATA_HEADER_VERSION: u16 = 1;
 /// The sample program's ring buffer (`tests/bpf/netevent_monitor.c`).

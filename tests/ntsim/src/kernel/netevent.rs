@@ -5,7 +5,8 @@
 //! A provider registers with the NMR ([`register_provider`]) as an NMR
 //! provider of [`NETEVENT_NPI_ID`], with the registration instance the
 //! netevent NPI defines (NpiSpecificCharacteristics -> `{ Size 4, Version 2 }`,
-//! [`NpiSpecific`]) and no provider dispatch. It attaches every client that
+//! [`NpiSpecific`]; [`register_provider_with`] registers a malformed one,
+//! with other or NULL characteristics) and no provider dispatch. It attaches every client that
 //! hands it a well-formed dispatch table ([`netevent_ext_function_addresses_t`]:
 //! version [`EXTENSION_VERSION`], size [`CLIENT_DISPATCH_SIZE`], at least one
 //! helper address, a non-null `push_event`); a malformed table is refused
@@ -384,6 +385,14 @@ pub fn clients(id: u32) -> Vec<GUID> {
 /// registered client of the netevent NPI before this returns. Must be
 /// called at PASSIVE_LEVEL.
 pub fn register_provider(id: u32) -> Result<(), String> {
+    register_provider_with(id, Some(PROVIDER_NPI_SPECIFIC))
+}
+
+/// As [`register_provider`], with `specific` as the registration's
+/// NpiSpecificCharacteristics (None: NULL), for a malformed provider: the
+/// netevent NPI's clients refuse a provider without usable
+/// characteristics (STATUS_NOINTERFACE).
+pub fn register_provider_with(id: u32, specific: Option<NpiSpecific>) -> Result<(), String> {
     if id == 0 {
         return Err("netevent provider ids start at 1".into());
     }
@@ -398,7 +407,8 @@ pub fn register_provider(id: u32) -> Result<(), String> {
         Type: nmr::MIT_GUID,
         Guid: provider_module_id(id),
     });
-    let specific = Box::new(PROVIDER_NPI_SPECIFIC);
+    let null_specific = specific.is_none();
+    let specific = Box::new(specific.unwrap_or(PROVIDER_NPI_SPECIFIC));
     let characteristics = Box::new(NPI_PROVIDER_CHARACTERISTICS {
         Version: 0,
         Length: std::mem::size_of::<NPI_PROVIDER_CHARACTERISTICS>() as u16,
@@ -411,7 +421,11 @@ pub fn register_provider(id: u32) -> Result<(), String> {
             NpiId: &NPI_ID,
             ModuleId: &*module_id,
             Number: 0,
-            NpiSpecificCharacteristics: (&*specific as *const NpiSpecific).cast(),
+            NpiSpecificCharacteristics: if null_specific {
+                std::ptr::null()
+            } else {
+                (&*specific as *const NpiSpecific).cast()
+            },
         },
     });
     let provider = Arc::new(Provider {
