@@ -539,7 +539,6 @@ fn constants() -> Vec<Constant> {
         Error::NOT_SUPPORTED.status() => ss::STATUS_NOT_SUPPORTED,
         // IRQLs, pool, debug print, NMR, security, events.
         dn::PASSIVE_LEVEL => sim::types::PASSIVE_LEVEL,
-        dn::ALL_PROCESSOR_GROUPS => sim::kernel::processor::ALL_PROCESSOR_GROUPS,
         dn::APC_LEVEL => sim::types::APC_LEVEL,
         dn::DISPATCH_LEVEL => sim::types::DISPATCH_LEVEL,
         dn::POOL_FLAG_UNINITIALIZED => sim::pool::POOL_FLAG_UNINITIALIZED,
@@ -926,7 +925,6 @@ const NTSIM_SOURCES: &[&str] = &[
     "tests/ntsim/src/kernel/types.rs",
     "tests/ntsim/src/kernel/status.rs",
     "tests/ntsim/src/kernel/nmr.rs",
-    "tests/ntsim/src/kernel/processor.rs",
     "tests/ntsim/src/kernel/ps/events.rs",
     "tests/ntsim/src/kernel/ps/image.rs",
     "tests/ntsim/src/kernel/ps/thread.rs",
