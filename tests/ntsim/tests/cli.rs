@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 fn demo_output() -> String {
     let mut out = Vec::new();
-    ntsim::demo::run(&driver_image(), &mut out).expect("the demo runs clean");
+    ntsim::demo::run(&[driver_image()], &mut out).expect("the demo runs clean");
     String::from_utf8(out).expect("UTF-8 output")
 }
 
@@ -119,7 +119,7 @@ fn demo_fails_with_a_message_when_the_driver_is_not_a_driver() {
     let dir = temp_dir("not-a-driver");
     let fake = dir.join("fake.sys");
     std::fs::write(&fake, b"MZ but not really").unwrap();
-    let e = ntsim::demo::run(&fake, &mut out).expect_err("not an image");
+    let e = ntsim::demo::run(std::slice::from_ref(&fake), &mut out).expect_err("not an image");
     assert!(
         e.contains("cannot load the driver") && e.contains("fake.sys"),
         "{e}"
