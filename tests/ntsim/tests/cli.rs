@@ -395,17 +395,38 @@ fn errors_name_the_problem() {
         2,
         &["exactly one of --scenario FILE, --builtin, --live SECONDS"],
     );
+    // Without --driver the run loads ntosebpfext (NTOSEBPFEXT_SYS, else
+    // built with cargo).
+    let default = ntsim::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ntsim"))
+            .args([
+                "run",
+                "--object",
+                path(&object),
+                "--program",
+                "monitor",
+                "--builtin",
+            ])
+            .env("NTOSEBPFEXT_SYS", &driver),
+        ntsim::child::LIMIT,
+    )
+    .expect("the ntsim binary runs");
+    assert!(
+        default.status.success(),
+        "{}{}",
+        text(&default.stdout),
+        text(&default.stderr)
+    );
+    assert!(
+        text(&default.stdout)
+            .starts_with("driver ntosebpfext.sys: DriverEntry returned 0x00000000"),
+        "{}",
+        text(&default.stdout)
+    );
     assert_fails(
-        &ntsim(&[
-            "run",
-            "--object",
-            path(&object),
-            "--program",
-            "monitor",
-            "--builtin",
-        ]),
+        &run(&["--driver-name", "nosuch"]),
         2,
-        &["--driver PATH is required"],
+        &["--driver-name \"nosuch\" is not one of the repository's drivers (ntosebpfext"],
     );
     assert_fails(
         &run(&[

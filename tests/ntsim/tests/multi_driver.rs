@@ -15,7 +15,20 @@ use ntsim::kernel::{fault, log};
 use ntsim::Sim;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+trait WithinLimit {
+    fn output_within_limit(&mut self) -> Output;
+}
+
+impl WithinLimit for Command {
+    /// The output, failing the test if the command runs longer than
+    /// ntsim's child limit.
+    fn output_within_limit(&mut self) -> Output {
+        ntsim::child::output_within(self, ntsim::child::LIMIT).expect("the ntsim binary runs")
+    }
+}
 
 /// The ntosebpfext image and a copy of it named `ntosebpfext_b.sys` (in a
 /// folder of this test process's own).
@@ -290,7 +303,7 @@ fn the_text_report_names_each_driver() {
 #[test]
 fn the_command_loads_every_driver_given() {
     let (a, b) = two_images();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ntsim"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ntsim"))
         .args(["run", "--driver"])
         .arg(&a)
         .arg("--driver")
@@ -298,8 +311,7 @@ fn the_command_loads_every_driver_given() {
         .arg("--object")
         .arg(ntsim::process::sample_object_path())
         .args(["--program", "monitor", "--builtin", "--json"])
-        .output()
-        .unwrap();
+        .output_within_limit();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -319,7 +331,7 @@ fn the_command_loads_every_driver_given() {
 #[test]
 fn the_same_image_twice_on_the_command_line_is_refused() {
     let (a, _) = two_images();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ntsim"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ntsim"))
         .args(["run", "--driver"])
         .arg(&a)
         .arg("--driver-name")
@@ -328,8 +340,7 @@ fn the_same_image_twice_on_the_command_line_is_refused() {
         .arg(ntsim::process::sample_object_path())
         .args(["--program", "monitor", "--builtin"])
         .env("NTOSEBPFEXT_SYS", &a)
-        .output()
-        .unwrap();
+        .output_within_limit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
