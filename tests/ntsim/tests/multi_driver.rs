@@ -10,7 +10,7 @@
 //! loads every driver of `ntsim::build::DRIVERS` by name.
 
 use ntsim::build::{driver_image, driver_image_named, DRIVERS};
-use ntsim::demo::{self, Events, RunOptions};
+use ntsim::demo::{self, DemoPart, Events, RunOptions};
 use ntsim::kernel::{fault, log};
 use ntsim::Sim;
 use serde_json::Value;
@@ -370,4 +370,91 @@ fn the_repository_drivers_load_together_by_name() {
     reversed.reverse();
     assert_eq!(order, reversed);
     sim.finish().unwrap();
+}
+
+/// The demo's further parts: a driver and a test file, run in the machine
+/// the demo set up. Here ntosebpfext's own process test file stands in for
+/// the part the next driver brings.
+#[test]
+fn a_demo_part_runs_its_test_file_and_checks_its_expectations() {
+    let part = DemoPart {
+        driver: "ntosebpfext",
+        test_file: "tests/bpf/process_test.ntsim",
+        title: "the process test file",
+    };
+    let expectations = std::fs::read_to_string(
+        ntsim::build::workspace_root().join("tests/bpf/process_test.ntsim"),
+    )
+    .unwrap()
+    .lines()
+    .filter(|l| l.starts_with("expect "))
+    .count();
+    let mut sim = Sim::new();
+    assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0);
+    let mut out = Vec::new();
+    demo::run_part(&part, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with(
+            "the process test file (driver ntosebpfext, tests/bpf/process_test.ntsim):\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("[notepad] CREATE") && text.contains("DENIED 0xc0000022"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "tests/bpf/process_test.ntsim: {expectations} expectation(s) held\n"
+        )),
+        "{text}"
+    );
+
+    sim.finish().unwrap();
+
+    // The same file with one more expectation, which does not hold.
+    let dir = std::env::temp_dir().join(format!("ntsim_part_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = ntsim::build::workspace_root().join("tests/bpf/process_test.ntsim");
+    let object = ntsim::process::sample_object_path();
+    let failing = std::fs::read_to_string(&source).unwrap().replace(
+        "object process_test.o",
+        &format!("object {}", object.display()),
+    ) + "expect verdict create:explorer denied\n";
+    let last_line = failing.lines().count();
+    let file = dir.join("failing.ntsim");
+    std::fs::write(&file, failing).unwrap();
+    let failing_part = DemoPart {
+        test_file: Box::leak(file.display().to_string().into_boxed_str()),
+        ..part
+    };
+    let mut sim = Sim::new();
+    assert_eq!(sim.load_driver(&driver_image()).unwrap(), 0);
+    let e = demo::run_part(&failing_part, &mut Vec::new()).unwrap_err();
+    assert!(e.starts_with("1 expectation(s) of "), "{e}");
+    assert!(
+        e.contains(
+            &format!("failing.ntsim:{last_line}: expect verdict create:explorer denied\n    expected: denied\n    actual:   permitted")
+        ),
+        "{e}"
+    );
+    sim.finish().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_demo_loads_ntosebpfext_then_each_part_driver_once() {
+    let names = demo::demo_drivers();
+    assert_eq!(names[0], "ntosebpfext");
+    for part in demo::DEMO_PARTS {
+        assert!(DRIVERS.contains(&part.driver), "{part:?}");
+        assert_eq!(names.iter().filter(|n| **n == part.driver).count(), 1);
+        assert!(
+            ntsim::build::workspace_root()
+                .join(part.test_file)
+                .is_file(),
+            "{part:?}"
+        );
+    }
 }

@@ -577,7 +577,7 @@ pub struct DemoPart {
     /// The driver the part needs (one of [`crate::build::DRIVERS`]); the
     /// demo loads it after ntosebpfext.
     pub driver: &'static str,
-    /// The test file, relative to the workspace root.
+    /// The test file, relative to the workspace root (or absolute).
     pub test_file: &'static str,
     /// What the part shows, for its heading.
     pub title: &'static str,
@@ -871,9 +871,12 @@ pub fn run_part(part: &DemoPart, out: &mut dyn Write) -> Result<(), String> {
         .expectations
         .iter()
         .filter_map(|e| {
-            e.check(&facts, &decoder)
-                .err()
-                .map(|f| format!("{}:{}: {}: {f:?}", part.test_file, e.line, e.text))
+            e.check(&facts, &decoder).err().map(|f| {
+                format!(
+                    "{}:{}: expect {}\n    expected: {}\n    actual:   {}",
+                    part.test_file, e.line, e.text, f.expected, f.actual
+                )
+            })
         })
         .collect();
     if !failed.is_empty() {

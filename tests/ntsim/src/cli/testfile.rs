@@ -421,6 +421,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn driver_lines_name_several_drivers_in_order() {
+        let path = Path::new("/t/dir/a.ntsim");
+        let f = TestFile::parse(
+            path,
+            "object x.o\nattach p\ndriver ../a.sys\ndriver b.sys\nload-driver ntosebpfext\n\
+             driver path=\\x.sys base=0x1000 size=0x1000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            f.drivers,
+            [
+                PathBuf::from("/t/dir/../a.sys"),
+                PathBuf::from("/t/dir/b.sys")
+            ]
+        );
+        assert_eq!(f.scenario.drivers, ["ntosebpfext"]);
+        assert_eq!(f.scenario.steps.len(), 1, "the driver-load step");
+        let e = TestFile::parse(path, "object x.o\nattach p\ndriver a.sys\ndriver a.sys\n")
+            .unwrap_err();
+        assert!(e.contains("a.ntsim:4: driver a.sys given twice"), "{e}");
+    }
+
+    #[test]
     fn directives_and_scenario_lines_share_the_file() {
         let path = Path::new("/t/dir/a.ntsim");
         let f = TestFile::parse(
