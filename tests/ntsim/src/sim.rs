@@ -60,6 +60,8 @@ pub struct DriverResult {
     /// The unload: None while it runs (or when DriverEntry failed: Windows
     /// does not call DriverUnload then), else DriverUnload's result.
     pub unload: Option<Result<(), String>>,
+    /// Its place among the machine's unloads (0: unloaded first).
+    pub unload_position: Option<usize>,
     /// Rules broken while its DriverEntry or DriverUnload ran.
     pub violations: Vec<String>,
     /// Resources it acquired in DriverEntry and still held at
@@ -166,6 +168,7 @@ impl Sim {
                 service,
                 driver_entry: status,
                 unload: None,
+                unload_position: None,
                 violations,
                 left_behind: Vec::new(),
             },
@@ -198,16 +201,22 @@ impl Sim {
     /// and unmaps its image (drivers unload in reverse load order). Returns
     /// an error when no driver runs or the driver has no unload routine.
     pub fn unload_driver(&mut self) -> Result<(), String> {
-        let slot = self
+        let index = self
             .drivers
-            .iter_mut()
-            .rev()
-            .find(|d| d.running.is_some())
+            .iter()
+            .rposition(|d| d.running.is_some())
             .ok_or("no driver is loaded")?;
+        let position = self
+            .drivers
+            .iter()
+            .filter(|d| d.result.unload_position.is_some())
+            .count();
+        let slot = &mut self.drivers[index];
         let driver = slot.running.take().expect("found running");
         let (result, violations) = watching_violations(|| driver.unload());
         slot.result.violations.extend(violations);
         slot.result.unload = Some(result.clone());
+        slot.result.unload_position = Some(position);
         result
     }
 

@@ -11,7 +11,7 @@
 
 use ntsim::build::{driver_image, driver_image_named, DRIVERS};
 use ntsim::demo::{self, DemoPart, Events, RunOptions};
-use ntsim::kernel::{fault, log};
+use ntsim::kernel::{fault, images, log};
 use ntsim::Sim;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,21 @@ fn drivers_load_in_order_and_unload_in_reverse() {
     assert_eq!(sim.load_driver(&b).unwrap(), 0, "DriverEntry of B");
     let b_lines = lines_by_image(&log::take_dbg_messages());
     assert_eq!(names(&sim), ["ntosebpfext", "ntosebpfext_b"]);
+    // A DbgPrintEx line belongs to the image holding its format string.
+    for (driver, image) in sim
+        .drivers()
+        .iter()
+        .zip(["ntosebpfext.sys", "ntosebpfext_b.sys"])
+    {
+        let (base, size) = (driver.image().base(), driver.image().size());
+        assert_eq!(images::image_name_at(base).as_deref(), Some(image));
+        assert_eq!(
+            images::image_name_at(base + size - 1).as_deref(),
+            Some(image)
+        );
+    }
+    let host = "host text";
+    assert_eq!(images::image_name_at(host.as_ptr() as usize), None);
     // Each DriverEntry ran when its driver loaded: A's lines come from A's
     // image, then B's from B's.
     assert!(
@@ -115,6 +130,8 @@ fn drivers_load_in_order_and_unload_in_reverse() {
     assert_eq!(unloads, ["ntosebpfext_b.sys", "ntosebpfext.sys"]);
     let results = sim.driver_results();
     assert!(results.iter().all(|d| d.unload == Some(Ok(()))));
+    assert_eq!(results[0].unload_position, Some(1));
+    assert_eq!(results[1].unload_position, Some(0));
     sim.finish().unwrap();
 }
 

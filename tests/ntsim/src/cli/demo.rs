@@ -427,11 +427,14 @@ impl Session {
         }
         let unload_error = unloaded.iter().find_map(|(_, r)| r.clone().err());
         let finish = sim.finish_report();
-        let drivers = finish
+        let mut unloaded: Vec<&crate::sim::DriverResult> = finish
             .drivers
             .iter()
-            .rev()
-            .filter(|d| d.unload.is_some())
+            .filter(|d| d.unload_position.is_some())
+            .collect();
+        unloaded.sort_by_key(|d| d.unload_position);
+        let drivers = unloaded
+            .into_iter()
             .map(|d| {
                 let image = d.image_name();
                 DriverEnd {
@@ -499,10 +502,14 @@ fn take_driver_etw(step: Option<usize>) -> Vec<Event> {
 fn abandon(sim: Sim, failure: String) -> String {
     let finish = sim.finish_report();
     let mut message = failure;
-    let unloaded: Vec<String> = finish
+    let mut drivers: Vec<&crate::sim::DriverResult> = finish
         .drivers
         .iter()
-        .rev()
+        .filter(|d| d.unload_position.is_some())
+        .collect();
+    drivers.sort_by_key(|d| d.unload_position);
+    let unloaded: Vec<String> = drivers
+        .into_iter()
         .filter_map(|d| {
             let result = d.unload.as_ref()?;
             Some(match result {
