@@ -101,13 +101,15 @@ mod tests {
     fn the_first_source_that_names_a_driver_decides_whole() {
         let cmd = [DriverSpec::Path("a.sys".into()), name("ntosebpfext")];
         let file = [PathBuf::from("f.sys")];
-        let scen = ["ntosebpfext".to_string()];
+        // `choose` takes the names as given (the scenario parser checks
+        // them).
+        let scen = ["first".to_string(), "second".to_string()];
         assert_eq!(choose(&cmd, &file, &scen), cmd.to_vec());
         assert_eq!(
             choose(&[], &file, &scen),
             [DriverSpec::Path("f.sys".into())]
         );
-        assert_eq!(choose(&[], &[], &scen), [name("ntosebpfext")]);
+        assert_eq!(choose(&[], &[], &scen), [name("first"), name("second")]);
         assert_eq!(choose(&[], &[], &[]), [name("ntosebpfext")]);
     }
 
