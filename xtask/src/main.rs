@@ -5,7 +5,8 @@
 //!   `target/x86_64-pc-windows-msvc/release/<name>.sys` (and its PDB), e.g.
 //!   `ntosebpfext.sys`, and prints their paths, first adding the `x86_64-pc-windows-msvc` target to the toolchain with
 //!   rustup if it is missing ([`target::ensure_installed`]).
-//! - `demo`: builds the image, then runs the sample process monitor and
+//! - `demo`: builds the demo's drivers ([`ntsim::demo::demo_drivers`]:
+//!   ntosebpfext and the driver of each further demo part), then runs the sample process monitor and
 //!   policy (`tests/bpf/process_test.o`) and the Sysmon-style thread and
 //!   image-load monitors (`tests/bpf/sysmon.o`) against it in ntsim,
 //!   printing the events the monitors report, the verdicts, and the leak
@@ -85,8 +86,12 @@ fn build() -> Result<std::path::PathBuf, String> {
     ntsim::build::build_driver(&root.join("target"), ntsim::build::NTOSEBPFEXT)
 }
 
+/// Builds the drivers the demo loads ([`ntsim::demo::demo_drivers`]) and
+/// runs it.
 fn demo() -> Result<(), String> {
-    let sys_path = build()?;
+    let root = ntsim::build::find_workspace_root()?;
+    target::ensure_installed(&root, ntsim::build::DRIVER_TARGET)?;
+    let images = ntsim::build::build_drivers(&root.join("target"), &ntsim::demo::demo_drivers())?;
     let stdout = std::io::stdout();
-    ntsim::demo::run(&sys_path, &mut stdout.lock())
+    ntsim::demo::run(&images, &mut stdout.lock())
 }

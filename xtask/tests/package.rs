@@ -398,7 +398,7 @@ fn signed_image_runs_in_ntsim_as_the_unsigned_one_does() {
     let p = package();
     let demo = |image: &Path| {
         let mut out = Vec::new();
-        ntsim::demo::run(image, &mut out)
+        ntsim::demo::run(&[image.to_path_buf()], &mut out)
             .unwrap_or_else(|e| panic!("the demo fails on {}: {e}", image.display()));
         String::from_utf8(out).unwrap()
     };

@@ -184,31 +184,49 @@ pub fn image_variable(name: &str) -> String {
 }
 
 /// The image of the driver `name` (one of [`DRIVERS`]) for tests:
+/// [`try_driver_image_named`], panicking with the reason if it cannot.
+pub fn driver_image_named(name: &str) -> PathBuf {
+    try_driver_image_named(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The image of the driver `name` (one of [`DRIVERS`]):
 /// `<NAME>_SYS` ([`image_variable`]) if set, otherwise built once per
 /// process into `<workspace>/target/driver` (a target directory of its own,
-/// so it does not wait on the cargo that runs the tests). Panics with the
-/// reason if it cannot.
-pub fn driver_image_named(name: &str) -> PathBuf {
+/// so it does not wait on the cargo that runs the tests).
+///
+/// # Errors
+///
+/// `name` is not one of [`DRIVERS`], `<NAME>_SYS` is not a file, there is
+/// no workspace, or the build failed.
+pub fn try_driver_image_named(name: &str) -> Result<PathBuf, String> {
     static IMAGES: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    if !DRIVERS.contains(&name) {
+        return Err(format!(
+            "{name:?} is not one of the repository's drivers ({})",
+            DRIVERS.join(", ")
+        ));
+    }
     // Held while building, so concurrent callers wait for the one build.
     let mut images = IMAGES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(path) = images.get(name) {
-        return path.clone();
+        return Ok(path.clone());
     }
     let variable = image_variable(name);
     let path = if let Some(p) = std::env::var_os(&variable) {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "{variable}={} is not a file", p.display());
+        if !p.is_file() {
+            return Err(format!("{variable}={} is not a file", p.display()));
+        }
         p
     } else {
-        let target_dir = workspace_root().join("target").join("driver");
-        build_driver(&target_dir, name).unwrap_or_else(|e| panic!("{e}"))
+        let target_dir = find_workspace_root()?.join("target").join("driver");
+        build_driver(&target_dir, name)?
     };
     images.insert(name.to_string(), path.clone());
-    path
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
 //! `ntsim`: the simulated Windows kernel as a command.
 //!
 //! ```text
-//! ntsim demo [--driver PATH]
-//! ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
+//! ntsim demo [--driver PATH | --driver-name NAME ...]
+//! ntsim run [--driver PATH | --driver-name NAME ...] --object PATH --program NAME [--program NAME ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
 //!           [--ringbuf MAP=TYPE ...] [--json] [--etw]
-//! ntsim test [--driver PATH] [--junit FILE] FILE...
+//! ntsim test [--driver PATH | --driver-name NAME ...] [--junit FILE] FILE...
 //! ntsim store --driver PATH
 //! ```
 //!
 //! `demo` runs the sample process monitor and policy, and the Sysmon-style
 //! thread and image-load monitors, against the driver (built with cargo
-//! when `--driver` is not given) on the demo scenario. `run` loads the driver, attaches the named programs of an eBPF
+//! when `--driver` is not given) on the demo scenario. `run` loads the
+//! drivers (`--driver PATH` and `--driver-name NAME`, each may repeat, in
+//! order; without them the scenario's `load-driver NAME` lines, else
+//! ntosebpfext, built with cargo: `ntsim::cli::drivers`), attaches the named programs of an eBPF
 //! object in order, raises the events (a scenario file in the format of
 //! `ntsim::scenario`, the built-in scenario, or the host's process activity
 //! for SECONDS), prints each event's verdict and the programs' trace
@@ -28,6 +31,7 @@
 //! Exit status: 0 when everything ran and the driver left nothing behind
 //! and broke no rule; 1 on a failure or a finding; 2 on a usage error.
 
+use ntsim::cli::drivers::{self, DriverSpec};
 use ntsim::demo::{self, Events, RunOptions};
 use ntsim::scenario;
 use std::path::PathBuf;
@@ -36,12 +40,13 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage:
-  ntsim demo [--driver PATH]
+  ntsim demo [--driver PATH | --driver-name NAME ...]
       the sample process monitor (tests/bpf/process_test.o: deny_notepad, monitor)
       and Sysmon-style monitors (tests/bpf/sysmon.o: watch_lsass, thread_monitor,
-      image_monitor) on the demo scenario; without --driver the driver is built
-      with cargo
-  ntsim run --driver PATH --object PATH --program NAME [--program NAME ...]
+      image_monitor) on the demo scenario; without --driver/--driver-name the
+      demo's drivers are built with cargo
+  ntsim run [--driver PATH | --driver-name NAME ...] --object PATH
+            --program NAME [--program NAME ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
             [--ringbuf MAP=TYPE ...] [--json] [--etw]
       attach the named programs in order, raise the events, print verdicts,
@@ -50,9 +55,13 @@ usage:
       (allocations: ExAllocatePool2); --ringbuf decodes MAP's records as the
       BTF type TYPE of the object (\"struct event\", a typedef name); --json
       prints one JSON object a line (schema: docs/ntsim.md, JSON output);
-      --etw prints the driver's ETW events (NtosEbpfExtProvider, every level
-      and keyword) one line each on stderr
-  ntsim test [--driver PATH] [--junit FILE] FILE...
+      --etw prints the drivers' ETW events (NtosEbpfExtProvider,
+      NeteventEbpfExtProvider, every level and keyword) one line each on stderr;
+      --driver PATH and --driver-name NAME (a driver of the repository, built
+      with cargo) may repeat: the drivers load in that order and unload in
+      reverse; without them, the scenario's `load-driver NAME` lines, else
+      ntosebpfext
+  ntsim test [--driver PATH | --driver-name NAME ...] [--junit FILE] FILE...
       run test files (scenario + object + programs + expect lines), print
       every failed expectation with FILE:LINE, expected and actual; exit 1
       if any failed; --junit writes a JUnit XML report
@@ -69,6 +78,7 @@ scenario files: see the documentation of ntsim::scenario (one step a line:
   `thread-exit NAME [code=STATUS] [at=SECONDS]`,
   `image PROCESS path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
   `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`,
+  `load-driver NAME` (before the first step: a driver the scenario needs),
   `test-run PROGRAM [pid=N] [parent=N] [creator=PID:TID] [operation=create|delete]
      [code=STATUS] [sid=S-1-...|user=USER] [cmd=TEXT] [image=PATH] [account=NAME]
      [domain=DOMAIN] [lookup_done=0|1] [data_out=N] [at=SECONDS]`,
@@ -87,10 +97,10 @@ enum Source {
 
 enum Command {
     Demo {
-        driver: Option<PathBuf>,
+        drivers: Vec<DriverSpec>,
     },
     Run {
-        driver: PathBuf,
+        drivers: Vec<DriverSpec>,
         object: PathBuf,
         programs: Vec<String>,
         source: Source,
@@ -100,7 +110,7 @@ enum Command {
         etw: bool,
     },
     Test {
-        driver: Option<PathBuf>,
+        drivers: Vec<DriverSpec>,
         junit: Option<PathBuf>,
         files: Vec<PathBuf>,
     },
@@ -114,7 +124,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let Some(command) = args.first() else {
         return Err("no command given".into());
     };
-    let mut driver = None;
+    let mut drivers = Vec::new();
     let mut object = None;
     let mut programs = Vec::new();
     let mut sources = Vec::new();
@@ -132,7 +142,12 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 .ok_or_else(|| format!("{arg} needs {what}"))
         };
         match arg.as_str() {
-            "--driver" => driver = Some(PathBuf::from(value("a path")?)),
+            "--driver" => drivers.push(DriverSpec::Path(PathBuf::from(value("a path")?))),
+            "--driver-name" if command != "store" => {
+                let name = value("a driver name")?;
+                drivers::check_name(&name).map_err(|e| format!("--driver-name {e}"))?;
+                drivers.push(DriverSpec::Name(name));
+            }
             "--object" if command == "run" => object = Some(PathBuf::from(value("a path")?)),
             "--program" if command == "run" => programs.push(value("a program name")?),
             "--scenario" if command == "run" => {
@@ -176,9 +191,8 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         }
     }
     match command.as_str() {
-        "demo" => Ok(Command::Demo { driver }),
+        "demo" => Ok(Command::Demo { drivers }),
         "run" => {
-            let driver = driver.ok_or("run: --driver PATH is required")?;
             let object = object.ok_or("run: --object PATH is required")?;
             if programs.is_empty() {
                 return Err("run: at least one --program NAME is required".into());
@@ -189,7 +203,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 );
             }
             Ok(Command::Run {
-                driver,
+                drivers,
                 object,
                 programs,
                 source: sources.pop().expect("one source"),
@@ -204,14 +218,18 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 return Err("test: give at least one test FILE".into());
             }
             Ok(Command::Test {
-                driver,
+                drivers,
                 junit,
                 files,
             })
         }
-        "store" => Ok(Command::Store {
-            driver: driver.ok_or("store: --driver PATH is required")?,
-        }),
+        "store" => match drivers.as_slice() {
+            [DriverSpec::Path(driver)] => Ok(Command::Store {
+                driver: driver.clone(),
+            }),
+            [] => Err("store: --driver PATH is required".into()),
+            _ => Err("store: give one --driver PATH".into()),
+        },
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command {other:?}")),
     }
@@ -226,12 +244,13 @@ fn execute(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Store { driver } => ntsim::cli::store::run(&driver, &mut out),
-        Command::Demo { driver } => {
-            let driver = driver.unwrap_or_else(ntsim::build::driver_image);
-            demo::run(&driver, &mut out)
+        Command::Demo { drivers } => {
+            let names: Vec<String> = demo::demo_drivers().into_iter().map(String::from).collect();
+            let drivers = ntsim::cli::drivers::resolve(&drivers, &[], &names)?;
+            demo::run(&drivers, &mut out)
         }
         Command::Run {
-            driver,
+            drivers,
             object,
             programs,
             source,
@@ -256,9 +275,14 @@ fn execute(command: Command) -> Result<(), String> {
                     Events::Scenario(parsed)
                 }
             };
+            let scenario_drivers = match &events {
+                Events::Scenario(s) => s.drivers.clone(),
+                Events::Live(_) => Vec::new(),
+            };
+            let drivers = ntsim::cli::drivers::resolve(&drivers, &[], &scenario_drivers)?;
             demo::run_object(
                 &RunOptions {
-                    driver: &driver,
+                    drivers: &drivers,
                     object: &object,
                     programs,
                     events,
@@ -271,16 +295,12 @@ fn execute(command: Command) -> Result<(), String> {
             )
         }
         Command::Test {
-            driver,
+            drivers,
             junit,
             files,
         } => {
-            let all_passed = ntsim::cli::testfile::run_files(
-                &files,
-                driver.as_deref(),
-                junit.as_deref(),
-                &mut out,
-            )?;
+            let all_passed =
+                ntsim::cli::testfile::run_files(&files, &drivers, junit.as_deref(), &mut out)?;
             if all_passed {
                 Ok(())
             } else {

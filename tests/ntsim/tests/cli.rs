@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 fn demo_output() -> String {
     let mut out = Vec::new();
-    ntsim::demo::run(&driver_image(), &mut out).expect("the demo runs clean");
+    ntsim::demo::run(&[driver_image()], &mut out).expect("the demo runs clean");
     String::from_utf8(out).expect("UTF-8 output")
 }
 
@@ -119,7 +119,7 @@ fn demo_fails_with_a_message_when_the_driver_is_not_a_driver() {
     let dir = temp_dir("not-a-driver");
     let fake = dir.join("fake.sys");
     std::fs::write(&fake, b"MZ but not really").unwrap();
-    let e = ntsim::demo::run(&fake, &mut out).expect_err("not an image");
+    let e = ntsim::demo::run(std::slice::from_ref(&fake), &mut out).expect_err("not an image");
     assert!(
         e.contains("cannot load the driver") && e.contains("fake.sys"),
         "{e}"
@@ -395,17 +395,38 @@ fn errors_name_the_problem() {
         2,
         &["exactly one of --scenario FILE, --builtin, --live SECONDS"],
     );
+    // Without --driver the run loads ntosebpfext (NTOSEBPFEXT_SYS, else
+    // built with cargo).
+    let default = ntsim::child::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ntsim"))
+            .args([
+                "run",
+                "--object",
+                path(&object),
+                "--program",
+                "monitor",
+                "--builtin",
+            ])
+            .env("NTOSEBPFEXT_SYS", &driver),
+        ntsim::child::LIMIT,
+    )
+    .expect("the ntsim binary runs");
+    assert!(
+        default.status.success(),
+        "{}{}",
+        text(&default.stdout),
+        text(&default.stderr)
+    );
+    assert!(
+        text(&default.stdout)
+            .starts_with("driver ntosebpfext.sys: DriverEntry returned 0x00000000"),
+        "{}",
+        text(&default.stdout)
+    );
     assert_fails(
-        &ntsim(&[
-            "run",
-            "--object",
-            path(&object),
-            "--program",
-            "monitor",
-            "--builtin",
-        ]),
+        &run(&["--driver-name", "nosuch"]),
         2,
-        &["--driver PATH is required"],
+        &["--driver-name \"nosuch\" is not one of the repository's drivers (ntosebpfext"],
     );
     assert_fails(
         &run(&[

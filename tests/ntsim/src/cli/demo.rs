@@ -17,8 +17,8 @@
 
 use crate::cli::decode::Decoder;
 use crate::cli::report::{
-    self, EndReport, Event, HelperWatch, JsonSink, MapReport, RecordReport, Sink, StartReport,
-    StepReport, TextSink,
+    self, DriverEnd, DriverStart, EndReport, Event, HelperWatch, JsonSink, MapReport, RecordReport,
+    Sink, StartReport, StepReport, TextSink,
 };
 use crate::cli::scenario::{self, Outcome, Runner, Scenario, Step, TestRun};
 use crate::ebpf::core::{Link, LoadedProgram};
@@ -32,7 +32,7 @@ use crate::kernel::{io, log, time};
 use crate::Sim;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The programs the demo attaches, in order: the policy first, so that a
@@ -53,7 +53,9 @@ pub enum Events {
 /// What [`run_object`] loads and feeds.
 #[derive(Clone, Debug)]
 pub struct RunOptions<'a> {
-    pub driver: &'a Path,
+    /// The driver images, loaded in this order (each its own service,
+    /// named by its file name) and unloaded in the reverse order.
+    pub drivers: &'a [PathBuf],
     pub object: &'a Path,
     /// Programs of the object to attach, in this order.
     pub programs: Vec<String>,
@@ -66,14 +68,24 @@ pub struct RunOptions<'a> {
     pub ringbuf: Vec<(String, String)>,
     /// One JSON object a line instead of text.
     pub json: bool,
-    /// A trace session of the driver's ETW provider ([`DRIVER_ETW_PROVIDER`],
-    /// every level and keyword) from before the driver loads; its events
-    /// are reported ([`Event::Etw`]) with the step that caused them.
+    /// A trace session of the drivers' ETW providers
+    /// ([`DRIVER_ETW_PROVIDERS`], every level and keyword) from before the
+    /// first driver loads; their events are reported ([`Event::Etw`]) with
+    /// the step that caused them.
     pub etw: bool,
 }
 
-/// `NtosEbpfExtProvider`, the driver's ETW provider.
+/// `NtosEbpfExtProvider`, ntosebpfext's ETW provider.
 pub const DRIVER_ETW_PROVIDER: crate::kernel::types::GUID = crate::hook::ETW_PROVIDER;
+
+/// The ETW providers of the repository's drivers, which `--etw` traces:
+/// ntosebpfext's `NtosEbpfExtProvider` and neteventebpfext's
+/// `NeteventEbpfExtProvider`. Enabling a provider no loaded driver
+/// registers is harmless (as a `wpr` profile naming it).
+pub const DRIVER_ETW_PROVIDERS: [crate::kernel::types::GUID; 2] = [
+    crate::hook::ETW_PROVIDER,
+    crate::hook::netevent::ETW_PROVIDER,
+];
 
 /// `TRACE_LEVEL_VERBOSE`: the session's level (every event).
 const ETW_LEVEL_VERBOSE: u8 = 5;
@@ -91,7 +103,7 @@ macro_rules! say {
     ($out:expr, $($arg:tt)*) => { w($out, format_args!($($arg)*)) };
 }
 
-/// A loaded driver, object and attached programs. Field order is drop
+/// The loaded drivers, object and attached programs. Field order is drop
 /// order: links, programs, object, then the machine.
 pub(crate) struct Session {
     links: Vec<Link>,
@@ -100,8 +112,11 @@ pub(crate) struct Session {
     pub(crate) decoder: Decoder,
     pub(crate) start: StartReport,
     faults: Vec<(String, u64)>,
-    /// Whether the driver's ETW events are reported.
+    /// Whether the drivers' ETW events are reported.
     etw: bool,
+    /// The drivers' DbgPrintEx lines since their DriverEntry, by image name
+    /// ([`crate::sim::DriverResult::image_name`]), with the step.
+    dbgprint: std::cell::RefCell<Vec<(String, Option<usize>, String)>>,
     sim: Sim,
 }
 
@@ -117,7 +132,8 @@ fn check_file(what: &str, path: &Path) -> Result<(), String> {
 
 /// What [`Session::start`] loads.
 pub(crate) struct Setup<'a> {
-    pub driver: &'a Path,
+    /// Loaded in this order, unloaded in the reverse order.
+    pub drivers: &'a [PathBuf],
     pub object: &'a Path,
     pub programs: &'a [String],
     pub faults: &'a [(String, u64)],
@@ -128,14 +144,22 @@ pub(crate) struct Setup<'a> {
 }
 
 impl Session {
-    /// Loads the driver and the object, loads every program, runs
-    /// `before_attach`, then attaches the programs in order.
+    /// Loads the drivers in order and the object, loads every program,
+    /// runs `before_attach`, then attaches the programs in order. When a
+    /// driver fails to load, the drivers loaded before it are unloaded
+    /// (last first) and the error names the one that failed, the ones
+    /// unloaded and anything they left behind.
     pub(crate) fn start(
         setup: &Setup<'_>,
         before_attach: &mut dyn FnMut(),
     ) -> Result<Session, String> {
-        let (driver, object_path, names) = (setup.driver, setup.object, setup.programs);
-        check_file("driver image", driver)?;
+        let (object_path, names) = (setup.object, setup.programs);
+        if setup.drivers.is_empty() {
+            return Err("no driver to load (give --driver PATH or --driver-name NAME)".into());
+        }
+        for driver in setup.drivers {
+            check_file("driver image", driver)?;
+        }
         check_file("eBPF object", object_path)?;
         if names.is_empty() {
             return Err("no program to attach (give --program NAME)".into());
@@ -149,22 +173,40 @@ impl Session {
             crate::kernel::fault::fail_nth(api, *n);
         }
         if setup.etw {
-            // A session running before the driver loads, as `wpr -start`
-            // before `sc start`: the load is traced too.
+            // A session running before the drivers load, as `wpr -start`
+            // before `sc start`: the loads are traced too.
             // This machine only: later machines in the process are not
             // traced.
-            log::etw_enable(&DRIVER_ETW_PROVIDER, ETW_LEVEL_VERBOSE, u64::MAX, 0);
+            for provider in &DRIVER_ETW_PROVIDERS {
+                log::etw_enable(provider, ETW_LEVEL_VERBOSE, u64::MAX, 0);
+            }
         }
-        let status = sim
-            .load_driver(driver)
-            .map_err(|e| format!("cannot load the driver {}: {e}", driver.display()))?;
-        if !nt_success(status) {
-            return Err(format!(
-                "the driver {} failed to load: DriverEntry returned {}",
-                driver.display(),
-                status::describe(status)
-            ));
+        for driver in setup.drivers {
+            let failure = match sim.load_driver(driver) {
+                Ok(status) if nt_success(status) => continue,
+                Ok(status) => format!(
+                    "the driver {} failed to load: DriverEntry returned {}",
+                    driver.display(),
+                    status::describe(status)
+                ),
+                Err(e) => format!("cannot load the driver {}: {e}", driver.display()),
+            };
+            return Err(abandon(sim, failure));
         }
+        let dbg = log::take_dbg_messages();
+        let drivers = sim
+            .driver_results()
+            .iter()
+            .map(|d| DriverStart {
+                name: file_name(&d.path),
+                driver_entry: d.driver_entry,
+                dbgprint: dbg
+                    .iter()
+                    .filter(|m| m.image.as_deref() == Some(d.image_name().as_str()))
+                    .map(|m| m.text.trim_end().to_string())
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
         // Section names resolve through the store the driver just wrote,
         // as ebpfapi.dll resolves them.
         let object = Object::load(&bytes, &store::section_map())
@@ -187,8 +229,9 @@ impl Session {
             object,
             decoder,
             start: StartReport {
-                driver: file_name(driver),
-                driver_entry: status,
+                driver: drivers[0].name.clone(),
+                driver_entry: drivers[0].driver_entry,
+                drivers,
                 object: file_name(object_path),
                 programs: names.to_vec(),
                 faults: setup.faults.to_vec(),
@@ -196,6 +239,7 @@ impl Session {
             },
             faults: setup.faults.to_vec(),
             etw: setup.etw,
+            dbgprint: Default::default(),
             sim,
         };
         for name in names {
@@ -325,19 +369,34 @@ impl Session {
         for e in self.etw_events(index) {
             sink.emit(&e, &self.decoder)?;
         }
+        self.take_dbgprint(index);
         sink.emit(&Event::Verdict(report), &self.decoder)
     }
 
-    /// Detaches, unloads the programs and the driver, and reports what
-    /// [`Sim::finish`] found, with the driver's ETW events from the detach
-    /// and unload (when the session traces).
+    /// Keeps the drivers' DbgPrintEx lines since the last call, with the
+    /// step (None: outside any step).
+    fn take_dbgprint(&self, step: Option<usize>) {
+        let mut kept = self.dbgprint.borrow_mut();
+        for m in log::take_dbg_messages() {
+            if let Some(image) = m.image {
+                kept.push((image, step, m.text.trim_end().to_string()));
+            }
+        }
+    }
+
+    /// Detaches, unloads the programs and the drivers (last loaded first),
+    /// and reports what [`Sim::finish_report`] found, per driver where it
+    /// can tell, with the drivers' ETW events from the detach and unload
+    /// (when the session traces).
     fn end_report(self) -> (EndReport, Vec<Event>) {
+        self.take_dbgprint(None);
         let Session {
             links,
             programs,
             object,
             faults,
             etw,
+            dbgprint,
             mut sim,
             ..
         } = self;
@@ -346,7 +405,7 @@ impl Session {
         // The driver removes its notify routine on a system worker thread.
         io::wait_idle();
         drop(programs);
-        let unloaded = sim.unload_driver();
+        let unloaded = sim.unload_drivers();
         drop(object);
         let etw_events = if etw {
             take_driver_etw(None)
@@ -359,15 +418,43 @@ impl Session {
             .filter(|(api, n)| !fired.iter().any(|(a, k)| a == api && k == n))
             .cloned()
             .collect();
-        let mut findings: Vec<String> = unloaded.clone().err().into_iter().collect();
-        if let Err(f) = sim.finish() {
-            findings.extend(f.lines().map(str::to_string));
+        // Lines printed during the unloads.
+        let mut dbgprint = dbgprint.into_inner();
+        for m in log::take_dbg_messages() {
+            if let Some(image) = m.image {
+                dbgprint.push((image, None, m.text.trim_end().to_string()));
+            }
         }
+        let unload_error = unloaded.iter().find_map(|(_, r)| r.clone().err());
+        let finish = sim.finish_report();
+        let mut unloaded: Vec<&crate::sim::DriverResult> = finish
+            .drivers
+            .iter()
+            .filter(|d| d.unload_position.is_some())
+            .collect();
+        unloaded.sort_by_key(|d| d.unload_position);
+        let drivers = unloaded
+            .into_iter()
+            .map(|d| {
+                let image = d.image_name();
+                DriverEnd {
+                    name: file_name(&d.path),
+                    unload_error: d.unload.clone().and_then(Result::err),
+                    dbgprint: dbgprint
+                        .iter()
+                        .filter(|(i, _, _)| *i == image)
+                        .map(|(_, step, text)| (*step, text.clone()))
+                        .collect(),
+                    findings: d.findings(),
+                }
+            })
+            .collect();
         let report = EndReport {
             programs: names,
-            unload_error: unloaded.err(),
+            unload_error,
+            drivers,
             unfired,
-            findings,
+            findings: finish.findings,
         };
         (report, etw_events)
     }
@@ -401,12 +488,50 @@ impl Session {
 fn take_driver_etw(step: Option<usize>) -> Vec<Event> {
     log::take_etw_events()
         .into_iter()
-        .filter(|e| e.enabled && e.provider == DRIVER_ETW_PROVIDER)
+        .filter(|e| e.enabled && DRIVER_ETW_PROVIDERS.contains(&e.provider))
         .map(|event| Event::Etw {
             step,
             event: Box::new(event),
         })
         .collect()
+}
+
+/// The error of a run whose driver failed to load: `failure`, then the
+/// drivers loaded before it, unloaded last first, and what
+/// [`Sim::finish_report`] found.
+fn abandon(sim: Sim, failure: String) -> String {
+    let finish = sim.finish_report();
+    let mut message = failure;
+    let mut drivers: Vec<&crate::sim::DriverResult> = finish
+        .drivers
+        .iter()
+        .filter(|d| d.unload_position.is_some())
+        .collect();
+    drivers.sort_by_key(|d| d.unload_position);
+    let unloaded: Vec<String> = drivers
+        .into_iter()
+        .filter_map(|d| {
+            let result = d.unload.as_ref()?;
+            Some(match result {
+                Ok(()) => file_name(&d.path),
+                Err(e) => format!("{} (unload failed: {e})", file_name(&d.path)),
+            })
+        })
+        .collect();
+    if !unloaded.is_empty() {
+        message.push_str(&format!(
+            "; unloaded the driver(s) loaded before it, last first: {}",
+            unloaded.join(", ")
+        ));
+    }
+    if !finish.findings.is_empty() {
+        message.push_str(&format!(
+            "\n{} finding(s) (leaks or violations):\n{}",
+            finish.findings.len(),
+            finish.findings.join("\n")
+        ));
+    }
+    message
 }
 
 /// Err listing the findings of a run, if any.
@@ -450,13 +575,46 @@ pub fn demo_scenario() -> Scenario {
         .expect("the demo scenario parses")
 }
 
-/// The demo: the driver image at `driver` in a fresh simulated machine, the
-/// sample programs `deny_notepad` then `monitor` attached to the process
-/// hook, and the Sysmon-style programs of `tests/bpf/sysmon.c` to the
-/// process, thread and image-load hooks; the demo scenario raised, one line
-/// per event each program reported; then detach, unload and the leak and
-/// violation report. Err: setup failures, or the findings.
-pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
+/// A further part of the demo, after ntosebpfext's: a repository driver
+/// and a test file (the `ntsim test` format: object, programs, scenario,
+/// expectations) that exercises it. Adding a driver to the demo is one
+/// [`DEMO_PARTS`] entry and its test file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DemoPart {
+    /// The driver the part needs (one of [`crate::build::DRIVERS`]); the
+    /// demo loads it after ntosebpfext.
+    pub driver: &'static str,
+    /// The test file, relative to the workspace root (or absolute).
+    pub test_file: &'static str,
+    /// What the part shows, for its heading.
+    pub title: &'static str,
+}
+
+/// The demo's parts after ntosebpfext's, in order.
+pub const DEMO_PARTS: &[DemoPart] = &[];
+
+/// The drivers the demo loads, in load order: ntosebpfext, then each
+/// [`DEMO_PARTS`] driver (once).
+pub fn demo_drivers() -> Vec<&'static str> {
+    let mut names = vec![crate::build::NTOSEBPFEXT];
+    for part in DEMO_PARTS {
+        if !names.contains(&part.driver) {
+            names.push(part.driver);
+        }
+    }
+    names
+}
+
+/// The demo: the driver images `drivers` loaded in this order in a fresh
+/// simulated machine (ntosebpfext first; [`demo_drivers`] are the ones it
+/// needs), the sample programs `deny_notepad` then `monitor` attached to
+/// the process hook, and the Sysmon-style programs of `tests/bpf/sysmon.c`
+/// to the process, thread and image-load hooks; the demo scenario raised,
+/// one line per event each program reported; then each [`DEMO_PARTS`] part
+/// whose driver is loaded ([`run_part`]); then detach, unload (last driver
+/// first) and the leak and violation report. Err: setup failures, a part's
+/// expectation that failed, or the findings.
+pub fn run(drivers: &[PathBuf], out: &mut dyn Write) -> Result<(), String> {
     let object_path = hook::sample_object_path();
     let names: Vec<String> = DEMO_PROGRAMS.iter().map(|s| s.to_string()).collect();
     let scenario = demo_scenario();
@@ -467,7 +625,7 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     )?;
     let session = Session::start(
         &Setup {
-            driver,
+            drivers,
             object: &object_path,
             programs: &names,
             faults: &[],
@@ -594,7 +752,154 @@ pub fn run(driver: &Path, out: &mut dyn Write) -> Result<(), String> {
     io::wait_idle();
     drop(sysmon_programs);
     drop(sysmon);
+    let loaded: Vec<String> = drivers
+        .iter()
+        .map(|d| crate::kernel::loader::service_name(d))
+        .collect();
+    for part in DEMO_PARTS {
+        if loaded.iter().any(|s| s.eq_ignore_ascii_case(part.driver)) {
+            run_part(part, out)?;
+        } else {
+            say!(
+                out,
+                "part {:?} not run: its driver {} is not loaded",
+                part.title,
+                part.driver
+            )?;
+        }
+    }
     session.end(out)
+}
+
+/// One [`DemoPart`] in the running demo's machine: its test file's object
+/// loaded (through the store the drivers wrote), its programs attached in
+/// order, its scenario raised with every step, record and trace line
+/// printed, its maps printed, then its expectations checked. Err: the part
+/// could not run, or an expectation failed.
+pub fn run_part(part: &DemoPart, out: &mut dyn Write) -> Result<(), String> {
+    let root = crate::build::find_workspace_root()?;
+    let file = crate::cli::testfile::TestFile::load(&root.join(part.test_file))?;
+    let bytes = std::fs::read(&file.object)
+        .map_err(|e| format!("cannot read {}: {e}", file.object.display()))?;
+    let object = Object::load(&bytes, &store::section_map())
+        .map_err(|e| format!("cannot load {}: {e}", file.object.display()))?;
+    let decoder = Decoder::new(&bytes, &object, &file.ringbuf)
+        .map_err(|e| format!("{}: {e}", file.object.display()))?;
+    say!(
+        out,
+        "{} (driver {}, {}):",
+        part.title,
+        part.driver,
+        part.test_file
+    )?;
+    let mut programs = Vec::new();
+    for name in &file.programs {
+        let program = object
+            .program(name)
+            .ok_or_else(|| format!("{} has no program {name}", file.object.display()))?
+            .clone();
+        let attach_type = program
+            .attach_type
+            .ok_or_else(|| format!("{name} has no attach type"))?;
+        let loaded = LoadedProgram::load(program)
+            .map_err(|e| format!("loading program {name:?} failed: {e}"))?;
+        programs.push((name.clone(), loaded, attach_type));
+    }
+    let mut links = Vec::new();
+    for (name, loaded, attach_type) in &programs {
+        links.push(
+            loaded
+                .attach(*attach_type, &[], 0)
+                .map_err(|e| format!("attaching program {name:?} failed: {e}"))?,
+        );
+    }
+    say!(
+        out,
+        "object {}: attached {} (in this order)",
+        file_name(&file.object),
+        file.programs.join(", ")
+    )?;
+    let mut events = report::Collect::default();
+    let mut runner = Runner::new(&file.scenario);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let watch = HelperWatch::start();
+    for (i, step) in file.scenario.steps.iter().enumerate() {
+        let outcome = runner.try_step(step).map_err(|e| format!("scenario {e}"))?;
+        let index = Some(i + 1);
+        let mut caused = vec![Event::Step(StepReport {
+            index: i + 1,
+            line: Some(step.line()),
+            keyword: step.keyword(),
+            name: step.name().to_string(),
+            helpers: watch.take(),
+            outcome,
+        })];
+        for map in &object.maps {
+            if map.def().map_type != map_type::RINGBUF {
+                continue;
+            }
+            for data in map.drain_ring() {
+                let n = counts.entry(map.name().to_string()).or_default();
+                caused.push(Event::Record(RecordReport {
+                    step: index,
+                    map: map.name().to_string(),
+                    map_type: map_type::RINGBUF,
+                    index: *n,
+                    cpu: None,
+                    data,
+                }));
+                *n += 1;
+            }
+        }
+        for (name, p, _) in &programs {
+            for line in p.take_trace() {
+                caused.push(Event::Trace {
+                    step: index,
+                    program: name.clone(),
+                    text: line.trim_end().to_string(),
+                });
+            }
+        }
+        for e in caused {
+            TextSink(out).emit(&e, &decoder)?;
+            events.emit(&e, &decoder)?;
+        }
+    }
+    drop(watch);
+    drop(links);
+    io::wait_idle();
+    for map in &object.maps {
+        let e = Event::Map(MapReport::take(map));
+        TextSink(out).emit(&e, &decoder)?;
+        events.emit(&e, &decoder)?;
+    }
+    let facts = crate::cli::expect::RunFacts::new(&events.0);
+    let failed: Vec<String> = file
+        .expectations
+        .iter()
+        .filter_map(|e| {
+            e.check(&facts, &decoder).err().map(|f| {
+                format!(
+                    "{}:{}: expect {}\n    expected: {}\n    actual:   {}",
+                    part.test_file, e.line, e.text, f.expected, f.actual
+                )
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!(
+            "{} expectation(s) of {} failed:\n{}",
+            failed.len(),
+            part.test_file,
+            failed.join("\n")
+        ));
+    }
+    say!(
+        out,
+        "{}: {} expectation(s) held",
+        part.test_file,
+        file.expectations.len()
+    )
 }
 
 /// `ntsim run`: `options.driver` in a fresh machine, the named programs of
@@ -613,7 +918,7 @@ pub fn run_object(options: &RunOptions<'_>, out: &mut dyn Write) -> Result<(), S
 /// [`run_object`] into any [`Sink`].
 pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), String> {
     let setup = Setup {
-        driver: options.driver,
+        drivers: options.drivers,
         object: options.object,
         programs: &options.programs,
         faults: &options.faults,
@@ -788,7 +1093,7 @@ mod tests {
         let names = ["monitor".to_string()];
         let session = Session::start(
             &Setup {
-                driver: &crate::build::driver_image(),
+                drivers: &[crate::build::driver_image()],
                 object: &hook::sample_object_path(),
                 programs: &names,
                 faults: &[],

@@ -224,11 +224,42 @@ impl MapReport {
     }
 }
 
+/// One driver's `DriverEntry`, in a [`StartReport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverStart {
+    /// The image's file name (`ntosebpfext.sys`).
+    pub name: String,
+    pub driver_entry: NTSTATUS,
+    /// The `DbgPrintEx` lines it printed during its DriverEntry.
+    pub dbgprint: Vec<String>,
+}
+
+/// One driver's unload and what is attributed to it, in an
+/// [`EndReport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverEnd {
+    /// The image's file name (`ntosebpfext.sys`).
+    pub name: String,
+    /// `DriverUnload` failed with this.
+    pub unload_error: Option<String>,
+    /// The `DbgPrintEx` lines it printed after its DriverEntry, each with
+    /// the step that was running (None: the detach and unload).
+    pub dbgprint: Vec<(Option<usize>, String)>,
+    /// The findings ntsim can attribute to it (see
+    /// [`crate::sim::Sim::finish_report`]); every one is in
+    /// [`EndReport::findings`] too.
+    pub findings: Vec<String>,
+}
+
 /// What the start of a run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartReport {
+    /// The first driver's file name (of [`StartReport::drivers`]).
     pub driver: String,
+    /// The first driver's DriverEntry status.
     pub driver_entry: NTSTATUS,
+    /// Every driver, in load order.
+    pub drivers: Vec<DriverStart>,
     pub object: String,
     /// Attached, in this order.
     pub programs: Vec<String>,
@@ -242,8 +273,10 @@ pub struct StartReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndReport {
     pub programs: Vec<String>,
-    /// `DriverUnload` failed with this.
+    /// The first `DriverUnload` failure (in unload order).
     pub unload_error: Option<String>,
+    /// Every driver, in unload order (the reverse of the load order).
+    pub drivers: Vec<DriverEnd>,
     /// Planned failures that never happened.
     pub unfired: Vec<(String, u64)>,
     /// Leaks and violations (and an unload failure).
@@ -866,12 +899,41 @@ fn map_text(out: &mut dyn Write, m: &MapReport, decoder: &Decoder) -> Result<(),
     Ok(())
 }
 
+/// A driver's DbgPrintEx lines and attributed findings, under its line.
+fn driver_lines(
+    out: &mut dyn Write,
+    dbgprint: &[(Option<usize>, String)],
+    findings: &[String],
+) -> Result<(), String> {
+    for (step, text) in dbgprint {
+        let at = step.map_or_else(|| "unload".to_string(), |s| format!("step {s}"));
+        say!(out, "    dbgprint ({at}): {}", text.trim_end())?;
+    }
+    for f in findings {
+        say!(out, "    finding: {f}")?;
+    }
+    Ok(())
+}
+
 /// Prints what [`EndReport`] says (the end of every run's text).
 pub fn end_text(out: &mut dyn Write, end: &EndReport) -> Result<(), String> {
     say!(out, "detached and unloaded {}", end.programs.join(", "))?;
-    match &end.unload_error {
-        None => say!(out, "driver unloaded")?,
-        Some(e) => say!(out, "driver unload failed: {e}")?,
+    if end.drivers.len() > 1 {
+        for d in &end.drivers {
+            match &d.unload_error {
+                None => say!(out, "driver {} unloaded", d.name)?,
+                Some(e) => say!(out, "driver {} unload failed: {e}", d.name)?,
+            }
+            driver_lines(out, &d.dbgprint, &d.findings)?;
+        }
+    } else {
+        match &end.unload_error {
+            None => say!(out, "driver unloaded")?,
+            Some(e) => say!(out, "driver unload failed: {e}")?,
+        }
+        if let Some(d) = end.drivers.first() {
+            driver_lines(out, &d.dbgprint, &[])?;
+        }
     }
     for (api, n) in &end.unfired {
         say!(
@@ -903,12 +965,17 @@ impl Sink for TextSink<'_> {
                 for (api, n) in &s.faults {
                     say!(out, "fault injection: call #{n} of {api} will fail")?;
                 }
-                say!(
-                    out,
-                    "driver {}: DriverEntry returned {}",
-                    s.driver,
-                    status::describe(s.driver_entry)
-                )?;
+                for d in &s.drivers {
+                    say!(
+                        out,
+                        "driver {}: DriverEntry returned {}",
+                        d.name,
+                        status::describe(d.driver_entry)
+                    )?;
+                    for text in &d.dbgprint {
+                        say!(out, "    dbgprint: {}", text.trim_end())?;
+                    }
+                }
                 say!(
                     out,
                     "object {}: attached {} (in this order)",

@@ -62,6 +62,11 @@
 //!   image (a DLL) into a running process.
 //! - `driver path=PATH base=ADDRESS size=BYTES [at=SECONDS]`: loads a driver
 //!   into system space (process id 0, on a System thread).
+//! - `load-driver NAME`, before the first step: the scenario needs the
+//!   repository's driver NAME (one of [`crate::build::DRIVERS`], e.g.
+//!   `neteventebpfext`); `ntsim run` and `ntsim test` load the drivers of
+//!   these lines, in order, when the command names none
+//!   ([`crate::cli::drivers::resolve`]). Not a step: no event.
 //!
 //! As on Windows, a created process also gets its first thread (created by
 //! the creating thread, so it is a remote thread of the creator, start
@@ -273,6 +278,10 @@ pub struct TestRun {
 pub struct Scenario {
     /// Accounts to add to the default table.
     pub accounts: Vec<Account>,
+    /// The repository drivers the scenario needs (`load-driver NAME`
+    /// lines, each one of [`crate::build::DRIVERS`]), in load order; empty:
+    /// the default (ntosebpfext).
+    pub drivers: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -538,6 +547,30 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
         }
         let words = words(trimmed).map_err(err)?;
         let keyword = words[0].as_str();
+        if keyword == "load-driver" {
+            let [_, name] = words.as_slice() else {
+                return Err(err(
+                    "load-driver: write `load-driver NAME` (one driver a line)".into(),
+                ));
+            };
+            if !crate::build::DRIVERS.contains(&name.as_str()) {
+                return Err(err(format!(
+                    "load-driver: {name:?} is not one of the repository's drivers ({})",
+                    crate::build::DRIVERS.join(", ")
+                )));
+            }
+            if scenario.drivers.contains(name) {
+                return Err(err(format!("load-driver: {name} given twice")));
+            }
+            if !scenario.steps.is_empty() {
+                return Err(err(
+                    "load-driver: name the drivers before the first step (they load before it)"
+                        .into(),
+                ));
+            }
+            scenario.drivers.push(name.clone());
+            continue;
+        }
         // `driver` is the one step without a name.
         let unnamed = keyword == "driver" || keyword == "netevent";
         let no_name = String::new();

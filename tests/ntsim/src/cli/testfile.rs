@@ -21,8 +21,10 @@
 //!
 //! Directives (anywhere in the file, one a line): `object PATH`
 //! (required), `attach NAME...` (required, may repeat), `ringbuf MAP
-//! TYPE`, `fail API[:N]`, `driver PATH` (the driver image; the command's
-//! `--driver` wins). Every other line is a scenario line, among them the
+//! TYPE`, `fail API[:N]`, `driver PATH` (a driver image; several lines
+//! load several drivers, in order; the command's `--driver` and
+//! `--driver-name` win, and the lines win over the scenario's `load-driver`
+//! lines: [`crate::cli::drivers`]). Every other line is a scenario line, among them the
 //! driver load step `driver path=PATH base=... size=...` (a `driver` line
 //! whose first word has a `=`). Paths are relative to the test file's
 //! folder.
@@ -33,6 +35,7 @@
 //! (one test case per expectation, plus one for the run itself).
 
 use super::demo::{run_scenario, Setup};
+use super::drivers::{self, DriverSpec};
 use super::expect::{self, Expectation, Failure, RunFacts};
 use super::report::Collect;
 use super::scenario;
@@ -43,7 +46,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct TestFile {
     pub path: PathBuf,
-    pub driver: Option<PathBuf>,
+    /// The `driver PATH` lines, in order.
+    pub drivers: Vec<PathBuf>,
     pub object: PathBuf,
     pub programs: Vec<String>,
     pub ringbuf: Vec<(String, String)>,
@@ -68,7 +72,7 @@ impl TestFile {
     /// Parses the text of a test file found at `path`.
     pub fn parse(path: &Path, text: &str) -> Result<TestFile, String> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let mut driver = None;
+        let mut drivers = Vec::new();
         let mut object = None;
         let mut programs = Vec::new();
         let mut ringbuf = Vec::new();
@@ -102,12 +106,12 @@ impl TestFile {
                         return Err(at(path, line, format!("{keyword}: a path is missing")));
                     }
                     let p = dir.join(rest);
-                    let slot = if keyword == "object" {
-                        &mut object
-                    } else {
-                        &mut driver
-                    };
-                    if slot.replace(p).is_some() {
+                    if keyword == "driver" {
+                        if drivers.contains(&p) {
+                            return Err(at(path, line, format!("driver {rest} given twice")));
+                        }
+                        drivers.push(p);
+                    } else if object.replace(p).is_some() {
                         return Err(at(path, line, format!("{keyword} given twice")));
                     }
                 }
@@ -179,7 +183,7 @@ impl TestFile {
         }
         Ok(TestFile {
             path: path.to_path_buf(),
-            driver,
+            drivers,
             object,
             programs,
             ringbuf,
@@ -213,9 +217,10 @@ impl FileResult {
     }
 }
 
-/// Runs one test file with `driver` (the file's `driver` line when None,
-/// else [`crate::build::driver_image`]).
-pub fn run_file(path: &Path, driver: Option<&Path>) -> FileResult {
+/// Runs one test file with `drivers` (the command's; when empty, the
+/// file's `driver` lines, else its scenario's `load-driver` lines, else
+/// ntosebpfext: [`crate::cli::drivers`]).
+pub fn run_file(path: &Path, drivers: &[DriverSpec]) -> FileResult {
     let mut result = FileResult {
         path: path.to_path_buf(),
         error: None,
@@ -228,12 +233,15 @@ pub fn run_file(path: &Path, driver: Option<&Path>) -> FileResult {
             return result;
         }
     };
-    let driver = driver
-        .map(Path::to_path_buf)
-        .or_else(|| file.driver.clone())
-        .unwrap_or_else(crate::build::driver_image);
+    let drivers = match drivers::resolve(drivers, &file.drivers, &file.scenario.drivers) {
+        Ok(d) => d,
+        Err(e) => {
+            result.error = Some(e);
+            return result;
+        }
+    };
     let setup = Setup {
-        driver: &driver,
+        drivers: &drivers,
         object: &file.object,
         programs: &file.programs,
         faults: &file.faults,
@@ -378,17 +386,18 @@ pub fn junit(results: &[FileResult]) -> String {
     s
 }
 
-/// `ntsim test [--driver PATH] [--junit FILE] FILE...`: runs every file,
-/// prints each result and a summary; Ok(true) when all passed.
+/// `ntsim test [--driver PATH | --driver-name NAME ...] [--junit FILE]
+/// FILE...`: runs every file, prints each result and a summary; Ok(true)
+/// when all passed.
 pub fn run_files(
     files: &[PathBuf],
-    driver: Option<&Path>,
+    drivers: &[DriverSpec],
     junit_path: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<bool, String> {
     let mut results = Vec::new();
     for f in files {
-        let r = run_file(f, driver);
+        let r = run_file(f, drivers);
         print_result(out, &r).map_err(|e| format!("cannot write the output: {e}"))?;
         results.push(r);
     }
@@ -410,6 +419,29 @@ pub fn run_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn driver_lines_name_several_drivers_in_order() {
+        let path = Path::new("/t/dir/a.ntsim");
+        let f = TestFile::parse(
+            path,
+            "object x.o\nattach p\ndriver ../a.sys\ndriver b.sys\nload-driver ntosebpfext\n\
+             driver path=\\x.sys base=0x1000 size=0x1000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            f.drivers,
+            [
+                PathBuf::from("/t/dir/../a.sys"),
+                PathBuf::from("/t/dir/b.sys")
+            ]
+        );
+        assert_eq!(f.scenario.drivers, ["ntosebpfext"]);
+        assert_eq!(f.scenario.steps.len(), 1, "the driver-load step");
+        let e = TestFile::parse(path, "object x.o\nattach p\ndriver a.sys\ndriver a.sys\n")
+            .unwrap_err();
+        assert!(e.contains("a.ntsim:4: driver a.sys given twice"), "{e}");
+    }
 
     #[test]
     fn directives_and_scenario_lines_share_the_file() {

@@ -50,6 +50,17 @@ pub fn image_flags_for_address(addr: usize) -> Option<ImageFlags> {
         .map(|i| i.flags)
 }
 
+/// The name of the loaded image containing `addr` ("ntosebpfext.sys"), if
+/// any: which driver a string or routine belongs to (a `DbgPrintEx` format
+/// lives in the caller's image).
+pub fn image_name_at(addr: usize) -> Option<String> {
+    images()
+        .iter()
+        .rev()
+        .find(|i| !i.unloaded && addr >= i.base && addr < i.base + i.size)
+        .map(|i| i.name.clone())
+}
+
 /// Describes `addr` if it falls in a loaded (or formerly loaded) driver
 /// image: "ntosebpfext.sys+0x1234 (.text)", for crash reports. Never blocks
 /// (a crash handler calls it): answers None if the table is busy.

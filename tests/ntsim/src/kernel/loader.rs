@@ -44,6 +44,10 @@ pub enum LoadError {
     UnresolvedImports(Vec<String>),
     #[error("mapping the image failed: {0}")]
     Map(String),
+    /// A service runs once: Windows refuses to start a running service
+    /// (ERROR_SERVICE_ALREADY_RUNNING).
+    #[error("the service {0} is already running (one image per service; load a copy under another file name for a second service)")]
+    AlreadyLoaded(String),
 }
 
 pub use super::images::{describe_address, image_flags_for_address, ImageFlags, MappedSection};
@@ -333,6 +337,19 @@ impl Drop for Image {
     }
 }
 
+/// The service a driver image at `path` runs as: its file name without
+/// `.sys` or `.dll` (`ntosebpfext.sys` -> `ntosebpfext`).
+pub fn service_name(path: &Path) -> String {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "driver.sys".into());
+    file_name
+        .trim_end_matches(".sys")
+        .trim_end_matches(".dll")
+        .to_string()
+}
+
 type DriverEntryFn =
     unsafe extern "win64" fn(*mut DRIVER_OBJECT, *const UNICODE_STRING) -> NTSTATUS;
 
@@ -357,14 +374,7 @@ impl Driver {
         bytes: &[u8],
         path: &Path,
     ) -> Result<(Option<Driver>, NTSTATUS), LoadError> {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "driver.sys".into());
-        let service = file_name
-            .trim_end_matches(".sys")
-            .trim_end_matches(".dll")
-            .to_string();
+        let service = service_name(path);
         let image = Image::map(bytes, &format!("{service}.sys"))?;
         Ok(Driver::start(image, &service))
     }

@@ -59,6 +59,10 @@ pub struct DbgMessage {
     /// see [`level_mask`]).
     pub level: u32,
     pub text: String,
+    /// The loaded image holding the format string ("ntosebpfext.sys"):
+    /// the driver that printed, as far as ntsim can tell (None when the
+    /// format is not in a loaded image, e.g. host code).
+    pub image: Option<String>,
 }
 
 /// The filter mask a DbgPrintEx level stands for: levels 0 to 31 select
@@ -824,11 +828,13 @@ unsafe fn print(api: &str, component: u32, level: u32, fmt: *const u8, slots: &[
             eprintln!();
         }
     }
+    let image = crate::kernel::images::image_name_at(fmt as usize);
     with(|s| {
         s.messages.push(DbgMessage {
             component,
             level,
             text,
+            image,
         })
     });
     STATUS_SUCCESS as u32

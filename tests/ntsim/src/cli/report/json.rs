@@ -267,6 +267,15 @@ pub fn event_json(event: &Event, decoder: &Decoder) -> J {
                 "programs": s.programs,
                 "faults": s.faults.iter().map(|(api, n)| json!({"api": api, "call": n})).collect::<Vec<_>>(),
                 "steps": s.steps,
+                "drivers": s.drivers.iter().map(|d| {
+                    let (code, name) = status_json(d.driver_entry);
+                    json!({
+                        "name": d.name,
+                        "driver_entry": code,
+                        "driver_entry_name": name,
+                        "dbgprint": d.dbgprint,
+                    })
+                }).collect::<Vec<_>>(),
             })
         }
         Event::Step(s) => step_json(s),
@@ -312,6 +321,12 @@ pub fn event_json(event: &Event, decoder: &Decoder) -> J {
             "unload_error": e.unload_error,
             "unfired_faults": e.unfired.iter().map(|(api, n)| json!({"api": api, "call": n})).collect::<Vec<_>>(),
             "findings": e.findings,
+            "drivers": e.drivers.iter().map(|d| json!({
+                "name": d.name,
+                "unload_error": d.unload_error,
+                "dbgprint": d.dbgprint.iter().map(|(step, text)| json!({"step": step, "text": text})).collect::<Vec<_>>(),
+                "findings": d.findings,
+            })).collect::<Vec<_>>(),
         }),
     }
 }

@@ -145,6 +145,28 @@ fn a_child_without_user_inherits_its_parents_user_and_logon_session() {
 }
 
 #[test]
+fn load_driver_lines_name_the_drivers_in_order_before_the_steps() {
+    let s = parse("# needs\nload-driver ntosebpfext\ncreate a image=x\n").unwrap();
+    assert_eq!(s.drivers, ["ntosebpfext"]);
+    assert_eq!(s.steps.len(), 1, "load-driver is not a step");
+    assert!(parse("create a image=x\n").unwrap().drivers.is_empty());
+    let e = |text: &str| parse(text).unwrap_err().to_string();
+    let unknown = e("load-driver nosuch\n");
+    assert!(
+        unknown.contains("\"nosuch\" is not one of the repository's drivers (ntosebpfext"),
+        "{unknown}"
+    );
+    assert!(e("load-driver\n").contains("write `load-driver NAME`"));
+    assert!(e("load-driver a b\n").contains("write `load-driver NAME`"));
+    assert!(e("load-driver ntosebpfext\nload-driver ntosebpfext\n").contains("given twice"));
+    let late = e("create a image=x\nload-driver ntosebpfext\n");
+    assert!(
+        late.contains("line 2") && late.contains("before the first step"),
+        "{late}"
+    );
+}
+
+#[test]
 fn errors_name_the_line_and_the_problem() {
     let cases = [
         ("create a\n", 1, "image= is required"),

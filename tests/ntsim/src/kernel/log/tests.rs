@@ -185,6 +185,7 @@ fn dbgprint_uses_the_default_component() {
             component: DPFLTR_DEFAULT_ID,
             level: DPFLTR_INFO_LEVEL,
             text: "x=3\n".into(),
+            image: None,
         }]
     );
     assert!(dbg_messages().is_empty());
