@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ntsim demo [--driver PATH | --driver-name NAME ...]
-//! ntsim run [--driver PATH | --driver-name NAME ...] --object PATH --program NAME [--program NAME ...]
+//! ntsim run [--driver PATH | --driver-name NAME ...] --object PATH --program NAME [--program NAME ...] [--params NAME=HEX ...]
 //!           (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
 //!           [--ringbuf MAP=TYPE ...] [--json] [--etw]
 //! ntsim test [--driver PATH | --driver-name NAME ...] [--junit FILE] FILE...
@@ -46,10 +46,11 @@ usage:
       image_monitor) on the demo scenario; without --driver/--driver-name the
       demo's drivers are built with cargo
   ntsim run [--driver PATH | --driver-name NAME ...] --object PATH
-            --program NAME [--program NAME ...]
+            --program NAME [--program NAME ...] [--params NAME=HEX ...]
             (--scenario FILE | --builtin | --live SECONDS) [--fail API[:N] ...]
             [--ringbuf MAP=TYPE ...] [--json] [--etw]
-      attach the named programs in order, raise the events, print verdicts,
+      attach the named programs in order (--params: a program's attach
+      parameters, hex bytes), raise the events, print verdicts,
       trace lines and every map, then the leak and violation report;
       --fail makes call N (default 1) of a fallible kernel API fail
       (allocations: ExAllocatePool2); --ringbuf decodes MAP's records as the
@@ -103,6 +104,7 @@ enum Command {
         drivers: Vec<DriverSpec>,
         object: PathBuf,
         programs: Vec<String>,
+        attach_params: Vec<(String, Vec<u8>)>,
         source: Source,
         faults: Vec<(String, u64)>,
         ringbuf: Vec<(String, String)>,
@@ -127,6 +129,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut drivers = Vec::new();
     let mut object = None;
     let mut programs = Vec::new();
+    let mut attach_params = Vec::new();
     let mut sources = Vec::new();
     let mut faults = Vec::new();
     let mut ringbuf = Vec::new();
@@ -150,6 +153,14 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             "--object" if command == "run" => object = Some(PathBuf::from(value("a path")?)),
             "--program" if command == "run" => programs.push(value("a program name")?),
+            "--params" if command == "run" => {
+                let v = value("NAME=HEX")?;
+                let (name, hex) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--params {v}: write NAME=HEX"))?;
+                let bytes = ntsim::cli::scenario::parse_hex("--params", hex)?;
+                attach_params.push((name.to_string(), bytes));
+            }
             "--scenario" if command == "run" => {
                 sources.push(Source::File(PathBuf::from(value("a file")?)))
             }
@@ -206,6 +217,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 drivers,
                 object,
                 programs,
+                attach_params,
                 source: sources.pop().expect("one source"),
                 faults,
                 ringbuf,
@@ -253,6 +265,7 @@ fn execute(command: Command) -> Result<(), String> {
             drivers,
             object,
             programs,
+            attach_params,
             source,
             faults,
             ringbuf,
@@ -285,6 +298,7 @@ fn execute(command: Command) -> Result<(), String> {
                     drivers: &drivers,
                     object: &object,
                     programs,
+                    attach_params,
                     events,
                     faults,
                     ringbuf,

@@ -185,6 +185,7 @@ fn options<'a>(drivers: &'a [PathBuf], object: &'a Path) -> RunOptions<'a> {
         drivers,
         object,
         programs: vec!["monitor".into()],
+        attach_params: Vec::new(),
         events: Events::Scenario(ntsim::scenario::builtin()),
         faults: Vec::new(),
         ringbuf: Vec::new(),

@@ -59,6 +59,8 @@ pub struct RunOptions<'a> {
     pub object: &'a Path,
     /// Programs of the object to attach, in this order.
     pub programs: Vec<String>,
+    /// (program, bytes): attach parameters (`--params NAME=HEX`).
+    pub attach_params: Vec<(String, Vec<u8>)>,
     pub events: Events,
     /// Fault injection: fail call number N (1-based) of each API
     /// ([`crate::kernel::fault::fail_nth`]; allocations are `ExAllocatePool2`),
@@ -136,6 +138,8 @@ pub(crate) struct Setup<'a> {
     pub drivers: &'a [PathBuf],
     pub object: &'a Path,
     pub programs: &'a [String],
+    /// (program, bytes): the attach parameters of a program (none: empty).
+    pub attach_params: &'a [(String, Vec<u8>)],
     pub faults: &'a [(String, u64)],
     /// (map, BTF type name) of ring buffers whose records to decode.
     pub ringbuf: &'a [(String, String)],
@@ -252,7 +256,7 @@ impl Session {
         for (name, loaded) in &session.programs {
             let attach_type = loaded.program().attach_type.unwrap_or(hook::ATTACH_TYPE);
             let link = loaded
-                .attach(attach_type, &[], 0)
+                .attach(attach_type, attach_params(setup.attach_params, name), 0)
                 .map_err(|e| format!("attaching program {name:?} failed: {e}"))?;
             session.links.push(link);
         }
@@ -591,7 +595,12 @@ pub struct DemoPart {
 }
 
 /// The demo's parts after ntosebpfext's, in order.
-pub const DEMO_PARTS: &[DemoPart] = &[];
+pub const DEMO_PARTS: &[DemoPart] = &[DemoPart {
+    driver: "neteventebpfext",
+    test_file: "tests/bpf/netevent_monitor.ntsim",
+    title:
+        "neteventebpfext: every network event of two simulated PktMon providers to a ring buffer",
+}];
 
 /// The drivers the demo loads, in load order: ntosebpfext, then each
 /// [`DEMO_PARTS`] driver (once).
@@ -628,6 +637,7 @@ pub fn run(drivers: &[PathBuf], out: &mut dyn Write) -> Result<(), String> {
             drivers,
             object: &object_path,
             programs: &names,
+            attach_params: &[],
             faults: &[],
             ringbuf: &[],
             etw: false,
@@ -809,7 +819,7 @@ pub fn run_part(part: &DemoPart, out: &mut dyn Write) -> Result<(), String> {
     for (name, loaded, attach_type) in &programs {
         links.push(
             loaded
-                .attach(*attach_type, &[], 0)
+                .attach(*attach_type, attach_params(&file.attach_params, name), 0)
                 .map_err(|e| format!("attaching program {name:?} failed: {e}"))?,
         );
     }
@@ -915,12 +925,23 @@ pub fn run_object(options: &RunOptions<'_>, out: &mut dyn Write) -> Result<(), S
     }
 }
 
+/// The attach parameters given for program `name` (the last given wins),
+/// or none.
+pub fn attach_params<'a>(params: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    params
+        .iter()
+        .rev()
+        .find(|(program, _)| program == name)
+        .map_or(&[], |(_, bytes)| bytes.as_slice())
+}
+
 /// [`run_object`] into any [`Sink`].
 pub fn run_with(options: &RunOptions<'_>, sink: &mut dyn Sink) -> Result<(), String> {
     let setup = Setup {
         drivers: options.drivers,
         object: options.object,
         programs: &options.programs,
+        attach_params: &options.attach_params,
         faults: &options.faults,
         ringbuf: &options.ringbuf,
         etw: options.etw,
@@ -1096,6 +1117,7 @@ mod tests {
                 drivers: &[crate::build::driver_image()],
                 object: &hook::sample_object_path(),
                 programs: &names,
+                attach_params: &[],
                 faults: &[],
                 ringbuf: &[],
                 etw: false,

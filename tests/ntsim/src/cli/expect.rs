@@ -18,7 +18,8 @@
 //!   or those produced by STEP.
 //! - `record` takes the Nth record (from 0) of MAP over the run, or the
 //!   Nth that STEP produced, decoded as the test file's `ringbuf MAP TYPE`;
-//!   PATH selects a member (`.creator.pid`, `.image`, `.sid[0]`).
+//!   PATH selects a member (`.creator.pid`, `.image`, `.sid[0]`). Without
+//!   a `ringbuf` line for MAP the record is its bytes (no PATH).
 //! - `map` finds the entry of MAP whose key (decoded with the map's BTF key
 //!   type; raw bytes compare as a little-endian number or `hex:`) equals
 //!   KEY, in the maps as they are at the end of the run. A per-CPU map's
@@ -824,14 +825,18 @@ impl Expectation {
                         ),
                     )
                 })?;
-                let decoded = decoder.record(map, &rec.data).ok_or_else(|| {
-                    failure(
+                // A map without a `ringbuf MAP TYPE` line: its records
+                // are their bytes (a PATH then has nothing to select).
+                let decoded = match decoder.record(map, &rec.data) {
+                    Some(decoded) => decoded,
+                    None if path.is_empty() => Value::Bytes(rec.data.clone()),
+                    None => return Err(failure(
                         &expected,
                         format!(
                             "no record type for {map} (add `ringbuf {map} TYPE` to the test file)"
                         ),
-                    )
-                })?;
+                    )),
+                };
                 self.check_value(&decoded, path, *op, value, &expected)
             }
             Subject::Entry { map, key, present } => {

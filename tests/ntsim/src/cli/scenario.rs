@@ -110,6 +110,7 @@ mod steps;
 use crate::kernel::status::{nt_success, NTSTATUS};
 use std::collections::HashMap;
 use std::fmt;
+pub use steps::parse_hex;
 use steps::parse_hook_step;
 pub use steps::{
     first_thread_and_main_image, ImageStep, NeteventProviderStep, NeteventStep, ProcessRef,

@@ -50,6 +50,8 @@ pub struct TestFile {
     pub drivers: Vec<PathBuf>,
     pub object: PathBuf,
     pub programs: Vec<String>,
+    /// `params NAME HEX` lines: (program, attach parameters).
+    pub attach_params: Vec<(String, Vec<u8>)>,
     pub ringbuf: Vec<(String, String)>,
     pub faults: Vec<(String, u64)>,
     pub scenario: scenario::Scenario,
@@ -75,6 +77,7 @@ impl TestFile {
         let mut drivers = Vec::new();
         let mut object = None;
         let mut programs = Vec::new();
+        let mut attach_params = Vec::new();
         let mut ringbuf = Vec::new();
         let mut faults = Vec::new();
         // The scenario sees directive lines as blank ones, so its line
@@ -120,6 +123,14 @@ impl TestFile {
                         return Err(at(path, line, "attach: name the programs, in order"));
                     }
                     programs.extend(rest.split_whitespace().map(str::to_string));
+                }
+                "params" => {
+                    let Some((name, hex)) = rest.split_once(char::is_whitespace) else {
+                        return Err(at(path, line, "params: write `params PROGRAM HEX`"));
+                    };
+                    let bytes = crate::cli::scenario::parse_hex("params", hex.trim())
+                        .map_err(|e| at(path, line, e))?;
+                    attach_params.push((name.to_string(), bytes));
                 }
                 "ringbuf" => {
                     let Some((map, ty)) = rest.split_once(char::is_whitespace) else {
@@ -186,6 +197,7 @@ impl TestFile {
             drivers,
             object,
             programs,
+            attach_params,
             ringbuf,
             faults,
             scenario,
@@ -244,6 +256,7 @@ pub fn run_file(path: &Path, drivers: &[DriverSpec]) -> FileResult {
         drivers: &drivers,
         object: &file.object,
         programs: &file.programs,
+        attach_params: &file.attach_params,
         faults: &file.faults,
         ringbuf: &file.ringbuf,
         etw: false,

@@ -460,7 +460,7 @@ impl NeteventProviderStep {
 }
 
 /// Even-length hex (spaces not allowed; `0x` prefix optional).
-fn parse_hex(key: &str, value: &str) -> Result<Vec<u8>, String> {
+pub fn parse_hex(key: &str, value: &str) -> Result<Vec<u8>, String> {
     let v = value
         .strip_prefix("0x")
         .or_else(|| value.strip_prefix("0X"))
