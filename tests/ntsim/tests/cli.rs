@@ -727,3 +727,52 @@ fn run_with_etw_prints_the_drivers_events_one_line_each() {
         Some(Some("DriverUnload"))
     );
 }
+
+/// `--params NAME=HEX` gives a program its attach parameters: the netevent
+/// monitor attaches with a capture type and sees the events; without them
+/// the driver refuses the link, as upstream's does.
+#[test]
+fn run_passes_attach_parameters() {
+    let dir = temp_dir("params");
+    let scenario = dir.join("net.scenario");
+    std::fs::write(
+        &scenario,
+        "netevent-provider register\nnetevent type=drop data=abcd\n",
+    )
+    .unwrap();
+    let object = ntsim::build::workspace_root().join("tests/bpf/netevent_monitor.o");
+    let netevent = ntsim::build::driver_image_named("neteventebpfext");
+    let base = [
+        "run",
+        "--driver",
+        path(&netevent),
+        "--object",
+        path(&object),
+        "--program",
+        "monitor_netevents",
+        "--scenario",
+        path(&scenario),
+    ];
+    let with: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--params", "monitor_netevents=03000000"])
+        .collect();
+    let out = ntsim(&with);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("(capture Drop): Delivered"), "{stdout}");
+    assert!(stdout.contains("record netevent_events #0"), "{stdout}");
+    let without = ntsim(&base);
+    assert_fails(
+        &without,
+        1,
+        &["attaching program \"monitor_netevents\" failed"],
+    );
+    let bad: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--params", "monitor_netevents=0300000"])
+        .collect();
+    assert_fails(&ntsim(&bad), 2, &["--params", "hex"]);
+}
