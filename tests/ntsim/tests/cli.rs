@@ -776,3 +776,37 @@ fn run_passes_attach_parameters() {
         .collect();
     assert_fails(&ntsim(&bad), 2, &["--params", "hex"]);
 }
+
+/// The whole demo, as `cargo xtask demo` runs it: both drivers in one
+/// machine, the netevent part after ntosebpfext's, clean at the end.
+#[test]
+fn demo_runs_every_driver_and_part() {
+    let images: Vec<PathBuf> = ntsim::demo::demo_drivers()
+        .into_iter()
+        .map(ntsim::build::driver_image_named)
+        .collect();
+    assert!(images.len() >= 2, "the demo has the netevent part");
+    let mut out = Vec::new();
+    ntsim::demo::run(&images, &mut out).expect("the demo runs clean");
+    let text = String::from_utf8(out).unwrap();
+    for part in ntsim::demo::DEMO_PARTS {
+        assert!(text.contains(part.title), "{text}");
+        assert!(
+            text.contains(&format!("{}: ", part.test_file)) && text.contains("expectation(s) held"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        text.matches("(capture All): Delivered").count(),
+        4,
+        "four network events reach the monitor:\n{text}"
+    );
+    assert!(
+        text.contains("driver neteventebpfext.sys unloaded"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("no leaks, no violations"),
+        "{text}"
+    );
+}
