@@ -97,16 +97,68 @@ impl Config {
     }
 }
 
+/// A host client's NMR registration handle and its deregistration: shared
+/// by the host-side clients of ntsim (this one, and the netevent client).
+#[derive(Default)]
+pub(crate) struct Registration {
+    /// The handle NmrRegisterClient returned; 0 once deregistration began.
+    handle: AtomicUsize,
+    /// The handle whose deregistration NMR answered STATUS_PENDING to,
+    /// until it is waited for.
+    pending: AtomicUsize,
+}
+
+impl Registration {
+    /// Records the handle NmrRegisterClient returned.
+    pub(crate) fn set(&self, handle: HANDLE) {
+        self.handle.store(handle, Ordering::Release);
+    }
+
+    /// The registration handle (0 once deregistration began).
+    pub(crate) fn handle(&self) -> HANDLE {
+        self.handle.load(Ordering::Acquire)
+    }
+
+    /// Begins deregistering (once; later calls return STATUS_SUCCESS) and
+    /// returns NmrDeregisterClient's status; after STATUS_PENDING,
+    /// [`wait`](Self::wait) owes the wait.
+    pub(crate) fn begin_deregister(&self) -> i32 {
+        let handle = self.handle.swap(0, Ordering::AcqRel);
+        if handle == 0 {
+            return STATUS_SUCCESS;
+        }
+        // SAFETY: our registration, deregistered once (the swap above).
+        let status = unsafe { nmr::NmrDeregisterClient(handle) };
+        if status == STATUS_PENDING {
+            self.pending.store(handle, Ordering::Release);
+        }
+        status
+    }
+
+    /// Waits for a pending deregistration to complete (none: returns).
+    pub(crate) fn wait(&self) {
+        let handle = self.pending.swap(0, Ordering::AcqRel);
+        if handle != 0 {
+            // SAFETY: the handle whose deregistration NMR answered
+            // STATUS_PENDING to, waited for once (the swap above).
+            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
+        }
+    }
+
+    /// Forgets the registration without calling NMR.
+    pub(crate) fn forget(&self) {
+        self.handle.store(0, Ordering::Release);
+        self.pending.store(0, Ordering::Release);
+    }
+}
+
 /// What NMR and the driver point into; boxed so it never moves while
 /// registered.
 struct Inner {
     config: Config,
     module_id: NPI_MODULEID,
     characteristics: NPI_CLIENT_CHARACTERISTICS,
-    /// The registration, 0 once deregistration began.
-    handle: AtomicUsize,
-    /// A deregistration NMR answered STATUS_PENDING to, not yet waited for.
-    pending: AtomicUsize,
+    registration: Registration,
     attach_status: Mutex<Option<i32>>,
     invocations: AtomicU64,
     gate: (Mutex<bool>, Condvar),
@@ -144,8 +196,7 @@ impl HostClient {
                 Guid: config.module,
             },
             characteristics: empty_client_characteristics(),
-            handle: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            registration: Registration::default(),
             attach_status: Mutex::new(None),
             invocations: AtomicU64::new(0),
             gate: (Mutex::new(false), Condvar::new()),
@@ -178,7 +229,7 @@ impl HostClient {
         if status != STATUS_SUCCESS {
             return Err(status);
         }
-        inner.handle.store(handle, Ordering::Release);
+        inner.registration.set(handle);
         Ok(HostClient { inner })
     }
 
@@ -215,26 +266,12 @@ impl HostClient {
     /// returns NmrDeregisterClient's status. After STATUS_PENDING, call
     /// [`HostClient::wait_deregistered`] (or drop the client).
     pub fn begin_deregister(&self) -> i32 {
-        let handle = self.inner.handle.swap(0, Ordering::AcqRel);
-        if handle == 0 {
-            return STATUS_SUCCESS;
-        }
-        // SAFETY: our registration, deregistered once (the swap above).
-        let status = unsafe { nmr::NmrDeregisterClient(handle) };
-        if status == STATUS_PENDING {
-            self.inner.pending.store(handle, Ordering::Release);
-        }
-        status
+        self.inner.registration.begin_deregister()
     }
 
     /// Waits for a pending deregistration to complete (none: returns).
     pub fn wait_deregistered(&self) {
-        let handle = self.inner.pending.swap(0, Ordering::AcqRel);
-        if handle != 0 {
-            // SAFETY: the handle whose deregistration NMR answered
-            // STATUS_PENDING to, waited for once (the swap above).
-            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
-        }
+        self.inner.registration.wait();
     }
 
     /// Deregisters and waits for NMR to finish with the client.

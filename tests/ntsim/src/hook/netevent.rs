@@ -4,6 +4,7 @@
 //! stands where the driver stands, to prove the simulated providers of
 //! [`crate::kernel::netevent`].
 
+use super::host_client::Registration;
 pub use crate::kernel::netevent::{
     capture_accepts, capture_name, netevent_event_info_t, netevent_ext_function_addresses_t,
     netevent_ext_header_t, Event, PushEventFn, CAPTURE_ALL, CAPTURE_DROP, CAPTURE_FLOW,
@@ -18,7 +19,6 @@ use crate::kernel::sync::wait_while;
 use crate::kernel::types::{GUID, HANDLE, KIRQL};
 use crate::kernel::{irql, netevent};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// `EBPF_PROGRAM_TYPE_NETEVENT`, {fc4adc85-49c3-4f0a-8393-facce89cde91}.
@@ -200,8 +200,7 @@ struct Inner {
     helpers: [u64; 1],
     /// Which of [`PUSH`] this client's push_event is.
     slot: usize,
-    handle: AtomicUsize,
-    pending_wait: AtomicUsize,
+    registration: Registration,
     log: Mutex<Log>,
     /// The gate of a gated client: open or not.
     gate: (Mutex<bool>, Condvar),
@@ -346,8 +345,7 @@ impl NeteventClient {
                 },
                 helpers: [push],
                 slot,
-                handle: AtomicUsize::new(0),
-                pending_wait: AtomicUsize::new(0),
+                registration: Registration::default(),
                 log: Mutex::new(Log::default()),
                 gate: (Mutex::new(false), Condvar::new()),
             }
@@ -367,7 +365,7 @@ impl NeteventClient {
             lock(&CLIENTS)[slot] = None;
             return Err(status);
         }
-        inner.handle.store(handle, Ordering::Release);
+        inner.registration.set(handle);
         Ok(NeteventClient { inner })
     }
 
@@ -378,7 +376,7 @@ impl NeteventClient {
 
     /// Its registration handle (0 once deregistration began).
     pub fn handle(&self) -> HANDLE {
-        self.inner.handle.load(Ordering::Acquire)
+        self.inner.registration.handle()
     }
 
     /// Its push_event (what its dispatch table publishes).
@@ -448,33 +446,18 @@ impl NeteventClient {
 
     /// Begins deregistering (once) and returns NmrDeregisterClient's status.
     pub fn begin_deregister(&self) -> i32 {
-        let handle = self.inner.handle.swap(0, Ordering::AcqRel);
-        if handle == 0 {
-            return STATUS_SUCCESS;
-        }
-        // SAFETY: our registration, deregistered once (the swap).
-        let status = unsafe { nmr::NmrDeregisterClient(handle) };
-        if status == STATUS_PENDING {
-            self.inner.pending_wait.store(handle, Ordering::Release);
-        }
-        status
+        self.inner.registration.begin_deregister()
     }
 
     /// Waits for a pending deregistration (none: returns at once).
     pub fn wait_deregistered(&self) {
-        let handle = self.inner.pending_wait.swap(0, Ordering::AcqRel);
-        if handle != 0 {
-            // SAFETY: the handle NmrDeregisterClient answered STATUS_PENDING
-            // to, waited for once (the swap).
-            unsafe { nmr::NmrWaitForClientDeregisterComplete(handle) };
-        }
+        self.inner.registration.wait();
     }
 
     /// Forgets the registration without calling the NMR (for a test that
     /// waited for the deregistration itself, or whose NMR state was reset).
     pub fn abandon(self) {
-        self.inner.handle.store(0, Ordering::Release);
-        self.inner.pending_wait.store(0, Ordering::Release);
+        self.inner.registration.forget();
         lock(&self.inner.log).pending.clear();
     }
 
