@@ -268,24 +268,15 @@ fn expected_tree() -> BTreeMap<String, KeyContent> {
 }
 
 fn assert_store_is_expected(context: &str) {
-    let actual = tree(HKLM_STORE);
-    let expected = expected_tree();
-    for (path, content) in &expected {
-        assert_eq!(
-            actual.get(path),
-            Some(content),
-            "{context}: key Providers\\{path}"
-        );
-    }
-    let extra: Vec<&String> = actual
-        .keys()
-        .filter(|k| !expected.contains_key(*k))
-        .collect();
-    assert!(extra.is_empty(), "{context}: unexpected keys {extra:?}");
+    assert_store_is(&expected_tree(), context);
 }
 
 fn load(sim: &mut Sim) {
-    let status = sim.load_driver(&driver_image()).expect("the image loads");
+    load_image(sim, &driver_image());
+}
+
+fn load_image(sim: &mut Sim, image: &std::path::Path) {
+    let status = sim.load_driver(image).expect("the image loads");
     assert_eq!(status, 0, "DriverEntry failed");
 }
 
@@ -952,9 +943,7 @@ fn assert_store_is(expected: &BTreeMap<String, KeyContent>, context: &str) {
 }
 
 fn load_netevent(sim: &mut Sim) {
-    let image = ntsim::build::driver_image_named("neteventebpfext");
-    let status = sim.load_driver(&image).expect("the image loads");
-    assert_eq!(status, 0, "DriverEntry failed");
+    load_image(sim, &ntsim::build::driver_image_named("neteventebpfext"));
 }
 
 #[test]
