@@ -305,11 +305,16 @@ impl HookProvider {
     /// `on_result` sees each program's 32-bit result and decides whether to
     /// go on; a client whose invoke fails is skipped (fail-open). A client
     /// whose detach began before the event reached it is skipped too.
+    ///
+    /// The result is passed by reference so that a caller that ignores it
+    /// reads nothing (and the invoke's status is then not even tested); a
+    /// client that succeeded without writing it shows 0 or the result of an
+    /// earlier client of the event.
     #[inline]
     pub fn invoke<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
-        on_result: impl FnMut(u32) -> Flow,
+        on_result: impl FnMut(&u32) -> Flow,
     ) {
         self.invoke_where(context, |_| true, on_result);
     }
@@ -322,44 +327,90 @@ impl HookProvider {
         &self,
         context: &mut ProgramContext<C, P>,
         class: u32,
-        on_result: impl FnMut(u32) -> Flow,
+        on_result: impl FnMut(&u32) -> Flow,
     ) {
         self.invoke_where(context, |client| client.classes & class != 0, on_result);
     }
 
+    /// The walk: clients are taken in two states, no batch open (a plain
+    /// client is one tag comparison with [`PLAIN`]) and a batch open (a
+    /// client of its group is one comparison with its tag); anything else
+    /// (a detached client, a switch between a batch and a plain client or
+    /// another group) leaves the state's tight loop.
     #[inline(always)]
     fn invoke_where<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
         receives: impl Fn(&Client) -> bool,
-        mut on_result: impl FnMut(u32) -> Flow,
+        mut on_result: impl FnMut(&u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
         let reader = self.published.enter(|| self.grace_period_over());
         let mut state = MaybeUninit::uninit();
         let mut batch = Batch::new(&mut state);
-        for entry in self.published.clients(&reader).iter() {
-            if !receives(entry.value()) {
-                continue;
-            }
-            let mut result = 0u32;
-            let tag = entry.tag();
-            let status = if tag | batch.open == PLAIN {
-                // A plain client, no batch open.
-                plain_invoke(entry.value(), program_context, &mut result)
-            } else if tag == batch.open {
-                // A client of the open batch's group.
-                batch.invoke(entry.value(), program_context, &mut result)
-            } else if tag & DETACHED != 0 {
-                // Detached (or the hole a detached client left).
-                continue;
-            } else {
-                batch.switch(tag, entry.value(), program_context, &mut result)
+        // One result for the walk: each client's invoke writes it when it
+        // succeeds (it is read only then); a client that succeeded
+        // without writing it shows 0 or an earlier client's result, never
+        // undefined bytes.
+        let mut result = 0u32;
+        let mut clients = self.published.clients(&reader).iter();
+        'walk: loop {
+            // No batch open.
+            let (tag, entry) = loop {
+                let Some(entry) = clients.next() else {
+                    break 'walk;
+                };
+                if !receives(entry.value()) {
+                    continue;
+                }
+                let tag = entry.tag();
+                if tag == PLAIN {
+                    let status = plain_invoke(entry.value(), program_context, &mut result);
+                    if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                        break 'walk;
+                    }
+                } else if tag & DETACHED == 0 {
+                    break (tag, entry);
+                }
+                // Detached (or the hole a detached client left): skipped.
             };
-            if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
-                break;
+            // A client with batch functions: begin its batch.
+            let status = batch.switch(tag, entry.value(), program_context, &mut result);
+            if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                break 'walk;
+            }
+            // A batch open (unless its begin failed).
+            if batch.open == PLAIN {
+                continue 'walk;
+            }
+            loop {
+                let Some(entry) = clients.next() else {
+                    break 'walk;
+                };
+                if !receives(entry.value()) {
+                    continue;
+                }
+                let tag = entry.tag();
+                if tag == batch.open {
+                    // A client of the open batch's group.
+                    let status = batch.invoke(entry.value(), program_context, &mut result);
+                    if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                        break 'walk;
+                    }
+                } else if tag & DETACHED == 0 {
+                    // A plain client or another group: ends this batch.
+                    let status = batch.switch(tag, entry.value(), program_context, &mut result);
+                    if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                        break 'walk;
+                    }
+                    if batch.open == PLAIN {
+                        continue 'walk;
+                    }
+                }
             }
         }
+        // The array is not read after this.
+        drop(clients);
         // The batch ends at the IRQL it began at (no lock is held while it
         // is open) and before this event leaves the epoch: a detaching
         // client's link (and its core) stays loaded until then.

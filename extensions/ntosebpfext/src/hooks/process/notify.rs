@@ -468,18 +468,24 @@ unsafe extern "system" fn process_notify(
         md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
         // SAFETY: `process` is valid for the call.
         md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
-        let mut run = 0u32;
-        hook.invoke(&mut event, |_| {
-            run += 1;
-            Flow::Continue
-        });
-        trace::hook_event(
-            c"process",
-            PROCESS_OPERATION_DELETE,
-            process_id as u64,
-            run,
-            0,
-        );
+        // The programs run are counted only for a session that wants
+        // them (a count per client otherwise).
+        if trace::hook_events_enabled() {
+            let mut run = 0u32;
+            hook.invoke(&mut event, |_| {
+                run += 1;
+                Flow::Continue
+            });
+            trace::hook_event(
+                c"process",
+                PROCESS_OPERATION_DELETE,
+                process_id as u64,
+                run,
+                0,
+            );
+        } else {
+            hook.invoke(&mut event, |_| Flow::Continue);
+        }
         return;
     }
     // SAFETY: non-null CreateInfo is valid for the call.
@@ -501,25 +507,41 @@ unsafe extern "system" fn process_notify(
         event.private.image_path_len = image.len();
     }
     let status = &mut info.CreationStatus;
-    let (mut run, mut denied) = (0u32, 0i32);
-    hook.invoke(&mut event, |result| {
-        run += 1;
-        let verdict = result as i32;
+    let verdict = |status: &mut i32, result: &u32| {
+        // Read only now that the program succeeded: a volatile read keeps
+        // the compiler from reading it before the status check and
+        // combining both tests without a branch (two instructions more per
+        // client).
+        // SAFETY: a valid, aligned, initialized u32 (a reference).
+        let verdict = unsafe { ptr::read_volatile(result) } as i32;
         if verdict < 0 {
             *status = verdict;
-            denied = verdict;
             Flow::Stop
         } else {
             Flow::Continue
         }
-    });
-    trace::hook_event(
-        c"process",
-        PROCESS_OPERATION_CREATE,
-        process_id as u64,
-        run,
-        denied,
-    );
+    };
+    // As for DELETE: counted only for a session that wants the count.
+    if trace::hook_events_enabled() {
+        let (mut run, mut denied) = (0u32, 0i32);
+        hook.invoke(&mut event, |result| {
+            run += 1;
+            let flow = verdict(status, result);
+            if flow == Flow::Stop {
+                denied = *result as i32;
+            }
+            flow
+        });
+        trace::hook_event(
+            c"process",
+            PROCESS_OPERATION_CREATE,
+            process_id as u64,
+            run,
+            denied,
+        );
+    } else {
+        hook.invoke(&mut event, |result| verdict(status, result));
+    }
 }
 
 // ---------------------------------------------------------------------------
