@@ -858,6 +858,57 @@ fn plain_and_batch_clients_alternate_in_attach_order_until_a_deny() {
     sim.finish().unwrap();
 }
 
+unsafe extern "win64" fn fails_with_a_negative_result(
+    _: *const c_void,
+    _: *mut c_void,
+    result: *mut u32,
+) -> u32 {
+    walk_call("fails-negative");
+    // SAFETY: the driver passes a valid result pointer.
+    unsafe { *result = STATUS_ACCESS_DENIED as u32 };
+    1
+}
+
+unsafe extern "win64" fn fails_without_a_result(
+    _: *const c_void,
+    _: *mut c_void,
+    _: *mut u32,
+) -> u32 {
+    walk_call("fails");
+    1
+}
+
+/// A program whose invoke fails does not decide the event, whatever its
+/// result holds: one that wrote a negative result and failed, then one
+/// that failed without writing (the driver reads the result before it
+/// tests the status, so the first one's value is still there), leave the
+/// creation allowed and the walk going.
+#[test]
+fn a_failed_invoke_never_denies_even_with_a_negative_result_left_behind() {
+    let sim = loaded();
+    let plain = |invoke: InvokeFn| {
+        new_client(move |c| c.dispatch.ebpf_program_invoke_function = Some(invoke))
+    };
+    let clients = [
+        plain(fails_with_a_negative_result),
+        plain(fails_without_a_result),
+        plain(walk_plain),
+    ];
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    WALK_CALLS.lock().unwrap().clear();
+    assert_eq!(create("failing"), 0, "a failed invoke denied the creation");
+    assert_eq!(
+        *WALK_CALLS.lock().unwrap(),
+        ["fails-negative", "fails", "plain"]
+    );
+    for c in &clients {
+        c.deregister();
+    }
+    sim.finish().unwrap();
+}
+
 /// While the notify routine is still registered but no client is attached
 /// (the last one left, the removal not run yet), an event is not processed:
 /// no program runs and no per-event record is traced.

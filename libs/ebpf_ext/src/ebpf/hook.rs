@@ -316,7 +316,46 @@ impl HookProvider {
         context: &mut ProgramContext<C, P>,
         on_result: impl FnMut(&u32) -> Flow,
     ) {
-        self.invoke_where(context, |_| true, on_result);
+        self.invoke_where(context, |_| true, |_| true, on_result);
+    }
+
+    /// [`invoke`](Self::invoke) until a program succeeds with a result
+    /// that `stops` (a cheap test: it is made before the invoke's status
+    /// is, and on every result) accepts: returns that result, or `None`
+    /// when every client ran. For a hook whose programs can deny an
+    /// event: per client, the result is tested once and the status only
+    /// when the result would stop the walk.
+    #[inline]
+    pub fn invoke_until<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        stops: impl Fn(u32) -> bool,
+    ) -> Option<u32> {
+        let mut stopped = None;
+        // Stopping is the rare case: the compiler must test the result
+        // alone on the path to the next client, and the status only after
+        // (else it tests both and combines them without a branch). The
+        // fence (a compiler barrier, no instruction) keeps it from
+        // merging the two tests.
+        let stops = |result| {
+            if stops(result) {
+                core::hint::cold_path();
+                core::sync::atomic::compiler_fence(Ordering::SeqCst);
+                true
+            } else {
+                false
+            }
+        };
+        self.invoke_where(
+            context,
+            |_| true,
+            stops,
+            |result| {
+                stopped = Some(*result);
+                Flow::Stop
+            },
+        );
+        stopped
     }
 
     /// [`invoke`](Self::invoke) for an event of class `class` (one bit):
@@ -329,7 +368,12 @@ impl HookProvider {
         class: u32,
         on_result: impl FnMut(&u32) -> Flow,
     ) {
-        self.invoke_where(context, |client| client.classes & class != 0, on_result);
+        self.invoke_where(
+            context,
+            |client| client.classes & class != 0,
+            |_| true,
+            on_result,
+        );
     }
 
     /// The walk: clients are taken in two states, no batch open (a plain
@@ -342,6 +386,7 @@ impl HookProvider {
         &self,
         context: &mut ProgramContext<C, P>,
         receives: impl Fn(&Client) -> bool,
+        stops: impl Fn(u32) -> bool,
         mut on_result: impl FnMut(&u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
@@ -363,20 +408,29 @@ impl HookProvider {
                 if !receives(entry.value()) {
                     continue;
                 }
-                let tag = entry.tag();
-                if tag == PLAIN {
+                // The tag is loaded again off the fast path (a relaxed
+                // load: the compiler then compares the plain client's tag
+                // in memory instead of keeping it in a register). Either
+                // value is one the tag had during the event.
+                if entry.tag() == PLAIN {
                     let status = plain_invoke(entry.value(), program_context, &mut result);
-                    if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                    if stops(result)
+                        && ebpf_check(status).is_ok()
+                        && on_result(&result) == Flow::Stop
+                    {
                         break 'walk;
                     }
-                } else if tag & DETACHED == 0 {
+                    continue;
+                }
+                let tag = entry.tag();
+                if tag & DETACHED == 0 {
                     break (tag, entry);
                 }
                 // Detached (or the hole a detached client left): skipped.
             };
             // A client with batch functions: begin its batch.
             let status = batch.switch(tag, entry.value(), program_context, &mut result);
-            if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+            if stops(result) && ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
                 break 'walk;
             }
             // A batch open (unless its begin failed).
@@ -390,17 +444,26 @@ impl HookProvider {
                 if !receives(entry.value()) {
                     continue;
                 }
-                let tag = entry.tag();
-                if tag == batch.open {
+                if entry.tag() == batch.open {
                     // A client of the open batch's group.
                     let status = batch.invoke(entry.value(), program_context, &mut result);
-                    if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                    if stops(result)
+                        && ebpf_check(status).is_ok()
+                        && on_result(&result) == Flow::Stop
+                    {
                         break 'walk;
                     }
-                } else if tag & DETACHED == 0 {
+                    continue;
+                }
+                // Loaded again, as above.
+                let tag = entry.tag();
+                if tag & DETACHED == 0 {
                     // A plain client or another group: ends this batch.
                     let status = batch.switch(tag, entry.value(), program_context, &mut result);
-                    if ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                    if stops(result)
+                        && ebpf_check(status).is_ok()
+                        && on_result(&result) == Flow::Stop
+                    {
                         break 'walk;
                     }
                     if batch.open == PLAIN {

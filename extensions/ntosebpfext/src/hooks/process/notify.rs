@@ -506,32 +506,23 @@ unsafe extern "system" fn process_notify(
         event.private.image_path = image.as_ptr();
         event.private.image_path_len = image.len();
     }
-    let status = &mut info.CreationStatus;
-    let verdict = |status: &mut i32, result: &u32| {
-        // Read only now that the program succeeded: a volatile read keeps
-        // the compiler from reading it before the status check and
-        // combining both tests without a branch (two instructions more per
-        // client).
-        // SAFETY: a valid, aligned, initialized u32 (a reference).
-        let verdict = unsafe { ptr::read_volatile(result) } as i32;
-        if verdict < 0 {
-            *status = verdict;
-            Flow::Stop
-        } else {
-            Flow::Continue
-        }
-    };
+    // A negative result denies the creation: the status is the verdict.
+    let denies = |result: u32| (result as i32) < 0;
     // As for DELETE: counted only for a session that wants the count.
     if trace::hook_events_enabled() {
         let (mut run, mut denied) = (0u32, 0i32);
         hook.invoke(&mut event, |result| {
             run += 1;
-            let flow = verdict(status, result);
-            if flow == Flow::Stop {
+            if denies(*result) {
                 denied = *result as i32;
+                Flow::Stop
+            } else {
+                Flow::Continue
             }
-            flow
         });
+        if denied < 0 {
+            info.CreationStatus = denied;
+        }
         trace::hook_event(
             c"process",
             PROCESS_OPERATION_CREATE,
@@ -539,8 +530,8 @@ unsafe extern "system" fn process_notify(
             run,
             denied,
         );
-    } else {
-        hook.invoke(&mut event, |result| verdict(status, result));
+    } else if let Some(verdict) = hook.invoke_until(&mut event, denies) {
+        info.CreationStatus = verdict as i32;
     }
 }
 
