@@ -418,10 +418,16 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
     if nt::check(status).is_ok() && !info.is_null() {
         // SAFETY: TOKEN_USER starts with SID_AND_ATTRIBUTES.
         let sid = unsafe { (*(info as *const nt::SID_AND_ATTRIBUTES)).Sid };
-        // SAFETY: the SID lives in the TOKEN_USER block.
-        if !sid.is_null() && unsafe { nt::RtlValidSid(sid) } != 0 {
-            // SAFETY: destination is our 68-byte array, its size passed;
-            // RtlCopySid fails (copying nothing) when the SID is longer.
+        // A token's user SID is one the kernel made, valid (not checked
+        // with RtlValidSid as 0.7.0 does: one kernel call per event that
+        // cannot fail). What matters is checked anyway: RtlCopySid copies
+        // only a SID whose length (from its sub-authority count) fits the
+        // 68 bytes, and the account helpers validate the copy before
+        // looking it up.
+        if !sid.is_null() {
+            // SAFETY: the SID lives in the TOKEN_USER block; destination
+            // is our 68-byte array, its size passed; RtlCopySid fails
+            // (copying nothing) when the SID is longer.
             let copied = unsafe {
                 nt::RtlCopySid(
                     TOKEN_SID_CAPACITY as u32,
@@ -430,7 +436,7 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
                 )
             };
             if nt::check(copied).is_ok() {
-                // What RtlLengthSid computes, read from our valid copy (one
+                // What RtlLengthSid computes, read from our copy (one
                 // kernel call fewer per event): the 8-byte header
                 // (revision, count, authority) and 4 bytes per
                 // sub-authority, the count being byte 1.
