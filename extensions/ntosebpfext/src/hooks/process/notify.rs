@@ -326,15 +326,32 @@ impl AccountCache {
 /// `image_path` points to `image_path_len` bytes valid while the event is
 /// (the kernel's string during the notify call, or a test run's
 /// buffer), or is null
-/// with length 0.
+/// with length 0. `account` is null or points to storage that outlives
+/// the event and that only the event's helpers use.
 struct EventState {
     image_path: *const u8,
     image_path_len: usize,
-    /// Made on first use: only the account helpers need it, and making it
-    /// zeroes its inline buffers (over 1 KB), which an event that no
-    /// program asks the account of (every DELETE) does not pay for.
-    account: UnsafeCell<Option<AccountCache>>,
+    /// Where the account cache is made on first use (only the account
+    /// helpers need it, and making it zeroes its inline buffers, over
+    /// 1 KB); null for an event without an account (a DELETE: the helpers
+    /// answer ENOENT).
+    account: *const AccountStorage,
 }
+
+/// Where an event's account cache is made: owned by whoever made the
+/// event (the notify routine's frame for a CREATE, a test run's pool
+/// block), outside the event, so that an event without an account (a
+/// DELETE) neither initializes nor drops one.
+type AccountStorage = UnsafeCell<Option<AccountCache>>;
+
+/// The account of an event that has none (every helper: ENOENT).
+static MISSING: AccountCache = AccountCache {
+    state: AccountState::Missing,
+    name: AccountString::NONE,
+    domain: AccountString::NONE,
+    name_inline: [0; ACCOUNT_INLINE_UNITS],
+    domain_inline: [0; ACCOUNT_INLINE_UNITS],
+};
 
 /// A process event as the core receives it.
 type ProcessContext = ProgramContext<process_md_t, EventState>;
@@ -353,15 +370,17 @@ struct TestRunOwned {
     image_path_max: u16,
     /// `account_lookup_done` as given.
     lookup_done_in: u8,
+    /// The event's account cache.
+    account: AccountStorage,
 }
 
-fn new_event(md: process_md_t) -> ProcessContext {
+fn new_event(md: process_md_t, account: *const AccountStorage) -> ProcessContext {
     ProgramContext::new(
         md,
         EventState {
             image_path: ptr::null(),
             image_path_len: 0,
-            account: UnsafeCell::new(None),
+            account,
         },
     )
 }
@@ -376,13 +395,18 @@ impl EventState {
         }
     }
 
-    /// The account cache, resolved on first use. Helpers of one event run
-    /// on the thread that raised it, one at a time, so the cell is never
-    /// shared between threads.
+    /// The account cache, resolved on first use ([`MISSING`] for an event
+    /// without an account). Helpers of one event run on the thread that
+    /// raised it, one at a time, so the slot is never shared between
+    /// threads.
     fn account(&self, md: &process_md_t) -> &AccountCache {
-        // SAFETY: see above: single-threaded per event; the mutable borrow
-        // ends before the shared one is returned.
-        let cache = unsafe { &mut *self.account.get() }.get_or_insert_with(AccountCache::new);
+        if self.account.is_null() {
+            return &MISSING;
+        }
+        // SAFETY: live storage only this event's helpers use (type
+        // invariant), single-threaded (see above); the mutable borrow ends
+        // before the shared one is returned.
+        let cache = unsafe { &mut *(*self.account).get() }.get_or_insert_with(AccountCache::new);
         if cache.state == AccountState::Unresolved {
             cache.state = cache.resolve(md);
         }
@@ -453,6 +477,48 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
     unsafe { nt::PsDereferencePrimaryToken(token) };
 }
 
+/// A process exit (the notify routine with no CreateInfo).
+///
+/// # Safety
+/// `process` is the exiting process the kernel passed, valid for the call.
+#[inline(always)]
+unsafe fn process_exit(process: PEPROCESS, process_id: HANDLE, creation_time: u64) {
+    let hook = HOOK.provider();
+    // Made zeroed in place, then the fields set: the compiler zeroes the
+    // header, the context and the private state together with aligned
+    // 16-byte stores (fewer instructions than writing each field once,
+    // whose sizes and offsets do not match such stores). No account:
+    // nothing to make, nothing to drop.
+    let mut event = new_event(process_md_t::zeroed(), ptr::null());
+    let md = &mut event.context;
+    md.process_id = process_id as u64;
+    md.creation_time = creation_time;
+    md.operation = PROCESS_OPERATION_DELETE;
+    // SAFETY: on exit the routine runs in the exiting process, whose exit
+    // time PsGetProcessExitTime reads.
+    md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
+    // SAFETY: `process` is valid for the call.
+    md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
+    // The programs run are counted only for a session that wants them (a
+    // count per client otherwise).
+    if trace::hook_events_enabled() {
+        let mut run = 0u32;
+        hook.invoke(&mut event, |_| {
+            run += 1;
+            Flow::Continue
+        });
+        trace::hook_event(
+            c"process",
+            PROCESS_OPERATION_DELETE,
+            process_id as u64,
+            run,
+            0,
+        );
+    } else {
+        hook.invoke(&mut event, |_| Flow::Continue);
+    }
+}
+
 unsafe extern "system" fn process_notify(
     process: PEPROCESS,
     process_id: HANDLE,
@@ -462,50 +528,31 @@ unsafe extern "system" fn process_notify(
     if !hook.has_clients() {
         return;
     }
-    let mut event = new_event(process_md_t::zeroed());
-    let md = &mut event.context;
-    md.process_id = process_id as u64;
     // SAFETY: `process` is valid for the call.
-    md.creation_time = unsafe { nt::PsGetProcessCreateTimeQuadPart(process) } as u64;
+    let creation_time = unsafe { nt::PsGetProcessCreateTimeQuadPart(process) } as u64;
     if info.is_null() {
-        md.operation = PROCESS_OPERATION_DELETE;
-        // SAFETY: on exit the routine runs in the exiting process, whose
-        // exit time PsGetProcessExitTime reads.
-        md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
-        // SAFETY: `process` is valid for the call.
-        md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
-        // The programs run are counted only for a session that wants
-        // them (a count per client otherwise).
-        if trace::hook_events_enabled() {
-            let mut run = 0u32;
-            hook.invoke(&mut event, |_| {
-                run += 1;
-                Flow::Continue
-            });
-            trace::hook_event(
-                c"process",
-                PROCESS_OPERATION_DELETE,
-                process_id as u64,
-                run,
-                0,
-            );
-        } else {
-            hook.invoke(&mut event, |_| Flow::Continue);
-        }
+        // SAFETY: as for this function.
+        unsafe { process_exit(process, process_id, creation_time) };
         return;
     }
     // SAFETY: non-null CreateInfo is valid for the call.
     let info = unsafe { &mut *info };
-    md.operation = PROCESS_OPERATION_CREATE;
-    md.parent_process_id = info.ParentProcessId as u64;
-    md.creating_process_id = info.CreatingThreadId.UniqueProcess as u64;
-    md.creating_thread_id = info.CreatingThreadId.UniqueThread as u64;
     // SAFETY: the kernel's strings are valid for the notify call, which
     // outlives the event.
     let command = Packet::of_optional(unsafe { unicode_bytes(info.CommandLine) });
+    // Made zeroed in place, then the fields set (as for DELETE).
+    let account = AccountStorage::new(None);
+    let mut event = new_event(process_md_t::zeroed(), &account);
+    let md = &mut event.context;
     md.command_start = command.start;
     md.command_end = command.end;
-    read_token_sid(process, md);
+    md.process_id = process_id as u64;
+    md.parent_process_id = info.ParentProcessId as u64;
+    md.creating_process_id = info.CreatingThreadId.UniqueProcess as u64;
+    md.creating_thread_id = info.CreatingThreadId.UniqueThread as u64;
+    md.creation_time = creation_time;
+    md.operation = PROCESS_OPERATION_CREATE;
+    read_token_sid(process, &mut event.context);
     // SAFETY: as above.
     if let Some(image) = unsafe { unicode_bytes(info.ImageFileName) } {
         // INVARIANT: the kernel's string outlives the event.
@@ -696,9 +743,10 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
             c.image_file_name.maximum_length
         },
         lookup_done_in: c.account_lookup_done,
+        account: AccountStorage::new(None),
     };
     let run = TestRun {
-        event: new_event(c.process_md),
+        event: new_event(c.process_md, ptr::null()),
         owned,
     };
     let mut run = PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)?;
@@ -713,7 +761,7 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
     // long as the context and is not changed again.
     private.image_path = owned.image_path.as_ptr();
     private.image_path_len = owned.image_path.len();
-    let cache = private.account.get_mut().insert(AccountCache::new());
+    let cache = owned.account.get_mut().insert(AccountCache::new());
     cache.name = given_account(name, c.account_name, &mut cache.name_inline)?;
     cache.domain = given_account(domain, c.account_domain, &mut cache.domain_inline)?;
     if c.account_lookup_done != 0 {
@@ -724,6 +772,10 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
             AccountState::Missing
         };
     }
+    // INVARIANT: the run's own storage, in the same pool block: it lives
+    // as long as the event (taken last: no `&mut` to it is made while the
+    // event uses it, until the run is taken back).
+    private.account = &owned.account;
     Ok(run)
 }
 
@@ -745,13 +797,7 @@ unsafe impl TestRunOutput for ProcessTestRun {
     type ContextOut = process_test_run_context_t;
 
     fn output(run: &mut TestRun) -> (process_test_run_context_t, impl AsRef<[&[u8]]>) {
-        let account = run
-            .event
-            .private
-            .account
-            .get_mut()
-            .as_ref()
-            .unwrap_or(&UNRESOLVED);
+        let account = run.owned.account.get_mut().as_ref().unwrap_or(&UNRESOLVED);
         let strings = [
             &run.owned.command_line[..],
             &run.owned.image_path[..],
