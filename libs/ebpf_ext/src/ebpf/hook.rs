@@ -394,7 +394,8 @@ impl HookProvider {
         let mut state = MaybeUninit::uninit();
         let mut batch = Batch::new(&mut state);
         // One result for the walk: each client's invoke writes it when it
-        // succeeds (it is read only then); a client that succeeded
+        // succeeds. It is read after every invoke (`stops` first) but
+        // counts only when the invoke succeeded; a client that succeeded
         // without writing it shows 0 or an earlier client's result, never
         // undefined bytes.
         let mut result = 0u32;

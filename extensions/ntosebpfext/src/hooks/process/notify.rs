@@ -539,7 +539,7 @@ unsafe extern "system" fn process_notify(
     let info = unsafe { &mut *info };
     // SAFETY: the kernel's strings are valid for the notify call, which
     // outlives the event.
-    let command = Packet::of_optional(unsafe { unicode_bytes(info.CommandLine) });
+    let command = unsafe { Packet::of_unicode(info.CommandLine) };
     // Made zeroed in place, then the fields set (as for DELETE).
     let account = AccountStorage::new(None);
     let mut event = new_event(process_md_t::zeroed(), &account);
