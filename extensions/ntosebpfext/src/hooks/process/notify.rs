@@ -404,9 +404,12 @@ impl EventState {
             return &MISSING;
         }
         // SAFETY: live storage only this event's helpers use (type
-        // invariant), single-threaded (see above); the mutable borrow ends
-        // before the shared one is returned.
-        let cache = unsafe { &mut *(*self.account).get() }.get_or_insert_with(AccountCache::new);
+        // invariant).
+        let storage = unsafe { &*self.account };
+        // SAFETY: single-threaded (see above), and no other reference to
+        // the cache is live; the mutable borrow ends before the shared one
+        // is returned.
+        let cache = unsafe { &mut *storage.get() }.get_or_insert_with(AccountCache::new);
         if cache.state == AccountState::Unresolved {
             cache.state = cache.resolve(md);
         }
