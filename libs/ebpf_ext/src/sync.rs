@@ -101,12 +101,11 @@ impl Epoch {
         let address = ptr::from_ref(&marker) as usize;
         // Kernel stacks are larger than 16 KB: drop the bits that vary
         // within one stack and take the next five, the stack's 16 KB unit
-        // modulo the slots. Stacks that are neighbours in memory (the
-        // usual case for threads made one after the other) get distinct
-        // slots; two stacks share one only when their addresses are a
-        // multiple of 512 KB apart, which no mixing would make rarer for
-        // addresses the kernel picks (a multiply to mix cost three
-        // instructions more per event).
+        // modulo the slots. Stacks that are neighbours in memory get
+        // distinct slots; two stacks share one when their addresses are a
+        // multiple of 512 KB apart (a mixing multiply would spread such
+        // strides, at three instructions more per event; sharing a slot
+        // costs speed, never correctness).
         &self.slots[(address >> 14) % EPOCH_SLOTS]
     }
 
