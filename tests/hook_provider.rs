@@ -8,12 +8,13 @@ use ntsim::ebpf::abi::{
     ebpf_program_batch_begin_invoke_function_t as BeginFn,
     ebpf_program_batch_end_invoke_function_t as EndFn,
     ebpf_program_batch_invoke_function_t as BatchInvokeFn,
+    ebpf_program_invoke_function_t as InvokeFn,
 };
 use ntsim::ebpf::core::LoadedProgram;
 use ntsim::ebpf::{store, Object, ObjectError};
 use ntsim::hook::host_client::{invoke, Config, HostClient, Table};
 use ntsim::nmr;
-use ntsim::process as hook;
+use ntsim::process::{self as hook, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
 use ntsim::status::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
 use ntsim::types::GUID;
@@ -733,6 +734,176 @@ fn clients_differing_in_one_batch_function_each_get_their_own_batch() {
     );
     for c in &clients {
         assert_eq!(c.invocations(), 1);
+        c.deregister();
+    }
+    sim.finish().unwrap();
+}
+
+/// The calls of `plain_and_batch_clients_alternate_in_attach_order_until_a_deny`.
+static WALK_CALLS: Mutex<Vec<&str>> = Mutex::new(Vec::new());
+
+fn walk_call(name: &'static str) {
+    WALK_CALLS.lock().unwrap().push(name);
+}
+
+unsafe extern "win64" fn walk_plain(_: *const c_void, _: *mut c_void, result: *mut u32) -> u32 {
+    walk_call("plain");
+    // SAFETY: the driver passes a valid result pointer.
+    unsafe { *result = 0 };
+    0
+}
+
+unsafe extern "win64" fn walk_deny(_: *const c_void, _: *mut c_void, result: *mut u32) -> u32 {
+    walk_call("deny");
+    // SAFETY: as above.
+    unsafe { *result = STATUS_ACCESS_DENIED as u32 };
+    0
+}
+
+unsafe extern "win64" fn walk_fallback(_: *const c_void, _: *mut c_void, result: *mut u32) -> u32 {
+    walk_call("fallback");
+    // SAFETY: as above.
+    unsafe { *result = 1 };
+    0
+}
+
+unsafe extern "win64" fn walk_begin(_size: usize, _state: *mut c_void) -> u32 {
+    walk_call("begin");
+    0
+}
+
+unsafe extern "win64" fn walk_begin_fails(_size: usize, _state: *mut c_void) -> u32 {
+    walk_call("begin-fails");
+    1
+}
+
+unsafe extern "win64" fn walk_batch_invoke(
+    _: *const c_void,
+    _: *mut c_void,
+    result: *mut u32,
+    _state: *const c_void,
+) -> u32 {
+    walk_call("batch");
+    // SAFETY: as above.
+    unsafe { *result = 0 };
+    0
+}
+
+unsafe extern "win64" fn walk_end(_state: *mut c_void) -> u32 {
+    walk_call("end");
+    0
+}
+
+/// The event's walk moves between plain clients and batches in attach
+/// order: a batch spans consecutive clients of its group, ends before a
+/// plain client or another group, a client whose batch begin fails is
+/// invoked plainly, and a deny stops the walk (the batch open before it
+/// already ended, no later client runs).
+#[test]
+fn plain_and_batch_clients_alternate_in_attach_order_until_a_deny() {
+    let sim = loaded();
+    let plain = |invoke: InvokeFn| {
+        new_client(move |c| c.dispatch.ebpf_program_invoke_function = Some(invoke))
+    };
+    let batch = |begin: BeginFn, invoke: InvokeFn| {
+        new_client(move |c| {
+            c.dispatch.count = 4;
+            c.dispatch.ebpf_program_invoke_function = Some(invoke);
+            c.dispatch.ebpf_program_batch_begin_invoke_function = Some(begin);
+            c.dispatch.ebpf_program_batch_invoke_function = Some(walk_batch_invoke);
+            c.dispatch.ebpf_program_batch_end_invoke_function = Some(walk_end);
+        })
+    };
+    let clients = [
+        plain(walk_plain),
+        batch(walk_begin, walk_fallback),
+        batch(walk_begin, walk_fallback),
+        plain(walk_plain),
+        batch(walk_begin, walk_fallback),
+        batch(walk_begin_fails, walk_fallback),
+        batch(walk_begin, walk_fallback),
+        plain(walk_deny),
+        plain(walk_plain),
+        batch(walk_begin, walk_fallback),
+    ];
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    WALK_CALLS.lock().unwrap().clear();
+    assert_eq!(create("walk"), STATUS_ACCESS_DENIED);
+    assert_eq!(
+        *WALK_CALLS.lock().unwrap(),
+        [
+            "plain", // no batch open
+            "begin",
+            "batch",
+            "batch",
+            "end",   // two clients of one group
+            "plain", // ends nothing: the batch ended before it
+            "begin",
+            "batch",
+            "end", // one client, then another group
+            "begin-fails",
+            "fallback", // invoked plainly, no end
+            "begin",
+            "batch",
+            "end",  // ended before the plain deny
+            "deny", // stops the walk
+        ],
+        "the walk's calls in attach order"
+    );
+    for c in &clients {
+        c.deregister();
+    }
+    sim.finish().unwrap();
+}
+
+unsafe extern "win64" fn fails_with_a_negative_result(
+    _: *const c_void,
+    _: *mut c_void,
+    result: *mut u32,
+) -> u32 {
+    walk_call("fails-negative");
+    // SAFETY: the driver passes a valid result pointer.
+    unsafe { *result = STATUS_ACCESS_DENIED as u32 };
+    1
+}
+
+unsafe extern "win64" fn fails_without_a_result(
+    _: *const c_void,
+    _: *mut c_void,
+    _: *mut u32,
+) -> u32 {
+    walk_call("fails");
+    1
+}
+
+/// A program whose invoke fails does not decide the event, whatever its
+/// result holds: one that wrote a negative result and failed, then one
+/// that failed without writing (the driver reads the result before it
+/// tests the status, so the first one's value is still there), leave the
+/// creation allowed and the walk going.
+#[test]
+fn a_failed_invoke_never_denies_even_with_a_negative_result_left_behind() {
+    let sim = loaded();
+    let plain = |invoke: InvokeFn| {
+        new_client(move |c| c.dispatch.ebpf_program_invoke_function = Some(invoke))
+    };
+    let clients = [
+        plain(fails_with_a_negative_result),
+        plain(fails_without_a_result),
+        plain(walk_plain),
+    ];
+    for c in &clients {
+        assert_eq!(c.attach_status(), Some(STATUS_SUCCESS));
+    }
+    WALK_CALLS.lock().unwrap().clear();
+    assert_eq!(create("failing"), 0, "a failed invoke denied the creation");
+    assert_eq!(
+        *WALK_CALLS.lock().unwrap(),
+        ["fails-negative", "fails", "plain"]
+    );
+    for c in &clients {
         c.deregister();
     }
     sim.finish().unwrap();

@@ -100,9 +100,13 @@ impl Epoch {
         let marker = 0u8;
         let address = ptr::from_ref(&marker) as usize;
         // Kernel stacks are larger than 16 KB: drop the bits that vary
-        // within one stack, mix the rest (Fibonacci hashing).
-        let hash = (address >> 14).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize);
-        &self.slots[hash >> (usize::BITS - EPOCH_SLOTS.trailing_zeros())]
+        // within one stack and take the next five, the stack's 16 KB unit
+        // modulo the slots. Stacks that are neighbours in memory get
+        // distinct slots; two stacks share one when their addresses are a
+        // multiple of 512 KB apart (a mixing multiply would spread such
+        // strides, at three instructions more per event; sharing a slot
+        // costs speed, never correctness).
+        &self.slots[(address >> 14) % EPOCH_SLOTS]
     }
 
     /// Enters: until the returned reader is given to

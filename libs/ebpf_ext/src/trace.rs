@@ -882,6 +882,14 @@ mod events {
         });
     }
 
+    /// Whether a session wants `HookEvent`: a hook that asks once, before
+    /// invoking, counts the programs run only when one does (and then
+    /// reports with [`hook_event`], which checks again).
+    #[inline(always)]
+    pub fn hook_events_enabled() -> bool {
+        enabled(level::VERBOSE, keyword::HOOK_EVENTS)
+    }
+
     /// `HookEvent` {Hook, Operation, Id, ProgramsRun, Verdict} (verbose,
     /// HOOK_EVENTS): one kernel event went through the attached programs.
     /// `Operation` and `Id` are the hook's (process: 0 create / 1 delete

@@ -136,6 +136,33 @@ pub unsafe fn unicode_bytes<'a>(s: *const crate::nt::UNICODE_STRING) -> Option<&
 }
 
 impl Packet {
+    /// The packet over a kernel `UNICODE_STRING`'s bytes (`Length` bytes
+    /// at `Buffer`); both pointers null for a null string or buffer. What
+    /// `Packet::of_optional(unicode_bytes(s))` gives, in fewer
+    /// instructions (for the event path).
+    ///
+    /// # Safety
+    /// As for [`unicode_bytes`]: the bytes stay valid while the packet is
+    /// used.
+    #[cfg(windows)]
+    #[inline(always)]
+    pub unsafe fn of_unicode(s: *const crate::nt::UNICODE_STRING) -> Packet {
+        // SAFETY: null or valid (caller's contract).
+        let start = match unsafe { s.as_ref() } {
+            Some(s) => s.Buffer.cast::<u8>(),
+            None => ptr::null_mut(),
+        };
+        if start.is_null() {
+            return Packet { start, end: start };
+        }
+        // SAFETY: as above (`s` is not null: `start` came from it).
+        let len = usize::from(unsafe { (*s).Length });
+        Packet {
+            start,
+            end: start.wrapping_add(len),
+        }
+    }
+
     /// The packet over a kernel string's bytes; both pointers null when
     /// there is no string.
     pub fn of_optional(bytes: Option<&[u8]>) -> Packet {

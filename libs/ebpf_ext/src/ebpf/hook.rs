@@ -305,13 +305,57 @@ impl HookProvider {
     /// `on_result` sees each program's 32-bit result and decides whether to
     /// go on; a client whose invoke fails is skipped (fail-open). A client
     /// whose detach began before the event reached it is skipped too.
+    ///
+    /// The result is passed by reference so that a caller that ignores it
+    /// reads nothing (and the invoke's status is then not even tested); a
+    /// client that succeeded without writing it shows 0 or the result of an
+    /// earlier client of the event.
     #[inline]
     pub fn invoke<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
-        on_result: impl FnMut(u32) -> Flow,
+        on_result: impl FnMut(&u32) -> Flow,
     ) {
-        self.invoke_where(context, |_| true, on_result);
+        self.invoke_where(context, |_| true, |_| true, on_result);
+    }
+
+    /// [`invoke`](Self::invoke) until a program succeeds with a result
+    /// that `stops` (a cheap test: it is made before the invoke's status
+    /// is, and on every result) accepts: returns that result, or `None`
+    /// when every client ran. For a hook whose programs can deny an
+    /// event: per client, the result is tested once and the status only
+    /// when the result would stop the walk.
+    #[inline]
+    pub fn invoke_until<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        stops: impl Fn(u32) -> bool,
+    ) -> Option<u32> {
+        let mut stopped = None;
+        // Stopping is the rare case: the compiler must test the result
+        // alone on the path to the next client, and the status only after
+        // (else it tests both and combines them without a branch). The
+        // fence (a compiler barrier, no instruction) keeps it from
+        // merging the two tests.
+        let stops = |result| {
+            if stops(result) {
+                core::hint::cold_path();
+                core::sync::atomic::compiler_fence(Ordering::SeqCst);
+                true
+            } else {
+                false
+            }
+        };
+        self.invoke_where(
+            context,
+            |_| true,
+            stops,
+            |result| {
+                stopped = Some(*result);
+                Flow::Stop
+            },
+        );
+        stopped
     }
 
     /// [`invoke`](Self::invoke) for an event of class `class` (one bit):
@@ -322,44 +366,115 @@ impl HookProvider {
         &self,
         context: &mut ProgramContext<C, P>,
         class: u32,
-        on_result: impl FnMut(u32) -> Flow,
+        on_result: impl FnMut(&u32) -> Flow,
     ) {
-        self.invoke_where(context, |client| client.classes & class != 0, on_result);
+        self.invoke_where(
+            context,
+            |client| client.classes & class != 0,
+            |_| true,
+            on_result,
+        );
     }
 
+    /// The walk: clients are taken in two states, no batch open (a plain
+    /// client is one tag comparison with [`PLAIN`]) and a batch open (a
+    /// client of its group is one comparison with its tag); anything else
+    /// (a detached client, a switch between a batch and a plain client or
+    /// another group) leaves the state's tight loop.
     #[inline(always)]
     fn invoke_where<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
         receives: impl Fn(&Client) -> bool,
-        mut on_result: impl FnMut(u32) -> Flow,
+        stops: impl Fn(u32) -> bool,
+        mut on_result: impl FnMut(&u32) -> Flow,
     ) {
         let program_context = context.as_program_context();
         let reader = self.published.enter(|| self.grace_period_over());
         let mut state = MaybeUninit::uninit();
         let mut batch = Batch::new(&mut state);
-        for entry in self.published.clients(&reader).iter() {
-            if !receives(entry.value()) {
-                continue;
-            }
-            let mut result = 0u32;
-            let tag = entry.tag();
-            let status = if tag | batch.open == PLAIN {
-                // A plain client, no batch open.
-                plain_invoke(entry.value(), program_context, &mut result)
-            } else if tag == batch.open {
-                // A client of the open batch's group.
-                batch.invoke(entry.value(), program_context, &mut result)
-            } else if tag & DETACHED != 0 {
-                // Detached (or the hole a detached client left).
-                continue;
-            } else {
-                batch.switch(tag, entry.value(), program_context, &mut result)
+        // One result for the walk: each client's invoke writes it when it
+        // succeeds. It is read after every invoke (`stops` first) but
+        // counts only when the invoke succeeded; a client that succeeded
+        // without writing it shows 0 or an earlier client's result, never
+        // undefined bytes.
+        let mut result = 0u32;
+        let mut clients = self.published.clients(&reader).iter();
+        'walk: loop {
+            // No batch open.
+            let (tag, entry) = loop {
+                let Some(entry) = clients.next() else {
+                    break 'walk;
+                };
+                if !receives(entry.value()) {
+                    continue;
+                }
+                // The tag is loaded again off the fast path (a relaxed
+                // load: the compiler then compares the plain client's tag
+                // in memory instead of keeping it in a register). Either
+                // value is one the tag had during the event.
+                if entry.tag() == PLAIN {
+                    let status = plain_invoke(entry.value(), program_context, &mut result);
+                    if stops(result)
+                        && ebpf_check(status).is_ok()
+                        && on_result(&result) == Flow::Stop
+                    {
+                        break 'walk;
+                    }
+                    continue;
+                }
+                let tag = entry.tag();
+                if tag & DETACHED == 0 {
+                    break (tag, entry);
+                }
+                // Detached (or the hole a detached client left): skipped.
             };
-            if ebpf_check(status).is_ok() && on_result(result) == Flow::Stop {
-                break;
+            // A client with batch functions: begin its batch.
+            let status = batch.switch(tag, entry.value(), program_context, &mut result);
+            if stops(result) && ebpf_check(status).is_ok() && on_result(&result) == Flow::Stop {
+                break 'walk;
+            }
+            // A batch open (unless its begin failed).
+            if batch.open == PLAIN {
+                continue 'walk;
+            }
+            loop {
+                let Some(entry) = clients.next() else {
+                    break 'walk;
+                };
+                if !receives(entry.value()) {
+                    continue;
+                }
+                if entry.tag() == batch.open {
+                    // A client of the open batch's group.
+                    let status = batch.invoke(entry.value(), program_context, &mut result);
+                    if stops(result)
+                        && ebpf_check(status).is_ok()
+                        && on_result(&result) == Flow::Stop
+                    {
+                        break 'walk;
+                    }
+                    continue;
+                }
+                // Loaded again, as above.
+                let tag = entry.tag();
+                if tag & DETACHED == 0 {
+                    // A plain client or another group: ends this batch.
+                    let status = batch.switch(tag, entry.value(), program_context, &mut result);
+                    if stops(result)
+                        && ebpf_check(status).is_ok()
+                        && on_result(&result) == Flow::Stop
+                    {
+                        break 'walk;
+                    }
+                    if batch.open == PLAIN {
+                        continue 'walk;
+                    }
+                }
             }
         }
+        // The array is not read after this.
+        drop(clients);
         // The batch ends at the IRQL it began at (no lock is held while it
         // is open) and before this event leaves the epoch: a detaching
         // client's link (and its core) stays loaded until then.

@@ -326,15 +326,32 @@ impl AccountCache {
 /// `image_path` points to `image_path_len` bytes valid while the event is
 /// (the kernel's string during the notify call, or a test run's
 /// buffer), or is null
-/// with length 0.
+/// with length 0. `account` is null or points to storage that outlives
+/// the event and that only the event's helpers use.
 struct EventState {
     image_path: *const u8,
     image_path_len: usize,
-    /// Made on first use: only the account helpers need it, and making it
-    /// zeroes its inline buffers (over 1 KB), which an event that no
-    /// program asks the account of (every DELETE) does not pay for.
-    account: UnsafeCell<Option<AccountCache>>,
+    /// Where the account cache is made on first use (only the account
+    /// helpers need it, and making it zeroes its inline buffers, over
+    /// 1 KB); null for an event without an account (a DELETE: the helpers
+    /// answer ENOENT).
+    account: *const AccountStorage,
 }
+
+/// Where an event's account cache is made: owned by whoever made the
+/// event (the notify routine's frame for a CREATE, a test run's pool
+/// block), outside the event, so that an event without an account (a
+/// DELETE) neither initializes nor drops one.
+type AccountStorage = UnsafeCell<Option<AccountCache>>;
+
+/// The account of an event that has none (every helper: ENOENT).
+static MISSING: AccountCache = AccountCache {
+    state: AccountState::Missing,
+    name: AccountString::NONE,
+    domain: AccountString::NONE,
+    name_inline: [0; ACCOUNT_INLINE_UNITS],
+    domain_inline: [0; ACCOUNT_INLINE_UNITS],
+};
 
 /// A process event as the core receives it.
 type ProcessContext = ProgramContext<process_md_t, EventState>;
@@ -353,15 +370,17 @@ struct TestRunOwned {
     image_path_max: u16,
     /// `account_lookup_done` as given.
     lookup_done_in: u8,
+    /// The event's account cache.
+    account: AccountStorage,
 }
 
-fn new_event(md: process_md_t) -> ProcessContext {
+fn new_event(md: process_md_t, account: *const AccountStorage) -> ProcessContext {
     ProgramContext::new(
         md,
         EventState {
             image_path: ptr::null(),
             image_path_len: 0,
-            account: UnsafeCell::new(None),
+            account,
         },
     )
 }
@@ -376,13 +395,21 @@ impl EventState {
         }
     }
 
-    /// The account cache, resolved on first use. Helpers of one event run
-    /// on the thread that raised it, one at a time, so the cell is never
-    /// shared between threads.
+    /// The account cache, resolved on first use ([`MISSING`] for an event
+    /// without an account). Helpers of one event run on the thread that
+    /// raised it, one at a time, so the slot is never shared between
+    /// threads.
     fn account(&self, md: &process_md_t) -> &AccountCache {
-        // SAFETY: see above: single-threaded per event; the mutable borrow
-        // ends before the shared one is returned.
-        let cache = unsafe { &mut *self.account.get() }.get_or_insert_with(AccountCache::new);
+        if self.account.is_null() {
+            return &MISSING;
+        }
+        // SAFETY: live storage only this event's helpers use (type
+        // invariant).
+        let storage = unsafe { &*self.account };
+        // SAFETY: single-threaded (see above), and no other reference to
+        // the cache is live; the mutable borrow ends before the shared one
+        // is returned.
+        let cache = unsafe { &mut *storage.get() }.get_or_insert_with(AccountCache::new);
         if cache.state == AccountState::Unresolved {
             cache.state = cache.resolve(md);
         }
@@ -418,10 +445,16 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
     if nt::check(status).is_ok() && !info.is_null() {
         // SAFETY: TOKEN_USER starts with SID_AND_ATTRIBUTES.
         let sid = unsafe { (*(info as *const nt::SID_AND_ATTRIBUTES)).Sid };
-        // SAFETY: the SID lives in the TOKEN_USER block.
-        if !sid.is_null() && unsafe { nt::RtlValidSid(sid) } != 0 {
-            // SAFETY: destination is our 68-byte array, its size passed;
-            // RtlCopySid fails (copying nothing) when the SID is longer.
+        // A token's user SID is one the kernel made, valid (not checked
+        // with RtlValidSid as 0.7.0 does: one kernel call per event that
+        // cannot fail). What matters is checked anyway: RtlCopySid copies
+        // only a SID whose length (from its sub-authority count) fits the
+        // 68 bytes, and the account helpers validate the copy before
+        // looking it up.
+        if !sid.is_null() {
+            // SAFETY: the SID lives in the TOKEN_USER block; destination
+            // is our 68-byte array, its size passed; RtlCopySid fails
+            // (copying nothing) when the SID is longer.
             let copied = unsafe {
                 nt::RtlCopySid(
                     TOKEN_SID_CAPACITY as u32,
@@ -430,7 +463,7 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
                 )
             };
             if nt::check(copied).is_ok() {
-                // What RtlLengthSid computes, read from our valid copy (one
+                // What RtlLengthSid computes, read from our copy (one
                 // kernel call fewer per event): the 8-byte header
                 // (revision, count, authority) and 4 bytes per
                 // sub-authority, the count being byte 1.
@@ -447,27 +480,31 @@ fn read_token_sid(process: PEPROCESS, md: &mut process_md_t) {
     unsafe { nt::PsDereferencePrimaryToken(token) };
 }
 
-unsafe extern "system" fn process_notify(
-    process: PEPROCESS,
-    process_id: HANDLE,
-    info: *mut nt::PS_CREATE_NOTIFY_INFO,
-) {
+/// A process exit (the notify routine with no CreateInfo).
+///
+/// # Safety
+/// `process` is the exiting process the kernel passed, valid for the call.
+#[inline(always)]
+unsafe fn process_exit(process: PEPROCESS, process_id: HANDLE, creation_time: u64) {
     let hook = HOOK.provider();
-    if !hook.has_clients() {
-        return;
-    }
-    let mut event = new_event(process_md_t::zeroed());
+    // Made zeroed in place, then the fields set: the compiler zeroes the
+    // header, the context and the private state together with aligned
+    // 16-byte stores (fewer instructions than writing each field once,
+    // whose sizes and offsets do not match such stores). No account:
+    // nothing to make, nothing to drop.
+    let mut event = new_event(process_md_t::zeroed(), ptr::null());
     let md = &mut event.context;
     md.process_id = process_id as u64;
+    md.creation_time = creation_time;
+    md.operation = PROCESS_OPERATION_DELETE;
+    // SAFETY: on exit the routine runs in the exiting process, whose exit
+    // time PsGetProcessExitTime reads.
+    md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
     // SAFETY: `process` is valid for the call.
-    md.creation_time = unsafe { nt::PsGetProcessCreateTimeQuadPart(process) } as u64;
-    if info.is_null() {
-        md.operation = PROCESS_OPERATION_DELETE;
-        // SAFETY: on exit the routine runs in the exiting process, whose
-        // exit time PsGetProcessExitTime reads.
-        md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
-        // SAFETY: `process` is valid for the call.
-        md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
+    md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
+    // The programs run are counted only for a session that wants them (a
+    // count per client otherwise).
+    if trace::hook_events_enabled() {
         let mut run = 0u32;
         hook.invoke(&mut event, |_| {
             run += 1;
@@ -480,46 +517,78 @@ unsafe extern "system" fn process_notify(
             run,
             0,
         );
+    } else {
+        hook.invoke(&mut event, |_| Flow::Continue);
+    }
+}
+
+unsafe extern "system" fn process_notify(
+    process: PEPROCESS,
+    process_id: HANDLE,
+    info: *mut nt::PS_CREATE_NOTIFY_INFO,
+) {
+    let hook = HOOK.provider();
+    if !hook.has_clients() {
+        return;
+    }
+    // SAFETY: `process` is valid for the call.
+    let creation_time = unsafe { nt::PsGetProcessCreateTimeQuadPart(process) } as u64;
+    if info.is_null() {
+        // SAFETY: as for this function.
+        unsafe { process_exit(process, process_id, creation_time) };
         return;
     }
     // SAFETY: non-null CreateInfo is valid for the call.
     let info = unsafe { &mut *info };
-    md.operation = PROCESS_OPERATION_CREATE;
+    // SAFETY: the kernel's strings are valid for the notify call, which
+    // outlives the event.
+    let command = unsafe { Packet::of_unicode(info.CommandLine) };
+    // Made zeroed in place, then the fields set (as for DELETE).
+    let account = AccountStorage::new(None);
+    let mut event = new_event(process_md_t::zeroed(), &account);
+    let md = &mut event.context;
+    md.command_start = command.start;
+    md.command_end = command.end;
+    md.process_id = process_id as u64;
     md.parent_process_id = info.ParentProcessId as u64;
     md.creating_process_id = info.CreatingThreadId.UniqueProcess as u64;
     md.creating_thread_id = info.CreatingThreadId.UniqueThread as u64;
-    // SAFETY: the kernel's strings are valid for the notify call, which
-    // outlives the event.
-    let command = Packet::of_optional(unsafe { unicode_bytes(info.CommandLine) });
-    md.command_start = command.start;
-    md.command_end = command.end;
-    read_token_sid(process, md);
+    md.creation_time = creation_time;
+    md.operation = PROCESS_OPERATION_CREATE;
+    read_token_sid(process, &mut event.context);
     // SAFETY: as above.
     if let Some(image) = unsafe { unicode_bytes(info.ImageFileName) } {
         // INVARIANT: the kernel's string outlives the event.
         event.private.image_path = image.as_ptr();
         event.private.image_path_len = image.len();
     }
-    let status = &mut info.CreationStatus;
-    let (mut run, mut denied) = (0u32, 0i32);
-    hook.invoke(&mut event, |result| {
-        run += 1;
-        let verdict = result as i32;
-        if verdict < 0 {
-            *status = verdict;
-            denied = verdict;
-            Flow::Stop
-        } else {
-            Flow::Continue
+    // A negative result denies the creation: the status is the verdict.
+    let denies = |result: u32| (result as i32) < 0;
+    // As for DELETE: counted only for a session that wants the count.
+    if trace::hook_events_enabled() {
+        let (mut run, mut denied) = (0u32, 0i32);
+        hook.invoke(&mut event, |result| {
+            run += 1;
+            if denies(*result) {
+                denied = *result as i32;
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        });
+        if denied < 0 {
+            info.CreationStatus = denied;
         }
-    });
-    trace::hook_event(
-        c"process",
-        PROCESS_OPERATION_CREATE,
-        process_id as u64,
-        run,
-        denied,
-    );
+        trace::hook_event(
+            c"process",
+            PROCESS_OPERATION_CREATE,
+            process_id as u64,
+            run,
+            denied,
+        );
+    } else if let Some(verdict) = hook.invoke_until(&mut event, denies) {
+        info.CreationStatus = verdict as i32;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -677,9 +746,10 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
             c.image_file_name.maximum_length
         },
         lookup_done_in: c.account_lookup_done,
+        account: AccountStorage::new(None),
     };
     let run = TestRun {
-        event: new_event(c.process_md),
+        event: new_event(c.process_md, ptr::null()),
         owned,
     };
     let mut run = PoolBox::try_new(run).map_err(|_| EbpfError::NO_MEMORY)?;
@@ -694,7 +764,7 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
     // long as the context and is not changed again.
     private.image_path = owned.image_path.as_ptr();
     private.image_path_len = owned.image_path.len();
-    let cache = private.account.get_mut().insert(AccountCache::new());
+    let cache = owned.account.get_mut().insert(AccountCache::new());
     cache.name = given_account(name, c.account_name, &mut cache.name_inline)?;
     cache.domain = given_account(domain, c.account_domain, &mut cache.domain_inline)?;
     if c.account_lookup_done != 0 {
@@ -705,6 +775,10 @@ fn create_test_run(input: &TestRunInput<'_>) -> EbpfResult<PoolBox<TestRun>> {
             AccountState::Missing
         };
     }
+    // INVARIANT: the run's own storage, in the same pool block: it lives
+    // as long as the event (taken last: no `&mut` to it is made while the
+    // event uses it, until the run is taken back).
+    private.account = &owned.account;
     Ok(run)
 }
 
@@ -726,13 +800,7 @@ unsafe impl TestRunOutput for ProcessTestRun {
     type ContextOut = process_test_run_context_t;
 
     fn output(run: &mut TestRun) -> (process_test_run_context_t, impl AsRef<[&[u8]]>) {
-        let account = run
-            .event
-            .private
-            .account
-            .get_mut()
-            .as_ref()
-            .unwrap_or(&UNRESOLVED);
+        let account = run.owned.account.get_mut().as_ref().unwrap_or(&UNRESOLVED);
         let strings = [
             &run.owned.command_line[..],
             &run.owned.image_path[..],
