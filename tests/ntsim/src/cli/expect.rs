@@ -830,12 +830,14 @@ impl Expectation {
                 let decoded = match decoder.record(map, &rec.data) {
                     Some(decoded) => decoded,
                     None if path.is_empty() => Value::Bytes(rec.data.clone()),
-                    None => return Err(failure(
-                        &expected,
-                        format!(
+                    None => {
+                        return Err(failure(
+                            &expected,
+                            format!(
                             "no record type for {map} (add `ringbuf {map} TYPE` to the test file)"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 self.check_value(&decoded, path, *op, value, &expected)
             }
