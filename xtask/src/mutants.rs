@@ -213,8 +213,9 @@ fn run(args: &[String]) -> Result<bool, String> {
             .map_err(|e| format!("cannot run cargo mutants: {e}"))?;
         return Ok(status.success());
     }
+    let tests = chosen_tests(&related_tests(&root)?, &args.tests)?;
     cmd.arg("--cargo-arg=--lib");
-    for t in chosen_tests(&related_tests(&root)?, &args.tests)? {
+    for t in &tests {
         cmd.arg(format!("--cargo-arg=--test={t}"));
     }
     cmd.arg(format!("--jobs={}", args.jobs))
@@ -222,21 +223,19 @@ fn run(args: &[String]) -> Result<bool, String> {
         .arg(format!("--build-timeout={DEFAULT_BUILD_TIMEOUT}"))
         .arg("--output")
         .arg(&out_parent);
-    if !args.baseline {
-        cmd.arg("--baseline=skip");
+    // cargo-mutants (27.1.0) runs its baseline on the mutated packages
+    // only, not on `--test-package`, so the `--test` arguments name targets
+    // it cannot find and the baseline fails to build. This runs the
+    // baseline itself, with the same packages and targets as each mutant.
+    cmd.arg("--baseline=skip");
+    if args.baseline {
+        baseline(&root, &tests)?;
     }
     if let Some(s) = &args.shard {
         cmd.arg(format!("--shard={s}"));
     }
     cmd.args(&args.extra);
-    // The image build inside the tests must not inherit host flags.
-    cmd.env_remove("RUSTFLAGS");
-    // A mutant that makes the driver wait forever fails through ntsim's
-    // wait limit (a violation naming the wait) well before the per-mutant
-    // timeout, instead of counting as a timeout.
-    if std::env::var_os("NTSIM_WAIT_LIMIT_SECS").is_none() {
-        cmd.env("NTSIM_WAIT_LIMIT_SECS", MUTANT_WAIT_LIMIT_SECS.to_string());
-    }
+    mutant_env(&mut cmd);
     eprintln!("xtask mutants: {cmd:?}");
     let start = Instant::now();
     let status = cmd
@@ -259,6 +258,49 @@ fn run(args: &[String]) -> Result<bool, String> {
         &out_parent.join("mutants.out"),
         Some(start.elapsed().as_secs()),
     )
+}
+
+/// Sets the environment of a mutant's tests on `cmd`.
+fn mutant_env(cmd: &mut Command) {
+    // The image build inside the tests must not inherit host flags.
+    cmd.env_remove("RUSTFLAGS");
+    // A mutant that makes the driver wait forever fails through ntsim's
+    // wait limit (a violation naming the wait) well before the per-mutant
+    // timeout, instead of counting as a timeout.
+    if std::env::var_os("NTSIM_WAIT_LIMIT_SECS").is_none() {
+        cmd.env("NTSIM_WAIT_LIMIT_SECS", MUTANT_WAIT_LIMIT_SECS.to_string());
+    }
+}
+
+/// The unmutated tree's run of the tests every mutant runs (the unit tests
+/// of [`MUTATED_PACKAGES`] and the integration tests `tests`): an error when
+/// it fails, since a mutant's failure would then prove nothing.
+fn baseline(root: &Path, tests: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).arg("test");
+    for package in MUTATED_PACKAGES.iter().chain([&TEST_PACKAGE]) {
+        cmd.args(["--package", package]);
+    }
+    cmd.arg("--lib");
+    for t in tests {
+        cmd.arg(format!("--test={t}"));
+    }
+    mutant_env(&mut cmd);
+    eprintln!("xtask mutants: baseline: {cmd:?}");
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "the unmutated tree fails its tests (baseline, {status}): fix that first"
+        ));
+    }
+    eprintln!(
+        "xtask mutants: baseline passed in {} s",
+        start.elapsed().as_secs()
+    );
+    Ok(())
 }
 
 /// The integration tests run against each mutant: the `[[test]]` targets
