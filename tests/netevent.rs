@@ -344,6 +344,16 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         )
     };
     let done = AtomicBool::new(false);
+    // A thread that fails stops the others at once (its panic fails the
+    // test when the scope ends), instead of leaving them to the deadline.
+    struct StopOnPanic<'a>(&'a AtomicBool);
+    impl Drop for StopOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+    }
     // Deliveries to provider 1 that returned.
     let completed = AtomicU64::new(0);
     // (provider, event, delivered to the driver's client)
@@ -361,6 +371,7 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         for thread in 0..2u8 {
             let (done, completed, delivered, drain) = (&done, &completed, &delivered, &drain);
             scope.spawn(move || {
+                let _stop = StopOnPanic(done);
                 let mut seq = 0u32;
                 while !done.load(Ordering::Acquire) {
                     within("delivering");
@@ -396,8 +407,9 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         }
         let attachers: Vec<_> = (0..2usize)
             .map(|t| {
-                let (objects, completed) = (&objects, &completed);
+                let (objects, completed, done) = (&objects, &completed, &done);
                 scope.spawn(move || {
+                    let _stop = StopOnPanic(done);
                     for cycle in 0..CYCLES {
                         let which = (cycle + t) % CAPTURES.len();
                         let object = &objects[which];
@@ -413,6 +425,10 @@ fn attach_detach_and_provider_churn_while_events_flow() {
                         // of them began after it.
                         let start = completed.load(Ordering::Acquire);
                         while completed.load(Ordering::Acquire) < start + 3 {
+                            if done.load(Ordering::Acquire) {
+                                // Another thread failed.
+                                return;
+                            }
                             within("waiting for events while attached");
                             std::thread::yield_now();
                         }
@@ -425,6 +441,7 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         let churner = {
             let done = &done;
             scope.spawn(move || {
+                let _stop = StopOnPanic(done);
                 let mut n = 0;
                 while !done.load(Ordering::Acquire) {
                     within("registering provider 2");
