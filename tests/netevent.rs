@@ -605,8 +605,11 @@ fn test_data(event_type: u8, payload: &[u8]) -> (Vec<u8>, Event) {
 #[test]
 fn the_test_run_boundaries() {
     let env = setup();
+    log::etw_enable(&hook::ETW_PROVIDER, 5, KEYWORD_NETEVENT, 0);
     let program = env.program();
-    let refused = |data: &[u8], context_in: &[u8], what: &str| {
+    // Each refusal is traced once, with the check that refused it.
+    let refused_because = |data: &[u8], context_in: &[u8], reason: &str, what: &str| {
+        log::take_etw_events();
         let r = program.test_run(data, context_in, 4096, 24);
         assert!(
             matches!(
@@ -619,6 +622,23 @@ fn the_test_run_boundaries() {
             ),
             "{what}: {r:?}"
         );
+        let traced: Vec<(Option<String>, Option<String>)> = log::tl_events_named("TestRunRefused")
+            .iter()
+            .map(|e| {
+                (
+                    e.str("Hook").map(String::from),
+                    e.str("Reason").map(String::from),
+                )
+            })
+            .collect();
+        assert_eq!(
+            traced,
+            [(Some("netevent".to_string()), Some(reason.to_string()))],
+            "{what}: the TestRunRefused events"
+        );
+    };
+    let refused = |data: &[u8], context_in: &[u8], what: &str| {
+        refused_because(data, context_in, "InvalidInput", what)
     };
     // Exactly both headers (0x39 bytes, no payload) is an event; one byte
     // less is not.
@@ -646,9 +666,10 @@ fn the_test_run_boundaries() {
         "no refused run reached the program"
     );
     // The context in must hold netevent_event_md_t.
-    refused(
+    refused_because(
         &test_data(DROP as u8, b"p").0,
         &[0u8; 23],
+        "InvalidBuffers",
         "a 23-byte context",
     );
     // Outputs that do not fit come back empty (size 0), the run itself
