@@ -296,6 +296,37 @@ fn a_provider_without_usable_characteristics_is_refused_and_the_others_work() {
     env.finish();
 }
 
+#[test]
+fn a_binding_the_provider_refuses_is_traced_as_a_failed_bind() {
+    let env = setup();
+    log::etw_enable(&hook::ETW_PROVIDER, 5, KEYWORD_NETEVENT, 0);
+    providers::register_provider(1).unwrap();
+    // The provider cannot allocate its side of the binding: NMR fails the
+    // driver's NmrClientAttachProvider, and the driver gives the binding up.
+    fault::fail_nth(providers::ATTACH_FAULT, 1);
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    assert!(
+        providers::clients(1).is_empty(),
+        "bound despite the refusal"
+    );
+    let binds: Vec<(GUID, Option<i32>)> = log::tl_events_named("ProviderBind")
+        .iter()
+        .map(|e| (e.guid("ProviderModuleId").unwrap(), e.status("Status")))
+        .collect();
+    assert_eq!(binds.len(), 1, "one ProviderBind: {binds:?}");
+    assert_eq!(binds[0].0, providers::provider_module_id(1));
+    assert!(
+        binds[0].1.is_some_and(|s| s < 0),
+        "the bind is traced as failed: {binds:?}"
+    );
+    let d = deliver(1, &Event::new(DROP, b"r"), DeliveryIrql::Passive);
+    assert!(d.clients.is_empty(), "{d:?}");
+    assert!(env.records().is_empty());
+    drop(link);
+    drop(program);
+    env.finish();
+}
+
 /// The event delivery thread `thread` makes as its `seq`th: unique (the
 /// thread and number are in the PktMon header), of a type and size that
 /// vary (every seventh larger than the per-processor buffer).
