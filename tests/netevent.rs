@@ -296,6 +296,37 @@ fn a_provider_without_usable_characteristics_is_refused_and_the_others_work() {
     env.finish();
 }
 
+#[test]
+fn a_binding_the_provider_refuses_is_traced_as_a_failed_bind() {
+    let env = setup();
+    log::etw_enable(&hook::ETW_PROVIDER, 5, KEYWORD_NETEVENT, 0);
+    providers::register_provider(1).unwrap();
+    // The provider cannot allocate its side of the binding: NMR fails the
+    // driver's NmrClientAttachProvider, and the driver gives the binding up.
+    fault::fail_nth(providers::ATTACH_FAULT, 1);
+    let (program, link) = env.attach(providers::CAPTURE_ALL);
+    assert!(
+        providers::clients(1).is_empty(),
+        "bound despite the refusal"
+    );
+    let binds: Vec<(GUID, Option<i32>)> = log::tl_events_named("ProviderBind")
+        .iter()
+        .map(|e| (e.guid("ProviderModuleId").unwrap(), e.status("Status")))
+        .collect();
+    assert_eq!(binds.len(), 1, "one ProviderBind: {binds:?}");
+    assert_eq!(binds[0].0, providers::provider_module_id(1));
+    assert!(
+        binds[0].1.is_some_and(|s| s < 0),
+        "the bind is traced as failed: {binds:?}"
+    );
+    let d = deliver(1, &Event::new(DROP, b"r"), DeliveryIrql::Passive);
+    assert!(d.clients.is_empty(), "{d:?}");
+    assert!(env.records().is_empty());
+    drop(link);
+    drop(program);
+    env.finish();
+}
+
 /// The event delivery thread `thread` makes as its `seq`th: unique (the
 /// thread and number are in the PktMon header), of a type and size that
 /// vary (every seventh larger than the per-processor buffer).
@@ -344,6 +375,16 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         )
     };
     let done = AtomicBool::new(false);
+    // A thread that fails stops the others at once (its panic fails the
+    // test when the scope ends), instead of leaving them to the deadline.
+    struct StopOnPanic<'a>(&'a AtomicBool);
+    impl Drop for StopOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+    }
     // Deliveries to provider 1 that returned.
     let completed = AtomicU64::new(0);
     // (provider, event, delivered to the driver's client)
@@ -361,6 +402,7 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         for thread in 0..2u8 {
             let (done, completed, delivered, drain) = (&done, &completed, &delivered, &drain);
             scope.spawn(move || {
+                let _stop = StopOnPanic(done);
                 let mut seq = 0u32;
                 while !done.load(Ordering::Acquire) {
                     within("delivering");
@@ -396,8 +438,9 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         }
         let attachers: Vec<_> = (0..2usize)
             .map(|t| {
-                let (objects, completed) = (&objects, &completed);
+                let (objects, completed, done) = (&objects, &completed, &done);
                 scope.spawn(move || {
+                    let _stop = StopOnPanic(done);
                     for cycle in 0..CYCLES {
                         let which = (cycle + t) % CAPTURES.len();
                         let object = &objects[which];
@@ -413,6 +456,10 @@ fn attach_detach_and_provider_churn_while_events_flow() {
                         // of them began after it.
                         let start = completed.load(Ordering::Acquire);
                         while completed.load(Ordering::Acquire) < start + 3 {
+                            if done.load(Ordering::Acquire) {
+                                // Another thread failed.
+                                return;
+                            }
                             within("waiting for events while attached");
                             std::thread::yield_now();
                         }
@@ -425,6 +472,7 @@ fn attach_detach_and_provider_churn_while_events_flow() {
         let churner = {
             let done = &done;
             scope.spawn(move || {
+                let _stop = StopOnPanic(done);
                 let mut n = 0;
                 while !done.load(Ordering::Acquire) {
                     within("registering provider 2");
@@ -588,8 +636,11 @@ fn test_data(event_type: u8, payload: &[u8]) -> (Vec<u8>, Event) {
 #[test]
 fn the_test_run_boundaries() {
     let env = setup();
+    log::etw_enable(&hook::ETW_PROVIDER, 5, KEYWORD_NETEVENT, 0);
     let program = env.program();
-    let refused = |data: &[u8], context_in: &[u8], what: &str| {
+    // Each refusal is traced once, with the check that refused it.
+    let refused_because = |data: &[u8], context_in: &[u8], reason: &str, what: &str| {
+        log::take_etw_events();
         let r = program.test_run(data, context_in, 4096, 24);
         assert!(
             matches!(
@@ -602,6 +653,23 @@ fn the_test_run_boundaries() {
             ),
             "{what}: {r:?}"
         );
+        let traced: Vec<(Option<String>, Option<String>)> = log::tl_events_named("TestRunRefused")
+            .iter()
+            .map(|e| {
+                (
+                    e.str("Hook").map(String::from),
+                    e.str("Reason").map(String::from),
+                )
+            })
+            .collect();
+        assert_eq!(
+            traced,
+            [(Some("netevent".to_string()), Some(reason.to_string()))],
+            "{what}: the TestRunRefused events"
+        );
+    };
+    let refused = |data: &[u8], context_in: &[u8], what: &str| {
+        refused_because(data, context_in, "InvalidInput", what)
     };
     // Exactly both headers (0x39 bytes, no payload) is an event; one byte
     // less is not.
@@ -629,9 +697,10 @@ fn the_test_run_boundaries() {
         "no refused run reached the program"
     );
     // The context in must hold netevent_event_md_t.
-    refused(
+    refused_because(
         &test_data(DROP as u8, b"p").0,
         &[0u8; 23],
+        "InvalidBuffers",
         "a 23-byte context",
     );
     // Outputs that do not fit come back empty (size 0), the run itself

@@ -8,7 +8,8 @@
 //! - Tests: the unit tests of the library and the driver crates
 //!   ([`MUTATED_PACKAGES`]) and every integration test of `tests/` (package
 //!   `driver-tests`) except [`UNRELATED_TESTS`] (they read committed files,
-//!   never the driver's code). The integration tests build the release image for
+//!   never the driver's code), or only those given with `--test`. The
+//!   integration tests build the release image for
 //!   `x86_64-pc-windows-msvc` in the mutant's copy of the tree
 //!   (`ntsim::build::driver_image` finds the workspace from the
 //!   `CARGO_MANIFEST_DIR` of the test process) and run it in ntsim, so
@@ -37,15 +38,17 @@ use std::time::Instant;
 pub const SCOPE: &[&str] = &[
     "libs/ebpf_ext/src/ebpf/**/*.rs",
     "extensions/ntosebpfext/src/hooks/**/*.rs",
+    "extensions/neteventebpfext/src/hooks/**/*.rs",
     "libs/ebpf_ext/src/sync.rs",
     "libs/ebpf_ext/src/nmr.rs",
+    "libs/ebpf_ext/src/nmr/**/*.rs",
     "libs/ebpf_ext/src/pool.rs",
     "libs/ebpf_ext/src/store.rs",
     "libs/ebpf_ext/src/trace.rs",
 ];
 
 /// The packages whose files are mutated: the library and every driver.
-pub const MUTATED_PACKAGES: &[&str] = &["ebpf_ext", "ntosebpfext"];
+pub const MUTATED_PACKAGES: &[&str] = &["ebpf_ext", "ntosebpfext", "neteventebpfext"];
 
 /// The package of the drivers' integration tests (`tests/Cargo.toml`).
 pub const TEST_PACKAGE: &str = "driver-tests";
@@ -80,21 +83,25 @@ pub fn main(args: &[String]) -> ExitCode {
 
 fn usage() -> String {
     format!(
-        "usage: cargo xtask mutants [--file GLOB]... [--shard K/N] [--jobs N] [--timeout SECS] \
+        "usage: cargo xtask mutants [--file GLOB]... [--test NAME]... [--shard K/N] [--jobs N] [--timeout SECS] \
          [--no-baseline] [--list] [--summary] [-- CARGO-MUTANTS-ARGS]\n\
          \x20 --file GLOB    mutate only these files (repeatable; default: {})\n\
+         \x20 --test NAME    run only these integration tests (repeatable; default: every\n\
+         \x20                `[[test]]` of tests/Cargo.toml but {})\n\
          \x20 --shard K/N    run the K-th of N shards of the mutants (0-based)\n\
          \x20 --jobs N       mutants built and tested at once (default 1)\n\
          \x20 --timeout SECS per-mutant test timeout (default {DEFAULT_TIMEOUT})\n\
          \x20 --no-baseline  skip the unmutated baseline run (only after a good one)\n\
          \x20 --list         list the mutants, run nothing\n\
          \x20 --summary      only summarize the last run (target/mutants/mutants.out)",
-        SCOPE.join(" ")
+        SCOPE.join(" "),
+        UNRELATED_TESTS.join(" ")
     )
 }
 
 struct Args {
     files: Vec<String>,
+    tests: Vec<String>,
     shard: Option<String>,
     jobs: u32,
     timeout: u64,
@@ -107,6 +114,7 @@ struct Args {
 fn parse(args: &[String]) -> Result<Option<Args>, String> {
     let mut a = Args {
         files: Vec::new(),
+        tests: Vec::new(),
         shard: None,
         jobs: 1,
         timeout: DEFAULT_TIMEOUT,
@@ -124,6 +132,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
         };
         match arg.as_str() {
             "--file" | "-f" => a.files.push(value("--file")?),
+            "--test" => a.tests.push(value("--test")?),
             "--shard" => {
                 let s = value("--shard")?;
                 let ok = s.split_once('/').is_some_and(|(k, n)| {
@@ -204,8 +213,9 @@ fn run(args: &[String]) -> Result<bool, String> {
             .map_err(|e| format!("cannot run cargo mutants: {e}"))?;
         return Ok(status.success());
     }
+    let tests = chosen_tests(&related_tests(&root)?, &args.tests)?;
     cmd.arg("--cargo-arg=--lib");
-    for t in related_tests(&root)? {
+    for t in &tests {
         cmd.arg(format!("--cargo-arg=--test={t}"));
     }
     cmd.arg(format!("--jobs={}", args.jobs))
@@ -213,21 +223,19 @@ fn run(args: &[String]) -> Result<bool, String> {
         .arg(format!("--build-timeout={DEFAULT_BUILD_TIMEOUT}"))
         .arg("--output")
         .arg(&out_parent);
-    if !args.baseline {
-        cmd.arg("--baseline=skip");
+    // cargo-mutants (27.1.0) runs its baseline on the mutated packages
+    // only, not on `--test-package`, so the `--test` arguments name targets
+    // it cannot find and the baseline fails to build. This runs the
+    // baseline itself, with the same packages and targets as each mutant.
+    cmd.arg("--baseline=skip");
+    if args.baseline {
+        baseline(&root, &tests)?;
     }
     if let Some(s) = &args.shard {
         cmd.arg(format!("--shard={s}"));
     }
     cmd.args(&args.extra);
-    // The image build inside the tests must not inherit host flags.
-    cmd.env_remove("RUSTFLAGS");
-    // A mutant that makes the driver wait forever fails through ntsim's
-    // wait limit (a violation naming the wait) well before the per-mutant
-    // timeout, instead of counting as a timeout.
-    if std::env::var_os("NTSIM_WAIT_LIMIT_SECS").is_none() {
-        cmd.env("NTSIM_WAIT_LIMIT_SECS", MUTANT_WAIT_LIMIT_SECS.to_string());
-    }
+    mutant_env(&mut cmd);
     eprintln!("xtask mutants: {cmd:?}");
     let start = Instant::now();
     let status = cmd
@@ -252,6 +260,49 @@ fn run(args: &[String]) -> Result<bool, String> {
     )
 }
 
+/// Sets the environment of a mutant's tests on `cmd`.
+fn mutant_env(cmd: &mut Command) {
+    // The image build inside the tests must not inherit host flags.
+    cmd.env_remove("RUSTFLAGS");
+    // A mutant that makes the driver wait forever fails through ntsim's
+    // wait limit (a violation naming the wait) well before the per-mutant
+    // timeout, instead of counting as a timeout.
+    if std::env::var_os("NTSIM_WAIT_LIMIT_SECS").is_none() {
+        cmd.env("NTSIM_WAIT_LIMIT_SECS", MUTANT_WAIT_LIMIT_SECS.to_string());
+    }
+}
+
+/// The unmutated tree's run of the tests every mutant runs (the unit tests
+/// of [`MUTATED_PACKAGES`] and the integration tests `tests`): an error when
+/// it fails, since a mutant's failure would then prove nothing.
+fn baseline(root: &Path, tests: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).arg("test");
+    for package in MUTATED_PACKAGES.iter().chain([&TEST_PACKAGE]) {
+        cmd.args(["--package", package]);
+    }
+    cmd.arg("--lib");
+    for t in tests {
+        cmd.arg(format!("--test={t}"));
+    }
+    mutant_env(&mut cmd);
+    eprintln!("xtask mutants: baseline: {cmd:?}");
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "the unmutated tree fails its tests (baseline, {status}): fix that first"
+        ));
+    }
+    eprintln!(
+        "xtask mutants: baseline passed in {} s",
+        start.elapsed().as_secs()
+    );
+    Ok(())
+}
+
 /// The integration tests run against each mutant: the `[[test]]` targets
 /// of `tests/Cargo.toml` (package [`TEST_PACKAGE`]) except
 /// [`UNRELATED_TESTS`].
@@ -268,6 +319,21 @@ fn related_tests(root: &Path) -> Result<Vec<String>, String> {
     }
     tests.sort();
     Ok(tests)
+}
+
+/// The integration tests to run: `chosen` (each one of `related`), or all
+/// of `related` when none is chosen.
+fn chosen_tests(related: &[String], chosen: &[String]) -> Result<Vec<String>, String> {
+    if chosen.is_empty() {
+        return Ok(related.to_vec());
+    }
+    match chosen.iter().find(|t| !related.contains(t)) {
+        Some(t) => Err(format!(
+            "--test {t}: not an integration test run against mutants (one of: {})",
+            related.join(" ")
+        )),
+        None => Ok(chosen.to_vec()),
+    }
 }
 
 /// The names of the `[[test]]` targets of a manifest (each table's
@@ -436,6 +502,16 @@ mod tests {
         let manifest = "[package]\nname = \"driver-tests\"\n\n[lib]\npath = \"lib.rs\"\n\n\
                         [[test]]\nname = \"a\"\npath = \"a.rs\"\n\n[[test]]\npath = \"b.rs\"\nname = \"b\"\n";
         assert_eq!(super::test_targets(manifest), ["a", "b"]);
+    }
+
+    #[test]
+    fn chosen_tests_are_checked_against_the_related_ones() {
+        let related: Vec<String> = ["etw", "netevent", "store"].map(String::from).into();
+        assert_eq!(super::chosen_tests(&related, &[]).unwrap(), related);
+        let chosen: Vec<String> = ["netevent", "etw"].map(String::from).into();
+        assert_eq!(super::chosen_tests(&related, &chosen).unwrap(), chosen);
+        let err = super::chosen_tests(&related, &["inf".to_string()]).unwrap_err();
+        assert!(err.contains("--test inf"), "{err}");
     }
 
     #[test]

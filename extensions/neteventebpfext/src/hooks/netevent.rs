@@ -352,6 +352,10 @@ mod tests {
             Ok(CaptureType::None)
         );
         assert_eq!(
+            parse_attach_options(&2u32.to_le_bytes()),
+            Ok(CaptureType::Flow)
+        );
+        assert_eq!(
             parse_attach_options(&0u32.to_le_bytes()),
             Err(OptionsError::CaptureType)
         );
@@ -383,6 +387,15 @@ mod tests {
         assert_eq!(&out[4..], &event[..]);
         assert_eq!(&out[DATA_OFFSET..], b"abc");
         assert_eq!(out.capacity(), capacity, "a buffer large enough is reused");
+        let mut exact = Vec::with_capacity(4 + event.len());
+        let capacity = exact.capacity();
+        frame_event(&event, &mut exact).unwrap();
+        assert_eq!(exact, out);
+        assert_eq!(
+            exact.capacity(),
+            capacity,
+            "a buffer of exactly the framed size is reused"
+        );
         let mut small = Vec::new();
         frame_event(&event, &mut small).unwrap();
         assert_eq!(small, out, "a small buffer grows");

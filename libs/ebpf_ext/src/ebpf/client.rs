@@ -203,6 +203,9 @@ mod tests {
     unsafe extern "system" fn end(_: *mut c_void) -> u32 {
         0
     }
+    unsafe extern "system" fn other_end(_: *mut c_void) -> u32 {
+        1
+    }
 
     #[repr(C)]
     struct Table {
@@ -259,6 +262,22 @@ mod tests {
     }
 
     #[test]
+    fn only_clients_with_all_three_batch_functions_equal_share_a_batch() {
+        let fns = BatchFunctions {
+            begin,
+            invoke: binvoke,
+            end,
+        };
+        assert!(fns.same_as(&{ fns }), "the same three functions");
+        let ends_elsewhere = BatchFunctions {
+            end: other_end,
+            ..fns
+        };
+        assert!(!fns.same_as(&ends_elsewhere), "another end function");
+        assert!(!ends_elsewhere.same_as(&fns));
+    }
+
+    #[test]
     fn refuses_malformed_clients() {
         let ok_table = table(1, 4);
         let k = 5u64;
@@ -310,6 +329,17 @@ mod tests {
         );
         assert_eq!(
             ClientError::UnsupportedDispatchVersion.status(),
+            Error::NOT_SUPPORTED
+        );
+        // A link's attach parameters: the wrong size is invalid, an unknown
+        // value unsupported (EBPF_INVALID_ARGUMENT and
+        // EBPF_OPERATION_NOT_SUPPORTED in the C extensions).
+        assert_eq!(
+            ClientError::InvalidAttachParameters.status(),
+            Error::INVALID_PARAMETER
+        );
+        assert_eq!(
+            ClientError::UnsupportedAttachParameters.status(),
             Error::NOT_SUPPORTED
         );
     }
