@@ -315,9 +315,10 @@ fn a_binding_the_provider_refuses_is_traced_as_a_failed_bind() {
         .collect();
     assert_eq!(binds.len(), 1, "one ProviderBind: {binds:?}");
     assert_eq!(binds[0].0, providers::provider_module_id(1));
-    assert!(
-        binds[0].1.is_some_and(|s| s < 0),
-        "the bind is traced as failed: {binds:?}"
+    assert_eq!(
+        binds[0].1,
+        Some(ntsim::status::STATUS_INSUFFICIENT_RESOURCES),
+        "the bind is traced with the provider's status: {binds:?}"
     );
     let d = deliver(1, &Event::new(DROP, b"r"), DeliveryIrql::Passive);
     assert!(d.clients.is_empty(), "{d:?}");

@@ -576,9 +576,9 @@ mod kernel {
             trace::provider_bind(c"netevent", module, Ok(()));
         }
 
-        fn abandon(&'static self, module: nt::GUID) {
+        fn abandon(&'static self, module: nt::GUID, why: nt::Error) {
             // Out of memory, or the provider refused the binding.
-            trace::provider_bind(c"netevent", &module, Err(nt::Error::UNSUCCESSFUL));
+            trace::provider_bind(c"netevent", &module, Err(why));
         }
 
         fn detach(&'static self, module: &nt::GUID) -> Detach {

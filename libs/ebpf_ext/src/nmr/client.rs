@@ -50,9 +50,9 @@ pub trait Client: Sync + 'static {
     /// stays until it is dropped after [`cleanup`](Self::cleanup).
     fn attached(&'static self, _binding: &Self::Binding) {}
 
-    /// The binding could not be made (out of memory, or the provider
-    /// refused): undo what `attach` did.
-    fn abandon(&'static self, binding: Self::Binding);
+    /// The binding could not be made: `why` is the failure (out of memory,
+    /// or the status of the provider's refusal). Undo what `attach` did.
+    fn abandon(&'static self, binding: Self::Binding, why: nt::Error);
 
     /// Detach (IRQL <= DISPATCH_LEVEL, must not block): [`Detach::Complete`]
     /// when the binding may be cleaned up now, or [`Detach::Pending`] and
@@ -228,8 +228,9 @@ fn attach<C: Client>(
     let context = match PoolBox::try_new(context) {
         Ok(context) => context,
         Err(context) => {
-            client.abandon(context.binding);
-            return Err(nt::Error::INSUFFICIENT_RESOURCES);
+            let e = nt::Error::INSUFFICIENT_RESOURCES;
+            client.abandon(context.binding, e);
+            return Err(e);
         }
     };
     // From here the block is reached through this one pointer, which NMR
@@ -255,7 +256,7 @@ fn attach<C: Client>(
         // SAFETY: the block given away above; NMR keeps nothing of a
         // binding whose attach failed.
         let context = PoolBox::into_inner(unsafe { PoolBox::from_raw(raw) });
-        client.abandon(context.binding);
+        client.abandon(context.binding, e);
         return Err(e);
     }
     // SAFETY: the live block; NMR owns it from here until cleanup, which
