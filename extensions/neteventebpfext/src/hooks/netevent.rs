@@ -439,7 +439,7 @@ mod kernel {
         TestRunHook, TestRunOutput,
     };
     use ebpf_ext::ebpf::helpers::{helper_return, Errno};
-    use ebpf_ext::ebpf::hook::{EventSource, Flow, Hook};
+    use ebpf_ext::ebpf::hook::{EventSource, Hook};
     use ebpf_ext::ebpf::program::{AttachType, HelperSpec, ProgramType, ProgramTypeSpec};
     use ebpf_ext::nmr::client::{Client, ClientRegistration, ProviderAttach};
     use ebpf_ext::nt::{self, NtResult, NPI_MODULEID};
@@ -763,13 +763,12 @@ mod kernel {
             data_end: meta.wrapping_add(buffer.len()),
         };
         let mut context = EventContext::new(md, ());
-        let mut run = 0u32;
-        hook.invoke_classes(&mut context, class_of(event_type), |_| {
-            run += 1;
-            Flow::Continue
-        });
+        // Results are ignored: an event cannot be refused.
+        let run = hook.invoke_ignoring_results(&mut context, class_of(event_type));
         drop(buffer);
-        trace::hook_event(c"netevent", event_type, len as u64, run, 0);
+        if let Some(run) = run {
+            trace::hook_event(c"netevent", event_type, len as u64, run, 0);
+        }
     }
 
     // -----------------------------------------------------------------------

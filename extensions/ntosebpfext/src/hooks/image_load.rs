@@ -148,8 +148,8 @@ mod kernel {
         test_run_context_create, test_run_context_destroy, unicode_bytes, Packet, ProgramContext,
         TestRunContext, TestRunHook, TestRunOutput,
     };
-    use ebpf_ext::ebpf::hook::{EventSource, Flow, Hook};
-    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
+    use ebpf_ext::ebpf::hook::{EventSource, Hook};
+    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec, ALL_CLASSES};
     use ebpf_ext::nt::{self, NtResult, HANDLE};
     use ebpf_ext::pool::PoolBox;
     use ebpf_ext::store;
@@ -246,12 +246,9 @@ mod kernel {
         let id = md.process_id;
         let mut event = ImageContext::new(md, ());
         // A load cannot be denied here: every result is ignored.
-        let mut run = 0u32;
-        hook.invoke(&mut event, |_| {
-            run += 1;
-            Flow::Continue
-        });
-        trace::hook_event(c"image_load", 0, id, run, 0);
+        if let Some(run) = hook.invoke_ignoring_results(&mut event, ALL_CLASSES) {
+            trace::hook_event(c"image_load", 0, id, run, 0);
+        }
     }
 
     // -----------------------------------------------------------------------

@@ -358,22 +358,39 @@ impl HookProvider {
         stopped
     }
 
-    /// [`invoke`](Self::invoke) for an event of class `class` (one bit):
-    /// only the clients whose link receives that class (see
-    /// [`AttachType::with_link_classes`]) run.
+    /// For a hook whose events cannot be refused (results ignored): runs
+    /// every client's program whose link receives `class` (one bit; a hook
+    /// without link classes passes [`ALL_CLASSES`]) and returns how many
+    /// programs ran when a trace session wants `HookEvent` records, `None`
+    /// otherwise (then nothing is counted: no work per client).
     #[inline]
-    pub fn invoke_classes<C, P>(
+    pub fn invoke_ignoring_results<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
         class: u32,
-        on_result: impl FnMut(&u32) -> Flow,
-    ) {
-        self.invoke_where(
-            context,
-            |client| client.classes & class != 0,
-            |_| true,
-            on_result,
-        );
+    ) -> Option<u32> {
+        // Filtering costs a test per client: only for hooks whose links
+        // choose their events.
+        let filtered = self.link_classes.is_some();
+        let receives = |client: &Client| !filtered || client.classes & class != 0;
+        if crate::trace::hook_events_enabled() {
+            // Every successful run reaches `on_result` (`stops` is true).
+            let mut run = 0u32;
+            self.invoke_where(
+                context,
+                receives,
+                |_| true,
+                |_| {
+                    run += 1;
+                    Flow::Continue
+                },
+            );
+            Some(run)
+        } else {
+            // No result is looked at.
+            self.invoke_where(context, receives, |_| false, |_| Flow::Continue);
+            None
+        }
     }
 
     /// The walk: clients are taken in two states, no batch open (a plain
