@@ -5,6 +5,9 @@
 //! the program's ring buffer.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
+use support::Env;
+
 use ntsim::build::driver_image_named;
 use ntsim::ebpf::core::{CoreError, Link, LoadedProgram};
 use ntsim::ebpf::Object;
@@ -21,19 +24,11 @@ const FLOW: u32 = providers::EVENT_TYPE_FLOW;
 /// ETW provider.
 const KEYWORD_NETEVENT: u64 = 0x100;
 
-struct Env {
-    sim: Sim,
-    object: Object,
-}
-
 fn setup() -> Env {
-    let mut sim = Sim::new();
-    let status = sim
-        .load_driver(&driver_image_named("neteventebpfext"))
-        .expect("the driver image loads");
-    assert_eq!(status, 0, "DriverEntry failed");
-    let object = load_object();
-    Env { sim, object }
+    Env::start(
+        &driver_image_named("neteventebpfext"),
+        "tests/bpf/netevent_monitor.o",
+    )
 }
 
 fn load_object() -> Object {
@@ -49,11 +44,7 @@ fn opts(capture: u32) -> [u8; 4] {
 
 impl Env {
     fn program(&self) -> LoadedProgram {
-        let program = self
-            .object
-            .program("monitor_netevents")
-            .expect("the monitor program");
-        LoadedProgram::load(program.clone()).expect("the program type is provided")
+        self.load("monitor_netevents")
     }
 
     fn attach(&self, capture: u32) -> (LoadedProgram, Link) {
@@ -67,14 +58,6 @@ impl Env {
     /// The records the monitor wrote since the last call.
     fn records(&self) -> Vec<Vec<u8>> {
         self.object.map(hook::MONITOR_MAP).unwrap().drain_ring()
-    }
-
-    fn finish(self) {
-        let Env { sim, object } = self;
-        drop(object);
-        if let Err(findings) = sim.finish() {
-            panic!("{findings}");
-        }
     }
 }
 

@@ -3,38 +3,21 @@
 //! eBPF core, process events raised through the simulated kernel.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
+use support::Env;
+
 use ntsim::build::driver_image;
-use ntsim::ebpf::core::{self, LoadedProgram};
-use ntsim::ebpf::{store, Object};
+use ntsim::ebpf::core;
+use ntsim::ebpf::Object;
 use ntsim::process::{self as hook, from_utf16, utf16, ProcessRecord, STATUS_ACCESS_DENIED};
 use ntsim::ps::{self, ProcessSpec};
-use ntsim::{nmr, violation, Sim};
-
-struct Env {
-    sim: Sim,
-    object: Object,
-}
+use ntsim::{nmr, violation};
 
 fn setup() -> Env {
-    let mut sim = Sim::new();
-    let status = sim
-        .load_driver(&driver_image())
-        .expect("the driver image loads");
-    assert_eq!(status, 0, "DriverEntry failed");
-    let bytes = std::fs::read(hook::sample_object_path()).expect("tests/bpf/process_test.o");
-    let object = Object::load(&bytes, &store::section_map()).expect("process_test.o loads");
-    Env { sim, object }
+    Env::start(&driver_image(), "tests/bpf/process_test.o")
 }
 
 impl Env {
-    fn load(&self, name: &str) -> LoadedProgram {
-        let program = self
-            .object
-            .program(name)
-            .unwrap_or_else(|| panic!("no program {name}"));
-        LoadedProgram::load(program.clone()).expect("the process program type is provided")
-    }
-
     fn records(&self) -> Vec<ProcessRecord> {
         self.object
             .map("events")
@@ -48,14 +31,6 @@ impl Env {
     fn marks(&self) -> String {
         let records = self.object.map("marks").unwrap().drain_ring();
         records.iter().map(|r| r[0] as char).collect()
-    }
-
-    fn finish(self) {
-        let Env { sim, object } = self;
-        drop(object);
-        if let Err(findings) = sim.finish() {
-            panic!("{findings}");
-        }
     }
 }
 

@@ -12,6 +12,9 @@
 //! boundaries, the account rules and the failure paths.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
+use support::Env;
+
 use ntsim::build::{driver_image, workspace_root};
 use ntsim::ebpf::core::{CoreError, LoadedProgram};
 use ntsim::ebpf::{Object, ObjectError, TestRunError, TestRunOutput};
@@ -28,33 +31,11 @@ const EBPF_INVALID_ARGUMENT: u32 = 6;
 /// S-1-5-18, as upstream's tests write it.
 const LOCAL_SYSTEM_SID: [u8; 12] = [1, 1, 0, 0, 0, 0, 0, 5, 0x12, 0, 0, 0];
 
-struct Env {
-    sim: Sim,
-    object: Object,
-}
-
 fn setup() -> Env {
-    let mut sim = Sim::new();
-    let status = sim
-        .load_driver(&driver_image())
-        .expect("the driver image loads");
-    assert_eq!(status, 0, "DriverEntry failed");
-    let path = workspace_root().join("tests/bpf/test_run.o");
-    let bytes = std::fs::read(&path).expect("tests/bpf/test_run.o (tests/bpf/build.sh)");
-    let object =
-        Object::load(&bytes, &ntsim::ebpf::store::section_map()).expect("test_run.o loads");
-    Env { sim, object }
+    Env::start(&driver_image(), "tests/bpf/test_run.o")
 }
 
 impl Env {
-    fn load(&self, name: &str) -> LoadedProgram {
-        let program = self
-            .object
-            .program(name)
-            .unwrap_or_else(|| panic!("no program {name}"));
-        LoadedProgram::load(program.clone()).expect("the process program type is provided")
-    }
-
     /// The ring buffer's records, each checked to be a whole
     /// `process_info_t` (112 bytes), as upstream's callback does.
     fn events(&self) -> Vec<Vec<u8>> {
@@ -78,14 +59,6 @@ impl Env {
             .position(|c| c == [0, 0])
             .unwrap_or(value.len() / 2);
         Some(from_utf16(&value[..end * 2]))
-    }
-
-    fn finish(self) {
-        let Env { sim, object } = self;
-        drop(object);
-        if let Err(findings) = sim.finish() {
-            panic!("{findings}");
-        }
     }
 }
 

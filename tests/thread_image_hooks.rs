@@ -4,6 +4,9 @@
 //! kernel.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
+use support::Env;
+
 use ntsim::build::driver_image;
 use ntsim::ebpf::core::{Link, LoadedProgram};
 use ntsim::ebpf::{Object, ObjectError};
@@ -17,32 +20,11 @@ use ntsim::{fault, violation, Sim};
 
 const SYSTEM_PID: usize = 4;
 
-struct Env {
-    sim: Sim,
-    object: Object,
-}
-
 fn setup() -> Env {
-    let mut sim = Sim::new();
-    let status = sim
-        .load_driver(&driver_image())
-        .expect("the driver image loads");
-    assert_eq!(status, 0, "DriverEntry failed");
-    let bytes = std::fs::read(thread_hook::sample_object_path()).expect("tests/bpf/sysmon.o");
-    // The sections resolve through the store the driver just wrote.
-    let object = Object::load(&bytes, &ntsim::ebpf::store::section_map()).expect("sysmon.o loads");
-    Env { sim, object }
+    Env::start(&driver_image(), "tests/bpf/sysmon.o")
 }
 
 impl Env {
-    fn load(&self, name: &str) -> LoadedProgram {
-        let program = self
-            .object
-            .program(name)
-            .unwrap_or_else(|| panic!("no program {name}"));
-        LoadedProgram::load(program.clone()).expect("the program type is provided")
-    }
-
     fn attach_thread(&self, name: &str) -> (LoadedProgram, Link) {
         let p = self.load(name);
         let link = p
@@ -77,14 +59,6 @@ impl Env {
             .iter()
             .map(|r| ImageRecord::parse(r).expect("a whole image record"))
             .collect()
-    }
-
-    fn finish(self) {
-        let Env { sim, object } = self;
-        drop(object);
-        if let Err(findings) = sim.finish() {
-            panic!("{findings}");
-        }
     }
 }
 
