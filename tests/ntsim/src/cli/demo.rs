@@ -266,7 +266,7 @@ impl Session {
     /// A `test-run` step: `bpf_prog_test_run` of an attached program with
     /// the step's input. A run the core or the driver refuses is reported
     /// (its error is the outcome); Err only when no attached program has
-    /// that name.
+    /// that name or the step's input does not fit its program type.
     fn test_run(&self, t: &TestRun) -> Result<Outcome, String> {
         let Some((_, program)) = self.programs.iter().find(|(n, _)| *n == t.program) else {
             let have: Vec<&str> = self.programs.iter().map(|(n, _)| n.as_str()).collect();
@@ -277,7 +277,12 @@ impl Session {
                 have.join(", ")
             ));
         };
-        let (ctx_in, data_in) = hook::test_run_input(&t.input);
+        let program_type = program
+            .program()
+            .program_type
+            .expect("a loaded program has a program type");
+        let input = t.input_for(program_type)?;
+        let (ctx_in, data_in) = input.buffers();
         let output = program
             .test_run(
                 &data_in,
@@ -288,7 +293,7 @@ impl Session {
             .map_err(|e| e.to_string());
         Ok(Outcome::TestRun {
             program: t.program.clone(),
-            input: t.input.clone(),
+            input,
             output,
         })
     }

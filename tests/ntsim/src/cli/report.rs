@@ -15,12 +15,13 @@
 //! [`step_json`]; records, trace lines and maps need nothing new.
 
 use super::decode::{self, hex, is_percpu, map_type_key, map_type_name, split_percpu, Decoder};
-use crate::cli::scenario::Outcome;
+use crate::cli::scenario::{Outcome, TestRunKind};
 use crate::ebpf::btf_types::{PathPart, Value};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::TestRunOutput;
 use crate::ebpf::{Map, MapDef};
 use crate::hook::image_load::{self, ImageRecord};
+use crate::hook::netevent;
 use crate::hook::process::{
     self as hook, from_utf16, ProcessRecord, TestRunContextOut, RECORD_SIZE, TOKEN_SID_MAX_SIZE,
 };
@@ -491,7 +492,11 @@ pub fn step_text(step: &StepReport) -> String {
         Outcome::Skipped { what, line } => {
             format!("[{what}] skipped (line {line}): the process or thread is not running")
         }
-        Outcome::TestRun { program, output, .. } => test_run_text(program, output),
+        Outcome::TestRun {
+            program,
+            input,
+            output,
+        } => test_run_text(program, input, output),
         Outcome::Netevent(d) => {
             let clients: Vec<String> = d
                 .clients
@@ -547,8 +552,10 @@ const TEST_RUN_STRINGS: [&str; 4] = [
 /// `ctx_out`: the `process_md_t` fields, `token_sid` as text, each
 /// string's `length` and `maximum_length`, `account_lookup_done`) and
 /// `strings` (the four strings of `data_out`, split by the lengths in
-/// `ctx_out`); or `error` when the run failed.
-pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
+/// `ctx_out`); or `error` when the run failed. For a netevent program,
+/// `context` is the three pointers of `ctx_out` as numbers (`data_meta`,
+/// `data`, `data_end`), and there are no `strings`.
+pub fn test_run_value(input: &TestRunKind, output: &Result<TestRunOutput, String>) -> Value {
     let out = match output {
         Ok(out) => out,
         Err(e) => return Value::Struct(vec![("error".into(), Value::Str(e.clone()))]),
@@ -558,6 +565,18 @@ pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
         ("result".into(), int(out.result)),
         ("data_out".into(), Value::Bytes(out.data_out.clone())),
     ];
+    if let TestRunKind::Netevent(_) = input {
+        let context = match netevent::TestRunContextOut::parse(&out.context_out) {
+            Some(c) => Value::Struct(vec![
+                ("data_meta".into(), int(c.data_meta)),
+                ("data".into(), int(c.data)),
+                ("data_end".into(), int(c.data_end)),
+            ]),
+            None => Value::Bytes(out.context_out.clone()),
+        };
+        fields.push(("context".into(), context));
+        return Value::Struct(fields);
+    }
     match TestRunContextOut::parse(&out.context_out) {
         Some(c) => {
             let md = &c.md;
@@ -610,7 +629,11 @@ pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
 }
 
 /// One line for a test-run step.
-fn test_run_text(program: &str, output: &Result<TestRunOutput, String>) -> String {
+fn test_run_text(
+    program: &str,
+    input: &TestRunKind,
+    output: &Result<TestRunOutput, String>,
+) -> String {
     let out = match output {
         Ok(out) => out,
         Err(e) => return format!("[test-run {program}] FAILED: {e}"),
@@ -619,7 +642,29 @@ fn test_run_text(program: &str, output: &Result<TestRunOutput, String>) -> Strin
         "[test-run {program}] result {} ({:#x})",
         out.result as u32 as i32, out.result
     )];
-    let value = test_run_value(output);
+    let value = test_run_value(input, output);
+    if let TestRunKind::Netevent(_) = input {
+        match value.at(&[PathPart::Field("context".into())]) {
+            Some(Value::Struct(c)) => {
+                let text: Vec<String> = c.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                parts.push(format!("ctx_out {}", text.join(", ")));
+            }
+            _ => parts.push(format!(
+                "ctx_out {} bytes (not a netevent_event_md_t)",
+                out.context_out.len()
+            )),
+        }
+        parts.push(if out.data_out.is_empty() {
+            "data_out 0 bytes".into()
+        } else {
+            format!(
+                "data_out {} bytes {}",
+                out.data_out.len(),
+                hex(&out.data_out)
+            )
+        });
+        return parts.join(" | ");
+    }
     match value.at(&[PathPart::Field("context".into())]) {
         Some(Value::Struct(c)) => {
             let text: Vec<String> = c
