@@ -90,6 +90,12 @@
 //!   account strings final. `data_out` is the capacity of `data_out`
 //!   (default: the size of `data_in`). Only the session that attached the
 //!   programs can run it (`ntsim run`, `ntsim test`), not [`Runner`].
+//!   The program's type picks the input ([`TestRun::input_for`]): those
+//!   fields are a process program's; a netevent program takes
+//!   `[type=drop|flow|N] [header=HEX] [data=HEX] [data_out=N]` (`type` a
+//!   byte, default drop; `header` the PktMon header after the event id;
+//!   `data` the payload), framed by [`crate::hook::netevent::test_run_input`].
+//!   A line with fields of both types is an error.
 //!
 //! Every step happens at a point of the scenario's clock, which starts at
 //! [`SCENARIO_EPOCH`] (2024-01-01 00:00:00 UTC): `at=SECONDS` (decimal, may
