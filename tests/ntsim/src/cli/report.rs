@@ -1057,3 +1057,81 @@ impl Sink for TextSink<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A netevent test run's step, with `output`.
+    fn netevent_run(output: Result<TestRunOutput, String>) -> StepReport {
+        StepReport {
+            index: 3,
+            line: Some(7),
+            keyword: "test-run",
+            name: "mon".into(),
+            outcome: Outcome::TestRun {
+                program: "mon".into(),
+                input: TestRunKind::Netevent(
+                    netevent::TestRunInput::new(101, &[0xab], &[0x0a, 0x0b]).unwrap(),
+                ),
+                output,
+            },
+            helpers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_netevent_test_run_reports_its_pointers_and_data_out() {
+        let mut context_out = Vec::new();
+        for v in [0u64, 0x39, 0x3b] {
+            context_out.extend_from_slice(&v.to_le_bytes());
+        }
+        let step = netevent_run(Ok(TestRunOutput {
+            result: 0,
+            data_out: vec![0x65, 0, 1, 0],
+            context_out,
+        }));
+        assert_eq!(
+            step_text(&step),
+            "[test-run mon] result 0 (0x0) | ctx_out data_meta 0, data 57, data_end 59 | \
+             data_out 4 bytes 65000100"
+        );
+        let verdict = verdict_json(&step);
+        assert_eq!(
+            verdict["test_run"],
+            json!({
+                "result": 0,
+                "data_out": "65000100",
+                "context": {"data_meta": 0, "data": 0x39, "data_end": 0x3b},
+            })
+        );
+        let input = &step_json(&step)["input"];
+        assert_eq!(
+            (&input["type"], &input["header"], &input["data"]),
+            (&json!(101), &json!("ab"), &json!("0a0b"))
+        );
+        let data_in = input["data_in"].as_str().unwrap();
+        assert!(data_in.starts_with("6500010065000000ab00"), "{data_in}");
+        assert!(data_in.ends_with("000a0b"), "{data_in}");
+        assert_eq!(data_in.len(), 2 * (0x39 + 2));
+
+        // A ctx_out that is not three pointers is shown as bytes; an empty
+        // data_out as no bytes.
+        let short = netevent_run(Ok(TestRunOutput {
+            result: u32::MAX as u64,
+            data_out: Vec::new(),
+            context_out: vec![0; 8],
+        }));
+        assert_eq!(
+            step_text(&short),
+            "[test-run mon] result -1 (0xffffffff) | ctx_out 8 bytes (not a \
+             netevent_event_md_t) | data_out 0 bytes"
+        );
+        let failed = netevent_run(Err("refused".into()));
+        assert_eq!(step_text(&failed), "[test-run mon] FAILED: refused");
+        assert_eq!(
+            verdict_json(&failed)["test_run"],
+            json!({"error": "refused"})
+        );
+    }
+}
