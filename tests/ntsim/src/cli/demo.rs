@@ -263,34 +263,11 @@ impl Session {
         Ok(session)
     }
 
-    /// A `test-run` step: `bpf_prog_test_run` of an attached program with
-    /// the step's input. A run the core or the driver refuses is reported
-    /// (its error is the outcome); Err only when no attached program has
-    /// that name.
+    /// A `test-run` step of the session's programs ([`run_test_run`]).
     fn test_run(&self, t: &TestRun) -> Result<Outcome, String> {
-        let Some((_, program)) = self.programs.iter().find(|(n, _)| *n == t.program) else {
-            let have: Vec<&str> = self.programs.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!(
-                "scenario line {}: test-run {}: not an attached program (attached: {})",
-                t.line,
-                t.program,
-                have.join(", ")
-            ));
-        };
-        let (ctx_in, data_in) = hook::test_run_input(&t.input);
-        let output = program
-            .test_run(
-                &data_in,
-                &ctx_in,
-                t.data_out.unwrap_or(data_in.len()),
-                ctx_in.len(),
-            )
-            .map_err(|e| e.to_string());
-        Ok(Outcome::TestRun {
-            program: t.program.clone(),
-            input: t.input.clone(),
-            output,
-        })
+        let programs: Vec<(&str, &LoadedProgram)> =
+            self.programs.iter().map(|(n, p)| (n.as_str(), p)).collect();
+        run_test_run(t, &programs)
     }
 
     /// The driver's ETW events the session recorded since the last call
@@ -781,6 +758,42 @@ pub fn run(drivers: &[PathBuf], out: &mut dyn Write) -> Result<(), String> {
     session.end(out)
 }
 
+/// A `test-run` step: `bpf_prog_test_run` of the attached program of that
+/// name among `programs`, with the step's input in the format of the
+/// program's type. A run the core or the driver refuses is reported (its
+/// error is the outcome); Err only when no attached program has that name
+/// or the step's input does not fit its program type.
+fn run_test_run(t: &TestRun, programs: &[(&str, &LoadedProgram)]) -> Result<Outcome, String> {
+    let Some((_, program)) = programs.iter().find(|(n, _)| *n == t.program) else {
+        let have: Vec<&str> = programs.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "scenario line {}: test-run {}: not an attached program (attached: {})",
+            t.line,
+            t.program,
+            have.join(", ")
+        ));
+    };
+    let program_type = program
+        .program()
+        .program_type
+        .expect("a loaded program has a program type");
+    let input = t.input_for(program_type)?;
+    let (ctx_in, data_in) = input.buffers();
+    let output = program
+        .test_run(
+            &data_in,
+            &ctx_in,
+            t.data_out.unwrap_or(data_in.len()),
+            ctx_in.len(),
+        )
+        .map_err(|e| e.to_string());
+    Ok(Outcome::TestRun {
+        program: t.program.clone(),
+        input,
+        output,
+    })
+}
+
 /// One [`DemoPart`] in the running demo's machine: its test file's object
 /// loaded (through the store the drivers wrote), its programs attached in
 /// order, its scenario raised with every step, record and trace line
@@ -833,8 +846,13 @@ pub fn run_part(part: &DemoPart, out: &mut dyn Write) -> Result<(), String> {
     let mut runner = Runner::new(&file.scenario);
     let mut counts: HashMap<String, usize> = HashMap::new();
     let watch = HelperWatch::start();
+    let attached: Vec<(&str, &LoadedProgram)> =
+        programs.iter().map(|(n, p, _)| (n.as_str(), p)).collect();
     for (i, step) in file.scenario.steps.iter().enumerate() {
-        let outcome = runner.try_step(step).map_err(|e| format!("scenario {e}"))?;
+        let outcome = match step {
+            Step::TestRun(t) => run_test_run(t, &attached)?,
+            _ => runner.try_step(step).map_err(|e| format!("scenario {e}"))?,
+        };
         let index = Some(i + 1);
         let mut caused = vec![Event::Step(StepReport {
             index: i + 1,

@@ -885,13 +885,13 @@ impl Expectation {
                 let s = facts
                     .step(step)
                     .ok_or_else(|| failure(&expected, format!("step {} did not run", step.text)))?;
-                let Outcome::TestRun { output, .. } = &s.outcome else {
+                let Outcome::TestRun { input, output, .. } = &s.outcome else {
                     return Err(failure(
                         expected,
                         format!("{} is not a test run", step.text),
                     ));
                 };
-                self.check_value(&test_run_value(output), path, *op, value, &expected)
+                self.check_value(&test_run_value(input, output), path, *op, value, &expected)
             }
         }
     }

@@ -15,12 +15,13 @@
 //! [`step_json`]; records, trace lines and maps need nothing new.
 
 use super::decode::{self, hex, is_percpu, map_type_key, map_type_name, split_percpu, Decoder};
-use crate::cli::scenario::Outcome;
+use crate::cli::scenario::{Outcome, TestRunKind};
 use crate::ebpf::btf_types::{PathPart, Value};
 use crate::ebpf::maps::map_type;
 use crate::ebpf::TestRunOutput;
 use crate::ebpf::{Map, MapDef};
 use crate::hook::image_load::{self, ImageRecord};
+use crate::hook::netevent;
 use crate::hook::process::{
     self as hook, from_utf16, ProcessRecord, TestRunContextOut, RECORD_SIZE, TOKEN_SID_MAX_SIZE,
 };
@@ -491,7 +492,11 @@ pub fn step_text(step: &StepReport) -> String {
         Outcome::Skipped { what, line } => {
             format!("[{what}] skipped (line {line}): the process or thread is not running")
         }
-        Outcome::TestRun { program, output, .. } => test_run_text(program, output),
+        Outcome::TestRun {
+            program,
+            input,
+            output,
+        } => test_run_text(program, input, output),
         Outcome::Netevent(d) => {
             let clients: Vec<String> = d
                 .clients
@@ -547,8 +552,10 @@ const TEST_RUN_STRINGS: [&str; 4] = [
 /// `ctx_out`: the `process_md_t` fields, `token_sid` as text, each
 /// string's `length` and `maximum_length`, `account_lookup_done`) and
 /// `strings` (the four strings of `data_out`, split by the lengths in
-/// `ctx_out`); or `error` when the run failed.
-pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
+/// `ctx_out`); or `error` when the run failed. For a netevent program,
+/// `context` is the three pointers of `ctx_out` as numbers (`data_meta`,
+/// `data`, `data_end`), and there are no `strings`.
+pub fn test_run_value(input: &TestRunKind, output: &Result<TestRunOutput, String>) -> Value {
     let out = match output {
         Ok(out) => out,
         Err(e) => return Value::Struct(vec![("error".into(), Value::Str(e.clone()))]),
@@ -558,6 +565,18 @@ pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
         ("result".into(), int(out.result)),
         ("data_out".into(), Value::Bytes(out.data_out.clone())),
     ];
+    if let TestRunKind::Netevent(_) = input {
+        let context = match netevent::TestRunContextOut::parse(&out.context_out) {
+            Some(c) => Value::Struct(vec![
+                ("data_meta".into(), int(c.data_meta)),
+                ("data".into(), int(c.data)),
+                ("data_end".into(), int(c.data_end)),
+            ]),
+            None => Value::Bytes(out.context_out.clone()),
+        };
+        fields.push(("context".into(), context));
+        return Value::Struct(fields);
+    }
     match TestRunContextOut::parse(&out.context_out) {
         Some(c) => {
             let md = &c.md;
@@ -610,7 +629,11 @@ pub fn test_run_value(output: &Result<TestRunOutput, String>) -> Value {
 }
 
 /// One line for a test-run step.
-fn test_run_text(program: &str, output: &Result<TestRunOutput, String>) -> String {
+fn test_run_text(
+    program: &str,
+    input: &TestRunKind,
+    output: &Result<TestRunOutput, String>,
+) -> String {
     let out = match output {
         Ok(out) => out,
         Err(e) => return format!("[test-run {program}] FAILED: {e}"),
@@ -619,7 +642,29 @@ fn test_run_text(program: &str, output: &Result<TestRunOutput, String>) -> Strin
         "[test-run {program}] result {} ({:#x})",
         out.result as u32 as i32, out.result
     )];
-    let value = test_run_value(output);
+    let value = test_run_value(input, output);
+    if let TestRunKind::Netevent(_) = input {
+        match value.at(&[PathPart::Field("context".into())]) {
+            Some(Value::Struct(c)) => {
+                let text: Vec<String> = c.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                parts.push(format!("ctx_out {}", text.join(", ")));
+            }
+            _ => parts.push(format!(
+                "ctx_out {} bytes (not a netevent_event_md_t)",
+                out.context_out.len()
+            )),
+        }
+        parts.push(if out.data_out.is_empty() {
+            "data_out 0 bytes".into()
+        } else {
+            format!(
+                "data_out {} bytes {}",
+                out.data_out.len(),
+                hex(&out.data_out)
+            )
+        });
+        return parts.join(" | ");
+    }
     match value.at(&[PathPart::Field("context".into())]) {
         Some(Value::Struct(c)) => {
             let text: Vec<String> = c
@@ -1010,5 +1055,83 @@ impl Sink for TextSink<'_> {
             Event::Etw { .. } => Ok(()),
             Event::End(e) => end_text(out, e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A netevent test run's step, with `output`.
+    fn netevent_run(output: Result<TestRunOutput, String>) -> StepReport {
+        StepReport {
+            index: 3,
+            line: Some(7),
+            keyword: "test-run",
+            name: "mon".into(),
+            outcome: Outcome::TestRun {
+                program: "mon".into(),
+                input: TestRunKind::Netevent(
+                    netevent::TestRunInput::new(101, &[0xab], &[0x0a, 0x0b]).unwrap(),
+                ),
+                output,
+            },
+            helpers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_netevent_test_run_reports_its_pointers_and_data_out() {
+        let mut context_out = Vec::new();
+        for v in [0u64, 0x39, 0x3b] {
+            context_out.extend_from_slice(&v.to_le_bytes());
+        }
+        let step = netevent_run(Ok(TestRunOutput {
+            result: 0,
+            data_out: vec![0x65, 0, 1, 0],
+            context_out,
+        }));
+        assert_eq!(
+            step_text(&step),
+            "[test-run mon] result 0 (0x0) | ctx_out data_meta 0, data 57, data_end 59 | \
+             data_out 4 bytes 65000100"
+        );
+        let verdict = verdict_json(&step);
+        assert_eq!(
+            verdict["test_run"],
+            json!({
+                "result": 0,
+                "data_out": "65000100",
+                "context": {"data_meta": 0, "data": 0x39, "data_end": 0x3b},
+            })
+        );
+        let input = &step_json(&step)["input"];
+        assert_eq!(
+            (&input["type"], &input["header"], &input["data"]),
+            (&json!(101), &json!("ab"), &json!("0a0b"))
+        );
+        let data_in = input["data_in"].as_str().unwrap();
+        assert!(data_in.starts_with("6500010065000000ab00"), "{data_in}");
+        assert!(data_in.ends_with("000a0b"), "{data_in}");
+        assert_eq!(data_in.len(), 2 * (0x39 + 2));
+
+        // A ctx_out that is not three pointers is shown as bytes; an empty
+        // data_out as no bytes.
+        let short = netevent_run(Ok(TestRunOutput {
+            result: u32::MAX as u64,
+            data_out: Vec::new(),
+            context_out: vec![0; 8],
+        }));
+        assert_eq!(
+            step_text(&short),
+            "[test-run mon] result -1 (0xffffffff) | ctx_out 8 bytes (not a \
+             netevent_event_md_t) | data_out 0 bytes"
+        );
+        let failed = netevent_run(Err("refused".into()));
+        assert_eq!(step_text(&failed), "[test-run mon] FAILED: refused");
+        assert_eq!(
+            verdict_json(&failed)["test_run"],
+            json!({"error": "refused"})
+        );
     }
 }

@@ -90,6 +90,12 @@
 //!   account strings final. `data_out` is the capacity of `data_out`
 //!   (default: the size of `data_in`). Only the session that attached the
 //!   programs can run it (`ntsim run`, `ntsim test`), not [`Runner`].
+//!   The program's type picks the input ([`TestRun::input_for`]): those
+//!   fields are a process program's; a netevent program takes
+//!   `[type=drop|flow|N] [header=HEX] [data=HEX] [data_out=N]` (`type` a
+//!   byte, default drop; `header` the PktMon header after the event id;
+//!   `data` the payload), framed by [`crate::hook::netevent::test_run_input`].
+//!   A line with fields of both types is an error.
 //!
 //! Every step happens at a point of the scenario's clock, which starts at
 //! [`SCENARIO_EPOCH`] (2024-01-01 00:00:00 UTC): `at=SECONDS` (decimal, may
@@ -103,8 +109,10 @@
 //! `line 3: exit: no process named "foo" was created`.
 
 use crate::ebpf::TestRunOutput;
+use crate::hook::netevent;
 use crate::hook::process::{utf16, TestRunInput, TOKEN_SID_MAX_SIZE};
 use crate::kernel::ps::{self, Account, ProcessSpec, SID_NAME_USE_USER, SYSTEM_PID};
+use crate::kernel::types::GUID;
 
 mod steps;
 use crate::kernel::status::{nt_success, NTSTATUS};
@@ -263,15 +271,69 @@ impl Step {
     }
 }
 
-/// One `test-run` line.
+/// One `test-run` line. The program's type picks the input when the step
+/// runs ([`TestRun::input_for`]); a line with only common fields
+/// (`data_out`, `at`) has both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRun {
     pub line: usize,
     /// The attached program to run.
     pub program: String,
-    pub input: Box<TestRunInput>,
+    /// The input for a process program; None when the line has netevent
+    /// fields.
+    pub process: Option<Box<TestRunInput>>,
+    /// The input for a netevent program; None when the line has process
+    /// fields.
+    pub netevent: Option<netevent::TestRunInput>,
     /// Capacity of `data_out` (None: the size of `data_in`).
     pub data_out: Option<usize>,
+}
+
+/// The input of a test run, in the format of the program's type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TestRunKind {
+    Process(Box<TestRunInput>),
+    Netevent(netevent::TestRunInput),
+}
+
+impl TestRunKind {
+    /// `(ctx_in, data_in)` as the driver of the program type expects them.
+    pub fn buffers(&self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            TestRunKind::Process(p) => crate::hook::process::test_run_input(p),
+            TestRunKind::Netevent(n) => netevent::test_run_input(n),
+        }
+    }
+}
+
+impl TestRun {
+    /// The input for a program of `program_type`: Err (naming the line)
+    /// for a type without a test-run format, or when the line's fields
+    /// belong to the other type.
+    pub fn input_for(&self, program_type: GUID) -> Result<TestRunKind, String> {
+        let at = format!("scenario line {}: test-run {}", self.line, self.program);
+        if program_type == crate::hook::process::PROGRAM_TYPE {
+            self.process
+                .clone()
+                .map(TestRunKind::Process)
+                .ok_or_else(|| {
+                    format!(
+                        "{at}: a process program; the line has netevent fields ({})",
+                        NETEVENT_TEST_RUN_FIELDS.join(", ")
+                    )
+                })
+        } else if program_type == netevent::PROGRAM_TYPE {
+            self.netevent
+                .clone()
+                .map(TestRunKind::Netevent)
+                .ok_or_else(|| format!("{at}: a netevent program; the line has process fields"))
+        } else {
+            Err(format!(
+                "{at}: program type {program_type} has no test-run input format (test-run \
+                 knows process and netevent programs)"
+            ))
+        }
+    }
 }
 
 /// A parsed scenario.
@@ -420,6 +482,67 @@ fn parse_creator(value: &str, names: &HashMap<String, bool>) -> Result<Creator, 
 /// The largest `data_out=` of a `test-run` line (the four strings at most
 /// fill 4 * 65535 bytes).
 pub const MAX_TEST_RUN_DATA_OUT: usize = 1 << 20;
+
+/// The fields of a `test-run` line for a process program.
+const PROCESS_TEST_RUN_FIELDS: &[&str] = &[
+    "operation",
+    "pid",
+    "parent",
+    "creator",
+    "code",
+    "sid",
+    "user",
+    "cmd",
+    "image",
+    "account",
+    "domain",
+    "lookup_done",
+];
+
+/// The fields of a `test-run` line for a netevent program.
+const NETEVENT_TEST_RUN_FIELDS: &[&str] = &["type", "header", "data"];
+
+/// Every field of a `test-run` line: either type's, `data_out` and `at`.
+const TEST_RUN_FIELDS: &[&str] = &[
+    "operation",
+    "pid",
+    "parent",
+    "creator",
+    "code",
+    "sid",
+    "user",
+    "cmd",
+    "image",
+    "account",
+    "domain",
+    "lookup_done",
+    "type",
+    "header",
+    "data",
+    "data_out",
+    "at",
+];
+
+/// The netevent test-run input of a `test-run` line's fields: `type=drop|
+/// flow|N` (a byte; default drop), `header=HEX` (the PktMon header after
+/// the event id), `data=HEX` (the payload).
+fn parse_netevent_test_run(fields: &HashMap<&str, &str>) -> Result<netevent::TestRunInput, String> {
+    let event_type = match fields.get("type").copied() {
+        None | Some("drop") => netevent::EVENT_TYPE_DROP as u8,
+        Some("flow") => netevent::EVENT_TYPE_FLOW as u8,
+        Some(n) => parse_u64("type", n)?
+            .try_into()
+            .map_err(|_| format!("test-run: type={n}: write drop, flow or a number below 256 (the data header's type is a byte)"))?,
+    };
+    let hex = |key: &str| -> Result<Vec<u8>, String> {
+        fields
+            .get(key)
+            .map_or(Ok(Vec::new()), |v| parse_hex(key, v))
+            .map_err(|e| format!("test-run: {e}"))
+    };
+    netevent::TestRunInput::new(event_type, &hex("header")?, &hex("data")?)
+        .map_err(|e| format!("test-run: header=: {e}"))
+}
 
 /// A number of a `test-run` field: decimal or `0x` hex, 64 bits.
 fn parse_u64(key: &str, value: &str) -> Result<u64, String> {
@@ -603,22 +726,7 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             "image" | "driver" => &["path", "base", "size", "at"],
             "netevent" => &["type", "data", "header", "raw", "provider", "irql", "at"],
             "netevent-provider" => &["id", "at"],
-            "test-run" => &[
-                "operation",
-                "pid",
-                "parent",
-                "creator",
-                "code",
-                "sid",
-                "user",
-                "cmd",
-                "image",
-                "account",
-                "domain",
-                "lookup_done",
-                "data_out",
-                "at",
-            ],
+            "test-run" => TEST_RUN_FIELDS,
             other => {
                 return Err(err(format!(
                     "unknown step `{other}` (expected create, exit, thread, thread-exit, \
@@ -674,7 +782,28 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             continue;
         }
         if keyword == "test-run" {
-            let input = parse_test_run(&fields, clock, &accounts).map_err(err)?;
+            let field = |set: &[&str]| fields.keys().find(|k| set.contains(k)).copied();
+            let (process, netevent) = match (
+                field(PROCESS_TEST_RUN_FIELDS),
+                field(NETEVENT_TEST_RUN_FIELDS),
+            ) {
+                (Some(p), Some(n)) => {
+                    return Err(err(format!(
+                        "test-run: {p}= is a field of process programs, {n}= of netevent \
+                         programs; one run has one program type"
+                    )))
+                }
+                (p, n) => (
+                    n.is_none()
+                        .then(|| parse_test_run(&fields, clock, &accounts).map(Box::new))
+                        .transpose()
+                        .map_err(err)?,
+                    p.is_none()
+                        .then(|| parse_netevent_test_run(&fields))
+                        .transpose()
+                        .map_err(err)?,
+                ),
+            };
             let data_out = fields
                 .get("data_out")
                 .map(|v| {
@@ -693,7 +822,8 @@ pub fn parse(text: &str) -> Result<Scenario, ParseError> {
             scenario.steps.push(Step::TestRun(TestRun {
                 line,
                 program: name.clone(),
-                input: Box::new(input),
+                process,
+                netevent,
                 data_out,
             }));
             continue;
@@ -891,7 +1021,8 @@ pub enum Outcome {
     /// A `bpf_prog_test_run` of an attached program.
     TestRun {
         program: String,
-        input: Box<TestRunInput>,
+        /// The input, in the format of the program's type.
+        input: TestRunKind,
         /// What the run returned, or why it failed.
         output: Result<TestRunOutput, String>,
     },

@@ -117,6 +117,84 @@ pub fn monitor_record(bytes: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
+// bpf_prog_test_run
+// ---------------------------------------------------------------------------
+
+/// `sizeof(netevent_event_md_t)`: the `ctx_in` / `ctx_out` of a netevent
+/// test run (three pointers).
+pub const TEST_RUN_CONTEXT_SIZE: usize = std::mem::size_of::<netevent_event_md_t>();
+
+/// The input of a netevent `bpf_prog_test_run`: an event as the driver
+/// frames it for programs ([`TestRunInput::data_in`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunInput {
+    /// The data header's type byte, also the PktMon event id (the driver
+    /// accepts [`EVENT_TYPE_DROP`] and [`EVENT_TYPE_FLOW`]).
+    pub event_type: u8,
+    /// The PktMon header's bytes after the event id (at most 0x31; the
+    /// rest stays zero).
+    pub header: Vec<u8>,
+    /// The payload, after the PktMon header.
+    pub data: Vec<u8>,
+}
+
+impl TestRunInput {
+    /// An input; Err when `header` does not fit the PktMon header.
+    pub fn new(event_type: u8, header: &[u8], data: &[u8]) -> Result<TestRunInput, String> {
+        Event::with_header(event_type.into(), header, data)?;
+        Ok(TestRunInput {
+            event_type,
+            header: header.to_vec(),
+            data: data.to_vec(),
+        })
+    }
+
+    /// `data_in`: the 4-byte `netevent_data_header_t` (the type, 0,
+    /// version [`DATA_HEADER_VERSION`]), the 0x35-byte PktMon header (the
+    /// type as a little-endian u32, then [`TestRunInput::header`], zero
+    /// filled), then the payload; at least 0x39 bytes.
+    pub fn data_in(&self) -> Vec<u8> {
+        let event = Event::with_header(self.event_type.into(), &self.header, &self.data)
+            .expect("checked by TestRunInput::new");
+        let mut b = Vec::with_capacity(DATA_HEADER_SIZE + event.bytes().len());
+        b.extend_from_slice(&[self.event_type, 0]);
+        b.extend_from_slice(&DATA_HEADER_VERSION.to_le_bytes());
+        b.extend_from_slice(event.bytes());
+        b
+    }
+}
+
+/// `(ctx_in, data_in)` of a netevent test run: `ctx_in` is a zeroed
+/// `netevent_event_md_t` (the driver replaces its pointers).
+pub fn test_run_input(input: &TestRunInput) -> (Vec<u8>, Vec<u8>) {
+    (vec![0; TEST_RUN_CONTEXT_SIZE], input.data_in())
+}
+
+/// A netevent test run's `ctx_out`: the three pointers, as numbers (the
+/// driver zeroes them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunContextOut {
+    pub data_meta: u64,
+    pub data: u64,
+    pub data_end: u64,
+}
+
+impl TestRunContextOut {
+    /// Decodes a `ctx_out` of exactly [`TEST_RUN_CONTEXT_SIZE`] bytes.
+    pub fn parse(b: &[u8]) -> Option<TestRunContextOut> {
+        if b.len() != TEST_RUN_CONTEXT_SIZE {
+            return None;
+        }
+        let at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+        Some(TestRunContextOut {
+            data_meta: at(0),
+            data: at(8),
+            data_end: at(16),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
 // A host-side client
 // ---------------------------------------------------------------------------
 
@@ -560,4 +638,50 @@ unsafe extern "win64" fn client_cleanup(context: *mut c_void) {
     // SAFETY: as in client_detach.
     let c = unsafe { &*ctx.client };
     lock(&c.log).cleanups += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_run_data_in_is_the_data_header_the_pktmon_header_and_the_payload() {
+        let input = TestRunInput::new(101, &[0xaa, 0xbb], &[1, 2, 3]).unwrap();
+        let (ctx, data) = test_run_input(&input);
+        assert_eq!(ctx, vec![0; 24]);
+        assert_eq!(data.len(), 4 + 0x35 + 3);
+        assert_eq!(data[..4], [101, 0, 1, 0], "type, reserved, version 1");
+        assert_eq!(data[4..8], 101u32.to_le_bytes(), "the PktMon event id");
+        assert_eq!(data[8..10], [0xaa, 0xbb], "the header bytes after the id");
+        assert!(data[10..0x39].iter().all(|&b| b == 0), "the rest zero");
+        assert_eq!(data[0x39..], [1, 2, 3], "the payload after both headers");
+        assert_eq!(
+            TestRunInput::new(100, &[], &[]).unwrap().data_in().len(),
+            0x39,
+            "the smallest event the driver takes"
+        );
+        // The header after the id holds 0x31 bytes.
+        assert!(TestRunInput::new(100, &[0; 0x31], &[]).is_ok());
+        let e = TestRunInput::new(100, &[0; 0x32], &[]).unwrap_err();
+        assert!(e.contains("49 bytes after the event id; 50 given"), "{e}");
+    }
+
+    #[test]
+    fn test_run_context_out_is_three_pointers() {
+        let mut b = Vec::new();
+        for v in [1u64, 0x39, u64::MAX] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(
+            TestRunContextOut::parse(&b),
+            Some(TestRunContextOut {
+                data_meta: 1,
+                data: 0x39,
+                data_end: u64::MAX
+            })
+        );
+        assert_eq!(TestRunContextOut::parse(&b[..23]), None);
+        b.push(0);
+        assert_eq!(TestRunContextOut::parse(&b), None);
+    }
 }

@@ -62,7 +62,30 @@ pub fn step_json(step: &StepReport) -> J {
                 ("time".into(), json!(format_filetime(*time))),
             ]);
         }
-        Outcome::TestRun { program, input, .. } => {
+        Outcome::TestRun {
+            program,
+            input: TestRunKind::Netevent(input),
+            ..
+        } => {
+            m.extend([
+                ("event".into(), json!("test_run")),
+                ("program".into(), json!(program)),
+                (
+                    "input".into(),
+                    json!({
+                        "type": input.event_type,
+                        "header": hex(&input.header),
+                        "data": hex(&input.data),
+                        "data_in": hex(&input.data_in()),
+                    }),
+                ),
+            ]);
+        }
+        Outcome::TestRun {
+            program,
+            input: TestRunKind::Process(input),
+            ..
+        } => {
             let md = &input.md;
             let sid = &md.token_sid[..(md.token_sid_size as usize).min(TOKEN_SID_MAX_SIZE)];
             let strings: serde_json::Map<String, J> = TEST_RUN_STRINGS
@@ -237,7 +260,7 @@ pub fn verdict_json(step: &StepReport) -> J {
         })
         .collect();
     let test_run = match &step.outcome {
-        Outcome::TestRun { output, .. } => decode::to_json(&test_run_value(output)),
+        Outcome::TestRun { input, output, .. } => decode::to_json(&test_run_value(input, output)),
         _ => J::Null,
     };
     json!({

@@ -374,7 +374,9 @@ fn test_run_lines_build_the_process_test_run_input() {
         (s.steps[0].keyword(), s.steps[0].name()),
         ("test-run", "mon")
     );
-    let md = &t.input.md;
+    assert!(t.netevent.is_none(), "process fields: no netevent input");
+    let input = t.process.as_deref().expect("a process input");
+    let md = &input.md;
     assert_eq!(
         (
             md.process_id,
@@ -393,28 +395,25 @@ fn test_run_lines_build_the_process_test_run_input() {
     let alice = ps::parse_sid("S-1-5-21-10-20-30-1002").unwrap();
     assert_eq!(&md.token_sid[..alice.len()], alice.as_slice());
     assert_eq!(md.token_sid_size as usize, alice.len());
-    assert_eq!(t.input.command_line, utf16("a b"));
-    assert_eq!(t.input.image_path, utf16("C:\\a.exe"), "passed as written");
-    assert_eq!(t.input.account_name, utf16("x"));
-    assert_eq!(t.input.account_domain, utf16("D"));
-    assert_eq!(t.input.account_lookup_done, 1);
+    assert_eq!(input.command_line, utf16("a b"));
+    assert_eq!(input.image_path, utf16("C:\\a.exe"), "passed as written");
+    assert_eq!(input.account_name, utf16("x"));
+    assert_eq!(input.account_domain, utf16("D"));
+    assert_eq!(input.account_lookup_done, 1);
     let Step::TestRun(d) = &s.steps[1] else {
         panic!()
     };
+    let d_in = d.process.as_deref().expect("a process input");
     assert_eq!(
-        (
-            d.input.md.operation,
-            d.input.md.process_exit_code,
-            d.data_out
-        ),
+        (d_in.md.operation, d_in.md.process_exit_code, d.data_out),
         (1, 0x103, None)
     );
     assert_eq!(
-        d.input.md.exit_time,
+        d_in.md.exit_time,
         (SCENARIO_EPOCH + 3 * TICKS_PER_SECOND) as u64
     );
-    assert_eq!(d.input.md.creation_time, 0);
-    assert_eq!(d.input.md.token_sid_size, 12);
+    assert_eq!(d_in.md.creation_time, 0);
+    assert_eq!(d_in.md.token_sid_size, 12);
 
     for (text, needle) in [
         (
@@ -440,6 +439,99 @@ fn test_run_lines_build_the_process_test_run_input() {
     let e = parse(&long).expect_err("too long");
     assert!(
         e.to_string().contains("cmd= is 65536 bytes in UTF-16"),
+        "{e}"
+    );
+}
+
+#[test]
+fn test_run_lines_build_the_netevent_test_run_input() {
+    let s = parse(
+        "test-run mon type=flow header=aabb data=0102 data_out=8\n\
+         test-run mon type=99\n\
+         test-run mon type=0x64 data=ff\n\
+         test-run mon data_out=4 at=9\n",
+    )
+    .unwrap();
+    let inputs: Vec<&TestRun> = s
+        .steps
+        .iter()
+        .map(|st| match st {
+            Step::TestRun(t) => t,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let t = inputs[0];
+    assert!(t.process.is_none(), "netevent fields: no process input");
+    assert_eq!(t.data_out, Some(8));
+    let n = t.netevent.as_ref().expect("a netevent input");
+    assert_eq!(
+        (n.event_type, n.header.as_slice(), n.data.as_slice()),
+        (101, &[0xaa, 0xbb][..], &[1, 2][..])
+    );
+    assert_eq!(inputs[1].netevent.as_ref().unwrap().event_type, 99);
+    let hex = inputs[2].netevent.as_ref().unwrap();
+    assert_eq!((hex.event_type, hex.data.as_slice()), (100, &[0xff][..]));
+    // Only common fields: both inputs, the netevent one a bare drop event.
+    let both = inputs[3];
+    let n = both.netevent.as_ref().expect("a netevent input");
+    assert_eq!(
+        (n.event_type, n.header.len(), n.data.len()),
+        (100, 0, 0),
+        "type defaults to drop"
+    );
+    assert!(both.process.is_some());
+
+    // The program type picks the input.
+    let process = crate::hook::process::PROGRAM_TYPE;
+    let net = crate::hook::netevent::PROGRAM_TYPE;
+    assert_eq!(both.input_for(net), Ok(TestRunKind::Netevent(n.clone())));
+    assert!(matches!(
+        both.input_for(process),
+        Ok(TestRunKind::Process(_))
+    ));
+    let e = t.input_for(process).unwrap_err();
+    assert!(
+        e.contains("line 1: test-run mon: a process program; the line has netevent fields"),
+        "{e}"
+    );
+    let Step::TestRun(p) = &parse("test-run mon pid=4\n").unwrap().steps[0] else {
+        panic!()
+    };
+    let e = p.input_for(net).unwrap_err();
+    assert!(
+        e.contains("a netevent program; the line has process fields"),
+        "{e}"
+    );
+    let other = crate::hook::thread::PROGRAM_TYPE;
+    let e = both.input_for(other).unwrap_err();
+    assert!(e.contains("has no test-run input format"), "{e}");
+
+    for (text, needle) in [
+        ("test-run m type=x\n", "type=x: not a 64-bit number"),
+        (
+            "test-run m type=256\n",
+            "type=256: write drop, flow or a number below 256",
+        ),
+        ("test-run m data=abc\n", "test-run: data=abc: not hex bytes"),
+        (
+            "test-run m header=zz\n",
+            "test-run: header=zz: not hex bytes",
+        ),
+        (
+            "test-run m pid=4 type=drop\n",
+            "pid= is a field of process programs, type= of netevent programs",
+        ),
+        ("test-run m raw=00\n", "unknown field raw="),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(e.to_string().contains(needle), "{text:?}: {e}");
+    }
+    let long = format!("test-run m header={}\n", "00".repeat(0x32));
+    let e = parse(&long).expect_err("header too long");
+    assert!(
+        e.to_string().contains(
+            "test-run: header=: the PktMon header holds 49 bytes after the event id; 50 given"
+        ),
         "{e}"
     );
 }
