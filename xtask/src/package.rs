@@ -46,7 +46,7 @@ options:
   --out DIR             package folder (default: target/package)
   --image FILE.sys      package this image (its .pdb beside it) instead of building;
                         the file's name says which driver it is (<driver>.sys);
-                        repeat it once for every driver (ntosebpfext, neteventebpfext)
+                        give one --image for every driver of the repository
   --cert FILE.pfx       sign with this certificate instead of the test certificate
   --password-file FILE  the password of --cert, one line in FILE (without it: none)
   --signing-dir DIR     where the test certificate is created and reused
