@@ -11,8 +11,8 @@
 //!   image-load monitors (`tests/bpf/sysmon.o`) against it in ntsim,
 //!   printing the events the monitors report, the verdicts, and the leak
 //!   report ([`ntsim::demo::run`]).
-//! - `package`: builds the image and writes a test-signed driver package,
-//!   `target/package/` ([`package`]).
+//! - `package`: builds the image of every driver and writes a test-signed
+//!   package of them all, `target/package/` ([`package`]).
 //! - `fuzz [--seconds N] [TARGET]`: runs ntsim's fuzz targets for a bounded
 //!   time ([`fuzz`]).
 //! - `bench [--quick]`: the hot-path benchmark: driver instructions,

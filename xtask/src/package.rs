@@ -1,17 +1,24 @@
-//! `cargo xtask package`: a test-signed driver package from any host.
+//! `cargo xtask package`: a test-signed package of every driver, from any
+//! host.
 //!
-//! Builds the release image (or takes `--image`), signs it with Authenticode
-//! (SHA-256, page hashes) using `osslsigncode`, makes sure the PE checksum
-//! is the one of the signed file, and writes the package folder
-//! (`target/package/` unless `--out`):
+//! Builds the release image of every driver of [`ntsim::build::DRIVERS`]
+//! (or takes them with `--image`), signs each with Authenticode (SHA-256,
+//! page hashes) using `osslsigncode`, makes sure each PE checksum is the one
+//! of the signed file, and writes one package folder (`target/package/`
+//! unless `--out`). For each driver `<name>`:
 //!
 //! | file | what |
 //! |---|---|
-//! | `ntosebpfext.sys` | the signed driver image |
-//! | `ntosebpfext.pdb` | its symbols |
-//! | `ntosebpfext.cer` | the signer's public certificate (DER), to trust on the test machine |
-//! | `ntosebpfext.inf` | `inf/ntosebpfext.inx` stamped as stampinf would (`$ARCH$`, `DriverVer`) |
-//! | `INSTALL.txt` | the exact commands for the test machine |
+//! | `<name>.sys` | the signed driver image |
+//! | `<name>.pdb` | its symbols |
+//! | `<name>.inf` | `inf/<name>.inx` stamped as stampinf would (`$ARCH$`, `DriverVer`) |
+//!
+//! and once:
+//!
+//! | file | what |
+//! |---|---|
+//! | `signer.cer` | the signer's public certificate (DER), to trust on the test machine; every image is signed with it |
+//! | `INSTALL.txt` | the exact commands for the test machine, for every driver |
 //!
 //! The signer is, unless `--cert FILE.pfx` names the user's own certificate,
 //! a self-signed code-signing test certificate that `openssl` creates once
@@ -32,11 +39,14 @@ use std::process::{Command, ExitCode, Output, Stdio};
 const USAGE: &str = "\
 usage: cargo xtask package [options]
 
-Builds the release driver image, signs it, and writes the package folder.
+Builds the release image of every driver, signs them, and writes the package
+folder.
 
 options:
   --out DIR             package folder (default: target/package)
-  --image FILE.sys      package this image (its .pdb beside it) instead of building
+  --image FILE.sys      package this image (its .pdb beside it) instead of building;
+                        the file's name says which driver it is (<driver>.sys);
+                        give one --image for every driver of the repository
   --cert FILE.pfx       sign with this certificate instead of the test certificate
   --password-file FILE  the password of --cert, one line in FILE (without it: none)
   --signing-dir DIR     where the test certificate is created and reused
@@ -61,20 +71,15 @@ const TEST_CERT_DAYS: &str = "3650";
 const SIGNED_DESCRIPTION: &str = "ntosebpfext";
 const SIGNED_URL: &str = "https://github.com/ntosebpfext/ntosebpfext-rs";
 
-/// The package's file names.
-const SYS: &str = "ntosebpfext.sys";
-const PDB: &str = "ntosebpfext.pdb";
-const CER: &str = "ntosebpfext.cer";
-const INF: &str = "ntosebpfext.inf";
+/// The package's file names shared by every driver: the certificate (not
+/// named after one driver, as it signs them all) and the instructions.
+const CER: &str = "signer.cer";
 const INSTALL: &str = "INSTALL.txt";
-
-/// The service name the C driver's installer (and our INF) uses.
-const SERVICE: &str = "NtosEbpfExt";
 
 #[derive(Debug, Default)]
 struct Options {
     out: Option<PathBuf>,
-    image: Option<PathBuf>,
+    images: Vec<PathBuf>,
     cert: Option<PathBuf>,
     password_file: Option<PathBuf>,
     signing_dir: Option<PathBuf>,
@@ -92,7 +97,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         };
         match arg.as_str() {
             "--out" => o.out = Some(value("--out")?),
-            "--image" => o.image = Some(value("--image")?),
+            "--image" => o.images.push(value("--image")?),
             "--cert" => o.cert = Some(value("--cert")?),
             "--password-file" => o.password_file = Some(value("--password-file")?),
             "--signing-dir" => o.signing_dir = Some(value("--signing-dir")?),
@@ -118,19 +123,128 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
+/// The `--image` files as one image per driver of
+/// [`ntsim::build::DRIVERS`], in that order: each file's name without its
+/// extension names its driver, and every driver has exactly one.
+pub fn images_by_driver(images: &[PathBuf]) -> Result<Vec<(&'static str, PathBuf)>, String> {
+    let drivers = ntsim::build::DRIVERS;
+    let mut found: Vec<Option<PathBuf>> = vec![None; drivers.len()];
+    for image in images {
+        let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let i = drivers.iter().position(|d| *d == stem).ok_or_else(|| {
+            format!(
+                "--image {}: the file's name does not say which driver it is; name it \
+                 <driver>.sys with <driver> one of {}",
+                image.display(),
+                drivers.join(", ")
+            )
+        })?;
+        if let Some(first) = &found[i] {
+            return Err(format!(
+                "--image {} and --image {}: two images of {}",
+                first.display(),
+                image.display(),
+                drivers[i]
+            ));
+        }
+        found[i] = Some(image.clone());
+    }
+    let missing: Vec<&str> = drivers
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(d, _)| *d)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "no --image of {}: the package holds every driver, so give one --image per driver \
+             ({}), or none to build them",
+            missing.join(", "),
+            drivers.join(", ")
+        ));
+    }
+    Ok(drivers
+        .iter()
+        .copied()
+        .zip(found.into_iter().flatten())
+        .collect())
+}
+
+/// One driver of the package, everything about it known before anything
+/// is written.
+struct Driver {
+    /// Its name, one of [`ntsim::build::DRIVERS`]: `<name>.sys` etc.
+    name: &'static str,
+    /// The unsigned image, its PDB beside it.
+    image: PathBuf,
+    /// Its kernel service, as its INF creates it.
+    service: String,
+    /// Its four-part Windows version.
+    version: String,
+    /// Its stamped INF.
+    inf: String,
+    /// The eBPF store keys it writes ([`store_keys`]).
+    keys: Vec<String>,
+    /// The PE checksum of its signed image, once signed.
+    checksum: u32,
+}
+
+impl Driver {
+    fn new(root: &Path, name: &'static str, image: PathBuf, date: &str) -> Result<Driver, String> {
+        let pdb = image.with_extension("pdb");
+        for f in [&image, &pdb] {
+            if !f.is_file() {
+                return Err(format!("{} does not exist or is not a file", f.display()));
+            }
+        }
+        let inx_path = root.join("inf").join(format!("{name}.inx"));
+        let inx = std::fs::read_to_string(&inx_path)
+            .map_err(|e| format!("cannot read {}: {e}", inx_path.display()))?;
+        let service = inf_service(&inx).map_err(|e| format!("inf/{name}.inx: {e}"))?;
+        let version = driver_version(root, name)?;
+        let inf = stamp_inf(name, &inx, date, &version)?;
+        let keys = store_keys(&image)?;
+        Ok(Driver {
+            name,
+            image,
+            service,
+            version,
+            inf,
+            keys,
+            checksum: 0,
+        })
+    }
+
+    fn sys(&self) -> String {
+        format!("{}.sys", self.name)
+    }
+
+    fn pdb(&self) -> String {
+        format!("{}.pdb", self.name)
+    }
+
+    fn inf_name(&self) -> String {
+        format!("{}.inf", self.name)
+    }
+}
+
 fn package(o: &Options) -> Result<(), String> {
     let tools = ensure_tools(!o.no_install)?;
     let root = ntsim::build::find_workspace_root()?;
-    let image = match &o.image {
-        Some(p) => p.clone(),
-        None => crate::build()?,
+    let images: Vec<(&'static str, PathBuf)> = if o.images.is_empty() {
+        ntsim::build::DRIVERS
+            .iter()
+            .copied()
+            .zip(crate::build_all()?)
+            .collect()
+    } else {
+        images_by_driver(&o.images)?
     };
-    let pdb = image.with_extension("pdb");
-    for f in [&image, &pdb] {
-        if !f.is_file() {
-            return Err(format!("{} does not exist or is not a file", f.display()));
-        }
-    }
+    let date = driver_date()?;
+    let mut drivers = images
+        .into_iter()
+        .map(|(name, image)| Driver::new(&root, name, image, &date))
+        .collect::<Result<Vec<_>, String>>()?;
     let out = o
         .out
         .clone()
@@ -152,20 +266,16 @@ fn package(o: &Options) -> Result<(), String> {
     let result = (|| {
         std::fs::create_dir_all(&staging)
             .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
-        let sys = staging.join(SYS);
-        sign(&signer, &image, &sys)?;
-        let checksum = fix_pe_checksum(&sys)?;
-        verify(&signer, &sys)?;
-        copy(&pdb, &staging.join(PDB))?;
+        for d in &mut drivers {
+            let sys = staging.join(d.sys());
+            sign(&signer, &d.image, &sys)?;
+            d.checksum = fix_pe_checksum(&sys)?;
+            verify(&signer, &sys)?;
+            copy(&d.image.with_extension("pdb"), &staging.join(d.pdb()))?;
+            write(&staging.join(d.inf_name()), crlf(&d.inf).as_bytes())?;
+        }
         write(&staging.join(CER), &signer.cer)?;
-        let inx = root.join("inf").join("ntosebpfext.inx");
-        let inx = std::fs::read_to_string(&inx)
-            .map_err(|e| format!("cannot read {}: {e}", inx.display()))?;
-        let version = driver_version(&root)?;
-        let inf = stamp_inf(&inx, &driver_date()?, &version)?;
-        write(&staging.join(INF), crlf(&inf).as_bytes())?;
-        let keys = store_keys(&image)?;
-        let install = install_text(&signer, &version, checksum, &keys);
+        let install = install_text(&signer, &drivers);
         write(&staging.join(INSTALL), crlf(&install).as_bytes())?;
         replace_dir(&staging, &out)
     })();
@@ -174,11 +284,19 @@ fn package(o: &Options) -> Result<(), String> {
     }
     result?;
     println!("{}", out.display());
+    for d in &drivers {
+        println!(
+            "  {}  {}  {}  (service {})",
+            d.sys(),
+            d.pdb(),
+            d.inf_name(),
+            d.service
+        );
+    }
     println!(
-        "  {SYS}  signed by {} (SHA-1 {})",
+        "  {CER}  {INSTALL}: signed by {} (SHA-1 {})",
         signer.subject, signer.thumbprint
     );
-    println!("  {PDB}  {CER}  {INF}  {INSTALL}");
     println!(
         "  with {} and {}",
         tools.osslsigncode_version, tools.openssl_version
@@ -752,14 +870,11 @@ fn verify(signer: &Signer, sys: &Path) -> Result<(), String> {
 // INF and INSTALL.txt
 // ---------------------------------------------------------------------------
 
-/// The driver crate's version (`[package] version` of
-/// `extensions/ntosebpfext/Cargo.toml`) as a four-part Windows version:
+/// The version of the driver crate `name` (`[package] version` of
+/// `extensions/<name>/Cargo.toml`) as a four-part Windows version:
 /// `0.1.0` gives `0.1.0.0`.
-fn driver_version(root: &Path) -> Result<String, String> {
-    let manifest = root
-        .join("extensions")
-        .join(ntsim::build::NTOSEBPFEXT)
-        .join("Cargo.toml");
+fn driver_version(root: &Path, name: &str) -> Result<String, String> {
+    let manifest = root.join("extensions").join(name).join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
     let mut in_package = false;
@@ -824,14 +939,15 @@ pub fn civil_date(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
-/// What stampinf does for this package, done here because stampinf is a
-/// WDK (Windows) tool: `$ARCH$` becomes `amd64` and the `DriverVer` line
-/// gets the date and version. The rest of the file is unchanged.
-pub fn stamp_inf(inx: &str, date: &str, version: &str) -> Result<String, String> {
-    let mut out = String::from(
-        "; Generated by `cargo xtask package` from inf/ntosebpfext.inx: $ARCH$ set to\n\
+/// What stampinf does for the driver `name`'s INF: `$ARCH$` becomes
+/// `amd64` and the `DriverVer` line gets the date and version, done here
+/// because stampinf is a WDK (Windows) tool. The rest of `inx` (the text of
+/// `inf/<name>.inx`) is unchanged.
+pub fn stamp_inf(name: &str, inx: &str, date: &str, version: &str) -> Result<String, String> {
+    let mut out = format!(
+        "; Generated by `cargo xtask package` from inf/{name}.inx: $ARCH$ set to\n\
          ; amd64 and DriverVer written, as stampinf does. This package has no catalog\n\
-         ; (ntosebpfext.cat, made by the WDK's inf2cat on Windows). The INF names no\n\
+         ; ({name}.cat, made by the WDK's inf2cat on Windows). The INF names no\n\
          ; KMDF section: it installs the portable image as well as the KMDF one.\n",
     );
     let mut stamped = 0;
@@ -849,7 +965,7 @@ pub fn stamp_inf(inx: &str, date: &str, version: &str) -> Result<String, String>
     }
     if stamped != 1 {
         return Err(format!(
-            "inf/ntosebpfext.inx has {stamped} DriverVer lines, expected exactly one"
+            "inf/{name}.inx has {stamped} DriverVer lines, expected exactly one"
         ));
     }
     // Only the INF signature `$WINDOWS NT$` may keep dollar signs.
@@ -858,9 +974,35 @@ pub fn stamp_inf(inx: &str, date: &str, version: &str) -> Result<String, String>
         .filter(|l| !l.starts_with(';'))
         .any(|l| l.replace("$WINDOWS NT$", "").contains('$'));
     if leftover {
-        return Err("inf/ntosebpfext.inx has a `$...$` token other than $ARCH$".into());
+        return Err(format!(
+            "inf/{name}.inx has a `$...$` token other than $ARCH$"
+        ));
     }
     Ok(out)
+}
+
+/// The kernel service an INF creates: the name of its one `AddService`
+/// directive (`AddService = NAME,flags,section`), so that INSTALL.txt's
+/// `sc.exe` commands use the service the INF would.
+pub fn inf_service(inx: &str) -> Result<String, String> {
+    let names: Vec<&str> = inx
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("AddService")
+                .then(|| value.split(',').next().unwrap_or("").trim())
+        })
+        .collect();
+    match names[..] {
+        [name] if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(format!(
+            "{} AddService directives ({names:?}), expected exactly one naming the service",
+            names.len()
+        )),
+    }
 }
 
 /// The eBPF store keys `image` writes when it starts, relative to
@@ -905,13 +1047,58 @@ fn reg_lines(keys: &[String], line: impl Fn(&str) -> String) -> String {
     keys.iter().map(|k| format!("   {}\n", line(k))).collect()
 }
 
-fn install_text(signer: &Signer, version: &str, checksum: u32, keys: &[String]) -> String {
+fn install_text(signer: &Signer, drivers: &[Driver]) -> String {
     const STORE: &str = "Software\\eBPF\\Providers";
-    let copy = reg_lines(keys, |k| {
-        format!("reg copy \"HKLM\\{STORE}\\{k}\" \"HKCU\\{STORE}\\{k}\" /s /f")
+    // One block per driver, each line indented, blocks apart.
+    let per_driver = |line: &dyn Fn(&Driver) -> String| -> String {
+        drivers.iter().map(line).collect::<Vec<_>>().join("\n")
+    };
+    let names: Vec<&str> = drivers.iter().map(|d| d.name).collect();
+    let title = format!("{}: test-signed driver package", names.join(" and "));
+    let underline = "=".repeat(title.len());
+    let list: String = drivers
+        .iter()
+        .map(|d| format!("{}  version {}, service {}\n", d.name, d.version, d.service))
+        .collect();
+    let files = per_driver(&|d| {
+        format!(
+            "{sys}  the driver, Authenticode-signed (SHA-256, page hashes; PE checksum {checksum:#010x})\n\
+             {pdb}  its symbols (WinDbg)\n\
+             {inf}  its INF (stamped; no catalog: install with sc.exe as below)\n",
+            sys = d.sys(),
+            pdb = d.pdb(),
+            inf = d.inf_name(),
+            checksum = d.checksum,
+        )
     });
-    let delete_hklm = reg_lines(keys, |k| format!("reg delete \"HKLM\\{STORE}\\{k}\" /f"));
-    let delete_hkcu = reg_lines(keys, |k| format!("reg delete \"HKCU\\{STORE}\\{k}\" /f"));
+    let install = per_driver(&|d| {
+        format!(
+            "   copy {sys} %SystemRoot%\\System32\\drivers\\\n\
+             \x20  sc.exe create {service} type= kernel start= demand binPath= %SystemRoot%\\System32\\drivers\\{sys}\n\
+             \x20  sc.exe start {service}\n\
+             \x20  sc.exe query {service}\n",
+            sys = d.sys(),
+            service = d.service,
+        )
+    });
+    let copy = per_driver(&|d| {
+        reg_lines(&d.keys, |k| {
+            format!("reg copy \"HKLM\\{STORE}\\{k}\" \"HKCU\\{STORE}\\{k}\" /s /f")
+        })
+    });
+    let remove = per_driver(&|d| {
+        format!(
+            "   sc.exe stop {service}\n\
+             \x20  sc.exe delete {service}\n\
+             \x20  del %SystemRoot%\\System32\\drivers\\{sys}\n",
+            sys = d.sys(),
+            service = d.service,
+        )
+    });
+    let delete_hklm =
+        per_driver(&|d| reg_lines(&d.keys, |k| format!("reg delete \"HKLM\\{STORE}\\{k}\" /f")));
+    let delete_hkcu =
+        per_driver(&|d| reg_lines(&d.keys, |k| format!("reg delete \"HKCU\\{STORE}\\{k}\" /f")));
     let who = if signer.test {
         "the project's self-signed TEST certificate (created by `cargo xtask package`)"
     } else {
@@ -919,13 +1106,16 @@ fn install_text(signer: &Signer, version: &str, checksum: u32, keys: &[String]) 
     };
     format!(
         "\
-ntosebpfext {version}: test-signed driver package
-=================================================
+{title}
+{underline}
 
-{SYS}  the driver, Authenticode-signed (SHA-256, page hashes; PE checksum {checksum:#010x})
-{PDB}  its symbols (WinDbg)
-{CER}  the signer's certificate, to trust on the test machine
-{INF}  the driver's INF (stamped; no catalog: install with sc.exe as below)
+Drivers, each its own kernel service (install the ones you need):
+
+{list}
+Files:
+
+{files}
+{CER}  the signer's certificate (it signed every driver), to trust on the test machine
 {INSTALL}  this file
 
 Signed by {who}:
@@ -950,16 +1140,12 @@ On the test machine, from an elevated Command Prompt in this folder:
    certutil -addstore Root {CER}
    certutil -addstore TrustedPublisher {CER}
 
-3. Install and start the driver:
+3. Install and start each driver:
 
-   copy {SYS} %SystemRoot%\\System32\\drivers\\
-   sc.exe create {SERVICE} type= kernel start= demand binPath= %SystemRoot%\\System32\\drivers\\{SYS}
-   sc.exe start {SERVICE}
-   sc.exe query {SERVICE}
-
+{install}
    (In PowerShell write sc.exe, never sc, and $env:SystemRoot for %SystemRoot%.)
 
-4. Make the driver's eBPF store entries visible to the eBPF tools. The
+4. Make the drivers' eBPF store entries visible to the eBPF tools. A
    driver writes them to HKLM at each start, but eBPF for Windows' MSI
    gives the user who installed it an HKCU store, and ebpfapi.dll (bpftool,
    netsh ebpf) reads HKCU only, whenever that key exists. As each user who
@@ -967,8 +1153,8 @@ On the test machine, from an elevated Command Prompt in this folder:
 
    reg query HKCU\\{STORE}
 
-   If the key exists, copy the driver's entries into it (again after each
-   driver update, once the new driver has started):
+   If the key exists, copy each started driver's entries into it (again
+   after each driver update, once the new driver has started):
 
 {copy}
    or delete that user's HKCU store so that HKLM is read (eBPF for
@@ -977,13 +1163,10 @@ On the test machine, from an elevated Command Prompt in this folder:
 
    reg delete HKCU\\{STORE} /f
 
-Stop and remove:
+Stop and remove each driver:
 
-   sc.exe stop {SERVICE}
-   sc.exe delete {SERVICE}
-   del %SystemRoot%\\System32\\drivers\\{SYS}
-
-Remove the driver's eBPF store entries (stopping leaves them):
+{remove}
+Remove each driver's eBPF store entries (stopping leaves them):
 
 {delete_hklm}
 and, as each user who copied them into HKCU:
@@ -1085,18 +1268,59 @@ mod tests {
     fn stamp_inf_sets_arch_and_driver_ver() {
         let inx = "[Version]\nSignature = \"$WINDOWS NT$\"\nDriverVer = ; stampinf\n\
                    [DefaultInstall.NT$ARCH$]\nCopyFiles = X\n";
-        let inf = stamp_inf(inx, "11/30/2026", "0.1.0.0").unwrap();
+        let inf = stamp_inf("x", inx, "11/30/2026", "0.1.0.0").unwrap();
         assert!(
             inf.contains("\nDriverVer   = 11/30/2026,0.1.0.0\n"),
             "{inf}"
         );
         assert!(inf.contains("\n[DefaultInstall.NTamd64]\n"), "{inf}");
         assert!(inf.contains("Signature = \"$WINDOWS NT$\""), "{inf}");
-        assert!(stamp_inf("[Version]\n", "d", "v").is_err(), "no DriverVer");
         assert!(
-            stamp_inf("DriverVer=\n[X.$OTHER$]\n", "d", "v").is_err(),
+            stamp_inf("x", "[Version]\n", "d", "v").is_err(),
+            "no DriverVer"
+        );
+        assert!(
+            stamp_inf("x", "DriverVer=\n[X.$OTHER$]\n", "d", "v").is_err(),
             "unknown token"
         );
+    }
+
+    #[test]
+    fn inf_service_is_the_one_add_service_name() {
+        let inx = "[X.Services]\n; AddService = Commented,0,Y\n\
+                   AddService = NetEventEbpfExt,0x00000000,NetEventEbpfExt.Service\n";
+        assert_eq!(inf_service(inx).unwrap(), "NetEventEbpfExt");
+        assert!(inf_service("[X]\n").is_err(), "no AddService");
+        assert!(
+            inf_service("AddService = A,0,S\nAddService = B,0,S\n").is_err(),
+            "two AddService"
+        );
+        assert!(inf_service("AddService = ,0,S\n").is_err(), "no name");
+    }
+
+    #[test]
+    fn images_by_driver_needs_one_image_per_driver() {
+        let images: Vec<PathBuf> = ntsim::build::DRIVERS
+            .iter()
+            .rev()
+            .map(|d| PathBuf::from(format!("/some/where/{d}.sys")))
+            .collect();
+        let by_driver = images_by_driver(&images).unwrap();
+        let names: Vec<&str> = by_driver.iter().map(|(d, _)| *d).collect();
+        assert_eq!(names, ntsim::build::DRIVERS, "not in DRIVERS order");
+        for (d, image) in &by_driver {
+            assert_eq!(image, &PathBuf::from(format!("/some/where/{d}.sys")));
+        }
+        let err = images_by_driver(&images[..1]).unwrap_err();
+        assert!(err.contains("no --image of"), "{err}");
+        let mut twice = images.clone();
+        twice.push(images[0].clone());
+        let err = images_by_driver(&twice).unwrap_err();
+        assert!(err.contains("two images of"), "{err}");
+        let mut other = images.clone();
+        other.push(PathBuf::from("driver.sys"));
+        let err = images_by_driver(&other).unwrap_err();
+        assert!(err.contains("does not say which driver"), "{err}");
     }
 
     #[test]

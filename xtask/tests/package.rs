@@ -1,13 +1,16 @@
-//! `cargo xtask package`: the package it writes is one Windows will load
-//! with test signing on. The signature verifies against the package's
+//! `cargo xtask package`: the package it writes holds every driver of
+//! [`ntsim::build::DRIVERS`], each one Windows will load with test signing
+//! on. For each driver the signature verifies against the package's one
 //! certificate and covers the image (a flipped byte fails it), the signed
 //! image passes every PE check of `tests/image.rs` and has a correct PE
-//! checksum, it still loads and runs in ntsim exactly as the unsigned image
-//! does, the test certificate is created once and reused, `--cert` signs
-//! with the user's own certificate, and missing tools give a clear error.
+//! checksum, and INSTALL.txt installs its service and copies and removes its
+//! eBPF store keys; the signed images still load and run in ntsim exactly as
+//! the unsigned ones do, the test certificate is created once and reused,
+//! `--cert` signs with the user's own certificate, and missing tools or
+//! images give a clear error.
 //!
-//! The tests run the real `xtask` binary on the image the other tests use
-//! ([`ntsim::build::driver_image`]), with the test certificate in a
+//! The tests run the real `xtask` binary on the images the other tests use
+//! ([`ntsim::build::driver_image_named`]), with the test certificate in a
 //! temporary folder. They need `osslsigncode` and `openssl` (`.ci/run`
 //! installs them); without them they fail, saying so.
 #![cfg(unix)]
@@ -16,7 +19,9 @@
 mod pe_checks;
 
 use goblin::pe::PE;
+use ntsim::build::DRIVERS;
 use ntsim::child::{output_within, LIMIT};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,13 +30,18 @@ use std::sync::OnceLock;
 /// The package date used by the tests: 2026-01-01 (SOURCE_DATE_EPOCH).
 const EPOCH: &str = "1767225600";
 const EPOCH_DATE: &str = "01/01/2026";
-const FILES: [&str; 5] = [
+const FILES: [&str; 8] = [
     "INSTALL.txt",
-    "ntosebpfext.cer",
+    "neteventebpfext.inf",
+    "neteventebpfext.pdb",
+    "neteventebpfext.sys",
     "ntosebpfext.inf",
     "ntosebpfext.pdb",
     "ntosebpfext.sys",
+    "signer.cer",
 ];
+/// The package's certificate: one for every driver.
+const CER: &str = "signer.cer";
 
 /// A fresh folder for this test process.
 fn scratch() -> &'static Path {
@@ -107,8 +117,9 @@ fn run(mut cmd: Command) -> Output {
 }
 
 struct Package {
-    /// The unsigned image it was made from.
-    image: PathBuf,
+    /// The unsigned images it was made from, one per driver of [`DRIVERS`]
+    /// in that order.
+    images: Vec<PathBuf>,
     signing: PathBuf,
     dir: PathBuf,
 }
@@ -117,9 +128,36 @@ impl Package {
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
-    fn sys(&self) -> Vec<u8> {
-        std::fs::read(self.file("ntosebpfext.sys")).unwrap()
+    /// The unsigned image of `driver`.
+    fn image(&self, driver: &str) -> &Path {
+        let i = DRIVERS.iter().position(|d| *d == driver).unwrap();
+        &self.images[i]
     }
+    /// The signed image of `driver` in the package.
+    fn sys_path(&self, driver: &str) -> PathBuf {
+        self.file(&format!("{driver}.sys"))
+    }
+    fn sys(&self, driver: &str) -> Vec<u8> {
+        std::fs::read(self.sys_path(driver)).unwrap()
+    }
+    /// `--image FILE` for every driver.
+    fn image_args(&self) -> Vec<OsString> {
+        image_args(&self.images)
+    }
+}
+
+fn image_args(images: &[PathBuf]) -> Vec<OsString> {
+    images
+        .iter()
+        .flat_map(|i| [OsString::from("--image"), i.clone().into_os_string()])
+        .collect()
+}
+
+/// `xtask package` of every image of `p`, with `args`.
+fn xtask_images(p: &Package, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+    let mut cmd = xtask(args);
+    cmd.args(p.image_args());
+    cmd
 }
 
 /// The package, made once per test process with a new test certificate.
@@ -127,19 +165,17 @@ fn package() -> &'static Package {
     static PACKAGE: OnceLock<Package> = OnceLock::new();
     PACKAGE.get_or_init(|| {
         require_tools();
-        let image = ntsim::build::driver_image();
+        let images: Vec<PathBuf> = DRIVERS
+            .iter()
+            .map(|d| ntsim::build::driver_image_named(d))
+            .collect();
         let signing = scratch().join("signing");
         let dir = scratch().join("package");
-        run(xtask(&[
-            &"--image",
-            &image,
-            &"--signing-dir",
-            &signing,
-            &"--out",
-            &dir,
-        ]));
+        let mut cmd = xtask(&[&"--signing-dir", &signing, &"--out", &dir]);
+        cmd.args(image_args(&images));
+        run(cmd);
         Package {
-            image,
+            images,
             signing,
             dir,
         }
@@ -195,38 +231,45 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn package_holds_the_signed_image_its_pdb_certificate_inf_and_instructions() {
+fn package_holds_every_signed_image_its_pdb_and_inf_the_certificate_and_instructions() {
     let p = package();
     assert_eq!(listing(&p.dir), FILES);
+    for driver in DRIVERS {
+        assert_eq!(
+            std::fs::read(p.file(&format!("{driver}.pdb"))).unwrap(),
+            std::fs::read(p.image(driver).with_extension("pdb")).unwrap(),
+            "the package's {driver}.pdb is not the image's"
+        );
+        assert_ne!(
+            p.sys(driver),
+            std::fs::read(p.image(driver)).unwrap(),
+            "the package's {driver}.sys is the unsigned one"
+        );
+    }
     assert_eq!(
-        std::fs::read(p.file("ntosebpfext.pdb")).unwrap(),
-        std::fs::read(p.image.with_extension("pdb")).unwrap(),
-        "the package's PDB is not the image's"
-    );
-    assert_eq!(
-        std::fs::read(p.file("ntosebpfext.cer")).unwrap(),
+        std::fs::read(p.file(CER)).unwrap(),
         std::fs::read(p.signing.join("ntosebpfext-test.cer")).unwrap(),
         "the package's certificate is not the test certificate"
-    );
-    assert_ne!(
-        p.sys(),
-        std::fs::read(&p.image).unwrap(),
-        "the package's image is the unsigned one"
     );
 }
 
 #[test]
 fn signature_verifies_against_the_test_certificate_with_sha256_and_page_hashes() {
     let p = package();
-    let out = verify(&p.file("ntosebpfext.sys"), &p.file("ntosebpfext.cer"));
-    let report = text(&out);
-    assert!(out.status.success(), "verification failed:\n{report}");
-    for line in [
-        "Message digest algorithm  : SHA256",
-        "Page hash algorithm  : SHA256",
-        "Signature verification: ok",
-    ] {
-        assert!(report.contains(line), "no {line:?} in:\n{report}");
+    for driver in DRIVERS {
+        let out = verify(&p.sys_path(driver), &p.file(CER));
+        let report = text(&out);
+        assert!(
+            out.status.success(),
+            "verification of {driver}.sys failed:\n{report}"
+        );
+        for line in [
+            "Message digest algorithm  : SHA256",
+            "Page hash algorithm  : SHA256",
+            "Signature verification: ok",
+        ] {
+            assert!(report.contains(line), "{driver}: no {line:?} in:\n{report}");
+        }
     }
 
     // The certificate matters: another one does not verify the signature.
@@ -244,28 +287,40 @@ fn signature_verifies_against_the_test_certificate_with_sha256_and_page_hashes()
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = verify(&p.file("ntosebpfext.sys"), &other.join("cert.cer"));
-    assert!(
-        !out.status.success(),
-        "the signature verifies against an unrelated certificate:\n{}",
-        text(&out)
-    );
+    for driver in DRIVERS {
+        let out = verify(&p.sys_path(driver), &other.join("cert.cer"));
+        assert!(
+            !out.status.success(),
+            "the signature of {driver}.sys verifies against an unrelated certificate:\n{}",
+            text(&out)
+        );
+    }
 }
 
 #[test]
-fn signed_image_passes_every_pe_check_of_the_image_tests() {
-    let bytes = package().sys();
-    let failed: Vec<String> = pe_checks::ALL
-        .iter()
-        .filter_map(|(name, check)| check(&bytes).err().map(|e| format!("{name}: {e}")))
-        .collect();
-    assert!(failed.is_empty(), "the signed image fails: {failed:#?}");
+fn signed_images_pass_every_pe_check_of_the_image_tests() {
+    for driver in DRIVERS {
+        let bytes = package().sys(driver);
+        let failed: Vec<String> = pe_checks::ALL
+            .iter()
+            .filter_map(|(name, check)| check(&bytes).err().map(|e| format!("{name}: {e}")))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "the signed {driver}.sys fails: {failed:#?}"
+        );
+    }
 }
 
 #[test]
 fn signature_is_the_image_certificate_table_at_the_end_of_the_file() {
-    let p = package();
-    let unsigned = std::fs::read(&p.image).unwrap();
+    for driver in DRIVERS {
+        certificate_table_ends(package(), driver);
+    }
+}
+
+fn certificate_table_ends(p: &Package, driver: &str) {
+    let unsigned = std::fs::read(p.image(driver)).unwrap();
     let security = |bytes: &[u8]| {
         PE::parse(bytes)
             .unwrap()
@@ -278,10 +333,11 @@ fn signature_is_the_image_certificate_table_at_the_end_of_the_file() {
     };
     assert!(
         security(&unsigned).is_none_or(|d| d.size == 0),
-        "the unsigned image already has a certificate table"
+        "the unsigned {driver} image already has a certificate table"
     );
-    let bytes = p.sys();
-    let table = security(&bytes).expect("the signed image has no certificate table");
+    let bytes = p.sys(driver);
+    let table = security(&bytes)
+        .unwrap_or_else(|| panic!("the signed {driver}.sys has no certificate table"));
     // For this directory the "address" is a file offset; the table is the
     // last thing in the file, 8-byte aligned.
     assert!(table.size > 0, "empty certificate table");
@@ -289,7 +345,7 @@ fn signature_is_the_image_certificate_table_at_the_end_of_the_file() {
     assert_eq!(
         (table.virtual_address + table.size) as usize,
         bytes.len(),
-        "the certificate table {table:?} does not end the file ({} bytes)",
+        "{driver}: the certificate table {table:?} does not end the file ({} bytes)",
         bytes.len()
     );
     // The image before the table is the unsigned image, except for the
@@ -320,22 +376,24 @@ fn reference_checksum(bytes: &[u8]) -> u32 {
 
 #[test]
 fn pe_checksum_is_the_signed_files() {
-    let p = package();
-    let bytes = p.sys();
+    for driver in DRIVERS {
+        pe_checksum_is_right(package(), driver);
+    }
+}
+
+fn pe_checksum_is_right(p: &Package, driver: &str) {
+    let bytes = p.sys(driver);
     let pe = PE::parse(&bytes).unwrap();
     let stored = pe.header.optional_header.unwrap().windows_fields.check_sum;
     assert_eq!(
         stored,
         reference_checksum(&bytes),
-        "the header's CheckSum is not the signed file's"
+        "{driver}: the header's CheckSum is not the signed file's"
     );
     assert_ne!(stored, 0);
     // osslsigncode computes it too: every checksum it reports (current and
     // calculated, or one line when they agree) is the header's.
-    let report = text(&verify(
-        &p.file("ntosebpfext.sys"),
-        &p.file("ntosebpfext.cer"),
-    ));
+    let report = text(&verify(&p.sys_path(driver), &p.file(CER)));
     let reported: Vec<u32> = report
         .lines()
         .filter(|l| l.contains("PE checksum"))
@@ -347,14 +405,19 @@ fn pe_checksum_is_the_signed_files() {
     assert!(!reported.is_empty(), "no PE checksum in:\n{report}");
     assert!(
         reported.iter().all(|&c| c == stored),
-        "osslsigncode reports {reported:x?}, the header holds {stored:#x}"
+        "{driver}: osslsigncode reports {reported:x?}, the header holds {stored:#x}"
     );
 }
 
 #[test]
 fn a_flipped_byte_anywhere_in_the_image_fails_verification() {
-    let p = package();
-    let bytes = p.sys();
+    for driver in DRIVERS {
+        flipped_bytes_fail(package(), driver);
+    }
+}
+
+fn flipped_bytes_fail(p: &Package, driver: &str) {
+    let bytes = p.sys(driver);
     let pe = PE::parse(&bytes).unwrap();
     // One byte in the headers (TimeDateStamp) and one in the middle of each
     // section's raw data.
@@ -371,56 +434,68 @@ fn a_flipped_byte_anywhere_in_the_image_fails_verification() {
             ));
         }
     }
-    assert!(places.len() >= 3, "too few sections: {places:?}");
-    let dir = scratch().join("flipped");
+    assert!(places.len() >= 3, "{driver}: too few sections: {places:?}");
+    let dir = scratch().join("flipped").join(driver);
     std::fs::create_dir_all(&dir).unwrap();
     for (name, at) in places {
         let mut copy = bytes.clone();
         copy[at] ^= 0x01;
         let sys = dir.join(format!("{}.sys", name.trim_start_matches('.')));
         std::fs::write(&sys, &copy).unwrap();
-        let out = verify(&sys, &p.file("ntosebpfext.cer"));
+        let out = verify(&sys, &p.file(CER));
         assert!(
             !out.status.success(),
-            "flipping the byte at {at:#x} ({name}) left the signature valid:\n{}",
+            "flipping the byte at {at:#x} ({name}) of {driver}.sys left the signature valid:\n{}",
             text(&out)
         );
     }
     // The same verification of the untouched copy succeeds.
     let sys = dir.join("untouched.sys");
     std::fs::write(&sys, &bytes).unwrap();
-    let out = verify(&sys, &p.file("ntosebpfext.cer"));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = verify(&sys, &p.file(CER));
+    assert!(out.status.success(), "{driver}: {}", text(&out));
 }
 
 #[test]
-fn signed_image_runs_in_ntsim_as_the_unsigned_one_does() {
+fn signed_images_run_in_ntsim_as_the_unsigned_ones_do() {
     let p = package();
-    let demo = |image: &Path| {
+    // The demo loads every driver it has a part for: the signed images of
+    // the package, then the unsigned ones.
+    let drivers = ntsim::demo::demo_drivers();
+    assert!(
+        DRIVERS.iter().all(|d| drivers.contains(d)),
+        "the demo does not load every driver ({drivers:?}): this test would not run them all"
+    );
+    let demo = |images: Vec<PathBuf>| {
         let mut out = Vec::new();
-        ntsim::demo::run(&[image.to_path_buf()], &mut out)
-            .unwrap_or_else(|e| panic!("the demo fails on {}: {e}", image.display()));
+        ntsim::demo::run(&images, &mut out)
+            .unwrap_or_else(|e| panic!("the demo fails on {images:?}: {e}"));
         String::from_utf8(out).unwrap()
     };
-    let signed = demo(&p.file("ntosebpfext.sys"));
+    let signed = demo(drivers.iter().map(|d| p.sys_path(d)).collect());
     assert!(
         signed.contains("no leaks, no violations"),
-        "the signed image's demo:\n{signed}"
+        "the signed images' demo:\n{signed}"
     );
     assert_eq!(
         signed,
-        demo(&p.image),
-        "the signed image behaves differently from the unsigned one"
+        demo(drivers.iter().map(|d| p.image(d).to_path_buf()).collect()),
+        "the signed images behave differently from the unsigned ones"
     );
 }
 
 #[test]
-fn inf_is_the_repository_inx_stamped() {
-    let p = package();
-    let inf = std::fs::read_to_string(p.file("ntosebpfext.inf")).unwrap();
+fn infs_are_the_repository_inx_stamped() {
+    for driver in DRIVERS {
+        inf_is_stamped(package(), driver);
+    }
+}
+
+fn inf_is_stamped(p: &Package, driver: &str) {
+    let inf = std::fs::read_to_string(p.file(&format!("{driver}.inf"))).unwrap();
     assert!(
         inf.lines().all(|l| !l.ends_with('\r')) && inf.contains("\r\n"),
-        "the INF does not have CRLF line ends"
+        "{driver}.inf does not have CRLF line ends"
     );
     let inf: Vec<&str> = inf.lines().collect();
     let driver_ver: Vec<_> = inf
@@ -430,7 +505,8 @@ fn inf_is_the_repository_inx_stamped() {
         .collect();
     assert_eq!(
         driver_ver,
-        [format!("DriverVer   = {EPOCH_DATE},0.1.0.0").as_str()]
+        [format!("DriverVer   = {EPOCH_DATE},0.1.0.0").as_str()],
+        "{driver}.inf"
     );
     let version = inf.iter().position(|l| *l == "[Version]").unwrap();
     let next = inf[version + 1..]
@@ -439,10 +515,13 @@ fn inf_is_the_repository_inx_stamped() {
         .unwrap();
     assert!(
         (version..version + 1 + next).any(|i| inf[i].starts_with("DriverVer")),
-        "DriverVer is not in [Version]"
+        "{driver}.inf: DriverVer is not in [Version]"
     );
     // Every other line outside comments is the .inx's, with $ARCH$ = amd64.
-    let inx = include_str!("../../inf/ntosebpfext.inx");
+    let inx_path = ntsim::build::workspace_root()
+        .join("inf")
+        .join(format!("{driver}.inx"));
+    let inx = std::fs::read_to_string(&inx_path).unwrap();
     let expected: Vec<String> = inx
         .lines()
         .filter(|l| !l.starts_with(';') && !l.starts_with("DriverVer"))
@@ -453,8 +532,8 @@ fn inf_is_the_repository_inx_stamped() {
         .filter(|l| !l.starts_with(';') && !l.starts_with("DriverVer"))
         .copied()
         .collect();
-    assert_eq!(got, expected);
-    assert!(got.contains(&"[DefaultInstall.NTamd64]"));
+    assert_eq!(got, expected, "{driver}.inf");
+    assert!(got.contains(&"[DefaultInstall.NTamd64]"), "{driver}.inf");
 }
 
 #[test]
@@ -471,7 +550,7 @@ fn install_txt_has_the_commands_and_the_thumbprint() {
             "-sha1",
             "-in",
         ])
-        .arg(p.file("ntosebpfext.cer"))
+        .arg(p.file(CER))
         .output()
         .unwrap();
     let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
@@ -482,12 +561,8 @@ fn install_txt_has_the_commands_and_the_thumbprint() {
         .replace(':', "");
     for line in [
         "bcdedit /set testsigning on",
-        "certutil -addstore Root ntosebpfext.cer",
-        "certutil -addstore TrustedPublisher ntosebpfext.cer",
-        "copy ntosebpfext.sys %SystemRoot%\\System32\\drivers\\",
-        "sc.exe create NtosEbpfExt type= kernel start= demand binPath= \
-         %SystemRoot%\\System32\\drivers\\ntosebpfext.sys",
-        "sc.exe start NtosEbpfExt",
+        "certutil -addstore Root signer.cer",
+        "certutil -addstore TrustedPublisher signer.cer",
         &format!("thumbprint  {fingerprint}"),
     ] {
         assert!(
@@ -495,14 +570,44 @@ fn install_txt_has_the_commands_and_the_thumbprint() {
             "INSTALL.txt lacks {line:?}:\n{install}"
         );
     }
+    for driver in DRIVERS {
+        let service = service(driver);
+        for line in [
+            format!("copy {driver}.sys %SystemRoot%\\System32\\drivers\\"),
+            format!(
+                "sc.exe create {service} type= kernel start= demand binPath= \
+                 %SystemRoot%\\System32\\drivers\\{driver}.sys"
+            ),
+            format!("sc.exe start {service}"),
+            format!("sc.exe stop {service}"),
+            format!("sc.exe delete {service}"),
+            format!("del %SystemRoot%\\System32\\drivers\\{driver}.sys"),
+        ] {
+            assert_eq!(
+                install.matches(&format!("   {line}\r\n")).count(),
+                1,
+                "INSTALL.txt has {line:?} once, on its own line:\n{install}"
+            );
+        }
+    }
 }
 
-/// The eBPF store keys the driver writes when it starts (found in ntsim,
+/// The kernel service of `driver`: the name the C drivers' installers (and
+/// docs/installing.md) use.
+fn service(driver: &str) -> &'static str {
+    match driver {
+        "ntosebpfext" => "NtosEbpfExt",
+        "neteventebpfext" => "NetEventEbpfExt",
+        other => panic!("{other} is a new driver: add its service name here"),
+    }
+}
+
+/// The eBPF store keys `driver` writes when it starts (found in ntsim,
 /// independently of xtask), relative to `Software\eBPF\Providers`.
-fn driver_store_keys() -> Vec<String> {
+fn driver_store_keys(p: &Package, driver: &str) -> Vec<String> {
     use ntsim::ebpf::store::HKLM_STORE;
     let mut sim = ntsim::Sim::new();
-    assert_eq!(sim.load_driver(&ntsim::build::driver_image()).unwrap(), 0);
+    assert_eq!(sim.load_driver(p.image(driver)).unwrap(), 0);
     let keys: Vec<String> = ["ProgramData", "SectionData"]
         .iter()
         .flat_map(|parent| {
@@ -518,13 +623,23 @@ fn driver_store_keys() -> Vec<String> {
 
 /// INSTALL.txt has the HKCU step (check, copy each key, or delete the HKCU
 /// store) and the uninstall's `reg delete` of each key, for exactly the
-/// keys the driver writes: no key missing, none extra.
+/// keys the drivers write: no key missing, none extra.
 #[test]
 fn install_txt_has_the_store_step_and_its_removal_for_every_key() {
     let p = package();
     let install = std::fs::read_to_string(p.file("INSTALL.txt")).unwrap();
     let store = "Software\\eBPF\\Providers";
-    let keys = driver_store_keys();
+    let mut keys = Vec::new();
+    for driver in DRIVERS {
+        keys.extend(driver_store_keys(p, driver));
+    }
+    // neteventebpfext's, as docs/installing.md lists them.
+    for key in [
+        "ProgramData\\{fc4adc85-49c3-4f0a-8393-facce89cde91}",
+        "SectionData\\netevent_monitor",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "no {key} in {keys:?}");
+    }
     for key in &keys {
         for line in [
             format!("reg copy \"HKLM\\{store}\\{key}\" \"HKCU\\{store}\\{key}\" /s /f"),
@@ -556,10 +671,14 @@ fn install_txt_has_the_store_step_and_its_removal_for_every_key() {
     };
     assert_eq!(per_key("reg copy "), keys.len(), "{install}");
     assert_eq!(per_key("reg delete "), 2 * keys.len(), "{install}");
-    // The step comes after the driver's start, the removal after its delete.
+    // The step comes after the drivers' start, the removal after their
+    // delete.
     let at = |s: &str| install.find(s).unwrap_or_else(|| panic!("no {s:?}"));
-    assert!(at("sc.exe start NtosEbpfExt") < at("reg copy "));
-    assert!(at("sc.exe delete NtosEbpfExt") < at("reg delete \"HKLM"));
+    for driver in DRIVERS {
+        let service = service(driver);
+        assert!(at(&format!("sc.exe start {service}")) < at("reg copy "));
+        assert!(at(&format!("sc.exe delete {service}")) < at("reg delete \"HKLM"));
+    }
 }
 
 #[test]
@@ -575,14 +694,10 @@ fn the_test_certificate_is_created_once_and_reused() {
         "the private key is readable by others: {mode:o}"
     );
     let again = scratch().join("package-again");
-    let out = run(xtask(&[
-        &"--image",
-        &p.image,
-        &"--signing-dir",
-        &p.signing,
-        &"--out",
-        &again,
-    ]));
+    let out = run(xtask_images(
+        p,
+        &[&"--signing-dir", &p.signing, &"--out", &again],
+    ));
     assert!(
         !text(&out).contains("created the test certificate"),
         "{}",
@@ -590,22 +705,20 @@ fn the_test_certificate_is_created_once_and_reused() {
     );
     assert_eq!(std::fs::read(&key).unwrap(), before, "the key changed");
     assert_eq!(
-        std::fs::read(again.join("ntosebpfext.cer")).unwrap(),
-        std::fs::read(p.file("ntosebpfext.cer")).unwrap(),
+        std::fs::read(again.join(CER)).unwrap(),
+        std::fs::read(p.file(CER)).unwrap(),
         "the second package has another certificate"
     );
-    let out = verify(&again.join("ntosebpfext.sys"), &p.file("ntosebpfext.cer"));
-    assert!(out.status.success(), "{}", text(&out));
+    for driver in DRIVERS {
+        let out = verify(&again.join(format!("{driver}.sys")), &p.file(CER));
+        assert!(out.status.success(), "{driver}: {}", text(&out));
+    }
 
     // Packaging again into the same folder replaces it.
-    run(xtask(&[
-        &"--image",
-        &p.image,
-        &"--signing-dir",
-        &p.signing,
-        &"--out",
-        &again,
-    ]));
+    run(xtask_images(
+        p,
+        &[&"--signing-dir", &p.signing, &"--out", &again],
+    ));
     assert_eq!(listing(&again), FILES);
 }
 
@@ -620,14 +733,15 @@ fn an_incomplete_signing_folder_is_refused_not_replaced() {
         signing.join("ntosebpfext-test.cer"),
     )
     .unwrap();
-    let out = xtask(&[
-        &"--image",
-        &p.image,
-        &"--signing-dir",
-        &signing,
-        &"--out",
-        &scratch().join("package-incomplete"),
-    ])
+    let out = xtask_images(
+        p,
+        &[
+            &"--signing-dir",
+            &signing,
+            &"--out",
+            &scratch().join("package-incomplete"),
+        ],
+    )
     .bounded_output()
     .unwrap();
     assert!(!out.status.success());
@@ -676,48 +790,52 @@ fn own_pfx_certificate_signs_instead_of_the_test_certificate() {
 
     let out_dir = dir.join("package");
     let signing = dir.join("no-test-certificate");
-    run(xtask(&[
-        &"--image",
-        &p.image,
-        &"--cert",
-        &dir.join("own.pfx"),
-        &"--password-file",
-        &dir.join("password"),
-        &"--signing-dir",
-        &signing,
-        &"--out",
-        &out_dir,
-    ]));
+    run(xtask_images(
+        p,
+        &[
+            &"--cert",
+            &dir.join("own.pfx"),
+            &"--password-file",
+            &dir.join("password"),
+            &"--signing-dir",
+            &signing,
+            &"--out",
+            &out_dir,
+        ],
+    ));
     assert!(!signing.exists(), "--cert created a test certificate");
     assert_eq!(listing(&out_dir), FILES);
     assert_eq!(
-        std::fs::read(out_dir.join("ntosebpfext.cer")).unwrap(),
+        std::fs::read(out_dir.join(CER)).unwrap(),
         std::fs::read(dir.join("cert.cer")).unwrap(),
         "the package's certificate is not the --cert one"
     );
-    let sys = out_dir.join("ntosebpfext.sys");
-    let out = verify(&sys, &dir.join("cert.cer"));
-    assert!(out.status.success(), "{}", text(&out));
-    let out = verify(&sys, &p.file("ntosebpfext.cer"));
-    assert!(
-        !out.status.success(),
-        "the --cert package verifies against the test certificate"
-    );
+    for driver in DRIVERS {
+        let sys = out_dir.join(format!("{driver}.sys"));
+        let out = verify(&sys, &dir.join("cert.cer"));
+        assert!(out.status.success(), "{driver}: {}", text(&out));
+        let out = verify(&sys, &p.file(CER));
+        assert!(
+            !out.status.success(),
+            "the --cert package's {driver}.sys verifies against the test certificate"
+        );
+    }
     let install = std::fs::read_to_string(out_dir.join("INSTALL.txt")).unwrap();
     assert!(install.contains("My Own Signer"), "{install}");
 
     // A wrong password is a clear error.
     std::fs::write(dir.join("wrong"), "not it\n").unwrap();
-    let out = xtask(&[
-        &"--image",
-        &p.image,
-        &"--cert",
-        &dir.join("own.pfx"),
-        &"--password-file",
-        &dir.join("wrong"),
-        &"--out",
-        &dir.join("package-wrong"),
-    ])
+    let out = xtask_images(
+        p,
+        &[
+            &"--cert",
+            &dir.join("own.pfx"),
+            &"--password-file",
+            &dir.join("wrong"),
+            &"--out",
+            &dir.join("package-wrong"),
+        ],
+    )
     .bounded_output()
     .unwrap();
     assert!(!out.status.success());
@@ -733,7 +851,7 @@ fn missing_tools_are_a_clear_error() {
     let out_dir = scratch().join("package-no-tools");
 
     // --no-install: say what to install.
-    let out = xtask(&[&"--image", &p.image, &"--out", &out_dir])
+    let out = xtask_images(p, &[&"--out", &out_dir])
         .env("PATH", &empty)
         .bounded_output()
         .unwrap();
@@ -751,8 +869,7 @@ fn missing_tools_are_a_clear_error() {
     let out = output_within(
         Command::new(env!("CARGO_BIN_EXE_xtask"))
             .arg("package")
-            .arg("--image")
-            .arg(&p.image)
+            .args(p.image_args())
             .arg("--out")
             .arg(&out_dir)
             .env("PATH", &empty)
@@ -775,16 +892,9 @@ fn an_out_folder_that_is_not_a_package_is_not_deleted() {
     let out_dir = scratch().join("somebody-elses");
     std::fs::create_dir_all(&out_dir).unwrap();
     std::fs::write(out_dir.join("notes.txt"), "mine").unwrap();
-    let out = xtask(&[
-        &"--image",
-        &p.image,
-        &"--signing-dir",
-        &p.signing,
-        &"--out",
-        &out_dir,
-    ])
-    .bounded_output()
-    .unwrap();
+    let out = xtask_images(p, &[&"--signing-dir", &p.signing, &"--out", &out_dir])
+        .bounded_output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(
         text(&out).contains("not a package folder"),
@@ -799,24 +909,29 @@ fn an_out_folder_that_is_not_a_package_is_not_deleted() {
 /// section): sections aligned to the 4 KiB page, and the import address
 /// table in a section that is neither writable nor executable.
 #[test]
-fn signed_image_meets_the_static_memory_integrity_rules() {
+fn signed_images_meet_the_static_memory_integrity_rules() {
+    for driver in DRIVERS {
+        meets_memory_integrity_rules(driver, &package().sys(driver));
+    }
+}
+
+fn meets_memory_integrity_rules(driver: &str, bytes: &[u8]) {
     const PAGE: u32 = 0x1000;
     const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
     const SCN_MEM_WRITE: u32 = 0x8000_0000;
-    let bytes = package().sys();
-    let pe = PE::parse(&bytes).unwrap();
+    let pe = PE::parse(bytes).unwrap();
     let opt = pe.header.optional_header.unwrap();
     let align = opt.windows_fields.section_alignment;
     assert_eq!(
         align % PAGE,
         0,
-        "SectionAlignment {align:#x} is not page-sized"
+        "{driver}: SectionAlignment {align:#x} is not page-sized"
     );
     for s in &pe.sections {
         assert_eq!(
             s.virtual_address % PAGE,
             0,
-            "section {:?} is not page-aligned",
+            "{driver}: section {:?} is not page-aligned",
             s.name
         );
     }
@@ -824,7 +939,7 @@ fn signed_image_meets_the_static_memory_integrity_rules() {
         .data_directories
         .get_import_address_table()
         .copied()
-        .expect("the image has no import address table directory");
+        .unwrap_or_else(|| panic!("{driver} has no import address table directory"));
     let holder = pe
         .sections
         .iter()
@@ -832,11 +947,11 @@ fn signed_image_meets_the_static_memory_integrity_rules() {
             iat.virtual_address >= s.virtual_address
                 && iat.virtual_address + iat.size <= s.virtual_address + s.virtual_size
         })
-        .expect("the import address table is in no section");
+        .unwrap_or_else(|| panic!("{driver}: the import address table is in no section"));
     assert_eq!(
         holder.characteristics & (SCN_MEM_EXECUTE | SCN_MEM_WRITE),
         0,
-        "the import address table is in {:?} ({:#x}), which is writable or executable",
+        "{driver}: the import address table is in {:?} ({:#x}), which is writable or executable",
         String::from_utf8_lossy(&holder.name),
         holder.characteristics
     );
@@ -888,8 +1003,7 @@ fn missing_tools_are_installed_with_apt_get() {
     let out = output_within(
         Command::new(env!("CARGO_BIN_EXE_xtask"))
             .arg("package")
-            .arg("--image")
-            .arg(&p.image)
+            .args(p.image_args())
             .arg("--signing-dir")
             .arg(&p.signing)
             .arg("--out")
@@ -908,6 +1022,36 @@ fn missing_tools_are_installed_with_apt_get() {
          DEBIAN_FRONTEND=noninteractive\n"
     );
     assert_eq!(listing(&out_dir), FILES);
-    let out = verify(&out_dir.join("ntosebpfext.sys"), &p.file("ntosebpfext.cer"));
-    assert!(out.status.success(), "{}", text(&out));
+    for driver in DRIVERS {
+        let out = verify(&out_dir.join(format!("{driver}.sys")), &p.file(CER));
+        assert!(out.status.success(), "{driver}: {}", text(&out));
+    }
+}
+
+/// The package holds every driver: `--image` of some drivers only is an
+/// error that names the missing ones, and nothing is written.
+#[test]
+fn an_image_missing_for_a_driver_is_a_clear_error() {
+    let p = package();
+    let out_dir = scratch().join("package-one-image");
+    for driver in DRIVERS {
+        let out = xtask(&[
+            &"--image",
+            &p.image(driver),
+            &"--signing-dir",
+            &p.signing,
+            &"--out",
+            &out_dir,
+        ])
+        .bounded_output()
+        .unwrap();
+        assert!(!out.status.success(), "{}", text(&out));
+        let missing: Vec<&str> = DRIVERS.iter().copied().filter(|d| d != driver).collect();
+        assert!(
+            text(&out).contains(&format!("no --image of {}", missing.join(", "))),
+            "{}",
+            text(&out)
+        );
+        assert!(!out_dir.exists(), "a package was written");
+    }
 }
