@@ -764,7 +764,7 @@ mod kernel {
         };
         let mut context = EventContext::new(md, ());
         // Results are ignored: an event cannot be refused.
-        let run = hook.invoke_ignoring_results(&mut context, class_of(event_type));
+        let run = hook.invoke_class_ignoring_results(&mut context, class_of(event_type));
         drop(buffer);
         if let Some(run) = run {
             trace::hook_event(c"netevent", event_type, len as u64, run, 0);

@@ -149,7 +149,7 @@ mod kernel {
         TestRunContext, TestRunHook, TestRunOutput,
     };
     use ebpf_ext::ebpf::hook::{EventSource, Hook};
-    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec, ALL_CLASSES};
+    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
     use ebpf_ext::nt::{self, NtResult, HANDLE};
     use ebpf_ext::pool::PoolBox;
     use ebpf_ext::store;
@@ -246,7 +246,7 @@ mod kernel {
         let id = md.process_id;
         let mut event = ImageContext::new(md, ());
         // A load cannot be denied here: every result is ignored.
-        if let Some(run) = hook.invoke_ignoring_results(&mut event, ALL_CLASSES) {
+        if let Some(run) = hook.invoke_ignoring_results(&mut event) {
             trace::hook_event(c"image_load", 0, id, run, 0);
         }
     }

@@ -134,7 +134,7 @@ mod kernel {
         TestRunHook, TestRunOf, TestRunOutput,
     };
     use ebpf_ext::ebpf::hook::{EventSource, Hook};
-    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec, ALL_CLASSES};
+    use ebpf_ext::ebpf::program::{AttachType, ProgramType, ProgramTypeSpec};
     use ebpf_ext::nt::{self, NtResult, HANDLE};
     use ebpf_ext::pool::PoolBox;
     use ebpf_ext::store;
@@ -357,7 +357,7 @@ mod kernel {
         let (operation, id) = (md.operation as u8, md.thread_id);
         let mut event = ThreadContext::new(md, ());
         // Thread creation cannot be denied here: every result is ignored.
-        if let Some(run) = hook.invoke_ignoring_results(&mut event, ALL_CLASSES) {
+        if let Some(run) = hook.invoke_ignoring_results(&mut event) {
             trace::hook_event(c"thread", operation, id, run, 0);
         }
     }

@@ -359,20 +359,33 @@ impl HookProvider {
     }
 
     /// For a hook whose events cannot be refused (results ignored): runs
-    /// every client's program whose link receives `class` (one bit; a hook
-    /// without link classes passes [`ALL_CLASSES`]) and returns how many
-    /// programs ran when a trace session wants `HookEvent` records, `None`
-    /// otherwise (then nothing is counted: no work per client).
+    /// every client's program and returns how many ran when a trace
+    /// session wants `HookEvent` records, `None` otherwise (then nothing is
+    /// counted: no work per client).
     #[inline]
-    pub fn invoke_ignoring_results<C, P>(
+    pub fn invoke_ignoring_results<C, P>(&self, context: &mut ProgramContext<C, P>) -> Option<u32> {
+        self.ignore_results_where(context, |_| true)
+    }
+
+    /// [`invoke_ignoring_results`](Self::invoke_ignoring_results) for an
+    /// event of class `class` (one bit), on an attach type whose links
+    /// choose their events ([`AttachType::with_link_classes`]): only the
+    /// clients whose link receives that class run.
+    #[inline]
+    pub fn invoke_class_ignoring_results<C, P>(
         &self,
         context: &mut ProgramContext<C, P>,
         class: u32,
     ) -> Option<u32> {
-        // Filtering costs a test per client: only for hooks whose links
-        // choose their events.
-        let filtered = self.link_classes.is_some();
-        let receives = |client: &Client| !filtered || client.classes & class != 0;
+        self.ignore_results_where(context, |client| client.classes & class != 0)
+    }
+
+    #[inline(always)]
+    fn ignore_results_where<C, P>(
+        &self,
+        context: &mut ProgramContext<C, P>,
+        receives: impl Fn(&Client) -> bool,
+    ) -> Option<u32> {
         if crate::trace::hook_events_enabled() {
             // Every successful run reaches `on_result` (`stops` is true).
             let mut run = 0u32;

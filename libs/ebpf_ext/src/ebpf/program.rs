@@ -208,7 +208,7 @@ impl<const HELPERS: usize> ProgramType<HELPERS> {
 
 /// A link's event classes from its attach parameters (the bytes of its
 /// `ebpf_extension_data_t`, empty when it has none): a bit mask an event's
-/// class is tested against (see `HookProvider::invoke_ignoring_results`).
+/// class is tested against (see `HookProvider::invoke_class_ignoring_results`).
 pub type LinkClasses = fn(&[u8]) -> Result<u32, super::client::ClientError>;
 
 /// Every event class: what a link of an attach type without attach

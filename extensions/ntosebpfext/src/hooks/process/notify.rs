@@ -502,14 +502,9 @@ unsafe fn process_exit(process: PEPROCESS, process_id: HANDLE, creation_time: u6
     md.exit_time = unsafe { nt::PsGetProcessExitTime() } as u64;
     // SAFETY: `process` is valid for the call.
     md.process_exit_code = unsafe { nt::PsGetProcessExitStatus(process) } as u32;
-    // The programs run are counted only for a session that wants them (a
-    // count per client otherwise).
-    if trace::hook_events_enabled() {
-        let mut run = 0u32;
-        hook.invoke(&mut event, |_| {
-            run += 1;
-            Flow::Continue
-        });
+    // An exit cannot be refused: results are ignored, and the programs
+    // run are counted only for a session that wants them.
+    if let Some(run) = hook.invoke_ignoring_results(&mut event) {
         trace::hook_event(
             c"process",
             PROCESS_OPERATION_DELETE,
@@ -517,8 +512,6 @@ unsafe fn process_exit(process: PEPROCESS, process_id: HANDLE, creation_time: u6
             run,
             0,
         );
-    } else {
-        hook.invoke(&mut event, |_| Flow::Continue);
     }
 }
 
